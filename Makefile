@@ -1,0 +1,105 @@
+# lua-resty-gray
+#
+#   make            build build/libgray.so
+#   make test       install missing Debian packages, build, run every check
+#   make demo       install, build, start the demo stack (see README)
+#   make microbench C core vs pure Lua, ns/op
+#   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
+#   make fuzz       libFuzzer on the C parsers (FUZZ_SECONDS each)
+
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+LUA_VERSION := 5.1
+# luarocks passes these two; the defaults are where LuaJIT and Debian's nginx
+# lua module look without any lua_package_path.
+INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+LIBFLAG ?= -shared
+GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/xff.c csrc/mc.c
+HDR := csrc/gray.h csrc/internal.h
+
+LUAJIT  ?= luajit
+BUSTED  ?= busted
+FUZZ_SECONDS ?= 60
+REPLAY_ITERATIONS ?= 20000
+
+.PHONY: all test deps deps-test spec lint asan rock-check install uninstall \
+        microbench fuzz clean
+
+all: build/libgray.so
+
+build/libgray.so: $(SRC) $(HDR)
+	@mkdir -p build
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC)
+
+# ---- tests -----------------------------------------------------------------
+
+deps:
+	@sh tools/deps.sh build
+
+deps-test:
+	@sh tools/deps.sh build test
+
+test: deps-test
+	$(MAKE) all
+	$(MAKE) lint asan spec rock-check
+
+spec: build/libgray.so
+	$(BUSTED) --lua=$(LUAJIT) spec
+
+lint:
+	luacheck --std ngx_lua --codes lua spec bench tools
+
+# The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: seeds,
+# every prefix, and seeded mutations through the fuzz target.
+build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
+	@mkdir -p build
+	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -o $@ csrc/test/replay.c csrc/test/fuzz_target.c $(SRC)
+
+asan: build/replay-asan
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/replay-asan $(REPLAY_ITERATIONS)
+
+# The rockspec installs offline into a scratch tree and gray.ffi loads from it.
+rock-check:
+	@rm -rf build/rock-tree
+	luarocks --lua-version $(LUA_VERSION) make --tree $(CURDIR)/build/rock-tree \
+	    rockspec/lua-resty-gray-scm-1.rockspec >build/rock-check.log 2>&1 \
+	    || { cat build/rock-check.log; exit 1; }
+	cd /tmp && LUA_PATH='$(CURDIR)/build/rock-tree/share/lua/5.1/?.lua' \
+	    LUA_CPATH='$(CURDIR)/build/rock-tree/lib/lua/5.1/?.so' $(LUAJIT) $(CURDIR)/tools/rock_check.lua
+
+# ---- benchmarks and fuzzing -----------------------------------------------
+
+microbench: build/libgray.so
+	@sh tools/deps.sh build test
+	LUA_PATH='lua/?.lua;bench/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/micro.lua
+
+build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
+	@sh tools/deps.sh fuzz
+	@mkdir -p build
+	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -o $@ csrc/test/fuzz_target.c $(SRC)
+
+fuzz: build/fuzz
+	@mkdir -p build/fuzz-corpus
+	./build/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=2048 build/fuzz-corpus
+
+# ---- install ---------------------------------------------------------------
+
+install: build/libgray.so
+	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray
+	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
+	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
+	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/
+
+uninstall:
+	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LUADIR)/gray.lua
+	rm -rf $(DESTDIR)$(INST_LUADIR)/gray
+
+clean:
+	rm -rf build

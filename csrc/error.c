@@ -1,0 +1,27 @@
+/* error.c - names for the GRAY_E* codes. */
+#include "gray.h"
+
+const char *gray_strerror(int code)
+{
+    switch (code) {
+    case GRAY_OK:       return "ok";
+    case GRAY_EINVAL:   return "malformed input";
+    case GRAY_EAGAIN:   return "incomplete input";
+    case GRAY_EADDR:    return "not an IP address";
+    case GRAY_EPREFIX:  return "bad prefix length";
+    case GRAY_ESPACE:   return "output buffer too small";
+    case GRAY_EDIGITS:  return "bad number";
+    case GRAY_ERANGE:   return "number out of range";
+    case GRAY_ELINE:    return "line not terminated by CRLF";
+    case GRAY_EDATA:    return "data block not followed by CRLF";
+    case GRAY_EKEY:     return "bad key";
+    case GRAY_EUNASKED: return "value for a key that was not requested";
+    case GRAY_EREPLY:   return "unknown reply";
+    default:            return "unknown error";
+    }
+}
+
+const char *gray_version(void)
+{
+    return GRAY_VERSION;
+}

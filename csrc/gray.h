@@ -1,0 +1,189 @@
+/*
+ * gray.h - the byte work behind lua-resty-gray.
+ *
+ * Every function takes the caller's buffer and its length, never allocates,
+ * never keeps state between calls and never reads outside [buf, buf + len).
+ * A negative return is a GRAY_E* code; gray_strerror() names it.
+ *
+ * Addresses: an IPv4 address is stored as its IPv4-mapped IPv6 form
+ * (::ffff:a.b.c.d), so one 16-byte type, one range type and one set type
+ * serve both families, and "::ffff:1.2.3.4" and "1.2.3.4" are one address.
+ */
+#ifndef GRAY_H
+#define GRAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GRAY_VERSION "0.1.0"
+
+/* ---- limits ------------------------------------------------------------ */
+
+#define GRAY_IP_TEXT_MAX   46    /* longest canonical text plus NUL (INET6_ADDRSTRLEN) */
+#define GRAY_HOST_TEXT_MAX 64    /* longest "[v6]:port" / "a.b.c.d:port" we try to parse */
+#define GRAY_MC_KEY_MAX    250   /* memcached's KEY_MAX_LENGTH */
+#define GRAY_MC_LINE_MAX   1024  /* a reply line longer than this is malformed */
+#define GRAY_MC_DATA_MAX   (1u << 30) /* a VALUE announcing more bytes is malformed */
+
+/* ---- return codes -------------------------------------------------------- */
+
+#define GRAY_OK         0
+#define GRAY_EINVAL    -1   /* malformed input */
+#define GRAY_EAGAIN    -2   /* incomplete: call again with more bytes */
+#define GRAY_EADDR     -3   /* not an IP address in any accepted form */
+#define GRAY_EPREFIX   -4   /* bad CIDR prefix length */
+#define GRAY_ESPACE    -5   /* the caller's output buffer or array is too small */
+#define GRAY_EDIGITS   -6   /* memcached: a number field is not plain decimal digits */
+#define GRAY_ERANGE    -7   /* memcached: a number overflows its field */
+#define GRAY_ELINE     -8   /* memcached: a line is not terminated by CRLF within GRAY_MC_LINE_MAX */
+#define GRAY_EDATA     -9   /* memcached: the data block is not followed by CRLF */
+#define GRAY_EKEY      -10  /* memcached: a key is empty, too long or has bad bytes */
+#define GRAY_EUNASKED  -11  /* memcached: a VALUE for a key that was not requested */
+#define GRAY_EREPLY    -12  /* memcached: a reply line of an unknown kind */
+
+/* Static, NUL-terminated text for a return code. */
+const char *gray_strerror(int code);
+
+/* GRAY_VERSION of the library actually loaded. */
+const char *gray_version(void);
+
+/* ---- addresses (ip.c) -------------------------------------------------- */
+
+typedef struct gray_ip {
+    uint8_t b[16];              /* network order; IPv4 as ::ffff:a.b.c.d */
+} gray_ip_t;
+
+/* Parses a bare address: strict dotted quad (no leading zeros, no octal, hex or
+ * short forms) or any RFC 4291 IPv6 text form (embedded IPv4 allowed, no zone).
+ * Returns GRAY_OK or GRAY_EADDR. */
+int gray_ip_parse(const char *s, size_t len, gray_ip_t *out);
+
+/* Parses the forms found in forwarding headers: a bare address, "a.b.c.d:port",
+ * "[v6]" or "[v6]:port". Surrounding spaces and tabs are not accepted here. */
+int gray_ip_parse_host(const char *s, size_t len, gray_ip_t *out);
+
+/* Writes the canonical text (dotted quad for IPv4 and IPv4-mapped, RFC 5952 for
+ * IPv6) to buf without a NUL. Returns its length, or GRAY_ESPACE when cap is
+ * below the length (cap >= GRAY_IP_TEXT_MAX always fits). */
+int gray_ip_format(const gray_ip_t *ip, char *buf, size_t cap);
+
+/* Parses with gray_ip_parse_host() and writes the canonical text: one call from
+ * header text to memcached key. Returns the length or a negative code. */
+int gray_ip_canonical(const char *s, size_t len, char *buf, size_t cap);
+
+/* 1 when ip is IPv4 or IPv4-mapped, else 0. */
+int gray_ip_is_v4(const gray_ip_t *ip);
+
+/* ---- ranges and sets (ipset.c) ---------------------------------------- */
+
+typedef struct gray_range {
+    gray_ip_t lo;               /* first address, inclusive */
+    gray_ip_t hi;               /* last address, inclusive */
+} gray_range_t;
+
+/* Parses "a.b.c.d/n" (n 0..32), "v6/n" (n 0..128) or a bare address (a full
+ * length prefix). Host bits below the prefix are cleared. Returns GRAY_OK, 1
+ * when host bits were set (and cleared), GRAY_EADDR or GRAY_EPREFIX. */
+int gray_cidr_parse(const char *s, size_t len, gray_range_t *out);
+
+/* Sorts ranges and merges overlapping or adjacent ones in place; returns the new
+ * count. Call once after filling the array; the set is then read-only. */
+size_t gray_ipset_build(gray_range_t *ranges, size_t n);
+
+/* 1 when ip lies in a set made by gray_ipset_build(), else 0. O(log n). */
+int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
+
+/* ---- client address from forwarding headers (xff.c) --------------------- */
+
+/* Why a walk ended. The client is always walk->addr. */
+#define GRAY_STOP_PEER      0   /* the peer is not trusted: headers ignored */
+#define GRAY_STOP_UNTRUSTED 1   /* the first untrusted address from the right */
+#define GRAY_STOP_ALL       2   /* every address was trusted: the leftmost one */
+#define GRAY_STOP_JUNK      3   /* an element that is not an address stopped the
+                                   walk: the client is the last trusted address
+                                   reached (the peer when it was the rightmost) */
+#define GRAY_STOP_EMPTY     4   /* the header holds no element at all */
+
+typedef struct gray_walk {
+    gray_ip_t addr;             /* in: the socket peer; out: the client */
+    uint32_t hops;              /* header elements taken on the way */
+    int32_t stop;               /* GRAY_STOP_* */
+} gray_walk_t;
+
+/* Walks X-Forwarded-For from the right the way nginx's realip module does with
+ * real_ip_recursive on, starting at walk->addr (the peer). Elements are comma
+ * separated, trimmed of spaces and tabs; empty ones are skipped. Linear in len,
+ * no allocation. Returns the stop reason (>= 0). */
+int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
+                  size_t ntrusted, gray_walk_t *walk);
+
+/* The same walk over an RFC 7239 Forwarded header, using each element's "for"
+ * parameter (token or quoted string). "unknown", "_obfuscated", an element
+ * without "for" and a syntax error all count as a non-address element. */
+int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
+                        size_t ntrusted, gray_walk_t *walk);
+
+/* ---- memcached text protocol (mc.c) ------------------------------------ */
+
+/* 1 when key may be sent as a memcached key: 1..GRAY_MC_KEY_MAX bytes, no byte
+ * <= 0x20 and no 0x7f. Every key the library sends passes through here. */
+int gray_mc_key_ok(const char *key, size_t len);
+
+/* One-line reply kinds. */
+#define GRAY_MC_STORED        1
+#define GRAY_MC_NOT_STORED    2
+#define GRAY_MC_EXISTS        3
+#define GRAY_MC_NOT_FOUND     4
+#define GRAY_MC_DELETED       5
+#define GRAY_MC_TOUCHED       6
+#define GRAY_MC_OK            7
+#define GRAY_MC_END           8
+#define GRAY_MC_ERROR         9
+#define GRAY_MC_CLIENT_ERROR 10
+#define GRAY_MC_SERVER_ERROR 11
+#define GRAY_MC_VERSION      12
+#define GRAY_MC_NUMBER       13   /* incr/decr: the line is a decimal number */
+
+typedef struct gray_mc_line {
+    int32_t kind;               /* GRAY_MC_* */
+    uint32_t msg_off;           /* the text after the keyword (error message, */
+    uint32_t msg_len;           /* version, digits of a number), into buf */
+    uint64_t number;            /* the value of a GRAY_MC_NUMBER line */
+} gray_mc_line_t;
+
+/* Decodes one reply line at the start of buf. Returns the bytes consumed
+ * (through CRLF), GRAY_EAGAIN when the line is not complete yet, or an error. */
+int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
+
+typedef struct gray_mc_value {
+    uint32_t key_off;           /* the key, into buf */
+    uint32_t key_len;
+    uint32_t data_off;          /* the data block, into buf */
+    uint32_t data_len;
+    uint32_t flags;
+    uint32_t has_cas;           /* 1 when the VALUE line carried a cas unique */
+    uint64_t cas;
+} gray_mc_value_t;
+
+/* Decodes a whole reply to "get"/"gets": VALUE blocks then END, or one error
+ * line (ERROR, CLIENT_ERROR, SERVER_ERROR). keys/keys_len is the list of keys
+ * that was requested, separated by single spaces exactly as sent (NULL: not
+ * checked); values must answer them in order, each at most once, as memcached
+ * does: anything else is GRAY_EUNASKED. *nvals holds the capacity of vals on entry and
+ * the count decoded on return; line->kind is GRAY_MC_END for a value reply or
+ * the error kind. Returns the bytes consumed, or GRAY_EAGAIN with *need set to
+ * the least number of further bytes that can complete the reply (>= 1), or an
+ * error code. Nothing is copied: offsets point into buf. */
+int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
+                      gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
+                      size_t *need);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GRAY_H */

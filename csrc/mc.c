@@ -1,0 +1,292 @@
+/* mc.c - memcached text protocol: key safety and zero-copy reply decoding
+ * (doc/protocol.txt: retrieval replies and the one-line replies). */
+#include <limits.h>
+#include <string.h>
+
+#include "gray.h"
+#include "internal.h"
+
+int gray_mc_key_ok(const char *key, size_t len)
+{
+    if (key == NULL || len == 0 || len > GRAY_MC_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Finds the CR of the CRLF ending the line that starts at pos. A bare CR or
+ * LF can never become a valid line, so it is an error, not "need more". */
+static int find_eol(const char *buf, size_t len, size_t pos, size_t *eol)
+{
+    size_t avail = len - pos;
+    size_t window = avail < GRAY_MC_LINE_MAX ? avail : GRAY_MC_LINE_MAX;
+    const char *p = buf + pos, *end = p + window;
+    for (; p < end; p++) {
+        if (gray_likely(*p != '\r' && *p != '\n'))
+            continue;
+        if (*p == '\n')
+            return GRAY_ELINE;
+        size_t i = (size_t)(p - buf);
+        if (i + 1 >= len)
+            return GRAY_EAGAIN;
+        if (buf[i + 1] != '\n')
+            return GRAY_ELINE;
+        *eol = i;
+        return GRAY_OK;
+    }
+    return avail >= GRAY_MC_LINE_MAX ? GRAY_ELINE : GRAY_EAGAIN;
+}
+
+/* Plain decimal digits (1..20 of them) no larger than max. */
+static int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return len == 0 ? GRAY_EDIGITS : GRAY_ERANGE;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!gray_is_digit(s[i]))
+            return GRAY_EDIGITS;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (max - d) / 10)
+            return GRAY_ERANGE;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return GRAY_OK;
+}
+
+static int starts_with(const char *s, size_t len, const char *word, size_t wlen)
+{
+    return len >= wlen && memcmp(s, word, wlen) == 0;
+}
+
+#define LIT(s) s, sizeof(s) - 1
+
+/* Classifies the line buf[0..n) (without CRLF). */
+static int classify_line(const char *buf, size_t n, gray_mc_line_t *line)
+{
+    static const struct { const char *word; uint8_t len; uint8_t kind; } exact[] = {
+        {LIT("STORED"), GRAY_MC_STORED},       {LIT("NOT_STORED"), GRAY_MC_NOT_STORED},
+        {LIT("EXISTS"), GRAY_MC_EXISTS},       {LIT("NOT_FOUND"), GRAY_MC_NOT_FOUND},
+        {LIT("DELETED"), GRAY_MC_DELETED},     {LIT("TOUCHED"), GRAY_MC_TOUCHED},
+        {LIT("OK"), GRAY_MC_OK},               {LIT("END"), GRAY_MC_END},
+        {LIT("ERROR"), GRAY_MC_ERROR},
+    };
+    /* keywords followed by a space and a message */
+    static const struct { const char *word; uint8_t len; uint8_t kind; } prefixed[] = {
+        {LIT("CLIENT_ERROR "), GRAY_MC_CLIENT_ERROR},
+        {LIT("SERVER_ERROR "), GRAY_MC_SERVER_ERROR},
+        {LIT("ERROR "), GRAY_MC_ERROR},
+        {LIT("VERSION "), GRAY_MC_VERSION},
+    };
+
+    line->msg_off = 0;
+    line->msg_len = 0;
+    line->number = 0;
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+        if (n == exact[i].len && memcmp(buf, exact[i].word, n) == 0) {
+            line->kind = exact[i].kind;
+            return GRAY_OK;
+        }
+    }
+    for (size_t i = 0; i < sizeof prefixed / sizeof prefixed[0]; i++) {
+        if (starts_with(buf, n, prefixed[i].word, prefixed[i].len)) {
+            line->kind = prefixed[i].kind;
+            line->msg_off = prefixed[i].len;
+            line->msg_len = (uint32_t)(n - prefixed[i].len);
+            return GRAY_OK;
+        }
+    }
+    if (n > 0 && gray_is_digit(buf[0])) {
+        int rc = parse_u64(buf, n, UINT64_MAX, &line->number);
+        if (rc != GRAY_OK)
+            return rc;
+        line->kind = GRAY_MC_NUMBER;
+        line->msg_len = (uint32_t)n;
+        return GRAY_OK;
+    }
+    return GRAY_EREPLY;
+}
+
+int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line)
+{
+    size_t eol;
+    if (len > INT_MAX)
+        return GRAY_EINVAL;
+    int rc = find_eol(buf, len, 0, &eol);
+    if (rc != GRAY_OK)
+        return rc;
+    rc = classify_line(buf, eol, line);
+    return rc != GRAY_OK ? rc : (int)(eol + 2);
+}
+
+/* Is key the next requested key not answered yet? memcached answers in
+ * request order and each requested key at most once, so the search only moves
+ * forward from *cursor, where the last match ended; a key asked for twice may
+ * be answered twice. Misses are skipped over. */
+static int key_requested(const char *keys, size_t keys_len, size_t *cursor,
+                         const char *key, size_t klen)
+{
+    size_t p = *cursor;
+    while (p < keys_len) {
+        const char *sp = memchr(keys + p, ' ', keys_len - p);
+        size_t end = sp ? (size_t)(sp - keys) : keys_len;
+        if (end - p == klen && memcmp(keys + p, key, klen) == 0) {
+            *cursor = end < keys_len ? end + 1 : keys_len;
+            return 1;
+        }
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* Reads a decimal field at *p that ends at a space or at eol, no larger than
+ * max; leaves *p on the space (or eol). */
+static int number_field(const char *buf, size_t *p, size_t eol, uint64_t max, uint64_t *out)
+{
+    size_t start = *p, i = start;
+    uint64_t v = 0;
+    while (i < eol && buf[i] != ' ') {
+        char c = buf[i];
+        if (!gray_is_digit(c))
+            return GRAY_EDIGITS;
+        unsigned d = (unsigned)(c - '0');
+        if (i - start >= 20 || v > (max - d) / 10)
+            return GRAY_ERANGE;
+        v = v * 10 + d;
+        i++;
+    }
+    if (i == start)
+        return GRAY_EDIGITS;
+    *p = i;
+    *out = v;
+    return GRAY_OK;
+}
+
+/* "VALUE <key> <flags> <bytes> [<cas>]" without the CRLF, starting after
+ * "VALUE ": one pass, single spaces between fields. Fills v (offsets
+ * relative to buf) and *bytes. */
+static int parse_value_line(const char *buf, size_t pos, size_t eol,
+                            gray_mc_value_t *v, uint64_t *bytes)
+{
+    size_t p = pos;
+    while (p < eol && buf[p] != ' ') {
+        unsigned char c = (unsigned char)buf[p];
+        if (c < 0x20 || c == 0x7f)
+            return GRAY_EKEY;
+        p++;
+    }
+    size_t klen = p - pos;
+    if (klen == 0 || klen > GRAY_MC_KEY_MAX)
+        return GRAY_EKEY;
+    if (p == eol)
+        return GRAY_EINVAL;
+
+    uint64_t flags, cas = 0;
+    int rc;
+    p++;
+    if ((rc = number_field(buf, &p, eol, UINT32_MAX, &flags)) != GRAY_OK)
+        return rc;
+    if (p == eol)
+        return GRAY_EINVAL;
+    p++;
+    if ((rc = number_field(buf, &p, eol, GRAY_MC_DATA_MAX, bytes)) != GRAY_OK)
+        return rc;
+    v->has_cas = 0;
+    if (p < eol) {
+        p++;
+        if ((rc = number_field(buf, &p, eol, UINT64_MAX, &cas)) != GRAY_OK)
+            return rc;
+        if (p != eol)
+            return GRAY_EINVAL;
+        v->has_cas = 1;
+    }
+
+    v->key_off = (uint32_t)pos;
+    v->key_len = (uint32_t)klen;
+    v->flags = (uint32_t)flags;
+    v->cas = cas;
+    return GRAY_OK;
+}
+
+int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
+                      gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
+                      size_t *need)
+{
+    size_t cap = *nvals, count = 0, pos = 0, cursor = 0;
+    int rc;
+
+    *nvals = 0;
+    *need = 0;
+    if (len > INT_MAX)
+        return GRAY_EINVAL;
+
+    for (;;) {
+        size_t eol;
+        rc = find_eol(buf, len, pos, &eol);
+        if (rc == GRAY_EAGAIN) {
+            /* at least the rest of this line's CRLF */
+            *need = (len > pos && buf[len - 1] == '\r') ? 1 : 2;
+            break;
+        }
+        if (rc != GRAY_OK)
+            break;
+
+        if (starts_with(buf + pos, eol - pos, LIT("VALUE "))) {
+            gray_mc_value_t v;
+            uint64_t bytes;
+            rc = parse_value_line(buf, pos + 6, eol, &v, &bytes);
+            if (rc != GRAY_OK)
+                break;
+            if (keys != NULL &&
+                !key_requested(keys, keys_len, &cursor, buf + v.key_off, v.key_len)) {
+                rc = GRAY_EUNASKED;
+                break;
+            }
+            if (count == cap) {
+                rc = GRAY_ESPACE;
+                break;
+            }
+            size_t data = eol + 2;
+            size_t data_end = data + (size_t)bytes;
+            if (data_end + 2 > len) {
+                /* the data, its CRLF and at least "END\r\n" are missing */
+                *need = data_end + 2 + 5 - len;
+                rc = GRAY_EAGAIN;
+                break;
+            }
+            if (buf[data_end] != '\r' || buf[data_end + 1] != '\n') {
+                rc = GRAY_EDATA;
+                break;
+            }
+            v.data_off = (uint32_t)data;
+            v.data_len = (uint32_t)bytes;
+            vals[count++] = v;
+            pos = data_end + 2;
+            continue;
+        }
+
+        rc = classify_line(buf + pos, eol - pos, line);
+        if (rc != GRAY_OK)
+            break;
+        switch (line->kind) {
+        case GRAY_MC_END:
+        case GRAY_MC_ERROR:
+        case GRAY_MC_CLIENT_ERROR:
+        case GRAY_MC_SERVER_ERROR:
+            line->msg_off += (uint32_t)pos;
+            *nvals = count;
+            return (int)(eol + 2);
+        default:
+            rc = GRAY_EREPLY;   /* STORED, a number, ...: not a get reply */
+            break;
+        }
+        break;
+    }
+    *nvals = count;
+    return rc;
+}

@@ -1,0 +1,142 @@
+/* fuzz_target.c - one fuzz entry point for every parser in libgray. The first
+ * byte picks the parser; the rest is its input, in a buffer of exactly that
+ * size so AddressSanitizer sees any read past the end. Besides memory safety
+ * it checks invariants and traps when one fails:
+ *   - canonical text parses back to the same address and is a fixed point;
+ *   - a walk's client is the peer, or an address that occurs in the header;
+ *   - a decoded reply's offsets stay inside what was consumed, and every
+ *     shorter prefix of a complete reply is "incomplete", never a value. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../gray.h"
+
+#define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
+
+enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_COUNT };
+
+static gray_range_t trusted[4];
+static size_t ntrusted;
+
+static void init_trusted(void)
+{
+    static const char *cidrs[] = {"127.0.0.0/8", "10.0.0.0/8", "::1", "2001:db8::/32"};
+    if (ntrusted)
+        return;
+    for (size_t i = 0; i < 4; i++)
+        CHECK(gray_cidr_parse(cidrs[i], strlen(cidrs[i]), &trusted[i]) >= 0);
+    ntrusted = gray_ipset_build(trusted, 4);
+}
+
+static void fuzz_ip(const char *s, size_t len)
+{
+    gray_ip_t a, b;
+    char text[GRAY_IP_TEXT_MAX], again[GRAY_IP_TEXT_MAX];
+    gray_range_t r;
+
+    (void)gray_ip_parse(s, len, &a);
+    (void)gray_cidr_parse(s, len, &r);
+    if (gray_ip_parse_host(s, len, &a) != GRAY_OK)
+        return;
+    int n = gray_ip_format(&a, text, sizeof text);
+    CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
+    CHECK(gray_ip_parse(text, (size_t)n, &b) == GRAY_OK);
+    CHECK(memcmp(a.b, b.b, 16) == 0);
+    int m = gray_ip_canonical(text, (size_t)n, again, sizeof again);
+    CHECK(m == n && memcmp(text, again, (size_t)n) == 0);
+    CHECK(gray_ip_format(&a, text, (size_t)n - 1) == GRAY_ESPACE);
+}
+
+static void fuzz_walk(const char *s, size_t len, int forwarded)
+{
+    gray_walk_t w;
+    init_trusted();
+    CHECK(gray_ip_parse("127.0.0.1", 9, &w.addr) == GRAY_OK);
+    int stop = forwarded ? gray_forwarded_walk(s, len, trusted, ntrusted, &w)
+                         : gray_xff_walk(s, len, trusted, ntrusted, &w);
+    CHECK(stop >= GRAY_STOP_PEER && stop <= GRAY_STOP_EMPTY);
+    CHECK(w.hops <= len);
+    if (w.hops == 0) {
+        gray_ip_t peer;
+        gray_ip_parse("127.0.0.1", 9, &peer);
+        CHECK(memcmp(w.addr.b, peer.b, 16) == 0);
+    }
+    if (stop == GRAY_STOP_UNTRUSTED)
+        CHECK(!gray_ipset_contains(trusted, ntrusted, &w.addr));
+    else
+        CHECK(gray_ipset_contains(trusted, ntrusted, &w.addr));
+}
+
+static void check_values(const gray_mc_value_t *v, size_t n, size_t consumed)
+{
+    for (size_t i = 0; i < n; i++) {
+        CHECK((size_t)v[i].key_off + v[i].key_len <= consumed);
+        CHECK((size_t)v[i].data_off + v[i].data_len + 2 <= consumed);
+        CHECK(v[i].key_len >= 1 && v[i].key_len <= GRAY_MC_KEY_MAX);
+    }
+}
+
+static void fuzz_mc_get(const char *s, size_t len)
+{
+    static const char keys[] = "a k1 192.168.2.20 ::1";
+    gray_mc_value_t vals[8];
+    gray_mc_line_t line;
+    size_t n = 8, need;
+    int rc = gray_mc_parse_get(s, len, keys, sizeof keys - 1, vals, &n, &line, &need);
+    CHECK(n <= 8);
+    if (rc == GRAY_EAGAIN) {
+        CHECK(need >= 1);
+    } else if (rc >= 0) {
+        CHECK((size_t)rc <= len);
+        check_values(vals, n, (size_t)rc);
+        /* every prefix of a complete reply is incomplete */
+        if (len <= 600) {
+            for (size_t cut = 0; cut < (size_t)rc; cut++) {
+                char *p = malloc(cut ? cut : 1);
+                memcpy(p, s, cut);
+                size_t pn = 8, pneed;
+                CHECK(gray_mc_parse_get(p, cut, keys, sizeof keys - 1, vals, &pn, &line,
+                                        &pneed) == GRAY_EAGAIN);
+                CHECK(pneed >= 1 && cut + pneed <= (size_t)rc);
+                free(p);
+            }
+        }
+    }
+    n = 8;
+    rc = gray_mc_parse_get(s, len, NULL, 0, vals, &n, &line, &need);
+    if (rc >= 0)
+        check_values(vals, n, (size_t)rc);
+}
+
+static void fuzz_mc_line(const char *s, size_t len)
+{
+    gray_mc_line_t line;
+    int rc = gray_mc_parse_line(s, len, &line);
+    if (rc >= 0) {
+        CHECK((size_t)rc <= len);
+        CHECK((size_t)line.msg_off + line.msg_len + 2 <= (size_t)rc);
+    }
+    (void)gray_mc_key_ok(s, len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0)
+        return 0;
+    int target = data[0] % T_COUNT;
+    size_t len = size - 1;
+    char *s = malloc(len ? len : 1);   /* exactly len bytes: overreads are caught */
+    memcpy(s, data + 1, len);
+    switch (target) {
+    case T_IP:        fuzz_ip(s, len); break;
+    case T_XFF:       fuzz_walk(s, len, 0); break;
+    case T_FORWARDED: fuzz_walk(s, len, 1); break;
+    case T_MC_GET:    fuzz_mc_get(s, len); break;
+    case T_MC_LINE:   fuzz_mc_line(s, len); break;
+    }
+    free(s);
+    return 0;
+}

@@ -1,0 +1,356 @@
+-- gray.ffi: the only module that knows libgray.so exists. It loads the
+-- library from package.cpath, declares its functions once and wraps them in
+-- plain Lua functions that take and return Lua strings, with nil, err on
+-- failure. Scratch buffers are module-level and reused: no call yields
+-- between filling one and reading it back.
+
+local ffi = require "ffi"
+
+local ffi_new = ffi.new
+local ffi_string = ffi.string
+local ffi_typeof = ffi.typeof
+local ffi_cast = ffi.cast
+local tonumber = tonumber
+local type = type
+local concat = table.concat
+local ok_new, table_new = pcall(require, "table.new")
+if not ok_new then
+    table_new = function() return {} end
+end
+
+local VERSION = "0.1.0"
+
+-- Declared once: a second load (another copy of this file, a reload) would
+-- otherwise fail on "attempt to redefine".
+if not pcall(ffi_typeof, "gray_walk_t") then
+    ffi.cdef [[
+typedef struct gray_ip { uint8_t b[16]; } gray_ip_t;
+typedef struct gray_range { gray_ip_t lo; gray_ip_t hi; } gray_range_t;
+typedef struct gray_walk { gray_ip_t addr; uint32_t hops; int32_t stop; } gray_walk_t;
+typedef struct gray_mc_line {
+    int32_t kind; uint32_t msg_off; uint32_t msg_len; uint64_t number;
+} gray_mc_line_t;
+typedef struct gray_mc_value {
+    uint32_t key_off; uint32_t key_len; uint32_t data_off; uint32_t data_len;
+    uint32_t flags; uint32_t has_cas; uint64_t cas;
+} gray_mc_value_t;
+
+const char *gray_strerror(int code);
+const char *gray_version(void);
+int gray_ip_parse(const char *s, size_t len, gray_ip_t *out);
+int gray_ip_parse_host(const char *s, size_t len, gray_ip_t *out);
+int gray_ip_format(const gray_ip_t *ip, char *buf, size_t cap);
+int gray_ip_canonical(const char *s, size_t len, char *buf, size_t cap);
+int gray_ip_is_v4(const gray_ip_t *ip);
+int gray_cidr_parse(const char *s, size_t len, gray_range_t *out);
+size_t gray_ipset_build(gray_range_t *ranges, size_t n);
+int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
+int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
+                  size_t ntrusted, gray_walk_t *walk);
+int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
+                        size_t ntrusted, gray_walk_t *walk);
+int gray_mc_key_ok(const char *key, size_t len);
+int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
+int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
+                      gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
+                      size_t *need);
+]]
+end
+
+-- Finds libgray.so the way lua-resty-signal finds its library: every
+-- package.cpath template with "?" replaced, first one that loads wins.
+local function load_library()
+    local tried = {}
+    for template in package.cpath:gmatch("[^;]+") do
+        local path = template:gsub("%?", "libgray")
+        local f = io.open(path, "rb")
+        if f then
+            f:close()
+            local ok, lib = pcall(ffi.load, path)
+            if ok then
+                return lib, path
+            end
+            tried[#tried + 1] = path .. " (" .. tostring(lib) .. ")"
+        else
+            tried[#tried + 1] = path
+        end
+    end
+    error("gray.ffi: libgray.so not found; tried:\n    " .. concat(tried, "\n    ")
+          .. "\n(build it with 'make' and add <repo>/build/?.so to lua_package_cpath)", 2)
+end
+
+local C, lib_path = load_library()
+
+if ffi_string(C.gray_version()) ~= VERSION then
+    error("gray.ffi: " .. lib_path .. " is version " .. ffi_string(C.gray_version())
+          .. " but the Lua code is " .. VERSION, 2)
+end
+
+-- Must match gray.h.
+local GRAY_EAGAIN = -2
+local IP_TEXT_MAX = 46
+local MC_END = 8
+local STOP_NAMES = { [0] = "untrusted-peer", "untrusted", "all-trusted", "junk", "empty" }
+local MC_KINDS = {
+    "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND", "DELETED", "TOUCHED", "OK",
+    "END", "ERROR", "CLIENT_ERROR", "SERVER_ERROR", "VERSION", "NUMBER",
+}
+
+local ip_buf = ffi_new("gray_ip_t[1]")
+local text_buf = ffi_new("char[?]", IP_TEXT_MAX)
+local walk = ffi_new("gray_walk_t")
+local line = ffi_new("gray_mc_line_t")
+local count_buf = ffi_new("size_t[1]")
+local need_buf = ffi_new("size_t[1]")
+local vals_cap = 16
+local vals = ffi_new("gray_mc_value_t[?]", vals_cap)
+local range_array_t = ffi_typeof("gray_range_t[?]")
+local char_ptr_t = ffi_typeof("const char *")
+
+-- A cas unique as decimal text: it may not fit a Lua number, and text is
+-- what a "cas" command needs.
+local function cas_text(v)
+    if v.has_cas == 1 then
+        return (tostring(v.cas):gsub("ULL$", ""))
+    end
+    return nil
+end
+
+local function strerror(rc)
+    return ffi_string(C.gray_strerror(rc))
+end
+
+local _M = {
+    VERSION = VERSION,
+    lib_path = lib_path,
+    strerror = strerror,
+}
+
+--- Canonical text of an address in any accepted form ("1.2.3.4:80",
+-- "[v6]:443", "::FFFF:1.2.3.4"...), the form used as a memcached key.
+function _M.canonical_ip(s)
+    if type(s) ~= "string" then
+        return nil, "not a string"
+    end
+    local n = C.gray_ip_canonical(s, #s, text_buf, IP_TEXT_MAX)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return ffi_string(text_buf, n)
+end
+
+local function split_list(list)
+    if type(list) == "string" then
+        local t = {}
+        for item in list:gmatch("[^,%s]+") do
+            t[#t + 1] = item
+        end
+        return t
+    end
+    return list
+end
+
+--- A compiled set of CIDRs (array of strings, or one string separated by
+-- commas or blanks). Returns the set, or nil and a message naming the bad
+-- entry. A CIDR with host bits set is accepted, masked, and listed in
+-- set.warnings.
+function _M.new_ipset(list)
+    list = split_list(list)
+    if type(list) ~= "table" then
+        return nil, "expected a list of CIDRs (table or string)"
+    end
+    local n = #list
+    local ranges = ffi_new(range_array_t, n > 0 and n or 1)
+    local warnings = {}
+    for i = 1, n do
+        local cidr = list[i]
+        if type(cidr) ~= "string" then
+            return nil, "entry " .. i .. " is not a string"
+        end
+        local rc = C.gray_cidr_parse(cidr, #cidr, ranges + (i - 1))
+        if rc < 0 then
+            return nil, "bad CIDR '" .. cidr .. "': " .. strerror(rc)
+        elseif rc == 1 then
+            warnings[#warnings + 1] = cidr .. " has host bits set; used as a network"
+        end
+    end
+    local count = tonumber(C.gray_ipset_build(ranges, n))
+    return { ranges = ranges, count = count, warnings = warnings }
+end
+
+--- Whether an address (any accepted text form) is in the set; nil, err for
+-- text that is not an address.
+function _M.ipset_contains(set, addr)
+    if type(addr) ~= "string" then
+        return nil, "not a string"
+    end
+    local rc = C.gray_ip_parse_host(addr, #addr, ip_buf)
+    if rc ~= 0 then
+        return nil, strerror(rc)
+    end
+    return C.gray_ipset_contains(set.ranges, set.count, ip_buf) == 1
+end
+
+local function walk_text()
+    local n = C.gray_ip_format(walk.addr, text_buf, IP_TEXT_MAX)
+    return ffi_string(text_buf, n)
+end
+
+--- The client address, as nginx's realip module picks it with
+-- real_ip_recursive on. peer is $remote_addr; the headers (nil when absent)
+-- count only when the peer is in the trusted set: a valid X-Real-IP wins,
+-- else X-Forwarded-For is walked, else Forwarded. Returns the canonical text,
+-- the source ("peer", "x-real-ip", "x-forwarded-for", "forwarded") and why
+-- the walk stopped (see STOP_NAMES); nil, err when the peer is not an address.
+function _M.client_ip(set, peer, real_ip, xff, forwarded)
+    if type(peer) ~= "string" or C.gray_ip_parse_host(peer, #peer, walk.addr) ~= 0 then
+        return nil, "peer is not an IP address"
+    end
+    local ranges, count = set.ranges, set.count
+    if C.gray_ipset_contains(ranges, count, walk.addr) == 0 then
+        return walk_text(), "peer", "untrusted-peer"
+    end
+    if type(real_ip) == "string" then
+        -- one value, trimmed; a bad one is ignored and the lists are tried
+        local v = real_ip:match("^[ \t]*(.-)[ \t]*$")
+        if C.gray_ip_parse_host(v, #v, ip_buf) == 0 then
+            local n = C.gray_ip_format(ip_buf, text_buf, IP_TEXT_MAX)
+            return ffi_string(text_buf, n), "x-real-ip", "x-real-ip"
+        end
+    end
+    local stop, source
+    if type(xff) == "string" then
+        stop = C.gray_xff_walk(xff, #xff, ranges, count, walk)
+        source = "x-forwarded-for"
+    elseif type(forwarded) == "string" then
+        stop = C.gray_forwarded_walk(forwarded, #forwarded, ranges, count, walk)
+        source = "forwarded"
+    else
+        return walk_text(), "peer", "empty"
+    end
+    if walk.hops == 0 then
+        source = "peer"
+    end
+    return walk_text(), source, STOP_NAMES[stop]
+end
+
+--- Whether a string may be sent as a memcached key.
+function _M.mc_key_ok(key)
+    return type(key) == "string" and C.gray_mc_key_ok(key, #key) == 1
+end
+
+--- Decodes one reply line at the start of buf: kind ("STORED", ...,
+-- "NUMBER"), the text after the keyword (a message, a version, the digits of
+-- a number) or nil, and the bytes consumed; nil, "again"
+-- when the line is incomplete; nil, err when it is malformed.
+function _M.mc_parse_line(buf)
+    local rc = C.gray_mc_parse_line(buf, #buf, line)
+    if rc < 0 then
+        return nil, rc == GRAY_EAGAIN and "again" or strerror(rc)
+    end
+    local payload
+    if line.msg_len > 0 then
+        payload = ffi_string(ffi_cast(char_ptr_t, buf) + line.msg_off, line.msg_len)
+    end
+    return MC_KINDS[line.kind], payload, rc
+end
+
+local function reply_error(buf)
+    local msg = ffi_string(ffi_cast(char_ptr_t, buf) + line.msg_off, line.msg_len)
+    return MC_KINDS[line.kind] .. (msg ~= "" and " " .. msg or "")
+end
+
+-- Shared by the decoders: returns consumed and the value count, or nil, err,
+-- need.
+local function parse_get(buf, keys, max_values)
+    count_buf[0] = max_values
+    local rc = C.gray_mc_parse_get(buf, #buf, keys, keys and #keys or 0,
+                                   vals, count_buf, line, need_buf)
+    if rc < 0 then
+        if rc == GRAY_EAGAIN then
+            return nil, "again", tonumber(need_buf[0])
+        end
+        return nil, strerror(rc)
+    end
+    if line.kind ~= MC_END then
+        return nil, reply_error(buf)
+    end
+    return rc, tonumber(count_buf[0])
+end
+
+--- Decodes a reply to "get <key>": the value (false on a miss), the bytes
+-- consumed, flags and cas (decimal text; nil unless "gets"). nil, "again", need when
+-- more bytes are needed; nil, err for a malformed or error reply.
+function _M.mc_decode_get1(buf, key)
+    local consumed, n, need = parse_get(buf, key, 1)
+    if not consumed then
+        return nil, n, need
+    end
+    if n == 0 then
+        return false, consumed
+    end
+    local v = vals[0]
+    return ffi_string(ffi_cast(char_ptr_t, buf) + v.data_off, v.data_len),
+           consumed, tonumber(v.flags), cas_text(v)
+end
+
+local function ensure_capacity(keys, max_values)
+    if type(keys) ~= "string" then
+        return nil, "keys must be a string"
+    end
+    -- every key is at least one byte plus a space: an upper bound, no scan
+    max_values = max_values or math.floor((#keys + 1) / 2)
+    if max_values > vals_cap then
+        vals_cap = max_values
+        vals = ffi_new("gray_mc_value_t[?]", vals_cap)
+    end
+    return max_values
+end
+
+--- Decodes a reply to "get k1 k2 ..." (keys: the key list exactly as sent).
+-- Returns a table key -> value and the bytes consumed; nil, "again", need;
+-- or nil, err. max_values (default: as many as the key list can hold)
+-- bounds how many values are accepted.
+function _M.mc_decode_get(buf, keys, max_values)
+    local cap, err = ensure_capacity(keys, max_values)
+    if not cap then
+        return nil, err
+    end
+    local consumed, n, need = parse_get(buf, keys, cap)
+    if not consumed then
+        return nil, n, need
+    end
+    local p = ffi_cast(char_ptr_t, buf)
+    local out = table_new(0, n)
+    for i = 0, n - 1 do
+        local v = vals[i]
+        out[ffi_string(p + v.key_off, v.key_len)] = ffi_string(p + v.data_off, v.data_len)
+    end
+    return out, consumed
+end
+
+--- As mc_decode_get, for "gets": key -> { value = , flags = , cas = } with
+-- cas as decimal text (nil when the reply carried none).
+function _M.mc_decode_gets(buf, keys, max_values)
+    local cap, err = ensure_capacity(keys, max_values)
+    if not cap then
+        return nil, err
+    end
+    local consumed, n, need = parse_get(buf, keys, cap)
+    if not consumed then
+        return nil, n, need
+    end
+    local p = ffi_cast(char_ptr_t, buf)
+    local out = table_new(0, n)
+    for i = 0, n - 1 do
+        local v = vals[i]
+        out[ffi_string(p + v.key_off, v.key_len)] = {
+            value = ffi_string(p + v.data_off, v.data_len),
+            flags = tonumber(v.flags),
+            cas = cas_text(v),
+        }
+    end
+    return out, consumed
+end
+
+return _M
