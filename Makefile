@@ -21,7 +21,7 @@ LIBFLAG ?= -shared
 GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/xff.c csrc/mc.c
+SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/xff.c csrc/mc.c csrc/hash.c
 HDR := csrc/gray.h csrc/internal.h
 
 LUAJIT  ?= luajit

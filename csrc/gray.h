@@ -127,6 +127,12 @@ int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
 int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                         size_t ntrusted, gray_walk_t *walk);
 
+/* ---- hashing (hash.c) ------------------------------------------------- */
+
+/* libmemcached's default key hash (Jenkins one-at-a-time). A key lives on
+ * server hash % nservers, as libmemcached's default distribution places it. */
+uint32_t gray_hash_oaat(const char *key, size_t len);
+
 /* ---- memcached text protocol (mc.c) ------------------------------------ */
 
 /* 1 when key may be sent as a memcached key: 1..GRAY_MC_KEY_MAX bytes, no byte

@@ -8,7 +8,7 @@ pkgs_for() {
     case "$1" in
     build) echo "gcc make libc6-dev" ;;
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
-                 lua-resty-core lua-resty-lrucache memcached libmemcached-dev" ;;
+                 lua-resty-core lua-resty-lrucache memcached libmemcached-dev curl" ;;
     demo)  echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache

@@ -49,6 +49,7 @@ int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, gray_walk_t *walk);
 int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                         size_t ntrusted, gray_walk_t *walk);
+uint32_t gray_hash_oaat(const char *key, size_t len);
 int gray_mc_key_ok(const char *key, size_t len);
 int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
@@ -196,6 +197,16 @@ local function walk_text()
     return ffi_string(text_buf, n)
 end
 
+--- The peer's canonical text and whether it is a trusted proxy (then
+-- client_ip() is worth asking, with the headers); nil, err when the peer is
+-- not an address (a unix socket).
+function _M.peer_ip(set, peer)
+    if type(peer) ~= "string" or C.gray_ip_parse_host(peer, #peer, walk.addr) ~= 0 then
+        return nil, "peer is not an IP address"
+    end
+    return walk_text(), C.gray_ipset_contains(set.ranges, set.count, walk.addr) == 1
+end
+
 --- The client address, as nginx's realip module picks it with
 -- real_ip_recursive on. peer is $remote_addr; the headers (nil when absent)
 -- count only when the peer is in the trusted set: a valid X-Real-IP wins,
@@ -232,6 +243,17 @@ function _M.client_ip(set, peer, real_ip, xff, forwarded)
         source = "peer"
     end
     return walk_text(), source, STOP_NAMES[stop]
+end
+
+--- libmemcached's default key hash (Jenkins one-at-a-time), a number.
+function _M.hash(key)
+    return tonumber(C.gray_hash_oaat(key, #key))
+end
+
+--- The 1-based index of the server holding key among n, as libmemcached's
+-- default distribution (hash modulo the server count) places it.
+function _M.server_index(key, n)
+    return tonumber(C.gray_hash_oaat(key, #key) % n) + 1
 end
 
 --- Whether a string may be sent as a memcached key.

@@ -1,0 +1,23 @@
+-- Drop-in for the classic dep.lua gray-release script:
+--
+--     location / {
+--         content_by_lua_file /path/to/lua-resty-gray/lua/gray/dep.lua;
+--     }
+--     location @server      { proxy_pass http://127.0.0.1:5001; }
+--     location @server_test { proxy_pass http://127.0.0.1:5002; }
+--
+-- Same behaviour by default (memcached at 127.0.0.1:11211, the client
+-- address as key, value "1" = @server_test, else @server), without its
+-- faults: the address comes from X-Real-IP/X-Forwarded-For only through
+-- trusted proxies, connections are pooled, answers are cached for a second,
+-- and memcached trouble sends the request to @server instead of an error
+-- page. Optional nginx variables, set in the location, configure it:
+--
+--     set $gray_memcached "127.0.0.1:11211, 127.0.0.1:11212";
+--     set $gray_trusted   "10.0.0.0/8, 127.0.0.1";
+--     set $gray_stable    "@server";
+--     set $gray_target    "@server_test";
+--     set $gray_cache_ttl 1;      # seconds; 0 = ask memcached every time
+--
+-- This file is run per request; the routers live in the "gray" module.
+return require("gray").dep()

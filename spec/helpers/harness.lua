@@ -1,0 +1,326 @@
+-- The integration harness shared by every spec that needs real servers: it
+-- starts memcached and nginx (Debian's binaries, Debian's lua module) on free
+-- loopback ports in a scratch directory, talks to them (curl, memcached's
+-- text protocol over bash's /dev/tcp), and stops them.
+--
+--   local harness = require "helpers.harness"
+--   local mc = harness.memcached()                 -- mc.port, mc:cmd(...), mc:stop()
+--   local ngx = harness.nginx({ servers = [[ server { listen $PORT; ... } ]] })
+--   local res = ngx:get("/", { headers = { ["X-Real-IP"] = "1.2.3.4" } })
+--   ngx:stop(); mc:stop()
+
+local _M = {}
+
+local REPO = os.getenv("GRAY_REPO") or io.popen("pwd"):read("*l")
+
+-- Runs a shell command; returns its output (stdout and stderr) and exit
+-- code. (LuaJIT's pipe close does not report the status, so the shell
+-- prints it.)
+local function sh(cmd)
+    local p = assert(io.popen("{ " .. cmd .. " ; } 2>&1; echo \"__rc=$?\""))
+    local out = p:read("*a")
+    p:close()
+    local code = tonumber(out:match("__rc=(%d+)%s*$"))
+    return out:gsub("__rc=%d+%s*$", ""), code
+end
+_M.sh = sh
+
+local function quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+_M.quote = quote
+
+local function sleep(seconds)
+    os.execute("sleep " .. seconds)
+end
+_M.sleep = sleep
+
+local function port_in_use(port, host)
+    local _, code = sh("timeout 1 bash -c " .. quote("exec 3<>/dev/tcp/" .. (host or "127.0.0.1")
+                                                    .. "/" .. port))
+    return code == 0
+end
+
+math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+
+--- A loopback port nothing listens on (the server that takes it still
+-- checks its own start, in case of a race).
+function _M.free_port()
+    for _ = 1, 200 do
+        local port = math.random(20000, 60000)
+        if not port_in_use(port) then
+            return port
+        end
+    end
+    error("no free loopback port found")
+end
+
+local function wait_for(pred, seconds, what)
+    local deadline = os.time() + seconds
+    repeat
+        if pred() then
+            return true
+        end
+        sleep(0.05)
+    until os.time() > deadline
+    error("timed out waiting for " .. what)
+end
+
+function _M.tmpdir()
+    local dir = sh("mktemp -d /tmp/gray-spec.XXXXXX"):gsub("%s+$", "")
+    return dir
+end
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+_M.read_file = read_file
+
+local function write_file(path, text)
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+end
+
+-- memcached -------------------------------------------------------------
+
+local Memcached = {}
+Memcached.__index = Memcached
+
+--- Starts memcached on a free loopback port (or opts.port).
+function _M.memcached(opts)
+    opts = opts or {}
+    local self = setmetatable({ dir = _M.tmpdir() }, Memcached)
+    self.port = opts.port or _M.free_port()
+    self:start()
+    return self
+end
+
+function Memcached:start()
+    local user = sh("id -u"):match("^0") and " -u nobody" or ""
+    local out = sh("memcached -l 127.0.0.1 -p " .. self.port .. " -U 0" .. user
+                   .. " >" .. self.dir .. "/memcached.log 2>&1 & echo $!")
+    self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
+    wait_for(function() return port_in_use(self.port) end, 5, "memcached on " .. self.port)
+end
+
+--- Sends raw protocol text, returns the reply (read until the connection
+-- goes quiet for a moment).
+function Memcached:cmd(text)
+    local script = "exec 3<>/dev/tcp/127.0.0.1/" .. self.port
+                   .. "; printf '%s' " .. quote(text) .. " >&3; timeout 0.3 cat <&3"
+    return (sh("bash -c " .. quote(script)))
+end
+
+function Memcached:set(key, value, exptime)
+    local reply = self:cmd("set " .. key .. " 0 " .. (exptime or 0) .. " " .. #value
+                           .. "\r\n" .. value .. "\r\n")
+    assert(reply:find("^STORED"), "set " .. key .. ": " .. reply)
+end
+
+function Memcached:get(key)
+    local reply = self:cmd("get " .. key .. "\r\n")
+    return reply:match("^VALUE %S+ %d+ %d+\r\n(.-)\r\nEND") or false
+end
+
+function Memcached:signal(sig)
+    sh("kill -" .. sig .. " " .. self.pid)
+end
+
+function Memcached:stop()
+    if self.pid then
+        sh("kill -CONT " .. self.pid .. "; kill " .. self.pid)
+        local pid = self.pid
+        self.pid = nil
+        wait_for(function() return not port_in_use(self.port) end, 5, "memcached to stop")
+        wait_for(function() return select(2, sh("kill -0 " .. pid)) ~= 0 end, 5, "memcached to exit")
+    end
+end
+
+-- nginx -----------------------------------------------------------------
+
+local Nginx = {}
+Nginx.__index = Nginx
+
+local function module_dir()
+    for _, dir in ipairs({ "/usr/lib/nginx/modules", "/usr/share/nginx/modules" }) do
+        if read_file(dir .. "/ngx_http_lua_module.so") then
+            return dir
+        end
+    end
+    error("Debian's nginx lua module (libnginx-mod-http-lua) is not installed")
+end
+
+--- Starts nginx with our lua paths and the given server blocks; "$PORT" in
+-- them becomes a free port (self.port), "$PORT2" a second one (self.port2),
+-- "$MC" the memcached port given as opts.memcached_port, "$REPO" the
+-- repository. opts.http adds http-level directives.
+function _M.nginx(opts)
+    local self = setmetatable({ dir = _M.tmpdir() }, Nginx)
+    self.port = _M.free_port()
+    self.port2 = _M.free_port()
+    local mods = module_dir()
+    local root = sh("id -u"):match("^0")
+    local servers = opts.servers:gsub("%$PORT2", self.port2):gsub("%$PORT", self.port)
+                                :gsub("%$MC", tostring(opts.memcached_port or 11211))
+                                :gsub("%$REPO", REPO)
+    local conf = table.concat({
+        root and "user root root;" or "",
+        "load_module " .. mods .. "/ndk_http_module.so;",
+        "load_module " .. mods .. "/ngx_http_lua_module.so;",
+        "daemon on;",
+        "master_process on;",
+        "worker_processes " .. (opts.workers or 1) .. ";",
+        "pid " .. self.dir .. "/nginx.pid;",
+        "error_log " .. self.dir .. "/error.log " .. (opts.log_level or "info") .. ";",
+        "events { worker_connections 1024; }",
+        "http {",
+        "  access_log off;",
+        "  client_body_temp_path " .. self.dir .. "/body;",
+        "  proxy_temp_path " .. self.dir .. "/proxy;",
+        "  fastcgi_temp_path " .. self.dir .. "/fastcgi;",
+        "  uwsgi_temp_path " .. self.dir .. "/uwsgi;",
+        "  scgi_temp_path " .. self.dir .. "/scgi;",
+        "  lua_package_path '" .. REPO .. "/lua/?.lua;" .. REPO .. "/spec/?.lua;;';",
+        "  lua_package_cpath '" .. REPO .. "/build/?.so;;';",
+        opts.http or "",
+        servers,
+        "}",
+    }, "\n")
+    self.conf = self.dir .. "/nginx.conf"
+    write_file(self.conf, conf)
+    local out, code = sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c "
+                         .. self.conf)
+    if code ~= 0 then
+        error("nginx did not start: " .. out .. "\n" .. conf)
+    end
+    wait_for(function() return port_in_use(self.port) end, 5, "nginx on " .. self.port)
+    return self
+end
+
+function Nginx:pid()
+    return tonumber((read_file(self.dir .. "/nginx.pid") or ""):match("%d+"))
+end
+
+function Nginx:error_log()
+    return read_file(self.dir .. "/error.log") or ""
+end
+
+--- Reloads the configuration (HUP) and waits for the new workers.
+function Nginx:reload()
+    sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
+       .. " -s reload")
+    sleep(0.5)
+end
+
+function Nginx:stop()
+    local pid = self:pid()
+    if pid then
+        sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
+           .. " -s quit")
+        wait_for(function() return not read_file(self.dir .. "/nginx.pid") end, 10,
+                 "nginx to stop")
+    end
+end
+
+--- GET (or opts.method) a path; returns { status = , body = , time = seconds }.
+-- opts.headers: a table (a value may be a list: several header lines);
+-- opts.interface: the local address to connect from (127.0.0.2...);
+-- opts.host / opts.port: where to connect (default 127.0.0.1:self.port);
+-- opts.body: a request body.
+function Nginx:request(path, opts)
+    opts = opts or {}
+    local args = { "curl -s -g --max-time " .. (opts.max_time or 10),
+                   "-o " .. self.dir .. "/body.out",
+                   "-w '%{http_code} %{time_total}'" }
+    for name, value in pairs(opts.headers or {}) do
+        local values = type(value) == "table" and value or { value }
+        for _, v in ipairs(values) do
+            args[#args + 1] = "-H " .. quote(name .. ": " .. v)
+        end
+    end
+    if opts.interface then
+        args[#args + 1] = "--interface " .. opts.interface
+    end
+    if opts.body then
+        write_file(self.dir .. "/body.in", opts.body)
+        args[#args + 1] = "--data-binary @" .. self.dir .. "/body.in"
+    end
+    if opts.method then
+        args[#args + 1] = "-X " .. opts.method
+    end
+    local host = opts.host or "127.0.0.1"
+    if host:find(":", 1, true) then
+        host = "[" .. host .. "]"
+    end
+    args[#args + 1] = quote("http://" .. host .. ":" .. (opts.port or self.port) .. path)
+    local out = sh(table.concat(args, " "))
+    local status, time = out:match("(%d+) ([%d%.]+)%s*$")
+    return {
+        status = tonumber(status),
+        time = tonumber(time),
+        body = read_file(self.dir .. "/body.out") or "",
+        raw = out,
+    }
+end
+
+function Nginx:get(path, opts)
+    return self:request(path, opts)
+end
+
+--- Runs Lua code inside an nginx worker through the /eval location that
+-- harness.EVAL_LOCATION defines (in the server on port, default self.port);
+-- returns what the code printed with ngx.say, or what it returned.
+function Nginx:eval(code, port)
+    local res = self:request("/eval", { method = "POST", body = code, port = port })
+    assert(res.status == 200, "eval failed (" .. tostring(res.status) .. "): " .. res.body
+                              .. "\n" .. self:error_log():sub(-2000))
+    return res.body
+end
+
+-- A location that runs posted Lua code in the worker, for specs of modules
+-- that need the nginx API (cosockets, ngx.var...). Test servers only.
+_M.EVAL_LOCATION = [[
+    location = /eval {
+        client_body_buffer_size 1m;
+        client_max_body_size 1m;
+        content_by_lua_block {
+            ngx.req.read_body()
+            local f, err = loadstring(ngx.req.get_body_data() or "", "=eval")
+            if not f then
+                ngx.status = 500
+                ngx.say(err)
+                return
+            end
+            local ok, res = pcall(f)
+            if not ok then
+                ngx.status = 500
+                ngx.say(res)
+            elseif res ~= nil then
+                ngx.say(res)
+            end
+        }
+    }
+]]
+
+--- error.log lines that must never appear: a Lua global written, alerts,
+-- critical errors, emergencies, crashes.
+function _M.bad_log_lines(text)
+    local bad = {}
+    for line in text:gmatch("[^\n]+") do
+        if line:find("global variable", 1, true) or line:find("%[alert%]")
+           or line:find("%[crit%]") or line:find("%[emerg%]")
+           or line:find("exited on signal", 1, true) then
+            bad[#bad + 1] = line
+        end
+    end
+    return bad
+end
+
+return _M
