@@ -3,7 +3,9 @@
 #   make            build build/libgray.so
 #   make test       install missing Debian packages, build, run every check
 #   make demo       install, build, start the demo stack (see README)
+#   make demo-stop  stop the demo stack (safe to run twice)
 #   make microbench C core vs pure Lua, ns/op
+#   make bench      the drop-in beside proxy_pass and a seed-style dep.lua in nginx
 #   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
 #   make fuzz       libFuzzer on the C parsers (FUZZ_SECONDS each)
 
@@ -80,6 +82,15 @@ microbench: build/libgray.so
 	@sh tools/deps.sh build test
 	LUA_PATH='lua/?.lua;bench/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/micro.lua
 
+# req/s (wrk) and router instructions/request (callgrind) for proxy_pass,
+# ngx.exec, the dep.lua drop-in (cached, uncached) and a seed-style dep.lua;
+# also written to build/bench-results.txt
+.PHONY: bench
+bench:
+	@sh tools/deps.sh build bench
+	@$(MAKE) --no-print-directory build/libgray.so
+	bash bench/bench.sh
+
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz
 	@mkdir -p build
@@ -88,6 +99,19 @@ build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 fuzz: build/fuzz
 	@mkdir -p build/fuzz-corpus
 	./build/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=2048 build/fuzz-corpus
+
+# ---- demo ------------------------------------------------------------------
+
+# The seed's memcached demo on loopback (tools/demo.sh); state in build/demo.
+.PHONY: demo demo-stop
+
+demo:
+	@sh tools/deps.sh build demo
+	@$(MAKE) --no-print-directory build/libgray.so
+	@bash tools/demo.sh start
+
+demo-stop:
+	@bash tools/demo.sh stop
 
 # ---- install ---------------------------------------------------------------
 

@@ -31,7 +31,7 @@ local mt = { __index = _M }
 -- refused, so a typo cannot go unnoticed.
 local DEFAULTS = {
     memcached = "127.0.0.1:11211",          -- "host:port[, host:port...]" or a table
-    trusted = { "127.0.0.0/8", "::1" },     -- proxies whose headers count
+    trusted = { "127.0.0.0/8", "::1" },     -- proxies whose headers count ("none")
     client_headers = { "X-Real-IP", "X-Forwarded-For" }, -- also "Forwarded"
     stable = "@server",                     -- location for everybody else
     target = "@server_test",                -- location for value "1"
@@ -112,6 +112,9 @@ function _M.new(opts)
     end
 
     local trusted = get("trusted")
+    if trusted == "none" then
+        trusted = {}
+    end
     if type(trusted) ~= "table" and type(trusted) ~= "string" then
         return opt_error("trusted", "must be a list of CIDRs")
     end
@@ -278,6 +281,8 @@ function _M.decide(self)
     local value, err, kind = self.mc:get(key)
     local t = ngx_now()
     if value ~= nil then
+        -- lrucache's flags keep when the answer was stored (whole seconds:
+        -- they are a uint32), which bounds how long it may serve stale
         cache:set(key, value, value and self.pos_ttl or self.neg_ttl, t)
         return route(self, value, "memcached")
     end
@@ -311,6 +316,12 @@ local dep_count = 0
 local last_m, last_t, last_s, last_g, last_c, last_router
 
 local function dep_build(m, t, s, g, c)
+    -- a variable set in another location reads as "" here: not set
+    if m == "" then m = nil end
+    if t == "" then t = nil end
+    if s == "" then s = nil end
+    if g == "" then g = nil end
+    if c == "" then c = nil end
     local ckey = (m or "") .. "\0" .. (t or "") .. "\0" .. (s or "") .. "\0" .. (g or "")
                  .. "\0" .. (c or "")
     local router = dep_routers[ckey]
@@ -336,7 +347,6 @@ local function dep_build(m, t, s, g, c)
         dep_routers[ckey] = router
         dep_count = dep_count + 1
     end
-    last_m, last_t, last_s, last_g, last_c, last_router = m, t, s, g, c, router
     return router
 end
 
@@ -347,6 +357,7 @@ function _M.dep()
     if router == nil or m ~= last_m or t ~= last_t or s ~= last_s or g ~= last_g
        or c ~= last_c then
         router = dep_build(m, t, s, g, c)
+        last_m, last_t, last_s, last_g, last_c, last_router = m, t, s, g, c, router
     end
     return router:exec()
 end

@@ -7,7 +7,7 @@
 --   local mc = harness.memcached()                 -- mc.port, mc:cmd(...), mc:stop()
 --   local ngx = harness.nginx({ servers = [[ server { listen $PORT; ... } ]] })
 --   local res = ngx:get("/", { headers = { ["X-Real-IP"] = "1.2.3.4" } })
---   ngx:stop(); mc:stop()
+--   ngx:stop(); mc:destroy()         -- scratch dirs go unless GRAY_KEEP_TMP is set
 
 local _M = {}
 
@@ -35,6 +35,17 @@ local function sleep(seconds)
 end
 _M.sleep = sleep
 
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+_M.read_file = read_file
+
 local function port_in_use(port, host)
     local _, code = sh("timeout 1 bash -c " .. quote("exec 3<>/dev/tcp/" .. (host or "127.0.0.1")
                                                     .. "/" .. port))
@@ -43,11 +54,21 @@ end
 
 math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
 
+-- Below the kernel's ephemeral range, so no outgoing connection holds them.
+local PORT_MIN, PORT_MAX = 20000, 32000
+do
+    local range = read_file("/proc/sys/net/ipv4/ip_local_port_range")
+    local low = range and tonumber(range:match("^(%d+)"))
+    if low and low - 1 < PORT_MAX then
+        PORT_MIN, PORT_MAX = math.floor((1025 + low) / 2), low - 1
+    end
+end
+
 --- A loopback port nothing listens on (the server that takes it still
 -- checks its own start, in case of a race).
 function _M.free_port()
     for _ = 1, 200 do
-        local port = math.random(20000, 60000)
+        local port = math.random(PORT_MIN, PORT_MAX)
         if not port_in_use(port) then
             return port
         end
@@ -71,16 +92,6 @@ function _M.tmpdir()
     return dir
 end
 
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
-_M.read_file = read_file
 
 local function write_file(path, text)
     local f = assert(io.open(path, "wb"))
@@ -97,9 +108,22 @@ Memcached.__index = Memcached
 function _M.memcached(opts)
     opts = opts or {}
     local self = setmetatable({ dir = _M.tmpdir() }, Memcached)
-    self.port = opts.port or _M.free_port()
-    self:start()
-    return self
+    for _ = 1, 5 do
+        self.port = opts.port or _M.free_port()
+        local ok, err = self:start()
+        if ok then
+            return self
+        end
+        if opts.port or not err:find("in use", 1, true) then
+            error("memcached did not start: " .. err)
+        end
+    end
+    error("memcached: no free port after 5 tries")
+end
+
+local function process_alive(pid)
+    return select(2, sh("kill -0 " .. pid)) == 0
+        and not (read_file("/proc/" .. pid .. "/stat") or ""):find("^%d+ %S+ Z")
 end
 
 function Memcached:start()
@@ -107,7 +131,14 @@ function Memcached:start()
     local out = sh("memcached -l 127.0.0.1 -p " .. self.port .. " -U 0" .. user
                    .. " >" .. self.dir .. "/memcached.log 2>&1 & echo $!")
     self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
-    wait_for(function() return port_in_use(self.port) end, 5, "memcached on " .. self.port)
+    wait_for(function()
+        return port_in_use(self.port) or not process_alive(self.pid)
+    end, 5, "memcached on " .. self.port)
+    if not process_alive(self.pid) then
+        self.pid = nil
+        return nil, read_file(self.dir .. "/memcached.log")
+    end
+    return true
 end
 
 --- Sends raw protocol text, returns the reply (read until the connection
@@ -138,8 +169,16 @@ function Memcached:stop()
         sh("kill -CONT " .. self.pid .. "; kill " .. self.pid)
         local pid = self.pid
         self.pid = nil
-        wait_for(function() return not port_in_use(self.port) end, 5, "memcached to stop")
-        wait_for(function() return select(2, sh("kill -0 " .. pid)) ~= 0 end, 5, "memcached to exit")
+        wait_for(function() return not process_alive(pid) end, 5, "memcached to exit")
+    end
+end
+
+--- Stops the server and removes its scratch directory (kept when the
+-- environment variable GRAY_KEEP_TMP is set, to read the logs).
+function Memcached:destroy()
+    self:stop()
+    if not os.getenv("GRAY_KEEP_TMP") then
+        sh("rm -rf " .. quote(self.dir))
     end
 end
 
@@ -162,9 +201,26 @@ end
 -- "$MC" the memcached port given as opts.memcached_port, "$REPO" the
 -- repository. opts.http adds http-level directives.
 function _M.nginx(opts)
+    local last_err
+    for _ = 1, 5 do
+        local self, err = _M.try_nginx(opts)
+        if self then
+            return self
+        end
+        last_err = err
+        if not err:find("Address already in use", 1, true) then
+            break
+        end
+    end
+    error(last_err)
+end
+
+function _M.try_nginx(opts)
     local self = setmetatable({ dir = _M.tmpdir() }, Nginx)
     self.port = _M.free_port()
-    self.port2 = _M.free_port()
+    repeat
+        self.port2 = _M.free_port()
+    until self.port2 ~= self.port
     local mods = module_dir()
     local root = sh("id -u"):match("^0")
     local servers = opts.servers:gsub("%$PORT2", self.port2):gsub("%$PORT", self.port)
@@ -198,7 +254,7 @@ function _M.nginx(opts)
     local out, code = sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c "
                          .. self.conf)
     if code ~= 0 then
-        error("nginx did not start: " .. out .. "\n" .. conf)
+        return nil, "nginx did not start: " .. out .. "\n" .. conf
     end
     wait_for(function() return port_in_use(self.port) end, 5, "nginx on " .. self.port)
     return self
@@ -226,6 +282,9 @@ function Nginx:stop()
            .. " -s quit")
         wait_for(function() return not read_file(self.dir .. "/nginx.pid") end, 10,
                  "nginx to stop")
+    end
+    if not os.getenv("GRAY_KEEP_TMP") then
+        sh("rm -rf " .. quote(self.dir))
     end
 end
 

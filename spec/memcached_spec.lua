@@ -1,0 +1,229 @@
+-- gray.memcached, the cosocket client, inside a real nginx worker against
+-- real memcached processes (and a port that answers garbage).
+
+local harness = require "helpers.harness"
+
+local SERVERS = [[
+  server {
+    listen 127.0.0.1:$PORT;
+]] .. harness.EVAL_LOCATION .. [[
+  }
+  server {
+    listen 127.0.0.1:$PORT2;
+    location / { return 400; }
+  }
+]]
+
+describe("gray.memcached", function()
+    local mc, mc2, nginx, down_port
+
+    setup(function()
+        mc = harness.memcached()
+        mc2 = harness.memcached()
+        down_port = harness.free_port()
+        nginx = harness.nginx({ servers = SERVERS })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+        if mc2 then mc2:destroy() end
+    end)
+
+    -- runs code in the worker with `memcached` required and $MC, $MC2,
+    -- $DOWN, $GARBAGE replaced by ports
+    local function eval(code)
+        code = "local memcached = require 'gray.memcached'\n" .. code
+        code = code:gsub("%$MC2", tostring(mc2.port)):gsub("%$MC", tostring(mc.port))
+                   :gsub("%$DOWN", tostring(down_port)):gsub("%$GARBAGE", tostring(nginx.port2))
+        return (nginx:eval(code):gsub("\n$", ""))
+    end
+
+    local function stat(server, name)
+        return tonumber(server:cmd("stats\r\n"):match("STAT " .. name .. " (%d+)"))
+    end
+
+    describe("get", function()
+        -- { name, stored value or nil, expected result as printed }
+        local cases = {
+            { "a hit", "1", "1" },
+            { "a miss", nil, "false" },
+            { "an empty value", "", "" },
+            { "a value holding CRLF END CRLF", "a\r\nEND\r\nb", "a\r\nEND\r\nb" },
+            { "a 100 KB value (several reads)", string.rep("0123456789", 10240), nil },
+        }
+        for i, c in ipairs(cases) do
+            it("returns " .. c[1], function()
+                local key = "case:" .. i
+                if c[2] then
+                    mc:set(key, c[2])
+                end
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                    local v, err, kind = client:get("]] .. key .. [[")
+                    if v == nil then return "nil " .. err .. " " .. kind end
+                    return tostring(v)
+                ]])
+                assert.equal(c[3] or c[2], out)
+            end)
+        end
+
+        it("reuses pooled connections", function()
+            local before = stat(mc, "total_connections")
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                for i = 1, 50 do
+                    assert(client:get("k" .. i) ~= nil)
+                end
+                return "ok"
+            ]])
+            assert.equal("ok", out)
+            -- the stats command itself is one more connection
+            assert.is_true(stat(mc, "total_connections") - before <= 3)
+        end)
+
+        local bad_keys = { "a b", "1.2.3.4 flush_all", "x\r\nflush_all", "", string.rep("k", 251), "\127" }
+        for _, key in ipairs(bad_keys) do
+            it("refuses to send the key " .. string.format("%q", key):sub(1, 40), function()
+                local gets = stat(mc, "cmd_get")
+                local out = eval("local client = assert(memcached.new({ servers = '127.0.0.1:$MC' }))\n"
+                                 .. "return select(3, client:get(" .. string.format("%q", key) .. "))")
+                assert.equal("key", out)
+                assert.equal(gets, stat(mc, "cmd_get"))
+            end)
+        end
+    end)
+
+    describe("failures", function()
+        it("refused: kind network, then the breaker opens and later lets a probe through", function()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$DOWN",
+                    breaker_failures = 3, breaker_cooldown = 0.2 }))
+                local kinds = {}
+                for i = 1, 4 do
+                    kinds[i] = select(3, client:get("k"))
+                end
+                ngx.sleep(0.3)
+                kinds[5] = select(3, client:get("k"))      -- the probe
+                kinds[6] = select(3, client:get("k"))      -- open again
+                return table.concat(kinds, " ")
+            ]])
+            assert.equal("network network network down network down", out)
+        end)
+
+        it("a success closes the breaker", function()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                    breaker_failures = 1, breaker_cooldown = 0.1 }))
+                local srv = client.servers[1]
+                srv.failures, srv.open_until = 5, ngx.now() - 1   -- as after an outage
+                local v = client:get("k")
+                return tostring(v ~= nil) .. " " .. srv.failures .. " " .. srv.open_until
+            ]])
+            assert.equal("true 0 0", out)
+        end)
+
+        it("hung: kind timeout after about the read timeout", function()
+            mc2:signal("STOP")
+            finally(function() mc2:signal("CONT") end)
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC2", read_timeout = 50 }))
+                ngx.update_time()
+                local t0 = ngx.now()
+                local v, err, kind = client:get("k")
+                ngx.update_time()
+                return kind .. " " .. (ngx.now() - t0)
+            ]])
+            local kind, elapsed = out:match("^(%S+) ([%d.]+)$")
+            assert.equal("timeout", kind)
+            assert.is_true(tonumber(elapsed) >= 0.04 and tonumber(elapsed) < 0.3, out)
+        end)
+
+        it("garbage: kind protocol", function()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$GARBAGE" }))
+                local v, err, kind = client:get("k")
+                return kind .. ": " .. err
+            ]])
+            assert.truthy(out:find("^protocol: reply from"), out)
+        end)
+    end)
+
+    describe("several servers", function()
+        it("reads each key from the server libmemcached's default placement picks", function()
+            -- put each key only on the server gray.ffi.server_index names
+            -- (checked against libmemcached in hash_spec)
+            local gray_ffi = require "gray.ffi"
+            local servers = { mc, mc2 }
+            for i = 1, 20 do
+                local key = "placed:" .. i
+                servers[gray_ffi.server_index(key, 2)]:set(key, "v" .. i)
+            end
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2" }))
+                local t = {}
+                for i = 1, 20 do
+                    t[i] = tostring(client:get("placed:" .. i))
+                end
+                return table.concat(t, " ")
+            ]])
+            local want = {}
+            for i = 1, 20 do want[i] = "v" .. i end
+            assert.equal(table.concat(want, " "), out)
+        end)
+
+        it("keeps a breaker per server", function()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$DOWN",
+                    breaker_failures = 1 }))
+                local gray_ffi = require "gray.ffi"
+                local on_up, on_down
+                for i = 1, 100 do
+                    local k = "b" .. i
+                    if gray_ffi.server_index(k, 2) == 1 then on_up = on_up or k
+                    else on_down = on_down or k end
+                end
+                local a = select(3, client:get(on_down))
+                local b = select(3, client:get(on_down))
+                local c = client:get(on_up)
+                return tostring(a) .. " " .. tostring(b) .. " " .. tostring(c ~= nil)
+            ]])
+            assert.equal("network down true", out)
+        end)
+    end)
+
+    describe("new", function()
+        local bad = {
+            { "{ bogus = 1 }", "unknown option 'bogus'" },
+            { "{ servers = '' }", "option 'servers'" },
+            { "{ servers = 'host' }", "bad server 'host'" },
+            { "{ servers = '127.0.0.1:0' }", "bad server" },
+            { "{ servers = { 11211 } }", "server 1 is not a string" },
+            { "{ read_timeout = -1 }", "option 'read_timeout'" },
+            { "{ connect_timeout = 'fast' }", "option 'connect_timeout'" },
+            { "{ breaker_failures = 0 }", "option 'breaker_failures'" },
+            { "{ keepalive_timeout = 0/0 }", "option 'keepalive_timeout'" },
+            { "5", "options must be a table" },
+        }
+        for _, c in ipairs(bad) do
+            it("refuses " .. c[1], function()
+                local out = eval("local c, err = memcached.new(" .. c[1] .. ")\n"
+                                 .. "return tostring(c) .. ' ' .. tostring(err)")
+                assert.truthy(out:find("^nil "), out)
+                assert.truthy(out:find(c[2], 1, true), out)
+            end)
+        end
+
+        it("parses IPv6 servers in brackets", function()
+            local out = eval([[
+                local s = assert(memcached.parse_servers("[::1]:11211, 127.0.0.1:11212"))
+                return s[1].host .. " " .. s[1].port .. " " .. s[2].host .. " " .. s[2].port
+            ]])
+            assert.equal("::1 11211 127.0.0.1 11212", out)
+        end)
+    end)
+
+    it("leaves error.log free of global-variable warnings, alerts and crits", function()
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
