@@ -127,6 +127,32 @@ int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
 int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                         size_t ntrusted, gray_walk_t *walk);
 
+/* Where gray_client_key() found the client. */
+#define GRAY_FROM_PEER       0
+#define GRAY_FROM_REAL_IP    1
+#define GRAY_FROM_XFF        2
+#define GRAY_FROM_FORWARDED  3
+
+/* Added to gray_peer_key()'s length when the peer is a trusted proxy. */
+#define GRAY_PEER_TRUSTED 0x10000
+
+/* The canonical text of the socket peer into buf. Returns its length, plus
+ * GRAY_PEER_TRUSTED when the peer is in the trusted set (only then are the
+ * forwarding headers worth reading), or GRAY_EADDR / GRAY_ESPACE. */
+int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
+                  size_t ntrusted, char *buf, size_t cap);
+
+/* The whole client choice in one call: when the peer is trusted, a valid
+ * X-Real-IP (trimmed of blanks) wins, else X-Forwarded-For is walked, else
+ * Forwarded; absent headers are NULL. Writes the canonical text of the
+ * client to buf and returns its length, or a negative code when the peer is
+ * not an address. *from tells the header used (GRAY_FROM_*), walk->stop and
+ * walk->hops how a walk ended (GRAY_STOP_PEER when the peer is untrusted). */
+int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size_t real_ip_len,
+                    const char *xff, size_t xff_len, const char *fwd, size_t fwd_len,
+                    const gray_range_t *trusted, size_t ntrusted, gray_walk_t *walk,
+                    int32_t *from, char *buf, size_t cap);
+
 /* ---- hashing (hash.c) ------------------------------------------------- */
 
 /* libmemcached's default key hash (Jenkins one-at-a-time). A key lives on

@@ -14,25 +14,29 @@ int gray_ip_is_v4(const gray_ip_t *ip)
 /* Strict dotted quad into out[0..3]: four decimal octets, no leading zeros. */
 static int parse_v4(const char *s, size_t len, uint8_t *out)
 {
-    size_t i = 0;
+    const char *p = s, *end = s + len;
     for (int part = 0; part < 4; part++) {
         if (part > 0) {
-            if (i >= len || s[i] != '.')
+            if (p == end || *p != '.')
                 return GRAY_EADDR;
-            i++;
+            p++;
         }
-        size_t start = i;
-        unsigned v = 0;
-        while (i < len && gray_is_digit(s[i]) && i - start < 3) {
-            v = v * 10 + (unsigned)(s[i] - '0');
-            i++;
-        }
-        size_t ndigits = i - start;
-        if (ndigits == 0 || v > 255 || (ndigits > 1 && s[start] == '0'))
+        if (p == end || !gray_is_digit(*p))
             return GRAY_EADDR;
+        unsigned v = (unsigned)(*p++ - '0');
+        if (p != end && gray_is_digit(*p)) {
+            if (v == 0)
+                return GRAY_EADDR;          /* a leading zero */
+            v = v * 10 + (unsigned)(*p++ - '0');
+            if (p != end && gray_is_digit(*p)) {
+                v = v * 10 + (unsigned)(*p++ - '0');
+                if (v > 255 || (p != end && gray_is_digit(*p)))
+                    return GRAY_EADDR;
+            }
+        }
         out[part] = (uint8_t)v;
     }
-    return i == len ? GRAY_OK : GRAY_EADDR;
+    return p == end ? GRAY_OK : GRAY_EADDR;
 }
 
 static int hex_value(char c)

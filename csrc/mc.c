@@ -18,27 +18,28 @@ int gray_mc_key_ok(const char *key, size_t len)
     return 1;
 }
 
-/* Finds the CR of the CRLF ending the line that starts at pos. A bare CR or
- * LF can never become a valid line, so it is an error, not "need more". */
+/* Finds the CR of the CRLF ending the line that starts at pos. A bare LF
+ * (or CR) can never become part of a valid line: an error, not "need more",
+ * and the same answer for every prefix that holds it. */
 static int find_eol(const char *buf, size_t len, size_t pos, size_t *eol)
 {
     size_t avail = len - pos;
     size_t window = avail < GRAY_MC_LINE_MAX ? avail : GRAY_MC_LINE_MAX;
-    const char *p = buf + pos, *end = p + window;
-    for (; p < end; p++) {
-        if (gray_likely(*p != '\r' && *p != '\n'))
-            continue;
-        if (*p == '\n')
+    const char *cr = memchr(buf + pos, '\r', window);
+    if (gray_unlikely(cr == NULL)) {
+        if (memchr(buf + pos, '\n', window) != NULL)
             return GRAY_ELINE;
-        size_t i = (size_t)(p - buf);
-        if (i + 1 >= len)
-            return GRAY_EAGAIN;
-        if (buf[i + 1] != '\n')
-            return GRAY_ELINE;
-        *eol = i;
-        return GRAY_OK;
+        return avail >= GRAY_MC_LINE_MAX ? GRAY_ELINE : GRAY_EAGAIN;
     }
-    return avail >= GRAY_MC_LINE_MAX ? GRAY_ELINE : GRAY_EAGAIN;
+    size_t i = (size_t)(cr - buf);
+    if (memchr(buf + pos, '\n', i - pos) != NULL)
+        return GRAY_ELINE;
+    if (i + 1 >= len)
+        return GRAY_EAGAIN;
+    if (buf[i + 1] != '\n')
+        return GRAY_ELINE;
+    *eol = i;
+    return GRAY_OK;
 }
 
 /* Plain decimal digits (1..20 of them) no larger than max. */
@@ -270,6 +271,13 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
             continue;
         }
 
+        if (eol - pos == 3 && memcmp(buf + pos, "END", 3) == 0) {
+            line->kind = GRAY_MC_END;       /* the usual last line, fast */
+            line->msg_off = line->msg_len = 0;
+            line->number = 0;
+            *nvals = count;
+            return (int)(eol + 2);
+        }
         rc = classify_line(buf + pos, eol - pos, line);
         if (rc != GRAY_OK)
             break;

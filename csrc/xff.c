@@ -212,3 +212,57 @@ int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted
     walk->hops = n - stop_at;
     return walk->stop = GRAY_STOP_JUNK;
 }
+
+int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
+                  size_t ntrusted, char *buf, size_t cap)
+{
+    gray_ip_t ip;
+    int rc = gray_ip_parse_host(peer, len, &ip);
+    if (rc != GRAY_OK)
+        return rc;
+    int n = gray_ip_format(&ip, buf, cap);
+    if (n < 0)
+        return n;
+    return gray_ipset_contains(trusted, ntrusted, &ip) ? n + GRAY_PEER_TRUSTED : n;
+}
+
+int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size_t real_ip_len,
+                    const char *xff, size_t xff_len, const char *fwd, size_t fwd_len,
+                    const gray_range_t *trusted, size_t ntrusted, gray_walk_t *walk,
+                    int32_t *from, char *buf, size_t cap)
+{
+    int rc = gray_ip_parse_host(peer, peer_len, &walk->addr);
+    if (rc != GRAY_OK)
+        return rc;
+    walk->hops = 0;
+    walk->stop = GRAY_STOP_PEER;
+    *from = GRAY_FROM_PEER;
+    if (!gray_ipset_contains(trusted, ntrusted, &walk->addr))
+        return gray_ip_format(&walk->addr, buf, cap);
+
+    if (real_ip != NULL) {
+        /* one value; a bad one is ignored and the lists are tried */
+        while (real_ip_len > 0 && gray_is_ows(real_ip[0])) {
+            real_ip++;
+            real_ip_len--;
+        }
+        while (real_ip_len > 0 && gray_is_ows(real_ip[real_ip_len - 1]))
+            real_ip_len--;
+        gray_ip_t ip;
+        if (gray_ip_parse_host(real_ip, real_ip_len, &ip) == GRAY_OK) {
+            *from = GRAY_FROM_REAL_IP;
+            walk->hops = 1;
+            return gray_ip_format(&ip, buf, cap);
+        }
+    }
+    if (xff != NULL) {
+        gray_xff_walk(xff, xff_len, trusted, ntrusted, walk);
+        *from = walk->hops ? GRAY_FROM_XFF : GRAY_FROM_PEER;
+    } else if (fwd != NULL) {
+        gray_forwarded_walk(fwd, fwd_len, trusted, ntrusted, walk);
+        *from = walk->hops ? GRAY_FROM_FORWARDED : GRAY_FROM_PEER;
+    } else {
+        walk->stop = GRAY_STOP_EMPTY;
+    }
+    return gray_ip_format(&walk->addr, buf, cap);
+}

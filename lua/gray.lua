@@ -234,30 +234,26 @@ local function report(self, kind, err)
     end
 end
 
-local function route(self, value, source)
-    local target = value and self.targets[value]
-    if target then
-        return target, "ip", source
-    end
-    return self.stable, "default", source
-end
-
 --- The client key: the canonical client address (with key_prefix), or nil
--- when there is none (a unix-socket peer).
-function _M.client_key(self)
+-- when there is none (a unix-socket peer). The headers are read only when
+-- the peer is a trusted proxy.
+local function client_key(self)
     local peer = ngx_var.remote_addr
     local key, trusted = peer_ip(self.trusted, peer)
     if trusted then
-        key = client_ip(self.trusted, peer,
-                        self.use_real_ip and ngx_var.http_x_real_ip or nil,
-                        self.use_xff and ngx_var.http_x_forwarded_for or nil,
-                        self.use_forwarded and ngx_var.http_forwarded or nil)
+        local real_ip = self.use_real_ip and ngx_var.http_x_real_ip or nil
+        local xff = self.use_xff and ngx_var.http_x_forwarded_for or nil
+        local fwd = self.use_forwarded and ngx_var.http_forwarded or nil
+        if real_ip or xff or fwd then
+            key = client_ip(self.trusted, peer, real_ip, xff, fwd)
+        end
     end
     if key and self.key_prefix then
         key = self.key_prefix .. key
     end
     return key
 end
+_M.client_key = client_key
 
 --- Decides without side effects on the request: returns the location, the
 -- reason ("ip": gray by address, "default": not gray, "store-error":
@@ -265,37 +261,45 @@ end
 -- client address) and where the answer came from ("cache", "memcached",
 -- "stale", or nil when there was none).
 function _M.decide(self)
-    local key = self:client_key()
+    local key = client_key(self)
     if not key then
         return self.stable, "no-client"
     end
 
     local cache = self.cache
+    local value, source
     if self.use_fresh then
-        local value = cache:get(key)
+        value = cache:get(key)
+        source = "cache"
+    end
+    if value == nil then
+        local err, kind
+        value, err, kind = self.mc:get(key)
+        local t = ngx_now()
         if value ~= nil then
-            return route(self, value, "cache")
+            -- lrucache's flags keep when the answer was stored (whole
+            -- seconds: they are a uint32), which bounds its stale use
+            cache:set(key, value, value and self.pos_ttl or self.neg_ttl, t)
+            source = "memcached"
+        else
+            report(self, kind, err)
+            local fresh, stale, stored_at = cache:get(key)
+            if fresh ~= nil then
+                stale = fresh
+            end
+            if stale == nil or t - stored_at > self.stale_limit then
+                return self.stable, kind == "down" and "store-down" or "store-error"
+            end
+            value = stale
+            source = "stale"
         end
     end
 
-    local value, err, kind = self.mc:get(key)
-    local t = ngx_now()
-    if value ~= nil then
-        -- lrucache's flags keep when the answer was stored (whole seconds:
-        -- they are a uint32), which bounds how long it may serve stale
-        cache:set(key, value, value and self.pos_ttl or self.neg_ttl, t)
-        return route(self, value, "memcached")
+    local target = value and self.targets[value]
+    if target then
+        return target, "ip", source
     end
-
-    report(self, kind, err)
-    local fresh, stale, stored_at = cache:get(key)
-    if fresh ~= nil then
-        stale = fresh
-    end
-    if stale ~= nil and t - stored_at <= self.stale_limit then
-        return route(self, stale, "stale")
-    end
-    return self.stable, kind == "down" and "store-down" or "store-error"
+    return self.stable, "default", source
 end
 
 --- decide(), then ngx.exec() to the location.
@@ -350,9 +354,35 @@ local function dep_build(m, t, s, g, c)
     return router
 end
 
+-- A variable that is not defined anywhere in nginx.conf stays so for the
+-- worker's life (a reload starts new workers): it is not read again. A nil
+-- read alone does not prove it (a map without a default reads nil), so the
+-- first one is confirmed by nginx refusing a write for lack of a definition.
+local dep_undefined = {}
+
+local function clear_var(name)
+    ngx_var[name] = nil
+end
+
+local function dep_var(name)
+    if dep_undefined[name] then
+        return nil
+    end
+    local v = ngx_var[name]
+    if v == nil then
+        -- no closure here: one would make every return of this function
+        -- close an upvalue, which LuaJIT cannot compile
+        local ok, err = pcall(clear_var, name)
+        if not ok and tostring(err):find("not found for writing", 1, true) then
+            dep_undefined[name] = true
+        end
+    end
+    return v
+end
+
 function _M.dep()
-    local m, t = ngx_var.gray_memcached, ngx_var.gray_trusted
-    local s, g, c = ngx_var.gray_stable, ngx_var.gray_target, ngx_var.gray_cache_ttl
+    local m, t = dep_var("gray_memcached"), dep_var("gray_trusted")
+    local s, g, c = dep_var("gray_stable"), dep_var("gray_target"), dep_var("gray_cache_ttl")
     local router = last_router
     if router == nil or m ~= last_m or t ~= last_t or s ~= last_s or g ~= last_g
        or c ~= last_c then

@@ -49,6 +49,12 @@ int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, gray_walk_t *walk);
 int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                         size_t ntrusted, gray_walk_t *walk);
+int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
+                  size_t ntrusted, char *buf, size_t cap);
+int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size_t real_ip_len,
+                    const char *xff, size_t xff_len, const char *fwd, size_t fwd_len,
+                    const gray_range_t *trusted, size_t ntrusted, gray_walk_t *walk,
+                    int32_t *from, char *buf, size_t cap);
 uint32_t gray_hash_oaat(const char *key, size_t len);
 int gray_mc_key_ok(const char *key, size_t len);
 int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
@@ -92,6 +98,9 @@ local GRAY_EAGAIN = -2
 local IP_TEXT_MAX = 46
 local MC_END = 8
 local STOP_NAMES = { [0] = "untrusted-peer", "untrusted", "all-trusted", "junk", "empty" }
+local SOURCE_NAMES = { [0] = "peer", "x-real-ip", "x-forwarded-for", "forwarded" }
+local FROM_REAL_IP = 1
+local PEER_TRUSTED = 0x10000
 local MC_KINDS = {
     "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND", "DELETED", "TOUCHED", "OK",
     "END", "ERROR", "CLIENT_ERROR", "SERVER_ERROR", "VERSION", "NUMBER",
@@ -100,6 +109,7 @@ local MC_KINDS = {
 local ip_buf = ffi_new("gray_ip_t[1]")
 local text_buf = ffi_new("char[?]", IP_TEXT_MAX)
 local walk = ffi_new("gray_walk_t")
+local from_buf = ffi_new("int32_t[1]")
 local line = ffi_new("gray_mc_line_t")
 local count_buf = ffi_new("size_t[1]")
 local need_buf = ffi_new("size_t[1]")
@@ -192,19 +202,21 @@ function _M.ipset_contains(set, addr)
     return C.gray_ipset_contains(set.ranges, set.count, ip_buf) == 1
 end
 
-local function walk_text()
-    local n = C.gray_ip_format(walk.addr, text_buf, IP_TEXT_MAX)
-    return ffi_string(text_buf, n)
-end
-
---- The peer's canonical text and whether it is a trusted proxy (then
--- client_ip() is worth asking, with the headers); nil, err when the peer is
--- not an address (a unix socket).
+--- The peer's canonical text and whether it is a trusted proxy (only then
+-- are the forwarding headers worth reading and client_ip() worth asking);
+-- nil, err when the peer is not an address (a unix socket). One C call.
 function _M.peer_ip(set, peer)
-    if type(peer) ~= "string" or C.gray_ip_parse_host(peer, #peer, walk.addr) ~= 0 then
+    if type(peer) ~= "string" then
         return nil, "peer is not an IP address"
     end
-    return walk_text(), C.gray_ipset_contains(set.ranges, set.count, walk.addr) == 1
+    local n = C.gray_peer_key(peer, #peer, set.ranges, set.count, text_buf, IP_TEXT_MAX)
+    if n < 0 then
+        return nil, "peer is not an IP address"
+    end
+    if n >= PEER_TRUSTED then
+        return ffi_string(text_buf, n - PEER_TRUSTED), true
+    end
+    return ffi_string(text_buf, n), false
 end
 
 --- The client address, as nginx's realip module picks it with
@@ -213,36 +225,23 @@ end
 -- else X-Forwarded-For is walked, else Forwarded. Returns the canonical text,
 -- the source ("peer", "x-real-ip", "x-forwarded-for", "forwarded") and why
 -- the walk stopped (see STOP_NAMES); nil, err when the peer is not an address.
+-- One C call.
 function _M.client_ip(set, peer, real_ip, xff, forwarded)
-    if type(peer) ~= "string" or C.gray_ip_parse_host(peer, #peer, walk.addr) ~= 0 then
+    if type(peer) ~= "string" then
         return nil, "peer is not an IP address"
     end
-    local ranges, count = set.ranges, set.count
-    if C.gray_ipset_contains(ranges, count, walk.addr) == 0 then
-        return walk_text(), "peer", "untrusted-peer"
+    if type(real_ip) ~= "string" then real_ip = nil end
+    if type(xff) ~= "string" then xff = nil end
+    if type(forwarded) ~= "string" then forwarded = nil end
+    local n = C.gray_client_key(peer, #peer, real_ip, real_ip and #real_ip or 0,
+                                xff, xff and #xff or 0, forwarded, forwarded and #forwarded or 0,
+                                set.ranges, set.count, walk, from_buf, text_buf, IP_TEXT_MAX)
+    if n < 0 then
+        return nil, "peer is not an IP address"
     end
-    if type(real_ip) == "string" then
-        -- one value, trimmed; a bad one is ignored and the lists are tried
-        local v = real_ip:match("^[ \t]*(.-)[ \t]*$")
-        if C.gray_ip_parse_host(v, #v, ip_buf) == 0 then
-            local n = C.gray_ip_format(ip_buf, text_buf, IP_TEXT_MAX)
-            return ffi_string(text_buf, n), "x-real-ip", "x-real-ip"
-        end
-    end
-    local stop, source
-    if type(xff) == "string" then
-        stop = C.gray_xff_walk(xff, #xff, ranges, count, walk)
-        source = "x-forwarded-for"
-    elseif type(forwarded) == "string" then
-        stop = C.gray_forwarded_walk(forwarded, #forwarded, ranges, count, walk)
-        source = "forwarded"
-    else
-        return walk_text(), "peer", "empty"
-    end
-    if walk.hops == 0 then
-        source = "peer"
-    end
-    return walk_text(), source, STOP_NAMES[stop]
+    local from = from_buf[0]
+    return ffi_string(text_buf, n), SOURCE_NAMES[from],
+           from == FROM_REAL_IP and "x-real-ip" or STOP_NAMES[walk.stop]
 end
 
 --- libmemcached's default key hash (Jenkins one-at-a-time), a number.

@@ -124,14 +124,6 @@ function _M.new(opts)
         self[name] = v
     end
     self.pool_size = math.floor(self.pool_size)
-    for _, srv in ipairs(servers) do
-        -- one pool per server and client settings, so clients with other
-        -- timeouts or sizes never share sockets
-        srv.pool_opts = {
-            pool = "gray:" .. srv.name .. ":" .. self.pool_size,
-            pool_size = self.pool_size,
-        }
-    end
     return setmetatable(self, mt)
 end
 
@@ -155,32 +147,39 @@ end
 -- One request on one connection. Returns value|false, or nil, err, kind,
 -- plus whether the connection came from the pool (a stale pooled socket is
 -- worth one retry).
+-- Closes a socket after a failure; returns err, kind and whether the
+-- connection had come from the pool (a dead pooled socket is worth a retry).
+local function fail(sock, what, err, kind)
+    local reused = (sock:getreusedtimes() or 0) > 0
+    sock:close()
+    return what .. err, kind or error_kind(err), reused
+end
+
 local function query(self, srv, req, key)
     local sock = tcp()
     sock:settimeouts(self.connect_timeout, self.send_timeout, self.read_timeout)
-    local ok, err = sock:connect(srv.host, srv.port, srv.pool_opts)
+    -- no options table: the pool is the default one for host:port, created
+    -- with pool_size by the first setkeepalive()
+    local ok, err = sock:connect(srv.host, srv.port)
     if not ok then
         return nil, "connect to " .. srv.name .. ": " .. err, error_kind(err), false
     end
-    local reused = sock:getreusedtimes() > 0
 
     ok, err = sock:send(req)
     if not ok then
-        sock:close()
-        return nil, "send to " .. srv.name .. ": " .. err, error_kind(err), reused
+        return nil, fail(sock, "send to " .. srv.name .. ": ", err)
     end
 
     local buf
     buf, err = sock:receiveany(RECV_CHUNK)
     if not buf then
-        sock:close()
-        return nil, "read from " .. srv.name .. ": " .. err, error_kind(err), reused
+        return nil, fail(sock, "read from " .. srv.name .. ": ", err)
     end
     while true do
         local value, consumed, need = decode_get1(buf, key)
         if value ~= nil then
             if consumed == #buf then
-                sock:setkeepalive(self.keepalive_timeout)
+                sock:setkeepalive(self.keepalive_timeout, self.pool_size)
             else
                 -- bytes after the reply: the stream is out of step
                 sock:close()
@@ -188,20 +187,17 @@ local function query(self, srv, req, key)
             return value
         end
         if consumed ~= "again" then
-            sock:close()
             local kind = consumed:find("^[A-Z_]+ERROR") and "server" or "protocol"
-            return nil, "reply from " .. srv.name .. ": " .. consumed, kind, reused
+            return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
         end
         if #buf + need > REPLY_MAX then
-            sock:close()
-            return nil, "reply from " .. srv.name .. ": over " .. REPLY_MAX .. " bytes",
-                   "protocol", reused
+            return nil, fail(sock, "reply from " .. srv.name .. ": ",
+                             "over " .. REPLY_MAX .. " bytes", "protocol")
         end
         local more
         more, err = sock:receiveany(math_max(need, RECV_CHUNK))
         if not more then
-            sock:close()
-            return nil, "read from " .. srv.name .. ": " .. err, error_kind(err), reused
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
         buf = buf .. more
     end
@@ -212,7 +208,10 @@ function _M.get(self, key)
     if not key_ok(key) then
         return nil, "refused to send an invalid memcached key", "key"
     end
-    local srv = self:server_for(key)
+    local srv = self.servers[1]
+    if self.nservers > 1 then
+        srv = self.servers[server_index(key, self.nservers)]
+    end
 
     -- circuit breaker: while open, no request; once the cooldown is over one
     -- request probes and the others keep waiting until it succeeds
