@@ -86,9 +86,12 @@ typedef struct gray_range {
 } gray_range_t;
 
 /* Parses "a.b.c.d/n" (n 0..32), "v6/n" (n 0..128) or a bare address (a full
- * length prefix). Host bits below the prefix are cleared. Returns GRAY_OK, 1
- * when host bits were set (and cleared), GRAY_EADDR or GRAY_EPREFIX. */
-int gray_cidr_parse(const char *s, size_t len, gray_range_t *out);
+ * length prefix) into out[0..*n). Host bits below the prefix are cleared. As
+ * in nginx, where families never match, an IPv6 CIDR shorter than /96 does
+ * not cover IPv4 peers: the IPv4-mapped block ::ffff:0:0/96 is cut out of
+ * it, which can leave two ranges (out must hold 2). Returns GRAY_OK, 1 when
+ * host bits were set (and cleared), GRAY_EADDR or GRAY_EPREFIX. */
+int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n);
 
 /* Sorts ranges and merges overlapping or adjacent ones in place; returns the new
  * count. Call once after filling the array; the set is then read-only. */

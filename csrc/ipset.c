@@ -5,8 +5,20 @@
 #include "gray.h"
 #include "internal.h"
 
-int gray_cidr_parse(const char *s, size_t len, gray_range_t *out)
+static int ip_cmp(const gray_ip_t *a, const gray_ip_t *b)
 {
+    return memcmp(a->b, b->b, 16);
+}
+
+/* the IPv4-mapped block ::ffff:0:0/96 and its neighbours */
+static const gray_ip_t mapped_lo = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0}};
+static const gray_ip_t mapped_hi = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+static const gray_ip_t below_mapped = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0xff, 0xff, 0xff, 0xff}};
+static const gray_ip_t above_mapped = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}};
+
+int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n)
+{
+    *n = 0;
     if (s == NULL || len == 0)
         return GRAY_EADDR;
 
@@ -52,12 +64,24 @@ int gray_cidr_parse(const char *s, size_t len, gray_range_t *out)
         out->lo.b[i] = ip.b[i] & mask;
         out->hi.b[i] = ip.b[i] | (uint8_t)~mask;
     }
-    return host_bits_set ? 1 : GRAY_OK;
-}
+    *n = 1;
 
-static int ip_cmp(const gray_ip_t *a, const gray_ip_t *b)
-{
-    return memcmp(a->b, b->b, 16);
+    if (!v4 && prefix < 96 && ip_cmp(&out->lo, &mapped_lo) <= 0 &&
+        ip_cmp(&out->hi, &mapped_hi) >= 0) {
+        gray_range_t whole = *out;
+        *n = 0;
+        if (ip_cmp(&whole.lo, &mapped_lo) < 0) {
+            out[*n].lo = whole.lo;
+            out[*n].hi = below_mapped;
+            (*n)++;
+        }
+        if (ip_cmp(&whole.hi, &mapped_hi) > 0) {
+            out[*n].lo = above_mapped;
+            out[*n].hi = whole.hi;
+            (*n)++;
+        }
+    }
+    return host_bits_set ? 1 : GRAY_OK;
 }
 
 static int range_cmp(const void *a, const void *b)

@@ -16,6 +16,8 @@ local ngx = ngx
 local ngx_var = ngx.var
 local ngx_now = ngx.now
 local ngx_exec = ngx.exec
+local ngx_req = ngx.req
+local concat = table.concat
 local ngx_log = ngx.log
 local ERR, WARN = ngx.ERR, ngx.WARN
 local peer_ip = gray_ffi.peer_ip
@@ -237,13 +239,26 @@ end
 --- The client key: the canonical client address (with key_prefix), or nil
 -- when there is none (a unix-socket peer). The headers are read only when
 -- the peer is a trusted proxy.
+-- $http_forwarded holds only the first Forwarded line, and a proxy may add
+-- its own line after the client's: all lines, joined as one list.
+local function forwarded_lines()
+    local v = ngx_req.get_headers()["forwarded"]
+    if type(v) == "table" then
+        return concat(v, ", ")
+    end
+    return v
+end
+
 local function client_key(self)
     local peer = ngx_var.remote_addr
     local key, trusted = peer_ip(self.trusted, peer)
-    if trusted then
+    if trusted == true then
         local real_ip = self.use_real_ip and ngx_var.http_x_real_ip or nil
         local xff = self.use_xff and ngx_var.http_x_forwarded_for or nil
         local fwd = self.use_forwarded and ngx_var.http_forwarded or nil
+        if fwd and not xff then
+            fwd = forwarded_lines()
+        end
         if real_ip or xff or fwd then
             key = client_ip(self.trusted, peer, real_ip, xff, fwd)
         end

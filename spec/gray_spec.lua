@@ -406,6 +406,22 @@ describe("gray router in nginx", function()
             assert.equal("true nil", out)
         end)
 
+        it("joins several Forwarded lines: a line added by a proxy is not skipped", function()
+            mc:set("203.0.113.5", "1")
+            local code = [[
+                local r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                    client_headers = { "Forwarded" }, cache_ttl = 0 }))
+                return table.concat({ r:client_key(), (r:decide()) }, " ")
+            ]]
+            code = code:gsub("%$MC", tostring(mc.port))
+            -- the client wrote the first line; the trusted proxy added the second
+            local out = nginx:eval(code, nginx.port2,
+                                   { Forwarded = { "for=198.51.100.66", "for=203.0.113.5" } })
+            assert.equal("203.0.113.5 @server_test", (out:gsub("\n$", "")))
+            out = nginx:eval(code, nginx.port2, { Forwarded = "for=203.0.113.5" })
+            assert.equal("203.0.113.5 @server_test", (out:gsub("\n$", "")))
+        end)
+
         it("keys with key_prefix and maps extra values to targets", function()
             mc:set("gray:127.0.0.1", "2")
             local out = eval([[
@@ -420,5 +436,65 @@ describe("gray router in nginx", function()
     it("leaves error.log free of global-variable warnings, alerts and crits", function()
         local bad = harness.bad_log_lines(nginx:error_log())
         assert.same({}, bad)
+    end)
+end)
+
+describe("dep.lua configured through nginx variables", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            # $gray_target from a map without a default: reads "" when no
+            # entry matches, and must keep being read afterwards
+            map $http_x_pick $gray_target { alt "@alt_test"; }
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            set $gray_memcached 127.0.0.1:$MC;
+            set $gray_cache_ttl 0;
+            location / { content_by_lua_file $REPO/lua/gray/dep.lua; }
+            location /none/ {
+                set $gray_trusted none;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+            location @alt_test    { return 200 "alt-gray\n"; }
+          }
+        ]] })
+        mc:set("203.0.113.7", "1")
+        mc:set("127.0.0.1", "0")
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    local function body(path, headers)
+        local res = nginx:get(path, { headers = headers })
+        assert.equal(200, res.status)
+        return (res.body:gsub("\n$", ""))
+    end
+
+    it("follows a mapped $gray_target request by request", function()
+        local client = { ["X-Real-IP"] = "203.0.113.7" }
+        assert.equal("gray", body("/", client))             -- map: "" -> default
+        client["X-Pick"] = "alt"
+        assert.equal("alt-gray", body("/", client))
+        client["X-Pick"] = "other"
+        assert.equal("gray", body("/", client))
+        client["X-Pick"] = "alt"
+        assert.equal("alt-gray", body("/", client))
+    end)
+
+    it("trusts no proxy with $gray_trusted none", function()
+        assert.equal("stable", body("/none/", { ["X-Real-IP"] = "203.0.113.7" }))
+        assert.equal("gray", body("/", { ["X-Real-IP"] = "203.0.113.7" }))
+    end)
+
+    it("leaves error.log free of global-variable warnings, alerts and crits", function()
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
     end)
 end)

@@ -503,11 +503,34 @@ local SET_CASES = {
                     "::1.2.3.4" },
     },
     {
-        name = "::/0 is everything",
+        -- as in nginx, an IPv6 CIDR never matches an IPv4 peer: the mapped
+        -- block is cut out, leaving two ranges
+        name = "::/0 is every IPv6 address, no IPv4 one",
         list = { "::/0" },
-        count = 1,
-        inside = { "::", "::1", "1.2.3.4", "0.0.0.0", "255.255.255.255", "2001:db8::1",
+        count = 2,
+        inside = { "::", "::1", "2001:db8::1", "::fffe:ffff:ffff", "::1:0:0:0",
                    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
+        outside = { "1.2.3.4", "0.0.0.0", "255.255.255.255", "::ffff:1.2.3.4" },
+    },
+    {
+        name = "a typo'd mapped CIDR (/8 for /104) trusts no IPv4",
+        list = { "::/8" },
+        count = 2,
+        inside = { "::", "::1", "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
+        outside = { "10.0.0.1", "99.1.1.1", "100::" },
+    },
+    {
+        name = "::/80 ends just below the mapped block",
+        list = { "::/80" },
+        count = 1,
+        inside = { "::", "::fffe:ffff:ffff" },
+        outside = { "0.0.0.0", "1.2.3.4", "::1:0:0:0" },
+    },
+    {
+        name = "0.0.0.0/0 and ::/0 together are everything",
+        list = { "0.0.0.0/0", "::/0" },
+        count = 1,
+        inside = { "::", "1.2.3.4", "::ffff:1.2.3.4", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
         outside = {},
     },
     {
@@ -639,17 +662,17 @@ local MERGE_CASES = {
     {
         name = "two halves of ::/0",
         list = { "8000::/1", "::/1" },
-        count = 1,
+        count = 2,
         inside = { "::", "7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "8000::",
-                   "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "1.2.3.4" },
-        outside = {},
+                   "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
+        outside = { "1.2.3.4" },
     },
     {
-        name = "everything swallows the rest",
+        name = "everything IPv6 swallows the IPv6 rest, IPv4 stays",
         list = { "10.0.0.0/8", "::/0", "2001:db8::/32" },
-        count = 1,
-        inside = { "::", "10.0.0.1", "1.2.3.4", "2001:db8::1" },
-        outside = {},
+        count = 3,
+        inside = { "::", "10.0.0.1", "2001:db8::1" },
+        outside = { "1.2.3.4", "11.0.0.0" },
     },
     {
         name = "IPv4 and IPv6 ranges stay apart",
@@ -670,7 +693,7 @@ local HOST_BITS = {
       outside = { "192.168.0.255", "192.168.2.0" } },
     { cidr = "2001:db8::1/32", inside = { "2001:db8::", "2001:db8:ffff::" },
       outside = { "2001:db9::" } },
-    { cidr = "::1/0", inside = { "::", "1.2.3.4" }, outside = {} },
+    { cidr = "::1/0", inside = { "::", "2001:db8::1" }, outside = { "1.2.3.4" } },
     { cidr = "10.0.0.1/31", inside = { "10.0.0.0", "10.0.0.1" }, outside = { "10.0.0.2" } },
 }
 

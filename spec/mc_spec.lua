@@ -355,6 +355,10 @@ describe("mc_decode_get and mc_decode_gets", function()
         { "garbage after a value", "VALUE a 0 1\r\na\r\nGARBAGE\r\n", "a b" },
         { "NUL bytes after a value", "VALUE a 0 1\r\na\r\n\0\0\0\r\n", "a b" },
         { "keys that are not a string", "END\r\n", nil },
+        { "a negative max_values", two, "a b c", -1 },
+        { "a NaN max_values", two, "a b c", 0 / 0 },
+        { "a fractional max_values", two, "a b c", 1.5 },
+        { "a string max_values", two, "a b c", "2" },
         { "a table of keys", "END\r\n", { "a" } },
     }
 

@@ -149,6 +149,24 @@ describe("gray.memcached", function()
         end)
     end)
 
+    describe("an IPv6 server", function()
+        local mc6
+        setup(function()
+            mc6 = harness.memcached({ host = "::1" })
+            mc6:set("v6key", "over-ipv6")
+        end)
+        teardown(function()
+            if mc6 then mc6:destroy() end
+        end)
+
+        it("answers a get", function()
+            local out = eval("local client = assert(memcached.new({ servers = '[::1]:"
+                             .. mc6.port .. "' }))\n"
+                             .. "return tostring(client:get('v6key'))")
+            assert.equal("over-ipv6", out)
+        end)
+    end)
+
     describe("several servers", function()
         it("reads each key from the server libmemcached's default placement picks", function()
             -- put each key only on the server gray.ffi.server_index names
@@ -219,8 +237,19 @@ describe("gray.memcached", function()
                 local s = assert(memcached.parse_servers("[::1]:11211, 127.0.0.1:11212"))
                 return s[1].host .. " " .. s[1].port .. " " .. s[2].host .. " " .. s[2].port
             ]])
-            assert.equal("::1 11211 127.0.0.1 11212", out)
+            assert.equal("[::1] 11211 127.0.0.1 11212", out)
         end)
+
+        -- names would need a resolver in nginx and fail on every request
+        for _, spec in ipairs({ "localhost:11211", "memcached.internal:11211", "[1.2.3.4]:11211",
+                                "::1:11211", "[fe80::1%eth0]:11211" }) do
+            it("refuses the server " .. spec, function()
+                local out = eval("local c, err = memcached.new({ servers = '" .. spec .. "' })\n"
+                                 .. "return tostring(c) .. ' ' .. tostring(err)")
+                assert.truthy(out:find("^nil "), out)
+                assert.truthy(out:find("bad server", 1, true), out)
+            end)
+        end
     end)
 
     it("leaves error.log free of global-variable warnings, alerts and crits", function()

@@ -437,3 +437,44 @@ describe("gray.ffi.client_ip", function()
         end)
     end)
 end)
+
+describe("gray.ffi.peer_ip", function()
+    local set = assert(gray.new_ipset("127.0.0.0/8, ::1, 2001:db8::/32"))
+    -- { peer, canonical text, trusted }
+    local cases = {
+        { "127.0.0.1", "127.0.0.1", true },
+        { "127.255.255.255", "127.255.255.255", true },
+        { "128.0.0.1", "128.0.0.1", false },
+        { "::1", "::1", true },
+        { "::ffff:127.0.0.9", "127.0.0.9", true },
+        { "2001:DB8:0::9", "2001:db8::9", true },
+        { "2001:db9::9", "2001:db9::9", false },
+        { "203.0.113.7", "203.0.113.7", false },
+        { "[::1]:80", "::1", true },
+    }
+    for _, c in ipairs(cases) do
+        it(c[1] .. " -> " .. c[2] .. (c[3] and ", trusted" or ", not trusted"), function()
+            local key, trusted = gray.peer_ip(set, c[1])
+            assert.equal(c[2], key)
+            assert.equal(c[3], trusted)
+        end)
+    end
+    for _, peer in ipairs({ "unix:", "", "1.2.3", "1.2.3.4 ", 42 }) do
+        it("refuses " .. show(peer), function()
+            local key, err = gray.peer_ip(set, peer)
+            assert.is_nil(key)
+            assert.is_string(err)
+        end)
+    end
+    it("agrees with client_ip when no header is given", function()
+        for i = 1, 300 do
+            local peer = (i % 3 == 0) and ("2001:db8::" .. string.format("%x", i))
+                         or ("12" .. (i % 10) .. "." .. (i % 256) .. ".0." .. (i % 200))
+            local key, trusted = gray.peer_ip(set, peer)
+            local ckey, source = gray.client_ip(set, peer)
+            assert.equal(ckey, key, peer)
+            assert.equal("peer", source)
+            assert.equal(gray.ipset_contains(set, peer), trusted, peer)
+        end
+    end)
+end)

@@ -5,7 +5,9 @@
  *   - canonical text parses back to the same address and is a fixed point;
  *   - a walk's client is the peer, or an address that occurs in the header;
  *   - a decoded reply's offsets stay inside what was consumed, and every
- *     shorter prefix of a complete reply is "incomplete", never a value. */
+ *     shorter prefix of a complete reply is "incomplete", never a value;
+ *   - a merged CIDR set answers as a linear scan of its ranges does;
+ *   - an untrusted peer is its own client whatever the headers say. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +16,9 @@
 
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
-enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_COUNT };
+enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_COUNT };
 
-static gray_range_t trusted[4];
+static gray_range_t trusted[8];
 static size_t ntrusted;
 
 static void init_trusted(void)
@@ -24,19 +26,93 @@ static void init_trusted(void)
     static const char *cidrs[] = {"127.0.0.0/8", "10.0.0.0/8", "::1", "2001:db8::/32"};
     if (ntrusted)
         return;
-    for (size_t i = 0; i < 4; i++)
-        CHECK(gray_cidr_parse(cidrs[i], strlen(cidrs[i]), &trusted[i]) >= 0);
-    ntrusted = gray_ipset_build(trusted, 4);
+    size_t used = 0, n;
+    for (size_t i = 0; i < 4; i++) {
+        CHECK(gray_cidr_parse(cidrs[i], strlen(cidrs[i]), &trusted[used], &n) >= 0);
+        used += n;
+    }
+    ntrusted = gray_ipset_build(trusted, used);
+}
+
+/* A set from a fuzzed, comma separated CIDR list: built without fault, and
+ * its lookups agree with a linear scan of the unmerged ranges. */
+static void fuzz_ipset(const char *s, size_t len)
+{
+    gray_range_t raw[64], set[64];
+    size_t nraw = 0, start = 0;
+    for (size_t i = 0; i <= len && nraw + 2 <= 64; i++) {
+        if (i == len || s[i] == ',') {
+            size_t n;
+            if (gray_cidr_parse(s + start, i - start, &raw[nraw], &n) >= 0) {
+                CHECK(n <= 2);
+                for (size_t k = nraw; k < nraw + n; k++)
+                    CHECK(memcmp(raw[k].lo.b, raw[k].hi.b, 16) <= 0);
+                nraw += n;
+            }
+            start = i + 1;
+        }
+    }
+    memcpy(set, raw, nraw * sizeof raw[0]);
+    size_t nset = gray_ipset_build(set, nraw);
+    CHECK(nset <= nraw);
+    for (size_t k = 0; k < nraw; k++) {
+        const gray_ip_t *probe[2] = {&raw[k].lo, &raw[k].hi};
+        for (int j = 0; j < 2; j++) {
+            int linear = 0;
+            for (size_t m = 0; m < nraw && !linear; m++)
+                linear = memcmp(raw[m].lo.b, probe[j]->b, 16) <= 0 &&
+                         memcmp(probe[j]->b, raw[m].hi.b, 16) <= 0;
+            CHECK(linear == gray_ipset_contains(set, nset, probe[j]));
+        }
+    }
+}
+
+/* The one-call client choice: the headers are split out of the input at
+ * '|' (peer|X-Real-IP|X-Forwarded-For|Forwarded). */
+static void fuzz_client_key(const char *s, size_t len)
+{
+    const char *part[4] = {NULL, NULL, NULL, NULL};
+    size_t plen[4] = {0, 0, 0, 0};
+    size_t k = 0, start = 0;
+    for (size_t i = 0; i <= len && k < 4; i++) {
+        if (i == len || s[i] == '|') {
+            part[k] = s + start;
+            plen[k] = i - start;
+            k++;
+            start = i + 1;
+        }
+    }
+    init_trusted();
+    gray_walk_t w;
+    int32_t from;
+    char buf[GRAY_IP_TEXT_MAX], peer_buf[GRAY_IP_TEXT_MAX];
+    int n = gray_client_key(part[0], plen[0], part[1], plen[1], part[2], plen[2], part[3],
+                            plen[3], trusted, ntrusted, &w, &from, buf, sizeof buf);
+    int p = gray_peer_key(part[0], plen[0], trusted, ntrusted, peer_buf, sizeof peer_buf);
+    CHECK((n < 0) == (p < 0));
+    if (n < 0)
+        return;
+    CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
+    CHECK(from >= GRAY_FROM_PEER && from <= GRAY_FROM_FORWARDED);
+    if (p < GRAY_PEER_TRUSTED) {
+        /* an untrusted peer is its own client, whatever the headers say */
+        CHECK(from == GRAY_FROM_PEER && n == p && memcmp(buf, peer_buf, (size_t)n) == 0);
+    }
+    if (from == GRAY_FROM_PEER) {
+        int pl = p >= GRAY_PEER_TRUSTED ? p - GRAY_PEER_TRUSTED : p;
+        CHECK(n == pl && memcmp(buf, peer_buf, (size_t)n) == 0);
+    }
 }
 
 static void fuzz_ip(const char *s, size_t len)
 {
     gray_ip_t a, b;
     char text[GRAY_IP_TEXT_MAX], again[GRAY_IP_TEXT_MAX];
-    gray_range_t r;
+    gray_range_t r[2];
 
+    size_t nr;
     (void)gray_ip_parse(s, len, &a);
-    (void)gray_cidr_parse(s, len, &r);
+    (void)gray_cidr_parse(s, len, r, &nr);
     if (gray_ip_parse_host(s, len, &a) != GRAY_OK)
         return;
     int n = gray_ip_format(&a, text, sizeof text);
@@ -136,6 +212,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_FORWARDED: fuzz_walk(s, len, 1); break;
     case T_MC_GET:    fuzz_mc_get(s, len); break;
     case T_MC_LINE:   fuzz_mc_line(s, len); break;
+    case T_IPSET:     fuzz_ipset(s, len); break;
+    case T_CLIENT:    fuzz_client_key(s, len); break;
     }
     free(s);
     return 0;

@@ -23,6 +23,11 @@ static const struct { int target; const char *text; } seeds[] = {
     {3, "SERVER_ERROR out of memory\r\n"}, {3, "END\r\n"},
     {4, "STORED\r\n"}, {4, "CLIENT_ERROR bad data chunk\r\n"}, {4, "18446744073709551615\r\n"},
     {4, "VERSION 1.6.18\r\n"},
+    {5, "10.0.0.0/8,::/0,127.0.0.1,2001:db8::/32,10.128.0.0/9,::ffff:10.0.0.0/8"},
+    {5, "0.0.0.0/0,::/95,::1:0:0:0/96,1.2.3.4/31"},
+    {6, "127.0.0.1| 203.0.113.7 |198.51.100.1, 10.0.0.1|for=1.2.3.4"},
+    {6, "::1||[2001:db8::1]:80, unknown, 127.0.0.2|"},
+    {6, "8.8.8.8|1.2.3.4|5.6.7.8|for=9.9.9.9"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

@@ -42,7 +42,7 @@ int gray_ip_parse_host(const char *s, size_t len, gray_ip_t *out);
 int gray_ip_format(const gray_ip_t *ip, char *buf, size_t cap);
 int gray_ip_canonical(const char *s, size_t len, char *buf, size_t cap);
 int gray_ip_is_v4(const gray_ip_t *ip);
-int gray_cidr_parse(const char *s, size_t len, gray_range_t *out);
+int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n);
 size_t gray_ipset_build(gray_range_t *ranges, size_t n);
 int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
 int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
@@ -171,21 +171,24 @@ function _M.new_ipset(list)
         return nil, "expected a list of CIDRs (table or string)"
     end
     local n = #list
-    local ranges = ffi_new(range_array_t, n > 0 and n or 1)
+    -- a CIDR can become two ranges (see gray_cidr_parse)
+    local ranges = ffi_new(range_array_t, n > 0 and 2 * n or 1)
+    local used = 0
     local warnings = {}
     for i = 1, n do
         local cidr = list[i]
         if type(cidr) ~= "string" then
             return nil, "entry " .. i .. " is not a string"
         end
-        local rc = C.gray_cidr_parse(cidr, #cidr, ranges + (i - 1))
+        local rc = C.gray_cidr_parse(cidr, #cidr, ranges + used, count_buf)
         if rc < 0 then
             return nil, "bad CIDR '" .. cidr .. "': " .. strerror(rc)
         elseif rc == 1 then
             warnings[#warnings + 1] = cidr .. " has host bits set; used as a network"
         end
+        used = used + tonumber(count_buf[0])
     end
-    local count = tonumber(C.gray_ipset_build(ranges, n))
+    local count = tonumber(C.gray_ipset_build(ranges, used))
     return { ranges = ranges, count = count, warnings = warnings }
 end
 
@@ -320,7 +323,12 @@ local function ensure_capacity(keys, max_values)
         return nil, "keys must be a string"
     end
     -- every key is at least one byte plus a space: an upper bound, no scan
-    max_values = max_values or math.floor((#keys + 1) / 2)
+    if max_values == nil then
+        max_values = math.floor((#keys + 1) / 2)
+    elseif type(max_values) ~= "number" or max_values < 0 or max_values % 1 ~= 0
+           or max_values > 1e7 then
+        return nil, "max_values must be an integer from 0 to 10000000"
+    end
     if max_values > vals_cap then
         vals_cap = max_values
         vals = ffi_new("gray_mc_value_t[?]", vals_cap)

@@ -16,6 +16,7 @@ local gray_ffi = require "gray.ffi"
 local decode_get1 = gray_ffi.mc_decode_get1
 local key_ok = gray_ffi.mc_key_ok
 local server_index = gray_ffi.server_index
+local canonical_ip = gray_ffi.canonical_ip
 local tcp = ngx.socket.tcp
 local now = ngx.now
 local type, tonumber, setmetatable = type, tonumber, setmetatable
@@ -59,6 +60,7 @@ local function parse_servers(spec)
             return nil, "server " .. i .. " is not a string"
         end
         local host, port = item:match("^%[([^%]]+)%]:(%d+)$")
+        local bracketed = host ~= nil
         if not host then
             host, port = item:match("^([^:]+):(%d+)$")
         end
@@ -66,9 +68,17 @@ local function parse_servers(spec)
         if not host or not port or port < 1 or port > 65535 then
             return nil, "bad server '" .. item .. "' (expected host:port)"
         end
+        -- addresses only: a name would need a resolver in nginx and fail
+        -- on every request
+        local canonical = canonical_ip(host)
+        if not canonical or (canonical:find(":", 1, true) ~= nil) ~= bracketed then
+            return nil, "bad server '" .. item .. "' (the host must be an IP address;"
+                        .. " IPv6 as [addr]:port)"
+        end
         servers[i] = {
             name = item,
-            host = host,
+            -- cosocket connect() wants IPv6 in brackets
+            host = bracketed and "[" .. host .. "]" or host,
             port = port,
             failures = 0,       -- consecutive
             open_until = 0,     -- breaker: no request before this time
@@ -187,7 +197,7 @@ local function query(self, srv, req, key)
             return value
         end
         if consumed ~= "again" then
-            local kind = consumed:find("^[A-Z_]+ERROR") and "server" or "protocol"
+            local kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
             return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
         end
         if #buf + need > REPLY_MAX then
@@ -231,12 +241,14 @@ function _M.get(self, key)
         value, err, kind = query(self, srv, req, key)
     end
 
-    if value ~= nil then
+    if value ~= nil or kind == "server" then
+        -- an answer, even an error line, shows the server is reachable
         srv.failures = 0
         srv.open_until = 0
-        return value
-    end
-    if kind ~= "server" then
+        if value ~= nil then
+            return value
+        end
+    else
         local failures = srv.failures + 1
         srv.failures = failures
         if failures >= self.breaker_failures then

@@ -104,10 +104,11 @@ end
 local Memcached = {}
 Memcached.__index = Memcached
 
---- Starts memcached on a free loopback port (or opts.port).
+--- Starts memcached on a free loopback port (or opts.port), on 127.0.0.1
+-- (or opts.host, e.g. "::1").
 function _M.memcached(opts)
     opts = opts or {}
-    local self = setmetatable({ dir = _M.tmpdir() }, Memcached)
+    local self = setmetatable({ dir = _M.tmpdir(), host = opts.host or "127.0.0.1" }, Memcached)
     for _ = 1, 5 do
         self.port = opts.port or _M.free_port()
         local ok, err = self:start()
@@ -128,11 +129,11 @@ end
 
 function Memcached:start()
     local user = sh("id -u"):match("^0") and " -u nobody" or ""
-    local out = sh("memcached -l 127.0.0.1 -p " .. self.port .. " -U 0" .. user
+    local out = sh("memcached -l " .. self.host .. " -p " .. self.port .. " -U 0" .. user
                    .. " >" .. self.dir .. "/memcached.log 2>&1 & echo $!")
     self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
     wait_for(function()
-        return port_in_use(self.port) or not process_alive(self.pid)
+        return port_in_use(self.port, self.host) or not process_alive(self.pid)
     end, 5, "memcached on " .. self.port)
     if not process_alive(self.pid) then
         self.pid = nil
@@ -144,7 +145,7 @@ end
 --- Sends raw protocol text, returns the reply (read until the connection
 -- goes quiet for a moment).
 function Memcached:cmd(text)
-    local script = "exec 3<>/dev/tcp/127.0.0.1/" .. self.port
+    local script = "exec 3<>/dev/tcp/" .. self.host .. "/" .. self.port
                    .. "; printf '%s' " .. quote(text) .. " >&3; timeout 0.3 cat <&3"
     return (sh("bash -c " .. quote(script)))
 end
@@ -334,10 +335,12 @@ function Nginx:get(path, opts)
 end
 
 --- Runs Lua code inside an nginx worker through the /eval location that
--- harness.EVAL_LOCATION defines (in the server on port, default self.port);
--- returns what the code printed with ngx.say, or what it returned.
-function Nginx:eval(code, port)
-    local res = self:request("/eval", { method = "POST", body = code, port = port })
+-- harness.EVAL_LOCATION defines (in the server on port, default self.port),
+-- with extra request headers if given; returns what the code printed with
+-- ngx.say, or what it returned.
+function Nginx:eval(code, port, headers)
+    local res = self:request("/eval", { method = "POST", body = code, port = port,
+                                        headers = headers })
     assert(res.status == 200, "eval failed (" .. tostring(res.status) .. "): " .. res.body
                               .. "\n" .. self:error_log():sub(-2000))
     return res.body
