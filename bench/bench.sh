@@ -11,8 +11,10 @@
 #
 # Two measurements per location:
 #   req/s      wrk against the router (one worker), best of BENCH_ROUNDS
-#   instr/req  the router as one process under callgrind: counters zeroed,
-#              exactly N requests on one keepalive connection (curl), dumped;
+#   instr/req  the router as one process under callgrind, a fresh one per
+#              location (LuaJIT's traces then depend on that location only):
+#              warm-up, counters zeroed, exactly N requests on one keepalive
+#              connection (curl), dumped;
 #              Ir of that dump / N (user-space instructions of the nginx
 #              process only: not the kernel, not memcached, not the backend)
 #
@@ -282,9 +284,9 @@ start_nginx_on backend BACKEND $PIN_OTHER
 
 # ---- checks ------------------------------------------------------------------
 
-check_locations() {     # verifies every location through the router
+check_locations() {     # [locations]: verifies them (default: all) through the router
     local loc out
-    for loc in $LOCS; do
+    for loc in ${1:-$LOCS}; do
         out=$(curl -s -m 30 -o "$DIR/body" -w '%{http_code} %header{x-gray-target}' \
               "http://127.0.0.1:$ROUTER/$loc") || true
         [ "$out" = "200 ${WANT[$loc]}" ] && [ "$(cat "$DIR/body")" = "$BODY" ] \
@@ -369,14 +371,9 @@ forget_pid "$ROUTER_PID"
 
 # ---- 2. instructions per request: callgrind ----------------------------------------
 
-echo "bench: router under callgrind; per location: $WARM warm-up requests, then" \
+echo "bench: router under callgrind, a fresh process per location (so no location's" \
+     "JIT state depends on another's); per location: $WARM warm-up requests, then" \
      "$N_SMALL and $N counted"
-start_nginx router $PIN_ROUTER valgrind --tool=callgrind \
-    --callgrind-out-file="$DIR/cg/callgrind.out.%p" --dump-line=no
-ROUTER_PID=$STARTED
-wait_port "$ROUTER" 120 "$ROUTER_PID" "router nginx under valgrind" \
-    || die "router nginx under valgrind exited at start: $(tail -5 "$DIR/router/stdout.log")"
-check_locations
 
 # cg_dump tag: dumps the counters with that tag and prints the dump's Ir
 cg_dump() {
@@ -402,6 +399,12 @@ cg_zero() {
 
 declare -A IPR MARGINAL MC_GETS MC_CONNS
 for loc in $LOCS; do
+    start_nginx router $PIN_ROUTER valgrind --tool=callgrind \
+        --callgrind-out-file="$DIR/cg/callgrind.out.%p" --dump-line=no
+    ROUTER_PID=$STARTED
+    wait_port "$ROUTER" 120 "$ROUTER_PID" "router nginx under valgrind" \
+        || die "router nginx under valgrind exited at start: $(tail -5 "$DIR/router/stdout.log")"
+    check_locations "$loc"
     curl_batch "$loc" "$WARM"
     cg_zero
     curl_batch "$loc" "$N_SMALL"
@@ -419,10 +422,10 @@ for loc in $LOCS; do
     MC_CONNS[$loc]=$(awk -v a="$conns0" -v b="$conns1" -v n="$N" \
                      'BEGIN { printf "%.3f", (b - a - 1) / n }')
     echo "  /$loc  $ir Ir / $N = ${IPR[$loc]} instr/req (marginal ${MARGINAL[$loc]})"
+    check_error_log
+    stop_pid "$ROUTER_PID" 60
+    forget_pid "$ROUTER_PID"
 done
-check_error_log
-stop_pid "$ROUTER_PID" 60
-forget_pid "$ROUTER_PID"
 
 # ---- report ----------------------------------------------------------------------
 
