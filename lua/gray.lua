@@ -236,9 +236,6 @@ local function report(self, kind, err)
     end
 end
 
---- The client key: the canonical client address (with key_prefix), or nil
--- when there is none (a unix-socket peer). The headers are read only when
--- the peer is a trusted proxy.
 -- $http_forwarded holds only the first Forwarded line, and a proxy may add
 -- its own line after the client's: all lines, joined as one list.
 local function forwarded_lines()
@@ -249,6 +246,9 @@ local function forwarded_lines()
     return v
 end
 
+--- The client key: the canonical client address (with key_prefix), or nil
+-- when there is none (a unix-socket peer). The headers are read only when
+-- the peer is a trusted proxy.
 local function client_key(self)
     local peer = ngx_var.remote_addr
     local key, trusted = peer_ip(self.trusted, peer)

@@ -137,14 +137,6 @@ function _M.new(opts)
     return setmetatable(self, mt)
 end
 
---- The server record a key lives on (libmemcached's default placement).
-function _M.server_for(self, key)
-    if self.nservers == 1 then
-        return self.servers[1]
-    end
-    return self.servers[server_index(key, self.nservers)]
-end
-
 local function error_kind(err)
     if err == "timeout" then
         return "timeout"
