@@ -5,6 +5,7 @@
 #
 #   plain           proxy_pass to the backend (the limit)
 #   exec-only       content_by_lua_block { ngx.exec("@server") } (reference)
+#   reads-only      the nginx variables /dropin reads, then ngx.exec (reference)
 #   dropin          lua/gray/dep.lua, default answer cache
 #   dropin-nocache  lua/gray/dep.lua with $gray_cache_ttl 0
 #   seed            bench/seed_dep.lua: a new memcached connection per request
@@ -38,13 +39,15 @@ ROUNDS=${BENCH_ROUNDS:-3}
 RESULTS=$REPO/build/bench-results.txt
 MODS=/usr/lib/nginx/modules
 
-LOCS="plain exec-only dropin dropin-nocache seed"
-declare -A LABEL=([plain]="plain" [exec-only]="exec-only (ref)" [dropin]="dropin (cache)"
+LOCS="plain exec-only reads-only dropin dropin-nocache seed"
+declare -A LABEL=([plain]="plain" [exec-only]="exec-only (ref)" [reads-only]="reads-only (ref)"
+                  [dropin]="dropin (cache)"
                   [dropin-nocache]="dropin (ttl 0)" [seed]="seed-style")
 # X-Gray-Target each location must answer with for a 127.0.0.1 client
 # (memcached says "1" for it), and for X-Real-IP: 10.9.9.9 (not in memcached)
-declare -A WANT=([plain]=plain [exec-only]=stable [dropin]=test [dropin-nocache]=test [seed]=test)
-declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [dropin]=stable
+declare -A WANT=([plain]=plain [exec-only]=stable [reads-only]=stable [dropin]=test
+                 [dropin-nocache]=test [seed]=test)
+declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [reads-only]=stable [dropin]=stable
                        [dropin-nocache]=stable [seed]=stable)
 BODY="backend ok"
 
@@ -226,6 +229,12 @@ write_router_conf() {
         }
         location = /exec-only {
             content_by_lua_block { ngx.exec("@server") }
+        }
+        # the nginx variables /dropin reads, and nothing else (bench/reads_floor.lua)
+        location = /reads-only {
+            set \$gray_memcached "127.0.0.1:$MC";
+            set \$gray_cache_ttl 1;
+            content_by_lua_file $REPO/bench/reads_only.lua;
         }
         # \$gray_cache_ttl is set here to its default (1) because /dropin-nocache
         # sets it: read unset in this location, nginx would log "using
@@ -461,6 +470,9 @@ verdict() { if "$@"; then echo "MET"; else echo "NOT MET"; fi; }
         "$(ratio "${IPR[dropin]}" "${IPR[plain]}" | tr -d x)" \
         "$(verdict within "${IPR[dropin]}" "${IPR[plain]}" 1.25)" \
         "$(ratio "${IPR[exec-only]}" "${IPR[plain]}")"
+    printf '    of which nginx variable reads alone (reads-only): %s; the router'"'"'s own work: %s instr/req\n' \
+        "$(ratio "${IPR[reads-only]}" "${IPR[plain]}")" \
+        "$((IPR[dropin] - IPR[reads-only]))"
     printf '  uncached drop-in >= 25%% fewer instr/req than seed-style: %s fewer -> %s\n' \
         "$(awk -v a="${IPR[dropin-nocache]}" -v b="${IPR[seed]}" 'BEGIN { printf "%.0f%%", (1 - a / b) * 100 }')" \
         "$(verdict within "${IPR[dropin-nocache]}" "${IPR[seed]}" 0.75)"
