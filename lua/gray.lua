@@ -282,9 +282,10 @@ function _M.decide(self)
     end
 
     local cache = self.cache
-    local value, source
+    local value, source, stale, stored_at
     if self.use_fresh then
-        value = cache:get(key)
+        -- an expired entry comes back as stale, for use if memcached fails
+        value, stale, stored_at = cache:get(key)
         source = "cache"
     end
     if value == nil then
@@ -298,9 +299,12 @@ function _M.decide(self)
             source = "memcached"
         else
             report(self, kind, err)
-            local fresh, stale, stored_at = cache:get(key)
-            if fresh ~= nil then
-                stale = fresh
+            if not self.use_fresh then
+                -- with no fresh life every entry is expired: it is stale
+                value, stale, stored_at = cache:get(key)
+                if value ~= nil then
+                    stale = value
+                end
             end
             if stale == nil or t - stored_at > self.stale_limit then
                 return self.stable, kind == "down" and "store-down" or "store-error"

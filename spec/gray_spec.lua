@@ -344,6 +344,21 @@ describe("gray router in nginx", function()
             mc:set("127.0.0.1", "0")
         end)
 
+        it("serves an expired cached answer as stale when memcached fails", function()
+            mc:set("127.0.0.1", "1")
+            local out = eval([[
+                local r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                    cache_ttl = 0.1 }))
+                local a = table.concat({ r:decide() }, " ")
+                ngx.sleep(0.2)
+                r.mc.servers[1].port = $DOWN        -- memcached goes away
+                local b = table.concat({ r:decide() }, " ")
+                return a .. " | " .. b
+            ]])
+            assert.equal("@server_test ip memcached | @server_test ip stale", out)
+            mc:set("127.0.0.1", "0")
+        end)
+
         it("says store-error, then store-down once the breaker opens", function()
             local out = eval([[
                 local gray = require "gray"

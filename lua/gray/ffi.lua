@@ -336,50 +336,41 @@ local function ensure_capacity(keys, max_values)
     return max_values
 end
 
+-- The multi-key decoders share all but how a value is represented.
+local function decode_many(buf, keys, max_values, with_meta)
+    local cap, err = ensure_capacity(keys, max_values)
+    if not cap then
+        return nil, err
+    end
+    local consumed, n, need = parse_get(buf, keys, cap)
+    if not consumed then
+        return nil, n, need
+    end
+    local p = ffi_cast(char_ptr_t, buf)
+    local out = table_new(0, n)
+    for i = 0, n - 1 do
+        local v = vals[i]
+        local data = ffi_string(p + v.data_off, v.data_len)
+        if with_meta then
+            data = { value = data, flags = tonumber(v.flags), cas = cas_text(v) }
+        end
+        out[ffi_string(p + v.key_off, v.key_len)] = data
+    end
+    return out, consumed
+end
+
 --- Decodes a reply to "get k1 k2 ..." (keys: the key list exactly as sent).
 -- Returns a table key -> value and the bytes consumed; nil, "again", need;
 -- or nil, err. max_values (default: as many as the key list can hold)
 -- bounds how many values are accepted.
 function _M.mc_decode_get(buf, keys, max_values)
-    local cap, err = ensure_capacity(keys, max_values)
-    if not cap then
-        return nil, err
-    end
-    local consumed, n, need = parse_get(buf, keys, cap)
-    if not consumed then
-        return nil, n, need
-    end
-    local p = ffi_cast(char_ptr_t, buf)
-    local out = table_new(0, n)
-    for i = 0, n - 1 do
-        local v = vals[i]
-        out[ffi_string(p + v.key_off, v.key_len)] = ffi_string(p + v.data_off, v.data_len)
-    end
-    return out, consumed
+    return decode_many(buf, keys, max_values, false)
 end
 
 --- As mc_decode_get, for "gets": key -> { value = , flags = , cas = } with
 -- cas as decimal text (nil when the reply carried none).
 function _M.mc_decode_gets(buf, keys, max_values)
-    local cap, err = ensure_capacity(keys, max_values)
-    if not cap then
-        return nil, err
-    end
-    local consumed, n, need = parse_get(buf, keys, cap)
-    if not consumed then
-        return nil, n, need
-    end
-    local p = ffi_cast(char_ptr_t, buf)
-    local out = table_new(0, n)
-    for i = 0, n - 1 do
-        local v = vals[i]
-        out[ffi_string(p + v.key_off, v.key_len)] = {
-            value = ffi_string(p + v.data_off, v.data_len),
-            flags = tonumber(v.flags),
-            cas = cas_text(v),
-        }
-    end
-    return out, consumed
+    return decode_many(buf, keys, max_values, true)
 end
 
 return _M
