@@ -48,6 +48,23 @@ local SERVERS = [[
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
 
+    # decide() where cosockets are disabled: nil, err on a cache miss
+    location /phases/ {
+        set_by_lua_block $set_result {
+            local r = package.loaded.spec_phase_router
+                      or assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                                                      cache_ttl = 0 }))
+            package.loaded.spec_phase_router = r
+            local target, err = r:decide()
+            return tostring(target) .. " " .. tostring(err)
+        }
+        header_filter_by_lua_block {
+            local target, err = package.loaded.spec_phase_router:decide()
+            package.loaded.spec_header_filter_result = tostring(target) .. " " .. tostring(err)
+        }
+        return 200 "$set_result\n";
+    }
+
     location @server      { return 200 "stable\n"; }
     location @server_test { return 200 "gray\n"; }
     location @alt         { return 200 "alt\n"; }
@@ -312,6 +329,20 @@ describe("gray router in nginx", function()
             assert.equal("gray", body)
         end)
 
+        it("decide() in set_by_lua and header_filter: nil, err naming the phase, no throw",
+           function()
+            local res = nginx:get("/phases/", { headers = { ["X-Real-IP"] = "203.0.113.77" } })
+            assert.equal(200, res.status)
+            assert.truthy(res.body:find("^nil gray: decide%(%) needs cosockets.-not in set"),
+                          res.body)
+            -- one worker: the header filter left its result where /eval reads it
+            local out = nginx:eval("return package.loaded.spec_header_filter_result", nginx.port2)
+            assert.truthy(out:find("^nil gray: decide%(%) needs cosockets.-not in header_filter"),
+                          out)
+            local log = nginx:error_log()
+            assert.falsy(log:find("API disabled", 1, true), log:sub(-1500))
+        end)
+
         it("a bad configuration routes to @server and is logged once", function()
             for _ = 1, 10 do
                 local status, body = get("/badconf/", {})
@@ -320,7 +351,8 @@ describe("gray router in nginx", function()
             end
             local log = nginx:error_log()
             assert.equal(1, select(2, log:gsub("bad configuration", "")))
-            assert.truthy(log:find("option 'trusted'", 1, true))
+            -- the message names the nginx variable the user wrote, not the Lua option
+            assert.truthy(log:find("$gray_trusted", 1, true), log)
         end)
     end)
 
@@ -392,7 +424,10 @@ describe("gray router in nginx", function()
             { "a cache_ttl that is a string", "{ cache_ttl = '1' }", "option 'cache_ttl'" },
             { "a zero cache_size", "{ cache_size = 0 }", "option 'cache_size'" },
             { "a key_prefix with a space", "{ key_prefix = 'a b' }", "option 'key_prefix'" },
-            { "a zero read_timeout", "{ read_timeout = 0 }", "option 'read_timeout'" },
+            { "a zero timeout", "{ timeout = 0 }", "option 'timeout'" },
+            { "a timeout over a minute", "{ timeout = 60001 }", "option 'timeout'" },
+            { "the old read_timeout", "{ read_timeout = 50 }", "'timeout' (ms) bounds" },
+            { "a zero value_max", "{ value_max = 0 }", "option 'value_max'" },
             { "a pool_size that is not a number", "{ pool_size = 'many' }", "option 'pool_size'" },
         }
         for _, c in ipairs(bad) do
@@ -412,7 +447,7 @@ describe("gray router in nginx", function()
                     client_headers = { "Forwarded" }, stable = "/stable", target = "@t",
                     targets = { ["2"] = "@t2" }, key_prefix = "gray:", cache_ttl = 0,
                     neg_ttl = 5, stale_ttl = 0, cache_size = 10, log_interval = 1,
-                    connect_timeout = 10, send_timeout = 10, read_timeout = 10,
+                    timeout = 10, value_max = 64,
                     pool_size = 4, keepalive_timeout = 1000, breaker_failures = 3,
                     breaker_cooldown = 0.5,
                 })
@@ -451,65 +486,5 @@ describe("gray router in nginx", function()
     it("leaves error.log free of global-variable warnings, alerts and crits", function()
         local bad = harness.bad_log_lines(nginx:error_log())
         assert.same({}, bad)
-    end)
-end)
-
-describe("dep.lua configured through nginx variables", function()
-    local mc, nginx
-
-    setup(function()
-        mc = harness.memcached()
-        nginx = harness.nginx({ memcached_port = mc.port, http = [[
-            # $gray_target from a map without a default: reads "" when no
-            # entry matches, and must keep being read afterwards
-            map $http_x_pick $gray_target { alt "@alt_test"; }
-        ]], servers = [[
-          server {
-            listen 127.0.0.1:$PORT;
-            set $gray_memcached 127.0.0.1:$MC;
-            set $gray_cache_ttl 0;
-            location / { content_by_lua_file $REPO/lua/gray/dep.lua; }
-            location /none/ {
-                set $gray_trusted none;
-                content_by_lua_file $REPO/lua/gray/dep.lua;
-            }
-            location @server      { return 200 "stable\n"; }
-            location @server_test { return 200 "gray\n"; }
-            location @alt_test    { return 200 "alt-gray\n"; }
-          }
-        ]] })
-        mc:set("203.0.113.7", "1")
-        mc:set("127.0.0.1", "0")
-    end)
-
-    teardown(function()
-        if nginx then nginx:stop() end
-        if mc then mc:destroy() end
-    end)
-
-    local function body(path, headers)
-        local res = nginx:get(path, { headers = headers })
-        assert.equal(200, res.status)
-        return (res.body:gsub("\n$", ""))
-    end
-
-    it("follows a mapped $gray_target request by request", function()
-        local client = { ["X-Real-IP"] = "203.0.113.7" }
-        assert.equal("gray", body("/", client))             -- map: "" -> default
-        client["X-Pick"] = "alt"
-        assert.equal("alt-gray", body("/", client))
-        client["X-Pick"] = "other"
-        assert.equal("gray", body("/", client))
-        client["X-Pick"] = "alt"
-        assert.equal("alt-gray", body("/", client))
-    end)
-
-    it("trusts no proxy with $gray_trusted none", function()
-        assert.equal("stable", body("/none/", { ["X-Real-IP"] = "203.0.113.7" }))
-        assert.equal("gray", body("/", { ["X-Real-IP"] = "203.0.113.7" }))
-    end)
-
-    it("leaves error.log free of global-variable warnings, alerts and crits", function()
-        assert.same({}, harness.bad_log_lines(nginx:error_log()))
     end)
 end)

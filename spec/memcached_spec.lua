@@ -50,7 +50,10 @@ describe("gray.memcached", function()
             { "a miss", nil, "false" },
             { "an empty value", "", "" },
             { "a value holding CRLF END CRLF", "a\r\nEND\r\nb", "a\r\nEND\r\nb" },
-            { "a 100 KB value (several reads)", string.rep("0123456789", 10240), nil },
+            { "a 100 KB value (several reads) under a raised value_max",
+              string.rep("0123456789", 10240), nil, 200000 },
+            { "a 2 KB value over the default value_max: refused, kind value",
+              string.rep("x", 2048), "nil-value" },
         }
         for i, c in ipairs(cases) do
             it("returns " .. c[1], function()
@@ -59,12 +62,14 @@ describe("gray.memcached", function()
                     mc:set(key, c[2])
                 end
                 local out = eval([[
-                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                          value_max = ]] .. (c[4] or 1024) .. [[ }))
                     local v, err, kind = client:get("]] .. key .. [[")
-                    if v == nil then return "nil " .. err .. " " .. kind end
+                    if v == nil then return "nil-" .. kind end
                     return tostring(v)
                 ]])
-                assert.equal(c[3] or c[2], out)
+                -- compared as a flag: a failure must not print 100 KB
+                assert.is_true(out == (c[3] or c[2]), out:sub(1, 200))
             end)
         end
 
@@ -123,11 +128,11 @@ describe("gray.memcached", function()
             assert.equal("true 0 0", out)
         end)
 
-        it("hung: kind timeout after about the read timeout", function()
+        it("hung: kind timeout after about the timeout", function()
             mc2:signal("STOP")
             finally(function() mc2:signal("CONT") end)
             local out = eval([[
-                local client = assert(memcached.new({ servers = "127.0.0.1:$MC2", read_timeout = 50 }))
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC2", timeout = 50 }))
                 ngx.update_time()
                 local t0 = ngx.now()
                 local v, err, kind = client:get("k")
@@ -217,8 +222,11 @@ describe("gray.memcached", function()
             { "{ servers = 'host' }", "bad server 'host'" },
             { "{ servers = '127.0.0.1:0' }", "bad server" },
             { "{ servers = { 11211 } }", "server 1 is not a string" },
-            { "{ read_timeout = -1 }", "option 'read_timeout'" },
-            { "{ connect_timeout = 'fast' }", "option 'connect_timeout'" },
+            { "{ timeout = -1 }", "option 'timeout'" },
+            { "{ timeout = 'fast' }", "option 'timeout'" },
+            { "{ value_max = 0.5 }", "option 'value_max'" },
+            { "{ connect_timeout = 30 }", "'timeout' bounds the whole lookup" },
+            { "{ read_timeout = 50 }", "'timeout' bounds the whole lookup" },
             { "{ breaker_failures = 0 }", "option 'breaker_failures'" },
             { "{ keepalive_timeout = 0/0 }", "option 'keepalive_timeout'" },
             { "5", "options must be a table" },

@@ -9,16 +9,249 @@
 -- Same behaviour by default (memcached at 127.0.0.1:11211, the client
 -- address as key, value "1" = @server_test, else @server), without its
 -- faults: the address comes from X-Real-IP/X-Forwarded-For only through
--- trusted proxies, connections are pooled, answers are cached for a second,
--- and memcached trouble sends the request to @server instead of an error
--- page. Optional nginx variables, set in the location, configure it:
+-- trusted proxies, connections are pooled, decisions are cached for a
+-- second, each lookup has one 50 ms deadline, and any trouble (memcached
+-- down or slow, a bad setting, even libgray.so missing) sends the request
+-- to @server instead of an error page. Optional nginx variables, set in the
+-- location or the server, configure it:
 --
---     set $gray_memcached "127.0.0.1:11211, 127.0.0.1:11212";
---     set $gray_trusted   "10.0.0.0/8, 127.0.0.1";
---     set $gray_stable    "@server";
---     set $gray_target    "@server_test";
---     set $gray_cache_ttl 1;      # seconds; 0 = ask memcached every time
+--     set $gray_memcached      "127.0.0.1:11211, 127.0.0.1:11212";
+--     set $gray_trusted        "10.0.0.0/8, 127.0.0.1";   # or "none"
+--     set $gray_client_headers "X-Forwarded-For";         # or "none"
+--     set $gray_stable         "@server";
+--     set $gray_target         "@server_test";
+--     set $gray_cache_ttl      1s;      # a bare number is seconds; 0: no cache
+--     set $gray_timeout        50ms;    # a bare number is milliseconds
 --
--- This file is run per request; the routers live in the "gray" module
--- (package.loaded first: a table read is cheaper than a call to require).
-return (package.loaded.gray or require("gray")).dep()
+-- This file is both the content_by_lua_file script and the module
+-- "gray.dep". Run as a script it hands the request to the module's run(),
+-- defining the module on its first run, so it works wherever the file is.
+
+local loaded = package.loaded["gray.dep"]
+if type(loaded) == "table" then
+    return loaded.run()             -- every request after the first
+end
+
+local gray_log = require "gray.log"
+
+local ngx = ngx
+local ngx_var = ngx.var
+local ngx_exec = ngx.exec
+local ngx_now = ngx.now
+local ngx_log = ngx.log
+local ERR = ngx.ERR
+local pcall, require, type, tostring, tonumber = pcall, require, type, tostring, tonumber
+
+local _M = { _VERSION = "0.1.0" }
+
+local STABLE = "@server"
+local LOG_INTERVAL = 5          -- s between two logs of one failure kind
+local RETRY_LOAD = 5            -- s between two tries to load a failed "gray"
+local ROUTERS_MAX = 64          -- distinct configurations kept per worker
+
+local log = gray_log.new(LOG_INTERVAL)
+
+-- nginx time units in seconds (ngx_parse_time)
+local TIME_UNITS = {
+    ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 7 * 86400,
+    M = 30 * 86400, y = 365 * 86400,
+}
+
+--- Parses nginx time syntax ("500ms", "1s", "1m30s") into seconds; a bare
+-- number (fractions allowed) is taken in `bare_unit` seconds. nil, err.
+local function parse_time(text, bare_unit)
+    if text:find("^%d+%.?%d*$") or text:find("^%.%d+$") then
+        return tonumber(text) * bare_unit
+    end
+    local total, pos, seen = 0, 1, {}
+    while pos <= #text do
+        local s, e, digits, unit = text:find("^ *(%d+)(%a+) *", pos)
+        if not s or not TIME_UNITS[unit] or seen[unit] then
+            return nil
+        end
+        seen[unit] = true
+        total = total + tonumber(digits) * TIME_UNITS[unit]
+        pos = e + 1
+    end
+    if pos == 1 then
+        return nil
+    end
+    return total
+end
+_M.parse_time = parse_time
+
+-- { nginx variable, gray.new option, converter } in the order read.
+local VARS = {
+    { "gray_memcached", "memcached" },
+    { "gray_trusted", "trusted" },
+    { "gray_client_headers", "client_headers" },
+    { "gray_stable", "stable" },
+    { "gray_target", "target" },
+    { "gray_cache_ttl", "cache_ttl", 1, "a bare number is seconds" },
+    { "gray_timeout", "timeout", 0.001, "a bare number is milliseconds" },
+}
+local NVARS = #VARS
+_M.VARS = VARS
+
+--- The gray.new options for the variables' values (vals[i] for VARS[i], ""
+-- and nil meaning not set), or nil, err naming the nginx variable.
+local function options(vals)
+    local opts = {}
+    for i = 1, NVARS do
+        local v = vals[i]
+        if v ~= nil and v ~= "" then
+            local var = VARS[i]
+            if var[3] then
+                local seconds = parse_time(v, var[3])
+                if not seconds then
+                    return nil, "$" .. var[1] .. ": bad time '" .. v .. "' (nginx time syntax:"
+                                .. " 500ms, 1s, 1m30s; " .. var[4] .. ")"
+                end
+                v = var[2] == "timeout" and seconds * 1000 or seconds
+            end
+            opts[var[2]] = v
+        end
+    end
+    return opts
+end
+_M.options = options
+
+-- gray.new's message names the Lua option; the user wrote an nginx variable.
+local function name_variable(err)
+    for i = 1, NVARS do
+        local var = VARS[i]
+        local s, e = err:find("option '" .. var[2] .. "'", 1, true)
+        if s then
+            return "$" .. var[1] .. err:sub(e + 1)
+        end
+    end
+    return err
+end
+
+-- The router module, loaded on first use. A failed load (libgray.so not
+-- built or not on lua_package_cpath) is retried every RETRY_LOAD seconds,
+-- and meanwhile every request goes to the stable location.
+local gray, load_failed_at
+
+local function load_gray()
+    local t = ngx_now()
+    if load_failed_at and t - load_failed_at < RETRY_LOAD then
+        return nil
+    end
+    local ok, mod = pcall(require, "gray")
+    if ok and type(mod) == "table" then
+        gray = mod
+        return mod
+    end
+    -- require leaves its loading sentinel behind after an error: without
+    -- this, the next require would return it instead of trying again
+    package.loaded.gray = nil
+    package.loaded["gray.ffi"] = nil
+    load_failed_at = t
+    log:report("load", "dep.lua: cannot load the router, sending every request to the stable"
+                       .. " location: " .. tostring(mod))
+    return nil
+end
+
+-- A variable not defined anywhere in nginx.conf stays so for the worker's
+-- life (a reload starts new workers): it is not read again. A nil read
+-- alone does not prove it (a map without a default reads nil), so the first
+-- one is confirmed by nginx refusing a write for lack of a definition.
+local undefined = {}
+
+local function clear_var(name)
+    ngx_var[name] = nil
+end
+
+local function read_var(name)
+    if undefined[name] then
+        return nil
+    end
+    local v = ngx_var[name]
+    if v == nil then
+        -- no closure here: one would make every return of this function
+        -- close an upvalue, which LuaJIT cannot compile
+        local ok, err = pcall(clear_var, name)
+        if not ok and tostring(err):find("not found for writing", 1, true) then
+            undefined[name] = true
+        end
+    end
+    return v
+end
+
+-- Routers by configuration (the variables' values joined), and the last
+-- configuration seen, which is nearly always this request's too.
+local routers, nrouters = {}, 0
+local vals, last = {}, {}
+local last_router
+
+-- A stand-in for a configuration that gray.new refused.
+local function fallback_router(stable)
+    return { exec = function() return ngx_exec(stable) end }
+end
+
+local function build(config)
+    local opts, err = options(vals)
+    if opts then
+        opts, err = gray.new(opts)
+        if not opts and err then
+            err = name_variable(err)
+        end
+    end
+    local router = opts
+    if not router then
+        ngx_log(ERR, "gray: dep.lua: bad configuration, sending everybody to the stable",
+                " location: ", err)
+        local stable = vals[4]
+        if not (stable and gray.check_location("stable", stable)) then
+            stable = STABLE
+        end
+        router = fallback_router(stable)
+    end
+    if nrouters >= ROUTERS_MAX then
+        routers, nrouters = {}, 0
+    end
+    routers[config] = router
+    nrouters = nrouters + 1
+    return router
+end
+
+--- The drop-in, per request: the router for this location's variables,
+-- then exec to its decision.
+function _M.run()
+    local changed = last_router == nil
+    for i = 1, NVARS do
+        local v = read_var(VARS[i][1])
+        if v == "" then
+            v = nil     -- set in another location only: not set here
+        end
+        vals[i] = v
+        if v ~= last[i] then
+            changed = true
+        end
+    end
+    local router = last_router
+    if changed or gray == nil then
+        if gray == nil and not load_gray() then
+            local stable = vals[4]
+            return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
+        end
+        local config = (vals[1] or "") .. "\0" .. (vals[2] or "") .. "\0" .. (vals[3] or "")
+                       .. "\0" .. (vals[4] or "") .. "\0" .. (vals[5] or "") .. "\0"
+                       .. (vals[6] or "") .. "\0" .. (vals[7] or "")
+        router = routers[config] or build(config)
+        for i = 1, NVARS do
+            last[i] = vals[i]
+        end
+        last_router = router
+    end
+    return router:exec()
+end
+
+-- First run as a content_by_lua_file script: register the module and route
+-- this request; under require, the module itself.
+if loaded == nil then
+    package.loaded["gray.dep"] = _M
+    return _M.run()
+end
+return _M

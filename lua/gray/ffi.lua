@@ -133,6 +133,7 @@ end
 
 local _M = {
     VERSION = VERSION,
+    _VERSION = VERSION,
     lib_path = lib_path,
     strerror = strerror,
 }
@@ -185,6 +186,9 @@ function _M.new_ipset(list)
             return nil, "bad CIDR '" .. cidr .. "': " .. strerror(rc)
         elseif rc == 1 then
             warnings[#warnings + 1] = cidr .. " has host bits set; used as a network"
+        end
+        if count_buf[0] == 0 then
+            warnings[#warnings + 1] = mapped_cidr_warning(cidr, ranges + used)
         end
         used = used + tonumber(count_buf[0])
     end
@@ -246,6 +250,28 @@ function _M.client_ip(set, peer, real_ip, xff, forwarded)
     return ffi_string(text_buf, n), SOURCE_NAMES[from],
            from == FROM_REAL_IP and "x-real-ip" or STOP_NAMES[walk.stop]
 end
+
+--- The hot-path pair behind gray.client, lean on purpose (no type checks:
+-- the caller passes $remote_addr and header strings or nil).
+-- peer_trusted(set, peer): whether the peer is a trusted proxy; no string is
+-- made. client_key(set, peer, real_ip, xff, forwarded): the canonical client
+-- text and where it came from as a number (FROM_REAL_IP, ...), or nil when
+-- the peer is not an address.
+function _M.peer_trusted(set, peer)
+    return C.gray_peer_key(peer, #peer, set.ranges, set.count, text_buf, IP_TEXT_MAX)
+           >= PEER_TRUSTED
+end
+
+function _M.client_key(set, peer, real_ip, xff, forwarded)
+    local n = C.gray_client_key(peer, #peer, real_ip, real_ip and #real_ip or 0,
+                                xff, xff and #xff or 0, forwarded, forwarded and #forwarded or 0,
+                                set.ranges, set.count, walk, from_buf, text_buf, IP_TEXT_MAX)
+    if n < 0 then
+        return nil
+    end
+    return ffi_string(text_buf, n), from_buf[0]
+end
+_M.FROM_PEER, _M.FROM_REAL_IP, _M.FROM_XFF, _M.FROM_FORWARDED = 0, FROM_REAL_IP, 2, 3
 
 --- libmemcached's default key hash (Jenkins one-at-a-time), a number.
 function _M.hash(key)

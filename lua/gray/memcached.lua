@@ -4,12 +4,17 @@
 -- error is closed, never pooled; a circuit breaker per server; every key
 -- passes the key-safety check before anything is sent.
 --
+-- Every call has one deadline, `timeout` ms after it starts, for connect,
+-- send and every read together (a retry on a fresh connection included):
+-- a server that trickles bytes cannot hold the caller past it.
+--
 --   local client = assert(memcached.new({ servers = "127.0.0.1:11211" }))
 --   local value, err, kind = client:get("192.168.2.20")
 --   -- value: the data, false on a miss; nil, err, kind on failure, where
 --   -- kind is one of "key" (refused to send), "down" (breaker open),
---   -- "timeout", "closed", "network" (refused, reset...), "protocol"
---   -- (malformed reply), "server" (an ERROR line from memcached)
+--   -- "timeout" (the deadline passed), "closed", "network" (refused,
+--   -- reset...), "protocol" (malformed reply), "server" (an ERROR line
+--   -- from memcached), "value" (a value over value_max: refused unread)
 
 local gray_ffi = require "gray.ffi"
 
@@ -19,26 +24,45 @@ local server_index = gray_ffi.server_index
 local canonical_ip = gray_ffi.canonical_ip
 local tcp = ngx.socket.tcp
 local now = ngx.now
-local type, tonumber, setmetatable = type, tonumber, setmetatable
-local math_max = math.max
+local update_time = ngx.update_time
+local type, tonumber, tostring, setmetatable, pairs, ipairs = type, tonumber, tostring,
+    setmetatable, pairs, ipairs
+local floor = math.floor
 
--- a reply larger than this is treated as a protocol error: the router only
--- stores short membership values
-local REPLY_MAX = 1024 * 1024
+-- What a first read asks for: a membership reply fits many times over.
 local RECV_CHUNK = 4096
+-- Room for "VALUE <key> <flags> <bytes> <cas>\r\n" beyond the key, and for
+-- the CRLF after the data plus "END\r\n".
+local VALUE_LINE_EXTRA = 64
+local REPLY_TAIL = 7
 
 local DEFAULTS = {
     servers = "127.0.0.1:11211",
-    connect_timeout = 30,       -- ms
-    send_timeout = 30,          -- ms
-    read_timeout = 50,          -- ms
+    timeout = 50,               -- ms for a whole lookup: connect, send, reads
+    value_max = 1024,           -- bytes; a longer value is refused unread
     pool_size = 32,             -- idle connections kept per server and worker
     keepalive_timeout = 60000,  -- ms an idle pooled connection is kept
     breaker_failures = 5,       -- consecutive failures that open the breaker
     breaker_cooldown = 1,       -- seconds before a probe is let through
 }
 
-local _M = { DEFAULTS = DEFAULTS }
+-- { min, max, unit } of each numeric option
+local LIMITS = {
+    timeout = { 1, 60000, "ms" },
+    value_max = { 1, 1024 * 1024, "bytes" },
+    pool_size = { 1, 100000, "connections" },
+    keepalive_timeout = { 0, 3600000, "ms" },
+    breaker_failures = { 1, 1000000, "failures" },
+    breaker_cooldown = { 0, 3600, "s" },
+}
+
+-- Options of earlier versions, refused with what replaces them.
+local REPLACED = {
+    connect_timeout = "timeout", send_timeout = "timeout", read_timeout = "timeout",
+}
+
+local _M = { _VERSION = gray_ffi.VERSION, DEFAULTS = DEFAULTS, LIMITS = LIMITS,
+             REPLACED = REPLACED }
 local mt = { __index = _M }
 
 --- Parses "host:port[, host:port ...]" (or a table of such strings) into
@@ -88,28 +112,29 @@ local function parse_servers(spec)
 end
 _M.parse_servers = parse_servers
 
-local function check_number(opts, name, min, max)
-    local v = opts[name]
-    if v == nil then
-        return DEFAULTS[name]
-    end
-    if type(v) ~= "number" or v ~= v or v < min or (max and v > max) then
-        return nil, "option '" .. name .. "' must be a number >= " .. min
-                    .. (max and " and <= " .. max or "")
+--- Checks one numeric option against LIMITS; returns the value or nil, err.
+local function check_number(name, v)
+    local range = LIMITS[name]
+    if type(v) ~= "number" or v ~= v or v < range[1] or v > range[2] then
+        return nil, "option '" .. name .. "' must be a number from " .. range[1] .. " to "
+                    .. range[2] .. " (" .. range[3] .. "), got " .. tostring(v)
     end
     return v
 end
+_M.check_number = check_number
 
---- Creates a client; options and defaults in DEFAULTS (times in ms but
--- breaker_cooldown in seconds). Returns nil, err for a bad option.
+--- Creates a client; options and defaults in DEFAULTS. Returns nil, err for
+-- a bad option.
 function _M.new(opts)
     opts = opts or {}
     if type(opts) ~= "table" then
         return nil, "options must be a table"
     end
-    local self = {}
     for name in pairs(opts) do
-        if DEFAULTS[name] == nil then
+        if REPLACED[name] then
+            return nil, "option '" .. name .. "' is gone: '" .. REPLACED[name]
+                        .. "' bounds the whole lookup"
+        elseif DEFAULTS[name] == nil then
             return nil, "unknown option '" .. tostring(name) .. "'"
         end
     end
@@ -117,23 +142,20 @@ function _M.new(opts)
     if not servers then
         return nil, "option 'servers': " .. err
     end
-    self.servers = servers
-    self.nservers = #servers
-    local limits = {
-        connect_timeout = { 1, 60000 }, send_timeout = { 1, 60000 },
-        read_timeout = { 1, 60000 }, pool_size = { 1, 100000 },
-        keepalive_timeout = { 0, 3600000 }, breaker_failures = { 1, 1000000 },
-        breaker_cooldown = { 0, 3600 },
-    }
-    for name, range in pairs(limits) do
-        local v
-        v, err = check_number(opts, name, range[1], range[2])
+    local self = { servers = servers, nservers = #servers }
+    for name in pairs(LIMITS) do
+        local v = opts[name]
+        if v == nil then
+            v = DEFAULTS[name]
+        end
+        v, err = check_number(name, v)
         if not v then
             return nil, err
         end
         self[name] = v
     end
-    self.pool_size = math.floor(self.pool_size)
+    self.pool_size = floor(self.pool_size)
+    self.value_max = floor(self.value_max)
     return setmetatable(self, mt)
 end
 
@@ -146,9 +168,6 @@ local function error_kind(err)
     return "network"    -- refused, reset, unreachable...
 end
 
--- One request on one connection. Returns value|false, or nil, err, kind,
--- plus whether the connection came from the pool (a stale pooled socket is
--- worth one retry).
 -- Closes a socket after a failure; returns err, kind and whether the
 -- connection had come from the pool (a dead pooled socket is worth a retry).
 local function fail(sock, what, err, kind)
@@ -157,9 +176,32 @@ local function fail(sock, what, err, kind)
     return what .. err, kind or error_kind(err), reused
 end
 
-local function query(self, srv, req, key)
+-- Milliseconds left before the deadline, at least 1 when any is left, or
+-- nil when it has passed (cosocket timeouts are whole milliseconds).
+local function time_left(deadline)
+    local left = (deadline - now()) * 1000
+    if left < 0.5 then
+        return nil
+    end
+    return left < 1 and 1 or floor(left + 0.5)
+end
+
+local function too_large(self, sock, srv)
+    return fail(sock, "reply from " .. srv.name .. ": ",
+                "a value over value_max (" .. self.value_max .. " bytes)", "value")
+end
+
+local TIMED_OUT = "timeout (the lookup's deadline passed)"
+
+-- One request on one connection, all of it before the deadline. Returns
+-- value|false, or nil, err, kind, reused.
+local function query(self, srv, req, key, deadline)
+    local left = time_left(deadline)
+    if not left then
+        return nil, "connect to " .. srv.name .. ": " .. TIMED_OUT, "timeout", false
+    end
     local sock = tcp()
-    sock:settimeouts(self.connect_timeout, self.send_timeout, self.read_timeout)
+    sock:settimeout(left)
     -- no options table: the pool is the default one for host:port, created
     -- with pool_size by the first setkeepalive()
     local ok, err = sock:connect(srv.host, srv.port)
@@ -167,18 +209,47 @@ local function query(self, srv, req, key)
         return nil, "connect to " .. srv.name .. ": " .. err, error_kind(err), false
     end
 
+    left = time_left(deadline)
+    if not left then
+        return nil, fail(sock, "send to " .. srv.name .. ": ", TIMED_OUT, "timeout")
+    end
+    sock:settimeout(left)
     ok, err = sock:send(req)
     if not ok then
         return nil, fail(sock, "send to " .. srv.name .. ": ", err)
     end
 
-    local buf
-    buf, err = sock:receiveany(RECV_CHUNK)
-    if not buf then
-        return nil, fail(sock, "read from " .. srv.name .. ": ", err)
-    end
+    -- the whole reply may not exceed this: the value line, the data, END
+    local limit = self.value_max + #key + VALUE_LINE_EXTRA + REPLY_TAIL
+    local buf = ""
+    local need = 0
     while true do
-        local value, consumed, need = decode_get1(buf, key)
+        left = time_left(deadline)
+        if not left then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", TIMED_OUT, "timeout")
+        end
+        sock:settimeout(left)
+        local more
+        if need > 2 then
+            -- the data block's length is known: one exact read, never past
+            -- the reply, so the connection stays in step
+            more, err = sock:receive(need)
+        else
+            more, err = sock:receiveany(RECV_CHUNK)
+        end
+        if not more then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+        end
+        -- at most a few joins per reply: a short first read, then one
+        -- exact read of the rest
+        buf = need == 0 and more or buf .. more
+
+        local value, consumed
+        value, consumed, need = decode_get1(buf, key)
+        if value and #value > self.value_max then
+            -- arrived whole in the first read: refused all the same
+            return nil, too_large(self, sock, srv)
+        end
         if value ~= nil then
             if consumed == #buf then
                 sock:setkeepalive(self.keepalive_timeout, self.pool_size)
@@ -192,16 +263,9 @@ local function query(self, srv, req, key)
             local kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
             return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
         end
-        if #buf + need > REPLY_MAX then
-            return nil, fail(sock, "reply from " .. srv.name .. ": ",
-                             "over " .. REPLY_MAX .. " bytes", "protocol")
+        if #buf + need > limit then
+            return nil, too_large(self, sock, srv)     -- before reading the data
         end
-        local more
-        more, err = sock:receiveany(math_max(need, RECV_CHUNK))
-        if not more then
-            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
-        end
-        buf = buf .. more
     end
 end
 
@@ -215,25 +279,30 @@ function _M.get(self, key)
         srv = self.servers[server_index(key, self.nservers)]
     end
 
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
+    local t = now()
+
     -- circuit breaker: while open, no request; once the cooldown is over one
     -- request probes and the others keep waiting until it succeeds
     local open_until = srv.open_until
     if open_until ~= 0 then
-        local t = now()
         if t < open_until then
             return nil, "memcached " .. srv.name .. " marked down", "down"
         end
         srv.open_until = t + self.breaker_cooldown
     end
 
+    local deadline = t + self.timeout / 1000
     local req = "get " .. key .. "\r\n"
-    local value, err, kind, reused = query(self, srv, req, key)
+    local value, err, kind, reused = query(self, srv, req, key, deadline)
     if value == nil and reused and (kind == "closed" or kind == "network") then
-        -- a pooled connection the server dropped (restart, idle timeout)
-        value, err, kind = query(self, srv, req, key)
+        -- a pooled connection the server dropped (restart, idle timeout):
+        -- one more try on a fresh one, within the same deadline
+        value, err, kind = query(self, srv, req, key, deadline)
     end
 
-    if value ~= nil or kind == "server" then
+    if value ~= nil or kind == "server" or kind == "value" then
         -- an answer, even an error line, shows the server is reachable
         srv.failures = 0
         srv.open_until = 0

@@ -1,0 +1,125 @@
+-- gray.client: who the client is. The canonical text of its address, chosen
+-- as nginx's realip module does with real_ip_recursive on: the forwarding
+-- headers count only when the socket peer is a trusted proxy, and each
+-- header is read only when the decision still needs it (an ngx.var read
+-- costs about a thousand instructions).
+--
+--   local client = assert(require("gray.client").new({ trusted = { "10.0.0.0/8" } }))
+--   local key = client:key()    -- "203.0.113.7", or nil for a unix-socket peer
+
+local gray_ffi = require "gray.ffi"
+
+local ngx_var = ngx.var
+local ngx_req = ngx.req
+local concat = table.concat
+local type, ipairs, tostring = type, ipairs, tostring
+local setmetatable = setmetatable
+local peer_trusted = gray_ffi.peer_trusted
+local client_key = gray_ffi.client_key
+local FROM_REAL_IP = gray_ffi.FROM_REAL_IP
+
+local _M = { _VERSION = gray_ffi.VERSION }
+local mt = { __index = _M }
+
+local DEFAULTS = {
+    trusted = { "127.0.0.0/8", "::1" },
+    client_headers = { "X-Real-IP", "X-Forwarded-For" },
+}
+_M.DEFAULTS = DEFAULTS
+
+local HEADERS = {
+    ["x-real-ip"] = "use_real_ip",
+    ["x-forwarded-for"] = "use_xff",
+    ["forwarded"] = "use_forwarded",
+}
+
+--- Builds a client-key picker from `trusted` (CIDRs: a table, a comma or
+-- blank separated string, or "none") and `client_headers` (a list of
+-- X-Real-IP, X-Forwarded-For, Forwarded; or "none" for the peer only).
+-- Returns it and the CIDR warnings, or nil, err naming the option.
+function _M.new(opts)
+    local trusted = opts.trusted
+    if trusted == nil then
+        trusted = DEFAULTS.trusted
+    end
+    if trusted == "none" then
+        trusted = {}
+    end
+    if type(trusted) ~= "table" and type(trusted) ~= "string" then
+        return nil, "option 'trusted' must be a list of CIDRs"
+    end
+    local set, err = gray_ffi.new_ipset(trusted)
+    if not set then
+        return nil, "option 'trusted' " .. err
+    end
+
+    local headers = opts.client_headers
+    if headers == nil then
+        headers = DEFAULTS.client_headers
+    elseif headers == "none" then
+        headers = {}
+    elseif type(headers) == "string" then
+        local list = {}
+        for h in headers:gmatch("[^,%s]+") do
+            list[#list + 1] = h
+        end
+        headers = list
+    end
+    if type(headers) ~= "table" then
+        return nil, "option 'client_headers' must be a list of header names or 'none'"
+    end
+    local self = { trusted = set, use_real_ip = false, use_xff = false, use_forwarded = false }
+    for _, h in ipairs(headers) do
+        local field = type(h) == "string" and HEADERS[h:lower()]
+        if not field then
+            return nil, "option 'client_headers' has '" .. tostring(h)
+                        .. "'; known: X-Real-IP, X-Forwarded-For, Forwarded (or 'none')"
+        end
+        self[field] = true
+    end
+    -- no header: the trusted check itself is not needed per request
+    self.any_header = self.use_real_ip or self.use_xff or self.use_forwarded
+    return setmetatable(self, mt), set.warnings
+end
+
+-- $http_forwarded holds only the first Forwarded line, and a proxy may add
+-- its own line after the client's: all lines, joined as one list.
+local function forwarded_lines()
+    local v = ngx_req.get_headers()["forwarded"]
+    if type(v) == "table" then
+        return concat(v, ", ")
+    end
+    return v
+end
+
+--- The client's canonical address text for this request, or nil when the
+-- peer is not an IP address (a unix socket).
+function _M.key(self)
+    local peer = ngx_var.remote_addr
+    if peer == nil then
+        return nil
+    end
+    local set = self.trusted
+    if self.any_header and peer_trusted(set, peer) then
+        if self.use_real_ip then
+            local real_ip = ngx_var.http_x_real_ip
+            if real_ip then
+                local key, from = client_key(set, peer, real_ip, nil, nil)
+                if from == FROM_REAL_IP then
+                    return key      -- the other headers are never read
+                end
+            end
+        end
+        local xff = self.use_xff and ngx_var.http_x_forwarded_for or nil
+        local fwd
+        if xff == nil and self.use_forwarded and ngx_var.http_forwarded then
+            fwd = forwarded_lines()
+        end
+        if xff or fwd then
+            return (client_key(set, peer, nil, xff, fwd))
+        end
+    end
+    return (client_key(set, peer, nil, nil, nil))
+end
+
+return _M
