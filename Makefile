@@ -7,6 +7,9 @@
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      the drop-in beside proxy_pass and a seed-style dep.lua in nginx
 #   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
+#   make deps       as root: the Debian packages to build and run it
+#   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
+#   make rock-check luarocks make into a scratch tree, then nginx runs from it
 #   make fuzz       libFuzzer on the C parsers (FUZZ_SECONDS each)
 
 PREFIX      ?= /usr/local
@@ -31,7 +34,7 @@ BUSTED  ?= busted
 FUZZ_SECONDS ?= 60
 REPLAY_ITERATIONS ?= 20000
 
-.PHONY: all test deps deps-test spec lint asan rock-check install uninstall \
+.PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
         microbench fuzz clean
 
 all: build/libgray.so
@@ -43,7 +46,11 @@ build/libgray.so: $(SRC) $(HDR)
 # ---- tests -----------------------------------------------------------------
 
 deps:
-	@sh tools/deps.sh build
+	@sh tools/deps.sh build runtime
+
+# as deps, plus LuaRocks, with Debian's lua-resty-lrucache registered in it
+deps-rock:
+	@sh tools/deps.sh build runtime rock
 
 deps-test:
 	@sh tools/deps.sh build test
@@ -67,14 +74,20 @@ build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
 asan: build/replay-asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/replay-asan $(REPLAY_ITERATIONS)
 
-# The rockspec installs offline into a scratch tree and gray.ffi loads from it.
+# The rockspec installs offline into a scratch tree (Debian's lua-resty-lrucache
+# is registered as provided by tools/deps.sh), then LuaJIT and nginx load the
+# modules, libgray.so and the drop-in from that tree alone (tools/rock_check.lua).
+ROCK_TREE := $(CURDIR)/build/rock-tree
 rock-check:
+	@sh tools/deps.sh rock
+	@for r in rockspec/*.rockspec; do \
+	    luarocks --lua-version $(LUA_VERSION) lint $$r || { echo "rock-check: $$r"; exit 1; }; done
 	@rm -rf build/rock-tree
-	luarocks --lua-version $(LUA_VERSION) make --tree $(CURDIR)/build/rock-tree \
+	luarocks --lua-version $(LUA_VERSION) make --tree $(ROCK_TREE) \
 	    rockspec/lua-resty-gray-scm-1.rockspec >build/rock-check.log 2>&1 \
 	    || { cat build/rock-check.log; exit 1; }
-	cd /tmp && LUA_PATH='$(CURDIR)/build/rock-tree/share/lua/5.1/?.lua' \
-	    LUA_CPATH='$(CURDIR)/build/rock-tree/lib/lua/5.1/?.so' $(LUAJIT) $(CURDIR)/tools/rock_check.lua
+	LUA_PATH='$(ROCK_TREE)/share/lua/5.1/?.lua;$(CURDIR)/spec/?.lua' \
+	    LUA_CPATH='$(ROCK_TREE)/lib/lua/5.1/?.so' $(LUAJIT) tools/rock_check.lua $(ROCK_TREE)
 
 # ---- benchmarks and fuzzing -----------------------------------------------
 

@@ -200,7 +200,9 @@ end
 --- Starts nginx with our lua paths and the given server blocks; "$PORT" in
 -- them becomes a free port (self.port), "$PORT2" a second one (self.port2),
 -- "$MC" the memcached port given as opts.memcached_port, "$REPO" the
--- repository. opts.http adds http-level directives.
+-- repository. opts.http adds http-level directives. opts.package_path and
+-- opts.package_cpath replace the repository's lua paths (the rock check
+-- points them at an installed tree).
 function _M.nginx(opts)
     local last_err
     for _ = 1, 5 do
@@ -244,8 +246,9 @@ function _M.try_nginx(opts)
         "  fastcgi_temp_path " .. self.dir .. "/fastcgi;",
         "  uwsgi_temp_path " .. self.dir .. "/uwsgi;",
         "  scgi_temp_path " .. self.dir .. "/scgi;",
-        "  lua_package_path '" .. REPO .. "/lua/?.lua;" .. REPO .. "/spec/?.lua;;';",
-        "  lua_package_cpath '" .. REPO .. "/build/?.so;;';",
+        "  lua_package_path '" .. (opts.package_path
+                                     or REPO .. "/lua/?.lua;" .. REPO .. "/spec/?.lua;;") .. "';",
+        "  lua_package_cpath '" .. (opts.package_cpath or REPO .. "/build/?.so;;") .. "';",
         opts.http or "",
         servers,
         "}",
