@@ -25,7 +25,7 @@ local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local setmetatable = setmetatable
 local math_max = math.max
 
-local _M = { _VERSION = gray_ffi.VERSION, VERSION = gray_ffi.VERSION }
+local _M = { _VERSION = "0.1.0", VERSION = "0.1.0" }
 local mt = { __index = _M }
 
 -- Every option, its default and what it is. Options not listed here are

@@ -18,6 +18,9 @@ local peer_trusted = gray_ffi.peer_trusted
 local client_key = gray_ffi.client_key
 local FROM_REAL_IP = gray_ffi.FROM_REAL_IP
 
+-- Peers whose trust is remembered per client picker: proxies are few.
+local PEER_MEMO_MAX = 1024
+
 local _M = { _VERSION = gray_ffi.VERSION }
 local mt = { __index = _M }
 
@@ -79,6 +82,8 @@ function _M.new(opts)
     end
     -- no header: the trusted check itself is not needed per request
     self.any_header = self.use_real_ip or self.use_xff or self.use_forwarded
+    -- peer text -> trusted?, so a proxy's address is not parsed per request
+    self.peer_memo, self.peer_memo_size = {}, 0
     return setmetatable(self, mt), set.warnings
 end
 
@@ -100,7 +105,19 @@ function _M.key(self)
         return nil
     end
     local set = self.trusted
-    if self.any_header and peer_trusted(set, peer) then
+    if not self.any_header then
+        return (client_key(set, peer, nil, nil, nil))
+    end
+    local trusted = self.peer_memo[peer]
+    if trusted == nil then
+        trusted = peer_trusted(set, peer)
+        -- bounded: past it, peers not yet seen are checked in C each time
+        if self.peer_memo_size < PEER_MEMO_MAX then
+            self.peer_memo[peer] = trusted
+            self.peer_memo_size = self.peer_memo_size + 1
+        end
+    end
+    if trusted then
         if self.use_real_ip then
             local real_ip = ngx_var.http_x_real_ip
             if real_ip then

@@ -154,29 +154,35 @@ local function load_gray()
 end
 
 -- A variable not defined anywhere in nginx.conf stays so for the worker's
--- life (a reload starts new workers): it is not read again. A nil read
+-- life (a reload starts new workers): it is not read again, and a request
+-- in a configuration without $gray_* variables reads none at all. A nil read
 -- alone does not prove it (a map without a default reads nil), so the first
 -- one is confirmed by nginx refusing a write for lack of a definition.
-local undefined = {}
+local defined, ndefined = {}, NVARS     -- indexes into VARS still read
+for i = 1, NVARS do
+    defined[i] = i
+end
 
 local function clear_var(name)
     ngx_var[name] = nil
 end
 
-local function read_var(name)
-    if undefined[name] then
-        return nil
+-- Drops VARS[i] from the variables read per request if nginx.conf does not
+-- define it.
+local function forget_if_undefined(i)
+    -- no closure here: pcall(function() ... end) per call would allocate
+    local ok, err = pcall(clear_var, VARS[i][1])
+    if ok or not tostring(err):find("not found for writing", 1, true) then
+        return
     end
-    local v = ngx_var[name]
-    if v == nil then
-        -- no closure here: one would make every return of this function
-        -- close an upvalue, which LuaJIT cannot compile
-        local ok, err = pcall(clear_var, name)
-        if not ok and tostring(err):find("not found for writing", 1, true) then
-            undefined[name] = true
+    for j = 1, ndefined do
+        if defined[j] == i then
+            defined[j] = defined[ndefined]
+            defined[ndefined] = nil
+            ndefined = ndefined - 1
+            return
         end
     end
-    return v
 end
 
 -- Routers by configuration (the variables' values joined), and the last
@@ -216,34 +222,49 @@ local function build(config)
     return router
 end
 
+-- The router for the variables in vals (loading the router module first),
+-- remembered as the last one; nil while the module cannot be loaded.
+local function configure()
+    if gray == nil and not load_gray() then
+        return nil
+    end
+    local config = (vals[1] or "") .. "\0" .. (vals[2] or "") .. "\0" .. (vals[3] or "")
+                   .. "\0" .. (vals[4] or "") .. "\0" .. (vals[5] or "") .. "\0"
+                   .. (vals[6] or "") .. "\0" .. (vals[7] or "")
+    local router = routers[config] or build(config)
+    for i = 1, NVARS do
+        last[i] = vals[i]
+    end
+    last_router = router
+    return router
+end
+
 --- The drop-in, per request: the router for this location's variables,
 -- then exec to its decision.
 function _M.run()
-    local changed = last_router == nil
-    for i = 1, NVARS do
-        local v = read_var(VARS[i][1])
-        if v == "" then
-            v = nil     -- set in another location only: not set here
-        end
-        vals[i] = v
-        if v ~= last[i] then
-            changed = true
-        end
-    end
     local router = last_router
-    if changed or gray == nil then
-        if gray == nil and not load_gray() then
-            local stable = vals[4]
-            return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
+    if ndefined > 0 or router == nil then
+        local changed = router == nil
+        for j = ndefined, 1, -1 do      -- backwards: forgetting moves the last
+            local i = defined[j]
+            local v = ngx_var[VARS[i][1]]
+            if v == nil then
+                forget_if_undefined(i)
+            elseif v == "" then
+                v = nil     -- set in another location only: not set here
+            end
+            vals[i] = v
+            if v ~= last[i] then
+                changed = true
+            end
         end
-        local config = (vals[1] or "") .. "\0" .. (vals[2] or "") .. "\0" .. (vals[3] or "")
-                       .. "\0" .. (vals[4] or "") .. "\0" .. (vals[5] or "") .. "\0"
-                       .. (vals[6] or "") .. "\0" .. (vals[7] or "")
-        router = routers[config] or build(config)
-        for i = 1, NVARS do
-            last[i] = vals[i]
+        if changed then
+            router = configure()
+            if not router then
+                local stable = vals[4]
+                return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
+            end
         end
-        last_router = router
     end
     return router:exec()
 end
