@@ -24,7 +24,9 @@ extern "C" {
 /* ---- limits ------------------------------------------------------------ */
 
 #define GRAY_IP_TEXT_MAX   46    /* longest canonical text plus NUL (INET6_ADDRSTRLEN) */
-#define GRAY_HOST_TEXT_MAX 64    /* longest "[v6]:port" / "a.b.c.d:port" we try to parse */
+#define GRAY_HOST_TEXT_MAX 64    /* longest "[v6]:port" / "a.b.c.d:port" we try to parse
+                                    (nginx has no bound: only a port padded with
+                                    zeros can be longer and still valid there) */
 #define GRAY_MC_KEY_MAX    250   /* memcached's KEY_MAX_LENGTH */
 #define GRAY_MC_LINE_MAX   1024  /* a reply line longer than this is malformed */
 #define GRAY_MC_DATA_MAX   (1u << 30) /* a VALUE announcing more bytes is malformed */
@@ -63,7 +65,10 @@ typedef struct gray_ip {
 int gray_ip_parse(const char *s, size_t len, gray_ip_t *out);
 
 /* Parses the forms found in forwarding headers: a bare address, "a.b.c.d:port",
- * "[v6]" or "[v6]:port". Surrounding spaces and tabs are not accepted here. */
+ * "[v6]" or "[v6]:port". A port is decimal, 1..65535, leading zeros allowed
+ * (as nginx's ngx_atoi). "[v6]" without a port is taken here (peers, RFC 7239
+ * Forwarded) but not by the X-Forwarded-For / X-Real-IP walk, as in nginx.
+ * Surrounding spaces and tabs are not accepted here. */
 int gray_ip_parse_host(const char *s, size_t len, gray_ip_t *out);
 
 /* Writes the canonical text (dotted quad for IPv4 and IPv4-mapped, RFC 5952 for
@@ -87,10 +92,12 @@ typedef struct gray_range {
 
 /* Parses "a.b.c.d/n" (n 0..32), "v6/n" (n 0..128) or a bare address (a full
  * length prefix) into out[0..*n). Host bits below the prefix are cleared. As
- * in nginx, where families never match, an IPv6 CIDR shorter than /96 does
- * not cover IPv4 peers: the IPv4-mapped block ::ffff:0:0/96 is cut out of
- * it, which can leave two ranges (out must hold 2). Returns GRAY_OK, 1 when
- * host bits were set (and cleared), GRAY_EADDR or GRAY_EPREFIX. */
+ * in nginx (ngx_cidr_match matches an IPv4-mapped peer as AF_INET and never
+ * across families), a CIDR written in IPv6 covers no IPv4 peer: the block
+ * ::ffff:0:0/96 is cut out of it. That leaves two ranges (::/0; out must
+ * hold 2), one, or none (*n == 0 for "::ffff:10.0.0.0/104": nginx never
+ * matches it). Returns GRAY_OK, 1 when host bits were set (and cleared),
+ * GRAY_EADDR or GRAY_EPREFIX. */
 int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n);
 
 /* Sorts ranges and merges overlapping or adjacent ones in place; returns the new
@@ -118,9 +125,11 @@ typedef struct gray_walk {
 } gray_walk_t;
 
 /* Walks X-Forwarded-For from the right the way nginx's realip module does with
- * real_ip_recursive on, starting at walk->addr (the peer). Elements are comma
- * separated, trimmed of spaces and tabs; empty ones are skipped. Linear in len,
- * no allocation. Returns the stop reason (>= 0). */
+ * real_ip_recursive on, starting at walk->addr (the peer). As in nginx,
+ * elements are split at ',' and ' ' (a tab is part of its element), empty
+ * ones are skipped and "[v6]" without a port is not an address. Unlike
+ * nginx, a separator at the very start splits too. Linear in len, no
+ * allocation. Returns the stop reason (>= 0). */
 int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, gray_walk_t *walk);
 
@@ -145,8 +154,10 @@ int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted
 int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, char *buf, size_t cap);
 
-/* The whole client choice in one call: when the peer is trusted, a valid
- * X-Real-IP (trimmed of blanks) wins, else X-Forwarded-For is walked, else
+/* The whole client choice in one call: when the peer is trusted, X-Real-IP
+ * is walked as X-Forwarded-For is (as nginx does with real_ip_header
+ * X-Real-IP) and decides when it took a hop; else (no X-Real-IP, or none of
+ * its elements an address: our extension) X-Forwarded-For is walked, else
  * Forwarded; absent headers are NULL. Writes the canonical text of the
  * client to buf and returns its length, or a negative code when the peer is
  * not an address. *from tells the header used (GRAY_FROM_*), walk->stop and

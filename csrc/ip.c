@@ -137,18 +137,22 @@ int gray_ip_parse(const char *s, size_t len, gray_ip_t *out)
     return parse_v4(s, len, out->b + 12);
 }
 
-/* A port after an address: 1..5 digits, at most 65535. */
+/* A port after an address: decimal digits worth 1..65535. Leading zeros are
+ * allowed in any number, as nginx's ngx_atoi takes them ("080", "00080");
+ * the caller's GRAY_HOST_TEXT_MAX bounds the length. */
 static int port_ok(const char *s, size_t len)
 {
-    if (len == 0 || len > 5)
+    if (len == 0)
         return 0;
     unsigned v = 0;
     for (size_t i = 0; i < len; i++) {
         if (!gray_is_digit(s[i]))
             return 0;
         v = v * 10 + (unsigned)(s[i] - '0');
+        if (v > 65535)
+            return 0;
     }
-    return v <= 65535;
+    return v != 0;
 }
 
 int gray_ip_parse_host(const char *s, size_t len, gray_ip_t *out)

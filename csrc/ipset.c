@@ -66,8 +66,12 @@ int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n)
     }
     *n = 1;
 
-    if (!v4 && prefix < 96 && ip_cmp(&out->lo, &mapped_lo) <= 0 &&
-        ip_cmp(&out->hi, &mapped_hi) >= 0) {
+    /* nginx maps an IPv4-mapped peer to AF_INET before matching and never
+     * matches across families, so an IPv6-written CIDR covers no IPv4 peer:
+     * the mapped block is cut out of it. CIDRs are aligned blocks, so the
+     * block is either inside the CIDR (up to two ranges remain), holds the
+     * whole CIDR (none remains) or lies apart (unchanged). */
+    if (!v4 && ip_cmp(&out->lo, &mapped_hi) <= 0 && ip_cmp(&out->hi, &mapped_lo) >= 0) {
         gray_range_t whole = *out;
         *n = 0;
         if (ip_cmp(&whole.lo, &mapped_lo) < 0) {

@@ -6,6 +6,23 @@
 #include "gray.h"
 #include "internal.h"
 
+/* nginx splits X-Forwarded-For at ',' and ' ' only (a tab is a byte of its
+ * element). */
+static int is_xff_sep(char c)
+{
+    return c == ',' || c == ' ';
+}
+
+/* One X-Forwarded-For element as nginx's ngx_parse_addr_port() takes it:
+ * "[v6]" without a port is declined there, so it is not an address here
+ * either (gray_ip_parse_host() accepts it for peers and Forwarded). */
+static int xff_element(const char *s, size_t len, gray_ip_t *ip)
+{
+    if (len > 0 && s[0] == '[' && s[len - 1] == ']')
+        return GRAY_EADDR;
+    return gray_ip_parse_host(s, len, ip);
+}
+
 int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, gray_walk_t *walk)
 {
@@ -17,20 +34,17 @@ int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
 
     size_t end = len;
     for (;;) {
-        /* skip separators, blanks and empty elements from the right */
-        while (end > 0 && (hdr[end - 1] == ',' || gray_is_ows(hdr[end - 1])))
+        /* skip separators (and so empty elements) from the right */
+        while (end > 0 && is_xff_sep(hdr[end - 1]))
             end--;
         if (end == 0)
             break;
         size_t start = end;
-        while (start > 0 && hdr[start - 1] != ',')
+        while (start > 0 && !is_xff_sep(hdr[start - 1]))
             start--;
-        size_t s = start;
-        while (gray_is_ows(hdr[s]))
-            s++;
 
         gray_ip_t ip;
-        if (gray_ip_parse_host(hdr + s, end - s, &ip) != GRAY_OK)
+        if (xff_element(hdr + start, end - start, &ip) != GRAY_OK)
             return walk->stop = GRAY_STOP_JUNK;
         walk->addr = ip;
         walk->hops++;
@@ -241,18 +255,13 @@ int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size
         return gray_ip_format(&walk->addr, buf, cap);
 
     if (real_ip != NULL) {
-        /* one value; a bad one is ignored and the lists are tried */
-        while (real_ip_len > 0 && gray_is_ows(real_ip[0])) {
-            real_ip++;
-            real_ip_len--;
-        }
-        while (real_ip_len > 0 && gray_is_ows(real_ip[real_ip_len - 1]))
-            real_ip_len--;
-        gray_ip_t ip;
-        if (gray_ip_parse_host(real_ip, real_ip_len, &ip) == GRAY_OK) {
+        /* nginx (real_ip_header X-Real-IP, recursive) walks the value as it
+         * walks X-Forwarded-For. Only when no element of it is an address
+         * are the lists tried: our extension. */
+        gray_xff_walk(real_ip, real_ip_len, trusted, ntrusted, walk);
+        if (walk->hops > 0) {
             *from = GRAY_FROM_REAL_IP;
-            walk->hops = 1;
-            return gray_ip_format(&ip, buf, cap);
+            return gray_ip_format(&walk->addr, buf, cap);
         }
     }
     if (xff != NULL) {

@@ -247,10 +247,17 @@ local VALID = {
     { "::0.0.0.0", "::" },
     { "0:0:0:0:0:0:192.0.2.1", "::c000:201" },
 
-    -- host forms found in forwarding headers
+    -- host forms found in forwarding headers; a port is 1..65535 and, as
+    -- nginx's ngx_atoi reads it, may carry leading zeros
     { "1.2.3.4:80", "1.2.3.4" },
-    { "1.2.3.4:0", "1.2.3.4" },
+    { "1.2.3.4:1", "1.2.3.4" },
     { "1.2.3.4:65535", "1.2.3.4" },
+    { "1.2.3.4:080", "1.2.3.4" },
+    { "1.2.3.4:00080", "1.2.3.4" },
+    { "1.2.3.4:065535", "1.2.3.4" },
+    { "1.2.3.4:" .. ("0"):rep(55) .. "1", "1.2.3.4" },   -- 64 bytes: GRAY_HOST_TEXT_MAX
+    { "[2001:db8::1]:0443", "2001:db8::1" },
+    { "[::1]:" .. ("0"):rep(57) .. "8", "::1" },       -- 64 bytes too
     { "[2001:db8::1]", "2001:db8::1" },
     { "[2001:db8::1]:443", "2001:db8::1" },
     { "[2001:DB8:0:0::0001]:443", "2001:db8::1" },
@@ -273,6 +280,9 @@ local INVALID = {
     "1.2.3.4x", "1.2.3.4/32", "1.2.3.4 5", "a.b.c.d", "1.2.3.-4", "+1.2.3.4",
     "1,2,3,4", "1.2.3.4:", "1.2.3.4:x", "1.2.3.4:65536", "1.2.3.4:99999",
     "1.2.3.4:123456", "1.2.3.4:-1", "1.2.3.4:+80", "1.2.3.4: 80", "1.2.3.4 :80",
+    "1.2.3.4:0", "1.2.3.4:00", "1.2.3.4:00000", "1.2.3.4:065536", "1.2.3.4:0x50",
+    "1.2.3.4:" .. ("0"):rep(56) .. "1",                 -- 65 bytes: over GRAY_HOST_TEXT_MAX
+    "1.2.3.4:" .. ("9"):rep(30), "1.2.3.4:4294967297", "1.2.3.4:18446744073709551617",
     "1.2.3.4:80:90", ":80", "localhost", "\239\188\145.2.3.4",
     "",
     ("x"):rep(40), ("9"):rep(40), ("."):rep(40), ("1."):rep(20), ("1"):rep(1000),
@@ -300,7 +310,8 @@ local INVALID = {
     "[2001:db8::1]]", "[2001:db8::1]:80]", "[[2001:db8::1]]", "2001:db8::1]",
     "2001:db8::1]:443", "[1.2.3.4]", "[1.2.3.4]:80", "[]", "[]:80", "[", "]",
     "[ ::1]", "[::1 ]", "[::1] ", " [::1]", "[fe80::1%eth0]", "[fe80::1%eth0]:80",
-    "[::1]:80" .. NUL, "[::1" .. NUL .. "]",
+    "[::1]:80" .. NUL, "[::1" .. NUL .. "]", "[::1]:0", "[::1]:000", "[::1]:65536",
+    "[::1]:" .. ("0"):rep(58) .. "8",
 }
 
 local NON_STRINGS = { 1234, 16909060, {}, true, false, print }
@@ -408,7 +419,7 @@ describe("gray.ffi.canonical_ip", function()
                 local g = random_groups()
                 local plain = uncompressed(g)
                 local expected = ref_canonical(g)
-                local port = tostring(math.random(0, 65535))
+                local port = ("0"):rep(math.random(0, 3)) .. math.random(1, 65535)
                 assert.equal(expected, canonical_ip("[" .. plain .. "]"), plain)
                 assert.equal(expected, canonical_ip("[" .. plain .. "]:" .. port), plain)
             end
@@ -534,19 +545,20 @@ local SET_CASES = {
         outside = {},
     },
     {
-        name = "::ffff:0:0/96 is every IPv4 address",
-        list = { "::ffff:0:0/96" },
-        count = 1,
-        inside = { "0.0.0.0", "1.2.3.4", "255.255.255.255" },
-        outside = { "::1", "::fffe:ffff:ffff", "::1:0:0:0" },
+        name = "::/1 holds ::1 and 2001:db8::, no IPv4 address",
+        list = { "::/1" },
+        count = 2,
+        inside = { "::", "::1", "2001:db8::1", "7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" },
+        outside = { "10.0.0.1", "127.0.0.1", "::ffff:127.0.0.1", "8000::" },
     },
     {
-        name = "mapped IPv4 written as IPv6 with its 128-bit prefix",
-        list = { "::ffff:10.0.0.0/104" },
+        name = "::fffe:0:0/95 keeps only its IPv6 half",
+        list = { "::fffe:0:0/95" },
         count = 1,
-        inside = { "10.0.0.0", "10.255.255.255" },
-        outside = { "9.255.255.255", "11.0.0.0" },
+        inside = { "::fffe:0:0", "::fffe:ffff:ffff" },
+        outside = { "0.0.0.0", "1.2.3.4", "::ffff:1.2.3.4", "::fffd:ffff:ffff", "::1:0:0:0" },
     },
+
     {
         name = "/31 and /127",
         list = { "192.0.2.0/31", "2001:db8::/127" },
@@ -588,8 +600,8 @@ local MERGE_CASES = {
         outside = { "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db9::" },
     },
     {
-        name = "IPv4 and its mapped IPv6 spelling",
-        list = { "10.0.0.0/8", "::ffff:10.0.0.0/104", "::ffff:a00:0/104" },
+        name = "IPv4 beside its mapped IPv6 spellings (which add nothing)",
+        list = { "::ffff:11.0.0.0/104", "10.0.0.0/8", "::ffff:10.0.0.0/104", "::ffff:a00:0/104" },
         count = 1,
         inside = { "10.0.0.0", "10.255.255.255" },
         outside = { "9.255.255.255", "11.0.0.0" },
@@ -699,7 +711,21 @@ local HOST_BITS = {
 
 local NO_WARNING = {
     "10.0.0.0/8", "10.0.0.1", "10.0.0.1/32", "0.0.0.0/0", "::/0", "::1", "::1/128",
-    "2001:db8::/32", "::ffff:10.0.0.0/104",
+    "2001:db8::/32", "::/1", "::/95", "::fffe:0:0/96", "::1:0:0:0/96",
+}
+
+-- CIDRs written in IPv6 inside ::ffff:0:0/96: as in nginx (ngx_cidr_match
+-- matches a mapped peer as IPv4, never across families) they trust nothing,
+-- and the warning says which IPv4 CIDR was meant.
+local MAPPED_CIDRS = {
+    { "::ffff:10.0.0.0/104", "10.0.0.0/8" },
+    { "::FFFF:10.0.0.0/104", "10.0.0.0/8" },
+    { "::ffff:a00:0/104", "10.0.0.0/8" },
+    { "::ffff:127.0.0.1/128", "127.0.0.1/32" },
+    { "::ffff:1.2.3.4", "1.2.3.4" },
+    { "::ffff:192.168.0.0/112", "192.168.0.0/16" },
+    { "::ffff:0:0/96", "0.0.0.0/0" },
+    { "0:0:0:0:0:ffff:0.0.0.0/96", "0.0.0.0/0" },
 }
 
 local BAD_CIDRS = {
@@ -777,6 +803,28 @@ describe("gray.ffi.new_ipset", function()
             assert.is_truthy(all:find("10.1.2.3/8", 1, true))
             assert.is_truthy(all:find("172.16.0.1/12", 1, true))
             assert.is_falsy(all:find("192.168.0.0/16", 1, true))
+        end)
+    end)
+
+    describe("keeps nothing of, and warns about,", function()
+        for _, c in ipairs(MAPPED_CIDRS) do
+            it(show(c[1]), function()
+                local set = must_set({ "2001:db8::/32", c[1] })
+                assert.equal(1, set.count)
+                assert.same({ "'" .. c[1] .. "' is an IPv6 CIDR inside the IPv4-mapped block:"
+                              .. " nginx never matches it against IPv4 peers; write " .. c[2] },
+                            set.warnings)
+                local v4 = c[2]:match("^[^/]+")
+                check_membership(set, { "2001:db8::1" },
+                                 { v4, "::ffff:" .. v4, "0.0.0.0", "10.0.0.1", "127.0.0.1" })
+            end)
+        end
+        it("with host bits set as well: two warnings", function()
+            local set = must_set({ "::ffff:10.1.2.3/104" })
+            assert.equal(0, set.count)
+            assert.equal(2, #set.warnings)
+            assert.is_truthy(set.warnings[1]:find("host bits", 1, true))
+            assert.is_truthy(set.warnings[2]:find("write 10.1.2.3/8", 1, true))
         end)
     end)
 

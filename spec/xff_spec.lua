@@ -1,6 +1,7 @@
 -- gray.ffi.client_ip(set, peer, real_ip, xff, forwarded) -> key, source, stop:
--- nginx realip with real_ip_recursive on, X-Real-IP first, then
--- X-Forwarded-For, then RFC 7239 Forwarded. Table-driven.
+-- nginx realip with real_ip_recursive on, X-Real-IP first (walked as nginx
+-- walks it), then X-Forwarded-For, then RFC 7239 Forwarded. Table-driven;
+-- spec/realip_spec.lua runs the same choice beside nginx itself.
 
 local gray = require "gray.ffi"
 
@@ -90,32 +91,49 @@ local CASES = {
     { name = "no space after commas", peer = "10.0.0.1", xff = "1.2.3.4,10.0.0.2,10.0.0.3",
       want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
 
-    -- odd blanks
-    { name = "spaces and tabs around elements", peer = "10.0.0.1",
-      xff = " \t1.2.3.4 \t,\t 10.0.0.2  ", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
-    { name = "tabs only", peer = "10.0.0.1", xff = "5.6.7.8\t,\t10.0.0.2\t",
+    -- blanks: as in nginx, ' ' separates like ',' and a tab is a byte of
+    -- its element (so that element is junk)
+    { name = "a space separates elements", peer = "10.0.0.1", xff = "1.2.3.4 5.6.7.8",
       want = { "5.6.7.8", "x-forwarded-for", "untrusted" } },
-    { name = "blank inside an element is junk", peer = "10.0.0.1", xff = "1.2.3.4 5.6.7.8",
-      want = { "10.0.0.1", "peer", "junk" } },
-    { name = "blank inside the element left of a trusted one", peer = "10.0.0.1",
+    { name = "spaces only between elements", peer = "10.0.0.1",
+      xff = "1.2.3.4 10.0.0.2   10.0.0.3", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "space-separated trusted elements are stepped over", peer = "10.0.0.1",
       xff = "1.2.3.4, 10.0.0.2 10.0.0.3, 10.0.0.4",
-      want = { "10.0.0.4", "x-forwarded-for", "junk" } },
+      want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "a tab before an element makes it junk", peer = "10.0.0.1",
+      xff = "1.2.3.4,\t10.0.0.2", want = { "10.0.0.1", "peer", "junk" } },
+    { name = "a tab after an element makes it junk", peer = "10.0.0.1",
+      xff = "1.2.3.4, 10.0.0.2\t", want = { "10.0.0.1", "peer", "junk" } },
+    { name = "a tab inside an element makes it junk", peer = "10.0.0.1",
+      xff = "1.2.3.4, 10.0.\t0.2", want = { "10.0.0.1", "peer", "junk" } },
+    { name = "a tab-only element is junk", peer = "10.0.0.1",
+      xff = " \t1.2.3.4 \t,\t 10.0.0.2  ", want = { "10.0.0.2", "x-forwarded-for", "junk" } },
+    { name = "tabs around every element", peer = "10.0.0.1", xff = "5.6.7.8\t,\t10.0.0.2\t",
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "a tab left of an untrusted element is never reached", peer = "10.0.0.1",
+      xff = "\t, 1.2.3.4, 10.0.0.2", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
 
     -- empty elements and empty headers
     { name = "empty element in the middle", peer = "10.0.0.1", xff = "1.2.3.4,,10.0.0.2",
       want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    -- nginx glues a leading comma to the first element (never splits at
+    -- the first byte): a documented deviation, we split there too
     { name = "leading and trailing commas", peer = "10.0.0.1", xff = ",1.2.3.4,",
       want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
     { name = "blank empty elements", peer = "10.0.0.1", xff = " , 10.0.0.2 ,, , ",
       want = { "10.0.0.2", "x-forwarded-for", "all-trusted" } },
     { name = "commas only", peer = "10.0.0.1", xff = ",,,",
       want = { "10.0.0.1", "peer", "empty" } },
-    { name = "commas and blanks only", peer = "10.0.0.1", xff = " ,\t, ",
+    { name = "commas and spaces only", peer = "10.0.0.1", xff = " , ,, ",
       want = { "10.0.0.1", "peer", "empty" } },
+    { name = "commas and a tab", peer = "10.0.0.1", xff = " ,\t, ",
+      want = { "10.0.0.1", "peer", "junk" } },
     { name = "empty header", peer = "10.0.0.1", xff = "",
       want = { "10.0.0.1", "peer", "empty" } },
-    { name = "blank header", peer = "10.0.0.1", xff = " \t ",
+    { name = "spaces-only header", peer = "10.0.0.1", xff = "   ",
       want = { "10.0.0.1", "peer", "empty" } },
+    { name = "a header of a tab", peer = "10.0.0.1", xff = " \t ",
+      want = { "10.0.0.1", "peer", "junk" } },
 
     -- junk
     { name = "unknown alone", peer = "10.0.0.1", xff = "unknown",
@@ -132,6 +150,23 @@ local CASES = {
     { name = "bad address as junk", peer = "10.0.0.1", xff = "1.2.3.4, 01.2.3.4, 10.0.0.2",
       want = { "10.0.0.2", "x-forwarded-for", "junk" } },
     { name = "port out of range is junk", peer = "10.0.0.1", xff = "1.2.3.4:65536",
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "port 0 is junk", peer = "10.0.0.1", xff = "1.2.3.4, 10.0.0.2:0",
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "port 00000 is junk", peer = "10.0.0.1", xff = "1.2.3.4:00000",
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "bracketed port 0 is junk", peer = "10.0.0.1", xff = "1.2.3.4, [2001:db8:ffff::1]:0",
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "empty port is junk", peer = "10.0.0.1", xff = "1.2.3.4, 10.0.0.2:",
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "ports with leading zeros (ngx_atoi takes them)", peer = "10.0.0.1",
+      xff = "1.2.3.4:080, 10.0.0.2:00080, [2001:db8:ffff::1]:0443",
+      want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "a port padded with zeros to 64 bytes", peer = "10.0.0.1",
+      xff = "1.2.3.4:" .. ("0"):rep(54) .. "80", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "a port padded past 64 bytes is junk (nginx has no bound)", peer = "10.0.0.1",
+      xff = "1.2.3.4:" .. ("0"):rep(55) .. "80", want = { "10.0.0.1", "peer", "junk" } },
+    { name = "a signed port is junk", peer = "10.0.0.1", xff = "1.2.3.4:+80",
       want = { "10.0.0.1", "peer", "junk" } },
     { name = "brackets around IPv4 are junk", peer = "10.0.0.1", xff = "[1.2.3.4], 10.0.0.2",
       want = { "10.0.0.2", "x-forwarded-for", "junk" } },
@@ -151,8 +186,13 @@ local CASES = {
       xff = "1.2.3.4:80, 10.0.0.2:8080", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
     { name = "bracketed IPv6 with port", peer = "10.0.0.1", xff = "[2001:db8::1]:443",
       want = { "2001:db8::1", "x-forwarded-for", "untrusted" } },
-    { name = "bracketed IPv6 without port", peer = "10.0.0.1", xff = "[2001:DB8::1]",
-      want = { "2001:db8::1", "x-forwarded-for", "untrusted" } },
+    { name = "bracketed IPv6 without a port is junk (nginx declines it)", peer = "10.0.0.1",
+      xff = "[2001:DB8::1]", want = { "10.0.0.1", "peer", "junk" } },
+    { name = "bracketed IPv6 without a port left of a trusted hop", peer = "10.0.0.1",
+      xff = "1.2.3.4, [2001:db8:ffff::1], 10.0.0.2",
+      want = { "10.0.0.2", "x-forwarded-for", "junk" } },
+    { name = "bracketed mapped IPv4 without a port is junk", peer = "10.0.0.1",
+      xff = "[::ffff:1.2.3.4]", want = { "10.0.0.1", "peer", "junk" } },
     { name = "trusted bracketed IPv6 with port", peer = "::1",
       xff = "[2001:db8::1]:443, [2001:db8:ffff::2]:443",
       want = { "2001:db8::1", "x-forwarded-for", "untrusted" } },
@@ -200,10 +240,12 @@ local CASES = {
       xff = "5.6.7.8", fwd = "for=9.9.9.9", want = { "1.2.3.4", "x-real-ip", false } },
     { name = "X-Real-IP alone", peer = "10.0.0.1", real = "1.2.3.4",
       want = { "1.2.3.4", "x-real-ip", false } },
-    { name = "X-Real-IP is not walked even when trusted", peer = "10.0.0.1", real = "10.0.0.9",
-      xff = "1.2.3.4", want = { "10.0.0.9", "x-real-ip", false } },
-    { name = "X-Real-IP with spaces and tabs", peer = "10.0.0.1", real = " \t1.2.3.4 \t",
+    { name = "X-Real-IP all trusted gives its leftmost, XFF unread", peer = "10.0.0.1",
+      real = "10.0.0.9", xff = "1.2.3.4", want = { "10.0.0.9", "x-real-ip", false } },
+    { name = "X-Real-IP with spaces", peer = "10.0.0.1", real = "  1.2.3.4  ",
       want = { "1.2.3.4", "x-real-ip", false } },
+    { name = "X-Real-IP with tabs is junk", peer = "10.0.0.1", real = " \t1.2.3.4 \t",
+      xff = "5.6.7.8", want = { "5.6.7.8", "x-forwarded-for", "untrusted" } },
     { name = "X-Real-IP IPv6 host form", peer = "10.0.0.1", real = " [2001:DB8::1]:443 ",
       want = { "2001:db8::1", "x-real-ip", false } },
     { name = "X-Real-IP IPv4 with port", peer = "10.0.0.1", real = "1.2.3.4:80",
@@ -212,8 +254,27 @@ local CASES = {
       want = { "1.2.3.4", "x-real-ip", false } },
     { name = "X-Real-IP junk falls back to XFF", peer = "10.0.0.1", real = "garbage",
       xff = "1.2.3.4, 10.0.0.2", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
-    { name = "X-Real-IP list is junk", peer = "10.0.0.1", real = "5.6.7.8, 9.9.9.9",
+    -- nginx (real_ip_header X-Real-IP, recursive) walks a list in X-Real-IP
+    { name = "X-Real-IP list: the first untrusted from the right", peer = "10.0.0.1",
+      real = "5.6.7.8, 9.9.9.9", xff = "1.2.3.4", want = { "9.9.9.9", "x-real-ip", false } },
+    { name = "X-Real-IP list walked over trusted hops", peer = "10.0.0.1",
+      real = "5.6.7.8, 10.0.0.7 10.0.0.8", xff = "1.2.3.4",
+      want = { "5.6.7.8", "x-real-ip", false } },
+    { name = "X-Real-IP list with a trailing comma", peer = "10.0.0.1", real = "5.6.7.8,",
+      xff = "1.2.3.4", want = { "5.6.7.8", "x-real-ip", false } },
+    { name = "X-Real-IP list stopped by junk after a hop", peer = "10.0.0.1",
+      real = "5.6.7.8, unknown, 10.0.0.7", xff = "1.2.3.4",
+      want = { "10.0.0.7", "x-real-ip", false } },
+    { name = "X-Real-IP list with junk rightmost falls back", peer = "10.0.0.1",
+      real = "5.6.7.8, unknown", xff = "1.2.3.4",
+      want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "X-Real-IP bracketed IPv6 without a port falls back", peer = "10.0.0.1",
+      real = "[2001:db8::1]", xff = "1.2.3.4",
+      want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "X-Real-IP with port 0 falls back", peer = "10.0.0.1", real = "5.6.7.8:0",
       xff = "1.2.3.4", want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+    { name = "X-Real-IP commas only falls back", peer = "10.0.0.1", real = ",, ,",
+      fwd = "for=1.2.3.4", want = { "1.2.3.4", "forwarded", "untrusted" } },
     { name = "X-Real-IP unknown falls back to Forwarded", peer = "10.0.0.1", real = "unknown",
       fwd = "for=1.2.3.4", want = { "1.2.3.4", "forwarded", "untrusted" } },
     { name = "X-Real-IP junk and nothing else", peer = "10.0.0.1", real = "1.2.3",
@@ -222,7 +283,7 @@ local CASES = {
       want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
     { name = "X-Real-IP blank", peer = "10.0.0.1", real = "  ", xff = "1.2.3.4",
       want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
-    { name = "X-Real-IP with inner space", peer = "10.0.0.1", real = "1.2.3.4 5",
+    { name = "X-Real-IP with inner space: junk rightmost", peer = "10.0.0.1", real = "1.2.3.4 5",
       xff = "5.6.7.8", want = { "5.6.7.8", "x-forwarded-for", "untrusted" } },
     { name = "X-Real-IP with a NUL byte", peer = "10.0.0.1", real = "1.2.3.4\0",
       xff = "5.6.7.8", want = { "5.6.7.8", "x-forwarded-for", "untrusted" } },
@@ -243,8 +304,20 @@ local CASES = {
     { name = "Forwarded bracketed IPv6 with port", peer = "10.0.0.1",
       fwd = 'for="[2001:db8:cafe::17]:4711"',
       want = { "2001:db8:cafe::17", "forwarded", "untrusted" } },
+    -- RFC 7239's own form for IPv6 without a port: an address here, unlike
+    -- "[v6]" in X-Forwarded-For (which nginx declines)
     { name = "Forwarded bracketed IPv6", peer = "10.0.0.1", fwd = 'for="[2001:DB8::1]"',
       want = { "2001:db8::1", "forwarded", "untrusted" } },
+    -- ports as in X-Forwarded-For: 1..65535, leading zeros taken
+    { name = "Forwarded port 0 is junk", peer = "10.0.0.1", fwd = 'for="1.2.3.4:0"',
+      want = { "10.0.0.1", "peer", "junk" } },
+    { name = "Forwarded bracketed port 0 is junk", peer = "10.0.0.1",
+      fwd = 'for=1.2.3.4, for="[2001:db8:ffff::1]:0"', want = { "10.0.0.1", "peer", "junk" } },
+    { name = "Forwarded port with leading zeros", peer = "10.0.0.1",
+      fwd = 'for="[2001:db8::1]:0443", for="10.0.0.2:080"',
+      want = { "2001:db8::1", "forwarded", "untrusted" } },
+    { name = "Forwarded port 65536 is junk", peer = "10.0.0.1", fwd = 'for="1.2.3.4:65536"',
+      want = { "10.0.0.1", "peer", "junk" } },
     { name = "Forwarded bracketed mapped", peer = "10.0.0.1", fwd = 'for="[::ffff:1.2.3.4]"',
       want = { "1.2.3.4", "forwarded", "untrusted" } },
     { name = "Forwarded For= capitalised", peer = "10.0.0.1", fwd = "For=1.2.3.4",
@@ -402,6 +475,37 @@ describe("gray.ffi.client_ip", function()
         for _, case in ipairs(ONLY_LO) do
             it(fmt("peer %s, XFF %s", show(case.peer), show(case.xff)), function()
                 local key, source, stop = client_ip(only_lo, case.peer, nil, case.xff, nil)
+                assert.equal(case.want[1], key)
+                assert.equal(case.want[2], source)
+                assert.equal(case.want[3], stop)
+            end)
+        end
+    end)
+
+    -- as in nginx, where ngx_cidr_match takes a mapped address as IPv4 and
+    -- never matches across families: a CIDR written in IPv6 trusts no IPv4
+    -- peer or hop, whatever its range
+    describe("with IPv6-written CIDRs around IPv4", function()
+        local mapped = assert(gray.new_ipset({ "::ffff:127.0.0.0/104", "::ffff:10.0.0.0/104",
+                                               "::ffff:1.2.3.4/128", "::1", "::/1" }))
+        local MAPPED = {
+            { peer = "127.0.0.1", xff = "5.6.7.8", want = { "127.0.0.1", "peer", "untrusted-peer" } },
+            { peer = "::ffff:127.0.0.1", xff = "5.6.7.8",
+              want = { "127.0.0.1", "peer", "untrusted-peer" } },
+            { peer = "::1", xff = "5.6.7.8, 10.0.0.1",
+              want = { "10.0.0.1", "x-forwarded-for", "untrusted" } },
+            { peer = "::1", xff = "5.6.7.8, ::ffff:10.0.0.1",
+              want = { "10.0.0.1", "x-forwarded-for", "untrusted" } },
+            { peer = "::1", xff = "5.6.7.8, 1.2.3.4",
+              want = { "1.2.3.4", "x-forwarded-for", "untrusted" } },
+            { peer = "::1", xff = "5.6.7.8, 2001:db8::1",
+              want = { "5.6.7.8", "x-forwarded-for", "untrusted" } },
+            { peer = "::1", real = "5.6.7.8, 10.0.0.1", want = { "10.0.0.1", "x-real-ip", "x-real-ip" } },
+        }
+        for _, case in ipairs(MAPPED) do
+            it(fmt("peer %s, XFF %s, X-Real-IP %s", show(case.peer), show(case.xff),
+                   show(case.real)), function()
+                local key, source, stop = client_ip(mapped, case.peer, case.real, case.xff, nil)
                 assert.equal(case.want[1], key)
                 assert.equal(case.want[2], source)
                 assert.equal(case.want[3], stop)

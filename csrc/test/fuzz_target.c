@@ -6,8 +6,10 @@
  *   - a walk's client is the peer, or an address that occurs in the header;
  *   - a decoded reply's offsets stay inside what was consumed, and every
  *     shorter prefix of a complete reply is "incomplete", never a value;
- *   - a merged CIDR set answers as a linear scan of its ranges does;
- *   - an untrusted peer is its own client whatever the headers say. */
+ *   - a merged CIDR set answers as a linear scan of its ranges does, and a
+ *     CIDR written in IPv6 never covers an IPv4 (mapped) address;
+ *   - an untrusted peer is its own client whatever the headers say, and a
+ *     header only decides when its walk took a hop. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,10 @@ static void init_trusted(void)
     ntrusted = gray_ipset_build(trusted, used);
 }
 
+static const gray_ip_t mapped_first = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0}};
+static const gray_ip_t mapped_last = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                       0xff}};
+
 /* A set from a fuzzed, comma separated CIDR list: built without fault, and
  * its lookups agree with a linear scan of the unmerged ranges. */
 static void fuzz_ipset(const char *s, size_t len)
@@ -45,8 +51,16 @@ static void fuzz_ipset(const char *s, size_t len)
             size_t n;
             if (gray_cidr_parse(s + start, i - start, &raw[nraw], &n) >= 0) {
                 CHECK(n <= 2);
-                for (size_t k = nraw; k < nraw + n; k++)
+                const char *slash = memchr(s + start, '/', i - start);
+                size_t alen = slash ? (size_t)(slash - (s + start)) : i - start;
+                int v6_written = memchr(s + start, ':', alen) != NULL;
+                for (size_t k = nraw; k < nraw + n; k++) {
                     CHECK(memcmp(raw[k].lo.b, raw[k].hi.b, 16) <= 0);
+                    /* nginx never matches an IPv6 CIDR against IPv4 peers */
+                    if (v6_written)
+                        CHECK(memcmp(raw[k].hi.b, mapped_first.b, 16) < 0 ||
+                              memcmp(raw[k].lo.b, mapped_last.b, 16) > 0);
+                }
                 nraw += n;
             }
             start = i + 1;
@@ -101,6 +115,8 @@ static void fuzz_client_key(const char *s, size_t len)
     if (from == GRAY_FROM_PEER) {
         int pl = p >= GRAY_PEER_TRUSTED ? p - GRAY_PEER_TRUSTED : p;
         CHECK(n == pl && memcmp(buf, peer_buf, (size_t)n) == 0);
+    } else {
+        CHECK(w.hops >= 1);
     }
 }
 

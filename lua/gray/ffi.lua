@@ -162,6 +162,19 @@ local function split_list(list)
     return list
 end
 
+-- gray_cidr_parse keeps nothing of an IPv6-written CIDR inside
+-- ::ffff:0:0/96, as nginx never matches one against an IPv4 peer: say so,
+-- with the IPv4 CIDR that was probably meant.
+local function mapped_cidr_warning(cidr)
+    local addr, len = cidr:match("^([^/]*)/?(%d*)$")
+    local v4 = _M.canonical_ip(addr) or addr
+    if len ~= "" then
+        v4 = v4 .. "/" .. (tonumber(len) - 96)
+    end
+    return "'" .. cidr .. "' is an IPv6 CIDR inside the IPv4-mapped block: nginx never"
+           .. " matches it against IPv4 peers; write " .. v4
+end
+
 --- A compiled set of CIDRs (array of strings, or one string separated by
 -- commas or blanks). Returns the set, or nil and a message naming the bad
 -- entry. A CIDR with host bits set is accepted, masked, and listed in
@@ -187,10 +200,11 @@ function _M.new_ipset(list)
         elseif rc == 1 then
             warnings[#warnings + 1] = cidr .. " has host bits set; used as a network"
         end
-        if count_buf[0] == 0 then
-            warnings[#warnings + 1] = mapped_cidr_warning(cidr, ranges + used)
+        local got = tonumber(count_buf[0])
+        if got == 0 then
+            warnings[#warnings + 1] = mapped_cidr_warning(cidr)
         end
-        used = used + tonumber(count_buf[0])
+        used = used + got
     end
     local count = tonumber(C.gray_ipset_build(ranges, used))
     return { ranges = ranges, count = count, warnings = warnings }
