@@ -167,7 +167,11 @@ describe("gray router in nginx", function()
             { "XFF: the rightmost untrusted address wins",
               { ["X-Forwarded-For"] = "203.0.113.7, 198.51.100.1" }, "stable" },
             { "XFF with odd spacing and empty elements",
-              { ["X-Forwarded-For"] = " ,203.0.113.7 ,\t127.0.0.1 ,, " }, "gray" },
+              { ["X-Forwarded-For"] = " ,203.0.113.7 ,  127.0.0.1 ,, " }, "gray" },
+            -- nginx splits at ',' and ' ' only: a tab is part of an element,
+            -- so "\t127.0.0.1" is junk and the walk stops at the peer
+            { "XFF with a tab glued to an element (junk, as in nginx)",
+              { ["X-Forwarded-For"] = "203.0.113.7,\t127.0.0.1" }, "stable" },
             { "XFF with IPv6 in a long form", { ["X-Forwarded-For"] = "2001:DB8:0:0:0:0:0:7" }, "gray" },
             { "XFF with bracketed IPv6 and a port", { ["X-Forwarded-For"] = "[2001:db8::7]:443" }, "gray" },
             { "X-Real-IP IPv4-mapped", { ["X-Real-IP"] = "::FFFF:203.0.113.7" }, "gray" },
