@@ -59,8 +59,13 @@ test: deps-test
 	$(MAKE) all
 	$(MAKE) lint asan spec rock-check
 
-spec: build/libgray.so
+spec: build/libgray.so build/fake-mc
 	$(BUSTED) --lua=$(LUAJIT) spec
+
+# a scriptable hostile memcached for the deadline and memory specs
+build/fake-mc: csrc/test/fake_mc.c
+	@mkdir -p build
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ csrc/test/fake_mc.c
 
 lint:
 	luacheck --std ngx_lua --codes lua spec bench tools

@@ -8,6 +8,8 @@
 --   local ngx = harness.nginx({ servers = [[ server { listen $PORT; ... } ]] })
 --   local res = ngx:get("/", { headers = { ["X-Real-IP"] = "1.2.3.4" } })
 --   ngx:stop(); mc:destroy()         -- scratch dirs go unless GRAY_KEEP_TMP is set
+--   local fake = harness.fake_memcached({ mode = "drip" })  -- a hostile one: fake.port,
+--                                                   -- fake:count("accept"), fake:destroy()
 
 local _M = {}
 
@@ -177,6 +179,85 @@ end
 --- Stops the server and removes its scratch directory (kept when the
 -- environment variable GRAY_KEEP_TMP is set, to read the logs).
 function Memcached:destroy()
+    self:stop()
+    if not os.getenv("GRAY_KEEP_TMP") then
+        sh("rm -rf " .. quote(self.dir))
+    end
+end
+
+-- fake memcached ----------------------------------------------------------
+
+local FakeMemcached = {}
+FakeMemcached.__index = FakeMemcached
+
+-- option -> fake-mc flag (csrc/test/fake_mc.c documents the modes)
+local FAKE_FLAGS = {
+    host = "-H", port = "-p", interval = "-i", bytes = "-b", length = "-n",
+    fill = "-f", keys = "-k", value = "-v", lifetime = "-t",
+}
+
+--- Starts build/fake-mc, a scriptable hostile memcached (built first if
+-- needed): opts.mode ("trickle-line", "trickle-data", "drip", "big",
+-- "valid"), opts.interval (ms), opts.bytes (per interval), opts.length (the
+-- announced value length), opts.fill (the data byte), opts.keys (a list: the
+-- keys "valid" answers), opts.value, opts.host ("127.0.0.1" or "::1"),
+-- opts.port (default: one the kernel picks). Returns an object with .port,
+-- :log(), :count(event), :stop() and :destroy().
+function _M.fake_memcached(opts)
+    local bin = REPO .. "/build/fake-mc"
+    local out, code = sh("make -s -C " .. quote(REPO) .. " build/fake-mc")
+    assert(code == 0, "building build/fake-mc failed: " .. out)
+    local self = setmetatable({ dir = _M.tmpdir(), host = opts.host or "127.0.0.1",
+                                mode = opts.mode }, FakeMemcached)
+    local args = { bin, "-m", quote(opts.mode) }
+    for name, flag in pairs(FAKE_FLAGS) do
+        local v = opts[name]
+        if type(v) == "table" then
+            v = table.concat(v, ",")
+        end
+        if v ~= nil then
+            args[#args + 1] = flag .. " " .. quote(v)
+        end
+    end
+    self.logfile = self.dir .. "/fake-mc.log"
+    out = sh(table.concat(args, " ") .. " >" .. self.logfile .. " 2>&1 & echo $!")
+    self.pid = assert(tonumber(out:match("(%d+)")), "fake-mc did not start: " .. out)
+    wait_for(function()
+        return self:log():find("^ready ") or not process_alive(self.pid)
+    end, 5, "fake-mc to listen")
+    self.port = tonumber(self:log():match("^ready %S+ (%d+)"))
+    if not self.port then
+        self.pid = nil
+        error("fake-mc did not start: " .. self:log())
+    end
+    return self
+end
+
+--- The event lines so far (ready, accept, get, sent, gone: see fake_mc.c).
+function FakeMemcached:log()
+    return read_file(self.logfile) or ""
+end
+
+--- How many events of a kind ("accept", "get", "sent", "gone") so far.
+function FakeMemcached:count(kind)
+    local n = 0
+    for _ in ("\n" .. self:log()):gmatch("\n" .. kind .. " ") do
+        n = n + 1
+    end
+    return n
+end
+
+--- Stops the server; its connection children die with it.
+function FakeMemcached:stop()
+    if self.pid then
+        local pid = self.pid
+        self.pid = nil
+        sh("kill " .. pid)
+        wait_for(function() return not process_alive(pid) end, 5, "fake-mc to exit")
+    end
+end
+
+function FakeMemcached:destroy()
     self:stop()
     if not os.getenv("GRAY_KEEP_TMP") then
         sh("rm -rf " .. quote(self.dir))
