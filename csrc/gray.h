@@ -148,11 +148,25 @@ int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted
 /* Added to gray_peer_key()'s length when the peer is a trusted proxy. */
 #define GRAY_PEER_TRUSTED 0x10000
 
+/* Added to a key's length when the input text is the canonical text itself,
+ * byte for byte: nothing was written to buf, and the caller uses its own
+ * copy (no new string on the hot path). */
+#define GRAY_KEY_VERBATIM 0x20000
+
 /* The canonical text of the socket peer into buf. Returns its length, plus
+ * GRAY_KEY_VERBATIM when peer is that text already (buf untouched), plus
  * GRAY_PEER_TRUSTED when the peer is in the trusted set (only then are the
  * forwarding headers worth reading), or GRAY_EADDR / GRAY_ESPACE. */
 int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, char *buf, size_t cap);
+
+/* The client from one header (X-Real-IP or X-Forwarded-For) of a peer
+ * already known to be trusted, walked as gray_xff_walk() walks it. Returns
+ * the canonical text's length in buf (plus GRAY_KEY_VERBATIM when the whole
+ * header is that text, buf untouched), or 0 when no element is an address:
+ * the walk took no hop and the client is the peer. */
+int gray_header_key(const char *hdr, size_t len, const gray_range_t *trusted,
+                    size_t ntrusted, char *buf, size_t cap);
 
 /* The whole client choice in one call: when the peer is trusted, X-Real-IP
  * is walked as X-Forwarded-For is (as nginx does with real_ip_header

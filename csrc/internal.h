@@ -7,9 +7,11 @@
 #if defined(__GNUC__)
 #define gray_likely(x)   __builtin_expect(!!(x), 1)
 #define gray_unlikely(x) __builtin_expect(!!(x), 0)
+#define gray_always_inline inline __attribute__((always_inline))
 #else
 #define gray_likely(x)   (x)
 #define gray_unlikely(x) (x)
+#define gray_always_inline inline
 #endif
 
 static inline int gray_is_digit(char c)
@@ -22,5 +24,10 @@ static inline int gray_is_ows(char c)
 {
     return c == ' ' || c == '\t';
 }
+
+/* A strict dotted quad (no port, no brackets) into out, IPv4-mapped: the
+ * hot path's shortcut past gray_ip_parse()'s family test (ip.c). */
+struct gray_ip;
+int gray_ip_parse_v4(const char *s, size_t len, struct gray_ip *out);
 
 #endif

@@ -11,6 +11,12 @@ int gray_ip_is_v4(const gray_ip_t *ip)
     return memcmp(ip->b, v4mapped_prefix, sizeof v4mapped_prefix) == 0;
 }
 
+/* The value of a decimal digit, or a number > 9 for any other byte. */
+static inline unsigned digit_value(char c)
+{
+    return (unsigned)(unsigned char)c - '0';
+}
+
 /* Strict dotted quad into out[0..3]: four decimal octets, no leading zeros. */
 static int parse_v4(const char *s, size_t len, uint8_t *out)
 {
@@ -21,22 +27,31 @@ static int parse_v4(const char *s, size_t len, uint8_t *out)
                 return GRAY_EADDR;
             p++;
         }
-        if (p == end || !gray_is_digit(*p))
+        unsigned v, d;
+        if (p == end || (v = digit_value(*p)) > 9)
             return GRAY_EADDR;
-        unsigned v = (unsigned)(*p++ - '0');
-        if (p != end && gray_is_digit(*p)) {
+        p++;
+        if (p != end && (d = digit_value(*p)) <= 9) {
             if (v == 0)
                 return GRAY_EADDR;          /* a leading zero */
-            v = v * 10 + (unsigned)(*p++ - '0');
-            if (p != end && gray_is_digit(*p)) {
-                v = v * 10 + (unsigned)(*p++ - '0');
-                if (v > 255 || (p != end && gray_is_digit(*p)))
+            v = v * 10 + d;
+            p++;
+            if (p != end && (d = digit_value(*p)) <= 9) {
+                v = v * 10 + d;
+                p++;
+                if (v > 255 || (p != end && digit_value(*p) <= 9))
                     return GRAY_EADDR;
             }
         }
         out[part] = (uint8_t)v;
     }
     return p == end ? GRAY_OK : GRAY_EADDR;
+}
+
+int gray_ip_parse_v4(const char *s, size_t len, gray_ip_t *out)
+{
+    memcpy(out->b, v4mapped_prefix, sizeof v4mapped_prefix);
+    return parse_v4(s, len, out->b + 12);
 }
 
 static int hex_value(char c)

@@ -23,15 +23,12 @@ static int xff_element(const char *s, size_t len, gray_ip_t *ip)
     return gray_ip_parse_host(s, len, ip);
 }
 
-int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
-                  size_t ntrusted, gray_walk_t *walk)
+/* The walk from the right, the start (walk->addr) already known to be
+ * trusted. [*elem_start, *elem_end) bounds the element that became
+ * walk->addr. */
+static int walk_xff(const char *hdr, size_t len, const gray_range_t *trusted,
+                    size_t ntrusted, gray_walk_t *walk, size_t *elem_start, size_t *elem_end)
 {
-    walk->hops = 0;
-    if (!gray_ipset_contains(trusted, ntrusted, &walk->addr))
-        return walk->stop = GRAY_STOP_PEER;
-    if (hdr == NULL)
-        len = 0;
-
     size_t end = len;
     for (;;) {
         /* skip separators (and so empty elements) from the right */
@@ -48,11 +45,59 @@ int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
             return walk->stop = GRAY_STOP_JUNK;
         walk->addr = ip;
         walk->hops++;
+        *elem_start = start;
+        *elem_end = end;
         if (!gray_ipset_contains(trusted, ntrusted, &ip))
             return walk->stop = GRAY_STOP_UNTRUSTED;
         end = start;
     }
     return walk->stop = walk->hops ? GRAY_STOP_ALL : GRAY_STOP_EMPTY;
+}
+
+int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
+                  size_t ntrusted, gray_walk_t *walk)
+{
+    size_t s, e;
+    walk->hops = 0;
+    if (!gray_ipset_contains(trusted, ntrusted, &walk->addr))
+        return walk->stop = GRAY_STOP_PEER;
+    if (hdr == NULL)
+        len = 0;
+    return walk_xff(hdr, len, trusted, ntrusted, walk, &s, &e);
+}
+
+/* The canonical text of ip into buf, or GRAY_KEY_VERBATIM when src (the
+ * text ip was parsed from) is that text already. A dotted quad without a
+ * port is canonical whenever it parses (no leading zeros); anything else is
+ * formatted and compared. */
+static int key_text(const gray_ip_t *ip, const char *src, size_t len, char *buf, size_t cap)
+{
+    if (memchr(src, ':', len) == NULL)
+        return (int)len + GRAY_KEY_VERBATIM;
+    int n = gray_ip_format(ip, buf, cap);
+    if (n == (int)len && memcmp(buf, src, len) == 0)
+        return n + GRAY_KEY_VERBATIM;
+    return n;
+}
+
+int gray_header_key(const char *hdr, size_t len, const gray_range_t *trusted,
+                    size_t ntrusted, char *buf, size_t cap)
+{
+    /* The usual header: one bare dotted quad, canonical as it parses. Alone
+     * in the header it is the client whether trusted or not. */
+    gray_ip_t ip;
+    if (gray_likely(len <= 15) && gray_ip_parse_v4(hdr, len, &ip) == GRAY_OK)
+        return (int)len + GRAY_KEY_VERBATIM;
+
+    gray_walk_t walk;
+    size_t s = 0, e = 0;
+    walk.hops = 0;
+    walk_xff(hdr, len, trusted, ntrusted, &walk, &s, &e);
+    if (walk.hops == 0)
+        return 0;
+    if (s == 0 && e == len)
+        return key_text(&walk.addr, hdr, len, buf, cap);
+    return gray_ip_format(&walk.addr, buf, cap);
 }
 
 /* RFC 9110 tchar */
@@ -234,7 +279,9 @@ int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
     int rc = gray_ip_parse_host(peer, len, &ip);
     if (rc != GRAY_OK)
         return rc;
-    int n = gray_ip_format(&ip, buf, cap);
+    /* "a.b.c.d:port" and "[v6]" forms are never verbatim: key_text() sees
+     * their ':' and formats */
+    int n = key_text(&ip, peer, len, buf, cap);
     if (n < 0)
         return n;
     return gray_ipset_contains(trusted, ntrusted, &ip) ? n + GRAY_PEER_TRUSTED : n;

@@ -12,6 +12,7 @@
 local gray_ffi = require "gray.ffi"
 local memcached = require "gray.memcached"
 local client = require "gray.client"
+local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
 
@@ -207,7 +208,8 @@ function _M.new(opts)
         return opt_error("key_prefix", "must be a string of at most 200 bytes without"
                          .. " spaces or control characters")
     end
-    self.key_prefix = prefix ~= "" and prefix or nil
+    -- false, not nil: a field that is present costs the JIT no metatable lookup
+    self.key_prefix = prefix ~= "" and prefix or false
 
     ok, err = build_cache(self, get)
     if not ok then
@@ -219,7 +221,7 @@ end
 --- The memcached key for this request: the canonical client address (with
 -- key_prefix), or nil when there is none (a unix-socket peer).
 local function client_key(self)
-    local key = self.client:key()
+    local key = client_key_of(self.client)
     if key and self.key_prefix then
         key = self.key_prefix .. key
     end
@@ -278,7 +280,7 @@ end
 -- client address) and where the answer came from ("cache", "memcached",
 -- "stale", or nil when there was none). nil, err where a cache miss cannot
 -- ask memcached (a phase without cosockets).
-function _M.decide(self)
+local function decide(self)
     local key = client_key(self)
     if not key then
         return self.stable, "no-client"
@@ -296,9 +298,11 @@ function _M.decide(self)
     return lookup(self, key, stale, stored_at)
 end
 
+_M.decide = decide
+
 --- decide(), then ngx.exec() to the location.
 function _M.exec(self)
-    return ngx_exec(self:decide() or self.stable)
+    return ngx_exec(decide(self) or self.stable)
 end
 
 return _M

@@ -106,6 +106,33 @@ static void fuzz_client_key(const char *s, size_t len)
     CHECK((n < 0) == (p < 0));
     if (n < 0)
         return;
+    if (p & GRAY_KEY_VERBATIM) {
+        /* the peer's text is its canonical form: buf was left alone */
+        CHECK((size_t)(p & 0xffff) == plen[0] && plen[0] < GRAY_IP_TEXT_MAX);
+        memcpy(peer_buf, part[0], plen[0]);
+        p &= ~GRAY_KEY_VERBATIM;
+    }
+    if (part[1] != NULL && (p & GRAY_PEER_TRUSTED)) {
+        /* the hot path's one-header walk agrees with the whole choice */
+        char hbuf[GRAY_IP_TEXT_MAX], cbuf[GRAY_IP_TEXT_MAX];
+        gray_walk_t w2;
+        int32_t from2;
+        int h = gray_header_key(part[1], plen[1], trusted, ntrusted, hbuf, sizeof hbuf);
+        int c = gray_client_key(part[0], plen[0], part[1], plen[1], NULL, 0, NULL, 0, trusted,
+                                ntrusted, &w2, &from2, cbuf, sizeof cbuf);
+        CHECK(h >= 0 && c > 0);
+        if (h == 0) {
+            CHECK(from2 == GRAY_FROM_PEER);
+        } else {
+            CHECK(from2 == GRAY_FROM_REAL_IP);
+            if (h & GRAY_KEY_VERBATIM) {
+                h &= ~GRAY_KEY_VERBATIM;
+                memcpy(hbuf, part[1], plen[1]);
+                CHECK((size_t)h == plen[1]);
+            }
+            CHECK(h == c && memcmp(hbuf, cbuf, (size_t)c) == 0);
+        }
+    }
     CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
     CHECK(from >= GRAY_FROM_PEER && from <= GRAY_FROM_FORWARDED);
     if (p < GRAY_PEER_TRUSTED) {

@@ -16,7 +16,8 @@ local type, ipairs, tostring = type, ipairs, tostring
 local setmetatable = setmetatable
 local peer_trusted = gray_ffi.peer_trusted
 local client_key = gray_ffi.client_key
-local FROM_REAL_IP = gray_ffi.FROM_REAL_IP
+local header_key = gray_ffi.header_key
+local peer_key = gray_ffi.peer_key
 
 -- Peers whose trust is remembered per client picker: proxies are few.
 local PEER_MEMO_MAX = 1024
@@ -98,45 +99,49 @@ local function forwarded_lines()
 end
 
 --- The client's canonical address text for this request, or nil when the
--- peer is not an IP address (a unix socket).
+-- peer is not an IP address (a unix socket). In the common cases (a proxy's
+-- X-Real-IP or one-element X-Forwarded-For in canonical form, or a direct
+-- client) the key is the nginx variable's own string: nothing is copied.
 function _M.key(self)
     local peer = ngx_var.remote_addr
     if peer == nil then
         return nil
     end
     local set = self.trusted
-    if not self.any_header then
-        return (client_key(set, peer, nil, nil, nil))
-    end
-    local trusted = self.peer_memo[peer]
-    if trusted == nil then
-        trusted = peer_trusted(set, peer)
-        -- bounded: past it, peers not yet seen are checked in C each time
-        if self.peer_memo_size < PEER_MEMO_MAX then
-            self.peer_memo[peer] = trusted
-            self.peer_memo_size = self.peer_memo_size + 1
-        end
-    end
-    if trusted then
-        if self.use_real_ip then
-            local real_ip = ngx_var.http_x_real_ip
-            if real_ip then
-                local key, from = client_key(set, peer, real_ip, nil, nil)
-                if from == FROM_REAL_IP then
-                    return key      -- the other headers are never read
-                end
+    if self.any_header then
+        local trusted = self.peer_memo[peer]
+        if trusted == nil then
+            trusted = peer_trusted(set, peer)
+            -- bounded: past it, peers not yet seen are checked in C each time
+            if self.peer_memo_size < PEER_MEMO_MAX then
+                self.peer_memo[peer] = trusted
+                self.peer_memo_size = self.peer_memo_size + 1
             end
         end
-        local xff = self.use_xff and ngx_var.http_x_forwarded_for or nil
-        local fwd
-        if xff == nil and self.use_forwarded and ngx_var.http_forwarded then
-            fwd = forwarded_lines()
-        end
-        if xff or fwd then
-            return (client_key(set, peer, nil, xff, fwd))
+        if trusted then
+            local hdr
+            if self.use_real_ip then
+                hdr = ngx_var.http_x_real_ip
+                if hdr then
+                    -- nil when no element is an address: the lists decide
+                    local key = header_key(set, hdr)
+                    if key then
+                        return key      -- the other headers are never read
+                    end
+                end
+            end
+            if self.use_xff then
+                hdr = ngx_var.http_x_forwarded_for
+                if hdr then
+                    return header_key(set, hdr) or peer_key(set, peer)
+                end
+            end
+            if self.use_forwarded and ngx_var.http_forwarded then
+                return (client_key(set, peer, nil, nil, forwarded_lines()))
+            end
         end
     end
-    return (client_key(set, peer, nil, nil, nil))
+    return peer_key(set, peer)
 end
 
 return _M

@@ -11,6 +11,7 @@ local ffi_string = ffi.string
 local ffi_typeof = ffi.typeof
 local ffi_cast = ffi.cast
 local tonumber = tonumber
+local band = bit.band
 local type = type
 local concat = table.concat
 local ok_new, table_new = pcall(require, "table.new")
@@ -51,6 +52,8 @@ int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted
                         size_t ntrusted, gray_walk_t *walk);
 int gray_peer_key(const char *peer, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, char *buf, size_t cap);
+int gray_header_key(const char *hdr, size_t len, const gray_range_t *trusted,
+                    size_t ntrusted, char *buf, size_t cap);
 int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size_t real_ip_len,
                     const char *xff, size_t xff_len, const char *fwd, size_t fwd_len,
                     const gray_range_t *trusted, size_t ntrusted, gray_walk_t *walk,
@@ -101,6 +104,8 @@ local STOP_NAMES = { [0] = "untrusted-peer", "untrusted", "all-trusted", "junk",
 local SOURCE_NAMES = { [0] = "peer", "x-real-ip", "x-forwarded-for", "forwarded" }
 local FROM_REAL_IP = 1
 local PEER_TRUSTED = 0x10000
+local KEY_VERBATIM = 0x20000
+local KEY_LEN_MASK = 0xffff
 local MC_KINDS = {
     "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND", "DELETED", "TOUCHED", "OK",
     "END", "ERROR", "CLIENT_ERROR", "SERVER_ERROR", "VERSION", "NUMBER",
@@ -234,10 +239,8 @@ function _M.peer_ip(set, peer)
     if n < 0 then
         return nil, "peer is not an IP address"
     end
-    if n >= PEER_TRUSTED then
-        return ffi_string(text_buf, n - PEER_TRUSTED), true
-    end
-    return ffi_string(text_buf, n), false
+    local text = band(n, KEY_VERBATIM) ~= 0 and peer or ffi_string(text_buf, band(n, KEY_LEN_MASK))
+    return text, band(n, PEER_TRUSTED) ~= 0
 end
 
 --- The client address, as nginx's realip module picks it with
@@ -265,17 +268,42 @@ function _M.client_ip(set, peer, real_ip, xff, forwarded)
            from == FROM_REAL_IP and "x-real-ip" or STOP_NAMES[walk.stop]
 end
 
---- The hot-path pair behind gray.client, lean on purpose (no type checks:
--- the caller passes $remote_addr and header strings or nil).
--- peer_trusted(set, peer): whether the peer is a trusted proxy; no string is
--- made. client_key(set, peer, real_ip, xff, forwarded): the canonical client
--- text and where it came from as a number (FROM_REAL_IP, ...), or nil when
--- the peer is not an address.
+--- The hot path behind gray.client, lean on purpose (no type checks: the
+-- caller passes $remote_addr and header strings). Each returns a key string
+-- without making a new one when the input is already canonical text.
+-- peer_trusted(set, peer): whether the peer is a trusted proxy.
 function _M.peer_trusted(set, peer)
-    return C.gray_peer_key(peer, #peer, set.ranges, set.count, text_buf, IP_TEXT_MAX)
-           >= PEER_TRUSTED
+    local n = C.gray_peer_key(peer, #peer, set.ranges, set.count, text_buf, IP_TEXT_MAX)
+    return n >= 0 and band(n, PEER_TRUSTED) ~= 0
 end
 
+-- peer_key(set, peer): the peer's canonical text, nil when not an address.
+function _M.peer_key(set, peer)
+    local n = C.gray_peer_key(peer, #peer, set.ranges, set.count, text_buf, IP_TEXT_MAX)
+    if n < 0 then
+        return nil
+    elseif band(n, KEY_VERBATIM) ~= 0 then
+        return peer
+    end
+    return ffi_string(text_buf, band(n, KEY_LEN_MASK))
+end
+
+-- header_key(set, hdr): the client named by one forwarding header of a
+-- trusted peer (X-Real-IP or X-Forwarded-For, walked as realip walks them),
+-- nil when no element of it is an address.
+function _M.header_key(set, hdr)
+    local n = C.gray_header_key(hdr, #hdr, set.ranges, set.count, text_buf, IP_TEXT_MAX)
+    if n >= KEY_VERBATIM then
+        return hdr
+    elseif n > 0 then
+        return ffi_string(text_buf, n)
+    end
+    return nil
+end
+
+-- client_key(set, peer, real_ip, xff, forwarded): the whole choice in one
+-- call (gray_client_key): the canonical client text and where it came from
+-- (FROM_REAL_IP, ...), or nil when the peer is not an address.
 function _M.client_key(set, peer, real_ip, xff, forwarded)
     local n = C.gray_client_key(peer, #peer, real_ip, real_ip and #real_ip or 0,
                                 xff, xff and #xff or 0, forwarded, forwarded and #forwarded or 0,

@@ -28,6 +28,7 @@ local update_time = ngx.update_time
 local type, tonumber, tostring, setmetatable, pairs, ipairs = type, tonumber, tostring,
     setmetatable, pairs, ipairs
 local floor = math.floor
+local concat = table.concat
 
 -- What a first read asks for: a membership reply fits many times over.
 local RECV_CHUNK = 4096
@@ -191,14 +192,51 @@ local function too_large(self, sock, srv)
                 "a value over value_max (" .. self.value_max .. " bytes)", "value")
 end
 
-local TIMED_OUT = "timeout (the lookup's deadline passed)"
+-- Reads before the deadline: up to RECV_CHUNK bytes when the reply's
+-- length is not known yet, else exactly n bytes. The latter in pieces as they
+-- come, joined once: receive(n) re-arms its timer on every arrival, so a
+-- server sending a byte just within each timeout would outlive the deadline.
+-- nil, "timeout" once the deadline has passed.
+local function read_some(sock, deadline)
+    local left = time_left(deadline)
+    if not left then
+        return nil, "timeout"
+    end
+    sock:settimeout(left)
+    return sock:receiveany(RECV_CHUNK)
+end
+
+local function read_n(sock, n, deadline)
+    local parts, count, got = nil, 0, 0
+    while true do
+        local left = time_left(deadline)
+        if not left then
+            return nil, "timeout"
+        end
+        sock:settimeout(left)
+        local piece, err = sock:receiveany(n - got)
+        if not piece then
+            return nil, err
+        end
+        got = got + #piece
+        if got == n and count == 0 then
+            return piece                -- the usual case: one piece
+        end
+        parts = parts or {}
+        count = count + 1
+        parts[count] = piece
+        if got == n then
+            return concat(parts, "", 1, count)
+        end
+    end
+end
 
 -- One request on one connection, all of it before the deadline. Returns
 -- value|false, or nil, err, kind, reused.
 local function query(self, srv, req, key, deadline)
     local left = time_left(deadline)
     if not left then
-        return nil, "connect to " .. srv.name .. ": " .. TIMED_OUT, "timeout", false
+        return nil, "connect to " .. srv.name .. ": timeout", "timeout", false
     end
     local sock = tcp()
     sock:settimeout(left)
@@ -211,7 +249,7 @@ local function query(self, srv, req, key, deadline)
 
     left = time_left(deadline)
     if not left then
-        return nil, fail(sock, "send to " .. srv.name .. ": ", TIMED_OUT, "timeout")
+        return nil, fail(sock, "send to " .. srv.name .. ": ", "timeout")
     end
     sock:settimeout(left)
     ok, err = sock:send(req)
@@ -221,28 +259,21 @@ local function query(self, srv, req, key, deadline)
 
     -- the whole reply may not exceed this: the value line, the data, END
     local limit = self.value_max + #key + VALUE_LINE_EXTRA + REPLY_TAIL
-    local buf = ""
-    local need = 0
+    local buf, need = nil, 0
     while true do
-        left = time_left(deadline)
-        if not left then
-            return nil, fail(sock, "read from " .. srv.name .. ": ", TIMED_OUT, "timeout")
-        end
-        sock:settimeout(left)
         local more
         if need > 2 then
-            -- the data block's length is known: one exact read, never past
+            -- the data block's length is known: exactly the rest, never past
             -- the reply, so the connection stays in step
-            more, err = sock:receive(need)
+            more, err = read_n(sock, need, deadline)
         else
-            more, err = sock:receiveany(RECV_CHUNK)
+            more, err = read_some(sock, deadline)
         end
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
-        -- at most a few joins per reply: a short first read, then one
-        -- exact read of the rest
-        buf = need == 0 and more or buf .. more
+        -- at most a few joins per reply: a short first read, then the rest
+        buf = buf and buf .. more or more
 
         local value, consumed
         value, consumed, need = decode_get1(buf, key)
