@@ -1,65 +1,91 @@
 #!/bin/bash
-# bench.sh - `make bench`: the drop-in router beside a plain proxy_pass and a
-# seed-style dep.lua, on one nginx ("the router"), every location proxying to
-# the same tiny backend nginx through the same keepalive upstream.
+# bench.sh - `make bench`: what a request costs the router nginx, for the
+# drop-in beside a plain proxy_pass, reference rows and a seed-style dep.lua.
+# Scenario (the seed's): the client's address in X-Real-IP, sent from a
+# trusted loopback proxy (the bench client on 127.0.0.1); memcached says "1"
+# for that address; the decision is cached (cache_ttl 1 s).
 #
-#   plain           proxy_pass to the backend (the limit)
-#   exec-only       content_by_lua_block { ngx.exec("@server") } (reference)
-#   reads-only      the nginx variables /dropin reads, then ngx.exec (reference)
-#   dropin          lua/gray/dep.lua, default answer cache
-#   dropin-nocache  lua/gray/dep.lua with $gray_cache_ttl 0
+#   plain           proxy_pass to the backend (the 1.00x reference)
+#   exec-only       content_by_lua_block { ngx.exec("@server") } (floor)
+#   reads-only      $remote_addr and $http_x_real_ip, then ngx.exec (floor
+#                   with the reads the decision needs; bench/reads_floor.lua)
+#   api-router      gray.new({ client_headers = { "X-Real-IP" } }) once per
+#                   worker, router:exec() (bench/api_router.lua)
+#   dropin          lua/gray/dep.lua, no $gray_* variable anywhere
+#   dropin-nocache  lua/gray/dep.lua with set $gray_cache_ttl 0
 #   seed            bench/seed_dep.lua: a new memcached connection per request
 #
-# Two measurements per location:
-#   req/s      wrk against the router (one worker), best of BENCH_ROUNDS
-#   instr/req  the router as one process under callgrind, a fresh one per
-#              location (LuaJIT's traces then depend on that location only):
-#              warm-up, counters zeroed, exactly N requests on one keepalive
-#              connection (curl), dumped;
-#              Ir of that dump / N (user-space instructions of the nginx
-#              process only: not the kernel, not memcached, not the backend)
+# Every location gets its own router nginx.conf (that location, @server and
+# @server_test), so no $gray_* variable is defined where the drop-in runs.
+# Every location proxies to the same tiny backend nginx through the same
+# keepalive upstream. memcached is the bench's own, on 127.0.0.1:11211 (the
+# drop-in's default address).
 #
-# Every location is checked first (status, body, which named location
-# answered), every measured batch is checked again (all N answers right, one
-# connection, memcached gets per request), and the router's error log must
-# stay clean. Results go to build/bench-results.txt too.
+#   instr/req  BENCH_PROCESSES fresh router processes per location, each
+#              under callgrind: warm-up requests, counters zeroed, exactly
+#              BENCH_REQUESTS requests on one keepalive connection (curl),
+#              dumped; Ir / requests (user space of the router process only:
+#              not the kernel, memcached or the backend). Median, range and
+#              every process's value.
+#   req/s      wrk against one router process per location, best of
+#              BENCH_ROUNDS rounds (the locations take turns).
 #
-# Settings (environment): BENCH_REQUESTS (2000), BENCH_WARMUP (500),
-# BENCH_DURATION (5 s), BENCH_CONNECTIONS (16), BENCH_ROUNDS (3),
-# BENCH_KEEP=1 keeps the scratch directory.
+# Every location is checked on every process (status, body, which named
+# location answered, for the gray address and another), every measured batch
+# is checked (all answers right, one connection), and the router's error log
+# must stay clean. bench/report.lua turns the raw figures into the report,
+# also written to build/bench-results.txt.
+#
+# Settings (environment): BENCH_PROCESSES (5), BENCH_REQUESTS (2000),
+# BENCH_WARMUP (500), BENCH_DURATION (3 s), BENCH_ROUNDS (3),
+# BENCH_CONNECTIONS (16), BENCH_LOCATIONS (all; e.g. "plain reads-only
+# dropin" to chase one row), BENCH_KEEP=1 keeps the scratch directory and
+# the callgrind dumps.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+PROCS=${BENCH_PROCESSES:-5}
 N=${BENCH_REQUESTS:-2000}
-N_SMALL=$((N / 4))
 WARM=${BENCH_WARMUP:-500}
-DURATION=${BENCH_DURATION:-5}
-CONNS=${BENCH_CONNECTIONS:-16}
+DURATION=${BENCH_DURATION:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNECTIONS:-16}
 RESULTS=$REPO/build/bench-results.txt
 MODS=/usr/lib/nginx/modules
-
-LOCS="plain exec-only reads-only dropin dropin-nocache seed"
-declare -A LABEL=([plain]="plain" [exec-only]="exec-only (ref)" [reads-only]="reads-only (ref)"
-                  [dropin]="dropin (cache)"
-                  [dropin-nocache]="dropin (ttl 0)" [seed]="seed-style")
-# X-Gray-Target each location must answer with for a 127.0.0.1 client
-# (memcached says "1" for it), and for X-Real-IP: 10.9.9.9 (not in memcached)
-declare -A WANT=([plain]=plain [exec-only]=stable [reads-only]=stable [dropin]=test
-                 [dropin-nocache]=test [seed]=test)
-declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [reads-only]=stable [dropin]=stable
-                       [dropin-nocache]=stable [seed]=stable)
+MC=11211
+GRAY_IP=192.0.2.10      # memcached says "1" for it
+OTHER_IP=10.9.9.9       # not in memcached
 BODY="backend ok"
+
+ALL_LOCS="plain exec-only reads-only api-router dropin dropin-nocache seed"
+LOCS=${BENCH_LOCATIONS:-$ALL_LOCS}
+# X-Gray-Target each location must answer with, for GRAY_IP and OTHER_IP
+declare -A WANT=([plain]=plain [exec-only]=stable [reads-only]=stable [api-router]=test
+                 [dropin]=test [dropin-nocache]=test [seed]=test)
+declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [reads-only]=stable
+                       [api-router]=stable [dropin]=stable [dropin-nocache]=stable [seed]=stable)
 
 die() { echo "bench: $*" >&2; exit 1; }
 
 [ -r $MODS/ngx_http_lua_module.so ] || die "Debian's nginx lua module is not installed"
 [ -r "$REPO/build/libgray.so" ] || die "build/libgray.so is missing (make)"
-for tool in nginx memcached wrk curl valgrind callgrind_control; do
+for tool in nginx memcached wrk curl valgrind callgrind_control luajit; do
     command -v $tool >/dev/null || die "$tool is not installed (sh tools/deps.sh bench)"
 done
+for loc in $LOCS; do
+    [[ " $ALL_LOCS " == *" $loc "* ]] || die "BENCH_LOCATIONS: no location '$loc' ($ALL_LOCS)"
+done
+[[ " $LOCS " == *" plain "* ]] || die "BENCH_LOCATIONS must include plain (the reference)"
+for v in PROCS N WARM DURATION ROUNDS CONNS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_* settings are positive integers ($v=${!v})"
+done
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_in_use $MC && die "127.0.0.1:$MC is in use: the bench starts its own memcached there" \
+    "(the drop-in's default address). Stop what listens there first (the demo: make demo-stop)."
 
 DIR=$(mktemp -d /tmp/gray-bench.XXXXXX)
+RAW=$DIR/raw.tsv
 PIDS=""
 ok_exit=""
 
@@ -73,6 +99,7 @@ stop_pid() {    # pid [seconds]: TERM, wait, then KILL
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+forget_pid() { PIDS=$(echo " $PIDS " | sed "s/ $1 / /"); }
 
 cleanup() {
     local pid
@@ -88,10 +115,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-forget_pid() { PIDS=$(echo " $PIDS " | sed "s/ $1 / /"); }
-
-# CPUs: the router alone on CPU 0, everything else (wrk, curl, backend,
-# memcached) on the others, when there are at least two.
+# The router alone on CPU 0, everything else (wrk, curl, backend, memcached)
+# on the others, when there are at least two.
 if [ "$(nproc)" -ge 2 ]; then
     PIN_ROUTER="taskset -c 0"
     PIN_OTHER="taskset -c 1-$(($(nproc) - 1))"
@@ -100,22 +125,15 @@ else
     PIN_OTHER=""
 fi
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Ports come from below the ephemeral range (the seed-style location opens
 # a connection per request, tens of thousands of them).
 EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 [ "$EPHEMERAL_LOW" -gt 12000 ] || EPHEMERAL_LOW=61000
-TAKEN=" "
-pick_port() {   # VAR: sets VAR to a loopback port nothing listens on
+pick_port() {   # prints a loopback port nothing listens on
     local p i
     for ((i = 0; i < 200; i++)); do
-        p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
-        case "$TAKEN" in *" $p "*) continue ;; esac
-        if ! port_in_use $p; then
-            TAKEN="$TAKEN$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
+        p=$((12000 + RANDOM % (EPHEMERAL_LOW - 12000)))
+        port_in_use $p || { echo $p; return; }
     done
     die "no free loopback port"
 }
@@ -150,19 +168,16 @@ mc_stats() {
 
 user=""
 [ "$(id -u)" = 0 ] && user="-u nobody"
-for attempt in 1 2 3 4 5; do
-    pick_port MC
-    $PIN_OTHER memcached -l 127.0.0.1 -p "$MC" -U 0 -t 1 $user >"$DIR/memcached.log" 2>&1 &
-    PIDS="$PIDS $!"
-    wait_port "$MC" 10 $! memcached && break
-    [ "$attempt" -lt 5 ] || die "memcached did not start: $(cat "$DIR/memcached.log")"
-done
-reply=$(mc_cmd 'set 127.0.0.1 0 0 1\r\n1\r\n')
+$PIN_OTHER memcached -l 127.0.0.1 -p $MC -U 0 -t 1 $user >"$DIR/memcached.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_port $MC 10 $! memcached \
+    || die "memcached did not start on 127.0.0.1:$MC: $(cat "$DIR/memcached.log")"
+reply=$(mc_cmd "set $GRAY_IP 0 0 1\r\n1\r\n")
 case "$reply" in STORED*) ;; *) die "memcached set: $reply" ;; esac
 
-# ---- nginx configurations ----------------------------------------------------
+# ---- nginx -------------------------------------------------------------------
 
-common_main() {     # prefix
+common() {     # prefix: main and events blocks, start of http
     cat <<EOF
 $([ "$(id -u)" = 0 ] && echo "user root root;")
 load_module $MODS/ndk_http_module.so;
@@ -173,11 +188,7 @@ worker_processes 1;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 1024; }
-EOF
-}
-
-common_http() {     # prefix
-    cat <<EOF
+http {
     access_log off;
     keepalive_requests 1000000;
     client_body_temp_path $1/body;
@@ -188,26 +199,38 @@ common_http() {     # prefix
 EOF
 }
 
-mkdir -p "$DIR/backend" "$DIR/router" "$DIR/cg" "$DIR/curl"
-write_backend_conf() {
-    common_main "$DIR/backend"
-    echo "http {"
-    common_http "$DIR/backend"
+write_backend_conf() {  # prefix port
+    common "$1"
     cat <<EOF
     server {
-        listen 127.0.0.1:$BACKEND;
+        listen 127.0.0.1:$2;
         location / { return 200 "$BODY\n"; }
     }
 }
 EOF
 }
 
-# The router: every location ends in the same upstream, with the same
-# keepalive, and sets X-Gray-Target (so the checks can see who answered).
-write_router_conf() {
-    common_main "$DIR/router"
-    echo "http {"
-    common_http "$DIR/router"
+location_body() {   # location name -> its directives
+    case $1 in
+    plain)          echo 'add_header X-Gray-Target plain always; proxy_pass http://backend;' ;;
+    exec-only)      echo 'content_by_lua_block { ngx.exec("@server") }' ;;
+    reads-only)     echo "content_by_lua_file $REPO/bench/reads_only.lua;" ;;
+    api-router)     echo 'content_by_lua_block {
+                (package.loaded.api_router or require("api_router")):exec()
+            }' ;;
+    dropin)         echo "content_by_lua_file $REPO/lua/gray/dep.lua;" ;;
+    dropin-nocache) echo "set \$gray_cache_ttl 0;
+            content_by_lua_file $REPO/lua/gray/dep.lua;" ;;
+    seed)           echo "content_by_lua_file $REPO/bench/seed_dep.lua;" ;;
+    *) die "no location $1" ;;
+    esac
+}
+
+# The router for one location: it, @server and @server_test, each ending in
+# the same upstream with the same keepalive and setting X-Gray-Target (so
+# the checks can see who answered).
+write_router_conf() {   # prefix port location
+    common "$1"
     cat <<EOF
     lua_package_path '$REPO/lua/?.lua;$REPO/bench/?.lua;;';
     lua_package_cpath '$REPO/build/?.so;;';
@@ -219,39 +242,12 @@ write_router_conf() {
     }
 
     server {
-        listen 127.0.0.1:$ROUTER;
+        listen 127.0.0.1:$2;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
 
-        location = /plain {
-            add_header X-Gray-Target plain always;
-            proxy_pass http://backend;
-        }
-        location = /exec-only {
-            content_by_lua_block { ngx.exec("@server") }
-        }
-        # the nginx variables /dropin reads, and nothing else (bench/reads_floor.lua)
-        location = /reads-only {
-            set \$gray_memcached "127.0.0.1:$MC";
-            set \$gray_cache_ttl 1;
-            content_by_lua_file $REPO/bench/reads_only.lua;
-        }
-        # \$gray_cache_ttl is set here to its default (1) because /dropin-nocache
-        # sets it: read unset in this location, nginx would log "using
-        # uninitialized variable" at warn level on every request
-        location = /dropin {
-            set \$gray_memcached "127.0.0.1:$MC";
-            set \$gray_cache_ttl 1;
-            content_by_lua_file $REPO/lua/gray/dep.lua;
-        }
-        location = /dropin-nocache {
-            set \$gray_memcached "127.0.0.1:$MC";
-            set \$gray_cache_ttl 0;
-            content_by_lua_file $REPO/lua/gray/dep.lua;
-        }
-        location = /seed {
-            set \$seed_memcached "127.0.0.1:$MC";
-            content_by_lua_file $REPO/bench/seed_dep.lua;
+        location = /$3 {
+            $(location_body "$3")
         }
         location @server {
             add_header X-Gray-Target stable always;
@@ -266,217 +262,196 @@ write_router_conf() {
 EOF
 }
 
-start_nginx() {     # name [wrapper...]: starts nginx in $DIR/name, sets STARTED
-    local name=$1
-    shift
-    "$@" nginx -p "$DIR/$name" -e "$DIR/$name/error.log" -c "$DIR/$name/nginx.conf" \
-        >"$DIR/$name/stdout.log" 2>&1 &
-    STARTED=$!
-    PIDS="$PIDS $STARTED"
-}
-
-# start_nginx_on name port-variable wrapper...: picks a port, writes the
-# configuration, starts; another port if the one picked was taken meanwhile
-start_nginx_on() {
-    local name=$1 var=$2 attempt
-    shift 2
+# start_nginx kind prefix location wrapper...: writes the configuration on a
+# free port and starts nginx; another port if that one was taken meanwhile.
+# Sets PORT and STARTED (the pid).
+start_nginx() {
+    local kind=$1 prefix=$2 loc=$3 attempt
+    shift 3
+    mkdir -p "$prefix"
     for attempt in 1 2 3 4 5; do
-        pick_port "$var"
-        "write_${name}_conf" >"$DIR/$name/nginx.conf"
-        start_nginx "$name" "$@"
-        wait_port "${!var}" 10 "$STARTED" "$name nginx" && return 0
+        PORT=$(pick_port)
+        "write_${kind}_conf" "$prefix" "$PORT" "$loc" >"$prefix/nginx.conf"
+        if [ "$loc" != dropin-nocache ] && grep -q '\$gray_' "$prefix/nginx.conf"; then
+            die "$prefix/nginx.conf defines a \$gray_* variable"
+        fi
+        "$@" nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" \
+            >"$prefix/stdout.log" 2>&1 &
+        STARTED=$!
+        PIDS="$PIDS $STARTED"
+        wait_port "$PORT" 120 "$STARTED" "$kind nginx ($prefix)" && return 0
     done
-    die "$name nginx did not start: $(tail -5 "$DIR/$name/error.log" "$DIR/$name/stdout.log")"
+    die "$kind nginx did not start: $(tail -5 "$prefix/error.log" "$prefix/stdout.log")"
 }
 
-start_nginx_on backend BACKEND $PIN_OTHER
+stop_nginx() {  # pid
+    stop_pid "$1" 60
+    forget_pid "$1"
+}
+
+start_nginx backend "$DIR/backend" - $PIN_OTHER
+BACKEND=$PORT
 
 # ---- checks ------------------------------------------------------------------
 
-check_locations() {     # [locations]: verifies them (default: all) through the router
-    local loc out
-    for loc in ${1:-$LOCS}; do
-        out=$(curl -s -m 30 -o "$DIR/body" -w '%{http_code} %header{x-gray-target}' \
-              "http://127.0.0.1:$ROUTER/$loc") || true
-        [ "$out" = "200 ${WANT[$loc]}" ] && [ "$(cat "$DIR/body")" = "$BODY" ] \
-            || die "/$loc answered '$out' body '$(head -c 200 "$DIR/body")'," \
-                   "expected '200 ${WANT[$loc]}' body '$BODY'"
-        out=$(curl -s -m 30 -o "$DIR/body" -w '%{http_code} %header{x-gray-target}' \
-              -H 'X-Real-IP: 10.9.9.9' "http://127.0.0.1:$ROUTER/$loc") || true
-        [ "$out" = "200 ${WANT_OTHER[$loc]}" ] && [ "$(cat "$DIR/body")" = "$BODY" ] \
-            || die "/$loc with X-Real-IP 10.9.9.9 answered '$out', expected" \
-                   "'200 ${WANT_OTHER[$loc]}'"
+check_location() {      # port location prefix
+    local port=$1 loc=$2 out ip want
+    for ip in $GRAY_IP $OTHER_IP; do
+        want=${WANT[$loc]}
+        [ $ip = $GRAY_IP ] || want=${WANT_OTHER[$loc]}
+        out=$(curl -s -m 60 -o "$DIR/body" -w '%{http_code} %header{x-gray-target}' \
+              -H "X-Real-IP: $ip" "http://127.0.0.1:$port/$loc") || true
+        [ "$out" = "200 $want" ] && [ "$(cat "$DIR/body")" = "$BODY" ] \
+            || die "/$loc with X-Real-IP $ip answered '$out' body '$(head -c 200 "$DIR/body")'," \
+                   "expected '200 $want' body '$BODY' (see $3)"
     done
 }
 
-check_error_log() {     # router error.log: nothing at warn level or worse
+check_error_log() {     # prefix: nothing at warn level or worse
     local bad
-    bad=$(grep -E '\[(warn|error|crit|alert|emerg)\]|global variable' "$DIR/router/error.log" \
+    bad=$(grep -E '\[(warn|error|crit|alert|emerg)\]|global variable' "$1/error.log" \
           | sort | uniq -c | sort -rn || true)
-    [ -z "$bad" ] || die "router error.log:"$'\n'"$(echo "$bad" | head -20)"
+    [ -z "$bad" ] || die "$1/error.log:"$'\n'"$(echo "$bad" | head -20)"
 }
 
-# curl_batch loc count: count sequential requests on one keepalive connection;
-# checks every answer and that curl connected once.
+# curl_batch port location count: count sequential requests with the gray
+# X-Real-IP on one keepalive connection; checks every answer and that curl
+# connected once.
 curl_batch() {
-    local loc=$1 count=$2 cfg="$DIR/curl/$1.$2" out
-    if [ ! -f "$cfg" ]; then
-        local i
-        for ((i = 0; i < count; i++)); do
-            printf 'url = "http://127.0.0.1:%s/%s"\noutput = "/dev/null"\n' "$ROUTER" "$loc"
-        done >"$cfg"
-    fi
-    $PIN_OTHER curl -s -m 600 --config "$cfg" \
-        -w '%{http_code} %header{x-gray-target} %{num_connects}\n' >"$DIR/curl/out" \
+    local port=$1 loc=$2 count=$3 cfg="$DIR/curl.cfg" out
+    awk -v n="$count" -v url="http://127.0.0.1:$port/$loc" -v ip="$GRAY_IP" 'BEGIN {
+        printf "header = \"X-Real-IP: %s\"\n", ip
+        for (i = 0; i < n; i++) printf "url = \"%s\"\noutput = \"/dev/null\"\n", url
+    }' >"$cfg"
+    $PIN_OTHER curl -s -m 900 --config "$cfg" \
+        -w '%{http_code} %header{x-gray-target} %{num_connects}\n' >"$DIR/curl.out" \
         || die "curl failed on /$loc"
     out=$(awk '{ n[$1 " " $2]++; c += $3 } END { for (k in n) print n[k], k; print "connects", c }' \
-          "$DIR/curl/out" | sort)
+          "$DIR/curl.out" | sort)
     [ "$out" = "$count 200 ${WANT[$loc]}"$'\n'"connects 1" ] \
         || die "/$loc batch of $count: unexpected answers:"$'\n'"$out"
 }
 
-# ---- 1. throughput: wrk ----------------------------------------------------------
+# ---- 1. throughput: wrk, one router process per location ----------------------
 
-start_nginx_on router ROUTER $PIN_ROUTER
-ROUTER_PID=$STARTED
-echo "bench: memcached :$MC, backend :$BACKEND, router :$ROUTER, scratch $DIR"
-check_locations
+declare -A WRK_PORT WRK_PID
+for loc in $LOCS; do
+    start_nginx router "$DIR/wrk/$loc" "$loc" $PIN_ROUTER
+    WRK_PORT[$loc]=$PORT
+    WRK_PID[$loc]=$STARTED
+    check_location "$PORT" "$loc" "$DIR/wrk/$loc"
+done
+echo "bench: memcached :$MC, backend :$BACKEND, scratch $DIR"
+echo "bench: wrk -t1 -c$CONNS -d${DURATION}s per location, best of $ROUNDS rounds"
 
-declare -A RPS CPU_US LOAD
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$ROUTER_PID/stat"; }   # user + system
-# run_wrk loc seconds -> "requests/s router-CPU-us/request router-CPU-load"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }   # user + system
+# run_wrk location seconds -> "requests/s router-CPU-us/request router-CPU-load"
 run_wrk() {
-    local out t0 t1 reqs
-    t0=$(cpu_ticks)
-    out=$($PIN_OTHER wrk -t1 -c"$CONNS" -d"$2"s "http://127.0.0.1:$ROUTER/$1" 2>&1) \
-        || die "wrk failed on /$1: $out"
-    t1=$(cpu_ticks)
+    local pid=${WRK_PID[$1]} out t0 t1 reqs
+    t0=$(cpu_ticks "$pid")
+    out=$($PIN_OTHER wrk -t1 -c"$CONNS" -d"$2"s -H "X-Real-IP: $GRAY_IP" \
+          "http://127.0.0.1:${WRK_PORT[$1]}/$1" 2>&1) || die "wrk failed on /$1: $out"
+    t1=$(cpu_ticks "$pid")
     if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
         die "wrk on /$1 saw errors:"$'\n'"$out"
     fi
     reqs=$(echo "$out" | awk '/ requests in / { print $1 }')
     echo "$out" | awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="$reqs" -v d="$2" \
-        '/^Requests\/sec:/ { printf "%s %.1f %.0f%%\n", $2, t / hz * 1e6 / n, t / hz / d * 100 }'
+        '/^Requests\/sec:/ { printf "%s %.1f %.0f\n", $2, t / hz * 1e6 / n, t / hz / d * 100 }'
 }
-echo "bench: wrk -t1 -c$CONNS -d${DURATION}s per location, best of $ROUNDS rounds"
 for ((round = 1; round <= ROUNDS; round++)); do
     for loc in $LOCS; do
-        run_wrk "$loc" 1 >/dev/null || die "wrk warm-up on /$loc failed"
-        out=$(run_wrk "$loc" "$DURATION")
-        read -r rps cpu load <<<"$out"
-        [ -n "$cpu" ] || die "wrk on /$loc: no result"
-        echo "  round $round  /$loc  $rps req/s, router CPU $cpu us/req ($load busy)"
-        if [ -z "${RPS[$loc]:-}" ] || awk -v a="$rps" -v b="${RPS[$loc]}" 'BEGIN { exit !(a > b) }'; then
-            RPS[$loc]=$rps
-            CPU_US[$loc]=$cpu
-            LOAD[$loc]=$load
-        fi
+        run_wrk "$loc" 1 >/dev/null
+        read -r rps cpu load < <(run_wrk "$loc" "$DURATION")
+        [ -n "${load:-}" ] || die "wrk on /$loc: no result"
+        echo "  round $round  /$loc  $rps req/s, router CPU $cpu us/req ($load% busy)"
+        printf 'wrk\t%s\t%s\t%s\t%s\t%s\n' "$loc" "$round" "$rps" "$cpu" "$load" >>"$RAW"
     done
 done
-check_locations
-check_error_log
-stop_pid "$ROUTER_PID" 20
-forget_pid "$ROUTER_PID"
+for loc in $LOCS; do
+    check_location "${WRK_PORT[$loc]}" "$loc" "$DIR/wrk/$loc"
+    check_error_log "$DIR/wrk/$loc"
+    stop_nginx "${WRK_PID[$loc]}"
+done
 
-# ---- 2. instructions per request: callgrind ----------------------------------------
+# ---- 2. instructions per request: callgrind, fresh processes -------------------
 
-echo "bench: router under callgrind, a fresh process per location (so no location's" \
-     "JIT state depends on another's); per location: $WARM warm-up requests, then" \
-     "$N_SMALL and $N counted"
+echo "bench: callgrind, $PROCS fresh router processes per location (the locations" \
+     "take turns); each: $WARM warm-up requests, then $N counted"
 
-# cg_dump tag: dumps the counters with that tag and prints the dump's Ir
+# cg_dump pid dir tag: dumps the counters with that tag, prints the dump's Ir
 cg_dump() {
-    callgrind_control -d "$1" "$ROUTER_PID" >"$DIR/cg/control.log" 2>&1 \
-        || die "callgrind_control -d failed: $(cat "$DIR/cg/control.log")"
+    callgrind_control -d "$3" "$1" >"$2/control.log" 2>&1 \
+        || die "callgrind_control -d failed: $(cat "$2/control.log")"
     local file="" total="" i
     for ((i = 0; i < 300; i++)); do
-        file=$(grep -l -x "desc: Trigger: dump $1" "$DIR"/cg/callgrind.out.* 2>/dev/null || true)
+        file=$(grep -l -x "desc: Trigger: dump $3" "$2"/callgrind.out.* 2>/dev/null || true)
         if [ -n "$file" ]; then
-            [ "$(echo "$file" | wc -l)" = 1 ] || die "several callgrind dumps tagged '$1'"
+            [ "$(echo "$file" | wc -l)" = 1 ] || die "several callgrind dumps tagged '$3'"
             total=$(awk '/^totals: [0-9]+$/ { print $2 }' "$file")
             [ -n "$total" ] && break
         fi
         sleep 0.1
     done
-    [ -n "$total" ] || die "no complete callgrind dump tagged '$1' in $DIR/cg"
+    [ -n "$total" ] || die "no complete callgrind dump tagged '$3' in $2"
     echo "$total"
 }
-cg_zero() {
-    callgrind_control -z "$ROUTER_PID" >"$DIR/cg/control.log" 2>&1 \
-        || die "callgrind_control -z failed: $(cat "$DIR/cg/control.log")"
+
+# What the router runs (lua/ may be edited while the bench runs): a hash
+# taken before the process starts and after its measured batch.
+code_hash() {
+    cat "$REPO"/lua/*.lua "$REPO"/lua/gray/*.lua "$REPO"/bench/*.lua "$REPO/build/libgray.so" \
+        2>/dev/null | md5sum | cut -c1-8
 }
 
-declare -A IPR MARGINAL MC_GETS MC_CONNS
-for loc in $LOCS; do
-    start_nginx router $PIN_ROUTER valgrind --tool=callgrind \
-        --callgrind-out-file="$DIR/cg/callgrind.out.%p" --dump-line=no
-    ROUTER_PID=$STARTED
-    wait_port "$ROUTER" 120 "$ROUTER_PID" "router nginx under valgrind" \
-        || die "router nginx under valgrind exited at start: $(tail -5 "$DIR/router/stdout.log")"
-    check_locations "$loc"
-    curl_batch "$loc" "$WARM"
-    cg_zero
-    curl_batch "$loc" "$N_SMALL"
-    ir_small=$(cg_dump "bench-$loc-$N_SMALL")
-    read -r gets0 conns0 < <(mc_stats)
-    cg_zero
-    curl_batch "$loc" "$N"
-    ir=$(cg_dump "bench-$loc-$N")
-    read -r gets1 conns1 < <(mc_stats)
-    IPR[$loc]=$(awk -v a="$ir" -v n="$N" 'BEGIN { printf "%.0f", a / n }')
-    MARGINAL[$loc]=$(awk -v a="$ir" -v b="$ir_small" -v n="$N" -v m="$N_SMALL" \
-                     'BEGIN { printf "%.0f", (a - b) / (n - m) }')
-    # (the stats connection itself counts once in total_connections)
-    MC_GETS[$loc]=$(awk -v a="$gets0" -v b="$gets1" -v n="$N" 'BEGIN { printf "%.3f", (b - a) / n }')
-    MC_CONNS[$loc]=$(awk -v a="$conns0" -v b="$conns1" -v n="$N" \
-                     'BEGIN { printf "%.3f", (b - a - 1) / n }')
-    echo "  /$loc  $ir Ir / $N = ${IPR[$loc]} instr/req (marginal ${MARGINAL[$loc]})"
-    check_error_log
-    stop_pid "$ROUTER_PID" 60
-    forget_pid "$ROUTER_PID"
+for ((p = 1; p <= PROCS; p++)); do
+    for loc in $LOCS; do
+        run="$DIR/cg/$loc.$p"
+        code=$(code_hash)
+        start_nginx router "$run" "$loc" $PIN_ROUTER valgrind --tool=callgrind \
+            --callgrind-out-file="$run/callgrind.out.%p" --dump-line=no
+        pid=$STARTED
+        check_location "$PORT" "$loc" "$run"
+        curl_batch "$PORT" "$loc" "$WARM"
+        callgrind_control -z "$pid" >"$run/control.log" 2>&1 \
+            || die "callgrind_control -z failed: $(cat "$run/control.log")"
+        read -r gets0 conns0 < <(mc_stats)
+        curl_batch "$PORT" "$loc" "$N"
+        ir=$(cg_dump "$pid" "$run" "bench-$loc-$p")
+        read -r gets1 conns1 < <(mc_stats)
+        [ "$(code_hash)" = "$code" ] || code="$code-changed"
+        check_location "$PORT" "$loc" "$run"
+        check_error_log "$run"
+        stop_nginx "$pid"
+        # (the stats connection counts once in total_connections)
+        printf 'cg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$loc" "$p" "$ir" "$N" "$((gets1 - gets0))" \
+            "$((conns1 - conns0 - 1))" "$code" >>"$RAW"
+        echo "  process $p  /$loc  $((ir / N)) instr/req, memcached gets $((gets1 - gets0))," \
+             "code $code"
+        # BENCH_KEEP keeps the dumps, to compare an outlier with its peers
+        # (callgrind_annotate)
+        [ -n "${BENCH_KEEP:-}" ] || rm -f "$run"/callgrind.out.*
+    done
 done
 
-# ---- report ----------------------------------------------------------------------
+# ---- report ------------------------------------------------------------------------
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
-within() { awk -v a="$1" -v b="$2" -v f="$3" 'BEGIN { exit !(a <= b * f) }'; }
-verdict() { if "$@"; then echo "MET"; else echo "NOT MET"; fi; }
-
+dirty=""
+[ -z "$(git -C "$REPO" status --porcelain -- lua bench 2>/dev/null)" ] \
+    || dirty=" (lua/ or bench/ with uncommitted changes)"
 {
-    echo "lua-resty-gray bench, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "lua-resty-gray bench, $(date -u '+%Y-%m-%d %H:%M UTC')," \
+         "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
     echo "$(nginx -v 2>&1), $(valgrind --version), $(nproc) CPUs; router on one CPU, the rest elsewhere"
-    echo "req/s: wrk -t1 -c$CONNS -d${DURATION}s, best of $ROUNDS; instr/req: callgrind Ir of the router" \
-         "process / $N keepalive requests"
+    echo "scenario: X-Real-IP $GRAY_IP from a trusted loopback proxy, memcached says \"1\"," \
+         "decision cached (cache_ttl 1 s); one nginx.conf per location, no \$gray_* variable" \
+         "but dropin-nocache's \$gray_cache_ttl 0"
+    echo "instr/req: callgrind Ir of the router process / $N keepalive requests after $WARM" \
+         "warm-up, $PROCS fresh processes per location;" \
+         "req/s: wrk -t1 -c$CONNS -d${DURATION}s, best of $ROUNDS"
     echo
-    printf '%-18s %8s %9s %10s %9s  | %11s %14s\n' location "req/s" "vs plain" "instr/req" \
-        "vs plain" "router CPU" "memcached"
-    printf '%-18s %8s %9s %10s %9s  | %11s %14s\n' "" "" "" "" "" "us/req" "gets,conns/req"
-    for loc in $LOCS; do
-        printf '%-18s %8.0f %9s %10s %9s  | %11s %14s\n' "${LABEL[$loc]}" "${RPS[$loc]}" \
-            "$(ratio "${RPS[$loc]}" "${RPS[plain]}")" "${IPR[$loc]}" \
-            "$(ratio "${IPR[$loc]}" "${IPR[plain]}")" "${CPU_US[$loc]}" \
-            "$(printf '%.2f,%.2f' "${MC_GETS[$loc]}" "${MC_CONNS[$loc]}")"
-    done
-    echo "(router CPU: user+system time of the router process during the wrk run / requests;"
-    echo " it includes the kernel work (connect, close) that callgrind does not count)"
-    echo
-    echo "marginal instr/req ((Ir[$N] - Ir[$N_SMALL]) / $((N - N_SMALL)), no per-connection cost):"
-    for loc in $LOCS; do
-        printf '  %-18s %s\n' "${LABEL[$loc]}" "${MARGINAL[$loc]}"
-    done
-    echo
-    echo "aims:"
-    printf '  cached drop-in within 1.25x of plain (instr/req): %s x -> %s  (bare ngx.exec: %s)\n' \
-        "$(ratio "${IPR[dropin]}" "${IPR[plain]}" | tr -d x)" \
-        "$(verdict within "${IPR[dropin]}" "${IPR[plain]}" 1.25)" \
-        "$(ratio "${IPR[exec-only]}" "${IPR[plain]}")"
-    printf '    of which nginx variable reads alone (reads-only): %s; the router'"'"'s own work: %s instr/req\n' \
-        "$(ratio "${IPR[reads-only]}" "${IPR[plain]}")" \
-        "$((IPR[dropin] - IPR[reads-only]))"
-    printf '  uncached drop-in >= 25%% fewer instr/req than seed-style: %s fewer -> %s\n' \
-        "$(awk -v a="${IPR[dropin-nocache]}" -v b="${IPR[seed]}" 'BEGIN { printf "%.0f%%", (1 - a / b) * 100 }')" \
-        "$(verdict within "${IPR[dropin-nocache]}" "${IPR[seed]}" 0.75)"
-} >"$DIR/results.txt"
+    luajit "$REPO/bench/report.lua" "$RAW"
+} >"$DIR/results.txt" || die "report failed"
 
 mkdir -p "$(dirname "$RESULTS")"
 cp "$DIR/results.txt" "$RESULTS"

@@ -1,0 +1,15 @@
+-- api_router: the router as a Lua user would set it up, for make bench's
+-- /api-router row: built once per worker (the first require), only the
+-- X-Real-IP header trusted, everything else default (memcached at
+-- 127.0.0.1:11211, cache_ttl 1 s). The location calls
+--
+--   content_by_lua_block {
+--       (package.loaded.api_router or require("api_router")):exec()
+--   }
+--
+-- (package.loaded first: require is a plain C function, which ends a LuaJIT
+-- trace, and the row measures the router, not require).
+
+local gray = require "gray"
+
+return assert(gray.new({ client_headers = { "X-Real-IP" } }))
