@@ -215,6 +215,11 @@ function _M.new(opts)
     if not ok then
         return nil, err
     end
+    -- Only canonical addresses are keys of self.cache (identities, lists
+    -- and the like must never share it), so a header or peer whose text is
+    -- a key there is known to be that address: gray.client then skips its
+    -- parse. With a key_prefix no raw text can match.
+    self.probe = not self.key_prefix and self.cache
     return setmetatable(self, mt)
 end
 
@@ -281,19 +286,24 @@ end
 -- "stale", or nil when there was none). nil, err where a cache miss cannot
 -- ask memcached (a phase without cosockets).
 local function decide(self)
-    local key = client_key(self)
+    -- the probe hands back the entry of an address already in the cache
+    local key, target, stale, stored_at = client_key_of(self.client, self.probe)
     if not key then
         return self.stable, "no-client"
     end
-    local target, stale, stored_at
-    if self.use_fresh then
-        -- an expired entry comes back as stale, for use if memcached fails
-        target, stale, stored_at = self.cache:get(key)
-        if target then
-            return target, "ip", "cache"
-        elseif target == false then
-            return self.stable, "default", "cache"
+    if target == nil and stale == nil then
+        if self.key_prefix then
+            key = self.key_prefix .. key
         end
+        if self.use_fresh then
+            -- an expired entry comes back as stale, for use if memcached fails
+            target, stale, stored_at = self.cache:get(key)
+        end
+    end
+    if target then
+        return target, "ip", "cache"
+    elseif target == false then
+        return self.stable, "default", "cache"
     end
     return lookup(self, key, stale, stored_at)
 end

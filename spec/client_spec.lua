@@ -58,13 +58,20 @@ describe("gray.client", function()
             return table.concat(parts)
         end
 
+        -- a cache of canonical addresses, as the router keeps: texts found
+        -- there skip their parse, and must not change the answer
+        local cache = require("resty.lrucache").new(100)
+        for _, e in ipairs(ELEMENTS) do
+            local key = gray_ffi.canonical_ip(e)
+            if key then cache:set(key, "@x", math.random(2) == 1 and 10 or -1) end
+        end
         local peer = ngx.var.remote_addr
         local agreed, bad = 0, {}
-        for _ = 1, cases do
+        for i = 1, cases do
             local real_ip, xff = header(), header()
             ngx.req.set_header("X-Real-IP", real_ip)
             ngx.req.set_header("X-Forwarded-For", xff)
-            local got = picker:key()
+            local got = picker:key(i %% 2 == 0 and cache or nil)
             local want = gray_ffi.client_ip(set, peer, use["x-real-ip"] and real_ip or nil,
                                             use["x-forwarded-for"] and xff or nil)
             if got == want then

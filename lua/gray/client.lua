@@ -98,15 +98,30 @@ local function forwarded_lines()
     return v
 end
 
+-- A text already among the cache's keys is a canonical address (nothing
+-- else gets in), so it needs no parse: found, then the entry as cache:get
+-- returns it (value, stale value, flags).
+local function probe(cache, text)
+    local value, stale, flags = cache:get(text)
+    if value ~= nil or stale ~= nil then
+        return true, value, stale, flags
+    end
+    return false
+end
+
 --- The client's canonical address text for this request, or nil when the
 -- peer is not an IP address (a unix socket). In the common cases (a proxy's
 -- X-Real-IP or one-element X-Forwarded-For in canonical form, or a direct
 -- client) the key is the nginx variable's own string: nothing is copied.
-function _M.key(self)
+-- With `cache` (a resty.lrucache whose keys are canonical addresses only),
+-- a text found there is returned with its entry (key, value, stale, flags)
+-- and not parsed at all.
+function _M.key(self, cache)
     local peer = ngx_var.remote_addr
     if peer == nil then
         return nil
     end
+    local found, value, stale, flags
     local set = self.trusted
     if self.any_header then
         local trusted = self.peer_memo[peer]
@@ -123,6 +138,12 @@ function _M.key(self)
             if self.use_real_ip then
                 hdr = ngx_var.http_x_real_ip
                 if hdr then
+                    if cache then
+                        found, value, stale, flags = probe(cache, hdr)
+                        if found then
+                            return hdr, value, stale, flags
+                        end
+                    end
                     -- nil when no element is an address: the lists decide
                     local key = header_key(set, hdr)
                     if key then
@@ -133,12 +154,24 @@ function _M.key(self)
             if self.use_xff then
                 hdr = ngx_var.http_x_forwarded_for
                 if hdr then
+                    if cache then
+                        found, value, stale, flags = probe(cache, hdr)
+                        if found then
+                            return hdr, value, stale, flags
+                        end
+                    end
                     return header_key(set, hdr) or peer_key(set, peer)
                 end
             end
             if self.use_forwarded and ngx_var.http_forwarded then
                 return (client_key(set, peer, nil, nil, forwarded_lines()))
             end
+        end
+    end
+    if cache then
+        found, value, stale, flags = probe(cache, peer)
+        if found then
+            return peer, value, stale, flags
         end
     end
     return peer_key(set, peer)
