@@ -5,7 +5,7 @@
 #   make demo       install, build, start the demo stack (see README)
 #   make demo-stop  stop the demo stack (safe to run twice)
 #   make microbench C core vs pure Lua, ns/op
-#   make bench      the drop-in beside proxy_pass and a seed-style dep.lua in nginx
+#   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
@@ -100,9 +100,12 @@ microbench: build/libgray.so
 	@sh tools/deps.sh build test
 	LUA_PATH='lua/?.lua;bench/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/micro.lua
 
-# req/s (wrk) and router instructions/request (callgrind) for proxy_pass,
-# ngx.exec, the dep.lua drop-in (cached, uncached) and a seed-style dep.lua;
-# also written to build/bench-results.txt
+# The seed's scenario (X-Real-IP from a trusted loopback proxy, no $gray_*
+# variables, a cache hit): router instructions/request (callgrind, the median
+# of BENCH_PROCESSES fresh nginx processes per location) and req/s (wrk) for
+# proxy_pass, the floors (ngx.exec alone, with the necessary reads), the Lua
+# API router, the drop-in (cached, uncached) and a seed-style dep.lua; also
+# written to build/bench-results.txt
 .PHONY: bench
 bench:
 	@sh tools/deps.sh build bench

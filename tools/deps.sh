@@ -15,7 +15,7 @@ pkgs_for() {
     demo)  echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
-                 memcached wrk valgrind" ;;
+                 memcached wrk valgrind curl" ;;
     fuzz)  echo "clang libclang-rt-14-dev" ;;
     *) echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
     esac
