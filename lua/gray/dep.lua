@@ -90,7 +90,7 @@ local VARS = {
     { "gray_cache_ttl", "cache_ttl", 1, "a bare number is seconds" },
     { "gray_timeout", "timeout", 0.001, "a bare number is milliseconds" },
 }
-local NVARS = #VARS
+local NVARS = #VARS      -- run() reads each by index: keep them in step
 _M.VARS = VARS
 
 --- The gray.new options for the variables' values (vals[i] for VARS[i], ""
@@ -158,30 +158,19 @@ end
 -- in a configuration without $gray_* variables reads none at all. A nil read
 -- alone does not prove it (a map without a default reads nil), so the first
 -- one is confirmed by nginx refusing a write for lack of a definition.
-local defined, ndefined = {}, NVARS     -- indexes into VARS still read
-for i = 1, NVARS do
-    defined[i] = i
-end
+local undefined, ndefined = {}, NVARS
 
 local function clear_var(name)
     ngx_var[name] = nil
 end
 
--- Drops VARS[i] from the variables read per request if nginx.conf does not
--- define it.
+-- Marks VARS[i] as never to be read again if nginx.conf does not define it.
 local function forget_if_undefined(i)
     -- no closure here: pcall(function() ... end) per call would allocate
     local ok, err = pcall(clear_var, VARS[i][1])
-    if ok or not tostring(err):find("not found for writing", 1, true) then
-        return
-    end
-    for j = 1, ndefined do
-        if defined[j] == i then
-            defined[j] = defined[ndefined]
-            defined[ndefined] = nil
-            ndefined = ndefined - 1
-            return
-        end
+    if not ok and tostring(err):find("not found for writing", 1, true) then
+        undefined[i] = true
+        ndefined = ndefined - 1
     end
 end
 
@@ -239,26 +228,34 @@ local function configure()
     return router
 end
 
+-- Reads VARS[i] into vals[i] unless it is undefined; returns whether
+-- anything read so far differs from the last request's values.
+local function read_var(i, changed)
+    if undefined[i] then
+        return changed
+    end
+    local v = ngx_var[VARS[i][1]]
+    if v == nil then
+        forget_if_undefined(i)
+    elseif v == "" then
+        v = nil     -- set in another location only: not set here
+    end
+    vals[i] = v
+    return changed or v ~= last[i]
+end
+
 --- The drop-in, per request: the router for this location's variables,
 -- then exec to its decision.
 function _M.run()
     local router = last_router
     if ndefined > 0 or router == nil then
-        local changed = router == nil
-        for j = ndefined, 1, -1 do      -- backwards: forgetting moves the last
-            local i = defined[j]
-            local v = ngx_var[VARS[i][1]]
-            if v == nil then
-                forget_if_undefined(i)
-            elseif v == "" then
-                v = nil     -- set in another location only: not set here
-            end
-            vals[i] = v
-            if v ~= last[i] then
-                changed = true
-            end
-        end
-        if changed then
+        -- straight-line, not a loop: LuaJIT cannot trace a loop of one or
+        -- two turns from the function's entry (it aborts the trace, "leaving
+        -- loop in root trace"), and one defined variable is the common case
+        local c = router == nil
+        c = read_var(1, c); c = read_var(2, c); c = read_var(3, c); c = read_var(4, c)
+        c = read_var(5, c); c = read_var(6, c); c = read_var(7, c)
+        if c then
             router = configure()
             if not router then
                 local stable = vals[4]

@@ -1,0 +1,101 @@
+-- The hot path stays JIT-compiled: an interpreted FFI call costs several
+-- times a compiled one, and a closure or a NYI in the wrong place keeps a
+-- whole request out of the JIT. Real nginx, LuaJIT's own trace log (jit.v),
+-- a few thousand requests through the drop-in and the Lua API: no trace may
+-- abort in the library's files, and the request path must form a trace.
+
+local harness = require "helpers.harness"
+
+local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua" }
+
+describe("the hot path under LuaJIT", function()
+    local mc, nginx, log_path
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("192.0.2.10", "1")
+        local dir = harness.tmpdir()
+        log_path = dir .. "/jit.log"
+        nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location = /dropin {
+                set $gray_memcached 127.0.0.1:$MC;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location = /api {
+                content_by_lua_block {
+                    local r = package.loaded.spec_jit_router
+                    if not r then
+                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                                                         client_headers = { "X-Real-IP" } }))
+                        package.loaded.spec_jit_router = r
+                    end
+                    return r:exec()
+                }
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    -- n keepalive requests in one curl; returns the answers' counts
+    local function batch(path, n, header)
+        local cfg = nginx.dir .. "/curl.cfg"
+        local f = assert(io.open(cfg, "wb"))
+        for _ = 1, n do
+            f:write('url = "http://127.0.0.1:', nginx.port, path, '"\noutput = "/dev/null"\n')
+        end
+        f:close()
+        local out = harness.sh("curl -s -H " .. harness.quote(header) .. " --config " .. cfg
+                               .. " -w '%{http_code}\\n' | sort | uniq -c")
+        return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+    end
+
+    local function aborts_in_library(log)
+        local aborts = {}
+        for line in log:gmatch("[^\n]+") do
+            if line:find("^%[TRACE %-%-%-") then
+                for _, file in ipairs(LIB_FILES) do
+                    if line:find(" " .. file .. ":", 1, true)
+                       or line:find("/" .. file .. ":", 1, true) then
+                        aborts[#aborts + 1] = line
+                    end
+                end
+            end
+        end
+        return aborts
+    end
+
+    it("keeps the drop-in and the API paths compiled once warm", function()
+        -- warm-up: the first requests build routers, read and forget the
+        -- undefined variables, and LuaJIT records its traces
+        assert.equal("1000 200", batch("/dropin", 1000, "X-Real-IP: 192.0.2.10"))
+        assert.equal("1000 200", batch("/api", 1000, "X-Real-IP: 192.0.2.10"))
+        assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
+        local warm = harness.read_file(log_path) or ""
+        assert.truthy(warm:find("%[TRACE +%d+ dep%.lua:%d+ return%]"), warm)
+
+        -- steady state: the same paths, again and again
+        for _ = 1, 2 do
+            assert.equal("2000 200", batch("/dropin", 2000, "X-Real-IP: 192.0.2.10"))
+            assert.equal("2000 200", batch("/api", 2000, "X-Real-IP: 192.0.2.10"))
+            assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
+        end
+        local log = harness.read_file(log_path) or ""
+        local steady = log:sub(#warm + 1)
+        -- no trace aborts in the library once warm, and no steady stream of
+        -- new traces either (a path that keeps recording is not compiled)
+        assert.same({}, aborts_in_library(steady))
+        local _, recorded = steady:gsub("%[TRACE +%d+", "")
+        assert.is_true(recorded <= 4, steady)
+    end)
+end)
