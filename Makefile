@@ -26,7 +26,7 @@ LIBFLAG ?= -shared
 GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/xff.c csrc/mc.c csrc/hash.c
+SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c
 HDR := csrc/gray.h csrc/internal.h
 
 LUAJIT  ?= luajit
@@ -71,10 +71,12 @@ lint:
 	luacheck --std ngx_lua --codes lua spec bench tools
 
 # The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: seeds,
-# every prefix, and seeded mutations through the fuzz target.
+# every prefix, and seeded mutations through the fuzz target. One level of
+# quicksort, then heapsort, so that both of the range set's sorts run.
 build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -o $@ csrc/test/replay.c csrc/test/fuzz_target.c $(SRC)
+	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
+	    csrc/test/fuzz_target.c $(SRC)
 
 asan: build/replay-asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/replay-asan $(REPLAY_ITERATIONS)

@@ -11,6 +11,12 @@
 #                   with the reads the decision needs; bench/reads_floor.lua)
 #   api-router      gray.new({ client_headers = { "X-Real-IP" } }) once per
 #                   worker, router:exec() (bench/api_router.lua)
+#   reads-ids       reads-only plus User-Agent and Accept (floor of api-ids)
+#   api-ids         the Lua API router with two identities (User-Agent and
+#                   Accept headers), their entries cached: what each adds
+#   api-nocache     the Lua API router with cache_ttl 0: one key per request
+#   api-nocache-ids the same with the two identities: three keys per
+#                   request, asked in one multi-get (bench/api_routers.lua)
 #   dropin          lua/gray/dep.lua, no $gray_* variable anywhere
 #   dropin-nocache  lua/gray/dep.lua with set $gray_cache_ttl 0
 #   seed            bench/seed_dep.lua: a new memcached connection per request
@@ -58,12 +64,16 @@ OTHER_IP=10.9.9.9       # not in memcached
 BODY="backend ok"
 
 ALL_LOCS="plain exec-only reads-only api-router dropin dropin-nocache seed"
+ALL_LOCS="$ALL_LOCS reads-ids api-ids api-nocache api-nocache-ids"
 LOCS=${BENCH_LOCATIONS:-$ALL_LOCS}
 # X-Gray-Target each location must answer with, for GRAY_IP and OTHER_IP
 declare -A WANT=([plain]=plain [exec-only]=stable [reads-only]=stable [api-router]=test
-                 [dropin]=test [dropin-nocache]=test [seed]=test)
+                 [dropin]=test [dropin-nocache]=test [seed]=test [reads-ids]=stable
+                 [api-ids]=test [api-nocache]=test [api-nocache-ids]=test)
 declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [reads-only]=stable
-                       [api-router]=stable [dropin]=stable [dropin-nocache]=stable [seed]=stable)
+                       [api-router]=stable [dropin]=stable [dropin-nocache]=stable [seed]=stable
+                       [reads-ids]=stable [api-ids]=stable [api-nocache]=stable
+                       [api-nocache-ids]=stable)
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -222,6 +232,12 @@ location_body() {   # location name -> its directives
     dropin-nocache) echo "set \$gray_cache_ttl 0;
             content_by_lua_file $REPO/lua/gray/dep.lua;" ;;
     seed)           echo "content_by_lua_file $REPO/bench/seed_dep.lua;" ;;
+    reads-ids)      echo 'content_by_lua_block {
+                (package.loaded.reads_floor or require("reads_floor")).run_ids()
+            }' ;;
+    api-ids|api-nocache|api-nocache-ids) echo "content_by_lua_block {
+                (package.loaded.api_routers or require(\"api_routers\"))(\"$1\"):exec()
+            }" ;;
     *) die "no location $1" ;;
     esac
 }

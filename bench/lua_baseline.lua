@@ -285,4 +285,146 @@ function _M.decode_get(buf)
     end
 end
 
+-- MurmurHash3_x86_32 with the bit library: 32-bit products split in halves
+-- so that no intermediate passes 2^53.
+local bit = require "bit"
+local band, bor, bxor, lshift, rshift, tobit = bit.band, bit.bor, bit.bxor, bit.lshift,
+                                              bit.rshift, bit.tobit
+
+local function mul32(a, b)
+    local lo = band(a, 0xffff) * b
+    local hi = band(rshift(a, 16) * band(b, 0xffff), 0xffff)
+    return tobit(lo + lshift(hi, 16))
+end
+
+local function rotl(x, r)
+    return bor(lshift(x, r), rshift(x, 32 - r))
+end
+
+local C1, C2 = tobit(0xcc9e2d51), tobit(0x1b873593)
+
+function _M.murmur3(key, seed)
+    local h = tobit(seed or 0)
+    local len = #key
+    local blocks = len - len % 4
+    for i = 1, blocks, 4 do
+        local b1, b2, b3, b4 = byte(key, i, i + 3)
+        local k = bor(b1, lshift(b2, 8), lshift(b3, 16), lshift(b4, 24))
+        k = mul32(rotl(mul32(k, C1), 15), C2)
+        h = bxor(h, k)
+        h = tobit(mul32(rotl(h, 13), 5) + tobit(0xe6546b64))
+    end
+    local rest = len - blocks
+    if rest > 0 then
+        local k = 0
+        for i = rest, 1, -1 do
+            k = bor(lshift(k, 8), byte(key, blocks + i))
+        end
+        h = bxor(h, mul32(rotl(mul32(k, C1), 15), C2))
+    end
+    h = bxor(h, len)
+    h = bxor(h, rshift(h, 16))
+    h = mul32(h, tobit(0x85ebca6b))
+    h = bxor(h, rshift(h, 13))
+    h = mul32(h, tobit(0xc2b2ae35))
+    h = bxor(h, rshift(h, 16))
+    return h < 0 and h + 4294967296 or h
+end
+
+-- A ranges list the way one would write it in Lua: a hash table per prefix
+-- length and family (IPv4 networks as numbers, IPv6 ones as masked 16-byte
+-- strings), looked up from the longest prefix down. A later line simply
+-- overwrites an equal network. Returns the set and the lines taken.
+function _M.new_ranges(text, names)
+    local index = {}
+    for i, name in ipairs(names) do
+        index[name] = i
+    end
+    local v4, v6 = {}, {}
+    local taken = 0
+    for line in text:gmatch("[^\n]+") do
+        line = line:gsub("#.*", "")
+        local addr, bits, name = match(line, "^%s*([^/%s]+)/?(%d*)%s*(%S*)%s*$")
+        local b = addr and _M.parse(addr)
+        local target = name == "" and 1 or index[name]
+        if b and target then
+            local is_v6 = find(addr, ":", 1, true) ~= nil
+            local width = is_v6 and 128 or 32
+            local prefix = bits == "" and width or tonumber(bits)
+            if prefix <= width and not (bits ~= "" and #bits > 1 and byte(bits) == 48) then
+                taken = taken + 1
+                if is_v6 then
+                    local full = math.floor(prefix / 8)
+                    local key = sub(b, 1, full)
+                    if prefix % 8 > 0 then
+                        local keep = 256 - 2 ^ (8 - prefix % 8)
+                        key = key .. char(band(byte(b, full + 1), keep))
+                    end
+                    local t = v6[prefix]
+                    if not t then
+                        t = {}
+                        v6[prefix] = t
+                    end
+                    t[key] = target
+                else
+                    local n = bor(lshift(byte(b, 13), 24), lshift(byte(b, 14), 16),
+                                  lshift(byte(b, 15), 8), byte(b, 16))
+                    local mask = prefix == 0 and 0 or lshift(-1, 32 - prefix)
+                    local t = v4[prefix]
+                    if not t then
+                        t = {}
+                        v4[prefix] = t
+                    end
+                    t[band(n, mask)] = target
+                end
+            end
+        end
+    end
+    local set = { v4 = {}, v6 = {} }
+    for prefix = 128, 0, -1 do
+        if v4[prefix] then
+            set.v4[#set.v4 + 1] = { prefix == 0 and 0 or lshift(-1, 32 - prefix), v4[prefix] }
+        end
+        if v6[prefix] then
+            set.v6[#set.v6 + 1] = { prefix, v6[prefix] }
+        end
+    end
+    return set, taken
+end
+
+function _M.ranges_find(set, addr)
+    local b = _M.parse_host(addr)
+    if not b then
+        return nil
+    end
+    if sub(b, 1, 12) == MAPPED then
+        local n = bor(lshift(byte(b, 13), 24), lshift(byte(b, 14), 16), lshift(byte(b, 15), 8),
+                      byte(b, 16))
+        local tables = set.v4
+        for i = 1, #tables do
+            local t = tables[i]
+            local hit = t[2][band(n, t[1])]
+            if hit then
+                return hit
+            end
+        end
+        return nil
+    end
+    local tables = set.v6
+    for i = 1, #tables do
+        local t = tables[i]
+        local prefix = t[1]
+        local full = math.floor(prefix / 8)
+        local key = sub(b, 1, full)
+        if prefix % 8 > 0 then
+            key = key .. char(band(byte(b, full + 1), 256 - 2 ^ (8 - prefix % 8)))
+        end
+        local hit = t[2][key]
+        if hit then
+            return hit
+        end
+    end
+    return nil
+end
+
 return _M

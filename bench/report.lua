@@ -11,16 +11,20 @@
 -- round. Ratios are to plain's median (instr/req) or best (req/s).
 
 local LOCS = { "plain", "exec-only", "reads-only", "api-router", "dropin",
-               "dropin-nocache", "seed" }
+               "dropin-nocache", "seed", "reads-ids", "api-ids", "api-nocache",
+               "api-nocache-ids" }
 local LABEL = {
     plain = "plain", ["exec-only"] = "exec-only (floor)",
     ["reads-only"] = "reads-only (floor)", ["api-router"] = "api-router",
     dropin = "dropin (cache)", ["dropin-nocache"] = "dropin (ttl 0)", seed = "seed-style",
+    ["reads-ids"] = "reads+2 ids (floor)", ["api-ids"] = "api, 2 ids",
+    ["api-nocache"] = "api ttl 0, 1 key", ["api-nocache-ids"] = "api ttl 0, 3 keys",
 }
 -- the aims, in instr/req
 local DROPIN_MEDIAN_MAX = 1.30      -- x plain
 local DROPIN_PROCESS_MAX = 1.36     -- x plain, every process
 local ROUTER_WORK_MAX = 600         -- dropin - reads-only, medians
+local PER_ID_MAX = 300              -- what one identity adds at a cache hit
 local OUTLIER = 0.03                -- a process this far from its median is marked
 local PER_LINE = 5                  -- processes per line
 
@@ -173,6 +177,13 @@ if have("dropin", "reads-only") then
     print(string.format("  router's own work (dropin - reads-only, medians) <= %d: %.0f -> %s",
           ROUTER_WORK_MAX, work, verdict(work <= ROUTER_WORK_MAX)))
 end
+if have("api-ids", "reads-ids") and have("api-router", "reads-only") then
+    local per_id = ((med["api-ids"] - med["reads-ids"])
+                    - (med["api-router"] - med["reads-only"])) / 2
+    print(string.format("  each identity at a cache hit, its header read aside ((api-ids -"
+          .. " reads-ids) - (api-router - reads-only)) / 2 <= %d: %.0f -> %s", PER_ID_MAX,
+          per_id, verdict(per_id <= PER_ID_MAX)))
+end
 print("for reference:")
 if have("exec-only", "reads-only") then
     print(string.format("  floors: ngx.exec alone %s, with the two reads %s; the reads: %.0f"
@@ -182,6 +193,10 @@ end
 if have("api-router", "reads-only") then
     print(string.format("  through the Lua API (api-router - reads-only): %.0f instr/req",
           med["api-router"] - med["reads-only"]))
+end
+if have("api-nocache", "api-nocache-ids") then
+    print(string.format("  uncached, one multi-get: 1 key %.0f instr/req, 3 keys (address + 2"
+          .. " identities) %.0f instr/req", med["api-nocache"], med["api-nocache-ids"]))
 end
 if have("dropin-nocache", "seed") then
     print(string.format("  uncached drop-in vs seed-style: %.0f%% fewer instr/req",

@@ -107,6 +107,117 @@ size_t gray_ipset_build(gray_range_t *ranges, size_t n);
 /* 1 when ip lies in a set made by gray_ipset_build(), else 0. O(log n). */
 int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
 
+/* ---- valued range sets: the ranges list (rangelist.c, ipset.c) ---------- */
+
+/* A ranges list is text: one "<address or CIDR> [<target name>]" per line,
+ * LF or CRLF, fields split by spaces or tabs, '#' starts a comment, blank
+ * lines allowed. It compiles in three calls, none of which allocates:
+ * gray_ranges_room() bounds the entries (or gray_ranges_parse() with no room
+ * counts them), the caller allocates them, gray_ranges_parse() fills them,
+ * the caller allocates the set's arrays, and gray_rangeset_build() sorts
+ * the entries and writes the set. The entries are
+ * scratch; the set keeps 2 runs per IPv4 entry at most (5 bytes each), 2
+ * per IPv6 entry (17 bytes each) and an index of at most a byte per run. */
+
+#define GRAY_TARGETS_MAX     255          /* target names a list may use */
+#define GRAY_RANGES_TEXT_MAX 0x7fffffffu  /* longest list text */
+#define GRAY_RANGES_REPORT   8            /* line numbers kept per kind of skip */
+
+/* One IPv4 range of the list: build input only. */
+typedef struct gray_rentry4 {
+    uint32_t lo;                /* first address, host order */
+    uint32_t hi;                /* last address, inclusive */
+    uint32_t line;              /* 1-based line number: of equal CIDRs the later wins */
+    uint32_t target;            /* target index, 1..GRAY_TARGETS_MAX */
+} gray_rentry4_t;
+
+/* One IPv6 range (a CIDR written in IPv6 minus ::ffff:0:0/96: up to two). */
+typedef struct gray_rentry6 {
+    gray_ip_t lo;
+    gray_ip_t hi;
+    uint32_t line;
+    uint16_t prefix;            /* the CIDR's prefix length: the longer wins */
+    uint16_t target;
+} gray_rentry6_t;
+
+typedef struct gray_ranges_stats {
+    uint32_t lines;             /* lines in the text */
+    uint32_t taken;             /* lines compiled */
+    uint32_t n4;                /* IPv4 entries needed (written up to cap4) */
+    uint32_t n6;                /* IPv6 entries needed (written up to cap6) */
+    uint32_t bad;               /* lines skipped as malformed */
+    uint32_t unknown;           /* lines skipped for a target name not in names */
+    uint32_t bad_lines[8];      /* the first GRAY_RANGES_REPORT bad line numbers */
+    uint32_t unknown_lines[8];  /* the first GRAY_RANGES_REPORT unknown-name ones */
+} gray_ranges_stats_t;
+
+/* Parses a ranges list. names holds the known target names separated by
+ * '\n': the k-th (from 1) has index k, and a line without a name gets 1.
+ * A line is bad when its address is not an address or CIDR for
+ * gray_cidr_parse(), covers no address (an IPv6-written CIDR inside
+ * ::ffff:0:0/96), has a third field, or a name with a byte outside
+ * 0x21..0x7e; a well-formed name not in names makes it unknown. Both are
+ * skipped. Writes at most cap4 / cap6 entries and counts all in *st.
+ * Returns GRAY_OK, GRAY_ESPACE when an array was too small, or GRAY_EINVAL
+ * for names that are empty, too many or contain an empty name, or text over
+ * GRAY_RANGES_TEXT_MAX. */
+int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
+                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      gray_ranges_stats_t *st);
+
+/* An upper bound of the entries gray_ranges_parse() writes for text, from a
+ * quick pass that parses no address: one IPv4 entry per line whose first
+ * field has no ':', one IPv6 entry per line whose first field has one, two
+ * when that field may cover ::ffff:0:0/96 (see gray_cidr_parse()). */
+void gray_ranges_room(const char *text, size_t len, size_t *room4, size_t *room6);
+
+/* A compiled list: runs (maximal stretches of addresses with one answer)
+ * in ascending order, each with the target of the most specific range
+ * covering it (0: none), and per family an index over the bits after the
+ * prefix that all its run starts share. */
+typedef struct gray_run4 {
+    uint8_t start[4];           /* first address, network order */
+    uint8_t target;
+} gray_run4_t;
+
+typedef struct gray_run6 {
+    gray_ip_t start;
+    uint8_t target;
+} gray_run6_t;
+
+typedef struct gray_rangeset {
+    gray_run4_t *v4;            /* room for 2 * n4 entries' runs */
+    gray_run6_t *v6;            /* room for 2 * n6 */
+    uint32_t *v4_index;         /* gray_rangeset_index_len(2 * n4) entries */
+    uint32_t *v6_index;         /* gray_rangeset_index_len(2 * n6) */
+    uint32_t n4;                /* runs in use */
+    uint32_t n6;
+    uint8_t v4_skip;            /* index bits: [skip, skip + bits) of an address */
+    uint8_t v4_bits;
+    uint8_t v6_skip;
+    uint8_t v6_bits;
+} gray_rangeset_t;
+
+/* The length of the index array for a family with room for runs runs. */
+size_t gray_rangeset_index_len(size_t runs);
+
+/* Sorts the entries in place and writes set's runs and indexes into the
+ * arrays set points to, sized as the comments above say. Where ranges nest,
+ * the most specific wins (the longest prefix); of equal ones, the later
+ * line. Returns GRAY_OK, or GRAY_EINVAL when entries overlap without
+ * nesting, nest deeper than CIDRs can, or carry a target outside
+ * 1..GRAY_TARGETS_MAX. */
+int gray_rangeset_build(gray_rangeset_t *set, gray_rentry4_t *e4, size_t n4,
+                        gray_rentry6_t *e6, size_t n6);
+
+/* The target index of the run holding ip, 0 when no range covers it.
+ * O(log n), no allocation; set is only read. */
+int gray_rangeset_find(const gray_rangeset_t *set, const gray_ip_t *ip);
+
+/* The same for address text in any gray_ip_parse_host() form; GRAY_EADDR
+ * when it is not an address. */
+int gray_rangeset_find_text(const gray_rangeset_t *set, const char *s, size_t len);
+
 /* ---- client address from forwarding headers (xff.c) --------------------- */
 
 /* Why a walk ended. The client is always walk->addr. */
@@ -186,6 +297,17 @@ int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size
 /* libmemcached's default key hash (Jenkins one-at-a-time). A key lives on
  * server hash % nservers, as libmemcached's default distribution places it. */
 uint32_t gray_hash_oaat(const char *key, size_t len);
+
+#define GRAY_PERCENT_BUCKETS 10000   /* a percentage with two decimals */
+
+/* MurmurHash3_x86_32 (Austin Appleby, SMHasher) of key: blocks read
+ * little-endian at any alignment, so every platform agrees. */
+uint32_t gray_murmur3_32(const char *key, size_t len, uint32_t seed);
+
+/* The percentage bucket of an identity key ("uid:42", "192.168.2.20"):
+ * murmur3 with seed 0, modulo GRAY_PERCENT_BUCKETS. A key is in when its
+ * bucket < percent * 100, so raising the percentage only adds keys. */
+uint32_t gray_percent_bucket(const char *key, size_t len);
 
 /* ---- memcached text protocol (mc.c) ------------------------------------ */
 

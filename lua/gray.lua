@@ -12,6 +12,8 @@
 local gray_ffi = require "gray.ffi"
 local memcached = require "gray.memcached"
 local client = require "gray.client"
+local ids_mod = require "gray.ids"
+local lists_mod = require "gray.lists"
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
@@ -20,6 +22,12 @@ local ngx = ngx
 local ngx_now = ngx.now
 local ngx_exec = ngx.exec
 local get_phase = ngx.get_phase
+local ngx_var = ngx.var
+local ngx_header = ngx.header
+local id_value, id_key = ids_mod.value, ids_mod.key
+local list_range, list_listed, in_percent = lists_mod.range, lists_mod.listed,
+    lists_mod.in_percent
+local peer_is_trusted = client.peer_is_trusted
 local ngx_log = ngx.log
 local WARN = ngx.WARN
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
@@ -37,7 +45,17 @@ local DEFAULTS = {
     client_headers = client.DEFAULTS.client_headers, -- also "Forwarded"; "none"
     stable = "@server",                     -- location for everybody else
     target = "@server_test",                -- location for value "1"
-    targets = false,                        -- { [value] = location, ... }
+    targets = false,                        -- { [name] = location, ... }: values naming them
+    ids = false,                            -- "uid=cookie:uid, dev=header:X-Device-Id"
+    lists = false,                          -- id list names: { "dev" } (gray:list:dev)
+    ranges_key = "gray:ranges",             -- address ranges list; false: none
+    percent_key = "gray:percent",           -- sticky percentage; false: none
+    refresh_interval = 2,                   -- s between two checks of the lists
+    refresh_timeout = 2000,                 -- ms for one refresh of them all
+    list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
+    force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
+    force_untrusted = false,                -- true: the override counts from any peer
+    debug_header = false,                   -- "X-Gray-Debug": target and reason (exec())
     key_prefix = "",                        -- prepended to the address key
     cache_ttl = 1,                          -- s a hit is trusted; 0: no cache
     neg_ttl = false,                        -- s a miss is trusted (cache_ttl)
@@ -201,6 +219,94 @@ function _M.new(opts)
     if not self.targets then
         return nil, err
     end
+    self.default_target = self.targets["1"]
+    -- target names for compiled lists: index 1 is "1", the default target
+    local names = { "1" }
+    for name in pairs(self.targets) do
+        if name ~= "1" then
+            names[#names + 1] = name
+        end
+    end
+    table.sort(names, function(a, b) return a == "1" or (b ~= "1" and a < b) end)
+
+    local ids = get("ids")
+    if ids then
+        ids, err = ids_mod.parse(ids)
+        if not ids then
+            return opt_error("ids", err)
+        end
+        -- identity decisions have a cache of their own: self.cache holds
+        -- canonical addresses only (see self.probe below)
+        self.ids = #ids > 0 and ids or false
+    else
+        self.ids = false
+    end
+
+    local lists = get("lists")
+    if lists then
+        if type(lists) == "string" then
+            local t = {}
+            for name in lists:gmatch("[^,%s]+") do
+                t[#t + 1] = name
+            end
+            lists = t
+        end
+        if type(lists) ~= "table" then
+            return opt_error("lists", "must be a list of identity names")
+        end
+        for _, name in ipairs(lists) do
+            local known = false
+            for _, id in ipairs(self.ids or {}) do
+                known = known or id.name == name
+            end
+            if not known then
+                return opt_error("lists", "names '" .. tostring(name) .. "', which is not"
+                                 .. " one of the identities in 'ids'")
+            end
+        end
+    end
+    for _, name in ipairs({ "ranges_key", "percent_key" }) do
+        local key = get(name)
+        if key ~= false and not gray_ffi.mc_key_ok(key) then
+            return opt_error(name, "must be a memcached key or false")
+        end
+    end
+    local interval = get("refresh_interval")
+    if type(interval) ~= "number" or interval < 0.1 or interval > 3600 then
+        return opt_error("refresh_interval", "must be a number of seconds from 0.1 to 3600")
+    end
+    local rtimeout = get("refresh_timeout")
+    if type(rtimeout) ~= "number" or rtimeout < 1 or rtimeout > 60000 then
+        return opt_error("refresh_timeout", "must be a number of ms from 1 to 60000")
+    end
+    local list_max = get("list_max")
+    if type(list_max) ~= "number" or list_max < 1024 or list_max > 1024 * 1024 * 1024 then
+        return opt_error("list_max", "must be a number of bytes from 1024 to 1 GiB")
+    end
+
+    local force = get("force")
+    self.force_var = false
+    if force then
+        local source, field
+        if type(force) == "string" then
+            source, field = force:match("^(%a+):([%w_%-]+)$")
+        end
+        if source == "header" then
+            self.force_var = "http_" .. field:lower():gsub("%-", "_")
+        elseif source == "cookie" then
+            self.force_var = "cookie_" .. field
+        else
+            return opt_error("force", "must be 'header:Name' or 'cookie:name', got "
+                             .. tostring(force))
+        end
+    end
+    self.force_untrusted = get("force_untrusted") and true or false
+    local debug_header = get("debug_header")
+    if debug_header and (type(debug_header) ~= "string"
+                         or not debug_header:find("^[%w%-]+$")) then
+        return opt_error("debug_header", "must be a header name or false")
+    end
+    self.debug_header = debug_header or false
 
     local prefix = get("key_prefix")
     if type(prefix) ~= "string" or #prefix > 200
@@ -220,6 +326,17 @@ function _M.new(opts)
     -- a key there is known to be that address: gray.client then skips its
     -- parse. With a key_prefix no raw text can match.
     self.probe = not self.key_prefix and self.cache
+    -- each identity's decisions in a cache of its own, keyed by the raw
+    -- value: a hit needs no key built and no key check (only values that
+    -- passed the check get in)
+    for _, id in ipairs(self.ids or {}) do
+        id.cache = lrucache.new(get("cache_size"))
+    end
+    self.lists = lists_mod.new({
+        mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
+        lists = lists or nil, interval = interval, timeout = rtimeout, max_bytes = list_max,
+        names = names, locations = self.targets, log = self.log,
+    })
     return setmetatable(self, mt)
 end
 
@@ -234,34 +351,54 @@ local function client_key(self)
 end
 _M.client_key = client_key
 
--- A cache miss: ask memcached, cache the decision, or fall back to a stale
--- decision or the stable location.
-local function lookup(self, key, stale, stored_at)
+local function needs_cosockets()
     local phase = get_phase()
-    if not COSOCKET_PHASES[phase] then
-        return nil, "gray: decide() needs cosockets on a cache miss: call it in the rewrite,"
-                    .. " access or content phase, not in " .. phase
+    if COSOCKET_PHASES[phase] then
+        return nil
     end
-    local cache = self.cache
+    return "gray: decide() needs cosockets on a cache miss: call it in the rewrite,"
+           .. " access or content phase, not in " .. phase
+end
+
+-- What a memcached value decides: its target's location, or false (not
+-- gray: a miss, "0", "", an oversized value, or an unknown target name,
+-- which is logged).
+local function decision_of(self, key, value)
+    if not value or value == "" or value == "0" then
+        return false
+    end
+    local target = self.targets[value]
+    if target then
+        return target
+    end
+    self.log:report("target", "the value of " .. key .. " names no target: '"
+                    .. value:sub(1, 40) .. "' (known: 1 and the names in targets)")
+    return false
+end
+
+-- Asks memcached for one key and caches the decision. Returns the decision
+-- (a location or false), or nil, failure reason ("store-error",
+-- "store-down") when memcached failed; stale decisions are the caller's.
+local function fetch_one(self, cache, key)
     local value, err, kind = self.mc:get(key)
-    local t = ngx_now()
     if kind == "value" then
         -- an oversized value is an answer, just not a membership one
         self.log:report(kind, err)
         value = ""
     end
-    if value ~= nil then
-        local target = value and self.targets[value] or false
-        -- lrucache's flags keep when the answer was stored (whole seconds:
-        -- they are a uint32), which bounds its stale use
-        cache:set(key, target, value and self.pos_ttl or self.neg_ttl, t)
-        if target then
-            return target, "ip", "memcached"
-        end
-        return self.stable, "default", "memcached"
+    if value == nil then
+        self.log:report(kind, err)
+        return nil, kind == "down" and "store-down" or "store-error"
     end
+    local target = decision_of(self, key, value)
+    -- the entry keeps when it was stored, which bounds its stale use
+    cache:set(key, target, value and self.pos_ttl or self.neg_ttl, ngx_now())
+    return target
+end
 
-    self.log:report(kind, err)
+-- The stale decision of a key after memcached failed, or nil when it is
+-- too old or there is none.
+local function stale_of(self, cache, key, stale, stored_at)
     if not self.use_fresh then
         -- with no fresh life every entry is expired: it is stale
         local fresh
@@ -270,30 +407,63 @@ local function lookup(self, key, stale, stored_at)
             stale = fresh
         end
     end
-    if stale == nil or t - stored_at > self.stale_limit then
-        return self.stable, kind == "down" and "store-down" or "store-error"
+    if stale == nil or ngx_now() - stored_at > self.stale_limit then
+        return nil
     end
-    if stale then
-        return stale, "ip", "stale"
-    end
-    return self.stable, "default", "stale"
+    return stale
 end
 
---- Decides without side effects on the request: returns the location, the
--- reason ("ip": gray by address, "default": not gray, "store-error":
--- memcached failed, "store-down": its breaker is open, "no-client": no
--- client address) and where the answer came from ("cache", "memcached",
--- "stale", or nil when there was none). nil, err where a cache miss cannot
--- ask memcached (a phase without cosockets).
-local function decide(self)
-    -- the probe hands back the entry of an address already in the cache
-    local key, target, stale, stored_at = client_key_of(self.client, self.probe)
-    if not key then
-        return self.stable, "no-client"
+-- The rules below the memcached entries: id lists, ranges, percentage.
+-- pkey is the percentage's identity key (the first identity present, else
+-- the canonical address); failure, when memcached failed for an entry,
+-- replaces "default".
+-- The location an id list gives this request's value of identity id, or
+-- nil (id may be nil: past the last identity).
+local function listed(lists, id)
+    if id == nil or not lists.idlists[id.name] then
+        return nil
     end
+    local v = id_value(id)
+    return v and list_listed(lists, id.name, v)
+end
+
+local function decide_lists(self, addr, pid, pv, failure, source)
+    local lists = self.lists
+    local ids = self.ids
+    if ids and lists.any_idlist then
+        -- straight-line over the (at most 4) identities, not a loop: see
+        -- decide_ids
+        local loc = listed(lists, ids[1])
+        if loc then return loc, ids[1].list_reason, source end
+        loc = listed(lists, ids[2])
+        if loc then return loc, ids[2].list_reason, source end
+        loc = listed(lists, ids[3])
+        if loc then return loc, ids[3].list_reason, source end
+        loc = listed(lists, ids[4])
+        if loc then return loc, ids[4].list_reason, source end
+    end
+    if addr and lists.ranges then
+        local loc = list_range(lists, addr)
+        if loc then
+            return loc, "range", source
+        end
+    end
+    if lists.threshold > 0 then
+        -- the first identity present, else the canonical address
+        local pkey = pid and pid.prefix .. pv or addr
+        if pkey and in_percent(lists, pkey) then
+            return self.default_target, "percent", source
+        end
+    end
+    return self.stable, failure or "default", source
+end
+
+-- The address alone (no identities): the fast path of the seed's setup.
+local function decide_address(self, addr, target, stale, stored_at)
+    local key = addr
     if target == nil and stale == nil then
         if self.key_prefix then
-            key = self.key_prefix .. key
+            key = self.key_prefix .. addr
         end
         if self.use_fresh then
             -- an expired entry comes back as stale, for use if memcached fails
@@ -303,16 +473,241 @@ local function decide(self)
     if target then
         return target, "ip", "cache"
     elseif target == false then
-        return self.stable, "default", "cache"
+        return decide_lists(self, addr, nil, nil, nil, "cache")
     end
-    return lookup(self, key, stale, stored_at)
+    local err = needs_cosockets()
+    if err then
+        return nil, err
+    end
+    local failure
+    target, failure = fetch_one(self, self.cache, key)
+    if target then
+        return target, "ip", "memcached"
+    elseif target == false then
+        return decide_lists(self, addr, nil, nil, nil, "memcached")
+    end
+    target = stale_of(self, self.cache, key, stale, stored_at)
+    if target then
+        return target, "ip", "stale"
+    elseif target == false then
+        return decide_lists(self, addr, nil, nil, nil, "stale")
+    end
+    return decide_lists(self, addr, nil, nil, failure, nil)
+end
+
+-- One identity in the cache-only pass of decide_ids: its gray decision
+-- when no identity before it is unknown, whether any is unknown so far, and
+-- the first identity present and its value (for the percentage). id may be
+-- nil (past the last identity).
+local function id_from_cache(self, id, unknown, pid, pv)
+    if id == nil then
+        return nil, unknown, pid, pv
+    end
+    local v = id_value(id)
+    if not v then
+        return nil, unknown, pid, pv
+    end
+    local target
+    if self.use_fresh then
+        target = id.cache:get(v)
+    end
+    if target == nil then
+        -- not cached: a usable value must be asked for, junk is as absent
+        if not id_key(id, v) then
+            return nil, unknown, pid, pv
+        end
+        unknown = true
+    elseif target and not unknown then
+        return target, unknown, pid or id, pv or v
+    end
+    if pid then
+        return nil, unknown, pid, pv
+    end
+    return nil, unknown, id, v
+end
+
+-- Identities and the address. The first identity (in the order of `ids`)
+-- with a gray entry decides, then the address's entry; the entries not in
+-- the caches are asked for, all of them in one multi-get.
+local function decide_ids(self, addr, a_target, a_stale, a_stored)
+    local ids = self.ids
+    local akey = addr
+    if addr and a_target == nil and a_stale == nil then
+        if self.key_prefix then
+            akey = self.key_prefix .. addr
+        end
+        if self.use_fresh then
+            a_target, a_stale, a_stored = self.cache:get(akey)
+        end
+    end
+
+    -- from the caches alone, while nothing before is unknown. Straight-line
+    -- over the (at most 4) identities, not a loop: LuaJIT cannot trace a
+    -- loop of one or two turns inside the request's trace (it aborts:
+    -- "leaving loop in root trace") and the request would run interpreted.
+    local t, unknown, pid, pv = id_from_cache(self, ids[1], false, nil, nil)
+    if t then return t, ids[1].reason, "cache" end
+    t, unknown, pid, pv = id_from_cache(self, ids[2], unknown, pid, pv)
+    if t then return t, ids[2].reason, "cache" end
+    t, unknown, pid, pv = id_from_cache(self, ids[3], unknown, pid, pv)
+    if t then return t, ids[3].reason, "cache" end
+    t, unknown, pid, pv = id_from_cache(self, ids[4], unknown, pid, pv)
+    if t then return t, ids[4].reason, "cache" end
+    if not unknown then
+        if a_target then
+            return a_target, "ip", "cache"
+        elseif a_target == false or not addr then
+            return decide_lists(self, addr, pid, pv, nil, "cache")
+        end
+    end
+
+    -- some entry is unknown: ask memcached for every unknown one at once
+    local err = needs_cosockets()
+    if err then
+        return nil, err
+    end
+    local keys, known, pending = {}, {}, {}
+    for i = 1, #ids do
+        local id = ids[i]
+        local v = id_value(id)
+        local key = v and id_key(id, v)
+        if key then
+            local target, stale, stored_at = id.cache:get(v)
+            if target == nil or not self.use_fresh then
+                keys[#keys + 1] = key
+                pending[key] = { id.cache, v, stale, stored_at }
+            else
+                known[key] = target
+            end
+        end
+    end
+    if addr and (a_target == nil or not self.use_fresh) then
+        keys[#keys + 1] = akey
+        pending[akey] = { self.cache, akey, a_stale, a_stored }
+    elseif addr then
+        known[akey] = a_target
+    end
+
+    local failure, source = nil, "memcached"
+    local res, failed, ferr
+    if #keys == 1 then
+        local value, kind
+        value, ferr, kind = self.mc:get(keys[1])
+        res = { [keys[1]] = value or nil }
+        failed = value == nil and { [keys[1]] = kind } or nil
+    elseif #keys > 1 then
+        res, failed, ferr = self.mc:get_multi(keys)
+    end
+    local now = ngx_now()
+    for key, p in pairs(pending) do
+        local kind = failed and failed[key]
+        if kind and kind ~= "value" then
+            failure = failure or (kind == "down" and "store-down" or "store-error")
+            -- its stale decision, when recent enough
+            local stale = stale_of(self, p[1], p[2], p[3], p[4])
+            if stale ~= nil then
+                known[key] = stale
+                source = "stale"
+            end
+        else
+            -- an oversized value is an answer, just not a membership one
+            local value = kind ~= "value" and res[key] or ""
+            local target = decision_of(self, key, value)
+            p[1]:set(p[2], target, (res[key] or kind) and self.pos_ttl or self.neg_ttl, now)
+            known[key] = target
+        end
+    end
+    if failure or (failed and ferr) then
+        self.log:report(failure or "value", tostring(ferr))
+    end
+
+    for i = 1, #ids do
+        local id = ids[i]
+        local v = id_value(id)
+        local key = v and id_key(id, v)
+        local target = key and known[key]
+        if target then
+            return target, id.reason, source
+        end
+    end
+    if addr and known[akey] then
+        return known[akey], "ip", source
+    end
+    return decide_lists(self, addr, pid, pv, failure, source)
+end
+
+-- The tester override: "always", "never" or a target name in the force
+-- header or cookie, from a trusted peer (or any, with force_untrusted).
+local function forced(self)
+    local v = ngx_var[self.force_var]
+    if v == nil or v == "" then
+        return nil
+    end
+    if not self.force_untrusted and not peer_is_trusted(self.client) then
+        return nil
+    end
+    if v == "always" then
+        return self.default_target
+    elseif v == "never" then
+        return self.stable
+    end
+    return self.targets[v]
+end
+
+--- Decides without side effects on the request: returns the location, the
+-- reason and where the entry came from ("cache", "memcached", "stale", or
+-- nil). Reasons, in precedence order: "force" (the tester override),
+-- "id:<name>" (an identity's entry), "ip" (the address's entry),
+-- "list:<name>" (an id list), "range", "percent", then "default" (not
+-- gray), "store-error" / "store-down" (memcached failed, nothing else
+-- matched) or "no-client" (no address: a unix-socket peer). nil, err where
+-- a cache miss cannot ask memcached (a phase without cosockets).
+local function decide(self)
+    if self.force_var then
+        local target = forced(self)
+        if target then
+            return target, "force"
+        end
+    end
+    local lists = self.lists
+    if not lists.started then
+        local phase = get_phase()
+        if phase ~= "init" then
+            local ok, err = lists:start()
+            if not ok then
+                self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
+            end
+        end
+    end
+    -- the probe hands back the entry of an address already in the cache
+    local addr, target, stale, stored_at = client_key_of(self.client, self.probe)
+    if self.ids then
+        return decide_ids(self, addr, target, stale, stored_at)
+    end
+    if not addr then
+        return self.stable, "no-client"
+    end
+    return decide_address(self, addr, target, stale, stored_at)
 end
 
 _M.decide = decide
 
---- decide(), then ngx.exec() to the location.
+--- decide(), then ngx.exec() to the location (with the debug header, when
+-- configured).
 function _M.exec(self)
-    return ngx_exec(decide(self) or self.stable)
+    local target, reason = decide(self)
+    if not target then
+        target, reason = self.stable, "error"
+    end
+    if self.debug_header then
+        ngx_header[self.debug_header] = target .. "; " .. reason
+    end
+    return ngx_exec(target)
+end
+
+--- What the router's lists hold: ranges, list sizes, percentage, compiles.
+function _M.list_stats(self)
+    return self.lists:stats()
 end
 
 return _M

@@ -188,6 +188,8 @@ describe("the constants mirrored in gray/ffi.lua", function()
         { "GRAY_EAGAIN", "GRAY_EAGAIN", -2 },
         { "IP_TEXT_MAX", "GRAY_IP_TEXT_MAX", 46 },
         { "MC_END", "GRAY_MC_END", 8 },
+        { "TARGETS_MAX", "GRAY_TARGETS_MAX", 255 },
+        { "RANGES_REPORT", "GRAY_RANGES_REPORT", 8 },
     }
     for _, c in ipairs(numbers) do
         local lua_name, c_name, value = c[1], c[2], c[3]
@@ -196,6 +198,14 @@ describe("the constants mirrored in gray/ffi.lua", function()
             assert.are.equal(DEFINES[c_name], module_number(lua_name))
         end)
     end
+
+    -- a cdef cannot name a macro, so gray.h writes the array length out
+    it("gray_ranges_stats_t keeps GRAY_RANGES_REPORT line numbers of each kind", function()
+        local ffi = require "ffi"
+        local st = ffi.new("gray_ranges_stats_t")
+        assert.are.equal(DEFINES.GRAY_RANGES_REPORT * 4, ffi.sizeof(st.bad_lines))
+        assert.are.equal(DEFINES.GRAY_RANGES_REPORT * 4, ffi.sizeof(st.unknown_lines))
+    end)
 
     it("VERSION in the source equals GRAY_VERSION", function()
         assert.is_string(DEFINES.GRAY_VERSION)

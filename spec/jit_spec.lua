@@ -1,12 +1,14 @@
 -- The hot path stays JIT-compiled: an interpreted FFI call costs several
 -- times a compiled one, and a closure or a NYI in the wrong place keeps a
--- whole request out of the JIT. Real nginx, LuaJIT's own trace log (jit.v),
+-- whole request out of the JIT. The cached path is what must compile: the
+-- decisions here live 300 s, so the steady phase never asks memcached. Real nginx, LuaJIT's own trace log (jit.v),
 -- a few thousand requests through the drop-in and the Lua API: no trace may
 -- abort in the library's files, and the request path must form a trace.
 
 local harness = require "helpers.harness"
 
-local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua" }
+local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
+                    "ids.lua", "lists.lua" }
 
 describe("the hot path under LuaJIT", function()
     local mc, nginx, log_path
@@ -23,6 +25,7 @@ describe("the hot path under LuaJIT", function()
             listen 127.0.0.1:$PORT;
             location = /dropin {
                 set $gray_memcached 127.0.0.1:$MC;
+                set $gray_cache_ttl 300;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
             location = /api {
@@ -30,8 +33,21 @@ describe("the hot path under LuaJIT", function()
                     local r = package.loaded.spec_jit_router
                     if not r then
                         r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                                                         client_headers = { "X-Real-IP" } }))
+                                                         client_headers = { "X-Real-IP" },
+                                                         cache_ttl = 300 }))
                         package.loaded.spec_jit_router = r
+                    end
+                    return r:exec()
+                }
+            }
+            location = /ids {
+                content_by_lua_block {
+                    local r = package.loaded.spec_jit_ids_router
+                    if not r then
+                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                            client_headers = { "X-Real-IP" }, cache_ttl = 300,
+                            ids = "uid=cookie:uid, dev=header:X-Device-Id" }))
+                        package.loaded.spec_jit_ids_router = r
                     end
                     return r:exec()
                 }
@@ -48,14 +64,16 @@ describe("the hot path under LuaJIT", function()
     end)
 
     -- n keepalive requests in one curl; returns the answers' counts
-    local function batch(path, n, header)
+    local function batch(path, n, header, header2)
         local cfg = nginx.dir .. "/curl.cfg"
         local f = assert(io.open(cfg, "wb"))
         for _ = 1, n do
             f:write('url = "http://127.0.0.1:', nginx.port, path, '"\noutput = "/dev/null"\n')
         end
         f:close()
-        local out = harness.sh("curl -s -H " .. harness.quote(header) .. " --config " .. cfg
+        local out = harness.sh("curl -s -H " .. harness.quote(header)
+                               .. (header2 and " -H " .. harness.quote(header2) or "")
+                               .. " --config " .. cfg
                                .. " -w '%{http_code}\\n' | sort | uniq -c")
         return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
     end
@@ -81,6 +99,8 @@ describe("the hot path under LuaJIT", function()
         assert.equal("1000 200", batch("/dropin", 1000, "X-Real-IP: 192.0.2.10"))
         assert.equal("1000 200", batch("/api", 1000, "X-Real-IP: 192.0.2.10"))
         assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
+        assert.equal("1000 200", batch("/ids", 1000, "X-Real-IP: 192.0.2.10",
+                                       "Cookie: uid=42; other=1"))
         local warm = harness.read_file(log_path) or ""
         assert.truthy(warm:find("%[TRACE +%d+ dep%.lua:%d+ return%]"), warm)
 
@@ -89,6 +109,8 @@ describe("the hot path under LuaJIT", function()
             assert.equal("2000 200", batch("/dropin", 2000, "X-Real-IP: 192.0.2.10"))
             assert.equal("2000 200", batch("/api", 2000, "X-Real-IP: 192.0.2.10"))
             assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
+            assert.equal("2000 200", batch("/ids", 2000, "X-Real-IP: 192.0.2.10",
+                                           "Cookie: uid=42; other=1"))
         end
         local log = harness.read_file(log_path) or ""
         local steady = log:sub(#warm + 1)

@@ -9,7 +9,12 @@
  *   - a merged CIDR set answers as a linear scan of its ranges does, and a
  *     CIDR written in IPv6 never covers an IPv4 (mapped) address;
  *   - an untrusted peer is its own client whatever the headers say, and a
- *     header only decides when its walk took a hop. */
+ *     header only decides when its walk took a hop;
+ *   - a ranges list counts as it fills, never writes past the room it is
+ *     given, and its compiled set answers as a naive scan of the parsed
+ *     entries does (the most specific range, of equal ones the later line);
+ *   - murmur3 equals a byte-at-a-time reading of the algorithm at any
+ *     alignment, and the bucket is its value modulo 10000. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +23,8 @@
 
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
-enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_COUNT };
+enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
+       T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -239,6 +245,213 @@ static void fuzz_mc_line(const char *s, size_t len)
     (void)gray_mc_key_ok(s, len);
 }
 
+/* The naive answer for a v4 address: of the entries holding it, the
+ * smallest range (the longest prefix), of equal ones the later line. */
+static uint32_t naive4(const gray_rentry4_t *e, size_t n, uint32_t x)
+{
+    const gray_rentry4_t *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].lo > x || x > e[i].hi)
+            continue;
+        if (best == NULL || e[i].hi - e[i].lo < best->hi - best->lo ||
+            (e[i].hi - e[i].lo == best->hi - best->lo && e[i].line > best->line))
+            best = &e[i];
+    }
+    return best ? best->target : 0;
+}
+
+/* For v6, the prefix written decides (an IPv6 CIDR may have been cut in two
+ * around ::ffff:0:0/96), then the later line. */
+static uint32_t naive6(const gray_rentry6_t *e, size_t n, const gray_ip_t *x)
+{
+    const gray_rentry6_t *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(e[i].lo.b, x->b, 16) > 0 || memcmp(x->b, e[i].hi.b, 16) > 0)
+            continue;
+        if (best == NULL || e[i].prefix > best->prefix ||
+            (e[i].prefix == best->prefix && e[i].line > best->line))
+            best = &e[i];
+    }
+    return best ? best->target : 0;
+}
+
+static gray_ip_t v4_ip(uint32_t x)
+{
+    gray_ip_t ip = mapped_first;
+    ip.b[12] = (uint8_t)(x >> 24);
+    ip.b[13] = (uint8_t)(x >> 16);
+    ip.b[14] = (uint8_t)(x >> 8);
+    ip.b[15] = (uint8_t)x;
+    return ip;
+}
+
+static uint32_t v4_value(const gray_ip_t *ip)
+{
+    return (uint32_t)ip->b[12] << 24 | (uint32_t)ip->b[13] << 16 | (uint32_t)ip->b[14] << 8 |
+           ip->b[15];
+}
+
+static gray_ip_t ip_step(gray_ip_t ip, int up)
+{
+    for (int i = 15; i >= 0; i--) {
+        uint8_t before = ip.b[i];
+        ip.b[i] = (uint8_t)(up ? before + 1 : before - 1);
+        if (up ? ip.b[i] != 0 : before != 0)
+            break;
+    }
+    return ip;
+}
+
+#define PROBE_ENTRIES 12   /* entries whose edges are probed (each probe scans all) */
+
+/* A ranges list from the input, with three known target names. */
+static void fuzz_ranges(const char *s, size_t len)
+{
+    static const char names[] = "1\nv2\nv3";
+    gray_ranges_stats_t st, st2;
+    int rc = gray_ranges_parse(s, len, names, sizeof names - 1, NULL, 0, NULL, 0, &st);
+    CHECK(rc == GRAY_OK || rc == GRAY_ESPACE);
+    CHECK((rc == GRAY_OK) == (st.n4 == 0 && st.n6 == 0));
+    CHECK(st.taken + st.bad + st.unknown <= st.lines && st.lines <= len);
+    CHECK(st.n4 + st.n6 >= st.taken && st.n4 + st.n6 <= 2 * st.taken);
+    size_t room4, room6;
+    gray_ranges_room(s, len, &room4, &room6);
+    CHECK(st.n4 <= room4 && st.n6 <= room6);
+    for (uint32_t i = 0; i < st.bad && i < GRAY_RANGES_REPORT; i++)
+        CHECK(st.bad_lines[i] >= 1 && st.bad_lines[i] <= st.lines &&
+              (i == 0 || st.bad_lines[i] > st.bad_lines[i - 1]));
+
+    /* exactly the room counted; one less must be refused, not overrun */
+    gray_rentry4_t *e4 = malloc(st.n4 ? st.n4 * sizeof *e4 : 1);
+    gray_rentry6_t *e6 = malloc(st.n6 ? st.n6 * sizeof *e6 : 1);
+    if (st.n4 + st.n6 > 0) {
+        size_t c4 = st.n4 ? st.n4 - 1 : 0, c6 = st.n4 ? st.n6 : st.n6 - 1;
+        CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, e4, c4, e6, c6, &st2) ==
+              GRAY_ESPACE);
+    }
+    CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, e4, st.n4, e6, st.n6, &st2) ==
+          GRAY_OK);
+    CHECK(memcmp(&st, &st2, sizeof st) == 0);
+
+    /* the parsed entries, kept unsorted for the naive scan */
+    gray_rentry4_t *c4 = malloc(st.n4 ? st.n4 * sizeof *c4 : 1);
+    gray_rentry6_t *c6 = malloc(st.n6 ? st.n6 * sizeof *c6 : 1);
+    memcpy(c4, e4, st.n4 * sizeof *e4);
+    memcpy(c6, e6, st.n6 * sizeof *e6);
+    for (uint32_t i = 0; i < st.n4; i++)
+        CHECK(e4[i].lo <= e4[i].hi && e4[i].target >= 1 && e4[i].target <= 3);
+    for (uint32_t i = 0; i < st.n6; i++) {
+        CHECK(memcmp(e6[i].lo.b, e6[i].hi.b, 16) <= 0 && e6[i].prefix <= 128);
+        /* nothing written in IPv6 covers an IPv4 address */
+        CHECK(memcmp(e6[i].hi.b, mapped_first.b, 16) < 0 ||
+              memcmp(e6[i].lo.b, mapped_last.b, 16) > 0);
+    }
+
+    gray_rangeset_t set;
+    size_t ix4 = gray_rangeset_index_len(2 * st.n4), ix6 = gray_rangeset_index_len(2 * st.n6);
+    set.v4 = malloc(2 * st.n4 * sizeof *set.v4 + 1);
+    set.v6 = malloc(2 * st.n6 * sizeof *set.v6 + 1);
+    set.v4_index = malloc(ix4 * sizeof *set.v4_index);
+    set.v6_index = malloc(ix6 * sizeof *set.v6_index);
+    CHECK(gray_rangeset_build(&set, e4, st.n4, e6, st.n6) == GRAY_OK);
+    CHECK(set.n4 <= 2 * st.n4 && set.n6 <= 2 * st.n6);
+    for (uint32_t i = 1; i < set.n4; i++)
+        CHECK(memcmp(set.v4[i - 1].start, set.v4[i].start, 4) < 0 &&
+              set.v4[i - 1].target != set.v4[i].target);
+    for (uint32_t i = 1; i < set.n6; i++)
+        CHECK(memcmp(set.v6[i - 1].start.b, set.v6[i].start.b, 16) < 0 &&
+              set.v6[i - 1].target != set.v6[i].target);
+    /* each index ascends to the run count within the room it was given */
+    CHECK(((size_t)1 << set.v4_bits) + 1 <= ix4 && ((size_t)1 << set.v6_bits) + 1 <= ix6);
+    CHECK(set.v4_skip + set.v4_bits <= 32 && set.v6_skip + set.v6_bits <= 128);
+    for (size_t b = 1; b <= ((size_t)1 << set.v4_bits); b++)
+        CHECK(set.v4_index[b - 1] <= set.v4_index[b]);
+    for (size_t b = 1; b <= ((size_t)1 << set.v6_bits); b++)
+        CHECK(set.v6_index[b - 1] <= set.v6_index[b]);
+    CHECK(set.v4_index[(size_t)1 << set.v4_bits] == set.n4);
+    CHECK(set.v6_index[(size_t)1 << set.v6_bits] == set.n6);
+
+    for (uint32_t i = 0; i < st.n4 && i < PROBE_ENTRIES; i++) {
+        uint32_t probe[4] = {c4[i].lo, c4[i].hi, c4[i].lo - 1, c4[i].hi + 1};
+        for (int k = 0; k < 4; k++) {
+            gray_ip_t ip = v4_ip(probe[k]);
+            CHECK(gray_rangeset_find(&set, &ip) == (int)naive4(c4, st.n4, probe[k]));
+        }
+    }
+    for (uint32_t i = 0; i < st.n6 && i < PROBE_ENTRIES; i++) {
+        gray_ip_t probe[4] = {c6[i].lo, c6[i].hi, ip_step(c6[i].lo, 0), ip_step(c6[i].hi, 1)};
+        for (int k = 0; k < 4; k++) {
+            int want = gray_ip_is_v4(&probe[k]) ? (int)naive4(c4, st.n4, v4_value(&probe[k]))
+                                                : (int)naive6(c6, st.n6, &probe[k]);
+            CHECK(gray_rangeset_find(&set, &probe[k]) == want);
+        }
+    }
+    static const char *fixed[] = {"0.0.0.0", "255.255.255.255", "10.1.2.3", "::", "::1",
+                                  "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::1",
+                                  "::fffe:ffff:ffff", "::1:0:0:0"};
+    for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++) {
+        gray_ip_t ip;
+        CHECK(gray_ip_parse(fixed[k], strlen(fixed[k]), &ip) == GRAY_OK);
+        int want = gray_ip_is_v4(&ip) ? (int)naive4(c4, st.n4, v4_value(&ip))
+                                      : (int)naive6(c6, st.n6, &ip);
+        CHECK(gray_rangeset_find_text(&set, fixed[k], strlen(fixed[k])) == want);
+    }
+    CHECK(gray_rangeset_find_text(&set, s, len) >= GRAY_EADDR);
+
+    free(set.v4);
+    free(set.v6);
+    free(set.v4_index);
+    free(set.v6_index);
+    free(c4);
+    free(c6);
+    free(e4);
+    free(e6);
+}
+
+/* MurmurHash3_x86_32 read one byte at a time, as the algorithm is written. */
+static uint32_t murmur3_bytewise(const uint8_t *p, size_t len, uint32_t seed)
+{
+    uint32_t h = seed, k;
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        k = p[i] | (uint32_t)p[i + 1] << 8 | (uint32_t)p[i + 2] << 16 | (uint32_t)p[i + 3] << 24;
+        k *= 0xcc9e2d51u;
+        k = k << 15 | k >> 17;
+        k *= 0x1b873593u;
+        h ^= k;
+        h = h << 13 | h >> 19;
+        h = h * 5 + 0xe6546b64u;
+    }
+    k = 0;
+    for (size_t j = len; j-- > i;)
+        k = k << 8 | p[j];
+    if (len > i) {
+        k *= 0xcc9e2d51u;
+        k = k << 15 | k >> 17;
+        k *= 0x1b873593u;
+        h ^= k;
+    }
+    h ^= (uint32_t)len;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    return h ^ h >> 16;
+}
+
+static void fuzz_hash(const char *s, size_t len)
+{
+    static const uint32_t seeds[] = {0, 1, 0x9747b28cu, 0xffffffffu};
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        /* every suffix starts at another alignment */
+        for (size_t off = 0; off < 4 && off <= len; off++)
+            CHECK(gray_murmur3_32(s + off, len - off, seeds[i]) ==
+                  murmur3_bytewise((const uint8_t *)s + off, len - off, seeds[i]));
+    }
+    uint32_t b = gray_percent_bucket(s, len);
+    CHECK(b < GRAY_PERCENT_BUCKETS && b == gray_murmur3_32(s, len, 0) % GRAY_PERCENT_BUCKETS);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -257,6 +470,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_MC_LINE:   fuzz_mc_line(s, len); break;
     case T_IPSET:     fuzz_ipset(s, len); break;
     case T_CLIENT:    fuzz_client_key(s, len); break;
+    case T_RANGES:    fuzz_ranges(s, len); break;
+    case T_HASH:      fuzz_hash(s, len); break;
     }
     free(s);
     return 0;

@@ -98,6 +98,19 @@ local function forwarded_lines()
     return v
 end
 
+--- Whether this request's socket peer is a trusted proxy.
+function _M.peer_is_trusted(self)
+    local peer = ngx_var.remote_addr
+    if peer == nil then
+        return false
+    end
+    local trusted = self.peer_memo[peer]
+    if trusted == nil then
+        trusted = peer_trusted(self.trusted, peer)
+    end
+    return trusted
+end
+
 -- A text already among the cache's keys is a canonical address (nothing
 -- else gets in), so it needs no parse: found, then the entry as cache:get
 -- returns it (value, stale value, flags).

@@ -22,6 +22,13 @@
 --     set $gray_target         "@server_test";
 --     set $gray_cache_ttl      1s;      # a bare number is seconds; 0: no cache
 --     set $gray_timeout        50ms;    # a bare number is milliseconds
+--     set $gray_targets        "v2=@server_v2, v3=@server_v3";  # value -> location
+--     set $gray_ids            "uid=cookie:uid, dev=header:X-Device-Id";
+--     set $gray_lists          "dev";            # gray:list:dev, for identity dev
+--     set $gray_ranges_key     "gray:ranges";    # "off": no ranges
+--     set $gray_percent_key    "gray:percent";   # "off": no percentage
+--     set $gray_force          "header:X-Gray";  # tester override (trusted peers)
+--     set $gray_debug_header   "X-Gray-Debug";   # response header: target; reason
 --
 -- This file is both the content_by_lua_file script and the module
 -- "gray.dep". Run as a script it hands the request to the module's run(),
@@ -41,6 +48,7 @@ local ngx_now = ngx.now
 local ngx_log = ngx.log
 local ERR = ngx.ERR
 local pcall, require, type, tostring, tonumber = pcall, require, type, tostring, tonumber
+local concat = table.concat
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -89,6 +97,13 @@ local VARS = {
     { "gray_target", "target" },
     { "gray_cache_ttl", "cache_ttl", 1, "a bare number is seconds" },
     { "gray_timeout", "timeout", 0.001, "a bare number is milliseconds" },
+    { "gray_targets", "targets" },
+    { "gray_ids", "ids" },
+    { "gray_lists", "lists" },
+    { "gray_ranges_key", "ranges_key" },
+    { "gray_percent_key", "percent_key" },
+    { "gray_force", "force" },
+    { "gray_debug_header", "debug_header" },
 }
 local NVARS = #VARS      -- run() reads each by index: keep them in step
 _M.VARS = VARS
@@ -101,7 +116,20 @@ local function options(vals)
         local v = vals[i]
         if v ~= nil and v ~= "" then
             local var = VARS[i]
-            if var[3] then
+            if var[2] == "targets" then
+                local targets = {}
+                for item in v:gmatch("[^,]+") do
+                    local name, loc = item:match("^%s*([^=%s]+)%s*=%s*(%S+)%s*$")
+                    if not name then
+                        return nil, "$gray_targets: bad entry '" .. item:match("^%s*(.-)%s*$")
+                                    .. "' (expected name=@location, ...)"
+                    end
+                    targets[name] = loc
+                end
+                v = targets
+            elseif (var[2] == "ranges_key" or var[2] == "percent_key") and v == "off" then
+                v = false
+            elseif var[3] then
                 local seconds = parse_time(v, var[3])
                 if not seconds then
                     return nil, "$" .. var[1] .. ": bad time '" .. v .. "' (nginx time syntax:"
@@ -217,9 +245,11 @@ local function configure()
     if gray == nil and not load_gray() then
         return nil
     end
-    local config = (vals[1] or "") .. "\0" .. (vals[2] or "") .. "\0" .. (vals[3] or "")
-                   .. "\0" .. (vals[4] or "") .. "\0" .. (vals[5] or "") .. "\0"
-                   .. (vals[6] or "") .. "\0" .. (vals[7] or "")
+    local parts = {}
+    for i = 1, NVARS do
+        parts[i] = vals[i] or ""
+    end
+    local config = concat(parts, "\0")
     local router = routers[config] or build(config)
     for i = 1, NVARS do
         last[i] = vals[i]
@@ -254,7 +284,9 @@ function _M.run()
         -- loop in root trace"), and one defined variable is the common case
         local c = router == nil
         c = read_var(1, c); c = read_var(2, c); c = read_var(3, c); c = read_var(4, c)
-        c = read_var(5, c); c = read_var(6, c); c = read_var(7, c)
+        c = read_var(5, c); c = read_var(6, c); c = read_var(7, c); c = read_var(8, c)
+        c = read_var(9, c); c = read_var(10, c); c = read_var(11, c); c = read_var(12, c)
+        c = read_var(13, c); c = read_var(14, c)
         if c then
             router = configure()
             if not router then

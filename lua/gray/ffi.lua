@@ -10,6 +10,8 @@ local ffi_new = ffi.new
 local ffi_string = ffi.string
 local ffi_typeof = ffi.typeof
 local ffi_cast = ffi.cast
+local ffi_copy = ffi.copy
+local setmetatable = setmetatable
 local tonumber = tonumber
 local band = bit.band
 local type = type
@@ -35,6 +37,20 @@ typedef struct gray_mc_value {
     uint32_t key_off; uint32_t key_len; uint32_t data_off; uint32_t data_len;
     uint32_t flags; uint32_t has_cas; uint64_t cas;
 } gray_mc_value_t;
+typedef struct gray_rentry4 { uint32_t lo; uint32_t hi; uint32_t line; uint32_t target; } gray_rentry4_t;
+typedef struct gray_rentry6 {
+    gray_ip_t lo; gray_ip_t hi; uint32_t line; uint16_t prefix; uint16_t target;
+} gray_rentry6_t;
+typedef struct gray_ranges_stats {
+    uint32_t lines; uint32_t taken; uint32_t n4; uint32_t n6; uint32_t bad; uint32_t unknown;
+    uint32_t bad_lines[8]; uint32_t unknown_lines[8];
+} gray_ranges_stats_t;
+typedef struct gray_run4 { uint8_t start[4]; uint8_t target; } gray_run4_t;
+typedef struct gray_run6 { gray_ip_t start; uint8_t target; } gray_run6_t;
+typedef struct gray_rangeset {
+    gray_run4_t *v4; gray_run6_t *v6; uint32_t *v4_index; uint32_t *v6_index;
+    uint32_t n4; uint32_t n6; uint8_t v4_skip; uint8_t v4_bits; uint8_t v6_skip; uint8_t v6_bits;
+} gray_rangeset_t;
 
 const char *gray_strerror(int code);
 const char *gray_version(void);
@@ -46,6 +62,15 @@ int gray_ip_is_v4(const gray_ip_t *ip);
 int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n);
 size_t gray_ipset_build(gray_range_t *ranges, size_t n);
 int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
+void gray_ranges_room(const char *text, size_t len, size_t *room4, size_t *room6);
+int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
+                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      gray_ranges_stats_t *st);
+size_t gray_rangeset_index_len(size_t runs);
+int gray_rangeset_build(gray_rangeset_t *set, gray_rentry4_t *e4, size_t n4,
+                        gray_rentry6_t *e6, size_t n6);
+int gray_rangeset_find(const gray_rangeset_t *set, const gray_ip_t *ip);
+int gray_rangeset_find_text(const gray_rangeset_t *set, const char *s, size_t len);
 int gray_xff_walk(const char *hdr, size_t len, const gray_range_t *trusted,
                   size_t ntrusted, gray_walk_t *walk);
 int gray_forwarded_walk(const char *hdr, size_t len, const gray_range_t *trusted,
@@ -59,6 +84,8 @@ int gray_client_key(const char *peer, size_t peer_len, const char *real_ip, size
                     const gray_range_t *trusted, size_t ntrusted, gray_walk_t *walk,
                     int32_t *from, char *buf, size_t cap);
 uint32_t gray_hash_oaat(const char *key, size_t len);
+uint32_t gray_murmur3_32(const char *key, size_t len, uint32_t seed);
+uint32_t gray_percent_bucket(const char *key, size_t len);
 int gray_mc_key_ok(const char *key, size_t len);
 int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
@@ -98,6 +125,8 @@ end
 
 -- Must match gray.h.
 local GRAY_EAGAIN = -2
+local TARGETS_MAX = 255
+local RANGES_REPORT = 8
 local IP_TEXT_MAX = 46
 local MC_END = 8
 local STOP_NAMES = { [0] = "untrusted-peer", "untrusted", "all-trusted", "junk", "empty" }
@@ -121,6 +150,14 @@ local need_buf = ffi_new("size_t[1]")
 local vals_cap = 16
 local vals = ffi_new("gray_mc_value_t[?]", vals_cap)
 local range_array_t = ffi_typeof("gray_range_t[?]")
+local rentry4_array_t = ffi_typeof("gray_rentry4_t[?]")
+local rentry6_array_t = ffi_typeof("gray_rentry6_t[?]")
+local u32_array_t = ffi_typeof("uint32_t[?]")
+local run4_array_t = ffi_typeof("gray_run4_t[?]")
+local run6_array_t = ffi_typeof("gray_run6_t[?]")
+local rangeset_t = ffi_typeof("gray_rangeset_t")
+local ranges_stats = ffi_new("gray_ranges_stats_t")
+local room_buf = ffi_new("size_t[1]")
 local char_ptr_t = ffi_typeof("const char *")
 
 -- A cas unique as decimal text: it may not fit a Lua number, and text is
@@ -326,6 +363,104 @@ function _M.server_index(key, n)
     return tonumber(C.gray_hash_oaat(key, #key) % n) + 1
 end
 
+--- MurmurHash3_x86_32 of s with seed (default 0), a number.
+function _M.murmur3(s, seed)
+    return tonumber(C.gray_murmur3_32(s, #s, seed or 0))
+end
+
+--- The percentage bucket of an identity key ("uid:42", "192.168.2.20"),
+-- 0..9999: murmur3 (seed 0) modulo 10000. The key is in at percent p when
+-- bucket < p * 100.
+function _M.bucket(s)
+    return tonumber(C.gray_percent_bucket(s, #s))
+end
+
+local DEFAULT_TARGET_NAMES = { "1" }
+
+local function line_numbers(arr, n)
+    local t = {}
+    for i = 1, n < RANGES_REPORT and n or RANGES_REPORT do
+        t[i] = arr[i - 1]
+    end
+    return t
+end
+
+--- Compiles a ranges list: lines "<address or CIDR> [<target name>]", '#'
+-- comments, blank lines, LF or CRLF. names (default { "1" }) lists the
+-- known target names; a line without a name gets index 1, a line naming
+-- names[k] gets k. Returns the set, a table to keep for as long as it is
+-- looked up in: count (lines compiled), bad and unknown (lines skipped as
+-- malformed or for a name not in names), bad_lines and unknown_lines (the
+-- first 8 line numbers of each), lines, names, runs and bytes (what the
+-- compiled set holds). nil, err only for a text or names that are not
+-- usable at all.
+function _M.new_rangeset(text, names)
+    if type(text) ~= "string" then
+        return nil, "ranges list must be a string"
+    end
+    names = names or DEFAULT_TARGET_NAMES
+    if type(names) ~= "table" or #names == 0 or #names > TARGETS_MAX then
+        return nil, "target names must be a list of 1 to " .. TARGETS_MAX .. " names"
+    end
+    for i = 1, #names do
+        local name = names[i]
+        if type(name) ~= "string" or not name:find("^[\33-\34\36-\126]+$") then
+            return nil, "target name " .. i .. " is not 1 or more printable bytes without '#'"
+        end
+    end
+    local list = concat(names, "\n")
+
+    -- bound, allocate, fill, allocate, build: C allocates nothing
+    C.gray_ranges_room(text, #text, count_buf, room_buf)
+    local room4, room6 = tonumber(count_buf[0]), tonumber(room_buf[0])
+    local e4 = ffi_new(rentry4_array_t, room4)
+    local e6 = ffi_new(rentry6_array_t, room6)
+    local rc = C.gray_ranges_parse(text, #text, list, #list, e4, room4, e6, room6, ranges_stats)
+    if rc ~= 0 then
+        return nil, strerror(rc)
+    end
+    local n4, n6 = ranges_stats.n4, ranges_stats.n6
+    local cset = ffi_new(rangeset_t)
+    local ix4 = tonumber(C.gray_rangeset_index_len(2 * n4))
+    local ix6 = tonumber(C.gray_rangeset_index_len(2 * n6))
+    local v4, v6 = ffi_new(run4_array_t, 2 * n4), ffi_new(run6_array_t, 2 * n6)
+    local v4_index, v6_index = ffi_new(u32_array_t, ix4), ffi_new(u32_array_t, ix6)
+    cset.v4, cset.v6, cset.v4_index, cset.v6_index = v4, v6, v4_index, v6_index
+    rc = C.gray_rangeset_build(cset, e4, n4, e6, n6)
+    if rc ~= 0 then
+        return nil, strerror(rc)
+    end
+    local st = ranges_stats
+    return {
+        cset = cset,
+        -- the arrays cset points into live as long as the set does
+        v4 = v4, v6 = v6, v4_index = v4_index, v6_index = v6_index,
+        names = names,
+        lines = st.lines,
+        count = st.taken,
+        bad = st.bad,
+        unknown = st.unknown,
+        bad_lines = line_numbers(st.bad_lines, st.bad),
+        unknown_lines = line_numbers(st.unknown_lines, st.unknown),
+        runs = cset.n4 + cset.n6,
+        bytes = 2 * n4 * 5 + 2 * n6 * 17 + 4 * (ix4 + ix6),
+    }
+end
+
+--- The target index (1..#set.names) of the most specific range holding an
+-- address (any text form canonical_ip takes); nil when no range holds it or
+-- it is not an address.
+function _M.rangeset_find(set, addr)
+    if type(addr) ~= "string" then
+        return nil
+    end
+    local t = C.gray_rangeset_find_text(set.cset, addr, #addr)
+    if t > 0 then
+        return t
+    end
+    return nil
+end
+
 --- Whether a string may be sent as a memcached key.
 function _M.mc_key_ok(key)
     return type(key) == "string" and C.gray_mc_key_ok(key, #key) == 1
@@ -347,16 +482,16 @@ function _M.mc_parse_line(buf)
     return MC_KINDS[line.kind], payload, rc
 end
 
-local function reply_error(buf)
-    local msg = ffi_string(ffi_cast(char_ptr_t, buf) + line.msg_off, line.msg_len)
+local function reply_error(p)
+    local msg = ffi_string(ffi_cast(char_ptr_t, p) + line.msg_off, line.msg_len)
     return MC_KINDS[line.kind] .. (msg ~= "" and " " .. msg or "")
 end
 
--- Shared by the decoders: returns consumed and the value count, or nil, err,
--- need.
-local function parse_get(buf, keys, max_values)
+-- Shared by the decoders, over len bytes at p (a Lua string or a reply
+-- buffer's memory): returns consumed and the value count, or nil, err, need.
+local function parse_get(p, len, keys, max_values)
     count_buf[0] = max_values
-    local rc = C.gray_mc_parse_get(buf, #buf, keys, keys and #keys or 0,
+    local rc = C.gray_mc_parse_get(p, len, keys, keys and #keys or 0,
                                    vals, count_buf, line, need_buf)
     if rc < 0 then
         if rc == GRAY_EAGAIN then
@@ -365,7 +500,7 @@ local function parse_get(buf, keys, max_values)
         return nil, strerror(rc)
     end
     if line.kind ~= MC_END then
-        return nil, reply_error(buf)
+        return nil, reply_error(p)
     end
     return rc, tonumber(count_buf[0])
 end
@@ -374,7 +509,7 @@ end
 -- consumed, flags and cas (decimal text; nil unless "gets"). nil, "again", need when
 -- more bytes are needed; nil, err for a malformed or error reply.
 function _M.mc_decode_get1(buf, key)
-    local consumed, n, need = parse_get(buf, key, 1)
+    local consumed, n, need = parse_get(buf, #buf, key, 1)
     if not consumed then
         return nil, n, need
     end
@@ -405,16 +540,16 @@ local function ensure_capacity(keys, max_values)
 end
 
 -- The multi-key decoders share all but how a value is represented.
-local function decode_many(buf, keys, max_values, with_meta)
+local function decode_many(p, len, keys, max_values, with_meta)
     local cap, err = ensure_capacity(keys, max_values)
     if not cap then
         return nil, err
     end
-    local consumed, n, need = parse_get(buf, keys, cap)
+    local consumed, n, need = parse_get(p, len, keys, cap)
     if not consumed then
         return nil, n, need
     end
-    local p = ffi_cast(char_ptr_t, buf)
+    p = ffi_cast(char_ptr_t, p)
     local out = table_new(0, n)
     for i = 0, n - 1 do
         local v = vals[i]
@@ -432,13 +567,49 @@ end
 -- or nil, err. max_values (default: as many as the key list can hold)
 -- bounds how many values are accepted.
 function _M.mc_decode_get(buf, keys, max_values)
-    return decode_many(buf, keys, max_values, false)
+    return decode_many(buf, #buf, keys, max_values, false)
 end
 
 --- As mc_decode_get, for "gets": key -> { value = , flags = , cas = } with
 -- cas as decimal text (nil when the reply carried none).
 function _M.mc_decode_gets(buf, keys, max_values)
-    return decode_many(buf, keys, max_values, true)
+    return decode_many(buf, #buf, keys, max_values, true)
+end
+
+-- A reply buffer for multi-key replies: what the socket returns is appended
+-- once (the memory doubles when full, so appending is linear overall) and
+-- decoded in place, so a large reply is never copied per read as
+-- `buf = buf .. more` would.
+local bytes_t = ffi_typeof("char[?]")
+local Buffer = {}
+Buffer.__index = Buffer
+
+--- An empty reply buffer (initial capacity `size`, default 4096 bytes).
+function _M.new_reply_buffer(size)
+    size = size or 4096
+    return setmetatable({ mem = ffi_new(bytes_t, size), cap = size, len = 0 }, Buffer)
+end
+
+--- Appends the bytes of s.
+function Buffer.append(self, s)
+    local n = #s
+    local len = self.len + n
+    if len > self.cap then
+        local cap = self.cap * 2
+        while cap < len do
+            cap = cap * 2
+        end
+        local mem = ffi_new(bytes_t, cap)
+        ffi_copy(mem, self.mem, self.len)
+        self.mem, self.cap = mem, cap
+    end
+    ffi_copy(self.mem + self.len, s, n)
+    self.len = len
+end
+
+--- mc_decode_get / mc_decode_gets (with_cas) over the bytes appended so far.
+function Buffer.decode(self, keys, max_values, with_cas)
+    return decode_many(self.mem, self.len, keys, max_values, with_cas)
 end
 
 return _M

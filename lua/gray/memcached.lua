@@ -22,6 +22,7 @@ local decode_get1 = gray_ffi.mc_decode_get1
 local key_ok = gray_ffi.mc_key_ok
 local server_index = gray_ffi.server_index
 local canonical_ip = gray_ffi.canonical_ip
+local new_reply_buffer = gray_ffi.new_reply_buffer
 local tcp = ngx.socket.tcp
 local now = ngx.now
 local update_time = ngx.update_time
@@ -29,6 +30,7 @@ local type, tonumber, tostring, setmetatable, pairs, ipairs = type, tonumber, to
     setmetatable, pairs, ipairs
 local floor = math.floor
 local concat = table.concat
+local EMPTY = {}
 
 -- What a first read asks for: a membership reply fits many times over.
 local RECV_CHUNK = 4096
@@ -231,9 +233,9 @@ local function read_n(sock, n, deadline)
     end
 end
 
--- One request on one connection, all of it before the deadline. Returns
--- value|false, or nil, err, kind, reused.
-local function query(self, srv, req, key, deadline)
+-- Connects (or takes a pooled connection) and sends req, before the
+-- deadline. Returns the socket, or nil, err, kind, reused.
+local function open(srv, req, deadline)
     local left = time_left(deadline)
     if not left then
         return nil, "connect to " .. srv.name .. ": timeout", "timeout", false
@@ -255,6 +257,16 @@ local function query(self, srv, req, key, deadline)
     ok, err = sock:send(req)
     if not ok then
         return nil, fail(sock, "send to " .. srv.name .. ": ", err)
+    end
+    return sock
+end
+
+-- One request on one connection, all of it before the deadline. Returns
+-- value|false, or nil, err, kind, reused.
+local function query(self, srv, req, key, deadline)
+    local sock, err, kind, reused = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
     end
 
     -- the whole reply may not exceed this: the value line, the data, END
@@ -291,13 +303,52 @@ local function query(self, srv, req, key, deadline)
             return value
         end
         if consumed ~= "again" then
-            local kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
+            kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
             return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
         end
         if #buf + need > limit then
             return nil, too_large(self, sock, srv)     -- before reading the data
         end
     end
+end
+
+-- Circuit breaker: while open, no request; once the cooldown is over one
+-- request probes and the others keep waiting until it succeeds. Returns
+-- true when srv may be asked now.
+local function breaker_allows(self, srv, t)
+    local open_until = srv.open_until
+    if open_until ~= 0 then
+        if t < open_until then
+            return false
+        end
+        srv.open_until = t + self.breaker_cooldown
+    end
+    return true
+end
+
+-- Counts an outcome for srv's breaker; returns err, extended when the
+-- breaker opens.
+local function account(self, srv, answered, err)
+    if answered then
+        -- an answer, even an error line, shows the server is reachable
+        srv.failures = 0
+        srv.open_until = 0
+        return err
+    end
+    local failures = srv.failures + 1
+    srv.failures = failures
+    if failures >= self.breaker_failures then
+        srv.open_until = now() + self.breaker_cooldown
+        err = err .. " (breaker open for " .. self.breaker_cooldown .. " s after "
+              .. failures .. " failures)"
+    end
+    return err
+end
+
+-- A pooled connection the server dropped (restart, idle timeout) is worth
+-- one more try on a fresh one, within the same deadline.
+local function retry_worth(reused, kind)
+    return reused and (kind == "closed" or kind == "network")
 end
 
 --- get(key): the value (a string), false on a miss, or nil, err, kind.
@@ -313,43 +364,140 @@ function _M.get(self, key)
     -- the cached clock may be a whole event-loop iteration old
     update_time()
     local t = now()
-
-    -- circuit breaker: while open, no request; once the cooldown is over one
-    -- request probes and the others keep waiting until it succeeds
-    local open_until = srv.open_until
-    if open_until ~= 0 then
-        if t < open_until then
-            return nil, "memcached " .. srv.name .. " marked down", "down"
-        end
-        srv.open_until = t + self.breaker_cooldown
+    if not breaker_allows(self, srv, t) then
+        return nil, "memcached " .. srv.name .. " marked down", "down"
     end
 
     local deadline = t + self.timeout / 1000
     local req = "get " .. key .. "\r\n"
     local value, err, kind, reused = query(self, srv, req, key, deadline)
-    if value == nil and reused and (kind == "closed" or kind == "network") then
-        -- a pooled connection the server dropped (restart, idle timeout):
-        -- one more try on a fresh one, within the same deadline
+    if value == nil and retry_worth(reused, kind) then
         value, err, kind = query(self, srv, req, key, deadline)
     end
-
-    if value ~= nil or kind == "server" or kind == "value" then
-        -- an answer, even an error line, shows the server is reachable
-        srv.failures = 0
-        srv.open_until = 0
-        if value ~= nil then
-            return value
-        end
-    else
-        local failures = srv.failures + 1
-        srv.failures = failures
-        if failures >= self.breaker_failures then
-            srv.open_until = now() + self.breaker_cooldown
-            err = err .. " (breaker open for " .. self.breaker_cooldown .. " s after "
-                  .. failures .. " failures)"
-        end
+    err = account(self, srv, value ~= nil or kind == "server" or kind == "value", err)
+    if value ~= nil then
+        return value
     end
     return nil, err, kind
+end
+
+-- A multi-key request on one connection before the deadline: the reply is
+-- collected in a reply buffer (linear however large), values decoded in
+-- place. Returns the decoded table, or nil, err, kind, reused.
+local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_cas)
+    local sock, err, kind, reused = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
+    end
+    local buf = new_reply_buffer(RECV_CHUNK)
+    local need = 0
+    while true do
+        local more
+        if need > 2 then
+            more, err = read_n(sock, need, deadline)
+        else
+            more, err = read_some(sock, deadline)
+        end
+        if not more then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+        end
+        buf:append(more)
+        local res, consumed
+        res, consumed, need = buf:decode(keys, nkeys, with_cas)
+        if res then
+            if consumed == buf.len then
+                sock:setkeepalive(self.keepalive_timeout, self.pool_size)
+            else
+                sock:close()
+            end
+            return res
+        end
+        if consumed ~= "again" then
+            kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
+            return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
+        end
+        if buf.len + need > limit then
+            return nil, fail(sock, "reply from " .. srv.name .. ": ",
+                             "over " .. limit .. " bytes", "value")
+        end
+    end
+end
+
+--- get_multi(keys [, opts]): several keys in one request per server (the
+-- servers asked one after the other), all within one deadline (`timeout`,
+-- or opts.timeout ms). opts.cas: "gets", values as { value = , cas = }.
+-- opts.max_bytes: the limit of one server's whole reply (default: what
+-- the keys' values can take under value_max); a value over value_max is
+-- refused too, unless max_bytes was given (bulk reads). Returns:
+--   results  key -> value (or { value, cas }); a key memcached lacks is absent
+--   failed   nil, or key -> kind ("key", "down", "timeout", "value", ...)
+--            for each key whose value is unknown
+--   err      the first error message, for the log
+function _M.get_multi(self, keys, opts)
+    opts = opts or EMPTY
+    local with_cas = opts.cas and true or false
+    local bulk = opts.max_bytes
+    local results, failed, first_err = {}, nil, nil
+    local groups, order = {}, {}
+    for i = 1, #keys do
+        local key = keys[i]
+        if not key_ok(key) then
+            failed = failed or {}
+            failed[key] = "key"
+            first_err = first_err or "refused to send an invalid memcached key"
+        else
+            local n = self.nservers > 1 and server_index(key, self.nservers) or 1
+            local group = groups[n]
+            if not group then
+                group = {}
+                groups[n] = group
+                order[#order + 1] = n
+            end
+            group[#group + 1] = key
+        end
+    end
+
+    update_time()
+    local t = now()
+    local deadline = t + (opts.timeout or self.timeout) / 1000
+    for _, n in ipairs(order) do
+        local srv, group = self.servers[n], groups[n]
+        local res, err, kind, reused
+        if breaker_allows(self, srv, t) then
+            local keystr = concat(group, " ")
+            local req = (with_cas and "gets " or "get ") .. keystr .. "\r\n"
+            local limit = bulk or #group * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL)
+                                  + #keystr
+            res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline,
+                                                 limit, with_cas)
+            if res == nil and retry_worth(reused, kind) then
+                res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
+                                             with_cas)
+            end
+            err = account(self, srv, res ~= nil or kind == "server" or kind == "value", err)
+        else
+            err, kind = "memcached " .. srv.name .. " marked down", "down"
+        end
+        if res then
+            for key, v in pairs(res) do
+                if not bulk and #(with_cas and v.value or v) > self.value_max then
+                    failed = failed or {}
+                    failed[key] = "value"
+                    first_err = first_err or "reply from " .. srv.name .. ": a value over"
+                                             .. " value_max (" .. self.value_max .. " bytes)"
+                else
+                    results[key] = v
+                end
+            end
+        else
+            failed = failed or {}
+            for _, key in ipairs(group) do
+                failed[key] = kind
+            end
+            first_err = first_err or err
+        end
+    end
+    return results, failed, first_err
 end
 
 return _M

@@ -107,10 +107,12 @@ local Memcached = {}
 Memcached.__index = Memcached
 
 --- Starts memcached on a free loopback port (or opts.port), on 127.0.0.1
--- (or opts.host, e.g. "::1").
+-- (or opts.host, e.g. "::1"). opts.verbose: run it with -vv, which logs
+-- every command line it receives ("<fd get k1 k2"), read with :log().
 function _M.memcached(opts)
     opts = opts or {}
-    local self = setmetatable({ dir = _M.tmpdir(), host = opts.host or "127.0.0.1" }, Memcached)
+    local self = setmetatable({ dir = _M.tmpdir(), host = opts.host or "127.0.0.1",
+                                verbose = opts.verbose }, Memcached)
     for _ = 1, 5 do
         self.port = opts.port or _M.free_port()
         local ok, err = self:start()
@@ -132,7 +134,8 @@ end
 function Memcached:start()
     local user = sh("id -u"):match("^0") and " -u nobody" or ""
     local out = sh("memcached -l " .. self.host .. " -p " .. self.port .. " -U 0" .. user
-                   .. " >" .. self.dir .. "/memcached.log 2>&1 & echo $!")
+                   .. (self.verbose and " -vv" or "") .. " >" .. self.dir
+                   .. "/memcached.log 2>&1 & echo $!")
     self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
     wait_for(function()
         return port_in_use(self.port, self.host) or not process_alive(self.pid)
@@ -144,18 +147,34 @@ function Memcached:start()
     return true
 end
 
---- Sends raw protocol text, returns the reply (read until the connection
--- goes quiet for a moment).
+--- Sends raw protocol text, returns the reply. A "quit" after it makes
+-- memcached close the connection once it has answered, so the reply is read
+-- to its end without waiting for the line to go quiet.
 function Memcached:cmd(text)
     local script = "exec 3<>/dev/tcp/" .. self.host .. "/" .. self.port
-                   .. "; printf '%s' " .. quote(text) .. " >&3; timeout 0.3 cat <&3"
+                   .. "; printf '%s' " .. quote(text .. "quit\r\n") .. " >&3; timeout 5 cat <&3"
+    return (sh("bash -c " .. quote(script)))
+end
+
+-- As cmd, for text too long for one shell argument (128 KB): sent from a file.
+function Memcached:cmd_file(text)
+    local path = self.dir .. "/cmd.in"
+    write_file(path, text .. "quit\r\n")
+    local script = "exec 3<>/dev/tcp/" .. self.host .. "/" .. self.port
+                   .. "; cat " .. quote(path) .. " >&3; timeout 5 cat <&3"
     return (sh("bash -c " .. quote(script)))
 end
 
 function Memcached:set(key, value, exptime)
-    local reply = self:cmd("set " .. key .. " 0 " .. (exptime or 0) .. " " .. #value
-                           .. "\r\n" .. value .. "\r\n")
+    local text = "set " .. key .. " 0 " .. (exptime or 0) .. " " .. #value .. "\r\n" .. value
+                 .. "\r\n"
+    local reply = #text > 65536 and self:cmd_file(text) or self:cmd(text)
     assert(reply:find("^STORED"), "set " .. key .. ": " .. reply)
+end
+
+--- What memcached wrote to its log (every command line when verbose).
+function Memcached:log()
+    return read_file(self.dir .. "/memcached.log") or ""
 end
 
 function Memcached:get(key)
@@ -373,7 +392,8 @@ function Nginx:stop()
     end
 end
 
---- GET (or opts.method) a path; returns { status = , body = , time = seconds }.
+--- GET (or opts.method) a path; returns { status = , body = , time = seconds }
+-- (and headers = { lower-case name = value } with opts.response_headers).
 -- opts.headers: a table (a value may be a list: several header lines);
 -- opts.interface: the local address to connect from (127.0.0.2...);
 -- opts.host / opts.port: where to connect (default 127.0.0.1:self.port);
@@ -399,6 +419,11 @@ function Nginx:request(path, opts)
     if opts.method then
         args[#args + 1] = "-X " .. opts.method
     end
+    local headers_file = opts.response_headers and self.dir .. "/headers.out"
+    if headers_file then
+        os.remove(headers_file)
+        args[#args + 1] = "-D " .. headers_file
+    end
     local host = opts.host or "127.0.0.1"
     if host:find(":", 1, true) then
         host = "[" .. host .. "]"
@@ -406,7 +431,18 @@ function Nginx:request(path, opts)
     args[#args + 1] = quote("http://" .. host .. ":" .. (opts.port or self.port) .. path)
     local out = sh(table.concat(args, " "))
     local status, time = out:match("(%d+) ([%d%.]+)%s*$")
+    local headers
+    if headers_file then
+        headers = {}
+        for line in (read_file(headers_file) or ""):gmatch("[^\r\n]+") do
+            local name, value = line:match("^([%w%-]+):[ \t]*(.*)$")
+            if name then
+                headers[name:lower()] = value
+            end
+        end
+    end
     return {
+        headers = headers,
         status = tonumber(status),
         time = tonumber(time),
         body = read_file(self.dir .. "/body.out") or "",

@@ -1,0 +1,29 @@
+-- api_routers: the Lua API routers of make bench's identity rows, built
+-- once per worker on first use. The identities read headers every curl
+-- request carries (User-Agent, Accept), so the batches need no extra
+-- headers; memcached holds nothing for them, so both are looked up (and
+-- cached as "not gray") before the address decides.
+--
+--   api-ids            2 identities, cached: what each identity adds
+--   api-nocache        no identity, cache_ttl 0: one key per request
+--   api-nocache-ids    2 identities, cache_ttl 0: three keys, one multi-get
+
+local gray = require "gray"
+
+local IDS = "uid=header:User-Agent, dev=header:Accept"
+local OPTS = {
+    ["api-ids"] = { client_headers = { "X-Real-IP" }, ids = IDS },
+    ["api-nocache"] = { client_headers = { "X-Real-IP" }, cache_ttl = 0 },
+    ["api-nocache-ids"] = { client_headers = { "X-Real-IP" }, ids = IDS, cache_ttl = 0 },
+}
+
+local routers = {}
+
+return function(name)
+    local r = routers[name]
+    if not r then
+        r = assert(gray.new(OPTS[name]))
+        routers[name] = r
+    end
+    return r
+end
