@@ -114,10 +114,10 @@ int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *i
  * lines allowed. It compiles in three calls, none of which allocates:
  * gray_ranges_room() bounds the entries (or gray_ranges_parse() with no room
  * counts them), the caller allocates them, gray_ranges_parse() fills them,
- * the caller allocates the set's arrays, and gray_rangeset_build() sorts
- * the entries and writes the set. The entries are
- * scratch; the set keeps 2 runs per IPv4 entry at most (5 bytes each), 2
- * per IPv6 entry (17 bytes each) and an index of at most a byte per run. */
+ * the caller allocates the set's arrays, and gray_rangeset_build() sorts the
+ * entries and writes the set. The entries are scratch; the set keeps at most
+ * 2 runs per IPv4 entry (5 bytes each), 2 per IPv6 entry (17 bytes each) and
+ * an index of at most a byte per run. */
 
 #define GRAY_TARGETS_MAX     255          /* target names a list may use */
 #define GRAY_RANGES_TEXT_MAX 0x7fffffffu  /* longest list text */
@@ -186,10 +186,10 @@ typedef struct gray_run6 {
 } gray_run6_t;
 
 typedef struct gray_rangeset {
-    gray_run4_t *v4;            /* room for 2 * n4 entries' runs */
-    gray_run6_t *v6;            /* room for 2 * n6 */
-    uint32_t *v4_index;         /* gray_rangeset_index_len(2 * n4) entries */
-    uint32_t *v6_index;         /* gray_rangeset_index_len(2 * n6) */
+    gray_run4_t *v4;            /* room for 2 runs per IPv4 entry */
+    gray_run6_t *v6;            /* room for 2 runs per IPv6 entry */
+    uint32_t *v4_index;         /* gray_rangeset_index_len(v4's room) */
+    uint32_t *v6_index;         /* gray_rangeset_index_len(v6's room) */
     uint32_t n4;                /* runs in use */
     uint32_t n6;
     uint8_t v4_skip;            /* index bits: [skip, skip + bits) of an address */

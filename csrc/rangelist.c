@@ -54,13 +54,13 @@ static void note(uint32_t *count, uint32_t *lines, uint32_t line)
     (*count)++;
 }
 
-/* The prefix length written after '/', or the full width; the text has
- * passed gray_cidr_parse(). */
-static uint16_t written_prefix(const char *s, size_t len, unsigned width)
+/* The prefix length written after '/' of an IPv6 CIDR (128 without one);
+ * the text has passed gray_cidr_parse(). */
+static uint16_t written_prefix(const char *s, size_t len)
 {
     const char *slash = memchr(s, '/', len);
     if (slash == NULL)
-        return (uint16_t)width;
+        return 128;
     unsigned v = 0;
     for (const char *d = slash + 1; d < s + len; d++)
         v = v * 10 + (unsigned)(*d - '0');
@@ -138,7 +138,7 @@ int gray_ranges_parse(const char *text, size_t len, const char *names, size_t na
             }
             st->n4++;
         } else {
-            uint16_t prefix = written_prefix(field[0], flen[0], 128);
+            uint16_t prefix = written_prefix(field[0], flen[0]);
             for (size_t i = 0; i < nr; i++) {
                 if (st->n6 < cap6) {
                     gray_rentry6_t *e = &e6[st->n6];
