@@ -18,8 +18,9 @@ describe("gray.memcached", function()
     local mc, mc2, nginx, down_port
 
     setup(function()
-        mc = harness.memcached()
-        mc2 = harness.memcached()
+        -- verbose: their logs hold every command line (get_multi's requests)
+        mc = harness.memcached({ verbose = true })
+        mc2 = harness.memcached({ verbose = true })
         down_port = harness.free_port()
         nginx = harness.nginx({ servers = SERVERS })
     end)
@@ -212,6 +213,254 @@ describe("gray.memcached", function()
                 return tostring(a) .. " " .. tostring(b) .. " " .. tostring(c ~= nil)
             ]])
             assert.equal("network down true", out)
+        end)
+    end)
+
+    describe("get_multi", function()
+        -- runs code in the worker with dump(t) (sorted key=value text; a
+        -- { value, flags, cas } entry as value|flags|cas) and ports replaced
+        local function multi(code)
+            return eval([[
+                local function dump(t)
+                    local keys, out = {}, {}
+                    for k in pairs(t or {}) do keys[#keys + 1] = k end
+                    table.sort(keys)
+                    for _, k in ipairs(keys) do
+                        local v = t[k]
+                        if type(v) == "table" then
+                            v = v.value .. "|" .. tostring(v.flags) .. "|" .. tostring(v.cas)
+                        end
+                        out[#out + 1] = string.format("%q=%q", k, v)
+                    end
+                    return table.concat(out, " ")
+                end
+            ]] .. code)
+        end
+
+        -- the get/gets command lines a verbose memcached received after a
+        -- log offset
+        local function requests_since(server, offset)
+            local lines = {}
+            for line in server:log():sub(offset + 1):gmatch("[^\n]+") do
+                lines[#lines + 1] = line:match("^<%d+ (gets? .*)$")
+            end
+            return lines
+        end
+
+        it("reads several keys in one request, a miss among hits absent", function()
+            mc:set("gm:a", "1")
+            mc:set("gm:b", "")
+            mc:set("gm:c", "x y\r\nEND")
+            local offset, gets = #mc:log(), stat(mc, "cmd_get")
+            local out = multi([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local res, failed, err = client:get_multi({ "gm:a", "gm:missing", "gm:b", "gm:c" })
+                return dump(res) .. "\n" .. tostring(failed) .. " " .. tostring(err)
+            ]])
+            assert.equal(('"gm:a"="1" "gm:b"="" "gm:c"=%q\nnil nil'):format("x y\r\nEND"), out)
+            assert.same({ "get gm:a gm:missing gm:b gm:c" }, requests_since(mc, offset))
+            assert.equal(4, stat(mc, "cmd_get") - gets)
+        end)
+
+        it("refuses invalid keys, never sends them, and still reads the others", function()
+            local offset, gets = #mc:log(), stat(mc, "cmd_get")
+            local out = multi([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local res, failed, err = client:get_multi({ "gm:a", "a b", "x\r\nflush_all", "",
+                                                            string.rep("k", 251), "\127", "gm:b" })
+                local n = 0
+                for _ in pairs(failed) do n = n + 1 end
+                return dump(res) .. "\n" .. n .. " " .. failed["a b"] .. " " .. failed[""] .. " "
+                       .. failed[string.rep("k", 251)] .. " " .. failed["x\r\nflush_all"] .. " "
+                       .. failed["\127"] .. "\n" .. err
+            ]])
+            assert.equal('"gm:a"="1" "gm:b"=""\n5 key key key key key\n'
+                         .. "refused to send an invalid memcached key", out)
+            assert.same({ "get gm:a gm:b" }, requests_since(mc, offset))
+            assert.equal(2, stat(mc, "cmd_get") - gets)
+            assert.equal("1", mc:get("gm:a"))     -- no flush_all reached it
+        end)
+
+        it("returns value, flags and cas with cas = true, the cas gets reports", function()
+            assert.truthy(mc:cmd("set gm:f 42 0 1\r\nz\r\n"):find("^STORED"))
+            local function cas_of(key)
+                return mc:cmd("gets " .. key .. "\r\n"):match("^VALUE %S+ %d+ %d+ (%d+)")
+            end
+            local code = [[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local res, failed = client:get_multi({ "gm:a", "gm:f", "gm:missing" },
+                                                     { cas = true })
+                return dump(res) .. " " .. tostring(failed)
+            ]]
+            local offset = #mc:log()
+            local out = multi(code)
+            assert.same({ "gets gm:a gm:f gm:missing" }, requests_since(mc, offset))
+            assert.equal(('"gm:a"="1|0|%s" "gm:f"="z|42|%s" nil'):format(cas_of("gm:a"),
+                                                                         cas_of("gm:f")), out)
+            -- a new value, a new cas
+            local old = cas_of("gm:a")
+            mc:set("gm:a", "1")
+            assert.is_not.equal(old, cas_of("gm:a"))
+            assert.equal(('"gm:a"="1|0|%s" "gm:f"="z|42|%s" nil'):format(cas_of("gm:a"),
+                                                                         cas_of("gm:f")), multi(code))
+        end)
+
+        it("reads a value over value_max whole with max_bytes, and refuses it without", function()
+            local big = string.rep("0123456789", 30000)          -- 300 KB
+            mc:set("gm:big", big)
+            local out = multi([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local big = string.rep("0123456789", 30000)
+                local r1, f1 = client:get_multi({ "gm:a", "gm:big" }, { max_bytes = 400000 })
+                local r2, f2 = client:get_multi({ "gm:big" })
+                local r3, f3 = client:get_multi({ "gm:big" }, { max_bytes = 100000 })
+                -- the connection after a refusal is not reused out of step
+                local r4 = client:get_multi({ "gm:a" })
+                return tostring(r1["gm:big"] == big) .. " " .. r1["gm:a"] .. " " .. tostring(f1)
+                       .. " | " .. dump(r2) .. " " .. dump(f2)
+                       .. " | " .. dump(r3) .. " " .. dump(f3) .. " | " .. dump(r4)
+            ]])
+            assert.equal('true 1 nil |  "gm:big"="value" |  "gm:big"="value" | "gm:a"="1"', out)
+        end)
+
+        -- gm:a's value comes before gm:big's header in the reply: it is
+        -- known (or at worst unknown), never "a value over value_max",
+        -- which the router takes as an answer and caches
+        it("refuses an oversized value without marking the other keys oversized", function()
+            mc:set("gm:big", string.rep("0123456789", 30000))
+            local out = multi([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local res, failed = client:get_multi({ "gm:a", "gm:big" })
+                return tostring(res["gm:a"]) .. " " .. tostring(failed and failed["gm:a"]) .. " "
+                       .. tostring(failed and failed["gm:big"])
+            ]])
+            local a_value, a_kind, big_kind = out:match("^(%S+) (%S+) (%S+)$")
+            assert.is_not.equal("nil", big_kind, out)       -- refused, whatever the kind
+            assert.is_not.equal("value", a_kind, "gm:a: " .. out)
+            assert.truthy(a_value == "1" or a_kind ~= "nil", out)
+        end)
+
+        it("groups keys by server, one request each, each key from its server", function()
+            local gray_ffi = require "gray.ffi"
+            local servers, want = { mc, mc2 }, {}
+            local keys = {}
+            for i = 1, 20 do
+                local key = "gm:placed:" .. i
+                keys[i] = key
+                local n = gray_ffi.server_index(key, 2)
+                servers[n]:set(key, "v" .. i .. "@" .. n)
+                want[n] = want[n] or {}
+                want[n][#want[n] + 1] = key
+            end
+            assert.is_true(#want[1] > 0 and #want[2] > 0)
+            local offsets = { #mc:log(), #mc2:log() }
+            local out = multi([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2" }))
+                local keys = {}
+                for i = 1, 20 do keys[i] = "gm:placed:" .. i end
+                local res, failed = client:get_multi(keys)
+                local t = {}
+                for i = 1, 20 do t[i] = tostring(res[ keys[i] ]) end
+                return table.concat(t, " ") .. " " .. tostring(failed)
+            ]])
+            local expect = {}
+            for i = 1, 20 do
+                expect[i] = "v" .. i .. "@" .. gray_ffi.server_index(keys[i], 2)
+            end
+            assert.equal(table.concat(expect, " ") .. " nil", out)
+            assert.same({ "get " .. table.concat(want[1], " ") }, requests_since(mc, offsets[1]))
+            assert.same({ "get " .. table.concat(want[2], " ") }, requests_since(mc2, offsets[2]))
+        end)
+
+        it("fails only the keys of a server that is down", function()
+            local out = multi([[
+                local gray_ffi = require "gray.ffi"
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$DOWN" }))
+                local keys, up, down = {}, {}, {}
+                for i = 1, 20 do
+                    local key = "gm:placed:" .. i
+                    keys[i] = key
+                    if gray_ffi.server_index(key, 2) == 1 then up[key] = true else down[key] = true end
+                end
+                local res, failed, err = client:get_multi(keys)
+                local wrong = {}
+                for _, key in ipairs(keys) do
+                    local ok
+                    if up[key] then
+                        ok = res[key] ~= nil and failed[key] == nil
+                    else
+                        ok = res[key] == nil and failed[key] == "network"
+                    end
+                    if not ok then wrong[#wrong + 1] = key end
+                end
+                return table.concat(wrong, " ") .. "|" .. err
+            ]])
+            assert.truthy(out:find("^|connect to 127.0.0.1:" .. down_port), out)
+        end)
+
+        describe("one deadline", function()
+            local trickle
+            setup(function()
+                trickle = harness.fake_memcached({ mode = "trickle-line", interval = 20 })
+            end)
+            teardown(function()
+                if trickle then trickle:destroy() end
+            end)
+
+            -- keys of each of two servers, the first key on server 1
+            local KEYS = [[
+                local gray_ffi = require "gray.ffi"
+                local keys, on = {}, { {}, {} }
+                for i = 1, 20 do
+                    local key = "gm:placed:" .. i
+                    local n = gray_ffi.server_index(key, 2)
+                    on[n][#on[n] + 1] = key
+                end
+                for _, key in ipairs(on[1]) do keys[#keys + 1] = key end
+                for _, key in ipairs(on[2]) do keys[#keys + 1] = key end
+                local function clock() ngx.update_time() return ngx.now() end
+            ]]
+
+            it("bounds two hung servers together, not each", function()
+                mc2:signal("STOP")
+                finally(function() mc2:signal("CONT") end)
+                local out = multi(KEYS .. [[
+                    local client = assert(memcached.new({ timeout = 200,
+                        servers = "127.0.0.1:$MC2, 127.0.0.1:]] .. trickle.port .. [[" }))
+                    local t0 = clock()
+                    local res, failed = client:get_multi(keys)
+                    local elapsed = clock() - t0
+                    local kinds = {}
+                    for _, key in ipairs(keys) do kinds[failed[key] or "none"] = true end
+                    return dump(res) .. "|" .. dump(kinds) .. "|" .. elapsed
+                ]])
+                local res, kinds, elapsed = out:match("^(.-)|(.-)|([%d.]+)")
+                assert.equal("", res)
+                assert.equal('"timeout"="true"', kinds)
+                -- one 200 ms deadline: a deadline per server would take 400
+                assert.is_true(tonumber(elapsed) >= 0.19 and tonumber(elapsed) < 0.32, out)
+            end)
+
+            it("answers the keys of a live server asked first, within the deadline", function()
+                local out = multi(KEYS .. [[
+                    local client = assert(memcached.new({ timeout = 200,
+                        servers = "127.0.0.1:$MC, 127.0.0.1:]] .. trickle.port .. [[" }))
+                    local t0 = clock()
+                    local res, failed = client:get_multi(keys)
+                    local elapsed = clock() - t0
+                    local wrong = {}
+                    for _, key in ipairs(on[1]) do
+                        if res[key] == nil then wrong[#wrong + 1] = key end
+                    end
+                    for _, key in ipairs(on[2]) do
+                        if failed[key] ~= "timeout" then wrong[#wrong + 1] = key end
+                    end
+                    return table.concat(wrong, " ") .. "|" .. elapsed
+                ]])
+                local wrong, elapsed = out:match("^(.-)|([%d.]+)")
+                assert.equal("", wrong)
+                assert.is_true(tonumber(elapsed) >= 0.19 and tonumber(elapsed) < 0.32, out)
+            end)
         end)
     end)
 
