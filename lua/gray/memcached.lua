@@ -417,8 +417,11 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
             return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
         end
         if buf.len + need > limit then
+            -- with several keys the reply is cut short: no key's value is
+            -- known, not just the oversized one's ("partial" is a failure to
+            -- the router, but the server answered: not one for the breaker)
             return nil, fail(sock, "reply from " .. srv.name .. ": ",
-                             "over " .. limit .. " bytes", "value")
+                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
         end
     end
 end
@@ -474,7 +477,8 @@ function _M.get_multi(self, keys, opts)
                 res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
                                              with_cas)
             end
-            err = account(self, srv, res ~= nil or kind == "server" or kind == "value", err)
+            err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
+                                     or kind == "partial", err)
         else
             err, kind = "memcached " .. srv.name .. " marked down", "down"
         end
