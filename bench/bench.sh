@@ -425,7 +425,8 @@ for ((p = 1; p <= PROCS; p++)); do
         run="$DIR/cg/$loc.$p"
         code=$(code_hash)
         start_nginx router "$run" "$loc" $PIN_ROUTER valgrind --tool=callgrind \
-            --callgrind-out-file="$run/callgrind.out.%p" --dump-line=no
+            --callgrind-out-file="$run/callgrind.out.%p" --dump-line=no \
+            --toggle-collect=ngx_http_lua_timer_handler --collect-atstart=yes
         pid=$STARTED
         check_location "$PORT" "$loc" "$run"
         curl_batch "$PORT" "$loc" "$WARM"

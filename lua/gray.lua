@@ -17,6 +17,7 @@ local lists_mod = require "gray.lists"
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
+local gray_cache = require "gray.cache"
 
 local ngx = ngx
 local ngx_now = ngx.now
@@ -330,7 +331,7 @@ function _M.new(opts)
     -- value: a hit needs no key built and no key check (only values that
     -- passed the check get in)
     for _, id in ipairs(self.ids or {}) do
-        id.cache = lrucache.new(get("cache_size"))
+        id.cache = gray_cache.new(get("cache_size"))
     end
     self.lists = lists_mod.new({
         mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
@@ -402,7 +403,7 @@ local function stale_of(self, cache, key, stale, stored_at)
     if not self.use_fresh then
         -- with no fresh life every entry is expired: it is stale
         local fresh
-        fresh, stale, stored_at = cache:get(key)
+        fresh, stale, stored_at = cache:get(key, ngx_now())
         if fresh ~= nil then
             stale = fresh
         end
@@ -499,7 +500,7 @@ end
 -- when no identity before it is unknown, whether any is unknown so far, and
 -- the first identity present and its value (for the percentage). id may be
 -- nil (past the last identity).
-local function id_from_cache(self, id, unknown, pid, pv)
+local function id_from_cache(self, now, id, unknown, pid, pv)
     if id == nil then
         return nil, unknown, pid, pv
     end
@@ -509,7 +510,7 @@ local function id_from_cache(self, id, unknown, pid, pv)
     end
     local target
     if self.use_fresh then
-        target = id.cache:get(v)
+        target = id.cache:get(v, now)
     end
     if target == nil then
         -- not cached: a usable value must be asked for, junk is as absent
@@ -545,13 +546,14 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     -- over the (at most 4) identities, not a loop: LuaJIT cannot trace a
     -- loop of one or two turns inside the request's trace (it aborts:
     -- "leaving loop in root trace") and the request would run interpreted.
-    local t, unknown, pid, pv = id_from_cache(self, ids[1], false, nil, nil)
+    local now = ngx_now()
+    local t, unknown, pid, pv = id_from_cache(self, now, ids[1], false, nil, nil)
     if t then return t, ids[1].reason, "cache" end
-    t, unknown, pid, pv = id_from_cache(self, ids[2], unknown, pid, pv)
+    t, unknown, pid, pv = id_from_cache(self, now, ids[2], unknown, pid, pv)
     if t then return t, ids[2].reason, "cache" end
-    t, unknown, pid, pv = id_from_cache(self, ids[3], unknown, pid, pv)
+    t, unknown, pid, pv = id_from_cache(self, now, ids[3], unknown, pid, pv)
     if t then return t, ids[3].reason, "cache" end
-    t, unknown, pid, pv = id_from_cache(self, ids[4], unknown, pid, pv)
+    t, unknown, pid, pv = id_from_cache(self, now, ids[4], unknown, pid, pv)
     if t then return t, ids[4].reason, "cache" end
     if not unknown then
         if a_target then
@@ -572,7 +574,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         local v = id_value(id)
         local key = v and id_key(id, v)
         if key then
-            local target, stale, stored_at = id.cache:get(v)
+            local target, stale, stored_at = id.cache:get(v, now)
             if target == nil or not self.use_fresh then
                 keys[#keys + 1] = key
                 pending[key] = { id.cache, v, stale, stored_at }
@@ -598,7 +600,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     elseif #keys > 1 then
         res, failed, ferr = self.mc:get_multi(keys)
     end
-    local now = ngx_now()
+    now = ngx_now()
     for key, p in pairs(pending) do
         local kind = failed and failed[key]
         if kind and kind ~= "value" then

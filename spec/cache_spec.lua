@@ -1,0 +1,62 @@
+-- gray.cache, the identities' decision cache: plain Lua, no nginx needed.
+
+local gray_cache = require "gray.cache"
+
+describe("gray.cache", function()
+    it("answers fresh, then stale after the ttl, then nothing for an absent key", function()
+        local c = gray_cache.new(10)
+        c:set("uid:1", "@gray", 1, 100)
+        c:set("uid:2", false, 1, 100)
+        assert.same({ "@gray", nil, 100 }, { c:get("uid:1", 100.5) })
+        assert.same({ false, nil, 100 }, { c:get("uid:2", 101) })
+        assert.same({ nil, "@gray", 100 }, { c:get("uid:1", 101.5) })
+        assert.same({ nil, false, 100 }, { c:get("uid:2", 101.5) })
+        assert.same({}, { c:get("uid:3", 100) })
+    end)
+
+    it("treats a ttl <= 0 as stale at once (kept for outages)", function()
+        local c = gray_cache.new(10)
+        c:set("k", "@gray", -0.001, 50)
+        assert.same({ nil, "@gray", 50 }, { c:get("k", 50) })
+    end)
+
+    it("replaces an entry in place", function()
+        local c = gray_cache.new(10)
+        c:set("k", "@a", 1, 10)
+        c:set("k", false, 5, 20)
+        assert.same({ false, nil, 20 }, { c:get("k", 21) })
+    end)
+
+    -- an entry survives when it is used again within size / 2 insertions
+    -- (one generation); here 10 hot keys come back every 10 requests, with
+    -- at most 20 insertions in between
+    it("holds at most size entries, and keeps the ones in use", function()
+        local c = gray_cache.new(100)
+        for i = 1, 10 do
+            c:set("hot" .. i, "@gray", 1000, 0)
+        end
+        -- thousands of one-off keys, the hot ones used all along
+        for i = 1, 5000 do
+            c:set("cold" .. i, false, 1000, 0)
+            local hot = "hot" .. (i % 10 + 1)
+            assert.equal("@gray", (c:get(hot, 1)), hot .. " evicted at " .. i)
+        end
+        local n = 0
+        for _ in pairs(c.young) do n = n + 1 end
+        for _ in pairs(c.old) do n = n + 1 end
+        assert.is_true(n <= 100, n .. " entries")
+        -- an old one-off key is gone
+        assert.same({}, { c:get("cold1", 1) })
+    end)
+
+    it("moves a hit in the old generation back to the young one", function()
+        local c = gray_cache.new(4)         -- two per generation
+        c:set("a", 1, 100, 0)
+        c:set("b", 2, 100, 0)
+        c:set("c", 3, 100, 0)               -- a, b become old
+        assert.equal(1, (c:get("a", 1)))    -- a moves back
+        c:set("d", 4, 100, 0)               -- c, a become old; b is dropped
+        assert.equal(1, (c:get("a", 1)))
+        assert.same({}, { c:get("b", 1) })
+    end)
+end)
