@@ -221,6 +221,13 @@ function _M.new(opts)
         return nil, err
     end
     self.default_target = self.targets["1"]
+    -- location -> target name, for $gray_target_name
+    self.target_names = { [self.stable] = "stable" }
+    for name, loc in pairs(self.targets) do
+        if loc ~= self.stable then
+            self.target_names[loc] = name
+        end
+    end
     -- target names for compiled lists: index 1 is "1", the default target
     local names = { "1" }
     for name in pairs(self.targets) do
@@ -696,6 +703,28 @@ _M.decide = decide
 
 --- decide(), then ngx.exec() to the location (with the debug header, when
 -- configured).
+--
+-- When nginx.conf defines $gray_target_name and $gray_reason (`set` at
+-- server level), exec() fills them for log_format: the target's name
+-- ("stable", "1" for the default target, or a name of `targets`) and the
+-- reason. Whether they are defined is found once per worker; when they are
+-- not, this costs a field test per request.
+local log_vars = nil            -- nil: not known yet; then true or false
+
+local function set_log_var(name, value)
+    ngx_var[name] = value
+end
+
+local function log_vars_defined()
+    local ok, err = pcall(set_log_var, "gray_reason", "")
+    if ok then
+        return true
+    elseif not tostring(err):find("not found for writing", 1, true) then
+        ngx_log(WARN, "gray: $gray_reason cannot be written: ", err)
+    end
+    return false
+end
+
 function _M.exec(self)
     local target, reason = decide(self)
     if not target then
@@ -703,6 +732,15 @@ function _M.exec(self)
     end
     if self.debug_header then
         ngx_header[self.debug_header] = target .. "; " .. reason
+    end
+    if log_vars ~= false then
+        if log_vars == nil then
+            log_vars = log_vars_defined()
+        end
+        if log_vars then
+            ngx_var.gray_target_name = self.target_names[target] or "stable"
+            ngx_var.gray_reason = reason
+        end
     end
     return ngx_exec(target)
 end

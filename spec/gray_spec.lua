@@ -492,3 +492,57 @@ describe("gray router in nginx", function()
         assert.same({}, bad)
     end)
 end)
+
+describe("log variables", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("203.0.113.40", "1")
+        mc:set("203.0.113.41", "v2")
+        nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            log_format gray '$http_x_real_ip $gray_target_name $gray_reason';
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            set $gray_target_name "";
+            set $gray_reason "";
+            access_log $LOGDIR/gray.log gray;
+            location / {
+                content_by_lua_block {
+                    local r = package.loaded.spec_log_router
+                    if not r then
+                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                                                         targets = { v2 = "@v2" } }))
+                        package.loaded.spec_log_router = r
+                    end
+                    return r:exec()
+                }
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+            location @v2          { return 200 "v2\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("fills $gray_target_name and $gray_reason for log_format when they are defined", function()
+        for _, ip in ipairs({ "203.0.113.40", "203.0.113.41", "203.0.113.42" }) do
+            assert.equal(200, nginx:get("/", { headers = { ["X-Real-IP"] = ip } }).status)
+        end
+        local log
+        for _ = 1, 20 do
+            log = harness.read_file(nginx.dir .. "/gray.log") or ""
+            if select(2, log:gsub("\n", "")) >= 3 then break end
+            harness.sleep(0.1)
+        end
+        assert.truthy(log:find("203.0.113.40 1 ip\n", 1, true), log)
+        assert.truthy(log:find("203.0.113.41 v2 ip\n", 1, true), log)
+        assert.truthy(log:find("203.0.113.42 stable default\n", 1, true), log)
+    end)
+end)

@@ -300,7 +300,7 @@ end
 --- Starts nginx with our lua paths and the given server blocks; "$PORT" in
 -- them becomes a free port (self.port), "$PORT2" a second one (self.port2),
 -- "$MC" the memcached port given as opts.memcached_port, "$REPO" the
--- repository. opts.http adds http-level directives. opts.package_path and
+-- repository, "$LOGDIR" nginx's scratch directory (self.dir). opts.http adds http-level directives. opts.package_path and
 -- opts.package_cpath replace the repository's lua paths (the rock check
 -- points them at an installed tree).
 function _M.nginx(opts)
@@ -328,7 +328,7 @@ function _M.try_nginx(opts)
     local root = sh("id -u"):match("^0")
     local servers = opts.servers:gsub("%$PORT2", self.port2):gsub("%$PORT", self.port)
                                 :gsub("%$MC", tostring(opts.memcached_port or 11211))
-                                :gsub("%$REPO", REPO)
+                                :gsub("%$REPO", REPO):gsub("%$LOGDIR", self.dir)
     local conf = table.concat({
         root and "user root root;" or "",
         "load_module " .. mods .. "/ndk_http_module.so;",
