@@ -18,6 +18,8 @@ local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
 local gray_cache = require "gray.cache"
+-- looked up once: a method call would go through the metatables
+local lru_get, cache_get = lrucache.get, gray_cache.get
 
 local ngx = ngx
 local ngx_now = ngx.now
@@ -475,7 +477,7 @@ local function decide_address(self, addr, target, stale, stored_at)
         end
         if self.use_fresh then
             -- an expired entry comes back as stale, for use if memcached fails
-            target, stale, stored_at = self.cache:get(key)
+            target, stale, stored_at = lru_get(self.cache, key)
         end
     end
     if target then
@@ -517,7 +519,7 @@ local function id_from_cache(self, now, id, unknown, pid, pv)
     end
     local target
     if self.use_fresh then
-        target = id.cache:get(v, now)
+        target = cache_get(id.cache, v, now)
     end
     if target == nil then
         -- not cached: a usable value must be asked for, junk is as absent
@@ -545,7 +547,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
             akey = self.key_prefix .. addr
         end
         if self.use_fresh then
-            a_target, a_stale, a_stored = self.cache:get(akey)
+            a_target, a_stale, a_stored = lru_get(self.cache, akey)
         end
     end
 
