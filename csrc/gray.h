@@ -309,6 +309,64 @@ uint32_t gray_murmur3_32(const char *key, size_t len, uint32_t seed);
  * bucket < percent * 100, so raising the percentage only adds keys. */
 uint32_t gray_percent_bucket(const char *key, size_t len);
 
+/* ---- server placement: libmemcached 1.1's distributions (dist.c) -------- */
+
+#define GRAY_DIST_MODULA          0  /* hash % n: libmemcached's default */
+#define GRAY_DIST_KETAMA          1  /* MEMCACHED_BEHAVIOR_KETAMA: 100 points a
+                                        server, one-at-a-time hash */
+#define GRAY_DIST_KETAMA_WEIGHTED 2  /* MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED: 160
+                                        points a server of average weight, MD5 */
+
+#define GRAY_DIST_SERVERS_MAX  4096
+#define GRAY_DIST_HOST_MAX     1024  /* libmemcached's bound: < NI_MAXHOST (1025) */
+#define GRAY_DIST_DEFAULT_PORT 11211 /* left out of the point names, as libmemcached does */
+
+typedef struct gray_dist_server {
+    const char *host;           /* the name as written: libmemcached hashes it, */
+    uint32_t host_len;          /* not the address it resolves to */
+    uint32_t port;              /* 0 is GRAY_DIST_DEFAULT_PORT */
+    uint32_t weight;            /* ketama-weighted only; 0 is 1 */
+} gray_dist_server_t;
+
+typedef struct gray_dist_point {
+    uint32_t value;             /* position on the circle */
+    uint32_t server;            /* 0-based index into the build's server list */
+} gray_dist_point_t;
+
+typedef struct gray_dist {
+    gray_dist_point_t *points;  /* in: the caller's array of gray_dist_room() */
+    uint32_t room;              /* in: its length */
+    uint32_t npoints;           /* out: points in use, sorted */
+    uint32_t nservers;          /* out */
+    int32_t mode;               /* out: GRAY_DIST_* */
+} gray_dist_t;
+
+/* The points a continuum of nservers needs in mode (0 for modula), or 0 for
+ * a bad mode or count. */
+size_t gray_dist_room(int mode, size_t nservers);
+
+/* Builds d for servers[0..n) in libmemcached's server order (the order they
+ * were added; we do not sort hosts). Returns GRAY_OK, GRAY_ESPACE when
+ * d->room is too small, or GRAY_EINVAL for a bad mode, no or too many
+ * servers, an empty or too long host, a host with a NUL, a port > 65535. */
+int gray_dist_build(gray_dist_t *d, int mode, const gray_dist_server_t *servers, size_t n);
+
+/* The key hash of mode: one-at-a-time, or MD5's first 4 bytes read
+ * little-endian for ketama-weighted (libmemcached sets it so). */
+uint32_t gray_dist_hash(int mode, const char *key, size_t len);
+
+/* The 0-based server for a hash: hash % n, or the first point at or after
+ * hash on the circle (the first point past the last one). O(log points):
+ * *probes (when not NULL) gets the points compared. GRAY_EINVAL for an
+ * unbuilt d. */
+int gray_dist_find(const gray_dist_t *d, uint32_t hash, uint32_t *probes);
+
+/* The 0-based server of key, as memcached_generate_hash() returns it. */
+int gray_dist_server(const gray_dist_t *d, const char *key, size_t len);
+
+/* MD5 (RFC 1321) of data into digest. */
+void gray_md5(const char *data, size_t len, uint8_t digest[16]);
+
 /* ---- memcached text protocol (mc.c) ------------------------------------ */
 
 /* 1 when key may be sent as a memcached key: 1..GRAY_MC_KEY_MAX bytes, no byte

@@ -91,6 +91,19 @@ int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need);
+typedef struct gray_dist_server {
+    const char *host; uint32_t host_len; uint32_t port; uint32_t weight;
+} gray_dist_server_t;
+typedef struct gray_dist_point { uint32_t value; uint32_t server; } gray_dist_point_t;
+typedef struct gray_dist {
+    gray_dist_point_t *points; uint32_t room; uint32_t npoints; uint32_t nservers; int32_t mode;
+} gray_dist_t;
+size_t gray_dist_room(int mode, size_t nservers);
+int gray_dist_build(gray_dist_t *d, int mode, const gray_dist_server_t *servers, size_t n);
+uint32_t gray_dist_hash(int mode, const char *key, size_t len);
+int gray_dist_find(const gray_dist_t *d, uint32_t hash, uint32_t *probes);
+int gray_dist_server(const gray_dist_t *d, const char *key, size_t len);
+void gray_md5(const char *data, size_t len, uint8_t digest[16]);
 ]]
 end
 
@@ -610,6 +623,118 @@ end
 --- mc_decode_get / mc_decode_gets (with_cas) over the bytes appended so far.
 function Buffer.decode(self, keys, max_values, with_cas)
     return decode_many(self.mem, self.len, keys, max_values, with_cas)
+end
+
+
+-- ---- server placement: libmemcached 1.1's distributions (dist.c) ----------
+
+-- Must match gray.h.
+local DIST_MODES = { modula = 0, ketama = 1, ["ketama-weighted"] = 2 }
+local DIST_SERVERS_MAX = 4096
+local DIST_HOST_MAX = 1024
+local DIST_DEFAULT_PORT = 11211
+local dist_t = ffi_typeof("gray_dist_t")
+local dist_point_array_t = ffi_typeof("gray_dist_point_t[?]")
+local dist_server_array_t = ffi_typeof("gray_dist_server_t[?]")
+local md5_buf = ffi_new("uint8_t[16]")
+local probes_buf = ffi_new("uint32_t[1]")
+local floor = math.floor
+
+local function whole(v, lo, hi)
+    return type(v) == "number" and v == floor(v) and v >= lo and v <= hi
+end
+
+--- The placement of keys on servers, as libmemcached 1.1 places them.
+-- servers is a list of { host = "127.0.0.1", port = 11211, weight = 1 } in
+-- libmemcached's server order (the order added); port defaults to 11211 and
+-- weight to 1 (0 means 1, as in libmemcached). The host is hashed as
+-- written, not resolved. mode (default "ketama"):
+--   "modula"          hash % n, one-at-a-time: libmemcached's default;
+--   "ketama"          MEMCACHED_BEHAVIOR_KETAMA: 100 points a server;
+--   "ketama-weighted" MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED: points in
+--                     proportion to weight, MD5 key hash.
+-- Weights other than 1 need "ketama-weighted": libmemcached's ketama turns
+-- weighted only for servers added after the mode is set, so what a client
+-- gets there depends on its call order. Returns the continuum (a table to
+-- keep while in use: mode, servers, points), or nil, err.
+function _M.new_continuum(servers, mode)
+    mode = mode or "ketama"
+    local cmode = DIST_MODES[mode]
+    if not cmode then
+        return nil, "distribution must be modula, ketama or ketama-weighted, not "
+                    .. tostring(mode)
+    end
+    if type(servers) ~= "table" or #servers == 0 or #servers > DIST_SERVERS_MAX then
+        return nil, "servers must be a list of 1 to " .. DIST_SERVERS_MAX .. " servers"
+    end
+    local n = #servers
+    local cservers = ffi_new(dist_server_array_t, n)
+    for i = 1, n do
+        local s = servers[i]
+        if type(s) ~= "table" then
+            return nil, "server " .. i .. " is not a table"
+        end
+        local host, port, weight = s.host, s.port or DIST_DEFAULT_PORT, s.weight or 1
+        if type(host) ~= "string" or #host == 0 or #host > DIST_HOST_MAX or host:find("\0", 1, true) then
+            return nil, "server " .. i .. ": host must be 1 to " .. DIST_HOST_MAX
+                        .. " bytes without NUL"
+        end
+        if not whole(port, 0, 65535) then
+            return nil, "server " .. i .. ": port must be 0..65535"
+        end
+        if not whole(weight, 0, 0xffffffff) then
+            return nil, "server " .. i .. ": weight must be a whole number 0..4294967295"
+        end
+        if weight > 1 and mode ~= "ketama-weighted" then
+            return nil, "server " .. i .. ": a weight needs distribution ketama-weighted"
+        end
+        local c = cservers[i - 1]
+        c.host, c.host_len, c.port, c.weight = host, #host, port, weight
+    end
+
+    local room = tonumber(C.gray_dist_room(cmode, n))
+    local points = ffi_new(dist_point_array_t, room > 0 and room or 1)
+    local d = ffi_new(dist_t)
+    d.points, d.room = points, room
+    -- servers (and so every host string cservers points to) is live here
+    local rc = C.gray_dist_build(d, cmode, cservers, n)
+    if rc ~= 0 then
+        return nil, strerror(rc)
+    end
+    return {
+        dist = d,
+        mem = points,           -- d.points points into it
+        mode = mode,
+        servers = n,
+        points = tonumber(d.npoints),
+    }
+end
+
+--- The 1-based index of the server holding key (a string), as
+-- memcached_generate_hash() (plus 1) names it.
+function _M.server_for(continuum, key)
+    return C.gray_dist_server(continuum.dist, key, #key) + 1
+end
+
+--- The key hash of a distribution mode (a number).
+function _M.dist_hash(key, mode)
+    return tonumber(C.gray_dist_hash(DIST_MODES[mode or "ketama"], key, #key))
+end
+
+--- The 1-based server for a hash value, and the points compared to find it.
+function _M.continuum_find(continuum, hash)
+    local s = C.gray_dist_find(continuum.dist, hash, probes_buf)
+    return s + 1, tonumber(probes_buf[0])
+end
+
+--- MD5 of s as 32 lowercase hex digits.
+function _M.md5_hex(s)
+    C.gray_md5(s, #s, md5_buf)
+    local t = {}
+    for i = 0, 15 do
+        t[i + 1] = ("%02x"):format(md5_buf[i])
+    end
+    return concat(t)
 end
 
 return _M
