@@ -17,6 +17,8 @@
 #   api-nocache     the Lua API router with cache_ttl 0: one key per request
 #   api-nocache-ids the same with the two identities: three keys per
 #                   request, asked in one multi-get (bench/api_routers.lua)
+#   api-metrics     api-router with lua_shared_dict gray_metrics declared:
+#                   what counting costs
 #   dropin          lua/gray/dep.lua, no $gray_* variable anywhere
 #   dropin-nocache  lua/gray/dep.lua with set $gray_cache_ttl 0
 #   seed            bench/seed_dep.lua: a new memcached connection per request
@@ -64,16 +66,16 @@ OTHER_IP=10.9.9.9       # not in memcached
 BODY="backend ok"
 
 ALL_LOCS="plain exec-only reads-only api-router dropin dropin-nocache seed"
-ALL_LOCS="$ALL_LOCS reads-ids api-ids api-nocache api-nocache-ids"
+ALL_LOCS="$ALL_LOCS reads-ids api-ids api-nocache api-nocache-ids api-metrics"
 LOCS=${BENCH_LOCATIONS:-$ALL_LOCS}
 # X-Gray-Target each location must answer with, for GRAY_IP and OTHER_IP
 declare -A WANT=([plain]=plain [exec-only]=stable [reads-only]=stable [api-router]=test
                  [dropin]=test [dropin-nocache]=test [seed]=test [reads-ids]=stable
-                 [api-ids]=test [api-nocache]=test [api-nocache-ids]=test)
+                 [api-ids]=test [api-nocache]=test [api-nocache-ids]=test [api-metrics]=test)
 declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [reads-only]=stable
                        [api-router]=stable [dropin]=stable [dropin-nocache]=stable [seed]=stable
                        [reads-ids]=stable [api-ids]=stable [api-nocache]=stable
-                       [api-nocache-ids]=stable)
+                       [api-nocache-ids]=stable [api-metrics]=stable)
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -238,6 +240,9 @@ location_body() {   # location name -> its directives
     api-ids|api-nocache|api-nocache-ids) echo "content_by_lua_block {
                 (package.loaded.api_routers or require(\"api_routers\"))(\"$1\"):exec()
             }" ;;
+    api-metrics)    echo 'content_by_lua_block {
+                (package.loaded.api_router or require("api_router")):exec()
+            }' ;;
     *) die "no location $1" ;;
     esac
 }
@@ -250,6 +255,7 @@ write_router_conf() {   # prefix port location
     cat <<EOF
     lua_package_path '$REPO/lua/?.lua;$REPO/bench/?.lua;;';
     lua_package_cpath '$REPO/build/?.so;;';
+    $([ "$3" = api-metrics ] && echo "lua_shared_dict gray_metrics 1m;")
 
     upstream backend {
         server 127.0.0.1:$BACKEND;

@@ -12,19 +12,21 @@
 
 local LOCS = { "plain", "exec-only", "reads-only", "api-router", "dropin",
                "dropin-nocache", "seed", "reads-ids", "api-ids", "api-nocache",
-               "api-nocache-ids" }
+               "api-nocache-ids", "api-metrics" }
 local LABEL = {
     plain = "plain", ["exec-only"] = "exec-only (floor)",
     ["reads-only"] = "reads-only (floor)", ["api-router"] = "api-router",
     dropin = "dropin (cache)", ["dropin-nocache"] = "dropin (ttl 0)", seed = "seed-style",
     ["reads-ids"] = "reads+2 ids (floor)", ["api-ids"] = "api, 2 ids",
     ["api-nocache"] = "api ttl 0, 1 key", ["api-nocache-ids"] = "api ttl 0, 3 keys",
+    ["api-metrics"] = "api + metrics",
 }
 -- the aims, in instr/req
 local DROPIN_MEDIAN_MAX = 1.30      -- x plain
 local DROPIN_PROCESS_MAX = 1.36     -- x plain, every process
 local ROUTER_WORK_MAX = 600         -- dropin - reads-only, medians
 local PER_ID_MAX = 300              -- what one identity adds at a cache hit
+local METRICS_MAX = 150             -- what counting adds (api-metrics - api-router)
 local OUTLIER = 0.03                -- a process this far from its median is marked
 local PER_LINE = 5                  -- processes per line
 
@@ -183,6 +185,11 @@ if have("api-ids", "reads-ids") and have("api-router", "reads-only") then
     print(string.format("  each identity at a cache hit, its header read aside ((api-ids -"
           .. " reads-ids) - (api-router - reads-only)) / 2 <= %d: %.0f -> %s", PER_ID_MAX,
           per_id, verdict(per_id <= PER_ID_MAX)))
+end
+if have("api-metrics", "api-router") then
+    local cost = med["api-metrics"] - med["api-router"]
+    print(string.format("  counting for gray.metrics (api-metrics - api-router) <= %d: %.0f -> %s",
+          METRICS_MAX, cost, verdict(cost <= METRICS_MAX)))
 end
 print("for reference:")
 if have("exec-only", "reads-only") then

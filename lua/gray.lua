@@ -14,6 +14,8 @@ local memcached = require "gray.memcached"
 local client = require "gray.client"
 local ids_mod = require "gray.ids"
 local lists_mod = require "gray.lists"
+local metrics = require "gray.metrics"
+local count_decision = metrics.decision
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
@@ -59,6 +61,7 @@ local DEFAULTS = {
     force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
     force_untrusted = false,                -- true: the override counts from any peer
     debug_header = false,                   -- "X-Gray-Debug": target and reason (exec())
+    metrics_shm = "gray_metrics",           -- lua_shared_dict for gray.metrics; false: off
     key_prefix = "",                        -- prepended to the address key
     cache_ttl = 1,                          -- s a hit is trusted; 0: no cache
     neg_ttl = false,                        -- s a miss is trusted (cache_ttl)
@@ -317,6 +320,13 @@ function _M.new(opts)
         return opt_error("debug_header", "must be a header name or false")
     end
     self.debug_header = debug_header or false
+    local shm = get("metrics_shm")
+    if shm ~= false and type(shm) ~= "string" then
+        return opt_error("metrics_shm", "must be a lua_shared_dict name or false")
+    end
+    self.metrics_shm = shm
+    self.metrics = false        -- on once started and the dict exists
+    self.started = false        -- the list refresh and the metrics' timers
 
     local prefix = get("key_prefix")
     if type(prefix) ~= "string" or #prefix > 200
@@ -673,21 +683,25 @@ end
 -- gray), "store-error" / "store-down" (memcached failed, nothing else
 -- matched) or "no-client" (no address: a unix-socket peer). nil, err where
 -- a cache miss cannot ask memcached (a phase without cosockets).
-local function decide(self)
+local function start(self)
+    self.started = true
+    local lists = self.lists
+    if not lists.started then
+        local ok, err = lists:start()
+        if not ok then
+            self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
+        end
+    end
+    if self.metrics_shm then
+        self.metrics = metrics.enable(self.metrics_shm)
+    end
+end
+
+local function decide_rules(self)
     if self.force_var then
         local target = forced(self)
         if target then
             return target, "force"
-        end
-    end
-    local lists = self.lists
-    if not lists.started then
-        local phase = get_phase()
-        if phase ~= "init" then
-            local ok, err = lists:start()
-            if not ok then
-                self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
-            end
         end
     end
     -- the probe hands back the entry of an address already in the cache
@@ -699,6 +713,18 @@ local function decide(self)
         return self.stable, "no-client"
     end
     return decide_address(self, addr, target, stale, stored_at)
+end
+
+-- decide_rules, counted for gray.metrics when the dict is there.
+local function decide(self)
+    if not self.started and get_phase() ~= "init" then
+        start(self)
+    end
+    local target, reason, source = decide_rules(self)
+    if self.metrics and target then
+        count_decision(self.target_names[target] or "stable", reason, source)
+    end
+    return target, reason, source
 end
 
 _M.decide = decide

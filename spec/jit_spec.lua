@@ -8,7 +8,7 @@
 local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
-                    "ids.lua", "lists.lua" }
+                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua" }
 
 describe("the hot path under LuaJIT", function()
     local mc, nginx, log_path
@@ -19,6 +19,7 @@ describe("the hot path under LuaJIT", function()
         local dir = harness.tmpdir()
         log_path = dir .. "/jit.log"
         nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            lua_shared_dict gray_metrics 1m;    # the counting path is traced too
             init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
         ]], servers = [[
           server {

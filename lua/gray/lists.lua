@@ -11,6 +11,7 @@
 -- parts never mix).
 
 local gray_ffi = require "gray.ffi"
+local metrics = require "gray.metrics"
 
 local new_rangeset = gray_ffi.new_rangeset
 local rangeset_find = gray_ffi.rangeset_find
@@ -23,6 +24,12 @@ local tonumber, tostring, pairs, ipairs, pcall, next = tonumber, tostring, pairs
     next
 local concat = table.concat
 local floor = math.floor
+local update_time, ngx_now = ngx.update_time, ngx.now
+
+local function now_precise()
+    update_time()
+    return ngx_now()
+end
 local setmetatable = setmetatable
 
 local _M = { _VERSION = gray_ffi.VERSION }
@@ -198,8 +205,14 @@ function _M.refresh(self)
                 text, why = join_parts(self, key, text:match("^[^\n]*"))
             end
             local ok
+            local t0 = now_precise()
             if text then
                 ok, why = COMPILE[self.kinds[key]](self, key, text)
+            end
+            if ok and metrics.on then
+                local labels = { key = key }
+                metrics.add("gray_list_compiles_total", labels)
+                metrics.set("gray_list_compile_seconds", labels, now_precise() - t0)
             end
             if ok then
                 self.cas[key] = entry.cas

@@ -17,6 +17,7 @@
 --   -- from memcached), "value" (a value over value_max: refused unread)
 
 local gray_ffi = require "gray.ffi"
+local metrics = require "gray.metrics"
 
 local decode_get1 = gray_ffi.mc_decode_get1
 local key_ok = gray_ffi.mc_key_ok
@@ -109,6 +110,9 @@ local function parse_servers(spec)
             port = port,
             failures = 0,       -- consecutive
             open_until = 0,     -- breaker: no request before this time
+            -- gray.metrics series, built once
+            m_requests = metrics.series("gray_memcached_requests_total", { server = item }),
+            m_breaker = { server = item },
         }
     end
     return servers
@@ -326,9 +330,18 @@ local function breaker_allows(self, srv, t)
     return true
 end
 
--- Counts an outcome for srv's breaker; returns err, extended when the
--- breaker opens.
-local function account(self, srv, answered, err)
+-- Counts an outcome for srv's breaker (and for gray.metrics: the request,
+-- its failure by kind); returns err, extended when the breaker opens.
+local function account(self, srv, answered, err, kind)
+    if metrics.on then
+        metrics.incr(srv.m_requests)
+        if not answered or (kind and kind ~= "value") then
+            metrics.add("gray_memcached_errors_total", { server = srv.name, kind = kind or "?" })
+        end
+        if answered and srv.failures >= self.breaker_failures then
+            metrics.set("gray_breaker_open", srv.m_breaker, 0)
+        end
+    end
     if answered then
         -- an answer, even an error line, shows the server is reachable
         srv.failures = 0
@@ -338,6 +351,9 @@ local function account(self, srv, answered, err)
     local failures = srv.failures + 1
     srv.failures = failures
     if failures >= self.breaker_failures then
+        if metrics.on then
+            metrics.set("gray_breaker_open", srv.m_breaker, 1)
+        end
         srv.open_until = now() + self.breaker_cooldown
         err = err .. " (breaker open for " .. self.breaker_cooldown .. " s after "
               .. failures .. " failures)"
@@ -374,7 +390,8 @@ function _M.get(self, key)
     if value == nil and retry_worth(reused, kind) then
         value, err, kind = query(self, srv, req, key, deadline)
     end
-    err = account(self, srv, value ~= nil or kind == "server" or kind == "value", err)
+    err = account(self, srv, value ~= nil or kind == "server" or kind == "value", err,
+                  value == nil and kind or nil)
     if value ~= nil then
         return value
     end
@@ -478,7 +495,7 @@ function _M.get_multi(self, keys, opts)
                                              with_cas)
             end
             err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
-                                     or kind == "partial", err)
+                                     or kind == "partial", err, res == nil and kind or nil)
         else
             err, kind = "memcached " .. srv.name .. " marked down", "down"
         end
