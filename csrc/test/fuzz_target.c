@@ -14,7 +14,10 @@
  *     given, and its compiled set answers as a naive scan of the parsed
  *     entries does (the most specific range, of equal ones the later line);
  *   - murmur3 equals a byte-at-a-time reading of the algorithm at any
- *     alignment, and the bucket is its value modulo 10000. */
+ *     alignment, and the bucket is its value modulo 10000;
+ *   - a server continuum is sorted, holds the points its mode gives, fails
+ *     with GRAY_ESPACE one point short (small lists), and its O(log n)
+ *     lookup answers as a linear scan of the circle does. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +27,7 @@
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
 enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_COUNT };
+       T_DIST, T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -452,6 +455,107 @@ static void fuzz_hash(const char *s, size_t len)
     CHECK(b < GRAY_PERCENT_BUCKETS && b == gray_murmur3_32(s, len, 0) % GRAY_PERCENT_BUCKETS);
 }
 
+#define DIST_FUZZ_SERVERS 4
+
+/* The server of hash by walking the whole circle: the first point at or
+ * after it, else the first point. */
+static int dist_scan(const gray_dist_t *d, uint32_t hash)
+{
+    for (uint32_t i = 0; i < d->npoints; i++)
+        if (d->points[i].value >= hash)
+            return (int)d->points[i].server;
+    return (int)d->points[0].server;
+}
+
+static void dist_check_hash(const gray_dist_t *d, uint32_t hash)
+{
+    uint32_t probes, bound = 0;
+    int s = gray_dist_find(d, hash, &probes);
+    CHECK(s >= 0 && (uint32_t)s < d->nservers);
+    while (bound < 32 && (1ull << bound) < (uint64_t)d->npoints + 1)
+        bound++;
+    CHECK(probes <= bound);
+    if (d->nservers > 1 && d->mode != GRAY_DIST_MODULA)
+        CHECK(s == dist_scan(d, hash));
+    if (d->mode == GRAY_DIST_MODULA)
+        CHECK((uint32_t)s == hash % d->nservers);
+}
+
+/* A byte, then "host[:port][/?weight]" entries split at '|'. The byte plus
+ * the length picks the mode (0 modula, 1 ketama, 2 ketama-weighted, modulo
+ * 3), so that every cut and mutation of one seed tries another. */
+static void fuzz_dist(const char *s, size_t len)
+{
+    static gray_dist_point_t points[DIST_FUZZ_SERVERS * 160];
+    gray_dist_server_t servers[DIST_FUZZ_SERVERS];
+    if (len == 0)
+        return;
+    int mode = (int)(((uint8_t)s[0] + len) % 3);
+    size_t n = 0, start = 1;
+    int bad = 0;
+    for (size_t i = 1; i <= len && n < DIST_FUZZ_SERVERS; i++) {
+        if (i < len && s[i] != '|')
+            continue;
+        const char *e = s + start, *end = s + i;
+        const char *h = e;
+        while (h < end && *h != ':' && *h != '/')
+            h++;
+        gray_dist_server_t *sv = &servers[n++];
+        sv->host = e;
+        sv->host_len = (uint32_t)(h - e);
+        sv->port = 0;
+        sv->weight = 0;
+        if (h < end && *h == ':')
+            for (h++; h < end && *h >= '0' && *h <= '9' && sv->port < 1000000; h++)
+                sv->port = sv->port * 10 + (uint32_t)(*h - '0');
+        if (end - h >= 2 && h[0] == '/' && h[1] == '?')
+            for (h += 2; h < end && *h >= '0' && *h <= '9' && sv->weight < 100000000; h++)
+                sv->weight = sv->weight * 10 + (uint32_t)(*h - '0');
+        if (sv->host_len == 0 || memchr(sv->host, '\0', sv->host_len) || sv->port > 65535)
+            bad = 1;
+        start = i + 1;
+    }
+    if (n == 0)
+        return;
+
+    size_t room = gray_dist_room(mode, n);
+    CHECK(room <= sizeof points / sizeof points[0]);
+    gray_dist_t d = {points, (uint32_t)room, 0, 0, 0};
+    int rc = gray_dist_build(&d, mode, servers, n);
+    if (bad) {
+        CHECK(rc == GRAY_EINVAL);
+        return;
+    }
+    CHECK(rc == GRAY_OK && d.nservers == n && d.mode == mode);
+    if (mode == GRAY_DIST_MODULA)
+        CHECK(d.npoints == 0);
+    else if (mode == GRAY_DIST_KETAMA)
+        CHECK(d.npoints == 100 * n);
+    else
+        CHECK(d.npoints > 0 && d.npoints % 4 == 0 && d.npoints <= room);
+    for (uint32_t i = 1; i < d.npoints; i++)
+        CHECK(points[i - 1].value < points[i].value
+              || (points[i - 1].value == points[i].value
+                  && points[i - 1].server <= points[i].server));
+
+    /* the circle's edges, every point and just past it, and key hashes */
+    dist_check_hash(&d, 0);
+    dist_check_hash(&d, UINT32_MAX);
+    for (uint32_t i = 0; i < d.npoints; i += 1 + d.npoints / 8) {
+        dist_check_hash(&d, points[i].value);
+        dist_check_hash(&d, points[i].value + 1);
+    }
+    for (size_t off = 0; off < len; off += 1 + off) {
+        int k = gray_dist_server(&d, s + off, len - off);
+        CHECK(k == (n == 1 ? 0 : gray_dist_find(&d, gray_dist_hash(mode, s + off, len - off), NULL)));
+    }
+
+    if (d.npoints > 0 && n <= 2) {     /* a second build: kept cheap */
+        gray_dist_t small = {points, d.npoints - 1, 0, 0, 0};
+        CHECK(gray_dist_build(&small, mode, servers, n) == GRAY_ESPACE);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -472,6 +576,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_CLIENT:    fuzz_client_key(s, len); break;
     case T_RANGES:    fuzz_ranges(s, len); break;
     case T_HASH:      fuzz_hash(s, len); break;
+    case T_DIST:      fuzz_dist(s, len); break;
     }
     free(s);
     return 0;

@@ -52,6 +52,9 @@ static const struct { int target; const char *text; } seeds[] = {
         "192.0.2.1/12 v3\n2001:db8::/0\n255.2.2.2/8\nfe80::/16 v3\n::1/64\n"
         "2001:db8::/112 v2\n2001:db8::1:0/32\n2001:db8::1:0/48\n"},
     {8, "uid:42"}, {8, "The quick brown fox jumps over the lazy dog"},
+    /* a mode byte, then servers (fuzz_dist in fuzz_target.c) */
+    {9, "x127.0.0.1:11211/?3|127.0.0.2/?0|127.0.0.3:11300/?6"},
+    {9, "xa|b:65535|c:65536|d"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
