@@ -300,9 +300,10 @@ end
 --- Starts nginx with our lua paths and the given server blocks; "$PORT" in
 -- them becomes a free port (self.port), "$PORT2" a second one (self.port2),
 -- "$MC" the memcached port given as opts.memcached_port, "$REPO" the
--- repository, "$LOGDIR" nginx's scratch directory (self.dir). opts.http adds http-level directives. opts.package_path and
--- opts.package_cpath replace the repository's lua paths (the rock check
--- points them at an installed tree).
+-- repository, "$LOGDIR" nginx's scratch directory (self.dir). opts.http
+-- adds http-level directives. opts.package_path and opts.package_cpath
+-- replace the repository's lua paths (the rock check points them at an
+-- installed tree).
 function _M.nginx(opts)
     local last_err
     for _ = 1, 5 do
