@@ -1,6 +1,6 @@
 # lua-resty-gray
 #
-#   make            build build/libgray.so
+#   make            build build/libgray.so and build/gray-admin
 #   make test       install missing Debian packages, build, run every check
 #   make demo       install, build, start the demo stack (see README)
 #   make demo-stop  stop the demo stack (safe to run twice)
@@ -37,7 +37,7 @@ REPLAY_ITERATIONS ?= 20000
 .PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
         microbench fuzz clean
 
-all: build/libgray.so
+all: build/libgray.so build/gray-admin
 
 build/libgray.so: $(SRC) $(HDR)
 	@mkdir -p build
@@ -59,8 +59,14 @@ test: deps-test
 	$(MAKE) all
 	$(MAKE) lint asan spec rock-check
 
-spec: build/libgray.so build/fake-mc
+spec: build/libgray.so build/fake-mc build/gray-admin
 	$(BUSTED) --lua=$(LUAJIT) spec
+
+# the operators' CLI, on libmemcached (Debian's libmemcached-dev) and the C core
+CLI_SRC := $(wildcard csrc/cli/*.c)
+build/gray-admin: $(CLI_SRC) csrc/cli/cli.h $(SRC) $(HDR)
+	@mkdir -p build
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached
 
 # a scriptable hostile memcached for the deadline and memory specs
 build/fake-mc: csrc/test/fake_mc.c
@@ -138,13 +144,15 @@ demo-stop:
 
 # ---- install ---------------------------------------------------------------
 
-install: build/libgray.so
-	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray
+install: build/libgray.so build/gray-admin
+	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 build/gray-admin $(DESTDIR)$(PREFIX)/bin/gray-admin
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
 	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/
 
 uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/gray-admin
 	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LUADIR)/gray.lua
 	rm -rf $(DESTDIR)$(INST_LUADIR)/gray
 

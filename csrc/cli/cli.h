@@ -1,0 +1,130 @@
+/*
+ * cli.h - gray-admin: the memcached entries, lists and percentage that the
+ * router reads, written with libmemcached in exactly the router's formats
+ * (see lua/gray/lists.lua and the Targeting section of the README).
+ */
+#ifndef GRAY_CLI_H
+#define GRAY_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libmemcached-1.0/memcached.h>
+
+#include "../gray.h"
+
+/* ---- limits and exit codes ---------------------------------------------- */
+
+#define CLI_SERVERS_MAX   64        /* servers in --servers */
+#define CLI_PART_BYTES    (900u * 1024u) /* a list value above this is split:
+                                      memcached's item limit is 1 MB including
+                                      the key and the item header */
+#define CLI_PARTS_MAX     1024      /* the router reads at most this many parts */
+#define CLI_LIST_WARN     (32u << 20) /* the router's default list_max */
+#define CLI_OLD_PARTS_TTL 60        /* s an old part lives after a rewrite, for a
+                                      router reading the previous version */
+#define CLI_CAS_TRIES     100       /* read-change-write cycles before giving up */
+#define CLI_READ_TRIES    5         /* reads of a list with a part missing */
+#define CLI_TTL_MAX       2592000   /* memcached reads a larger exptime as a date */
+#define CLI_ID_VALUE_MAX  200       /* the router ignores longer id values */
+#define CLI_ID_NAME_MAX   32
+#define CLI_TARGET_MAX    64
+
+#define EXIT_NOTFOUND 1             /* get: no such entry */
+#define EXIT_USAGE    2             /* bad arguments */
+#define EXIT_STORE    3             /* memcached failed */
+#define EXIT_CONFLICT 4             /* CAS retries exhausted */
+
+/* ---- the connection and key names (store.c) ------------------------------ */
+
+typedef struct cli_opts {
+    const char *servers;            /* the $gray_memcached syntax */
+    const char *distribution;       /* "modula" */
+    const char *key_prefix;         /* prepended to address keys ("") */
+    const char *ranges_key;         /* "gray:ranges" */
+    const char *percent_key;        /* "gray:percent" */
+    unsigned timeout_ms;            /* connect and poll timeout */
+    size_t part_bytes;              /* split lists above this (CLI_PART_BYTES) */
+    int verbose;
+} cli_opts_t;
+
+/* Parses "host:port[, host:port...]" (IPv6 as [addr]:port, addresses only)
+ * into hosts (canonical text) and ports. Returns the count, or -1 with a
+ * message in err. */
+int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
+                      int max, char *err, size_t errlen);
+
+/* A libmemcached handle for opts (servers, distribution, timeouts), or NULL
+ * after printing why. */
+memcached_st *cli_connect(const cli_opts_t *opts);
+
+/* A value read with memcached_get; value is malloc'd (NULL: not found). */
+typedef struct cli_value {
+    char *value;
+    size_t len;
+    uint64_t cas;
+} cli_value_t;
+
+/* gets key: 0 (found or not: v->value NULL), or -1 after printing why. */
+int cli_gets(memcached_st *mc, const char *key, cli_value_t *v);
+
+/* The message for a failed call. */
+const char *cli_mc_error(memcached_st *mc, memcached_return_t rc);
+
+/* ---- lists: read, edit, write back with CAS (listedit.c) ---------------- */
+
+enum { LIST_RANGES = 1, LIST_IDS = 2 };
+
+/* One change: the entry's normalised key and its line ("" when removing). */
+typedef struct cli_edit {
+    char *key;                      /* malloc'd */
+    char *line;                     /* malloc'd, NULL: remove */
+} cli_edit_t;
+
+/* A ranges line's first field in normal form: the canonical network and
+ * "/n" (no "/n" for a full-length prefix); a bare address in its canonical
+ * text, as the router keys a client (::ffff:1.2.3.4 is 1.2.3.4). Returns
+ * its length, or a
+ * negative code (GRAY_EADDR, GRAY_EPREFIX, GRAY_EINVAL: covers no address
+ * the router matches). out holds GRAY_IP_TEXT_MAX + 4. */
+int cli_cidr_normal(const char *s, size_t len, char *out);
+
+/* The whole text of a list key (parts joined), read with gets. *text is
+ * malloc'd (NULL: no key). Returns 0, or -1 on a failure (printed; a part
+ * still missing after CLI_READ_TRIES reads is one). */
+int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, uint64_t *cas,
+                  int *exists, char *old_tag, size_t tagcap, unsigned *old_parts);
+
+/* Applies edits (in order) to the list under key and writes it back with
+ * CAS, split when over opts->part_bytes, retried on conflict. kind says how
+ * lines are keyed. *changed counts the lines added, replaced or removed.
+ * Returns 0 or an EXIT_* code (printed). */
+int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                  const cli_edit_t *edits, size_t nedits, size_t *changed);
+
+/* The key of a line in a list of kind (normal form of its first field), into
+ * out (cap >= 256); 0 for a blank, comment or unparsable line. */
+size_t cli_line_key(int kind, const char *line, size_t len, char *out, size_t cap);
+
+/* ---- the decision (check.c) ----------------------------------------------- */
+
+/* Prints what the router would decide for addr and the identities
+ * ("name=value" each). Returns 0 or an EXIT_* code. */
+int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
+              char *const *ids, int nids);
+
+/* The router's percentage: "0".."100", at most two decimals, spaces around
+ * allowed. Returns percent * 100 (0..10000), or -1 when it is not one. */
+long cli_parse_percent(const char *s, size_t len);
+
+/* ---- arguments shared by commands (main.c) ------------------------------ */
+
+/* 1 when name is an identity / list name the router accepts: letters,
+ * digits, '_' and '-', at most CLI_ID_NAME_MAX, holding a letter past 'f'
+ * (or '_' or '-') so that "name:value" never reads as IPv6. */
+int cli_id_name_ok(const char *name, size_t len);
+
+/* 1 when s may be a target name: "1" or printable bytes without '#'. */
+int cli_target_ok(const char *s);
+
+#endif /* GRAY_CLI_H */

@@ -1,0 +1,194 @@
+/* store.c - the connection to memcached: the server list, placement, reads. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int is_sep(char c)
+{
+    return c == ',' || c == ' ' || c == '\t';
+}
+
+int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
+                      int max, char *err, size_t errlen)
+{
+    int n = 0;
+    const char *p = spec;
+    for (;;) {
+        while (*p && is_sep(*p))
+            p++;
+        if (*p == '\0')
+            break;
+        const char *item = p;
+        while (*p && !is_sep(*p))
+            p++;
+        size_t len = (size_t)(p - item);
+        if (n == max) {
+            snprintf(err, errlen, "more than %d servers", max);
+            return -1;
+        }
+        /* host and port split at the last ':'; IPv6 only in brackets, as
+         * the router's parse_servers() takes it */
+        const char *colon = NULL;
+        for (size_t i = len; i > 0; i--) {
+            if (item[i - 1] == ':') {
+                colon = item + i - 1;
+                break;
+            }
+        }
+        const char *host = item;
+        size_t hlen = colon ? (size_t)(colon - item) : 0;
+        int bracketed = hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']';
+        if (bracketed) {
+            host++;
+            hlen -= 2;
+        }
+        unsigned long port = 0;
+        const char *d = colon ? colon + 1 : item + len;
+        size_t digits = (size_t)(item + len - d);
+        for (size_t i = 0; i < digits && port <= 65535; i++) {
+            if (d[i] < '0' || d[i] > '9') {
+                port = 0;
+                break;
+            }
+            port = port * 10 + (unsigned long)(d[i] - '0');
+        }
+        gray_ip_t ip;
+        if (!colon || digits == 0 || port < 1 || port > 65535 || hlen == 0 ||
+            gray_ip_parse(host, hlen, &ip) != GRAY_OK ||
+            (memchr(host, ':', hlen) != NULL) != bracketed) {
+            snprintf(err, errlen,
+                     "bad server '%.*s' (expected host:port with an IP address, IPv6 as"
+                     " [addr]:port)", (int)len, item);
+            return -1;
+        }
+        int w = gray_ip_format(&ip, hosts[n], GRAY_IP_TEXT_MAX);
+        hosts[n][w] = '\0';
+        ports[n] = (unsigned)port;
+        n++;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "no server given (expected 'host:port[, host:port...]')");
+        return -1;
+    }
+    return n;
+}
+
+/* Where keys go. The router places a key on server hash % n with
+ * libmemcached's default hash (gray_hash_oaat); libmemcached's default
+ * distribution (modula) does the same. Ketama and weighted ketama are to be
+ * set here, as MEMCACHED_BEHAVIOR_KETAMA(_WEIGHTED), once the router places
+ * keys that way too. */
+static int set_distribution(memcached_st *mc, const char *mode)
+{
+    if (strcmp(mode, "modula") == 0) {
+        return memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                                      MEMCACHED_DISTRIBUTION_MODULA) == MEMCACHED_SUCCESS ? 0 : -1;
+    }
+    fprintf(stderr, "gray-admin: --distribution '%s': only 'modula' (the router's placement)"
+            " is supported\n", mode);
+    return -1;
+}
+
+memcached_st *cli_connect(const cli_opts_t *opts)
+{
+    static char hosts[CLI_SERVERS_MAX][GRAY_IP_TEXT_MAX];
+    static unsigned ports[CLI_SERVERS_MAX];
+    char err[256];
+    int n = cli_parse_servers(opts->servers, hosts, ports, CLI_SERVERS_MAX, err, sizeof err);
+    if (n < 0) {
+        fprintf(stderr, "gray-admin: --servers: %s\n", err);
+        return NULL;
+    }
+    memcached_st *mc = memcached_create(NULL);
+    if (mc == NULL) {
+        fprintf(stderr, "gray-admin: out of memory\n");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        memcached_return_t rc = memcached_server_add(mc, hosts[i], (in_port_t)ports[i]);
+        if (rc != MEMCACHED_SUCCESS) {
+            fprintf(stderr, "gray-admin: server %s:%u: %s\n", hosts[i], ports[i],
+                    cli_mc_error(mc, rc));
+            memcached_free(mc);
+            return NULL;
+        }
+    }
+    if (set_distribution(mc, opts->distribution) != 0) {
+        memcached_free(mc);
+        return NULL;
+    }
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, opts->timeout_ms);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, opts->timeout_ms);
+    /* a server that fails is reported, not silently skipped: the key it
+     * holds would be read from another server by nobody */
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0);
+    return mc;
+}
+
+const char *cli_mc_error(memcached_st *mc, memcached_return_t rc)
+{
+    /* libmemcached's message less its handle address and source position:
+     * "(0x55...) CONNECTION FAILURE,  host: 127.0.0.1:1 -> ./src/...:233" */
+    static char msg[256];
+    const char *m = memcached_last_error(mc) != MEMCACHED_SUCCESS
+        ? memcached_last_error_message(mc) : NULL;
+    if (m == NULL)
+        return memcached_strerror(mc, rc);
+    if (m[0] == '(' && strchr(m, ')'))
+        m = strchr(m, ')') + 1;
+    while (*m == ' ')
+        m++;
+    snprintf(msg, sizeof msg, "%s", m);
+    char *arrow = strstr(msg, " -> ");
+    if (arrow)
+        *arrow = '\0';
+    for (char *d = strstr(msg, ",  "); d; d = strstr(d, ",  "))
+        memmove(d + 1, d + 2, strlen(d + 2) + 1);
+    return msg;
+}
+
+int cli_gets(memcached_st *mc, const char *key, cli_value_t *v)
+{
+    const char *keys[1] = { key };
+    size_t lens[1] = { strlen(key) };
+    v->value = NULL;
+    v->len = 0;
+    v->cas = 0;
+    memcached_return_t rc = memcached_mget(mc, keys, lens, 1);
+    if (rc != MEMCACHED_SUCCESS) {
+        fprintf(stderr, "gray-admin: gets %s: %s\n", key, cli_mc_error(mc, rc));
+        return -1;
+    }
+    memcached_result_st *res;
+    int failed = 0;
+    while ((res = memcached_fetch_result(mc, NULL, &rc)) != NULL) {
+        if (v->value == NULL && memcached_result_key_length(res) == lens[0] &&
+            memcmp(memcached_result_key_value(res), key, lens[0]) == 0) {
+            v->len = memcached_result_length(res);
+            v->cas = memcached_result_cas(res);
+            v->value = malloc(v->len + 1);
+            if (v->value == NULL) {
+                failed = 1;
+            } else {
+                memcpy(v->value, memcached_result_value(res), v->len);
+                v->value[v->len] = '\0';
+            }
+        }
+        memcached_result_free(res);
+    }
+    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND) {
+        fprintf(stderr, "gray-admin: gets %s: %s\n", key, cli_mc_error(mc, rc));
+        free(v->value);
+        v->value = NULL;
+        return -1;
+    }
+    if (failed) {
+        fprintf(stderr, "gray-admin: out of memory\n");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,575 @@
+-- gray-admin (csrc/cli/) against real memcached, and what it writes read by
+-- a real nginx running the drop-in: every command, bad arguments, the
+-- router's formats (canonical address keys, split lists), check's answer
+-- beside the router's own, key placement over two servers, and concurrent
+-- list writers.
+
+local harness = require "helpers.harness"
+local gray_ffi = require "gray.ffi"
+
+local sh, quote = harness.sh, harness.quote
+local floor = math.floor
+local REPO = os.getenv("GRAY_REPO") or (sh("pwd"):gsub("%s+$", ""))
+local BIN = REPO .. "/build/gray-admin"
+
+local SERVERS = [[
+  server {
+    listen 127.0.0.1:$PORT;
+    uninitialized_variable_warn off;
+    set $gray_memcached 127.0.0.1:$MC;
+    set $gray_trusted 127.0.0.1;
+    set $gray_cache_ttl 0;
+    set $gray_targets "v2=@server_v2";
+    set $gray_debug_header "X-Gray-Debug";
+
+    # address entries only: no lists
+    location /dep/ {
+        set $gray_ranges_key off;
+        set $gray_percent_key off;
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
+    # every rule, for check beside the router
+    location /rules/ {
+        set $gray_ids "uid=cookie:uid, dev=header:X-Device-Id";
+        set $gray_lists "dev";
+        set $gray_ranges_key "a:rules:ranges";
+        set $gray_percent_key "a:rules:percent";
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
+    # a ranges list split into parts
+    location /split/ {
+        set $gray_ranges_key "a:split";
+        set $gray_percent_key off;
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
+    location @server      { return 200 "stable\n"; }
+    location @server_test { return 200 "gray\n"; }
+    location @server_v2   { return 200 "v2\n"; }
+  }
+]]
+
+-- router location -> check's target
+local TARGET_OF = { ["@server"] = "stable", ["@server_test"] = "1", ["@server_v2"] = "v2" }
+
+local function now()
+    return tonumber((sh("date +%s.%N")))
+end
+
+-- The first fmt:format(i) that pred accepts.
+local function pick(fmt, pred)
+    for i = 1, 65535 do
+        local v = fmt:format(i)
+        if pred(v) then
+            return v
+        end
+    end
+    error("no value of " .. fmt .. " fits")
+end
+
+describe("gray-admin", function()
+    local mc, mc2, nginx
+
+    -- Runs gray-admin against mc (or opts.servers) with the argument text;
+    -- returns its output (stdout and stderr) and exit code.
+    local function admin(args, servers)
+        return sh(BIN .. " --servers " .. quote(servers or "127.0.0.1:" .. mc.port) .. " "
+                  .. args)
+    end
+
+    -- As admin, asserting exit 0; returns the output.
+    local function ok(args, servers)
+        local out, code = admin(args, servers)
+        assert(code == 0, "gray-admin " .. args .. " exited " .. tostring(code) .. ": " .. out)
+        return out
+    end
+
+    local function lines_of(text)
+        local t = {}
+        for line in text:gmatch("[^\n]+") do
+            t[#t + 1] = line
+        end
+        return t
+    end
+
+    setup(function()
+        local out, code = sh("make -s -C " .. quote(REPO) .. " build/gray-admin")
+        assert(code == 0, "building gray-admin failed: " .. out)
+        mc = harness.memcached()
+        mc2 = harness.memcached()
+        nginx = harness.nginx({ servers = SERVERS, memcached_port = mc.port })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+        if mc2 then mc2:destroy() end
+    end)
+
+    describe("entries", function()
+        it("add, get and remove address entries under their canonical key", function()
+            local cases = {
+                { "::FFFF:1.2.3.4", "1.2.3.4" },
+                { "1.2.3.5", "1.2.3.5" },
+                { "2001:DB8:0:0:0:0:0:1", "2001:db8::1" },
+                { "::ffff:0a00:0001", "10.0.0.1" },
+            }
+            for _, c in ipairs(cases) do
+                ok("add " .. quote(c[1]))
+                assert.equal("1", mc:get(c[2]), c[1])
+                assert.equal("1\n", ok("get " .. quote(c[1])), c[1])
+                ok("add " .. quote(c[1]) .. " v2")
+                assert.equal("v2", mc:get(c[2]), c[1])
+                ok("remove " .. quote(c[1]))
+                assert.is_false(mc:get(c[2]), c[1])
+                local out, code = admin("get " .. quote(c[1]))
+                assert.equal(1, code, out)
+                assert.matches("no entry " .. c[2]:gsub("%p", "%%%0"), out)
+            end
+        end)
+
+        it("identities and --ttl", function()
+            ok("add uid:42 v2 --ttl 100")
+            assert.equal("v2", mc:get("uid:42"))
+            -- memcached's meta get tells the remaining lifetime
+            local ttl = tonumber(mc:cmd("mg uid:42 t\r\n"):match("t(%-?%d+)"))
+            assert(ttl and ttl > 90 and ttl <= 100, "ttl " .. tostring(ttl))
+            ok("add dev:a-b_c.9")
+            assert.equal("1", mc:get("dev:a-b_c.9"))
+            assert.equal("v2\n", ok("get uid:42"))
+            ok("remove uid:42")
+            assert.is_false(mc:get("uid:42"))
+            -- removing what is absent is not an error
+            local out, code = admin("remove uid:42")
+            assert.equal(0, code, out)
+            assert.matches("nothing removed", out)
+        end)
+
+        it("--key-prefix goes before address keys only", function()
+            ok("--key-prefix gray: add ::ffff:9.9.9.9")
+            assert.equal("1", mc:get("gray:9.9.9.9"))
+            assert.is_false(mc:get("9.9.9.9"))
+            ok("--key-prefix gray: add uid:9")
+            assert.equal("1", mc:get("uid:9"))
+        end)
+
+        it("percent", function()
+            for _, p in ipairs({ "0", "0.25", "100.00", "12.5" }) do
+                ok("percent " .. p)
+                assert.equal(p, mc:get("gray:percent"))
+            end
+            assert.equal("12.5\n", ok("percent"))
+        end)
+    end)
+
+    describe("lists", function()
+        it("ranges add, remove and list: normal form, one line per range", function()
+            local K = "--ranges-key a:r1 "
+            ok(K .. "ranges add 10.1.2.3/16 v2")     -- host bits cleared
+            ok(K .. "add 192.168.7.0/24")            -- add with a CIDR: the same list
+            ok(K .. "ranges add ::ffff:172.16.0.1")  -- a bare address: IPv4 text
+            ok(K .. "ranges add 2001:DB8::1/32 v2")
+            ok(K .. "ranges add 10.1.0.0/16")        -- retarget: replaces the line
+            assert.same({ "10.1.0.0/16", "192.168.7.0/24", "172.16.0.1", "2001:db8::/32 v2" },
+                        lines_of(mc:get("a:r1")))
+            assert.equal(mc:get("a:r1"), ok(K .. "ranges list"))
+            assert.equal("10.1.0.0/16\n", ok(K .. "get 10.1.99.99/16"))
+            ok(K .. "remove 192.168.7.5/24")
+            ok(K .. "ranges remove 172.16.0.1/32")   -- the same range written otherwise
+            assert.same({ "10.1.0.0/16", "2001:db8::/32 v2" }, lines_of(mc:get("a:r1")))
+            local out, code = admin(K .. "get 192.168.7.0/24")
+            assert.equal(1, code, out)
+        end)
+
+        it("keeps lines it did not write: comments, blank lines, others' lines", function()
+            mc:set("a:r2", "# ours\n10.0.0.0/8 v2\n\nnot-an-address\n10.0.0.0/8\n")
+            ok("--ranges-key a:r2 ranges add 11.0.0.0/8")
+            assert.equal("# ours\n10.0.0.0/8 v2\n\nnot-an-address\n10.0.0.0/8\n11.0.0.0/8\n",
+                         mc:get("a:r2"))
+            -- a key written twice: every line of it goes
+            ok("--ranges-key a:r2 ranges remove 10.0.0.0/8")
+            assert.equal("# ours\n\nnot-an-address\n11.0.0.0/8\n", mc:get("a:r2"))
+        end)
+
+        it("list <name> add, remove and show", function()
+            ok("list dev add d1")
+            ok("list dev add d2 v2")
+            ok("list dev add d3 1")
+            ok("list dev add d1 v2")
+            assert.equal("d1 v2\nd2 v2\nd3\n", mc:get("gray:list:dev"))
+            assert.equal("d1 v2\nd2 v2\nd3\n", ok("list dev show"))
+            ok("list dev remove d2")
+            assert.equal("d1 v2\nd3\n", mc:get("gray:list:dev"))
+            ok("list dev remove d1")
+            ok("list dev remove d3")
+            assert.equal("", mc:get("gray:list:dev"))
+        end)
+
+        -- parts of 4 KB here (the default, 900 KB, is used through nginx below)
+        it("writes a list over one part in parts, and reads and edits it back", function()
+            local B = "--ranges-key a:big --part-size 4096 "
+            local path = harness.tmpdir() .. "/big.txt"
+            local f = assert(io.open(path, "wb"))
+            for i = 0, 2999 do
+                f:write(("20.%d.%d.0/24%s\n"):format(floor(i / 256), i % 256,
+                                                     i % 2 == 1 and " v2" or ""))
+            end
+            f:close()
+            local out = ok(B .. "import " .. quote(path))
+            assert.matches("3000 ranges lines", out)
+            local header = mc:get("a:big")
+            local n, tag = header:match("^#gray%-parts (%d+) (%S+)$")
+            assert(n, "header: " .. header:sub(1, 80))
+            n = tonumber(n)
+            assert(n >= 2, header)
+            local joined = {}
+            for i = 1, n do
+                local part = mc:get("a:big:" .. tag .. ":" .. i)
+                -- whole lines, each part at most the part size
+                assert(part and #part <= 4096 and part:sub(-1) == "\n", "part " .. i)
+                joined[i] = part
+            end
+            assert.is_false(mc:get("a:big:" .. tag .. ":" .. n + 1))
+            joined = table.concat(joined)
+            assert.equal(3000, #lines_of(joined))
+            assert.equal(joined, ok(B .. "ranges list"))
+            -- an edit rewrites it under a new tag
+            ok(B .. "ranges add 30.0.0.0/8")
+            local n2, tag2 = mc:get("a:big"):match("^#gray%-parts (%d+) (%S+)$")
+            assert.are_not.equal(tag, tag2)
+            assert.equal(joined .. "30.0.0.0/8\n", ok(B .. "ranges list"))
+            assert(tonumber(n2) >= 2)
+            -- the old parts stay a minute for a router reading the old version
+            for i = 1, n do
+                local ttl = tonumber(mc:cmd("mg a:big:" .. tag .. ":" .. i .. " t\r\n")
+                                     :match("t(%-?%d+)"))
+                assert(ttl and ttl > 0 and ttl <= 60, "old part " .. i .. " ttl " .. tostring(ttl))
+            end
+            -- a header whose parts are gone: an error, nothing written
+            mc:set("a:broken", "#gray-parts 2 gone")
+            for _, args in ipairs({ "ranges list", "ranges add 1.1.1.1", "check 1.1.1.1" }) do
+                local out2, code = admin("--ranges-key a:broken " .. args)
+                assert.equal(3, code, out2)
+                assert.matches("part a:broken:gone:1 of 2 is missing", out2)
+            end
+            assert.equal("#gray-parts 2 gone", mc:get("a:broken"))
+            sh("rm -rf " .. quote(path:match("^(.*)/")))
+        end)
+    end)
+
+    describe("import", function()
+        it("writes entries and ranges lines", function()
+            local dir = harness.tmpdir()
+            local path = dir .. "/in.txt"
+            local f = assert(io.open(path, "wb"))
+            f:write("# a comment\n\n::ffff:5.5.5.1\n5.5.5.2 v2 --ttl 300\nuid:500 v2\n",
+                    "  5.5.0.0/16 v2  # trailing comment\n2001:db8:5::/48\n")
+            f:close()
+            local out = ok("--ranges-key a:imp import " .. quote(path))
+            assert.matches("imported 3 entries and 2 ranges lines", out)
+            assert.equal("1", mc:get("5.5.5.1"))
+            assert.equal("v2", mc:get("5.5.5.2"))
+            assert.equal("v2", mc:get("uid:500"))
+            assert.equal("5.5.0.0/16 v2\n2001:db8:5::/48\n", mc:get("a:imp"))
+            -- from stdin
+            out = ok("--ranges-key a:imp import - < " .. quote(path))
+            assert.matches("0 changed the list", out)
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a file with a bad line writes nothing and names the line", function()
+            local dir = harness.tmpdir()
+            local path = dir .. "/bad.txt"
+            local f = assert(io.open(path, "wb"))
+            f:write("6.6.6.1\n6.6.6.300\n6.6.6.0/24 --ttl 5\n6.6.6.2 v2 extra\n6.6.6.3 --ttl x\n")
+            f:close()
+            local out, code = admin("--ranges-key a:bad import " .. quote(path))
+            assert.equal(2, code, out)
+            for _, line in ipairs({ 2, 3, 4, 5 }) do
+                assert.matches("line " .. line .. ":", out)
+            end
+            assert.not_matches("line 1:", out)
+            assert.matches("4 bad lines, nothing written", out)
+            assert.is_false(mc:get("6.6.6.1"))
+            assert.is_false(mc:get("a:bad"))
+            sh("rm -rf " .. quote(dir))
+        end)
+    end)
+
+    describe("bad arguments", function()
+        local cases = {
+            { "", "no command given" },
+            { "frob", "unknown command 'frob'" },
+            { "--frob add 1.2.3.4", "unknown option '%-%-frob'" },
+            { "add", "add: expected" },
+            { "add 1.2.3.4 v2 extra", "add: expected" },
+            { "add 1.2.3.400", "neither an IP address, a CIDR nor name:id" },
+            { "add 01.2.3.4", "neither an IP address" },
+            { "add abc:1", "neither an IP address" },           -- 'abc' could be IPv6
+            { "add 'uid:a b'", "without spaces" },
+            { "add uid:" .. ("x"):rep(201), "1 to 200 bytes" },
+            { "add 1.2.3.4 0", "bad target '0'" },
+            { "add 1.2.3.4 'a#b'", "bad target" },
+            { "add 10.0.0.0/33", "is not a CIDR" },
+            { "add ::ffff:10.0.0.0/104", "covers no address the router matches" },
+            { "add 10.0.0.0/8 --ttl 5", "a ranges line has no %-%-ttl" },
+            { "add 1.2.3.4 --ttl -1", "bad %-%-ttl" },
+            { "add 1.2.3.4 --ttl 2592001", "bad %-%-ttl" },
+            { "get 1.2.3.4 --ttl 5", "%-%-ttl is for add" },
+            { "get 1.2.3.4 --id uid=1", "%-%-id is for check" },
+            { "ranges", "ranges: expected" },
+            { "ranges add nope", "not an address or CIDR" },
+            { "ranges remove 10.0.0.0/8 v2", "ranges: expected" },
+            { "list dev", "list: expected" },
+            { "list abc add x", "bad list name 'abc'" },
+            { "list dev add '#x'", "bad id" },
+            { "list dev frob x", "list: expected" },
+            { "percent 101", "bad percentage '101'" },
+            { "percent 1.234", "bad percentage" },
+            { "percent -1", "unknown option" },
+            { "percent 5%", "bad percentage" },
+            { "check", "check: expected" },
+            { "check nope", "not an IP address" },
+            { "check 1.2.3.4 --id uid", "bad %-%-id 'uid'" },
+            { "check 1.2.3.4 --id abc=1", "bad %-%-id" },
+            { "import", "import: expected" },
+            { "import /nonexistent/file", "cannot open" },
+            { "--timeout 0 get 1.2.3.4", "bad %-%-timeout" },
+            { "--part-size 1 get 1.2.3.4", "bad %-%-part%-size" },
+            { "--distribution ketama get 1.2.3.4", "only 'modula'" },
+            { "get 1.2.3.4 --servers", "needs a value" },
+        }
+        for _, c in ipairs(cases) do
+            it("'" .. c[1] .. "'", function()
+                local out, code = admin(c[1])
+                assert.equal(2, code, out)
+                assert.matches(c[2], out)
+                assert.matches("^gray%-admin: ", out)
+            end)
+        end
+
+        local servers = {
+            "1.2.3.4", "localhost:11211", "::1:11211", "[::1]:0", "127.0.0.1:65536",
+            "[127.0.0.1]:11211", "127.0.0.1:11211,,nope", ",",
+        }
+        for _, s in ipairs(servers) do
+            it("--servers '" .. s .. "'", function()
+                local out, code = admin("get 1.2.3.4", s)
+                assert.equal(2, code, out)
+                assert.matches("%-%-servers: ", out)
+            end)
+        end
+
+        it("nothing was written by any of them", function()
+            assert.is_false(mc:get("1.2.3.4"))
+            assert.is_false(mc:get("10.0.0.0/8"))
+        end)
+
+        it("memcached down: exit 3 and why", function()
+            local port = harness.free_port()
+            for _, args in ipairs({ "get 1.2.3.4", "add 1.2.3.4", "ranges add 1.2.3.4",
+                                    "check 1.2.3.4" }) do
+                local out, code = admin(args, "127.0.0.1:" .. port)
+                assert.equal(3, code, out)
+                assert.matches("127%.0%.0%.1:" .. port, out)
+            end
+        end)
+
+        it("--help documents every command and option", function()
+            local out, code = sh(BIN .. " --help")
+            assert.equal(0, code)
+            for _, word in ipairs({ "add <ip|cidr|name:id>", "remove", "get", "ranges add",
+                                    "ranges remove", "ranges list", "list <name> add",
+                                    "list <name> remove", "list <name> show", "percent",
+                                    "import <file>", "check <ip>", "--servers", "--ttl",
+                                    "--id", "--key-prefix", "--ranges-key", "--percent-key",
+                                    "--timeout", "--part-size", "--distribution",
+                                    "Exit status" }) do
+                assert(out:find(word, 1, true), "--help lacks " .. word)
+            end
+        end)
+    end)
+
+    it("places keys on two servers as the router does (modula)", function()
+        local both = "127.0.0.1:" .. mc.port .. ", 127.0.0.1:" .. mc2.port
+        local dir = harness.tmpdir()
+        local keys = {}
+        for i = 1, 40 do
+            keys[i] = i % 2 == 0 and "172.30.0." .. i or "uid:p" .. i
+        end
+        local f = assert(io.open(dir .. "/keys.txt", "wb"))
+        f:write(table.concat(keys, "\n"), "\n")
+        f:close()
+        ok("import " .. quote(dir .. "/keys.txt"), both)
+        ok("add 172.30.1.1", both)
+        keys[#keys + 1] = "172.30.1.1"
+        -- what each server holds, in one get each
+        local held = {}
+        for n, server in ipairs({ mc, mc2 }) do
+            local reply = server:cmd("get " .. table.concat(keys, " ") .. "\r\n")
+            for key in reply:gmatch("VALUE (%S+)") do
+                assert.is_nil(held[key], key .. " on both servers")
+                held[key] = n
+            end
+        end
+        local seen = { 0, 0 }
+        for _, key in ipairs(keys) do
+            local n = gray_ffi.server_index(key, 2)
+            assert.equal(n, held[key], key)
+            seen[n] = seen[n] + 1
+        end
+        assert(seen[1] > 0 and seen[2] > 0, "all keys on one server")
+        assert.equal("1\n", ok("get uid:p1", both))
+        sh("rm -rf " .. quote(dir))
+    end)
+
+    describe("through nginx", function()
+        local function request(path, req)
+            local headers = { ["X-Real-IP"] = req.ip, ["X-Device-Id"] = req.dev,
+                              Cookie = req.uid and "uid=" .. req.uid or nil }
+            local res = nginx:get(path, { headers = headers, response_headers = true })
+            assert.equal(200, res.status, res.body)
+            return res.body:gsub("\n$", ""), res.headers["x-gray-debug"] or ""
+        end
+
+        it("an address gray-admin writes is routed gray", function()
+            assert.equal("stable", (request("/dep/", { ip = "10.20.30.40" })))
+            ok("add ::FFFF:10.20.30.40")
+            assert.equal("gray", (request("/dep/", { ip = "10.20.30.40" })))
+            ok("add 10.20.30.40 v2")
+            assert.equal("v2", (request("/dep/", { ip = "10.20.30.40" })))
+            ok("add 2001:DB8:0::7")
+            assert.equal("gray", (request("/dep/", { ip = "2001:db8::7" })))
+            ok("remove ::ffff:10.20.30.40")
+            assert.equal("stable", (request("/dep/", { ip = "10.20.30.40" })))
+        end)
+
+        it("check says what the router decides, and why", function()
+            local P = 30        -- percent
+            local function is_in(key)
+                return gray_ffi.bucket(key) < P * 100
+            end
+            -- addresses outside the percentage unless a case wants one in
+            local function ip_out(fmt)
+                return pick(fmt, function(v) return not is_in(v) end)
+            end
+            local uid_out = pick("uo%d", function(v) return not is_in("uid:" .. v) end)
+            local cases = {
+                { "id:uid", ip = ip_out("10.9.1.%d"), uid = "u1", want = "1" },
+                { "id:dev after uid", ip = ip_out("10.9.2.%d"), uid = uid_out, dev = "d2",
+                  want = "v2" },
+                { "ip", ip = "10.9.3.3", want = "v2" },
+                { "ip over a range", ip = "10.1.3.3", uid = uid_out, want = "1" },
+                { "list:dev", ip = ip_out("10.9.4.%d"), dev = "dl", want = "v2" },
+                { "range, the most specific", ip = ip_out("10.1.2.%d"), want = "1" },
+                { "range, the enclosing", ip = ip_out("10.1.9.%d"), want = "v2" },
+                { "range, IPv6", ip = "2001:db8:1::5", want = "v2" },
+                { "percent by uid", ip = ip_out("10.9.5.%d"),
+                  uid = pick("ui%d", function(v) return is_in("uid:" .. v) end), want = "1" },
+                { "percent by the address", ip = pick("10.9.6.%d", is_in), want = "1" },
+                { "default", ip = ip_out("10.9.7.%d"), uid = uid_out, want = "stable" },
+            }
+            ok("add uid:u1")
+            ok("add dev:d2 v2")
+            ok("add 10.9.3.3 v2")
+            ok("add 10.1.3.3")
+            ok("list dev add dl v2")
+            local R = "--ranges-key a:rules:ranges "
+            ok(R .. "ranges add 10.1.0.0/16 v2")
+            ok(R .. "ranges add 10.1.2.0/24")
+            ok(R .. "add 2001:db8:1::/48 v2")
+            ok("--percent-key a:rules:percent percent " .. P)
+
+            -- the router's lists come with its first refresh (started by
+            -- the first request): wait for it
+            local t0 = now()
+            while select(2, request("/rules/", { ip = cases[6].ip })) ~= "@server_test; range" do
+                assert(now() - t0 < 5, "the router never read the lists")
+                harness.sleep(0.1)
+            end
+            for _, c in ipairs(cases) do
+                local args = { "--ranges-key a:rules:ranges --percent-key a:rules:percent",
+                               "check", c.ip }
+                if c.uid then args[#args + 1] = "--id uid=" .. c.uid end
+                if c.dev then args[#args + 1] = "--id dev=" .. c.dev end
+                local out = ok(table.concat(args, " "))
+                local target, reason = out:match("\ndecision: (%S+) %(reason (%S+)%)")
+                local _, debug = request("/rules/", c)
+                local loc, rreason = debug:match("^(%S+); (%S+)$")
+                assert.equal(c[1]:match("^([%w:]+)"), reason, c[1] .. ": " .. out)
+                assert.equal(rreason, reason, c[1] .. ": router " .. debug .. "\n" .. out)
+                assert.equal(TARGET_OF[loc], target, c[1] .. ": router " .. debug)
+                assert.equal(c.want, target, c[1])
+                -- the bucket of the identity key: the first --id, else the address
+                local pkey = c.uid and "uid:" .. c.uid or c.dev and "dev:" .. c.dev or c.ip
+                local bucket = tonumber(out:match("\nbucket: +" .. pkey:gsub("%p", "%%%0")
+                                                  .. " %-> (%d+)"))
+                assert.equal(gray_ffi.bucket(pkey), bucket, c[1] .. ": " .. out)
+            end
+        end)
+
+        it("a split ranges list is picked up by the router", function()
+            local dir = harness.tmpdir()
+            local path = dir .. "/split.txt"
+            local f = assert(io.open(path, "wb"))
+            for i = 0, 69999 do
+                f:write(("%d.%d.%d.0/24 v2\n"):format(40 + floor(i / 65536), floor(i / 256) % 256,
+                                                      i % 256))
+            end
+            f:write("50.0.0.0/8\n")
+            f:close()
+            ok("--ranges-key a:split import " .. quote(path))
+            -- over 1 MB: in parts of the default size
+            local n, tag = mc:get("a:split"):match("^#gray%-parts (%d+) (%S+)$")
+            assert(tonumber(n) >= 2, mc:get("a:split"))
+            local part = mc:get("a:split:" .. tag .. ":1")
+            assert(#part > 800000 and #part <= 921600, #part)
+            local t0 = now()
+            while (request("/split/", { ip = "41.4.4.4" })) ~= "v2" do
+                assert(now() - t0 < 8, "the router never read the split list")
+                harness.sleep(0.1)
+            end
+            assert.equal("v2", (request("/split/", { ip = "40.0.0.1" })))
+            assert.equal("gray", (request("/split/", { ip = "50.1.2.3" })))
+            assert.equal("stable", (request("/split/", { ip = "60.1.2.3" })))
+            sh("rm -rf " .. quote(dir))
+        end)
+    end)
+
+    it("concurrent writers never lose a line", function()
+        -- 4 shells, each running gray-admin 50 times, all at once
+        local dir = harness.tmpdir()
+        local script = {}
+        for w = 1, 4 do
+            script[#script + 1] = ("( for i in $(seq 1 50); do %s --servers 127.0.0.1:%d -v"
+                                   .. " --ranges-key a:conc ranges add 172.%d.$i.0/24"
+                                   .. " >>%s/w%d.log 2>&1 || echo FAIL >>%s/fail; done ) &")
+                                  :format(BIN, mc.port, w, dir, w, dir)
+        end
+        script[#script + 1] = "wait"
+        local t0 = now()
+        sh(table.concat(script, "\n"))
+        local took = now() - t0
+        assert.is_nil(harness.read_file(dir .. "/fail"))
+        local lines = lines_of(mc:get("a:conc"))
+        local set = {}
+        for _, l in ipairs(lines) do
+            set[l] = true
+        end
+        assert.equal(200, #lines)
+        for w = 1, 4 do
+            for i = 1, 50 do
+                assert(set[("172.%d.%d.0/24"):format(w, i)], "lost 172." .. w .. "." .. i)
+            end
+        end
+        local retried = 0
+        for w = 1, 4 do
+            for _ in (harness.read_file(dir .. "/w" .. w .. ".log") or ""):gmatch("after %d+ tries")
+            do
+                retried = retried + 1
+            end
+        end
+        print(("\n  concurrent writers: 200 edits in %.1f s, %d written after a conflict")
+              :format(took, retried))
+        sh("rm -rf " .. quote(dir))
+    end)
+end)
