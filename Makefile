@@ -19,6 +19,8 @@ LUA_VERSION := 5.1
 # lua module look without any lua_package_path.
 INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+# gray-admin goes here (a rockspec would pass its $(BINDIR))
+INST_BINDIR ?= $(PREFIX)/bin
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -145,14 +147,14 @@ demo-stop:
 # ---- install ---------------------------------------------------------------
 
 install: build/libgray.so build/gray-admin
-	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 build/gray-admin $(DESTDIR)$(PREFIX)/bin/gray-admin
+	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR)
+	install -m 0755 build/gray-admin $(DESTDIR)$(INST_BINDIR)/gray-admin
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
 	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/gray-admin
+	rm -f $(DESTDIR)$(INST_BINDIR)/gray-admin
 	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LUADIR)/gray.lua
 	rm -rf $(DESTDIR)$(INST_LUADIR)/gray
 
