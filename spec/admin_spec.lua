@@ -83,6 +83,40 @@ describe("gray-admin", function()
         return out
     end
 
+    -- Runs gray-admin once per argument text (with servers[i] or mc), all
+    -- in one shell; returns a list of { output, exit code }.
+    local function admin_batch(list, servers)
+        local script = {}
+        for i, args in ipairs(list) do
+            local srv = servers and servers[i] or "127.0.0.1:" .. mc.port
+            script[#script + 1] = BIN .. " --servers " .. quote(srv) .. " " .. args
+                                  .. " 2>&1; echo \"@@rc=$?@@\""
+        end
+        local out = sh(table.concat(script, "\n"))
+        local res = {}
+        for text, code in out:gmatch("(.-)@@rc=(%d+)@@\n?") do
+            res[#res + 1] = { text, tonumber(code) }
+        end
+        assert.equal(#list, #res)
+        return res
+    end
+
+    -- The values of keys in server, in one get: key -> value.
+    local function get_many(server, keys)
+        local reply = server:cmd("get " .. table.concat(keys, " ") .. "\r\n")
+        local values, pos = {}, 1
+        while true do
+            local s, e, key, len = reply:find("^VALUE (%S+) %d+ (%d+)\r\n", pos)
+            if not s then
+                break
+            end
+            values[key] = reply:sub(e + 1, e + tonumber(len))
+            pos = e + tonumber(len) + 3
+        end
+        assert(reply:find("^END", pos), "get: " .. reply:sub(pos, pos + 80))
+        return values
+    end
+
     local function lines_of(text)
         local t = {}
         for line in text:gmatch("[^\n]+") do
@@ -221,14 +255,18 @@ describe("gray-admin", function()
             assert(n, "header: " .. header:sub(1, 80))
             n = tonumber(n)
             assert(n >= 2, header)
-            local joined = {}
+            local joined, keys = {}, {}
+            for i = 1, n + 1 do
+                keys[i] = "a:big:" .. tag .. ":" .. i
+            end
+            local parts = get_many(mc, keys)
             for i = 1, n do
-                local part = mc:get("a:big:" .. tag .. ":" .. i)
+                local part = parts[keys[i]]
                 -- whole lines, each part at most the part size
                 assert(part and #part <= 4096 and part:sub(-1) == "\n", "part " .. i)
                 joined[i] = part
             end
-            assert.is_false(mc:get("a:big:" .. tag .. ":" .. n + 1))
+            assert.is_nil(parts[keys[n + 1]])
             joined = table.concat(joined)
             assert.equal(3000, #lines_of(joined))
             assert.equal(joined, ok(B .. "ranges list"))
@@ -239,11 +277,17 @@ describe("gray-admin", function()
             assert.equal(joined .. "30.0.0.0/8\n", ok(B .. "ranges list"))
             assert(tonumber(n2) >= 2)
             -- the old parts stay a minute for a router reading the old version
+            local mg = {}
             for i = 1, n do
-                local ttl = tonumber(mc:cmd("mg a:big:" .. tag .. ":" .. i .. " t\r\n")
-                                     :match("t(%-?%d+)"))
-                assert(ttl and ttl > 0 and ttl <= 60, "old part " .. i .. " ttl " .. tostring(ttl))
+                mg[i] = "mg " .. keys[i] .. " t\r\n"
             end
+            local ttls = 0
+            for ttl in mc:cmd(table.concat(mg)):gmatch("HD t(%-?%d+)") do
+                ttl = tonumber(ttl)
+                assert(ttl > 0 and ttl <= 60, "an old part's ttl: " .. ttl)
+                ttls = ttls + 1
+            end
+            assert.equal(n, ttls)
             -- a header whose parts are gone: an error, nothing written
             mc:set("a:broken", "#gray-parts 2 gone")
             for _, args in ipairs({ "ranges list", "ranges add 1.1.1.1", "check 1.1.1.1" }) do
@@ -338,24 +382,37 @@ describe("gray-admin", function()
             { "--distribution ketama get 1.2.3.4", "only 'modula'" },
             { "get 1.2.3.4 --servers", "needs a value" },
         }
-        for _, c in ipairs(cases) do
+        local servers = {
+            "1.2.3.4", "localhost:11211", "::1:11211", "[::1]:0", "127.0.0.1:65536",
+            "[127.0.0.1]:11211", "127.0.0.1:11211,,nope", ",",
+        }
+        -- every run at once, in one shell
+        local results
+        setup(function()
+            local list, srv = {}, {}
+            for i, c in ipairs(cases) do
+                list[i] = c[1]
+            end
+            for _, s in ipairs(servers) do
+                list[#list + 1] = "get 1.2.3.4"
+                srv[#list] = s
+            end
+            results = admin_batch(list, srv)
+        end)
+
+        for i, c in ipairs(cases) do
             it("'" .. c[1] .. "'", function()
-                local out, code = admin(c[1])
+                local out, code = results[i][1], results[i][2]
                 assert.equal(2, code, out)
                 assert.matches(c[2], out)
                 assert.matches("^gray%-admin: ", out)
             end)
         end
-
-        local servers = {
-            "1.2.3.4", "localhost:11211", "::1:11211", "[::1]:0", "127.0.0.1:65536",
-            "[127.0.0.1]:11211", "127.0.0.1:11211,,nope", ",",
-        }
-        for _, s in ipairs(servers) do
+        for i, s in ipairs(servers) do
             it("--servers '" .. s .. "'", function()
-                local out, code = admin("get 1.2.3.4", s)
+                local out, code = results[#cases + i][1], results[#cases + i][2]
                 assert.equal(2, code, out)
-                assert.matches("%-%-servers: ", out)
+                assert.matches("^gray%-admin: %-%-servers: ", out)
             end)
         end
 
