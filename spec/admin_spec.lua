@@ -353,7 +353,7 @@ describe("gray-admin", function()
             { "add uid:" .. ("x"):rep(201), "1 to 200 bytes" },
             { "add 1.2.3.4 0", "bad target '0'" },
             { "add 1.2.3.4 'a#b'", "bad target" },
-            { "add 10.0.0.0/33", "is not a CIDR" },
+            { "add 10.0.0.0/33", "is not an address or CIDR" },
             { "add ::ffff:10.0.0.0/104", "covers no address the router matches" },
             { "add 10.0.0.0/8 --ttl 5", "a ranges line has no %-%-ttl" },
             { "add 1.2.3.4 --ttl -1", "bad %-%-ttl" },

@@ -117,14 +117,62 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
  * allowed. Returns percent * 100 (0..10000), or -1 when it is not one. */
 long cli_parse_percent(const char *s, size_t len);
 
-/* ---- arguments shared by commands (main.c) ------------------------------ */
+/* ---- arguments (args.c) --------------------------------------------------- */
+
+/* Prints "gray-admin: " and fmt with arg (one %s) on stderr, and a pointer
+ * to --help (or, while import checks a file, the line number, for the
+ * first few bad lines only). Returns EXIT_USAGE. */
+int cli_usage_error(const char *fmt, const char *arg);
+
+/* The import file line that messages name from now on; 0: none. */
+void cli_import_line(size_t line);
 
 /* 1 when name is an identity / list name the router accepts: letters,
  * digits, '_' and '-', at most CLI_ID_NAME_MAX, holding a letter past 'f'
  * (or '_' or '-') so that "name:value" never reads as IPv6. */
 int cli_id_name_ok(const char *name, size_t len);
 
-/* 1 when s may be a target name: "1" or printable bytes without '#'. */
+/* 1 when s may be a target name: "1" or up to CLI_TARGET_MAX printable
+ * bytes without '#', not "0" (which the router takes as no entry). */
 int cli_target_ok(const char *s);
+
+/* 0 when target is NULL or cli_target_ok(), else EXIT_USAGE (printed). */
+int cli_check_target(const char *target);
+
+/* The message for cli_cidr_normal()'s error code about arg; EXIT_USAGE. */
+int cli_cidr_error(int code, const char *arg);
+
+enum { CLI_THING_ADDR = 1, CLI_THING_ID, CLI_THING_RANGE };
+
+/* What add/remove/get's first argument names. */
+typedef struct cli_thing {
+    int kind;                       /* CLI_THING_* */
+    char key[GRAY_MC_KEY_MAX + 1];  /* the entry key, or the normal CIDR */
+} cli_thing_t;
+
+/* An address (its key: key prefix and canonical text), a CIDR (its normal
+ * form) or name:id (the key as given). 0 or EXIT_USAGE (printed). */
+int cli_classify(const cli_opts_t *opts, const char *arg, cli_thing_t *t);
+
+/* "<first field>[ <target>]": a list line (malloc'd, NULL: no memory). */
+char *cli_list_line(const char *first, const char *target);
+
+/* A decimal number of at most 9 digits, 0..max; -1 when it is not one. */
+long cli_parse_count(const char *s, long max);
+
+/* ---- commands (commands.c, import.c) --------------------------------------- */
+
+/* Each takes the positional arguments (pos[0] is the command) and returns
+ * the exit code, having printed what went wrong. */
+int cli_cmd_add(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos, long ttl);
+int cli_cmd_remove_or_get(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos,
+                          int get);
+int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+
+/* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
+int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);
 
 #endif /* GRAY_CLI_H */

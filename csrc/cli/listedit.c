@@ -240,8 +240,8 @@ int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, u
          * is the only repair (the router keeps its last copy meanwhile) */
         if (attempt == CLI_READ_TRIES) {
             fprintf(stderr, "gray-admin: %s: part %s:%s:%u of %u is missing (the router keeps"
-                    " its last good copy; delete the key to start the list anew)\n", key, key, old_tag, missing,
-                    *old_parts);
+                    " its last good copy; delete the key to start the list anew)\n", key, key,
+                    old_tag, missing, *old_parts);
             return -1;
         }
         sleep_ms(20);
