@@ -350,8 +350,8 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
         }
         free(v.value);
     }
-    printf("bucket:   %s -> %u of %u (in below %ld)\n", pkey, bucket, GRAY_PERCENT_BUCKETS,
-           threshold);
+    printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, bucket,
+           GRAY_PERCENT_BUCKETS, threshold);
     if (!target && threshold > 0 && bucket < (uint32_t)threshold) {
         target = "1";
         snprintf(reason, sizeof reason, "percent");
