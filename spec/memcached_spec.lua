@@ -184,7 +184,8 @@ describe("gray.memcached", function()
                 servers[gray_ffi.server_index(key, 2)]:set(key, "v" .. i)
             end
             local out = eval([[
-                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2" }))
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2",
+                                                      distribution = "modula" }))
                 local t = {}
                 for i = 1, 20 do
                     t[i] = tostring(client:get("placed:" .. i))
@@ -196,10 +197,44 @@ describe("gray.memcached", function()
             assert.equal(table.concat(want, " "), out)
         end)
 
+        -- the default with several servers: libmemcached's ketama, placed by
+        -- gray.ffi.server_for (checked against libmemcached in dist_spec)
+        for _, mode in ipairs({ "ketama", "ketama-weighted" }) do
+            it("reads each key from the server " .. mode .. " picks", function()
+                local gray_ffi = require "gray.ffi"
+                local weights = mode == "ketama" and { 1, 1 } or { 3, 1 }
+                local continuum = assert(gray_ffi.new_continuum({
+                    { host = "127.0.0.1", port = mc.port, weight = weights[1] },
+                    { host = "127.0.0.1", port = mc2.port, weight = weights[2] },
+                }, mode))
+                local servers, counts = { mc, mc2 }, { 0, 0 }
+                for i = 1, 20 do
+                    local key = mode .. ":" .. i
+                    local n = gray_ffi.server_for(continuum, key)
+                    counts[n] = counts[n] + 1
+                    servers[n]:set(key, "v" .. i)
+                end
+                assert.is_true(counts[1] > 0 and counts[2] > 0, "both servers hold keys")
+                local suffix = mode == "ketama" and "" or "/?3"
+                local out = eval([[
+                    local client = assert(memcached.new({ distribution = "]] .. mode .. [[",
+                        servers = "127.0.0.1:$MC]] .. suffix .. [[, 127.0.0.1:$MC2" }))
+                    local t = {}
+                    for i = 1, 20 do
+                        t[i] = tostring(client:get("]] .. mode .. [[:" .. i))
+                    end
+                    return table.concat(t, " ")
+                ]])
+                local want = {}
+                for i = 1, 20 do want[i] = "v" .. i end
+                assert.equal(table.concat(want, " "), out)
+            end)
+        end
+
         it("keeps a breaker per server", function()
             local out = eval([[
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$DOWN",
-                    breaker_failures = 1 }))
+                    breaker_failures = 1, distribution = "modula" }))
                 local gray_ffi = require "gray.ffi"
                 local on_up, on_down
                 for i = 1, 100 do
@@ -355,7 +390,8 @@ describe("gray.memcached", function()
             assert.is_true(#want[1] > 0 and #want[2] > 0)
             local offsets = { #mc:log(), #mc2:log() }
             local out = multi([[
-                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2" }))
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2",
+                                                      distribution = "modula" }))
                 local keys = {}
                 for i = 1, 20 do keys[i] = "gm:placed:" .. i end
                 local res, failed = client:get_multi(keys)
@@ -375,7 +411,8 @@ describe("gray.memcached", function()
         it("fails only the keys of a server that is down", function()
             local out = multi([[
                 local gray_ffi = require "gray.ffi"
-                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$DOWN" }))
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$DOWN",
+                                                      distribution = "modula" }))
                 local keys, up, down = {}, {}, {}
                 for i = 1, 20 do
                     local key = "gm:placed:" .. i
@@ -425,7 +462,7 @@ describe("gray.memcached", function()
                 mc2:signal("STOP")
                 finally(function() mc2:signal("CONT") end)
                 local out = multi(KEYS .. [[
-                    local client = assert(memcached.new({ timeout = 200,
+                    local client = assert(memcached.new({ timeout = 200, distribution = "modula",
                         servers = "127.0.0.1:$MC2, 127.0.0.1:]] .. trickle.port .. [[" }))
                     local t0 = clock()
                     local res, failed = client:get_multi(keys)
@@ -443,7 +480,7 @@ describe("gray.memcached", function()
 
             it("answers the keys of a live server asked first, within the deadline", function()
                 local out = multi(KEYS .. [[
-                    local client = assert(memcached.new({ timeout = 200,
+                    local client = assert(memcached.new({ timeout = 200, distribution = "modula",
                         servers = "127.0.0.1:$MC, 127.0.0.1:]] .. trickle.port .. [[" }))
                     local t0 = clock()
                     local res, failed = client:get_multi(keys)

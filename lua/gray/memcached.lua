@@ -21,7 +21,8 @@ local metrics = require "gray.metrics"
 
 local decode_get1 = gray_ffi.mc_decode_get1
 local key_ok = gray_ffi.mc_key_ok
-local server_index = gray_ffi.server_index
+local server_for = gray_ffi.server_for
+local new_continuum = gray_ffi.new_continuum
 local canonical_ip = gray_ffi.canonical_ip
 local new_reply_buffer = gray_ffi.new_reply_buffer
 local tcp = ngx.socket.tcp
@@ -42,6 +43,8 @@ local REPLY_TAIL = 7
 
 local DEFAULTS = {
     servers = "127.0.0.1:11211",
+    distribution = "ketama",    -- with several servers: ketama, ketama-weighted or modula,
+                                -- as libmemcached 1.1 places keys
     timeout = 50,               -- ms for a whole lookup: connect, send, reads
     value_max = 1024,           -- bytes; a longer value is refused unread
     pool_size = 32,             -- idle connections kept per server and worker
@@ -87,6 +90,11 @@ local function parse_servers(spec)
         if type(item) ~= "string" then
             return nil, "server " .. i .. " is not a string"
         end
+        -- a weight as in libmemcached's configuration strings: host:port/?3
+        local spec_item, weight = item:match("^(.-)/%?(%d+)$")
+        if spec_item then
+            item, weight = spec_item, tonumber(weight)
+        end
         local host, port = item:match("^%[([^%]]+)%]:(%d+)$")
         local bracketed = host ~= nil
         if not host then
@@ -105,6 +113,8 @@ local function parse_servers(spec)
         end
         servers[i] = {
             name = item,
+            addr = host,        -- as written: libmemcached hashes the name
+            weight = weight or 1,
             -- cosocket connect() wants IPv6 in brackets
             host = bracketed and "[" .. host .. "]" or host,
             port = port,
@@ -149,7 +159,20 @@ function _M.new(opts)
     if not servers then
         return nil, "option 'servers': " .. err
     end
-    local self = { servers = servers, nservers = #servers }
+    local self = { servers = servers, nservers = #servers, continuum = false }
+    local dist = opts.distribution or DEFAULTS.distribution
+    if #servers > 1 then
+        local list = {}
+        for i, srv in ipairs(servers) do
+            list[i] = { host = srv.addr, port = srv.port, weight = srv.weight }
+        end
+        self.continuum, err = new_continuum(list, dist)
+        if not self.continuum then
+            return nil, "option 'distribution' / 'servers': " .. err
+        end
+    elseif dist ~= "ketama" and dist ~= "ketama-weighted" and dist ~= "modula" then
+        return nil, "option 'distribution' must be ketama, ketama-weighted or modula"
+    end
     for name in pairs(LIMITS) do
         local v = opts[name]
         if v == nil then
@@ -374,7 +397,7 @@ function _M.get(self, key)
     end
     local srv = self.servers[1]
     if self.nservers > 1 then
-        srv = self.servers[server_index(key, self.nservers)]
+        srv = self.servers[server_for(self.continuum, key)]
     end
 
     -- the cached clock may be a whole event-loop iteration old
@@ -406,7 +429,8 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     if not sock then
         return nil, err, kind, reused
     end
-    local buf = new_reply_buffer(RECV_CHUNK)
+    -- small at first: most multi-key replies are a few short values
+    local buf = new_reply_buffer(512)
     local need = 0
     while true do
         local more
@@ -466,7 +490,7 @@ function _M.get_multi(self, keys, opts)
             failed[key] = "key"
             first_err = first_err or "refused to send an invalid memcached key"
         else
-            local n = self.nservers > 1 and server_index(key, self.nservers) or 1
+            local n = self.nservers > 1 and server_for(self.continuum, key) or 1
             local group = groups[n]
             if not group then
                 group = {}
