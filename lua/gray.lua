@@ -722,7 +722,7 @@ local function decide(self)
     end
     local target, reason, source = decide_rules(self)
     if self.metrics and target then
-        count_decision(self.target_names[target] or "stable", reason, source)
+        count_decision(target, self.target_names, reason, source)
     end
     return target, reason, source
 end

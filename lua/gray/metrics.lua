@@ -23,9 +23,12 @@ local DEFAULT_SHM = "gray_metrics"
 -- This worker's counts since the last flush: key -> number, keys being the
 -- series' names with their labels, built once per distinct series.
 local pending = {}
--- decisions[reason][target][source] -> series key (so a request builds no
--- string); sources are "cache", "memcached", "stale" or "none"
-local decision_keys = {}
+-- The decision counters: decisions[reason][location][source] -> a leaf
+-- { n = count since the last flush, key = its series }, so a request adds 1
+-- to a field and builds no string. Sources are "cache", "memcached",
+-- "stale" or false (none).
+local decisions = {}
+local leaves, nleaves = {}, 0    -- every leaf, for the flush
 local started = false
 local dict = false               -- the shared dict, once found; false: none
 
@@ -36,6 +39,14 @@ end
 local function flush()
     if not dict then
         return
+    end
+    for i = 1, nleaves do
+        local leaf = leaves[i]
+        local n = leaf.n
+        if n ~= 0 then
+            leaf.n = 0
+            pending[leaf.key] = (pending[leaf.key] or 0) + n
+        end
     end
     for key, n in pairs(pending) do
         if n ~= 0 then
@@ -76,26 +87,35 @@ function _M.enable(shm)
     return true
 end
 
---- Counts one decision. Cheap: table lookups and an addition.
-function _M.decision(target, reason, source)
-    local by_reason = decision_keys[reason]
+-- A new leaf for a decision series (once per distinct series).
+local function new_leaf(by_location, name, reason, source)
+    local leaf = { n = 0, key = 'gray_decisions_total{target="' .. escape(name) .. '",reason="'
+                                .. escape(reason) .. '",source="' .. (source or "none") .. '"}' }
+    by_location[source or false] = leaf
+    nleaves = nleaves + 1
+    leaves[nleaves] = leaf
+    return leaf
+end
+
+--- Counts one decision: location (what decide() returned), names (location
+-- -> target name, for the label; "stable" when absent), the reason and the
+-- source. Three table lookups and an addition once the series exists.
+function _M.decision(location, names, reason, source)
+    local by_reason = decisions[reason]
     if by_reason == nil then
         by_reason = {}
-        decision_keys[reason] = by_reason
+        decisions[reason] = by_reason
     end
-    local by_target = by_reason[target]
-    if by_target == nil then
-        by_target = {}
-        by_reason[target] = by_target
+    local by_location = by_reason[location]
+    if by_location == nil then
+        by_location = {}
+        by_reason[location] = by_location
     end
-    source = source or "none"
-    local key = by_target[source]
-    if key == nil then
-        key = 'gray_decisions_total{target="' .. escape(target) .. '",reason="'
-              .. escape(reason) .. '",source="' .. escape(source) .. '"}'
-        by_target[source] = key
+    local leaf = by_location[source or false]
+    if leaf == nil then
+        leaf = new_leaf(by_location, names[location] or "stable", reason, source)
     end
-    pending[key] = (pending[key] or 0) + 1
+    leaf.n = leaf.n + 1
 end
 
 --- The series key of a name and its labels (a table), built once by the
