@@ -260,6 +260,16 @@ local function read_n(sock, n, deadline)
     end
 end
 
+-- The next piece of a reply: exactly need bytes once a data block's length
+-- is known (never past the reply, so the connection stays in step), else
+-- what the socket has.
+local function read_next(sock, need, deadline)
+    if need > 2 then
+        return read_n(sock, need, deadline)
+    end
+    return read_some(sock, deadline)
+end
+
 -- Connects (or takes a pooled connection) and sends req, before the
 -- deadline. Returns the socket, or nil, err, kind, reused.
 local function open(srv, req, deadline)
@@ -301,13 +311,7 @@ local function query(self, srv, req, key, deadline)
     local buf, need = nil, 0
     while true do
         local more
-        if need > 2 then
-            -- the data block's length is known: exactly the rest, never past
-            -- the reply, so the connection stays in step
-            more, err = read_n(sock, need, deadline)
-        else
-            more, err = read_some(sock, deadline)
-        end
+        more, err = read_next(sock, need, deadline)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
@@ -434,11 +438,7 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     local need = 0
     while true do
         local more
-        if need > 2 then
-            more, err = read_n(sock, need, deadline)
-        else
-            more, err = read_some(sock, deadline)
-        end
+        more, err = read_next(sock, need, deadline)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
