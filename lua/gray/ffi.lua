@@ -562,15 +562,15 @@ local function decode_many(p, len, keys, max_values, with_meta)
     if not consumed then
         return nil, n, need
     end
-    p = ffi_cast(char_ptr_t, p)
+    local cp = ffi_cast(char_ptr_t, p)    -- a new local: p may be a string
     local out = table_new(0, n)
     for i = 0, n - 1 do
         local v = vals[i]
-        local data = ffi_string(p + v.data_off, v.data_len)
+        local data = ffi_string(cp + v.data_off, v.data_len)
         if with_meta then
             data = { value = data, flags = tonumber(v.flags), cas = cas_text(v) }
         end
-        out[ffi_string(p + v.key_off, v.key_len)] = data
+        out[ffi_string(cp + v.key_off, v.key_len)] = data
     end
     return out, consumed
 end
