@@ -55,16 +55,7 @@ local function now()
     return tonumber((sh("date +%s.%N")))
 end
 
--- The first fmt:format(i) that pred accepts.
-local function pick(fmt, pred)
-    for i = 1, 65535 do
-        local v = fmt:format(i)
-        if pred(v) then
-            return v
-        end
-    end
-    error("no value of " .. fmt .. " fits")
-end
+local pick = harness.pick
 
 describe("gray-admin", function()
     local mc, mc2, nginx

@@ -64,19 +64,8 @@ describe("the hot path under LuaJIT", function()
         if mc then mc:destroy() end
     end)
 
-    -- n keepalive requests in one curl; returns the answers' counts
     local function batch(path, n, header, header2)
-        local cfg = nginx.dir .. "/curl.cfg"
-        local f = assert(io.open(cfg, "wb"))
-        for _ = 1, n do
-            f:write('url = "http://127.0.0.1:', nginx.port, path, '"\noutput = "/dev/null"\n')
-        end
-        f:close()
-        local out = harness.sh("curl -s -H " .. harness.quote(header)
-                               .. (header2 and " -H " .. harness.quote(header2) or "")
-                               .. " --config " .. cfg
-                               .. " -w '%{http_code}\\n' | sort | uniq -c")
-        return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+        return nginx:batch(path, n, { header, header2 })
     end
 
     local function aborts_in_library(log)

@@ -43,16 +43,8 @@ local function total(text, name, filter)
     return sum
 end
 
--- n keepalive requests with one X-Real-IP, in one curl
 local function batch(nginx, n, ip)
-    local cfg = nginx.dir .. "/curl." .. ip
-    local f = assert(io.open(cfg, "wb"))
-    for _ = 1, n do
-        f:write('url = "http://127.0.0.1:', nginx.port, '/"\noutput = "/dev/null"\n')
-    end
-    f:close()
-    return harness.sh("curl -s -H 'X-Real-IP: " .. ip .. "' --config " .. cfg
-                      .. " -w '%{http_code}\\n' | sort | uniq -c")
+    return nginx:batch("/", n, { "X-Real-IP: " .. ip })
 end
 
 describe("gray.metrics", function()

@@ -130,16 +130,7 @@ local function now()
     return tonumber((harness.sh("date +%s.%N")))
 end
 
--- The first fmt:format(i) that pred accepts.
-local function pick(fmt, pred)
-    for i = 1, 65535 do
-        local v = fmt:format(i)
-        if pred(v) then
-            return v
-        end
-    end
-    error("no value of " .. fmt .. " fits")
-end
+local pick = harness.pick
 
 local function count(text, pattern)
     local n = 0

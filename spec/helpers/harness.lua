@@ -492,6 +492,37 @@ _M.EVAL_LOCATION = [[
     }
 ]]
 
+--- n GET requests of path on one keepalive connection, in one curl, with
+-- the given request headers (a list of "Name: value"); returns the answers
+-- as "<count> <status>" lines folded into one ("300 200").
+function Nginx:batch(path, n, headers)
+    local cfg = self.dir .. "/batch.cfg"
+    local f = assert(io.open(cfg, "wb"))
+    for _ = 1, n do
+        f:write('url = "http://127.0.0.1:', self.port, path, '"\noutput = "/dev/null"\n')
+    end
+    f:close()
+    local args = {}
+    for _, h in ipairs(headers or {}) do
+        args[#args + 1] = "-H " .. quote(h)
+    end
+    local out = sh("curl -s " .. table.concat(args, " ") .. " --config " .. cfg
+                   .. " -w '%{http_code}\\n' | sort | uniq -c")
+    return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+end
+
+--- The first fmt:format(i), i = 1, 2, ..., that pred accepts (test values
+-- picked for a property, e.g. a percentage bucket).
+function _M.pick(fmt, pred)
+    for i = 1, 65535 do
+        local v = fmt:format(i)
+        if pred(v) then
+            return v
+        end
+    end
+    error("no value of " .. fmt .. " fits")
+end
+
 --- error.log lines that must never appear: a Lua global written, alerts,
 -- critical errors, emergencies, crashes.
 function _M.bad_log_lines(text)
