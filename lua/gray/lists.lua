@@ -226,6 +226,11 @@ function _M.refresh(self)
     return compiled
 end
 
+-- A refresh runs every few seconds, never often enough to be worth a
+-- trace: left to the interpreter, its loops cannot make LuaJIT record and
+-- abort traces in the middle of the request path's hot counters.
+require("jit").off(_M.refresh)
+
 local function on_timer(premature, self)
     if premature then
         return

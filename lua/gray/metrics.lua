@@ -60,6 +60,10 @@ local function flush()
     end
 end
 
+-- Runs once a second: left to the interpreter (see gray.lists), its loops
+-- never record traces among the request path's hot counters.
+require("jit").off(flush)
+
 local function on_timer(premature)
     if not premature then
         flush()
