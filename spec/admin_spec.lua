@@ -370,7 +370,10 @@ describe("gray-admin", function()
             { "import /nonexistent/file", "cannot open" },
             { "--timeout 0 get 1.2.3.4", "bad %-%-timeout" },
             { "--part-size 1 get 1.2.3.4", "bad %-%-part%-size" },
-            { "--distribution ketama get 1.2.3.4", "only 'modula'" },
+            { "--distribution bogus get 1.2.3.4", "expected ketama, ketama%-weighted or modula" },
+            { "--servers '127.0.0.1:11211/?3, 127.0.0.1:11212' get 1.2.3.4",
+              "a weight needs %-%-distribution ketama%-weighted" },
+            { "--servers '127.0.0.1:11211/?x' get 1.2.3.4", "bad weight" },
             { "get 1.2.3.4 --servers", "needs a value" },
         }
         local servers = {
@@ -437,38 +440,57 @@ describe("gray-admin", function()
         end)
     end)
 
-    it("places keys on two servers as the router does (modula)", function()
-        local both = "127.0.0.1:" .. mc.port .. ", 127.0.0.1:" .. mc2.port
-        local dir = harness.tmpdir()
-        local keys = {}
-        for i = 1, 40 do
-            keys[i] = i % 2 == 0 and "172.30.0." .. i or "uid:p" .. i
-        end
-        local f = assert(io.open(dir .. "/keys.txt", "wb"))
-        f:write(table.concat(keys, "\n"), "\n")
-        f:close()
-        ok("import " .. quote(dir .. "/keys.txt"), both)
-        ok("add 172.30.1.1", both)
-        keys[#keys + 1] = "172.30.1.1"
-        -- what each server holds, in one get each
-        local held = {}
-        for n, server in ipairs({ mc, mc2 }) do
-            local reply = server:cmd("get " .. table.concat(keys, " ") .. "\r\n")
-            for key in reply:gmatch("VALUE (%S+)") do
-                assert.is_nil(held[key], key .. " on both servers")
-                held[key] = n
+    -- { distribution, weights of the two servers, where a key should be }
+    local placements = {
+        { "modula", { 1, 1 } },
+        { "ketama", { 1, 1 } },             -- the default, as the router's
+        { "ketama-weighted", { 3, 1 } },
+    }
+    for _, pl in ipairs(placements) do
+        local mode, w = pl[1], pl[2]
+        it("places keys on two servers as the router does (" .. mode .. ")", function()
+            mc:cmd("flush_all\r\n")
+            mc2:cmd("flush_all\r\n")
+            local function server(m, weight)
+                return "127.0.0.1:" .. m.port .. (weight > 1 and "/?" .. weight or "")
             end
-        end
-        local seen = { 0, 0 }
-        for _, key in ipairs(keys) do
-            local n = gray_ffi.server_index(key, 2)
-            assert.equal(n, held[key], key)
-            seen[n] = seen[n] + 1
-        end
-        assert(seen[1] > 0 and seen[2] > 0, "all keys on one server")
-        assert.equal("1\n", ok("get uid:p1", both))
-        sh("rm -rf " .. quote(dir))
-    end)
+            local both = server(mc, w[1]) .. ", " .. server(mc2, w[2])
+            local args = mode == "ketama" and "" or "--distribution " .. mode .. " "
+            local continuum = assert(gray_ffi.new_continuum({
+                { host = "127.0.0.1", port = mc.port, weight = w[1] },
+                { host = "127.0.0.1", port = mc2.port, weight = w[2] },
+            }, mode))
+            local dir = harness.tmpdir()
+            local keys = {}
+            for i = 1, 40 do
+                keys[i] = i % 2 == 0 and "172.30.0." .. i or "uid:p" .. i
+            end
+            local f = assert(io.open(dir .. "/keys.txt", "wb"))
+            f:write(table.concat(keys, "\n"), "\n")
+            f:close()
+            ok(args .. "import " .. quote(dir .. "/keys.txt"), both)
+            ok(args .. "add 172.30.1.1", both)
+            keys[#keys + 1] = "172.30.1.1"
+            -- what each server holds, in one get each
+            local held = {}
+            for n, srv in ipairs({ mc, mc2 }) do
+                local reply = srv:cmd("get " .. table.concat(keys, " ") .. "\r\n")
+                for key in reply:gmatch("VALUE (%S+)") do
+                    assert.is_nil(held[key], key .. " on both servers")
+                    held[key] = n
+                end
+            end
+            local seen = { 0, 0 }
+            for _, key in ipairs(keys) do
+                local n = gray_ffi.server_for(continuum, key)
+                assert.equal(n, held[key], key)
+                seen[n] = seen[n] + 1
+            end
+            assert(seen[1] > 0 and seen[2] > 0, "all keys on one server")
+            assert.equal("1\n", ok(args .. "get uid:p1", both))
+            sh("rm -rf " .. quote(dir))
+        end)
+    end
 
     describe("through nginx", function()
         local function request(path, req)

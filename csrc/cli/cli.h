@@ -39,7 +39,7 @@
 
 typedef struct cli_opts {
     const char *servers;            /* the $gray_memcached syntax */
-    const char *distribution;       /* "modula" */
+    const char *distribution;       /* "ketama" (default), "ketama-weighted", "modula" */
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */
     const char *percent_key;        /* "gray:percent" */
@@ -52,7 +52,7 @@ typedef struct cli_opts {
  * into hosts (canonical text) and ports. Returns the count, or -1 with a
  * message in err. */
 int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
-                      int max, char *err, size_t errlen);
+                      unsigned *weights, int max, char *err, size_t errlen);
 
 /* A libmemcached handle for opts (servers, distribution, timeouts), or NULL
  * after printing why. */

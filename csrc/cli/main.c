@@ -55,8 +55,9 @@ static const char USAGE[] =
 "Options:\n"
 "  --servers LIST      memcached servers, $gray_memcached syntax:\n"
 "                      \"127.0.0.1:11211, [::1]:11212\" (default 127.0.0.1:11211)\n"
-"  --distribution M    key placement: modula (libmemcached's default, the\n"
-"                      router's)\n"
+"  --distribution M    key placement with several servers, as the router's\n"
+"                      distribution: ketama (default), ketama-weighted\n"
+"                      (weights written host:port/?N) or modula\n"
 "  --key-prefix P      the router's key_prefix for address keys (default none)\n"
 "  --ranges-key K      the router's ranges_key (default gray:ranges)\n"
 "  --percent-key K     the router's percent_key (default gray:percent)\n"
@@ -91,7 +92,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
 int main(int argc, char **argv)
 {
     cli_opts_t opts = {
-        .servers = "127.0.0.1:11211", .distribution = "modula", .key_prefix = "",
+        .servers = "127.0.0.1:11211", .distribution = "ketama", .key_prefix = "",
         .ranges_key = "gray:ranges", .percent_key = "gray:percent", .timeout_ms = 2000,
         .part_bytes = CLI_PART_BYTES, .verbose = 0,
     };

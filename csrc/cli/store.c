@@ -12,7 +12,7 @@ static int is_sep(char c)
 }
 
 int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
-                      int max, char *err, size_t errlen)
+                      unsigned *weights, int max, char *err, size_t errlen)
 {
     int n = 0;
     const char *p = spec;
@@ -25,6 +25,31 @@ int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned
         while (*p && !is_sep(*p))
             p++;
         size_t len = (size_t)(p - item);
+        /* a weight as in libmemcached's configuration strings: host:port/?3 */
+        unsigned long weight = 1;
+        const char *slash = memchr(item, '/', len);
+        if (slash != NULL) {
+            size_t wlen = (size_t)(item + len - slash);
+            weight = 0;
+            if (wlen < 3 || wlen > 7 || slash[1] != '?') {
+                snprintf(err, errlen, "bad weight in '%.*s' (expected host:port/?N)", (int)len,
+                         item);
+                return -1;
+            }
+            for (size_t i = 2; i < wlen; i++) {
+                if (slash[i] < '0' || slash[i] > '9') {
+                    snprintf(err, errlen, "bad weight in '%.*s' (expected host:port/?N)",
+                             (int)len, item);
+                    return -1;
+                }
+                weight = weight * 10 + (unsigned long)(slash[i] - '0');
+            }
+            if (weight == 0) {
+                snprintf(err, errlen, "bad weight in '%.*s' (1 or more)", (int)len, item);
+                return -1;
+            }
+            len = (size_t)(slash - item);
+        }
         if (n == max) {
             snprintf(err, errlen, "more than %d servers", max);
             return -1;
@@ -67,6 +92,7 @@ int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned
         int w = gray_ip_format(&ip, hosts[n], GRAY_IP_TEXT_MAX);
         hosts[n][w] = '\0';
         ports[n] = (unsigned)port;
+        weights[n] = (unsigned)weight;
         n++;
     }
     if (n == 0) {
@@ -76,28 +102,35 @@ int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned
     return n;
 }
 
-/* Where keys go. The router places a key on server hash % n with
- * libmemcached's default hash (gray_hash_oaat); libmemcached's default
- * distribution (modula) does the same. Ketama and weighted ketama are to be
- * set here, as MEMCACHED_BEHAVIOR_KETAMA(_WEIGHTED), once the router places
- * keys that way too. */
+/* Where keys go: set before the servers are added (libmemcached builds its
+ * ketama continuum from the servers added after), and exactly as the
+ * router's `distribution` places them (its C placement is checked against
+ * libmemcached itself in spec/dist_spec.lua). */
 static int set_distribution(memcached_st *mc, const char *mode)
 {
+    memcached_return_t rc;
     if (strcmp(mode, "modula") == 0) {
-        return memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
-                                      MEMCACHED_DISTRIBUTION_MODULA) == MEMCACHED_SUCCESS ? 0 : -1;
+        rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                                    MEMCACHED_DISTRIBUTION_MODULA);
+    } else if (strcmp(mode, "ketama") == 0) {
+        rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA, 1);
+    } else if (strcmp(mode, "ketama-weighted") == 0) {
+        rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+    } else {
+        fprintf(stderr, "gray-admin: --distribution '%s': expected ketama, ketama-weighted or"
+                " modula\n", mode);
+        return -1;
     }
-    fprintf(stderr, "gray-admin: --distribution '%s': only 'modula' (the router's placement)"
-            " is supported\n", mode);
-    return -1;
+    return rc == MEMCACHED_SUCCESS ? 0 : -1;
 }
 
 memcached_st *cli_connect(const cli_opts_t *opts)
 {
     static char hosts[CLI_SERVERS_MAX][GRAY_IP_TEXT_MAX];
-    static unsigned ports[CLI_SERVERS_MAX];
+    static unsigned ports[CLI_SERVERS_MAX], weights[CLI_SERVERS_MAX];
     char err[256];
-    int n = cli_parse_servers(opts->servers, hosts, ports, CLI_SERVERS_MAX, err, sizeof err);
+    int n = cli_parse_servers(opts->servers, hosts, ports, weights, CLI_SERVERS_MAX, err,
+                              sizeof err);
     if (n < 0) {
         fprintf(stderr, "gray-admin: --servers: %s\n", err);
         return NULL;
@@ -107,18 +140,26 @@ memcached_st *cli_connect(const cli_opts_t *opts)
         fprintf(stderr, "gray-admin: out of memory\n");
         return NULL;
     }
+    if (set_distribution(mc, opts->distribution) != 0) {
+        memcached_free(mc);
+        return NULL;
+    }
     for (int i = 0; i < n; i++) {
-        memcached_return_t rc = memcached_server_add(mc, hosts[i], (in_port_t)ports[i]);
+        if (weights[i] > 1 && strcmp(opts->distribution, "ketama-weighted") != 0) {
+            fprintf(stderr, "gray-admin: server %s:%u: a weight needs --distribution"
+                    " ketama-weighted\n", hosts[i], ports[i]);
+            memcached_free(mc);
+            return NULL;
+        }
+        memcached_return_t rc = weights[i] > 1
+            ? memcached_server_add_with_weight(mc, hosts[i], (in_port_t)ports[i], weights[i])
+            : memcached_server_add(mc, hosts[i], (in_port_t)ports[i]);
         if (rc != MEMCACHED_SUCCESS) {
             fprintf(stderr, "gray-admin: server %s:%u: %s\n", hosts[i], ports[i],
                     cli_mc_error(mc, rc));
             memcached_free(mc);
             return NULL;
         }
-    }
-    if (set_distribution(mc, opts->distribution) != 0) {
-        memcached_free(mc);
-        return NULL;
     }
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, opts->timeout_ms);
