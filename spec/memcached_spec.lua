@@ -478,6 +478,30 @@ describe("gray.memcached", function()
                 assert.is_true(tonumber(elapsed) >= 0.19 and tonumber(elapsed) < 0.32, out)
             end)
 
+            it("asks the servers at once: two slow answers fit one deadline", function()
+                -- each server drips a whole valid reply over about 100 ms:
+                -- one after the other they would need 200 ms, past 170
+                local a = harness.fake_memcached({ mode = "drip", length = 600, interval = 10,
+                                                   bytes = 64 })
+                local b = harness.fake_memcached({ mode = "drip", length = 600, interval = 10,
+                                                   bytes = 64 })
+                finally(function() a:destroy() b:destroy() end)
+                local code = KEYS .. [==[
+                    local client = assert(memcached.new({ timeout = 170, distribution = "modula",
+                        servers = "127.0.0.1:$A, 127.0.0.1:$B" }))
+                    local k1, k2 = on[1][1], on[2][1]
+                    local t0 = clock()
+                    local res, failed = client:get_multi({ k1, k2 }, { max_bytes = 10000 })
+                    local elapsed = clock() - t0
+                    return tostring(res[k1] ~= nil) .. " " .. tostring(res[k2] ~= nil)
+                           .. " " .. tostring(failed == nil) .. "|" .. elapsed
+                ]==]
+                local out = multi((code:gsub("%$A", tostring(a.port)):gsub("%$B", tostring(b.port))))
+                local got, elapsed = out:match("^(.-)|([%d.]+)")
+                assert.equal("true true true", got, out)
+                assert.is_true(tonumber(elapsed) >= 0.08 and tonumber(elapsed) < 0.17, out)
+            end)
+
             it("answers the keys of a live server asked first, within the deadline", function()
                 local out = multi(KEYS .. [[
                     local client = assert(memcached.new({ timeout = 200, distribution = "modula",

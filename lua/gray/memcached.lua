@@ -32,6 +32,7 @@ local type, tonumber, tostring, setmetatable, pairs, ipairs = type, tonumber, to
     setmetatable, pairs, ipairs
 local floor = math.floor
 local concat = table.concat
+local spawn, wait = ngx.thread.spawn, ngx.thread.wait
 local EMPTY = {}
 
 -- What a first read asks for: a membership reply fits many times over.
@@ -467,8 +468,53 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     end
 end
 
+-- One server's part of a multi-get: its keys in one request (one retry on
+-- a dead pooled connection), counted for its breaker. Returns the decoded
+-- table, or nil, err, kind.
+local function ask(self, srv, group, deadline, t, bulk, with_cas)
+    if not breaker_allows(self, srv, t) then
+        return nil, "memcached " .. srv.name .. " marked down", "down"
+    end
+    local keystr = concat(group, " ")
+    local req = (with_cas and "gets " or "get ") .. keystr .. "\r\n"
+    local limit = bulk or #group * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
+    local res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
+                                               with_cas)
+    if res == nil and retry_worth(reused, kind) then
+        res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit, with_cas)
+    end
+    err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
+                             or kind == "partial", err, res == nil and kind or nil)
+    return res, err, kind
+end
+
+-- Adds one server's answer to results (or its keys to failed); returns the
+-- first error message and failed.
+local function merge(self, srv, group, res, err, kind, bulk, with_cas, results, failed,
+                     first_err)
+    if res then
+        for key, v in pairs(res) do
+            if not bulk and #(with_cas and v.value or v) > self.value_max then
+                failed = failed or {}
+                failed[key] = "value"
+                first_err = first_err or "reply from " .. srv.name .. ": a value over"
+                                         .. " value_max (" .. self.value_max .. " bytes)"
+            else
+                results[key] = v
+            end
+        end
+    else
+        failed = failed or {}
+        for _, key in ipairs(group) do
+            failed[key] = kind
+        end
+        first_err = first_err or err
+    end
+    return first_err, failed
+end
+
 --- get_multi(keys [, opts]): several keys in one request per server (the
--- servers asked one after the other), all within one deadline (`timeout`,
+-- servers asked at once), all within one deadline (`timeout`,
 -- or opts.timeout ms). opts.cas: "gets", values as { value = , cas = }.
 -- opts.max_bytes: the limit of one server's whole reply (default: what
 -- the keys' values can take under value_max); a value over value_max is
@@ -504,43 +550,27 @@ function _M.get_multi(self, keys, opts)
     update_time()
     local t = now()
     local deadline = t + (opts.timeout or self.timeout) / 1000
-    for _, n in ipairs(order) do
-        local srv, group = self.servers[n], groups[n]
-        local res, err, kind, reused
-        if breaker_allows(self, srv, t) then
-            local keystr = concat(group, " ")
-            local req = (with_cas and "gets " or "get ") .. keystr .. "\r\n"
-            local limit = bulk or #group * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL)
-                                  + #keystr
-            res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline,
-                                                 limit, with_cas)
-            if res == nil and retry_worth(reused, kind) then
-                res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
-                                             with_cas)
-            end
-            err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
-                                     or kind == "partial", err, res == nil and kind or nil)
-        else
-            err, kind = "memcached " .. srv.name .. " marked down", "down"
+    if #order == 1 then
+        local n = order[1]
+        local res, err, kind = ask(self, self.servers[n], groups[n], deadline, t, bulk, with_cas)
+        first_err, failed = merge(self, self.servers[n], groups[n], res, err, kind, bulk,
+                                  with_cas, results, failed, first_err)
+        return results, failed, first_err
+    end
+    -- several servers: asked at once, each in a light thread, all within
+    -- the one deadline
+    local threads = {}
+    for i, n in ipairs(order) do
+        threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk, with_cas)
+    end
+    for i, n in ipairs(order) do
+        local ok, res, err, kind = wait(threads[i])
+        if not ok then
+            res, err, kind = nil, "memcached " .. self.servers[n].name .. ": " .. tostring(res),
+                             "protocol"
         end
-        if res then
-            for key, v in pairs(res) do
-                if not bulk and #(with_cas and v.value or v) > self.value_max then
-                    failed = failed or {}
-                    failed[key] = "value"
-                    first_err = first_err or "reply from " .. srv.name .. ": a value over"
-                                             .. " value_max (" .. self.value_max .. " bytes)"
-                else
-                    results[key] = v
-                end
-            end
-        else
-            failed = failed or {}
-            for _, key in ipairs(group) do
-                failed[key] = kind
-            end
-            first_err = first_err or err
-        end
+        first_err, failed = merge(self, self.servers[n], groups[n], res, err, kind, bulk,
+                                  with_cas, results, failed, first_err)
     end
     return results, failed, first_err
 end
