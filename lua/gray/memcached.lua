@@ -271,6 +271,22 @@ local function read_next(sock, need, deadline)
     return read_some(sock, deadline)
 end
 
+-- After a whole reply: back to the pool, unless bytes followed it (the
+-- stream is then out of step and the connection is closed).
+local function release(self, sock, in_step)
+    if in_step then
+        sock:setkeepalive(self.keepalive_timeout, self.pool_size)
+    else
+        sock:close()
+    end
+end
+
+-- A reply that is an error line ("server") or malformed ("protocol").
+local function bad_reply(sock, srv, msg)
+    local kind = msg:find("^[A-Z_]*ERROR") and "server" or "protocol"
+    return fail(sock, "reply from " .. srv.name .. ": ", msg, kind)
+end
+
 -- Connects (or takes a pooled connection) and sends req, before the
 -- deadline. Returns the socket, or nil, err, kind, reused.
 local function open(srv, req, deadline)
@@ -326,17 +342,11 @@ local function query(self, srv, req, key, deadline)
             return nil, too_large(self, sock, srv)
         end
         if value ~= nil then
-            if consumed == #buf then
-                sock:setkeepalive(self.keepalive_timeout, self.pool_size)
-            else
-                -- bytes after the reply: the stream is out of step
-                sock:close()
-            end
+            release(self, sock, consumed == #buf)
             return value
         end
         if consumed ~= "again" then
-            kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
-            return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
+            return nil, bad_reply(sock, srv, consumed)
         end
         if #buf + need > limit then
             return nil, too_large(self, sock, srv)     -- before reading the data
@@ -447,16 +457,11 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
         local res, consumed
         res, consumed, need = buf:decode(keys, nkeys, with_cas)
         if res then
-            if consumed == buf.len then
-                sock:setkeepalive(self.keepalive_timeout, self.pool_size)
-            else
-                sock:close()
-            end
+            release(self, sock, consumed == buf.len)
             return res
         end
         if consumed ~= "again" then
-            kind = consumed:find("^[A-Z_]*ERROR") and "server" or "protocol"
-            return nil, fail(sock, "reply from " .. srv.name .. ": ", consumed, kind)
+            return nil, bad_reply(sock, srv, consumed)
         end
         if buf.len + need > limit then
             -- with several keys the reply is cut short: no key's value is
