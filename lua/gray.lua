@@ -16,10 +16,12 @@ local ids_mod = require "gray.ids"
 local lists_mod = require "gray.lists"
 local metrics = require "gray.metrics"
 local count_decision = metrics.decision
+local count = metrics.incr
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
 local gray_cache = require "gray.cache"
+local shcache = require "gray.shcache"
 -- looked up once: a method call would go through the metatables
 local lru_get, cache_get = lrucache.get, gray_cache.get
 
@@ -38,6 +40,7 @@ local WARN = ngx.WARN
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local setmetatable = setmetatable
 local math_max = math.max
+local format, concat, sort = string.format, table.concat, table.sort
 
 local _M = { _VERSION = "0.1.0", VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -67,6 +70,7 @@ local DEFAULTS = {
     neg_ttl = false,                        -- s a miss is trusted (cache_ttl)
     stale_ttl = 60,                         -- s an expired answer may serve in an outage
     cache_size = 10000,                     -- entries per worker
+    shm = false,                            -- lua_shared_dict: a cache shared by the workers
     log_interval = 5,                       -- s between two logs of one error kind
 }
 -- the memcached client's own: timeout, value_max, pool_size, ...
@@ -171,6 +175,43 @@ local function build_cache(self, get)
     return true
 end
 
+-- The cache shared by the workers (option shm), or false. Its entries are
+-- set apart from other routers' in the same dict by a namespace: a hash of
+-- what gives a key its decision here (servers, placement, targets).
+local function build_shared(self, get, names)
+    self.shared = false
+    local shm = get("shm")
+    if shm == false then
+        return true
+    end
+    if type(shm) ~= "string" or shm == "" then
+        return opt_error("shm", "must be a lua_shared_dict name or false")
+    end
+    if not self.use_fresh then
+        return opt_error("shm", "needs cache_ttl or neg_ttl above 0 (nothing would be shared)")
+    end
+    local servers = get("memcached")
+    if type(servers) == "table" then
+        servers = concat(servers, ",")
+    end
+    local locations, parts = {}, { tostring(servers), tostring(get("distribution")) }
+    for i, name in ipairs(names) do
+        locations[i] = self.targets[name]
+        parts[#parts + 1] = name .. "=" .. locations[i]
+    end
+    local shared, err = shcache.new({
+        dict = shm, locations = locations,
+        namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
+        pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
+        timeout = self.mc.timeout,
+    })
+    if not shared then
+        return opt_error("shm", err)
+    end
+    self.shared = shared
+    return true
+end
+
 --- Builds a router. Every option is checked; nil, err names the bad one.
 function _M.new(opts)
     if opts == nil then
@@ -240,7 +281,7 @@ function _M.new(opts)
             names[#names + 1] = name
         end
     end
-    table.sort(names, function(a, b) return a == "1" or (b ~= "1" and a < b) end)
+    sort(names, function(a, b) return a == "1" or (b ~= "1" and a < b) end)
 
     local ids = get("ids")
     if ids then
@@ -352,6 +393,10 @@ function _M.new(opts)
     for _, id in ipairs(self.ids or {}) do
         id.cache = gray_cache.new(get("cache_size"))
     end
+    ok, err = build_shared(self, get, names)
+    if not ok then
+        return nil, err
+    end
     self.lists = lists_mod.new({
         mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
         lists = lists or nil, interval = interval, timeout = rtimeout, max_bytes = list_max,
@@ -396,10 +441,43 @@ local function decision_of(self, key, value)
     return false
 end
 
+-- Keeps a decision taken from the shared cache in this worker's cache
+-- (self.cache, or an identity's) for as long as it is fresh there.
+local function keep_shared(self, cache, ckey, decision, stored_at)
+    local ttl = decision and self.pos_ttl or self.neg_ttl
+    if cache == self.cache then
+        cache:set(ckey, decision, stored_at + ttl - ngx_now(), stored_at)
+    else
+        cache:set(ckey, decision, ttl, stored_at)
+    end
+end
+
+-- Waits for the worker that asks memcached about key (it holds the shared
+-- lock): its decision kept in cache under ckey, or nil, "store-error".
+local function wait_shared(self, cache, ckey, key, deadline)
+    local shared = self.shared
+    if self.metrics then
+        count("gray_shm_waits_total")
+    end
+    local target, stored_at = shared:wait(key, deadline)
+    if target == nil then
+        return nil, "store-error"
+    end
+    keep_shared(self, cache, ckey, target, stored_at)
+    return target
+end
+
 -- Asks memcached for one key and caches the decision. Returns the decision
 -- (a location or false), or nil, failure reason ("store-error",
 -- "store-down") when memcached failed; stale decisions are the caller's.
+-- With a shared cache, only the worker holding the key's lock asks; the
+-- others wait for its decision (source "shm").
 local function fetch_one(self, cache, key)
+    local shared = self.shared
+    if shared and not shared:lock(key) then
+        local target, failure = wait_shared(self, cache, key, key)
+        return target, failure, "shm"
+    end
     local value, err, kind = self.mc:get(key)
     if kind == "value" then
         -- an oversized value is an answer, just not a membership one
@@ -407,13 +485,21 @@ local function fetch_one(self, cache, key)
         value = ""
     end
     if value == nil then
+        if shared then
+            shared:unlock(key)
+        end
         self.log:report(kind, err)
         return nil, kind == "down" and "store-down" or "store-error"
     end
     local target = decision_of(self, key, value)
     -- the entry keeps when it was stored, which bounds its stale use
-    cache:set(key, target, value and self.pos_ttl or self.neg_ttl, ngx_now())
-    return target
+    local now = ngx_now()
+    cache:set(key, target, value and self.pos_ttl or self.neg_ttl, now)
+    if shared then
+        shared:set(key, target, now)
+        shared:unlock(key)
+    end
+    return target, nil, "memcached"
 end
 
 -- The stale decision of a key after memcached failed, or nil when it is
@@ -495,16 +581,32 @@ local function decide_address(self, addr, target, stale, stored_at)
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, "cache")
     end
+    local shared = self.shared
+    if shared then
+        -- another worker may have asked memcached already
+        local s_stale, s_stored
+        target, s_stale, s_stored = shared:get(key, ngx_now())
+        if target ~= nil then
+            keep_shared(self, self.cache, key, target, s_stored)
+            if target then
+                return target, "ip", "shm"
+            end
+            return decide_lists(self, addr, nil, nil, nil, "shm")
+        end
+        if stale == nil then
+            stale, stored_at = s_stale, s_stored
+        end
+    end
     local err = needs_cosockets()
     if err then
         return nil, err
     end
-    local failure
-    target, failure = fetch_one(self, self.cache, key)
+    local failure, source
+    target, failure, source = fetch_one(self, self.cache, key)
     if target then
-        return target, "ip", "memcached"
+        return target, "ip", source
     elseif target == false then
-        return decide_lists(self, addr, nil, nil, nil, "memcached")
+        return decide_lists(self, addr, nil, nil, nil, source)
     end
     target = stale_of(self, self.cache, key, stale, stored_at)
     if target then
@@ -544,6 +646,58 @@ local function id_from_cache(self, now, id, unknown, pid, pv)
         return nil, unknown, pid, pv
     end
     return nil, unknown, id, v
+end
+
+-- The shared cache's part in a multi-key lookup: the keys it knows leave
+-- pending for known (and this worker's cache); their stale decisions stand
+-- in for missing ones of this worker. Of the rest, this worker takes the
+-- lock of every key it can. If it took none (other workers ask about them
+-- all) it waits for their decisions; otherwise it asks memcached about all
+-- of them in one multi-get, as it would have anyway. Returns the keys to ask
+-- memcached for, the keys locked (or false), and the keys that failed while
+-- waiting (or nil).
+local function shared_pass(self, keys, pending, known, now)
+    local shared = self.shared
+    local rest, others, mine = {}, {}, false
+    for i = 1, #keys do
+        local key = keys[i]
+        local p = pending[key]
+        local target, stale, stored_at = shared:get(key, now)
+        if target ~= nil then
+            keep_shared(self, p[1], p[2], target, stored_at)
+            known[key] = target
+            pending[key] = nil
+        else
+            if p[3] == nil then
+                p[3], p[4] = stale, stored_at
+            end
+            rest[#rest + 1] = key
+            if shared:lock(key) then
+                mine = mine or {}
+                mine[#mine + 1] = key
+            else
+                others[#others + 1] = key
+            end
+        end
+    end
+    if mine or #rest == 0 then
+        return rest, mine, nil
+    end
+    -- one deadline for all the waits, as for one multi-get
+    local failed, deadline = nil, ngx_now() + self.mc.timeout / 1000
+    for i = 1, #others do
+        local key = others[i]
+        local p = pending[key]
+        local target = wait_shared(self, p[1], p[2], key, deadline)
+        if target == nil then
+            failed = failed or {}
+            failed[key] = "error"
+        else
+            known[key] = target
+            pending[key] = nil
+        end
+    end
+    return {}, false, failed
 end
 
 -- Identities and the address. The first identity (in the order of `ids`)
@@ -610,7 +764,14 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     end
 
     local failure, source = nil, "memcached"
-    local res, failed, ferr
+    local res, failed, ferr, mine
+    if self.shared then
+        keys, mine, failed = shared_pass(self, keys, pending, known, now)
+        if #keys == 0 then
+            source = "shm"
+            ferr = failed and "the worker asking memcached failed or timed out" or nil
+        end
+    end
     if #keys == 1 then
         local value, kind
         value, ferr, kind = self.mc:get(keys[1])
@@ -619,6 +780,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     elseif #keys > 1 then
         res, failed, ferr = self.mc:get_multi(keys)
     end
+    res = res or {}
     now = ngx_now()
     for key, p in pairs(pending) do
         local kind = failed and failed[key]
@@ -635,7 +797,15 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
             local value = kind ~= "value" and res[key] or ""
             local target = decision_of(self, key, value)
             p[1]:set(p[2], target, (res[key] or kind) and self.pos_ttl or self.neg_ttl, now)
+            if self.shared then
+                self.shared:set(key, target, now)
+            end
             known[key] = target
+        end
+    end
+    if mine then
+        for i = 1, #mine do
+            self.shared:unlock(mine[i])
         end
     end
     if failure or (failed and ferr) then

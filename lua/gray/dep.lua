@@ -30,6 +30,7 @@
 --     set $gray_force          "header:X-Gray";  # tester override (trusted peers)
 --     set $gray_debug_header   "X-Gray-Debug";   # response header: target; reason
 --     set $gray_distribution   ketama;           # several servers: or ketama-weighted, modula
+--     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
 --
 -- This file is both the content_by_lua_file script and the module
 -- "gray.dep". Run as a script it hands the request to the module's run(),
@@ -106,6 +107,7 @@ local VARS = {
     { "gray_force", "force" },
     { "gray_debug_header", "debug_header" },
     { "gray_distribution", "distribution" },
+    { "gray_shm", "shm" },
 }
 local NVARS = #VARS      -- run() reads each by index: keep them in step
 _M.VARS = VARS
@@ -288,7 +290,7 @@ function _M.run()
         c = read_var(1, c); c = read_var(2, c); c = read_var(3, c); c = read_var(4, c)
         c = read_var(5, c); c = read_var(6, c); c = read_var(7, c); c = read_var(8, c)
         c = read_var(9, c); c = read_var(10, c); c = read_var(11, c); c = read_var(12, c)
-        c = read_var(13, c); c = read_var(14, c); c = read_var(15, c)
+        c = read_var(13, c); c = read_var(14, c); c = read_var(15, c); c = read_var(16, c)
         if c then
             router = configure()
             if not router then

@@ -25,8 +25,9 @@ local DEFAULT_SHM = "gray_metrics"
 local pending = {}
 -- The decision counters: decisions[reason][location][source] -> a leaf
 -- { n = count since the last flush, key = its series }, so a request adds 1
--- to a field and builds no string. Sources are "cache", "memcached",
--- "stale" or false (none).
+-- to a field and builds no string. Sources are "cache" (the worker's own
+-- cache), "shm" (the cache shared by the workers), "memcached", "stale" or
+-- false (none).
 local decisions = {}
 local leaves, nleaves = {}, 0    -- every leaf, for the flush
 local started = false
@@ -156,7 +157,9 @@ function _M.set(name, labels, value)
 end
 
 local HELP = {
-    gray_decisions_total = "counter Routing decisions by target, reason and where the entry came from",
+    gray_decisions_total = "counter Routing decisions by target, reason and where the entry came from"
+                           .. " (cache: the worker's own cache, shm: the shared one, memcached)",
+    gray_shm_waits_total = "counter Lookups that waited for another worker asking memcached the same key",
     gray_memcached_requests_total = "counter memcached requests by server",
     gray_memcached_errors_total = "counter memcached failures by server and kind (timeout, network, ...)",
     gray_breaker_open = "gauge 1 while a server's circuit breaker is open",

@@ -1,0 +1,160 @@
+-- gray.shcache: the decision cache shared by a node's workers, the second
+-- level under each worker's own cache (lua-resty-mlcache's layering). A
+-- worker that misses its own cache looks here before memcached, and only
+-- one worker at a time asks memcached about a key: the others wait for its
+-- answer (a lock per key, taken with shdict:add), so a node asks about a key
+-- once per TTL rather than once per worker.
+--
+-- An entry is a decision, never what memcached sent: the value is the time
+-- it was stored (a number), the flags the index of its target in the
+-- router's list (0: not gray). It lives ttl + stale_ttl in the dict, so an
+-- expired entry can still serve as a stale decision while memcached fails;
+-- freshness is checked here against the time stored.
+--
+--   local shared = assert(shcache.new({ dict = "gray_cache", locations = { "@server_test" },
+--                                       namespace = "g1a2b3c4d", ... }))
+--   local decision, stale, stored_at = shared:get(key, ngx.now())
+
+local ngx = ngx
+local ngx_shared = ngx.shared
+local ngx_sleep = ngx.sleep
+local ngx_now = ngx.now
+local type, tostring, ipairs = type, tostring, ipairs
+local setmetatable = setmetatable
+
+local _M = {}
+local mt = { __index = _M }
+
+local WAIT_FIRST = 0.001        -- s of the first sleep while another worker asks
+local WAIT_MAX_STEP = 0.016     -- s: longest sleep between two looks
+local LOCK_MARGIN = 0.1         -- s a lock outlives its holder's deadline
+
+--- A shared cache over `lua_shared_dict opts.dict`. opts: locations (the
+-- router's gray locations, by index; index 0 is "not gray"), namespace (a
+-- prefix that sets this router's entries apart from other routers' in the
+-- same dict), pos_ttl and neg_ttl (s a gray / not gray decision is fresh),
+-- keep (s an entry lives in the dict, stale use included), timeout (ms: the lock's holder's
+-- deadline, and the longest wait for it). nil, err without the dict.
+function _M.new(opts)
+    local dict = ngx_shared[opts.dict]
+    if not dict then
+        return nil, "names no lua_shared_dict '" .. tostring(opts.dict)
+                    .. "' (declare it in the http block: lua_shared_dict "
+                    .. tostring(opts.dict) .. " 10m;)"
+    end
+    local index = {}
+    for i, loc in ipairs(opts.locations) do
+        index[loc] = i
+    end
+    return setmetatable({
+        dict = dict,
+        locations = opts.locations,
+        index = index,
+        data_prefix = opts.namespace .. ":",       -- data keys: "<ns>:<memcached key>"
+        lock_prefix = opts.namespace .. " ",       -- lock keys: "<ns> <key>" (no key has a space)
+        pos_ttl = opts.pos_ttl,
+        neg_ttl = opts.neg_ttl,
+        keep = opts.keep,
+        wait_max = opts.timeout / 1000,
+        lock_ttl = opts.timeout / 1000 + LOCK_MARGIN,
+        waits = 0,                          -- how often this worker waited (stats)
+    }, mt)
+end
+
+-- An entry read back: decision, nil, stored_at while fresh; nil, decision,
+-- stored_at once expired; nil when absent or unreadable.
+local function decode(self, stored_at, flags, now)
+    if type(stored_at) ~= "number" then
+        return nil
+    end
+    local decision = false
+    if flags then               -- nil for 0: not gray
+        decision = self.locations[flags]
+        if decision == nil then
+            return nil          -- an index this router does not have
+        end
+    end
+    local ttl = decision and self.pos_ttl or self.neg_ttl
+    if now - stored_at < ttl then
+        return decision, nil, stored_at
+    end
+    return nil, decision, stored_at
+end
+
+--- The decision for key at time now, as gray.cache's get: decision, nil,
+-- stored_at (fresh); nil, decision, stored_at (stale); nil (absent).
+function _M.get(self, key, now)
+    local stored_at, flags = self.dict:get(self.data_prefix .. key)
+    return decode(self, stored_at, flags, now)
+end
+
+--- Stores decision (a location or false) for key, stored at time now.
+function _M.set(self, key, decision, now)
+    local flags = 0
+    if decision then
+        flags = self.index[decision]
+        if not flags then
+            return      -- not one of the router's locations: not shared
+        end
+    end
+    -- a full dict evicts its least recently used entries (forcibly): the
+    -- cache then just holds fewer keys; nothing to report per request
+    self.dict:set(self.data_prefix .. key, now, self.keep, flags)
+end
+
+--- Takes the lock for asking memcached about key: true when this worker
+-- holds it now, false when another one does.
+function _M.lock(self, key)
+    local ok, err = self.dict:add(self.lock_prefix .. key, true, self.lock_ttl)
+    if ok then
+        return true
+    end
+    -- "exists": another worker asks; a full dict ("no memory"): ask anyway
+    return err ~= "exists"
+end
+
+function _M.unlock(self, key)
+    self.dict:delete(self.lock_prefix .. key)
+end
+
+--- Waits, until deadline (default: the lookup's timeout from now), for the
+-- worker that holds the lock on key to store its decision. Returns
+-- decision, stored_at once it is there; nil when the holder let go without
+-- one (memcached failed it) or the time is up.
+function _M.wait(self, key, deadline)
+    self.waits = self.waits + 1
+    local dict = self.dict
+    local data, lock = self.data_prefix .. key, self.lock_prefix .. key
+    deadline = deadline or ngx_now() + self.wait_max
+    local step = WAIT_FIRST
+    while true do
+        local left = deadline - ngx_now()
+        if left < 0.001 then
+            -- ngx.sleep counts whole ms: a shorter one would be sleep(0),
+            -- which does not advance the clock (a busy loop)
+            return nil
+        end
+        ngx_sleep(step < left and step or left)
+        local now = ngx_now()
+        local v, flags = dict:get(data)
+        local decision, _, stored_at = decode(self, v, flags, now)
+        if decision ~= nil then
+            return decision, stored_at
+        end
+        if dict:get(lock) == nil then
+            -- let go: read once more, the decision may have landed between
+            v, flags = dict:get(data)
+            decision, _, stored_at = decode(self, v, flags, now)
+            if decision ~= nil then
+                return decision, stored_at
+            end
+            return nil
+        end
+        step = step * 2
+        if step > WAIT_MAX_STEP then
+            step = WAIT_MAX_STEP
+        end
+    end
+end
+
+return _M

@@ -1,0 +1,311 @@
+-- gray.shcache: the decision cache shared by the workers (option shm).
+-- Inside one real nginx worker, two routers built alike stand for two
+-- workers (each has its own cache, the shared dict is common), so what one
+-- learns the other must find without asking memcached; then a real nginx with
+-- four workers and a slow memcached shows the lock: one request to memcached
+-- for a key however many workers miss it at once.
+
+local harness = require "helpers.harness"
+
+local function eval_server()
+    return [[
+      server {
+        listen 127.0.0.1:$PORT;
+        ]] .. harness.EVAL_LOCATION .. [[
+        location @server      { return 200 "stable\n"; }
+        location @server_test { return 200 "gray\n"; }
+        location @v2          { return 200 "v2\n"; }
+      }
+    ]]
+end
+
+-- the gets memcached logged (-vv) for key so far
+local function gets(mc, key)
+    local n = 0
+    for line in mc:log():gmatch("[^\n]+") do
+        if line:find("^<%d+ get ") and (" " .. line:match("^<%d+ get (.*)$") .. " ")
+                                           :find(" " .. key .. " ", 1, true) then
+            n = n + 1
+        end
+    end
+    return n
+end
+
+describe("gray.shcache inside a worker", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached({ verbose = true })
+        nginx = harness.nginx({ memcached_port = mc.port,
+                                http = "lua_shared_dict gray_cache 1m;",
+                                servers = eval_server() })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    -- runs code with `routers` (one table for the spec's life), `shcache`
+    -- and `opts(extra)` (the spec's router options) in scope; header X-Real-IP
+    local function run(code, ip)
+        return nginx:eval([[
+            local routers = package.loaded.spec_routers or {}
+            package.loaded.spec_routers = routers
+            local shcache = require "gray.shcache"
+            local function opts(extra)
+                local o = { memcached = "127.0.0.1:]] .. mc.port .. [[", shm = "gray_cache",
+                            cache_ttl = 5, targets = { v2 = "@v2" } }
+                for k, v in pairs(extra or {}) do o[k] = v end
+                return o
+            end
+            local function router(name, extra)
+                routers[name] = routers[name] or assert(require("gray").new(opts(extra)))
+                return routers[name]
+            end
+            local function say(...)
+                local t = { ... }
+                for i = 1, select("#", ...) do t[i] = tostring(t[i]) end
+                ngx.say(table.concat(t, " "))
+            end
+        ]] .. code, nil, { ["X-Real-IP"] = ip or "192.0.2.1" })
+    end
+
+    it("refuses a dict that nginx.conf does not declare, and a cache with no fresh life", function()
+        local cases = {
+            { "shm = 'nope'", "option 'shm' names no lua_shared_dict 'nope'" },
+            { "shm = 42", "option 'shm' must be a lua_shared_dict name or false" },
+            { "shm = ''", "option 'shm' must be a lua_shared_dict name or false" },
+            { "shm = 'gray_cache', cache_ttl = 0",
+              "option 'shm' needs cache_ttl or neg_ttl above 0" },
+        }
+        for _, case in ipairs(cases) do
+            local out = run("local r, err = require('gray').new(opts({ " .. case[1]
+                            .. " })) say(tostring(r), err)")
+            assert.truthy(out:find("nil gray.new: " .. case[2], 1, true), case[1] .. ": " .. out)
+        end
+        -- without shm nothing changes: the option is off by default
+        local out = run("local r = assert(require('gray').new(opts({ shm = false })))"
+                        .. " say(tostring(r.shared))")
+        assert.equal("false\n", out)
+    end)
+
+    it("stores decisions, not values: fresh, then stale, apart per namespace", function()
+        local out = run([[
+            local a = assert(shcache.new({ dict = "gray_cache", locations = { "@g", "@v2" },
+                namespace = "gA", pos_ttl = 1, neg_ttl = 0.5, keep = 60, timeout = 50 }))
+            local b = assert(shcache.new({ dict = "gray_cache", locations = { "@g", "@v2" },
+                namespace = "gB", pos_ttl = 1, neg_ttl = 0.5, keep = 60, timeout = 50 }))
+            local t0 = 1000
+            a:set("k1", "@v2", t0)
+            a:set("k2", false, t0)
+            a:set("k3", "@elsewhere", t0)       -- not one of its locations: not kept
+            local function show(...) local r = { ... } for i = 1, 3 do r[i] = tostring(r[i]) end
+                                     return table.concat(r, ",") end
+            say("fresh", show(a:get("k1", t0 + 0.9)), show(a:get("k2", t0 + 0.4)))
+            say("stale", show(a:get("k1", t0 + 1.1)), show(a:get("k2", t0 + 0.6)))
+            say("absent", show(a:get("k3", t0)), show(b:get("k1", t0)))
+            local v, flags = ngx.shared.gray_cache:get("gA:k1")
+            say("raw", type(v), flags)
+            -- a stored index this router does not have reads as absent
+            ngx.shared.gray_cache:set("gA:k4", t0, 60, 7)
+            say("junk", show(a:get("k4", t0)))
+        ]])
+        assert.equal(table.concat({
+            "fresh @v2,nil,1000 false,nil,1000",
+            "stale nil,@v2,1000 nil,false,1000",
+            "absent nil,nil,nil nil,nil,nil",
+            "raw number 2",
+            "junk nil,nil,nil",
+        }, "\n") .. "\n", out)
+    end)
+
+    it("waits for the lock's holder: its decision, its failure, or the deadline", function()
+        local out = run([[
+            local a = assert(shcache.new({ dict = "gray_cache", locations = { "@g" },
+                namespace = "gW", pos_ttl = 5, neg_ttl = 5, keep = 60, timeout = 300 }))
+            -- the holder, in a timer, stores its decision after 30 ms
+            assert(a:lock("w1"))
+            say("second lock", tostring(a:lock("w1")))
+            ngx.timer.at(0.03, function() a:set("w1", "@g", ngx.now()) a:unlock("w1") end)
+            local t = ngx.now()
+            local d = a:wait("w1")
+            ngx.update_time()
+            say("decision", tostring(d), ngx.now() - t < 0.25)
+            -- the holder fails: lets go without a decision
+            assert(a:lock("w2"))
+            ngx.timer.at(0.03, function() a:unlock("w2") end)
+            t = ngx.now()
+            d = a:wait("w2")
+            ngx.update_time()
+            say("failed", tostring(d), ngx.now() - t < 0.25)
+            -- the holder never answers: the wait ends at its deadline
+            assert(a:lock("w3"))
+            t = ngx.now()
+            d = a:wait("w3", ngx.now() + 0.08)
+            ngx.update_time()
+            local took = ngx.now() - t
+            say("deadline", tostring(d), took >= 0.07 and took < 0.3)
+        ]])
+        assert.equal("second lock false\ndecision @g true\nfailed nil true\n"
+                     .. "deadline nil true\n", out)
+    end)
+
+    it("one worker asks memcached; the next finds the decision in the shared dict", function()
+        mc:set("192.0.2.10", "1")
+        mc:set("192.0.2.11", "v2")
+        local out = run([[
+            local w1, w2 = router("w1"), router("w2")
+            say(w1:decide())
+            say(w2:decide())
+            say(w2:decide())
+        ]], "192.0.2.10")
+        assert.equal("@server_test ip memcached\n@server_test ip shm\n@server_test ip cache\n", out)
+        assert.equal(1, gets(mc, "192.0.2.10"))
+        -- a miss is shared too, and a named target
+        out = run("say(router('w1'):decide()) say(router('w2'):decide())", "192.0.2.12")
+        assert.equal("@server default memcached\n@server default shm\n", out)
+        out = run("say(router('w2'):decide()) say(router('w1'):decide())", "192.0.2.11")
+        assert.equal("@v2 ip memcached\n@v2 ip shm\n", out)
+        assert.equal(1, gets(mc, "192.0.2.12"))
+        assert.equal(1, gets(mc, "192.0.2.11"))
+    end)
+
+    it("shares identity decisions, asking nothing when the dict knows every key", function()
+        mc:set("uid:42", "v2")
+        local out = nginx:eval([[
+            local routers = package.loaded.spec_routers
+            local function new()
+                return assert(require("gray").new({ memcached = "127.0.0.1:]] .. mc.port .. [[",
+                    shm = "gray_cache", cache_ttl = 5, targets = { v2 = "@v2" },
+                    ids = "uid=header:X-Uid" }))
+            end
+            routers.i1 = routers.i1 or new()
+            routers.i2 = routers.i2 or new()
+            ngx.say(routers.i1:decide())
+            ngx.say(routers.i2:decide())
+        ]], nil, { ["X-Real-IP"] = "192.0.2.20", ["X-Uid"] = "42" })
+        assert.equal("@v2id:uidmemcached\n@v2id:uidshm\n", out)
+        -- one multi-get (both keys) from the first, nothing from the second
+        assert.equal(1, gets(mc, "uid:42"))
+        assert.equal(1, gets(mc, "192.0.2.20"))
+    end)
+
+    it("keeps routers with other targets or servers apart", function()
+        mc:set("192.0.2.30", "v2")
+        local out = run([[
+            say(router("n1"):decide())
+            say(router("n2", { targets = { v2 = "@server_test" } }):decide())
+            say(router("n3", { memcached = "127.0.0.1:]] .. mc.port .. [[, 127.0.0.1:]]
+                       .. mc.port .. [[" }):decide())
+        ]], "192.0.2.30")
+        assert.equal("@v2 ip memcached\n@server_test ip memcached\n@v2 ip memcached\n", out)
+        assert.equal(3, gets(mc, "192.0.2.30"))
+    end)
+
+    it("serves another worker's expired decision while memcached is down", function()
+        mc:set("192.0.2.40", "1")
+        local out = run([[
+            local r = router("s1", { cache_ttl = 0.2 })
+            say(r:decide())
+        ]], "192.0.2.40")
+        assert.equal("@server_test ip memcached\n", out)
+        harness.sleep(0.3)
+        mc:stop()
+        finally(function() mc:start() end)
+        out = run("say(router('s2', { cache_ttl = 0.2 }):decide())", "192.0.2.40")
+        assert.equal("@server_test ip stale\n", out)
+        -- and with nothing stored anywhere, the stable location
+        out = run("say(router('s3', { cache_ttl = 0.2 }):decide())", "192.0.2.41")
+        assert.truthy(out:find("^@server store%-") , out)
+    end)
+end)
+
+describe("gray.shcache across four workers", function()
+    local fake, nginx
+
+    local function conf(shm)
+        return [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location / {
+                content_by_lua_block {
+                    local r = package.loaded.spec_shm_router
+                    if not r then
+                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                            timeout = 2000, cache_ttl = 30, shm = ]] .. shm .. [[ }))
+                        package.loaded.spec_shm_router = r
+                    end
+                    local target, reason, source = r:decide()
+                    ngx.say(ngx.worker.id(), " ", target, " ", reason, " ", source)
+                }
+            }
+          }
+        ]]
+    end
+
+    -- n requests for one address at once, on n connections; the responses
+    local function burst(n, ip)
+        local cfg = nginx.dir .. "/burst.cfg"
+        local f = assert(io.open(cfg, "wb"))
+        for _ = 1, n do
+            f:write('url = "http://127.0.0.1:', nginx.port, '/"\n')
+        end
+        f:close()
+        -- --parallel-immediate: one connection each at once (curl would
+        -- otherwise wait to see whether the first can carry them all)
+        return harness.sh("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max "
+                          .. n .. " -H 'X-Real-IP: " .. ip .. "' --config " .. cfg)
+    end
+
+    local function workers_of(out)
+        local seen, n = {}, 0
+        for id in out:gmatch("(%d+) @") do
+            if not seen[id] then
+                seen[id], n = true, n + 1
+            end
+        end
+        return n
+    end
+
+    after_each(function()
+        if nginx then nginx:stop() end
+        if fake then fake:destroy() end
+        nginx, fake = nil, nil
+    end)
+
+    -- a memcached that takes ~100 ms per reply: every request of a burst
+    -- misses before the first answer is in
+    local function start(shm)
+        fake = harness.fake_memcached({ mode = "drip", interval = 25, bytes = 8, length = 4 })
+        nginx = harness.nginx({ memcached_port = fake.port, workers = 4,
+                                http = "lua_shared_dict gray_cache 1m;", servers = conf(shm) })
+    end
+
+    it("asks memcached once for a key that every worker misses at once", function()
+        start('"gray_cache"')
+        local out, served = "", 0
+        for round = 1, 5 do
+            out = burst(24, "198.51.100." .. round)
+            served = workers_of(out)
+            if served >= 2 then
+                assert.equal(1, fake:count("get"), out .. "\n" .. fake:log())
+                break
+            end
+            harness.sleep(0.2)
+        end
+        assert.truthy(served >= 2, "the bursts never reached two workers: " .. out)
+        local _, answers = out:gsub("@server default", "")
+        assert.equal(24, answers, out)
+        -- the others waited for the holder, then took its decision
+        assert.truthy(out:find("default shm", 1, true), out)
+    end)
+
+    it("without it, each concurrent miss asks memcached itself", function()
+        start("false")
+        local out = burst(24, "198.51.100.77")
+        local _, answers = out:gsub("@server default", "")
+        assert.equal(24, answers, out)
+        assert.truthy(fake:count("get") > 1, fake:log())
+    end)
+end)
