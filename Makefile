@@ -6,6 +6,7 @@
 #   make demo-stop  stop the demo stack (safe to run twice)
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
+#   make bench-shm  memcached's load from 8 workers, without and with the shared cache
 #   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
@@ -121,6 +122,14 @@ bench:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
 	bash bench/bench.sh
+
+# memcached's load from one 8-worker nginx without and with the shared
+# decision cache (shm), in the same run; also build/bench-shm-results.txt
+.PHONY: bench-shm
+bench-shm:
+	@sh tools/deps.sh build bench
+	@$(MAKE) --no-print-directory build/libgray.so
+	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/shm_load.lua
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz
