@@ -26,6 +26,7 @@ describe("dep.lua configured through nginx variables", function()
             # $gray_target from a map without a default: reads "" when no
             # entry matches, and must keep being read afterwards
             map $http_x_pick $gray_target { alt "@alt_test"; }
+            lua_shared_dict gray_cache 1m;
         ]], servers = [[
           server {
             listen 127.0.0.1:$PORT;
@@ -61,6 +62,22 @@ describe("dep.lua configured through nginx variables", function()
             }
             location /bad-timeout/ {
                 set $gray_timeout 5m;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location /shm/ {
+                set $gray_shm gray_cache;
+                set $gray_cache_ttl 1s;
+                set $gray_stale_ttl 5s;
+                set $gray_debug_header X-Gray-Debug;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location /bad-shm/ {
+                set $gray_shm nope;
+                set $gray_cache_ttl 1s;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location /bad-stale/ {
+                set $gray_stale_ttl 1x;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
             location /bad-headers/ {
@@ -135,6 +152,8 @@ describe("dep.lua configured through nginx variables", function()
             { "/bad-ttl/", "$gray_cache_ttl: bad time '1x'", "alt" },
             { "/bad-timeout/", "$gray_timeout", "stable" },
             { "/bad-headers/", "$gray_client_headers has 'X-Client-IP'", "stable" },
+            { "/bad-shm/", "$gray_shm names no lua_shared_dict 'nope'", "stable" },
+            { "/bad-stale/", "$gray_stale_ttl: bad time '1x'", "stable" },
         }
         for _, c in ipairs(cases) do
             it(c[1] .. ": routes to the stable location, logged once naming " .. c[2], function()
@@ -147,6 +166,32 @@ describe("dep.lua configured through nginx variables", function()
                 assert.falsy(log:find("option '", 1, true), "names a Lua option")
             end)
         end
+    end)
+
+    it("shares decisions through $gray_shm, and reads $gray_stale_ttl", function()
+        assert.equal("gray", body("/shm/", { ["X-Real-IP"] = "198.51.100.1" }))
+        -- the router of that location: its options came from the variables
+        local out = nginx:eval([=[
+            local dep = require "gray.dep"
+            local vals = {}
+            for i, var in ipairs(dep.VARS) do
+                vals[i] = ({ gray_shm = "gray_cache", gray_stale_ttl = "2m",
+                             gray_cache_ttl = "1s" })[var[1]]
+            end
+            local opts = assert(dep.options(vals))
+            local r = assert(require("gray").new(opts))
+            return opts.shm .. " " .. opts.stale_ttl .. " " .. tostring(r.shared ~= false)
+        ]=], nginx.port2)
+        assert.equal("gray_cache 120 true", (out:gsub("\n$", "")))
+        -- the decision is in the dict: the shared key for that address
+        out = nginx:eval([[
+            local n = 0
+            for _, k in ipairs(ngx.shared.gray_cache:get_keys(0)) do
+                if k:find(":198.51.100.1", 1, true) then n = n + 1 end
+            end
+            return n
+        ]], nginx.port2)
+        assert.equal("1", (out:gsub("\n$", "")))
     end)
 
     describe("parse_time", function()

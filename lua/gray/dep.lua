@@ -31,6 +31,7 @@
 --     set $gray_debug_header   "X-Gray-Debug";   # response header: target; reason
 --     set $gray_distribution   ketama;           # several servers: or ketama-weighted, modula
 --     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
+--     set $gray_stale_ttl      1m;      # an old decision may serve this long in an outage
 --
 -- This file is both the content_by_lua_file script and the module
 -- "gray.dep". Run as a script it hands the request to the module's run(),
@@ -108,6 +109,7 @@ local VARS = {
     { "gray_debug_header", "debug_header" },
     { "gray_distribution", "distribution" },
     { "gray_shm", "shm" },
+    { "gray_stale_ttl", "stale_ttl", 1, "a bare number is seconds" },
 }
 local NVARS = #VARS      -- run() reads each by index: keep them in step
 _M.VARS = VARS
@@ -291,6 +293,7 @@ function _M.run()
         c = read_var(5, c); c = read_var(6, c); c = read_var(7, c); c = read_var(8, c)
         c = read_var(9, c); c = read_var(10, c); c = read_var(11, c); c = read_var(12, c)
         c = read_var(13, c); c = read_var(14, c); c = read_var(15, c); c = read_var(16, c)
+        c = read_var(17, c)
         if c then
             router = configure()
             if not router then
