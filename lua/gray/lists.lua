@@ -101,11 +101,11 @@ local function compile_ranges(self, key, text)
                         .. "; the other " .. set.count .. " lines are in use")
     end
     self.ranges = set.count > 0 and set or false
-    return true
+    return true, set.count
 end
 
 local function compile_list(self, key, text)
-    local ids, bad, unknown = {}, 0, 0
+    local ids, bad, unknown, n = {}, 0, 0, 0
     for line in text:gmatch("[^\n]+") do
         local id, name, rest = line:match("^%s*([^%s#]%S*)%s*(%S*)%s*(%S*)")
         if id then
@@ -114,6 +114,9 @@ local function compile_list(self, key, text)
             else
                 local loc = location_of(self, name)
                 if loc then
+                    if not ids[id] then
+                        n = n + 1
+                    end
                     ids[id] = loc
                 else
                     unknown = unknown + 1
@@ -127,7 +130,7 @@ local function compile_list(self, key, text)
     end
     self.idlists[self.list_keys[key]] = ids
     self.any_idlist = true
-    return true
+    return true, n
 end
 
 local function compile_percent(self, key, text)
@@ -138,7 +141,7 @@ local function compile_percent(self, key, text)
                     .. " most two decimals)"
     end
     self.threshold = floor(pct * 100 + 0.5)
-    return true
+    return true, pct
 end
 
 local COMPILE = { ranges = compile_ranges, list = compile_list, percent = compile_percent }
@@ -204,15 +207,21 @@ function _M.refresh(self)
             if text:find("^#gray%-parts ") then
                 text, why = join_parts(self, key, text:match("^[^\n]*"))
             end
-            local ok
+            local ok, size
             local t0 = now_precise()
             if text then
-                ok, why = COMPILE[self.kinds[key]](self, key, text)
+                -- why is the error, size what the list holds
+                ok, size = COMPILE[self.kinds[key]](self, key, text)
+                why = size
             end
             if ok and metrics.on then
                 local labels = { key = key }
                 metrics.add("gray_list_compiles_total", labels)
                 metrics.set("gray_list_compile_seconds", labels, now_precise() - t0)
+                -- the version in use: memcached's CAS of the copy compiled
+                metrics.set("gray_list_version", labels, tonumber(entry.cas) or 0)
+                metrics.set(self.kinds[key] == "percent" and "gray_percent" or "gray_list_entries",
+                            labels, size)
             end
             if ok then
                 self.cas[key] = entry.cas

@@ -165,7 +165,9 @@ local HELP = {
     gray_breaker_open = "gauge 1 while a server's circuit breaker is open",
     gray_list_compiles_total = "counter Lists compiled (ranges, id lists, percentage) by key",
     gray_list_compile_seconds = "gauge Time the last compile of a list took",
-    gray_list_entries = "gauge Entries of the list in use",
+    gray_list_entries = "gauge Entries of the list in use (ranges, ids)",
+    gray_list_version = "gauge The version of the list in use: memcached's CAS of the copy compiled",
+    gray_percent = "gauge The sticky percentage in use",
 }
 
 --- The Prometheus text of every worker's counts (this worker's pending
