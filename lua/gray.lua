@@ -190,11 +190,13 @@ local function build_shared(self, get, names)
     if not self.use_fresh then
         return opt_error("shm", "needs cache_ttl or neg_ttl above 0 (nothing would be shared)")
     end
-    local servers = get("memcached")
-    if type(servers) == "table" then
-        servers = concat(servers, ",")
+    -- the servers as parsed ("a,b" and "a, b" are one cluster), their
+    -- placement, what counts as a value (value_max), and the targets
+    local parts = { tostring(get("distribution")), tostring(get("value_max")) }
+    for _, srv in ipairs(self.mc.servers) do
+        parts[#parts + 1] = srv.name .. "/" .. tostring(srv.weight)
     end
-    local locations, parts = {}, { tostring(servers), tostring(get("distribution")) }
+    local locations = {}
     for i, name in ipairs(names) do
         locations[i] = self.targets[name]
         parts[#parts + 1] = name .. "=" .. locations[i]
@@ -442,9 +444,9 @@ local function decision_of(self, key, value)
 end
 
 -- Keeps a decision taken from the shared cache in this worker's cache
--- (self.cache, or an identity's) for as long as it is fresh there.
-local function keep_shared(self, cache, ckey, decision, stored_at)
-    local ttl = decision and self.pos_ttl or self.neg_ttl
+-- (self.cache, or an identity's) for as long as it is fresh there (ttl from
+-- stored_at: the TTL its writer gave it). An expired one goes in as stale.
+local function keep_shared(self, cache, ckey, decision, stored_at, ttl)
     if cache == self.cache then
         cache:set(ckey, decision, stored_at + ttl - ngx_now(), stored_at)
     else
@@ -453,17 +455,30 @@ local function keep_shared(self, cache, ckey, decision, stored_at)
 end
 
 -- Waits for the worker that asks memcached about key (it holds the shared
--- lock): its decision kept in cache under ckey, or nil, "store-error".
-local function wait_shared(self, cache, ckey, key, deadline)
+-- lock): its decision, kept in cache under ckey, or nil, failure
+-- ("store-down", "store-error") when its lookup failed or time ran out.
+local function wait_shared(self, cache, ckey, key, deadline, seen)
     local shared = self.shared
     if self.metrics then
         count("gray_shm_waits_total")
     end
-    local target, stored_at = shared:wait(key, deadline)
+    local target, stored_at, ttl = shared:wait(key, deadline, seen)
     if target == nil then
-        return nil, "store-error"
+        return nil, stored_at
     end
-    keep_shared(self, cache, ckey, target, stored_at)
+    keep_shared(self, cache, ckey, target, stored_at, ttl)
+    return target
+end
+
+-- After taking key's lock: the decision another worker stored between this
+-- worker's look and its lock, kept in cache under ckey (the lock is let go);
+-- else nil.
+local function shared_since(self, cache, ckey, key)
+    local target, _, stored_at, ttl = self.shared:get(key, ngx_now())
+    if target ~= nil then
+        self.shared:unlock(key)
+        keep_shared(self, cache, ckey, target, stored_at, ttl)
+    end
     return target
 end
 
@@ -471,12 +486,19 @@ end
 -- (a location or false), or nil, failure reason ("store-error",
 -- "store-down") when memcached failed; stale decisions are the caller's.
 -- With a shared cache, only the worker holding the key's lock asks; the
--- others wait for its decision (source "shm").
-local function fetch_one(self, cache, key)
+-- others wait for its decision (source "shm"). seen: the stored_at of the
+-- expired entry found in the shared cache, if any.
+local function fetch_one(self, cache, key, seen)
     local shared = self.shared
-    if shared and not shared:lock(key) then
-        local target, failure = wait_shared(self, cache, key, key)
-        return target, failure, "shm"
+    if shared then
+        if not shared:lock(key) then
+            local target, failure = wait_shared(self, cache, key, key, nil, seen)
+            return target, failure, "shm"
+        end
+        local target = shared_since(self, cache, key, key)
+        if target ~= nil then
+            return target, nil, "shm"
+        end
     end
     local value, err, kind = self.mc:get(key)
     if kind == "value" then
@@ -485,18 +507,19 @@ local function fetch_one(self, cache, key)
         value = ""
     end
     if value == nil then
+        local failure = kind == "down" and "store-down" or "store-error"
         if shared then
-            shared:unlock(key)
+            shared:unlock(key, failure)
         end
         self.log:report(kind, err)
-        return nil, kind == "down" and "store-down" or "store-error"
+        return nil, failure
     end
     local target = decision_of(self, key, value)
     -- the entry keeps when it was stored, which bounds its stale use
     local now = ngx_now()
     cache:set(key, target, value and self.pos_ttl or self.neg_ttl, now)
     if shared then
-        shared:set(key, target, now)
+        shared:set(key, target, now, value and true)
         shared:unlock(key)
     end
     return target, nil, "memcached"
@@ -581,20 +604,21 @@ local function decide_address(self, addr, target, stale, stored_at)
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, "cache")
     end
-    local shared = self.shared
+    local shared, seen = self.shared, nil
     if shared then
         -- another worker may have asked memcached already
-        local s_stale, s_stored
-        target, s_stale, s_stored = shared:get(key, ngx_now())
+        local s_stale, s_ttl
+        target, s_stale, seen, s_ttl = shared:get(key, ngx_now())
         if target ~= nil then
-            keep_shared(self, self.cache, key, target, s_stored)
+            keep_shared(self, self.cache, key, target, seen, s_ttl)
             if target then
                 return target, "ip", "shm"
             end
             return decide_lists(self, addr, nil, nil, nil, "shm")
         end
-        if stale == nil then
-            stale, stored_at = s_stale, s_stored
+        -- the newer of the two stale decisions, for an outage
+        if s_stale ~= nil and (stale == nil or seen > stored_at) then
+            stale, stored_at = s_stale, seen
         end
     end
     local err = needs_cosockets()
@@ -602,7 +626,7 @@ local function decide_address(self, addr, target, stale, stored_at)
         return nil, err
     end
     local failure, source
-    target, failure, source = fetch_one(self, self.cache, key)
+    target, failure, source = fetch_one(self, self.cache, key, seen)
     if target then
         return target, "ip", source
     elseif target == false then
@@ -662,22 +686,26 @@ local function shared_pass(self, keys, pending, known, now)
     for i = 1, #keys do
         local key = keys[i]
         local p = pending[key]
-        local target, stale, stored_at = shared:get(key, now)
-        if target ~= nil then
-            keep_shared(self, p[1], p[2], target, stored_at)
-            known[key] = target
-            pending[key] = nil
-        else
-            if p[3] == nil then
-                p[3], p[4] = stale, stored_at
-            end
-            rest[#rest + 1] = key
-            if shared:lock(key) then
+        local target, stale, stored_at, ttl = shared:get(key, now)
+        if target == nil and shared:lock(key) then
+            target = shared_since(self, p[1], p[2], key)
+            if target == nil then
                 mine = mine or {}
                 mine[#mine + 1] = key
-            else
-                others[#others + 1] = key
+                rest[#rest + 1] = key
             end
+        elseif target == nil then
+            others[#others + 1] = key
+            rest[#rest + 1] = key
+            p[5] = stored_at            -- what it saw: wait for a newer one
+        else
+            keep_shared(self, p[1], p[2], target, stored_at, ttl)
+        end
+        if target ~= nil then
+            known[key] = target
+            pending[key] = nil
+        elseif stale ~= nil and (p[3] == nil or stored_at > p[4]) then
+            p[3], p[4] = stale, stored_at   -- the newer stale decision
         end
     end
     if mine or #rest == 0 then
@@ -688,10 +716,10 @@ local function shared_pass(self, keys, pending, known, now)
     for i = 1, #others do
         local key = others[i]
         local p = pending[key]
-        local target = wait_shared(self, p[1], p[2], key, deadline)
+        local target, failure = wait_shared(self, p[1], p[2], key, deadline, p[5])
         if target == nil then
             failed = failed or {}
-            failed[key] = "error"
+            failed[key] = failure == "store-down" and "down" or "error"
         else
             known[key] = target
             pending[key] = nil
@@ -798,14 +826,17 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
             local target = decision_of(self, key, value)
             p[1]:set(p[2], target, (res[key] or kind) and self.pos_ttl or self.neg_ttl, now)
             if self.shared then
-                self.shared:set(key, target, now)
+                self.shared:set(key, target, now, (res[key] or kind) and true)
             end
             known[key] = target
         end
     end
     if mine then
         for i = 1, #mine do
-            self.shared:unlock(mine[i])
+            local kind = failed and failed[mine[i]]
+            -- a failed lookup's lock tells the waiting workers why
+            self.shared:unlock(mine[i], kind and kind ~= "value"
+                                        and (kind == "down" and "store-down" or "store-error"))
         end
     end
     if failure or (failed and ferr) then

@@ -97,10 +97,10 @@ describe("gray.shcache inside a worker", function()
             local b = assert(shcache.new({ dict = "gray_cache", locations = { "@g", "@v2" },
                 namespace = "gB", pos_ttl = 1, neg_ttl = 0.5, keep = 60, timeout = 50 }))
             local t0 = 1000
-            a:set("k1", "@v2", t0)
-            a:set("k2", false, t0)
-            a:set("k3", "@elsewhere", t0)       -- not one of its locations: not kept
-            local function show(...) local r = { ... } for i = 1, 3 do r[i] = tostring(r[i]) end
+            a:set("k1", "@v2", t0, true)        -- memcached had a value: pos_ttl
+            a:set("k2", false, t0, false)       -- it had none: neg_ttl
+            a:set("k3", "@elsewhere", t0, true) -- not one of its locations: not kept
+            local function show(...) local r = { ... } for i = 1, 4 do r[i] = tostring(r[i]) end
                                      return table.concat(r, ",") end
             say("fresh", show(a:get("k1", t0 + 0.9)), show(a:get("k2", t0 + 0.4)))
             say("stale", show(a:get("k1", t0 + 1.1)), show(a:get("k2", t0 + 0.6)))
@@ -112,11 +112,11 @@ describe("gray.shcache inside a worker", function()
             say("junk", show(a:get("k4", t0)))
         ]])
         assert.equal(table.concat({
-            "fresh @v2,nil,1000 false,nil,1000",
-            "stale nil,@v2,1000 nil,false,1000",
-            "absent nil,nil,nil nil,nil,nil",
-            "raw number 2",
-            "junk nil,nil,nil",
+            "fresh @v2,nil,1000,1 false,nil,1000,0.5",
+            "stale nil,@v2,1000,1 nil,false,1000,0.5",
+            "absent nil,nil,nil,nil nil,nil,nil,nil",
+            "raw number 4",
+            "junk nil,nil,nil,nil",
         }, "\n") .. "\n", out)
     end)
 
@@ -132,13 +132,23 @@ describe("gray.shcache inside a worker", function()
             local d = a:wait("w1")
             ngx.update_time()
             say("decision", tostring(d), ngx.now() - t < 0.25)
-            -- the holder fails: lets go without a decision
+            -- the holder fails: lets go without a decision, saying why, and
+            -- the lock says so a moment longer (a waiter arriving then learns
+            -- it at once)
             assert(a:lock("w2"))
-            ngx.timer.at(0.03, function() a:unlock("w2") end)
+            ngx.timer.at(0.03, function() a:unlock("w2", "store-down") end)
             t = ngx.now()
-            d = a:wait("w2")
+            local why
+            d, why = a:wait("w2")
             ngx.update_time()
-            say("failed", tostring(d), ngx.now() - t < 0.25)
+            say("failed", tostring(d), why, ngx.now() - t < 0.25, tostring(a:lock("w2")))
+            d, why = a:wait("w2")
+            say("failed again", tostring(d), why)
+            -- let go without a word: a generic failure
+            assert(a:lock("w5"))
+            ngx.timer.at(0.01, function() a:unlock("w5") end)
+            d, why = a:wait("w5")
+            say("let go", tostring(d), why)
             -- the holder never answers: the wait ends at its deadline
             assert(a:lock("w3"))
             t = ngx.now()
@@ -147,7 +157,8 @@ describe("gray.shcache inside a worker", function()
             local took = ngx.now() - t
             say("deadline", tostring(d), took >= 0.07 and took < 0.3)
         ]])
-        assert.equal("second lock false\ndecision @g true\nfailed nil true\n"
+        assert.equal("second lock false\ndecision @g true\nfailed nil store-down true false\n"
+                     .. "failed again nil store-down\nlet go nil store-error\n"
                      .. "deadline nil true\n", out)
     end)
 
@@ -201,6 +212,64 @@ describe("gray.shcache inside a worker", function()
         ]], "192.0.2.30")
         assert.equal("@v2 ip memcached\n@server_test ip memcached\n@v2 ip memcached\n", out)
         assert.equal(3, gets(mc, "192.0.2.30"))
+    end)
+
+    describe("two lookups of one key at once (two light threads of a request)", function()
+        -- { name, options, memcached value (nil: none), identity, both answers }:
+        -- the second waits for the first's answer and takes it, whatever
+        -- its TTL (0 included)
+        local cases = {
+            { "gray, cache_ttl 0, neg_ttl 5", "cache_ttl = 0, neg_ttl = 5", "1", nil,
+              "@server_test ip memcached|@server_test ip shm" },
+            { "absent, cache_ttl 5, neg_ttl 0", "cache_ttl = 5, neg_ttl = 0", nil, nil,
+              "@server default memcached|@server default shm" },
+            { "value 0, cache_ttl 0, neg_ttl 5", "cache_ttl = 0, neg_ttl = 5", "0", nil,
+              "@server default memcached|@server default shm" },
+            { "identity gray, cache_ttl 0", "cache_ttl = 0, neg_ttl = 5, ids = 'uid=header:X-Uid'",
+              "1", "uid", "@server_test id:uid memcached|@server_test id:uid shm" },
+            { "identity absent, neg_ttl 0", "cache_ttl = 5, neg_ttl = 0, ids = 'uid=header:X-Uid'",
+              nil, "uid", "@server default memcached|@server default shm" },
+        }
+        for i, c in ipairs(cases) do
+            it(c[1], function()
+                local ip, uid = "192.0.2." .. (100 + i), tostring(500 + i)
+                if c[3] then
+                    mc:set(c[4] and "uid:" .. uid or ip, c[3])
+                end
+                local out = nginx:eval([[
+                    local r = assert(require("gray").new({ memcached = "127.0.0.1:]] .. mc.port
+                        .. [[", shm = "gray_cache", ]] .. c[2] .. [[ }))
+                    local function one() return r:decide() end
+                    local a, b = ngx.thread.spawn(one), ngx.thread.spawn(one)
+                    local out = {}
+                    for _, th in ipairs({ a, b }) do
+                        local _, t, why, source = ngx.thread.wait(th)
+                        out[#out + 1] = t .. " " .. why .. " " .. tostring(source)
+                    end
+                    ngx.print(table.concat(out, "|"))
+                ]], nil, { ["X-Real-IP"] = ip, ["X-Uid"] = uid })
+                assert.equal(c[5], out)
+            end)
+        end
+    end)
+
+    it("gives an entry the TTL its writer gave it: a value that is not gray is a hit", function()
+        -- "0" is a value: cache_ttl applies, not neg_ttl, in the dict as in
+        -- the worker's cache
+        mc:set("192.0.2.120", "0")
+        mc:set("192.0.2.121", "0")
+        local out = run([[
+            say(router("t1", { cache_ttl = 0, neg_ttl = 5 }):decide())
+            say(router("t2", { cache_ttl = 0, neg_ttl = 5 }):decide())
+        ]], "192.0.2.120")
+        assert.equal("@server default memcached\n@server default memcached\n", out)
+        out = run([[
+            say(router("t3", { cache_ttl = 5, neg_ttl = 0 }):decide())
+            say(router("t4", { cache_ttl = 5, neg_ttl = 0 }):decide())
+        ]], "192.0.2.121")
+        assert.equal("@server default memcached\n@server default shm\n", out)
+        assert.equal(2, gets(mc, "192.0.2.120"))
+        assert.equal(1, gets(mc, "192.0.2.121"))
     end)
 
     it("serves another worker's expired decision while memcached is down", function()
@@ -286,10 +355,12 @@ describe("gray.shcache across four workers", function()
         start('"gray_cache"')
         local out, served = "", 0
         for round = 1, 5 do
-            out = burst(24, "198.51.100." .. round)
+            local ip = "198.51.100." .. round
+            out = burst(24, ip)
             served = workers_of(out)
             if served >= 2 then
-                assert.equal(1, fake:count("get"), out .. "\n" .. fake:log())
+                local _, asked = fake:log():gsub("\nget %d+ " .. ip:gsub("%.", "%%.") .. "\n", "")
+                assert.equal(1, asked, out .. "\n" .. fake:log())
                 break
             end
             harness.sleep(0.2)

@@ -114,6 +114,10 @@ local VARS = {
 local NVARS = #VARS      -- run() reads each by index: keep them in step
 _M.VARS = VARS
 
+-- Options a variable can turn off with "off".
+local OFF = { ranges_key = true, percent_key = true, shm = true, force = true,
+              debug_header = true }
+
 --- The gray.new options for the variables' values (vals[i] for VARS[i], ""
 -- and nil meaning not set), or nil, err naming the nginx variable.
 local function options(vals)
@@ -133,7 +137,7 @@ local function options(vals)
                     targets[name] = loc
                 end
                 v = targets
-            elseif (var[2] == "ranges_key" or var[2] == "percent_key") and v == "off" then
+            elseif OFF[var[2]] and v == "off" then
                 v = false
             elseif var[3] then
                 local seconds = parse_time(v, var[3])

@@ -159,7 +159,7 @@ end
 local HELP = {
     gray_decisions_total = "counter Routing decisions by target, reason and where the entry came from"
                            .. " (cache: the worker's own cache, shm: the shared one, memcached)",
-    gray_shm_waits_total = "counter Lookups that waited for another worker asking memcached the same key",
+    gray_shm_waits_total = "counter Keys a request waited for while another worker asked memcached",
     gray_memcached_requests_total = "counter memcached requests by server",
     gray_memcached_errors_total = "counter memcached failures by server and kind (timeout, network, ...)",
     gray_breaker_open = "gauge 1 while a server's circuit breaker is open",

@@ -7,9 +7,10 @@
 --
 -- An entry is a decision, never what memcached sent: the value is the time
 -- it was stored (a number), the flags the index of its target in the
--- router's list (0: not gray). It lives ttl + stale_ttl in the dict, so an
--- expired entry can still serve as a stale decision while memcached fails;
--- freshness is checked here against the time stored.
+-- router's list (0: not gray) and whether memcached had a value (which TTL
+-- applies). It lives `keep` seconds in the dict (the longer TTL plus
+-- stale_ttl), so an expired entry can still serve as a stale decision while
+-- memcached fails; freshness is checked here against the time stored.
 --
 --   local shared = assert(shcache.new({ dict = "gray_cache", locations = { "@server_test" },
 --                                       namespace = "g1a2b3c4d", ... }))
@@ -21,6 +22,7 @@ local ngx_sleep = ngx.sleep
 local ngx_now = ngx.now
 local type, tostring, ipairs = type, tostring, ipairs
 local setmetatable = setmetatable
+local floor = math.floor
 
 local _M = {}
 local mt = { __index = _M }
@@ -28,6 +30,7 @@ local mt = { __index = _M }
 local WAIT_FIRST = 0.001        -- s of the first sleep while another worker asks
 local WAIT_MAX_STEP = 0.016     -- s: longest sleep between two looks
 local LOCK_MARGIN = 0.1         -- s a lock outlives its holder's deadline
+local FAILED_FOR = 0.05         -- s a failed lookup's lock tells waiters why
 
 --- A shared cache over `lua_shared_dict opts.dict`. opts: locations (the
 -- router's gray locations, by index; index 0 is "not gray"), namespace (a
@@ -61,45 +64,54 @@ function _M.new(opts)
     }, mt)
 end
 
--- An entry read back: decision, nil, stored_at while fresh; nil, decision,
--- stored_at once expired; nil when absent or unreadable.
-local function decode(self, stored_at, flags, now)
+-- An entry read back: decision, stored_at, ttl (of its kind), or nil when
+-- absent or unreadable. flags: the target's index times 2, plus 1 when
+-- memcached had no value (the TTL is then neg_ttl, as in the worker's cache;
+-- a value that is not gray, "0" say, keeps pos_ttl).
+local function read(self, data_key)
+    local stored_at, flags = self.dict:get(data_key)
     if type(stored_at) ~= "number" then
         return nil
     end
+    flags = flags or 0
+    local index = floor(flags / 2)
     local decision = false
-    if flags then               -- nil for 0: not gray
-        decision = self.locations[flags]
+    if index > 0 then
+        decision = self.locations[index]
         if decision == nil then
             return nil          -- an index this router does not have
         end
     end
-    local ttl = decision and self.pos_ttl or self.neg_ttl
-    if now - stored_at < ttl then
-        return decision, nil, stored_at
-    end
-    return nil, decision, stored_at
+    return decision, stored_at, flags % 2 == 1 and self.neg_ttl or self.pos_ttl
 end
 
---- The decision for key at time now, as gray.cache's get: decision, nil,
--- stored_at (fresh); nil, decision, stored_at (stale); nil (absent).
+--- The decision for key at time now: decision, nil, stored_at, ttl while
+-- fresh; nil, decision, stored_at, ttl once expired (stale); nil when
+-- absent. ttl is how long it is fresh from stored_at.
 function _M.get(self, key, now)
-    local stored_at, flags = self.dict:get(self.data_prefix .. key)
-    return decode(self, stored_at, flags, now)
+    local decision, stored_at, ttl = read(self, self.data_prefix .. key)
+    if decision == nil then
+        return nil
+    end
+    if now - stored_at < ttl then
+        return decision, nil, stored_at, ttl
+    end
+    return nil, decision, stored_at, ttl
 end
 
---- Stores decision (a location or false) for key, stored at time now.
-function _M.set(self, key, decision, now)
-    local flags = 0
+--- Stores decision (a location or false) for key, stored at time now;
+-- found: whether memcached had a value (its TTL then is pos_ttl).
+function _M.set(self, key, decision, now, found)
+    local index = 0
     if decision then
-        flags = self.index[decision]
-        if not flags then
+        index = self.index[decision]
+        if not index then
             return      -- not one of the router's locations: not shared
         end
     end
     -- a full dict evicts its least recently used entries (forcibly): the
     -- cache then just holds fewer keys; nothing to report per request
-    self.dict:set(self.data_prefix .. key, now, self.keep, flags)
+    self.dict:set(self.data_prefix .. key, now, self.keep, index * 2 + (found and 0 or 1))
 end
 
 --- Takes the lock for asking memcached about key: true when this worker
@@ -113,43 +125,51 @@ function _M.lock(self, key)
     return err ~= "exists"
 end
 
-function _M.unlock(self, key)
-    self.dict:delete(self.lock_prefix .. key)
+--- Lets go of the lock on key. failure ("store-down", "store-error"): the
+-- lookup failed; the lock then says so for FAILED_FOR seconds, so that the
+-- workers waiting for it learn why, and go on at once.
+function _M.unlock(self, key, failure)
+    if failure then
+        self.dict:set(self.lock_prefix .. key, failure, FAILED_FOR)
+    else
+        self.dict:delete(self.lock_prefix .. key)
+    end
 end
 
 --- Waits, until deadline (default: the lookup's timeout from now), for the
--- worker that holds the lock on key to store its decision. Returns
--- decision, stored_at once it is there; nil when the holder let go without
--- one (memcached failed it) or the time is up.
-function _M.wait(self, key, deadline)
+-- worker that holds the lock on key to store its decision. seen: the
+-- stored_at of the (expired) entry the caller found before it tried the
+-- lock, or nil. Returns decision, stored_at, ttl once a new one is there
+-- (fresh or not: the holder's answer is this request's, whatever its TTL);
+-- nil, failure ("store-down", "store-error") when the holder's lookup
+-- failed or the time is up.
+function _M.wait(self, key, deadline, seen)
     self.waits = self.waits + 1
     local dict = self.dict
     local data, lock = self.data_prefix .. key, self.lock_prefix .. key
     deadline = deadline or ngx_now() + self.wait_max
     local step = WAIT_FIRST
     while true do
+        local decision, stored_at, ttl = read(self, data)
+        if decision ~= nil and (stored_at ~= seen or ngx_now() - stored_at < ttl) then
+            return decision, stored_at, ttl
+        end
+        local holder = dict:get(lock)
+        if holder ~= true then
+            -- let go: read once more, the decision may have landed between
+            decision, stored_at, ttl = read(self, data)
+            if decision ~= nil and stored_at ~= seen then
+                return decision, stored_at, ttl
+            end
+            return nil, type(holder) == "string" and holder or "store-error"
+        end
         local left = deadline - ngx_now()
         if left < 0.001 then
             -- ngx.sleep counts whole ms: a shorter one would be sleep(0),
             -- which does not advance the clock (a busy loop)
-            return nil
+            return nil, "store-error"
         end
         ngx_sleep(step < left and step or left)
-        local now = ngx_now()
-        local v, flags = dict:get(data)
-        local decision, _, stored_at = decode(self, v, flags, now)
-        if decision ~= nil then
-            return decision, stored_at
-        end
-        if dict:get(lock) == nil then
-            -- let go: read once more, the decision may have landed between
-            v, flags = dict:get(data)
-            decision, _, stored_at = decode(self, v, flags, now)
-            if decision ~= nil then
-                return decision, stored_at
-            end
-            return nil
-        end
         step = step * 2
         if step > WAIT_MAX_STEP then
             step = WAIT_MAX_STEP
