@@ -415,7 +415,10 @@ describe("one deadline per memcached lookup", function()
                     harness.sh("kill " .. pid .. " 2>/dev/null")
                 end
             end)
-            harness.sleep(0.3)
+            for _ = 1, 100 do
+                if fake.DATA_SLOW:count("get") > gets0 then break end
+                harness.sleep(0.02)
+            end
             assert.equal(1, fake.DATA_SLOW:count("get") - gets0, "the slow request is not in flight")
             local t0 = wall()
             nginx:reload()
@@ -448,18 +451,40 @@ describe("one deadline per memcached lookup", function()
             for i = 1, 5 do
                 reqs[i] = { path = "/drip/", ip = "10.6.0." .. i }
             end
-            local t0 = os.time()
+            local log0 = #fake.DRIP:log()
+            local t0 = wall()
             local res = parallel(reqs, 2)
             for i, r in ipairs(res) do
                 assert.equal(200, r.status, "request " .. i)
                 assert.equal("stable", r.body, "request " .. i)
                 assert.is_true(r.time < DEFAULT_TIMEOUT + MARGIN, "request " .. i .. " took " .. r.time)
             end
+            -- the worker hung up on each request's connection: the server's
+            -- writes to it fail ("gone <conn>")
+            local conns, left, log
+            for _ = 1, 100 do
+                log = "\n" .. fake.DRIP:log():sub(log0 + 1)
+                conns, left = 0, {}
+                for line in log:gmatch("[^\n]+") do
+                    local conn = line:match("^get (%d+) 10%.6%.0%.%d+$")
+                    if conn then
+                        conns = conns + 1
+                        if not log:find("\ngone " .. conn .. " ", 1, true) then
+                            left[#left + 1] = conn
+                        end
+                    end
+                end
+                if conns == #reqs and #left == 0 then break end
+                harness.sleep(0.02)
+            end
+            assert.equal(#reqs, conns, "requests that reached the server:" .. log)
+            assert.same({}, left, "connections the worker kept reading:" .. log)
             -- a worker still reading would keep burning CPU after the replies
-            harness.sleep(math.max(0, 2 - (os.time() - t0)))
+            harness.sleep(math.max(0, 1.2 - (wall() - t0)))
             local used = cpu_seconds(pid) - cpu0
-            report("drip (64 B/ms), 5 concurrent requests: slowest %.3f s, worker CPU %.2f s in 2 s",
-                   math.max(res[1].time, res[2].time, res[3].time, res[4].time, res[5].time), used)
+            report("drip (64 B/ms), 5 concurrent requests: slowest %.3f s, worker CPU %.2f s in"
+                   .. " %.1f s", math.max(res[1].time, res[2].time, res[3].time, res[4].time,
+                                          res[5].time), used, wall() - t0)
             assert.is_true(used < 0.3, "the worker used " .. used .. " s of CPU")
         end)
 

@@ -178,10 +178,13 @@ describe("gray.memcached", function()
             -- put each key only on the server gray.ffi.server_index names
             -- (checked against libmemcached in hash_spec)
             local gray_ffi = require "gray.ffi"
-            local servers = { mc, mc2 }
+            local servers, values = { mc, mc2 }, { {}, {} }
             for i = 1, 20 do
                 local key = "placed:" .. i
-                servers[gray_ffi.server_index(key, 2)]:set(key, "v" .. i)
+                values[gray_ffi.server_index(key, 2)][key] = "v" .. i
+            end
+            for n, server in ipairs(servers) do
+                server:set_many(values[n])
             end
             local out = eval([[
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2",
@@ -207,12 +210,15 @@ describe("gray.memcached", function()
                     { host = "127.0.0.1", port = mc.port, weight = weights[1] },
                     { host = "127.0.0.1", port = mc2.port, weight = weights[2] },
                 }, mode))
-                local servers, counts = { mc, mc2 }, { 0, 0 }
+                local servers, counts, values = { mc, mc2 }, { 0, 0 }, { {}, {} }
                 for i = 1, 20 do
                     local key = mode .. ":" .. i
                     local n = gray_ffi.server_for(continuum, key)
                     counts[n] = counts[n] + 1
-                    servers[n]:set(key, "v" .. i)
+                    values[n][key] = "v" .. i
+                end
+                for n, server in ipairs(servers) do
+                    server:set_many(values[n])
                 end
                 assert.is_true(counts[1] > 0 and counts[2] > 0, "both servers hold keys")
                 local suffix = mode == "ketama" and "" or "/?3"
@@ -283,9 +289,7 @@ describe("gray.memcached", function()
         end
 
         it("reads several keys in one request, a miss among hits absent", function()
-            mc:set("gm:a", "1")
-            mc:set("gm:b", "")
-            mc:set("gm:c", "x y\r\nEND")
+            mc:set_many({ ["gm:a"] = "1", ["gm:b"] = "", ["gm:c"] = "x y\r\nEND" })
             local offset, gets = #mc:log(), stat(mc, "cmd_get")
             local out = multi([[
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
@@ -377,15 +381,18 @@ describe("gray.memcached", function()
 
         it("groups keys by server, one request each, each key from its server", function()
             local gray_ffi = require "gray.ffi"
-            local servers, want = { mc, mc2 }, {}
+            local servers, want, values = { mc, mc2 }, {}, { {}, {} }
             local keys = {}
             for i = 1, 20 do
                 local key = "gm:placed:" .. i
                 keys[i] = key
                 local n = gray_ffi.server_index(key, 2)
-                servers[n]:set(key, "v" .. i .. "@" .. n)
+                values[n][key] = "v" .. i .. "@" .. n
                 want[n] = want[n] or {}
                 want[n][#want[n] + 1] = key
+            end
+            for n, server in ipairs(servers) do
+                server:set_many(values[n])
             end
             assert.is_true(#want[1] > 0 and #want[2] > 0)
             local offsets = { #mc:log(), #mc2:log() }

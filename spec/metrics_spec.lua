@@ -47,13 +47,26 @@ local function batch(nginx, n, ip)
     return nginx:batch("/", n, { "X-Real-IP: " .. ip })
 end
 
+-- Scrapes the page until pred(text) holds (each worker flushes its counts
+-- every second); returns the last text, whether or not it came.
+local function scrape_until(nginx, pred)
+    local text
+    for _ = 1, 100 do
+        text = nginx:get("/metrics").body
+        if pred(text) then
+            break
+        end
+        harness.sleep(0.05)
+    end
+    return text
+end
+
 describe("gray.metrics", function()
     local mc, nginx
 
     setup(function()
         mc = harness.memcached()
-        mc:set("203.0.113.60", "1")
-        mc:set("203.0.113.61", "v2")
+        mc:set_many({ ["203.0.113.60"] = "1", ["203.0.113.61"] = "v2" })
         nginx = harness.nginx({ memcached_port = mc.port, workers = 2,
                                 http = "lua_shared_dict gray_metrics 1m;",
                                 servers = (servers(true)) })
@@ -86,8 +99,11 @@ describe("gray.metrics", function()
         assert.truthy(batch(nginx, 300, "203.0.113.60"):find("300 200", 1, true))
         assert.truthy(batch(nginx, 200, "203.0.113.61"):find("200 200", 1, true))
         assert.truthy(batch(nginx, 100, "203.0.113.62"):find("100 200", 1, true))
-        harness.sleep(1.5)          -- a flush (every 1 s) in each worker
-        local text = nginx:get("/metrics").body
+        -- the requests are done: the total reaches 1000 once each worker
+        -- has flushed its last counts (an overcount fails the checks below)
+        local text = scrape_until(nginx, function(t)
+            return total(t, "gray_decisions_total") >= 1000
+        end)
         local gray = total(text, "gray_decisions_total", 'target="1",reason="ip"')
         local v2 = total(text, "gray_decisions_total", 'target="v2",reason="ip"')
         local stable = total(text, "gray_decisions_total", 'target="stable"')
@@ -108,8 +124,10 @@ describe("gray.metrics", function()
             nginx:get("/", { headers = { ["X-Real-IP"] = "192.0.2." .. i } })
         end
         mc:signal("CONT")
-        harness.sleep(1.5)
-        local text = nginx:get("/metrics").body
+        local text = scrape_until(nginx, function(t)
+            return total(t, "gray_memcached_errors_total", 'kind="timeout"') >= 1
+                   and total(t, "gray_decisions_total", 'reason="store-') >= 1
+        end)
         assert.truthy(total(text, "gray_memcached_errors_total", 'kind="timeout"') >= 1, text)
         assert.truthy(total(text, "gray_decisions_total", 'reason="store-') >= 1, text)
     end)

@@ -293,7 +293,7 @@ describe("targeting through nginx and memcached", function()
         }, "\n")
 
         setup(function()
-            local listed = {}
+            local listed, values = {}, {}
             for i, c in ipairs(cases) do
                 local pct = c.pct or false
                 local pkind = c.uid and "uid" or c.dev and "dev" or "ip"
@@ -318,15 +318,18 @@ describe("targeting through nginx and memcached", function()
                     end)
                 end
                 for kind, value in pairs(c.set or {}) do
-                    mc:set(kind == "ip" and c.ip or kind .. ":" .. c[kind], value)
+                    local key = kind == "ip" and c.ip or kind .. ":" .. c[kind]
+                    assert(values[key] == nil, "two cases set " .. key)
+                    values[key] = value
                 end
                 if c.listed then
                     listed[#listed + 1] = c.dev .. (c.listed == "1" and "" or " " .. c.listed)
                 end
             end
-            mc:set("t:rules:ranges", RANGES)
-            mc:set("t:rules:percent", tostring(PERCENT))
-            mc:set("gray:list:dev", "# devices\n" .. table.concat(listed, "\n") .. "\n")
+            values["t:rules:ranges"] = RANGES
+            values["t:rules:percent"] = tostring(PERCENT)
+            values["gray:list:dev"] = "# devices\n" .. table.concat(listed, "\n") .. "\n"
+            mc:set_many(values)            -- one connection for them all
             request("/r/rules/", { ip = "10.9.0.1" })          -- starts the refresh
             wait_stats("rules", function(s)
                 return s.ranges == 3 and s.percent == PERCENT and s.lists.dev == #listed
@@ -535,21 +538,26 @@ describe("targeting through nginx and memcached", function()
             end
         end)
 
+        -- waits for n refreshes after those of stats s (each reads the key)
+        local function refreshes_after(s, n, what)
+            return wait_stats("big", function(st) return st.refreshes >= s.refreshes + n end, 5,
+                              what)
+        end
+
         it("is not recompiled while unchanged, and recompiled once when it changes", function()
             local s0 = stats("big")
-            harness.sleep(1.3)
-            local s1 = stats("big")
+            local s1 = refreshes_after(s0, 2, "two refreshes")
             assert.is_true(s1.refreshes >= s0.refreshes + 2, s0.refreshes .. " " .. s1.refreshes)
             assert.equal(s0.compiles, s1.compiles)
 
             -- one line changes: 13.0.0.0/8 v2 becomes 14.0.0.0/8
             write_split(big_list("14.0.0.0/8"), "b")
-            wait_stats("big", function(st) return st.compiles > s1.compiles end, 5,
-                       "the changed list")
+            local sc = wait_stats("big", function(st) return st.compiles > s1.compiles end, 5,
+                                  "the changed list")
             assert.equal("gray @server_test; range", route("14.1.1.1"))
             assert.equal("stable @server; default", route("13.200.1.1"))
-            harness.sleep(1.1)
-            local s2 = stats("big")
+            -- two more refreshes of the changed list compile nothing
+            local s2 = refreshes_after(sc, 2, "two refreshes after the change")
             assert.equal(s1.compiles + 1, s2.compiles)
             assert.equal(100000, s2.ranges)
         end)
@@ -558,8 +566,12 @@ describe("targeting through nginx and memcached", function()
             local s0 = stats("big")
             mcl:signal("STOP")
             local ok, err = pcall(function()
-                harness.sleep(1.2)
-                local s1 = stats("big")
+                -- a refresh under way at the STOP may still succeed: wait
+                -- for one that failed (and one more)
+                local s1 = wait_stats("big", function(st)
+                    return st.refreshes >= s0.refreshes + 2 and nginx:error_log():find(
+                        "refreshing t:big failed, the last copy stays", 1, true)
+                end, 5, "a failed refresh")
                 assert.is_true(s1.refreshes >= s0.refreshes + 1, s0.refreshes .. " "
                                                                  .. s1.refreshes)
                 assert.same({ 100000, s0.compiles }, { s1.ranges, s1.compiles })
