@@ -143,7 +143,11 @@ local function median(list, field)
         v[i] = r[field]
     end
     table.sort(v)
-    return v[math.ceil(#v / 2)]
+    local mid = #v / 2
+    if mid % 1 == 0 then
+        return (v[mid] + v[mid + 1]) / 2
+    end
+    return v[math.ceil(mid)]
 end
 
 local lines = {
