@@ -117,6 +117,37 @@ describe("gray.metrics", function()
                             'server="127.0.0.1:' .. mc.port .. '"') >= 4, text)
     end)
 
+    it("shows each list's version, entries and the percentage in use", function()
+        mc:set("gray:ranges", "198.51.100.0/24\n2001:db8::/32 v2\n192.0.2.7\n")
+        mc:set("gray:percent", "12.5")
+        -- the routers refresh their lists every 2 s once they have served
+        nginx:get("/", { headers = { ["X-Real-IP"] = "192.0.2.1" } })
+        local function gauge(text, name, key)
+            return tonumber(text:match("\n" .. name .. '{key="' .. key:gsub("%p", "%%%0")
+                                       .. '"} ([%d.e+]+)'))
+        end
+        local text = scrape_until(nginx, function(t)
+            return gauge(t, "gray_list_entries", "gray:ranges") and gauge(t, "gray_percent",
+                                                                          "gray:percent")
+        end)
+        assert.equal(3, gauge(text, "gray_list_entries", "gray:ranges"), text)
+        assert.equal(12.5, gauge(text, "gray_percent", "gray:percent"), text)
+        -- the version is the CAS of the copy compiled
+        local cas = tonumber(mc:cmd("gets gray:ranges\r\n"):match("^VALUE %S+ %d+ %d+ (%d+)"))
+        assert.is_number(cas)
+        assert.equal(cas, gauge(text, "gray_list_version", "gray:ranges"), text)
+        assert.truthy(text:find("# TYPE gray_list_version gauge", 1, true), text)
+        assert.truthy(total(text, "gray_list_compiles_total", 'key="gray:ranges"') >= 1, text)
+        -- a change is a new version
+        mc:set("gray:ranges", "198.51.100.0/24\n")
+        text = scrape_until(nginx, function(t)
+            return gauge(t, "gray_list_entries", "gray:ranges") == 1
+        end)
+        assert.equal(1, gauge(text, "gray_list_entries", "gray:ranges"), text)
+        assert.is_true(gauge(text, "gray_list_version", "gray:ranges") > cas, text)
+        mc:cmd("delete gray:ranges\r\ndelete gray:percent\r\n")
+    end)
+
     it("counts memcached errors by kind and shows the breaker", function()
         mc:signal("STOP")
         finally(function() mc:signal("CONT") end)
