@@ -8,7 +8,7 @@
 local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
-                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua" }
+                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua" }
 
 describe("the hot path under LuaJIT", function()
     local mc, nginx, log_path

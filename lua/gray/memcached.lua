@@ -528,12 +528,10 @@ end
 --   failed   nil, or key -> kind ("key", "down", "timeout", "value", ...)
 --            for each key whose value is unknown
 --   err      the first error message, for the log
-function _M.get_multi(self, keys, opts)
-    opts = opts or EMPTY
-    local with_cas = opts.cas and true or false
-    local bulk = opts.max_bytes
-    local results, failed, first_err = {}, nil, nil
-    local groups, order = {}, {}
+-- The keys by server: groups[n] = { key, ... } for the servers in order;
+-- invalid keys go to failed. Returns groups, order, failed, first_err.
+local function group_keys(self, keys)
+    local groups, order, failed, first_err = {}, {}, nil, nil
     for i = 1, #keys do
         local key = keys[i]
         if not key_ok(key) then
@@ -551,6 +549,21 @@ function _M.get_multi(self, keys, opts)
             group[#group + 1] = key
         end
     end
+    return groups, order, failed, first_err
+end
+
+-- A loop over a few keys (2 or 3) on a cache miss or in the lists' refresh
+-- timer, never on the cached path: LuaJIT would start traces there that
+-- abort ("leaving loop in root trace": jit_spec caught one from the refresh
+-- timer). Left to the interpreter, like the refresh itself.
+require("jit").off(group_keys)
+
+function _M.get_multi(self, keys, opts)
+    opts = opts or EMPTY
+    local with_cas = opts.cas and true or false
+    local bulk = opts.max_bytes
+    local results = {}
+    local groups, order, failed, first_err = group_keys(self, keys)
 
     update_time()
     local t = now()
