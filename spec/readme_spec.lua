@@ -1,0 +1,320 @@
+-- README.md's complete examples run as shown: each ```nginx block whose
+-- first line is "# /tmp/gray-<name>/nginx.conf", with the ```sh blocks after
+-- it (up to the next section) and the ```text blocks that show their output.
+--
+-- What is changed before running, and nothing else:
+--   - every port written 127.0.0.1:<port> (or memcached's -p <port>) becomes
+--     a free one, the same free one wherever it appears;
+--   - /tmp/gray-<name> becomes a scratch directory;
+--   - "memcached ... -d" lines start memcached through the harness (so it
+--     can be stopped); a README that relies on the default 127.0.0.1:11211
+--     gets one too, named to the drop-in ($gray_memcached) and to
+--     gray-admin (--servers);
+--   - a leading "sleep N;" is dropped: shown output is waited for instead.
+-- The shell lines run in one bash, from the repository's top directory, as
+-- the README says. A curl line's trailing comment is its whole output; a
+-- ```text block is the output of the command just before it (metrics with
+-- several workers: the series shown must be there and add up to the same).
+-- The README's own sed line fills in the checkout's path. Also checked: every
+-- $gray_* variable the conf names is one the library reads, and error.log
+-- has no warning or error.
+
+local harness = require "helpers.harness"
+
+local REPO = os.getenv("GRAY_REPO") or io.popen("pwd"):read("*l")
+local WAIT = 4          -- s to wait for shown output (metrics flush every second)
+
+local function read(path)
+    return assert(harness.read_file(path), "cannot read " .. path)
+end
+
+local function trim(s)
+    return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- The names the library reads as $gray_* variables: the drop-in's options
+-- and the log variables the router writes.
+local function known_variables()
+    local known = {}
+    for name in read(REPO .. "/lua/gray/dep.lua"):gmatch('{ "gray_([%w_]+)", "') do
+        known[name] = true
+    end
+    for name in read(REPO .. "/lua/gray.lua"):gmatch("ngx_var%.gray_([%w_]+)") do
+        known[name] = true
+    end
+    return known
+end
+
+-- The fenced blocks of a text, in order: { lang = , body = , heading = }.
+local function blocks(text)
+    local out, heading = {}, ""
+    local lines, i = {}, 1
+    for line in (text .. "\n"):gmatch("(.-)\n") do
+        lines[#lines + 1] = line
+    end
+    while i <= #lines do
+        local line = lines[i]
+        if line:find("^## ") then
+            heading = line
+        end
+        local lang = line:match("^```(%S*)%s*$")
+        if lang then
+            local body = {}
+            i = i + 1
+            while i <= #lines and not lines[i]:find("^```%s*$") do
+                body[#body + 1] = lines[i]
+                i = i + 1
+            end
+            out[#out + 1] = { lang = lang, body = table.concat(body, "\n"), heading = heading }
+        end
+        i = i + 1
+    end
+    return out
+end
+
+--- The example named name: its nginx.conf and the sh/text blocks after it
+-- in the same section.
+local function example(all, name)
+    for i, b in ipairs(all) do
+        if b.lang == "nginx" and b.body:find("^# /tmp/gray%-" .. name .. "/nginx%.conf\n") then
+            local ex = { conf = b.body, steps = {} }
+            for j = i + 1, #all do
+                local c = all[j]
+                if c.heading ~= b.heading or c.lang == "nginx" then
+                    break
+                end
+                if c.lang == "sh" or c.lang == "text" then
+                    ex.steps[#ex.steps + 1] = c
+                end
+            end
+            return ex
+        end
+    end
+    error("README.md has no example /tmp/gray-" .. name .. "/nginx.conf")
+end
+
+-- A shell line split into the command and its trailing comment (a '#'
+-- after a blank, outside quotes), or nil for a comment-only or blank line.
+local function split_comment(line)
+    local quote_char
+    for k = 1, #line do
+        local c = line:sub(k, k)
+        if quote_char then
+            if c == quote_char then quote_char = nil end
+        elseif c == "'" or c == '"' then
+            quote_char = c
+        elseif c == "#" and (k == 1 or line:sub(k - 1, k - 1):find("%s")) then
+            local cmd = trim(line:sub(1, k - 1))
+            return cmd ~= "" and cmd or nil, trim(line:sub(k + 1))
+        end
+    end
+    line = trim(line)
+    return line ~= "" and line or nil, nil
+end
+
+-- gray_decisions_total{...} 3 lines -> { series = value }, sum
+local function series(text)
+    local out, sum, n = {}, 0, 0
+    for line in text:gmatch("[^\n]+") do
+        local key, v = line:match("^(gray_[%w_]+%b{}) (%d+)$")
+        if key then
+            out[key] = tonumber(v)
+            sum = sum + tonumber(v)
+            n = n + 1
+        end
+    end
+    return out, sum, n
+end
+
+-- Does the output match the shown one? exact: values too (one worker).
+local function matches(shown, got, exact)
+    local want, want_sum, nwant = series(shown)
+    if nwant == 0 then
+        return trim(got) == trim(shown)
+    end
+    local have, have_sum = series(got)
+    for key, v in pairs(want) do
+        if not have[key] or (exact and have[key] ~= v) then
+            return false
+        end
+    end
+    if exact then
+        for key in pairs(have) do
+            if not want[key] then return false end
+        end
+    end
+    return want_sum == have_sum
+end
+
+--- Runs an example; returns a report of what went wrong (empty if nothing).
+-- What it starts is stopped by the functions it adds to `cleanup`.
+local function run(ex, name, cleanup)
+    local problems = {}
+    local function check(ok, what)
+        if not ok then problems[#problems + 1] = what end
+        return ok
+    end
+
+    local known = known_variables()
+    for var in ex.conf:gmatch("%$gray_([%w_]+)") do
+        check(known[var], "nginx.conf: the library reads no $gray_" .. var)
+    end
+
+    -- the shell lines (continuations joined), and which text block follows which
+    local cmds = {}
+    for _, step in ipairs(ex.steps) do
+        if step.lang == "sh" then
+            for line in (step.body:gsub("\\\n", " ") .. "\n"):gmatch("(.-)\n") do
+                local cmd, comment = split_comment(line)
+                if cmd then
+                    cmds[#cmds + 1] = { cmd = cmd, comment = comment }
+                end
+            end
+        elseif #cmds > 0 then
+            cmds[#cmds].shown = step.body
+        end
+    end
+
+    -- memcached servers first: their ports are the harness's
+    local dir = harness.tmpdir()
+    cleanup[#cleanup + 1] = function()
+        if #problems == 0 and not os.getenv("GRAY_KEEP_TMP") then
+            harness.sh("rm -rf " .. harness.quote(dir))
+        end
+    end
+    local ports, used, nservers = {}, {}, 0
+    local function start_memcached()
+        local mc = harness.memcached()
+        cleanup[#cleanup + 1] = function() mc:destroy() end
+        used[mc.port], nservers = true, nservers + 1
+        return mc
+    end
+    local default_mc
+    for _, c in ipairs(cmds) do
+        local port = c.cmd:find("^memcached ") and c.cmd:match("%-p (%d+)")
+        if port then
+            ports[port] = start_memcached().port
+            c.skip = true
+        end
+    end
+    if nservers == 0 then
+        default_mc = start_memcached()
+    end
+    local function map_port(port)
+        if not ports[port] then
+            local p
+            repeat p = harness.free_port() until not used[p]
+            ports[port], used[p] = p, true
+        end
+        return "127.0.0.1:" .. ports[port]
+    end
+    local function subst(s)
+        s = s:gsub("127%.0%.0%.1:(%d+)", map_port):gsub("/tmp/gray%-" .. name, dir)
+        return s
+    end
+
+    local conf = subst(ex.conf)
+    if default_mc then
+        conf = conf:gsub("content_by_lua_file ", 'set $gray_memcached "127.0.0.1:'
+                         .. default_mc.port .. '"; %0')
+    end
+    local f = assert(io.open(dir .. "/nginx.conf", "wb"))
+    f:write(conf)
+    f:close()
+    -- stopped as the conf's comment says (harmless if it never started)
+    local stop = ex.conf:match("#%s+stop:%s+([^\n]+)") or "nginx -p /tmp/gray-" .. name
+                                                          .. " -c nginx.conf -s quit"
+    cleanup[#cleanup + 1] = function()
+        harness.sh(subst(stop))
+        for _ = 1, 250 do
+            if not harness.read_file(dir .. "/nginx.pid") then break end
+            harness.sleep(0.02)
+        end
+    end
+
+    local script = { "cd " .. harness.quote(REPO) }
+    for i, c in ipairs(cmds) do
+        if not c.skip then
+            local cmd = subst(c.cmd):gsub("^sleep [%d.]+; *", "")
+            if default_mc then
+                cmd = cmd:gsub("^build/gray%-admin ", "%0--servers 127.0.0.1:"
+                               .. default_mc.port .. " ")
+            end
+            c.run = cmd
+            script[#script + 1] = "echo '@@cmd " .. i .. "'"
+            script[#script + 1] = cmd
+            script[#script + 1] = "echo \"@@rc " .. i .. " $?\""
+        end
+    end
+    local out = harness.sh("bash -c " .. harness.quote(table.concat(script, "\n")))
+    local exact = not ex.conf:find("worker_processes") or ex.conf:find("worker_processes%s+1;")
+
+    for i, c in ipairs(cmds) do
+        if not c.skip then
+            local got, rc = out:match("@@cmd " .. i .. "\n(.-)@@rc " .. i .. " (%d+)\n")
+            if check(got, "no output for: " .. c.cmd .. "\n" .. out) then
+                rc = tonumber(rc)
+                if c.shown then
+                    -- shown output may come later (metrics: each worker
+                    -- flushes every second): the command is run again
+                    local deadline = os.time() + WAIT
+                    while not (rc == 0 and matches(c.shown, got, exact))
+                          and os.time() <= deadline do
+                        harness.sleep(0.1)
+                        got, rc = harness.sh("cd " .. harness.quote(REPO) .. " && " .. c.run)
+                    end
+                    check(matches(c.shown, got, exact), c.cmd .. ": got\n" .. got
+                                                        .. "README shows\n" .. c.shown)
+                end
+                check(rc == 0, c.cmd .. ": exit " .. tostring(rc) .. ": " .. got)
+                if c.comment and c.cmd:find("^curl ") then
+                    check(trim(got) == c.comment, c.cmd .. ": got '" .. trim(got)
+                                                  .. "', README shows '" .. c.comment .. "'")
+                end
+            end
+        end
+    end
+
+    local log = harness.read_file(dir .. "/error.log") or "(no error.log)"
+    for line in log:gmatch("[^\n]+") do
+        check(not (line:find("%[error%]") or line:find("%[warn%]")
+                   or line:find("uninitialized", 1, true)), "error.log: " .. line)
+    end
+    for _, line in ipairs(harness.bad_log_lines(log)) do
+        check(false, "error.log: " .. line)
+    end
+
+    return problems
+end
+
+describe("README.md examples", function()
+    local all = blocks(read(REPO .. "/README.md"))
+
+    -- hostile inputs for the parts the spec relies on
+    it("reads comments and shown output as meant", function()
+        assert.same({ "curl -s 'a # b'", "gray" }, { split_comment("curl -s 'a # b'   # gray") })
+        assert.same({ 'S="x#y"' }, { split_comment('S="x#y"') })
+        assert.is_nil((split_comment("   # only a comment")))
+        assert.is_false(matches("gray\n", "stable\n", true))
+        assert.is_true(matches('gray_a{x="1"} 2\n', 'gray_a{x="1"} 2\n# HELP\n', true))
+        assert.is_false(matches('gray_a{x="1"} 2\n', 'gray_a{x="1"} 3\n', true))
+        assert.is_true(matches('gray_a{x="1"} 2\ngray_a{x="2"} 1\n',
+                               'gray_a{x="1"} 1\ngray_a{x="2"} 2\n', false))
+        assert.is_false(matches('gray_a{x="1"} 2\n', 'gray_a{x="2"} 2\n', false))
+    end)
+
+    for _, name in ipairs({ "cluster", "shm", "metrics" }) do
+        it("runs the " .. name .. " example as shown", function()
+            local ex = example(all, name)
+            assert.is_true(#ex.steps > 0, "no shell block after the " .. name .. " example")
+            local cleanup = {}
+            finally(function()
+                for i = #cleanup, 1, -1 do
+                    cleanup[i]()
+                end
+            end)
+            local problems = run(ex, name, cleanup)
+            assert.equal("", table.concat(problems, "\n\n"))
+        end)
+    end
+end)
