@@ -10,7 +10,10 @@
 #   reads-only      $remote_addr and $http_x_real_ip, then ngx.exec (floor
 #                   with the reads the decision needs; bench/reads_floor.lua)
 #   api-router      gray.new({ client_headers = { "X-Real-IP" } }) once per
-#                   worker, router:exec() (bench/api_router.lua)
+#                   worker, router:exec() (bench/api_router.lua). The API
+#                   rows cache hourly (and refresh their lists hourly): their
+#                   differences measure per-request work, which a once-a-
+#                   second expiry billed to a slowed batch would blur
 #   reads-ids       reads-only plus User-Agent and Accept (floor of api-ids)
 #   api-ids         the Lua API router with two identities (User-Agent and
 #                   Accept headers), their entries cached: what each adds
