@@ -60,7 +60,6 @@ function _M.new(opts)
         keep = opts.keep,
         wait_max = opts.timeout / 1000,
         lock_ttl = opts.timeout / 1000 + LOCK_MARGIN,
-        waits = 0,                          -- how often this worker waited (stats)
     }, mt)
 end
 
@@ -144,7 +143,6 @@ end
 -- nil, failure ("store-down", "store-error") when the holder's lookup
 -- failed or the time is up.
 function _M.wait(self, key, deadline, seen)
-    self.waits = self.waits + 1
     local dict = self.dict
     local data, lock = self.data_prefix .. key, self.lock_prefix .. key
     deadline = deadline or ngx_now() + self.wait_max
