@@ -470,13 +470,15 @@ local function wait_shared(self, cache, ckey, key, deadline, seen)
     return target
 end
 
--- After taking key's lock: the decision another worker stored between this
--- worker's look and its lock, kept in cache under ckey (the lock is let go);
--- else nil.
-local function shared_since(self, cache, ckey, key)
+-- After trying key's lock (held: whether this worker took it): the decision
+-- another worker stored between this worker's look and its lock, kept in
+-- cache under ckey (the lock is let go); else nil.
+local function shared_since(self, cache, ckey, key, held)
     local target, _, stored_at, ttl = self.shared:get(key, ngx_now())
     if target ~= nil then
-        self.shared:unlock(key)
+        if held then
+            self.shared:unlock(key)
+        end
         keep_shared(self, cache, ckey, target, stored_at, ttl)
     end
     return target
@@ -490,12 +492,14 @@ end
 -- expired entry found in the shared cache, if any.
 local function fetch_one(self, cache, key, seen)
     local shared = self.shared
+    local held = false
     if shared then
-        if not shared:lock(key) then
+        held = shared:lock(key)
+        if held == false then
             local target, failure = wait_shared(self, cache, key, key, nil, seen)
             return target, failure, "shm"
         end
-        local target = shared_since(self, cache, key, key)
+        local target = shared_since(self, cache, key, key, held)
         if target ~= nil then
             return target, nil, "shm"
         end
@@ -508,7 +512,7 @@ local function fetch_one(self, cache, key, seen)
     end
     if value == nil then
         local failure = kind == "down" and "store-down" or "store-error"
-        if shared then
+        if held then
             shared:unlock(key, failure)
         end
         self.log:report(kind, err)
@@ -520,7 +524,9 @@ local function fetch_one(self, cache, key, seen)
     cache:set(key, target, value and self.pos_ttl or self.neg_ttl, now)
     if shared then
         shared:set(key, target, now, value and true)
-        shared:unlock(key)
+        if held then
+            shared:unlock(key)
+        end
     end
     return target, nil, "memcached"
 end
@@ -682,16 +688,23 @@ end
 -- waiting (or nil).
 local function shared_pass(self, keys, pending, known, now)
     local shared = self.shared
-    local rest, others, mine = {}, {}, false
+    local rest, others, mine, ask = {}, {}, false, false
     for i = 1, #keys do
         local key = keys[i]
         local p = pending[key]
         local target, stale, stored_at, ttl = shared:get(key, now)
-        if target == nil and shared:lock(key) then
-            target = shared_since(self, p[1], p[2], key)
+        local held
+        if target == nil then
+            held = shared:lock(key)         -- nil: a full dict, ask holding nothing
+        end
+        if target == nil and held ~= false then
+            target = shared_since(self, p[1], p[2], key, held)
             if target == nil then
-                mine = mine or {}
-                mine[#mine + 1] = key
+                if held then
+                    mine = mine or {}
+                    mine[#mine + 1] = key
+                end
+                ask = true
                 rest[#rest + 1] = key
             end
         elseif target == nil then
@@ -708,7 +721,7 @@ local function shared_pass(self, keys, pending, known, now)
             p[3], p[4] = stale, stored_at   -- the newer stale decision
         end
     end
-    if mine or #rest == 0 then
+    if ask or #rest == 0 then
         return rest, mine, nil
     end
     -- one deadline for all the waits, as for one multi-get

@@ -126,9 +126,12 @@ describe("gray.metrics", function()
             return tonumber(text:match("\n" .. name .. '{key="' .. key:gsub("%p", "%%%0")
                                        .. '"} ([%d.e+]+)'))
         end
+        -- the gauges are written at once, the compile counter by the next
+        -- once-a-second flush
         local text = scrape_until(nginx, function(t)
-            return gauge(t, "gray_list_entries", "gray:ranges") and gauge(t, "gray_percent",
-                                                                          "gray:percent")
+            return gauge(t, "gray_list_entries", "gray:ranges")
+                   and gauge(t, "gray_percent", "gray:percent")
+                   and total(t, "gray_list_compiles_total", 'key="gray:ranges"') >= 1
         end)
         assert.equal(3, gauge(text, "gray_list_entries", "gray:ranges"), text)
         assert.equal(12.5, gauge(text, "gray_percent", "gray:percent"), text)
@@ -145,7 +148,15 @@ describe("gray.metrics", function()
         end)
         assert.equal(1, gauge(text, "gray_list_entries", "gray:ranges"), text)
         assert.is_true(gauge(text, "gray_list_version", "gray:ranges") > cas, text)
+        -- a deleted list is no list: its gauges drop to 0
         mc:cmd("delete gray:ranges\r\ndelete gray:percent\r\n")
+        text = scrape_until(nginx, function(t)
+            return gauge(t, "gray_list_entries", "gray:ranges") == 0
+                   and gauge(t, "gray_percent", "gray:percent") == 0
+        end)
+        assert.equal(0, gauge(text, "gray_list_entries", "gray:ranges"), text)
+        assert.equal(0, gauge(text, "gray_list_version", "gray:ranges"), text)
+        assert.equal(0, gauge(text, "gray_percent", "gray:percent"), text)
     end)
 
     it("counts memcached errors by kind and shows the breaker", function()

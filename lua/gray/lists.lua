@@ -157,6 +157,11 @@ local function clear(self, key)
         self.any_idlist = next(self.idlists) ~= nil
     end
     self.cas[key] = nil
+    if metrics.on then
+        local labels = { key = key }
+        metrics.set("gray_list_version", labels, 0)
+        metrics.set(kind == "percent" and "gray_percent" or "gray_list_entries", labels, 0)
+    end
 end
 
 -- The whole text of a split list, or nil, err when a part is missing.

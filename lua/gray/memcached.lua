@@ -518,16 +518,6 @@ local function merge(self, srv, group, res, err, kind, bulk, with_cas, results, 
     return first_err, failed
 end
 
---- get_multi(keys [, opts]): several keys in one request per server (the
--- servers asked at once), all within one deadline (`timeout`,
--- or opts.timeout ms). opts.cas: "gets", values as { value = , cas = }.
--- opts.max_bytes: the limit of one server's whole reply (default: what
--- the keys' values can take under value_max); a value over value_max is
--- refused too, unless max_bytes was given (bulk reads). Returns:
---   results  key -> value (or { value, cas }); a key memcached lacks is absent
---   failed   nil, or key -> kind ("key", "down", "timeout", "value", ...)
---            for each key whose value is unknown
---   err      the first error message, for the log
 -- The keys by server: groups[n] = { key, ... } for the servers in order;
 -- invalid keys go to failed. Returns groups, order, failed, first_err.
 local function group_keys(self, keys)
@@ -558,6 +548,16 @@ end
 -- timer). Left to the interpreter, like the refresh itself.
 require("jit").off(group_keys)
 
+--- get_multi(keys [, opts]): several keys in one request per server (the
+-- servers asked at once), all within one deadline (`timeout`,
+-- or opts.timeout ms). opts.cas: "gets", values as { value = , cas = }.
+-- opts.max_bytes: the limit of one server's whole reply (default: what
+-- the keys' values can take under value_max); a value over value_max is
+-- refused too, unless max_bytes was given (bulk reads). Returns:
+--   results  key -> value (or { value, cas }); a key memcached lacks is absent
+--   failed   nil, or key -> kind ("key", "down", "timeout", "value", ...)
+--            for each key whose value is unknown
+--   err      the first error message, for the log
 function _M.get_multi(self, keys, opts)
     opts = opts or EMPTY
     local with_cas = opts.cas and true or false

@@ -114,14 +114,16 @@ function _M.set(self, key, decision, now, found)
 end
 
 --- Takes the lock for asking memcached about key: true when this worker
--- holds it now, false when another one does.
+-- holds it now, false when another one does, nil when no lock can be taken
+-- (a full dict: ask anyway, holding nothing, so never unlock).
 function _M.lock(self, key)
     local ok, err = self.dict:add(self.lock_prefix .. key, true, self.lock_ttl)
     if ok then
         return true
+    elseif err == "exists" then
+        return false
     end
-    -- "exists": another worker asks; a full dict ("no memory"): ask anyway
-    return err ~= "exists"
+    return nil
 end
 
 --- Lets go of the lock on key. failure ("store-down", "store-error"): the
