@@ -484,6 +484,12 @@ local function shared_since(self, cache, ckey, key, held)
     return target
 end
 
+-- The failure reason of a memcached error kind: "store-down" while the
+-- server's breaker is open, else "store-error".
+local function failure_of(kind)
+    return kind == "down" and "store-down" or "store-error"
+end
+
 -- Asks memcached for one key and caches the decision. Returns the decision
 -- (a location or false), or nil, failure reason ("store-error",
 -- "store-down") when memcached failed; stale decisions are the caller's.
@@ -511,7 +517,7 @@ local function fetch_one(self, cache, key, seen)
         value = ""
     end
     if value == nil then
-        local failure = kind == "down" and "store-down" or "store-error"
+        local failure = failure_of(kind)
         if held then
             shared:unlock(key, failure)
         end
@@ -826,7 +832,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     for key, p in pairs(pending) do
         local kind = failed and failed[key]
         if kind and kind ~= "value" then
-            failure = failure or (kind == "down" and "store-down" or "store-error")
+            failure = failure or failure_of(kind)
             -- its stale decision, when recent enough
             local stale = stale_of(self, p[1], p[2], p[3], p[4])
             if stale ~= nil then
@@ -848,8 +854,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         for i = 1, #mine do
             local kind = failed and failed[mine[i]]
             -- a failed lookup's lock tells the waiting workers why
-            self.shared:unlock(mine[i], kind and kind ~= "value"
-                                        and (kind == "down" and "store-down" or "store-error"))
+            self.shared:unlock(mine[i], kind and kind ~= "value" and failure_of(kind))
         end
     end
     if failure or (failed and ferr) then
