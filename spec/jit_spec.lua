@@ -71,7 +71,12 @@ describe("the hot path under LuaJIT", function()
     local function aborts_in_library(log)
         local aborts = {}
         for line in log:gmatch("[^\n]+") do
-            if line:find("^%[TRACE %-%-%-") then
+            -- a trace that reaches code left to the interpreter on purpose
+            -- (jit.off: the refresh timer's multi-get, run by timers only)
+            -- is not an abort of the request path; issue 16 removes that
+            -- jit.off, and with it this exception
+            if line:find("^%[TRACE %-%-%-")
+               and not line:find("JIT compilation disabled for function", 1, true) then
                 for _, file in ipairs(LIB_FILES) do
                     if line:find(" " .. file .. ":", 1, true)
                        or line:find("/" .. file .. ":", 1, true) then
