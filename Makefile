@@ -171,7 +171,7 @@ install: build/libgray.so build/gray-admin
 	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR) \
 	    $(DESTDIR)$(INST_MANDIR)
 	install -m 0755 build/gray-admin $(DESTDIR)$(INST_BINDIR)/gray-admin
-	install -m 0644 doc/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
+	install -m 0644 csrc/cli/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
 	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/

@@ -673,7 +673,7 @@ describe("gray-admin", function()
     end)
 
     describe("--version and the man page", function()
-        local MAN = REPO .. "/doc/gray-admin.1"
+        local MAN = REPO .. "/csrc/cli/gray-admin.1"
 
         it("--version prints gray-admin and the library's version, and exits 0", function()
             for _, args in ipairs({ "--version", "--servers nope --version get" }) do
@@ -692,7 +692,7 @@ describe("gray-admin", function()
                       .. " 2>&1 | col -b")
         end
 
-        it("doc/gray-admin.1 renders with man -l, without a warning", function()
+        it("csrc/cli/gray-admin.1 renders with man -l, without a warning", function()
             assert.truthy(harness.read_file(MAN), "no " .. MAN)
             local out, code = rendered()
             assert.equal(0, code, out)
