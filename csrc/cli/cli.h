@@ -40,8 +40,8 @@
 
 typedef struct cli_opts {
     const char *servers;            /* the $gray_memcached syntax */
-    const char *servers_from;       /* where servers came from, for messages:
-                                       "--servers", "MEMCACHED_SERVERS", "default" */
+    const char *servers_from;       /* "--servers" when given; NULL: cli_connect
+                                       takes MEMCACHED_SERVERS, else servers */
     const char *distribution;       /* "ketama" (default), "ketama-weighted", "modula" */
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */

@@ -72,8 +72,8 @@ static const char USAGE[] =
 "  -h, --help          this text\n"
 "  --version           prints gray-admin <version>\n"
 "\n"
-"Exit status: 0 done, 1 get found nothing, 2 bad arguments, 3 memcached\n"
-"failed, 4 a list edit still conflicted after its retries.\n";
+"Exit status: 0 done, 1 get found nothing, 2 bad arguments (or server list),\n"
+"3 memcached failed, 4 a list edit still conflicted after its retries.\n";
 
 /* The value of option argv[*i] ("--name value" or "--name=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
@@ -96,7 +96,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
 int main(int argc, char **argv)
 {
     cli_opts_t opts = {
-        .servers = CLI_SERVERS_DEFAULT, .servers_from = "default", .distribution = "ketama", .key_prefix = "",
+        .servers = CLI_SERVERS_DEFAULT, .distribution = "ketama", .key_prefix = "",
         .ranges_key = "gray:ranges", .percent_key = "gray:percent", .timeout_ms = 2000,
         .part_bytes = CLI_PART_BYTES, .verbose = 0,
     };
@@ -177,13 +177,6 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0 && npos != 2)
         return cli_usage_error("%s", "check: expected check <ip> [--id name=value ...]");
 
-    /* libmemcached's convention: --servers, else MEMCACHED_SERVERS (set:
-     * used, and refused if invalid, never skipped), else the default */
-    const char *env = getenv("MEMCACHED_SERVERS");
-    if (strcmp(opts.servers_from, "default") == 0 && env != NULL) {
-        opts.servers = env;
-        opts.servers_from = "MEMCACHED_SERVERS";
-    }
     memcached_st *mc = cli_connect(&opts);
     if (mc == NULL)
         return EXIT_USAGE;

@@ -68,14 +68,23 @@ memcached_st *cli_connect(const cli_opts_t *opts)
     static char hosts[CLI_SERVERS_MAX][GRAY_IP_TEXT_MAX];
     static unsigned ports[CLI_SERVERS_MAX], weights[CLI_SERVERS_MAX];
     char err[256];
-    int n = cli_parse_servers(opts->servers, hosts, ports, weights, CLI_SERVERS_MAX, err,
-                              sizeof err);
+    /* libmemcached's convention: --servers, else MEMCACHED_SERVERS (when
+     * set: used, and refused if invalid, never skipped), else the default */
+    const char *servers = opts->servers, *from = opts->servers_from;
+    const char *env = getenv("MEMCACHED_SERVERS");
+    if (from == NULL && env != NULL) {
+        servers = env;
+        from = "MEMCACHED_SERVERS";
+    } else if (from == NULL) {
+        from = "default";
+    }
+    int n = cli_parse_servers(servers, hosts, ports, weights, CLI_SERVERS_MAX, err, sizeof err);
     if (n < 0) {
-        fprintf(stderr, "gray-admin: %s: %s\n", opts->servers_from, err);
+        fprintf(stderr, "gray-admin: %s: %s\n", from, err);
         return NULL;
     }
     if (opts->verbose)
-        fprintf(stderr, "gray-admin: servers %s (%s)\n", opts->servers, opts->servers_from);
+        fprintf(stderr, "gray-admin: servers %s (%s)\n", servers, from);
     memcached_st *mc = memcached_create(NULL);
     if (mc == NULL) {
         fprintf(stderr, "gray-admin: out of memory\n");
