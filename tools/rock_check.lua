@@ -193,6 +193,8 @@ local function admin_check(version)
                        :match("^(%S+)\n$")
     check(man, "gray-admin.1 is not in one doc directory of " .. tree)
     check(read(man) == read("csrc/cli/gray-admin.1"), man .. " differs from csrc/cli/gray-admin.1")
+    check(read(man):find('\n%.TH GRAY%-ADMIN 1 %S+ "gray%-admin ' .. pattern_escape(version) .. '"'),
+          "csrc/cli/gray-admin.1's .TH line does not say gray-admin " .. version)
     print("rock-check: " .. tree .. "/bin/gray-admin " .. version .. ", " .. man)
 end
 
