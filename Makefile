@@ -7,7 +7,8 @@
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
-#   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
+#   make install    libgray.so, the Lua files, gray-admin and its man page under
+#                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
 #   make rock-check luarocks make into a scratch tree, then nginx runs from it
@@ -22,6 +23,8 @@ INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 # gray-admin goes here (a rockspec would pass its $(BINDIR))
 INST_BINDIR ?= $(PREFIX)/bin
+# and its man page here (the rockspecs pass the rock's doc directory)
+INST_MANDIR ?= $(PREFIX)/share/man/man1
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -165,14 +168,16 @@ demo-stop:
 # ---- install ---------------------------------------------------------------
 
 install: build/libgray.so build/gray-admin
-	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR)
+	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR) \
+	    $(DESTDIR)$(INST_MANDIR)
 	install -m 0755 build/gray-admin $(DESTDIR)$(INST_BINDIR)/gray-admin
+	install -m 0644 csrc/cli/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
 	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/
 
 uninstall:
-	rm -f $(DESTDIR)$(INST_BINDIR)/gray-admin
+	rm -f $(DESTDIR)$(INST_BINDIR)/gray-admin $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LUADIR)/gray.lua
 	rm -rf $(DESTDIR)$(INST_LUADIR)/gray
 

@@ -364,6 +364,39 @@ int gray_dist_find(const gray_dist_t *d, uint32_t hash, uint32_t *probes);
 /* The 0-based server of key, as memcached_generate_hash() returns it. */
 int gray_dist_server(const gray_dist_t *d, const char *key, size_t len);
 
+/* ---- the server list: one spelling rule for the router and gray-admin --- */
+
+#define GRAY_SERVER_WEIGHT_MAX 100000  /* host:port/?N: N is 1..this */
+
+/* One server of a list, as offsets into the list text. The host is kept as
+ * written (without the brackets): libmemcached hashes the name it is given,
+ * never a canonical form of it (spec/dist_spec.lua), so both sides must give
+ * ketama the same text, and neither may rewrite it. */
+typedef struct gray_server_spec {
+    uint32_t item_off;          /* the whole item: host:port[/?N] */
+    uint32_t item_len;
+    uint32_t name_len;          /* host:port, from item_off (no weight) */
+    uint32_t host_off;          /* the host as written, without brackets */
+    uint32_t host_len;
+    uint32_t port;              /* 1..65535 */
+    uint32_t weight;            /* 1..GRAY_SERVER_WEIGHT_MAX, 1 when not written */
+} gray_server_spec_t;
+
+/* Parses a server list ("$gray_memcached" syntax): items host:port or
+ * host:port/?N, separated by commas and white space. The host is an IP
+ * address in gray_ip_parse()'s forms (no names, no leading zeros in IPv4):
+ * IPv6 text (any text with ':') in brackets, nothing else in brackets.
+ * Returns the count (1..cap) into out, or a negative code, with the item at
+ * fault in *bad (item_len 0 for an empty list): GRAY_EINVAL no server or
+ * not host:port, GRAY_EADDR the host, GRAY_ERANGE port or weight out of
+ * range, GRAY_ESPACE more than cap servers. gray_server_error() says it in
+ * words. */
+int gray_servers_parse(const char *s, size_t len, gray_server_spec_t *out, size_t cap,
+                       gray_server_spec_t *bad);
+
+/* The reason for a gray_servers_parse() code, for "bad server '...' (<reason>)". */
+const char *gray_server_error(int code);
+
 /* MD5 (RFC 1321) of data into digest. */
 void gray_md5(const char *data, size_t len, uint8_t digest[16]);
 

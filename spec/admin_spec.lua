@@ -616,6 +616,197 @@ describe("gray-admin", function()
         end)
     end)
 
+    -- the server list: --servers, else MEMCACHED_SERVERS (libmemcached's
+    -- convention), else 127.0.0.1:11211, said with -v; an invalid
+    -- MEMCACHED_SERVERS is refused, never skipped
+    describe("MEMCACHED_SERVERS", function()
+        -- gray-admin with MEMCACHED_SERVERS set to env (nil: unset) and no
+        -- --servers unless args has one; returns output and exit code
+        local function with_env(env, args)
+            local prefix = env and "MEMCACHED_SERVERS=" .. quote(env) or "env -u MEMCACHED_SERVERS"
+            return sh(prefix .. " " .. BIN .. " " .. args)
+        end
+
+        it("is honoured without --servers", function()
+            mc2:cmd("delete uid:env1\r\n")
+            local out, code = with_env("127.0.0.1:" .. mc2.port, "-v add uid:env1 v2")
+            assert.equal(0, code, out)
+            assert.equal("v2", mc2:get("uid:env1"))
+            assert.is_false(mc:get("uid:env1"))
+            assert.matches("servers 127%.0%.0%.1:" .. mc2.port .. " %(MEMCACHED_SERVERS%)", out)
+            out, code = with_env("  127.0.0.1:" .. mc2.port .. " ,", "get uid:env1")
+            assert.equal(0, code, out)
+            assert.equal("v2\n", out)
+        end)
+
+        it("--servers wins over it, even over an invalid one", function()
+            mc:cmd("delete uid:env2\r\n")
+            mc2:cmd("delete uid:env2\r\n")
+            for _, env in ipairs({ "127.0.0.1:" .. mc2.port, "localhost:11211" }) do
+                local out, code = with_env(env, "--servers 127.0.0.1:" .. mc.port
+                                                .. " -v add uid:env2")
+                assert.equal(0, code, out)
+                assert.matches("%(%-%-servers%)", out)
+            end
+            assert.equal("1", mc:get("uid:env2"))
+            assert.is_false(mc2:get("uid:env2"))
+        end)
+
+        -- each would have sent gray-admin to 127.0.0.1:11211 without a word
+        for _, env in ipairs({ "", " ", "localhost:11211", "memcached.internal:11211",
+                               "127.0.0.1", "::1:11211", "127.0.0.1:0", "127.000.000.001:11211",
+                               "127.0.0.1:11211,,bogus", "127.0.0.1:11211/?0" }) do
+            it(("set but invalid (%q): exit 2, naming it"):format(env), function()
+                local out, code = with_env(env, "get 1.2.3.4")
+                assert.equal(2, code, out)
+                assert.matches("^gray%-admin: MEMCACHED_SERVERS: ", out)
+            end)
+        end
+
+        it("neither given: 127.0.0.1:11211, which -v and --help say", function()
+            local out = with_env(nil, "-v --timeout 200 get 1.2.3.4")
+            assert.matches("gray%-admin: servers 127%.0%.0%.1:11211 %(default%)", out)
+            local help = with_env(nil, "--help")
+            assert.truthy(help:find("MEMCACHED_SERVERS", 1, true), help)
+            assert.truthy(help:find("127.0.0.1:11211", 1, true), help)
+        end)
+    end)
+
+    describe("--version and the man page", function()
+        local MAN = REPO .. "/csrc/cli/gray-admin.1"
+
+        it("--version prints gray-admin and the library's version, and exits 0", function()
+            for _, args in ipairs({ "--version", "--servers nope --version get" }) do
+                local out, code = sh("env -u MEMCACHED_SERVERS " .. BIN .. " " .. args)
+                assert.equal(0, code, out)
+                assert.equal("gray-admin " .. gray_ffi.VERSION .. "\n", out)
+            end
+            -- the one version: libgray.so's (GRAY_VERSION), which gray.ffi and gray.lua say
+            local lua_version = harness.read_file(REPO .. "/lua/gray.lua"):match('_VERSION = "([^"]+)"')
+            assert.equal(gray_ffi.VERSION, lua_version)
+        end)
+
+        -- the page as man shows it, warnings (on stderr) included
+        local function rendered()
+            return sh("MANWIDTH=80 MAN_KEEP_FORMATTING= man --warnings -l " .. quote(MAN)
+                      .. " 2>&1 | col -b")
+        end
+
+        it("csrc/cli/gray-admin.1 renders with man -l, without a warning", function()
+            assert.truthy(harness.read_file(MAN), "no " .. MAN)
+            local out, code = rendered()
+            assert.equal(0, code, out)
+            assert.truthy(out:find("^GRAY%-ADMIN%(1%)"), out:sub(1, 200))
+            for _, section in ipairs({ "NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS",
+                                       "ENVIRONMENT", "EXIT STATUS", "EXAMPLES", "SEE ALSO" }) do
+                assert.truthy(out:find("\n" .. section .. "\n", 1, true), "no " .. section)
+            end
+            assert.is_nil(out:find("warning", 1, true), out)
+            assert.truthy(out:find("gray-admin " .. gray_ffi.VERSION, 1, true),
+                          "the footer does not say " .. gray_ffi.VERSION)
+        end)
+
+        it("documents every command and option of --help, and token and check's router options",
+           function()
+            local page = rendered()
+            local help = sh(BIN .. " --help")
+            local words = { "token", "--targets", "--lists", "--secret-file", "--version",
+                            "MEMCACHED_SERVERS" }
+            for opt in help:gmatch("\n  (%-%-?[%w-]+)") do
+                words[#words + 1] = opt
+            end
+            for cmd in help:gmatch("\n  (%l+) ") do
+                words[#words + 1] = cmd
+            end
+            assert.is_true(#words > 20, help)
+            for _, w in ipairs(words) do
+                assert.truthy(page:find(w, 1, true), "the man page lacks " .. w)
+            end
+        end)
+
+        it("make install puts it in $(PREFIX)/share/man/man1", function()
+            local dir = harness.tmpdir()
+            local out, code = sh("make -s -C " .. quote(REPO) .. " install DESTDIR="
+                                 .. quote(dir) .. " PREFIX=/usr/local")
+            assert.equal(0, code, out)
+            local installed = harness.read_file(dir .. "/usr/local/share/man/man1/gray-admin.1")
+            assert.truthy(installed, "not installed")
+            assert.equal(harness.read_file(MAN), installed)
+            sh("rm -rf " .. quote(dir))
+        end)
+    end)
+
+    -- A cluster named with long-form IPv6: gray-admin must hash the names as
+    -- the router does (as written), or most keys land where the router never
+    -- looks (199 of 600 found before).
+    it("600 keys gray-admin writes to [0:0:0:0:0:0:0:1] servers are all found by the router",
+       function()
+        local v6 = {}
+        for i = 1, 3 do
+            v6[i] = harness.memcached({ host = "::1" })
+        end
+        local list = {}
+        for i, m in ipairs(v6) do
+            list[i] = "[0:0:0:0:0:0:0:1]:" .. m.port
+        end
+        local servers = table.concat(list, ", ")
+        local conf = ([[
+  server {
+    listen 127.0.0.1:$PORT;
+    set $gray_memcached "SERVERS";
+    set $gray_trusted 127.0.0.1;
+    set $gray_cache_ttl 0;
+    set $gray_ranges_key off;
+    set $gray_percent_key off;
+    location / { content_by_lua_file $REPO/lua/gray/dep.lua; }
+    location @server      { return 200 "stable"; }
+    location @server_test { return 200 "gray"; }
+  }
+]]):gsub("SERVERS", servers)
+        local ngx6 = harness.nginx({ servers = conf })
+        local dir = harness.tmpdir()
+        local reqs, lines = {}, {}
+        for i = 1, 600 do
+            local ip = ("10.66.%d.%d"):format(floor(i / 256), i % 256)
+            lines[i] = ip
+            reqs[i] = { "/", headers = { ["X-Real-IP"] = ip } }
+        end
+        local f = assert(io.open(dir .. "/v6.txt", "wb"))
+        f:write(table.concat(lines, "\n"), "\n")
+        f:close()
+        local ok_, err = pcall(function()
+            ok("import " .. quote(dir .. "/v6.txt"), servers)
+            -- each key on one server, every server with some
+            local total = 0
+            for _, m in ipairs(v6) do
+                local n = 0
+                for _ in pairs(get_many(m, lines)) do
+                    n = n + 1
+                end
+                assert(n > 0, "no key on [::1]:" .. m.port)
+                total = total + n
+            end
+            assert.equal(600, total)
+            local found = 0
+            for _, r in ipairs(ngx6:sequence(reqs)) do
+                assert.equal(200, r.status)
+                if r.body == "gray" then
+                    found = found + 1
+                end
+            end
+            print(("\n  [0:0:0:0:0:0:0:1] cluster of 3: the router found %d of 600 keys"
+                   .. " gray-admin wrote"):format(found))
+            assert.equal(600, found)
+            assert.same({}, harness.bad_log_lines(ngx6:error_log()))
+        end)
+        ngx6:stop()
+        for _, m in ipairs(v6) do
+            m:destroy()
+        end
+        sh("rm -rf " .. quote(dir))
+        assert(ok_, err)
+    end)
+
     it("concurrent writers never lose a line", function()
         -- 4 shells, each running gray-admin 50 times, all at once; two of
         -- them split the list in parts of 1 KB, so versions in parts and

@@ -538,6 +538,10 @@ describe("gray.memcached", function()
             { "{ servers = '' }", "option 'servers'" },
             { "{ servers = 'host' }", "bad server 'host'" },
             { "{ servers = '127.0.0.1:0' }", "bad server" },
+            -- gray-admin's rule (gray_servers_parse): one address, one spelling
+            { "{ servers = '127.000.000.001:11211' }", "bad server '127.000.000.001:11211'" },
+            { "{ servers = '127.0.0.1:11211/?0' }", "bad weight" },
+            { "{ servers = { '127.0.0.1:11211 127.0.0.1:11212' } }", "one host:port per list item" },
             { "{ servers = { 11211 } }", "server 1 is not a string" },
             { "{ timeout = -1 }", "option 'timeout'" },
             { "{ timeout = 'fast' }", "option 'timeout'" },
@@ -563,6 +567,15 @@ describe("gray.memcached", function()
                 return s[1].host .. " " .. s[1].port .. " " .. s[2].host .. " " .. s[2].port
             ]])
             assert.equal("[::1] 11211 127.0.0.1 11212", out)
+        end)
+
+        -- hashed as written, as libmemcached and gray-admin do (dist_spec)
+        it("keeps a long-form IPv6 host as written", function()
+            local out = eval([[
+                local s = assert(memcached.parse_servers("[0:0:0:0:0:0:0:1]:11300/?2"))
+                return s[1].addr .. " " .. s[1].host .. " " .. s[1].name .. " " .. s[1].weight
+            ]])
+            assert.equal("0:0:0:0:0:0:0:1 [0:0:0:0:0:0:0:1] [0:0:0:0:0:0:0:1]:11300 2", out)
         end)
 
         -- names would need a resolver in nginx and fail on every request

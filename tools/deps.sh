@@ -11,7 +11,8 @@ pkgs_for() {
     runtime) echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache" ;;
     rock)  echo "luarocks lua-resty-lrucache" ;;
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
-                 lua-resty-core lua-resty-lrucache memcached libmemcached-dev curl" ;;
+                 lua-resty-core lua-resty-lrucache memcached libmemcached-dev curl
+                 man-db groff-base bsdextrautils" ;;
     demo)  echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache

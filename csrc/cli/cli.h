@@ -16,6 +16,7 @@
 /* ---- limits and exit codes ---------------------------------------------- */
 
 #define CLI_SERVERS_MAX   64        /* servers in --servers */
+#define CLI_SERVERS_DEFAULT "127.0.0.1:11211" /* without --servers and MEMCACHED_SERVERS */
 #define CLI_PART_BYTES    (900u * 1024u) /* a list value above this is split:
                                       memcached's item limit is 1 MB including
                                       the key and the item header */
@@ -39,6 +40,8 @@
 
 typedef struct cli_opts {
     const char *servers;            /* the $gray_memcached syntax */
+    const char *servers_from;       /* "--servers" when given; NULL: cli_connect
+                                       takes MEMCACHED_SERVERS, else servers */
     const char *distribution;       /* "ketama" (default), "ketama-weighted", "modula" */
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */
@@ -49,8 +52,9 @@ typedef struct cli_opts {
 } cli_opts_t;
 
 /* Parses "host:port[, host:port...]" (IPv6 as [addr]:port, addresses only)
- * into hosts (canonical text) and ports. Returns the count, or -1 with a
- * message in err. */
+ * with the router's rule (gray_servers_parse) into hosts (as written, without
+ * brackets: what libmemcached hashes), ports and weights. Returns the count,
+ * or -1 with a message in err. */
 int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
                       unsigned *weights, int max, char *err, size_t errlen);
 

@@ -54,7 +54,10 @@ static const char USAGE[] =
 "\n"
 "Options:\n"
 "  --servers LIST      memcached servers, $gray_memcached syntax:\n"
-"                      \"127.0.0.1:11211, [::1]:11212\" (default 127.0.0.1:11211)\n"
+"                      \"127.0.0.1:11211, [::1]:11212\"; hosts are IP addresses,\n"
+"                      hashed as written: give the router the same text.\n"
+"                      Else MEMCACHED_SERVERS (an invalid one is an error),\n"
+"                      else 127.0.0.1:11211 (-v says which)\n"
 "  --distribution M    key placement with several servers, as the router's\n"
 "                      distribution: ketama (default), ketama-weighted\n"
 "                      (weights written host:port/?N) or modula\n"
@@ -67,9 +70,10 @@ static const char USAGE[] =
 "  --id name=value     check: an identity (up to 4, in the router's order)\n"
 "  -v, --verbose       more messages on stderr\n"
 "  -h, --help          this text\n"
+"  --version           prints gray-admin <version>\n"
 "\n"
-"Exit status: 0 done, 1 get found nothing, 2 bad arguments, 3 memcached\n"
-"failed, 4 a list edit still conflicted after its retries.\n";
+"Exit status: 0 done, 1 get found nothing, 2 bad arguments (or server list),\n"
+"3 memcached failed, 4 a list edit still conflicted after its retries.\n";
 
 /* The value of option argv[*i] ("--name value" or "--name=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
@@ -92,7 +96,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
 int main(int argc, char **argv)
 {
     cli_opts_t opts = {
-        .servers = "127.0.0.1:11211", .distribution = "ketama", .key_prefix = "",
+        .servers = CLI_SERVERS_DEFAULT, .distribution = "ketama", .key_prefix = "",
         .ranges_key = "gray:ranges", .percent_key = "gray:percent", .timeout_ms = 2000,
         .part_bytes = CLI_PART_BYTES, .verbose = 0,
     };
@@ -110,10 +114,14 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(USAGE, stdout);
             return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            puts("gray-admin " GRAY_VERSION);
+            return 0;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             opts.verbose = 1;
         } else if ((v = opt_value(argc, argv, &i, "--servers"))) {
             opts.servers = v;
+            opts.servers_from = "--servers";
         } else if ((v = opt_value(argc, argv, &i, "--distribution"))) {
             opts.distribution = v;
         } else if ((v = opt_value(argc, argv, &i, "--key-prefix"))) {

@@ -17,7 +17,10 @@
  *     alignment, and the bucket is its value modulo 10000;
  *   - a server continuum is sorted, holds the points its mode gives, fails
  *     with GRAY_ESPACE one point short (small lists), and its O(log n)
- *     lookup answers as a linear scan of the circle does. */
+ *     lookup answers as a linear scan of the circle does;
+ *   - a server list's items lie in order inside the text, hold no
+ *     separator, their hosts are IP addresses kept as written (IPv6 text
+ *     exactly when in brackets), and the items joined again parse the same. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +30,7 @@
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
 enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_DIST, T_COUNT };
+       T_DIST, T_SERVERS, T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -556,6 +559,66 @@ static void fuzz_dist(const char *s, size_t len)
     }
 }
 
+#define SERVERS_FUZZ_MAX 16
+
+static int list_sep(char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* A server list: items in order inside s, hosts as written and valid, and
+ * the items joined by ", " parse to the same servers. */
+static void fuzz_servers(const char *s, size_t len)
+{
+    gray_server_spec_t out[SERVERS_FUZZ_MAX], again[SERVERS_FUZZ_MAX], bad;
+    int n = gray_servers_parse(s, len, out, SERVERS_FUZZ_MAX, &bad);
+    if (n < 0) {
+        CHECK(n == GRAY_EINVAL || n == GRAY_EADDR || n == GRAY_ERANGE || n == GRAY_EDIGITS
+              || n == GRAY_ESPACE);
+        CHECK((size_t)bad.item_off + bad.item_len <= len);
+        CHECK(gray_server_error(n)[0] != '\0');
+        return;
+    }
+    CHECK(n >= 1 && n <= SERVERS_FUZZ_MAX);
+    char joined[SERVERS_FUZZ_MAX * 64];
+    size_t jl = 0, end = 0;
+    int nj = 0, full = 0;      /* items joined; the first that did not fit stops it */
+    for (int i = 0; i < n; i++) {
+        const gray_server_spec_t *p = &out[i];
+        CHECK(p->item_off >= end && p->item_len > 0 && p->item_off + p->item_len <= len);
+        end = p->item_off + p->item_len;
+        for (size_t k = p->item_off; k < end; k++)
+            CHECK(!list_sep(s[k]));
+        CHECK(p->name_len <= p->item_len);
+        CHECK(p->host_off >= p->item_off && p->host_off + p->host_len < p->item_off + p->name_len);
+        CHECK(p->port >= 1 && p->port <= 65535);
+        CHECK(p->weight >= 1 && p->weight <= GRAY_SERVER_WEIGHT_MAX);
+        gray_ip_t ip;
+        CHECK(gray_ip_parse(s + p->host_off, p->host_len, &ip) == GRAY_OK);
+        int bracketed = p->host_off > p->item_off;
+        CHECK((memchr(s + p->host_off, ':', p->host_len) != NULL) == bracketed);
+        if (bracketed)
+            CHECK(s[p->item_off] == '[' && s[p->host_off + p->host_len] == ']');
+        full |= p->item_len + 2 > sizeof joined - jl;
+        if (!full) {
+            memcpy(joined + jl, s + p->item_off, p->item_len);
+            jl += p->item_len;
+            memcpy(joined + jl, ", ", 2);
+            jl += 2;
+            nj++;
+        }
+    }
+    if (nj == 0)
+        return;
+    int m = gray_servers_parse(joined, jl, again, SERVERS_FUZZ_MAX, &bad);
+    CHECK(m == nj);
+    for (int i = 0; i < m; i++) {
+        CHECK(again[i].port == out[i].port && again[i].weight == out[i].weight);
+        CHECK(again[i].host_len == out[i].host_len
+              && memcmp(joined + again[i].host_off, s + out[i].host_off, out[i].host_len) == 0);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -577,6 +640,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_RANGES:    fuzz_ranges(s, len); break;
     case T_HASH:      fuzz_hash(s, len); break;
     case T_DIST:      fuzz_dist(s, len); break;
+    case T_SERVERS:   fuzz_servers(s, len); break;
     }
     free(s);
     return 0;

@@ -55,6 +55,9 @@ static const struct { int target; const char *text; } seeds[] = {
     /* a mode byte, then servers (fuzz_dist in fuzz_target.c) */
     {9, "x127.0.0.1:11211/?3|127.0.0.2/?0|127.0.0.3:11300/?6"},
     {9, "xa|b:65535|c:65536|d"},
+    /* server lists ($gray_memcached, --servers, MEMCACHED_SERVERS) */
+    {10, "127.0.0.1:11211, [::1]:11212/?3 [0:0:0:0:0:0:0:1]:11213,\t[::ffff:127.0.0.1]:1"},
+    {10, "127.000.000.001:11211,::1:11211,[1.2.3.4]:5,[::1],1.2.3.4:0,1.2.3.4:1/?0"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

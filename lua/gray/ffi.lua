@@ -104,6 +104,13 @@ uint32_t gray_dist_hash(int mode, const char *key, size_t len);
 int gray_dist_find(const gray_dist_t *d, uint32_t hash, uint32_t *probes);
 int gray_dist_server(const gray_dist_t *d, const char *key, size_t len);
 void gray_md5(const char *data, size_t len, uint8_t digest[16]);
+typedef struct gray_server_spec {
+    uint32_t item_off; uint32_t item_len; uint32_t name_len; uint32_t host_off;
+    uint32_t host_len; uint32_t port; uint32_t weight;
+} gray_server_spec_t;
+int gray_servers_parse(const char *s, size_t len, gray_server_spec_t *out, size_t cap,
+                       gray_server_spec_t *bad);
+const char *gray_server_error(int code);
 ]]
 end
 
@@ -642,6 +649,50 @@ local floor = math.floor
 
 local function whole(v, lo, hi)
     return type(v) == "number" and v == floor(v) and v >= lo and v <= hi
+end
+
+local server_spec_array_t = ffi_typeof("gray_server_spec_t[?]")
+local server_bad = ffi_new("gray_server_spec_t")
+
+--- Parses a server list in the $gray_memcached syntax ("127.0.0.1:11211,
+-- [::1]:11212/?3") with gray-admin's rule (gray_servers_parse, dist.c):
+-- returns a list of { item = "host:port/?N" as written, name = "host:port",
+-- host = the host as written without brackets (what libmemcached hashes),
+-- port =, weight = (1 when not written), bracketed = true for IPv6 }, or
+-- nil, "bad server '<item>' (<reason>)" / "no server given".
+function _M.parse_servers(spec)
+    if type(spec) ~= "string" then
+        return nil, "expected a string"
+    end
+    -- at most one server per two bytes ("a:1" is three)
+    local cap = floor(#spec / 2) + 1
+    if cap > DIST_SERVERS_MAX then
+        cap = DIST_SERVERS_MAX
+    end
+    local out = ffi_new(server_spec_array_t, cap)
+    local n = C.gray_servers_parse(spec, #spec, out, cap, server_bad)
+    if n < 0 then
+        local reason = ffi_string(C.gray_server_error(n))
+        if server_bad.item_len == 0 then
+            return nil, "no server given (expected 'host:port[, host:port...]')"
+        end
+        local item = spec:sub(server_bad.item_off + 1, server_bad.item_off + server_bad.item_len)
+        return nil, "bad server '" .. item .. "' (" .. reason .. ")"
+    end
+    local list = {}
+    for i = 0, n - 1 do
+        local sp = out[i]
+        local ho = sp.host_off
+        list[i + 1] = {
+            item = spec:sub(sp.item_off + 1, sp.item_off + sp.item_len),
+            name = spec:sub(sp.item_off + 1, sp.item_off + sp.name_len),
+            host = spec:sub(ho + 1, ho + sp.host_len),
+            port = tonumber(sp.port),
+            weight = tonumber(sp.weight),
+            bracketed = ho > sp.item_off or nil,
+        }
+    end
+    return list
 end
 
 --- The placement of keys on servers, as libmemcached 1.1 places them.

@@ -23,13 +23,13 @@ local decode_get1 = gray_ffi.mc_decode_get1
 local key_ok = gray_ffi.mc_key_ok
 local server_for = gray_ffi.server_for
 local new_continuum = gray_ffi.new_continuum
-local canonical_ip = gray_ffi.canonical_ip
+local parse_server_list = gray_ffi.parse_servers
 local new_reply_buffer = gray_ffi.new_reply_buffer
 local tcp = ngx.socket.tcp
 local now = ngx.now
 local update_time = ngx.update_time
-local type, tonumber, tostring, setmetatable, pairs, ipairs = type, tonumber, tostring,
-    setmetatable, pairs, ipairs
+local type, tostring, setmetatable, pairs, ipairs = type, tostring, setmetatable, pairs,
+    ipairs
 local floor = math.floor
 local concat = table.concat
 local spawn, wait = ngx.thread.spawn, ngx.thread.wait
@@ -78,52 +78,44 @@ local mt = { __index = _M }
 local function parse_servers(spec)
     local list = spec
     if type(spec) == "string" then
-        list = {}
-        for item in spec:gmatch("[^,%s]+") do
-            list[#list + 1] = item
-        end
+        list = { spec }
     end
     if type(list) ~= "table" or #list == 0 then
         return nil, "expected 'host:port[, host:port...]'"
     end
-    local servers = {}
+    -- one spelling rule with gray-admin (gray_servers_parse in dist.c):
+    -- addresses only (a name would need a resolver in nginx and fail on
+    -- every request), IPv6 in brackets, hosts kept as written
+    local parsed = {}
     for i, item in ipairs(list) do
         if type(item) ~= "string" then
             return nil, "server " .. i .. " is not a string"
         end
-        -- a weight as in libmemcached's configuration strings: host:port/?3
-        local spec_item, weight = item:match("^(.-)/%?(%d+)$")
-        if spec_item then
-            item, weight = spec_item, tonumber(weight)
+        local these, err = parse_server_list(item)
+        if not these then
+            return nil, err
         end
-        local host, port = item:match("^%[([^%]]+)%]:(%d+)$")
-        local bracketed = host ~= nil
-        if not host then
-            host, port = item:match("^([^:]+):(%d+)$")
+        if type(spec) ~= "string" and #these ~= 1 then
+            return nil, "bad server '" .. item .. "' (one host:port per list item)"
         end
-        port = tonumber(port)
-        if not host or not port or port < 1 or port > 65535 then
-            return nil, "bad server '" .. item .. "' (expected host:port)"
+        for _, p in ipairs(these) do
+            parsed[#parsed + 1] = p
         end
-        -- addresses only: a name would need a resolver in nginx and fail
-        -- on every request
-        local canonical = canonical_ip(host)
-        if not canonical or (canonical:find(":", 1, true) ~= nil) ~= bracketed then
-            return nil, "bad server '" .. item .. "' (the host must be an IP address;"
-                        .. " IPv6 as [addr]:port)"
-        end
+    end
+    local servers = {}
+    for i, p in ipairs(parsed) do
         servers[i] = {
-            name = item,
-            addr = host,        -- as written: libmemcached hashes the name
-            weight = weight or 1,
+            name = p.name,
+            addr = p.host,      -- as written: libmemcached hashes the name
+            weight = p.weight,
             -- cosocket connect() wants IPv6 in brackets
-            host = bracketed and "[" .. host .. "]" or host,
-            port = port,
+            host = p.bracketed and "[" .. p.host .. "]" or p.host,
+            port = p.port,
             failures = 0,       -- consecutive
             open_until = 0,     -- breaker: no request before this time
             -- gray.metrics series, built once
-            m_requests = metrics.series("gray_memcached_requests_total", { server = item }),
-            m_breaker = { server = item },
+            m_requests = metrics.series("gray_memcached_requests_total", { server = p.name }),
+            m_breaker = { server = p.name },
         }
     end
     return servers
