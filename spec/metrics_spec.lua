@@ -272,6 +272,39 @@ local function http(dict, flush)
            .. (flush or FLUSH) .. " }) }"
 end
 
+describe("the exposition checker of this spec", function()
+    it("passes a good page and flags each fault", function()
+        local good = '# HELP a_total x\n# TYPE a_total counter\na_total{k="v\\\\x\\"\\n\xc3\xa9"} 1\n'
+                     .. '# TYPE b gauge\nb 0.125\nb{k="1"} -1e-05\nb{k="2"} NaN\nc{} +Inf 123\n'
+        assert.same({}, exposition_problems(good))
+        local bad = {
+            'a{k="\xff"} 1\n',                      -- not UTF-8
+            'a{k="\xc0\xaf"} 1\n',                  -- overlong
+            'a{k="\xed\xa0\x80"} 1\n',              -- surrogate
+            'a{k="\xe6\x97"} 1\n',                  -- cut short
+            'a{k="x\\q"} 1\n',                      -- bad escape
+            'a{k="x\ry"} 1\n',                      -- control byte
+            'a{k="x} 1\n',                          -- unterminated
+            'a{1k="x"} 1\n',                        -- label name
+            'a{k="x",k="y"} 1\n',                   -- label twice
+            'a{k="x"} 1\na{k="x"} 2\n',             -- series twice
+            '1a 1\n',                               -- metric name
+            'a 0x10\n', 'a 1.2.3\n', 'a\n', 'a 1 x\n',   -- values
+            'a 1\nb 1\na 2\n',                      -- apart
+            'a 1\n# TYPE a gauge\n',                -- TYPE after samples
+            '# TYPE a gauge\n# TYPE a gauge\na 1\n',
+            '# TYPE a foo\na 1\n',
+            '# TYPE a counter\na 1\n',              -- counter without _total
+            '# TYPE a_total gauge\na_total 1\n',    -- gauge with _total
+            '# TYPE a_total counter\na_total -1\n',
+            'a 1',                                  -- no final newline
+        }
+        for i, page in ipairs(bad) do
+            assert.is_true(#exposition_problems(page) > 0, "case " .. i .. ": " .. page)
+        end
+    end)
+end)
+
 describe("gray.metrics", function()
     local mc, nginx
 
