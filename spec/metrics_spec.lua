@@ -24,6 +24,20 @@ local function servers(with_metrics)
       server {
         listen 127.0.0.1:$PORT;
         location / { ]] .. ROUTER .. [[ }
+        location = /slow {
+            # counts a decision 0.5 s after it came, its worker's counting
+            # started before (?early) or after (?late) that wait
+            content_by_lua_block {
+                local m = require "gray.metrics"
+                if ngx.var.args == "early" then
+                    assert(m.enable("gray_metrics"))
+                end
+                ngx.sleep(0.5)
+                assert(m.enable("gray_metrics"))
+                m.decision("@server_test", { ["@server_test"] = "1" }, "ip", "cache")
+                ngx.say("counted")
+            }
+        }
         location = /metrics {
             content_by_lua_block { require("gray.metrics").render() }
         }
@@ -558,6 +572,23 @@ describe("gray.metrics over a reload", function()
             assert.equal(N, total(valid_page(page.body), "gray_decisions_total"),
                          "scrape " .. i .. ": " .. page.body)
         end
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+
+    it("counts what requests in flight count after their worker's last flush", function()
+        local before = total(nginx:get("/metrics").body, "gray_decisions_total")
+        for _, when in ipairs({ "early", "late" }) do
+            harness.sh("(curl -s http://127.0.0.1:" .. nginx.port .. "/slow?" .. when .. " >"
+                       .. nginx.dir .. "/" .. when .. ".out 2>&1) >/dev/null 2>&1 & true")
+        end
+        harness.sleep(0.2)          -- they are in, waiting
+        nginx:reload()              -- their workers flush, then wait for them
+        local text = scrape_until(nginx, function(t)
+            return total(t, "gray_decisions_total") >= before + 2
+        end)
+        assert.equal("counted\n", harness.read_file(nginx.dir .. "/early.out"))
+        assert.equal("counted\n", harness.read_file(nginx.dir .. "/late.out"))
+        assert.equal(before + 2, total(text, "gray_decisions_total"), text)
         assert.same({}, harness.bad_log_lines(nginx:error_log()))
     end)
 end)

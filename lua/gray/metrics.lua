@@ -17,6 +17,7 @@ local ngx_log = ngx.log
 local ngx_say = ngx.say
 local WARN = ngx.WARN
 local pairs, ipairs, type, tostring = pairs, ipairs, type, tostring
+local setmetatable, rawset = setmetatable, rawset
 local error = error
 local concat, sort = table.concat, table.sort
 local byte, format = string.byte, string.format
@@ -157,11 +158,62 @@ end
 require("jit").off(flush)
 require("jit").off(to_utf8)
 
+-- Once the worker's last flush is done, a count that a request still in
+-- flight makes goes straight into the dict: a leaf loses its field n, so
+-- `leaf.n = leaf.n + 1` reads 0 here and writes 1 through __newindex, and
+-- so does pending. Until then the request path pays nothing for it.
+local exited = false
+
+local function store_now(key, n)
+    if n ~= 0 then
+        local ok, err = store(key, n)
+        if not ok then
+            store(DROPPED, refused(0, key, err))
+        end
+    end
+end
+
+local direct_leaf = {
+    __index = function(_, k)
+        if k == "n" then
+            return 0
+        end
+    end,
+    __newindex = function(leaf, k, v)
+        if k == "n" then
+            store_now(leaf.key, v)
+        else
+            rawset(leaf, k, v)
+        end
+    end,
+}
+
+local direct_pending = {
+    __newindex = function(_, key, n)
+        store_now(key, n)
+    end,
+}
+
+local function go_direct(leaf)
+    leaf.n = nil
+    setmetatable(leaf, direct_leaf)
+end
+
 -- premature: the worker exits (a reload, a stop): its last counts go in
--- now, or never.
+-- now, and any later one at once.
 local function on_timer(premature)
-    if not premature or worker_exiting() then
+    if not premature then
         flush()
+    elseif worker_exiting() and not exited then
+        flush()
+        exited = true
+        for i = 1, nleaves do
+            go_direct(leaves[i])
+        end
+        for key in pairs(pending) do
+            pending[key] = nil
+        end
+        setmetatable(pending, direct_pending)
     end
 end
 
@@ -196,7 +248,12 @@ function _M.enable(shm)
         return false
     end
     local ok, err = timer_every(flush_interval, on_timer)
-    if not ok then
+    if not ok and worker_exiting() then
+        -- a first decision while the worker exits: no timer, counts go
+        -- straight into the dict
+        exited = true
+        setmetatable(pending, direct_pending)
+    elseif not ok then
         ngx_log(WARN, "gray: metrics: cannot start the flush timer: ", err)
         return false
     end
@@ -211,6 +268,9 @@ local function new_leaf(by_location, name, reason, source)
     local leaf = { n = 0, key = 'gray_decisions_total{target="' .. escape(name) .. '",reason="'
                                 .. escape(reason) .. '",source="' .. (source or "none") .. '"}' }
     by_location[source or false] = leaf
+    if exited then
+        go_direct(leaf)
+    end
     nleaves = nleaves + 1
     leaves[nleaves] = leaf
     return leaf
