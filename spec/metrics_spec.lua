@@ -482,6 +482,24 @@ describe("gray.metrics", function()
         assert.same({}, harness.bad_log_lines(nginx:error_log()))
     end)
 
+    it("writes values as the format has them: integers in full, NaN, +Inf, -Inf", function()
+        local text = valid_page(nginx:eval([[
+            local m = require "gray.metrics"
+            assert(m.enable("gray_metrics"))
+            for key, v in pairs({ big = 2 ^ 52 + 1, e15 = 1e15, neg = -3, ratio = 0.125,
+                                  nan = 0 / 0, inf = math.huge, ninf = -math.huge }) do
+                m.set("gray_list_version", { key = "v-" .. key }, v)
+            end
+            return m.text()
+        ]]))
+        for key, shown in pairs({ big = "4503599627370497", e15 = "1000000000000000",
+                                  neg = "-3", ratio = "0.125", nan = "NaN", inf = "+Inf",
+                                  ninf = "-Inf" }) do
+            assert.truthy(text:find('\ngray_list_version{key="v-' .. key .. '"} ' .. shown .. "\n",
+                                    1, true), key .. ": " .. text)
+        end
+    end)
+
     it("names its series as Prometheus does: base units, ratios, _total counters", function()
         local text = scrape_until(nginx, function(t)
             return t:find("gray_list_compile_seconds", 1, true) ~= nil

@@ -21,6 +21,7 @@ local setmetatable, rawset = setmetatable, rawset
 local error = error
 local concat, sort = table.concat, table.sort
 local byte, format = string.byte, string.format
+local floor = math.floor
 
 local _M = { _VERSION = "0.1.0", on = false }   -- on: counting is enabled
 
@@ -350,7 +351,8 @@ local HELP = {
     gray_metrics_dropped_total = "counter Series updates lost because the metrics dict was full",
 }
 
--- A sample value as the text format writes it.
+-- A sample value as the text format writes it: an integer in full (not
+-- tostring's 14 digits: a large count or CAS stays exact), NaN, +Inf, -Inf.
 local function number(v)
     if v ~= v then
         return "NaN"
@@ -358,6 +360,8 @@ local function number(v)
         return "+Inf"
     elseif v == -1 / 0 then
         return "-Inf"
+    elseif v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
+        return format("%d", v)
     end
     return tostring(v)
 end
