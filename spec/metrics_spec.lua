@@ -12,7 +12,8 @@ local ROUTER = [[
         local r = package.loaded.spec_metrics_router
         if not r then
             r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                                             targets = { v2 = "@v2" } }))
+                                             targets = { v2 = "@v2" },
+                                             refresh_interval = 0.2 }))
             package.loaded.spec_metrics_router = r
         end
         return r:exec()
@@ -377,7 +378,7 @@ describe("gray.metrics", function()
     it("shows each list's version, entries and the percentage in use", function()
         mc:set("gray:ranges", "198.51.100.0/24\n2001:db8::/32 v2\n192.0.2.7\n")
         mc:set("gray:percent", "12.5")
-        -- the routers refresh their lists every 2 s once they have served
+        -- the routers refresh their lists every 0.2 s once they have served
         nginx:get("/", { headers = { ["X-Real-IP"] = "192.0.2.1" } })
         local function gauge(text, name, key)
             return tonumber(text:match("\n" .. name .. '{key="' .. key:gsub("%p", "%%%0")
