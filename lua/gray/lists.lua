@@ -160,7 +160,7 @@ local function clear(self, key)
     if metrics.on then
         local labels = { key = key }
         metrics.set("gray_list_version", labels, 0)
-        metrics.set(kind == "percent" and "gray_percent" or "gray_list_entries", labels, 0)
+        metrics.set(kind == "percent" and "gray_sticky_ratio" or "gray_list_entries", labels, 0)
     end
 end
 
@@ -225,8 +225,11 @@ function _M.refresh(self)
                 metrics.set("gray_list_compile_seconds", labels, now_precise() - t0)
                 -- the version in use: memcached's CAS of the copy compiled
                 metrics.set("gray_list_version", labels, tonumber(entry.cas) or 0)
-                metrics.set(self.kinds[key] == "percent" and "gray_percent" or "gray_list_entries",
-                            labels, size)
+                if self.kinds[key] == "percent" then
+                    metrics.set("gray_sticky_ratio", labels, size / 100)   -- a ratio, 0 to 1
+                else
+                    metrics.set("gray_list_entries", labels, size)
+                end
             end
             if ok then
                 self.cas[key] = entry.cas
