@@ -172,6 +172,10 @@ int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
 int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
 int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
 
+/* token <subject> --ttl D --secret-file F [--id NAME] (token.c): argv holds
+ * what follows "token"; no memcached. Returns the exit code. */
+int cli_cmd_token(int argc, char **argv);
+
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);
 
