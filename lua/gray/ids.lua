@@ -1,6 +1,9 @@
 -- gray.ids: the identities a router keys on besides the client address: a
--- user id in a cookie, a device id in a header, a query argument. Each has
--- a name, which is its memcached key prefix: `uid:42`, `dev:a1b2`.
+-- user id in a cookie, a device id in a header, a query argument, or an
+-- nginx variable that an authentication module sets (`var:remote_user`).
+-- Each has a name, which is its memcached key prefix: `uid:42`, `dev:a1b2`.
+-- Cookies, headers and query arguments are the client's choice; a variable
+-- set by authentication is not.
 --
 --   local ids = assert(require("gray.ids").parse("uid=cookie:uid, dev=header:X-Device-Id"))
 --   local key = ids.key(ids[1])      -- "uid:42", or nil when absent or unusable
@@ -9,7 +12,7 @@ local gray_ffi = require "gray.ffi"
 
 local ngx_var = ngx.var
 local key_ok = gray_ffi.mc_key_ok
-local type, ipairs = type, ipairs
+local type, ipairs, pairs = type, ipairs, pairs
 
 local _M = { _VERSION = gray_ffi.VERSION }
 
@@ -18,7 +21,11 @@ local VALUE_MAX = 200       -- bytes of an id value; a longer one is ignored
 _M.VALUE_MAX = VALUE_MAX
 
 -- source -> the nginx variable prefix that reads it
-local SOURCES = { cookie = "cookie_", header = "http_", query = "arg_", arg = "arg_" }
+local SOURCES = { cookie = "cookie_", header = "http_", query = "arg_", arg = "arg_", var = "" }
+
+-- The router's own keys start so: list keys are gray:list:<name>, and the
+-- default ranges_key and percent_key are gray:ranges and gray:percent.
+local RESERVED = "gray"
 
 --- Parses "name=source:field, ..." (or a list of such strings) into an
 -- array of { name, prefix = "name:", var = nginx variable, source, field }.
@@ -46,12 +53,22 @@ function _M.parse(spec)
         local name, source, field = item:match("^([%w_%-]+)%s*=%s*(%a+):([%w_%-%.]+)$")
         if not name then
             return nil, "bad identity '" .. item .. "' (expected name=cookie:field,"
-                        .. " name=header:Field-Name or name=query:arg)"
+                        .. " name=header:Field-Name, name=query:arg or name=var:variable)"
         end
         source = source:lower()
         if not SOURCES[source] then
             return nil, "identity '" .. name .. "': unknown source '" .. source
-                        .. "' (cookie, header or query)"
+                        .. "' (cookie, header, query or var)"
+        end
+        if source == "var" and not field:find("^[%a_][%w_]*$") then
+            return nil, "identity '" .. name .. "': var: takes an nginx variable name"
+                        .. " (letters, digits and '_', as in var:remote_user), got '"
+                        .. field .. "'"
+        end
+        if name == RESERVED then
+            return nil, "identity name '" .. name .. "' is reserved: the router's own keys"
+                        .. " (gray:list:<name>, gray:ranges, gray:percent) start with '"
+                        .. RESERVED .. ":'"
         end
         if #name > 32 or not name:lower():find("[g-z_%-]") then
             return nil, "identity name '" .. name .. "' must be at most 32 bytes and hold a"
@@ -70,6 +87,28 @@ function _M.parse(spec)
         return nil, "at most " .. IDS_MAX .. " identities"
     end
     return ids
+end
+
+--- nil, or a message when some identity's keys ("name:value") could be
+-- one of the router's own: keys (ranges_key, percent_key: the key or one
+-- of its parts, "<key>:<tag>:<i>") or an address key under key_prefix.
+function _M.check_keys(ids, keys, key_prefix)
+    for _, id in ipairs(ids) do
+        local p = id.prefix
+        for option, key in pairs(keys) do
+            if key and (key .. ":"):sub(1, #p) == p then
+                return "identity '" .. id.name .. "': its keys '" .. p .. "<value>' could be"
+                       .. " the router's own key '" .. key .. "' (" .. option
+                       .. "): name it otherwise"
+            end
+        end
+        if key_prefix and key_prefix ~= "" and (p:sub(1, #key_prefix) == key_prefix
+                                                 or key_prefix:sub(1, #p) == p) then
+            return "identity '" .. id.name .. "': its keys '" .. p .. "<value>' could be"
+                   .. " address keys under key_prefix '" .. key_prefix .. "': name it otherwise"
+        end
+    end
+    return nil
 end
 
 --- This request's value of an identity, or nil when it is absent, empty,
