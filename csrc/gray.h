@@ -439,8 +439,7 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
 #define GRAY_TOKEN_EXPIRY_DIGITS 12              /* expiry <= GRAY_TOKEN_EXPIRY_LAST */
 #define GRAY_TOKEN_EXPIRY_LAST   999999999999LL
 #define GRAY_TOKEN_MAC_LEN       43              /* base64url of 32 bytes, unpadded */
-#define GRAY_TOKEN_MAX (GRAY_TOKEN_SUBJECT_MAX + 1 + GRAY_TOKEN_EXPIRY_DIGITS + 1 \
-                        + GRAY_TOKEN_MAC_LEN)
+#define GRAY_TOKEN_MAX           257             /* subject, '.', expiry, '.', MAC */
 #define GRAY_SECRET_MIN 16                       /* bytes of a secret, after trimming */
 #define GRAY_SECRET_MAX 1024
 

@@ -16,6 +16,9 @@
 /* the MAC's input: context, NUL, "<subject>.<expiry>" */
 #define MSG_MAX (GRAY_TOKEN_CONTEXT_MAX + 1 + GRAY_TOKEN_SUBJECT_MAX + 1 + GRAY_TOKEN_EXPIRY_DIGITS)
 
+_Static_assert(GRAY_TOKEN_MAX == GRAY_TOKEN_SUBJECT_MAX + 1 + GRAY_TOKEN_EXPIRY_DIGITS + 1
+               + GRAY_TOKEN_MAC_LEN, "GRAY_TOKEN_MAX is the longest token");
+
 static int is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';

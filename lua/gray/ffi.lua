@@ -482,7 +482,7 @@ end
 
 --- Whether a string may be sent as a memcached key.
 -- Must match gray.h: GRAY_TOKEN_MAX, and a token's shortest form.
-local TOKEN_MAX = 200 + 1 + 12 + 1 + 43
+local TOKEN_MAX = 257             -- 200-byte subject, ".", 12 digits, ".", 43
 local TOKEN_MIN = 4 + 43
 local token_buf = ffi_new("char[?]", TOKEN_MAX)
 local expiry_buf = ffi_new("int64_t[1]")
