@@ -8,16 +8,22 @@
 local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
-                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua" }
+                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
+                    "token.lua" }
+local SECRET = "0123456789abcdef0123456789abcdef"
 
 describe("the hot path under LuaJIT", function()
-    local mc, nginx, log_path
+    local mc, nginx, log_path, token
 
     setup(function()
         mc = harness.memcached()
         mc:set("192.0.2.10", "1")
         local dir = harness.tmpdir()
         log_path = dir .. "/jit.log"
+        local f = assert(io.open(dir .. "/gray.secret", "wb"))
+        f:write(SECRET)
+        f:close()
+        token = assert(require("gray.ffi").token_make("force", SECRET, "always", os.time() + 3600))
         nginx = harness.nginx({ memcached_port = mc.port, http = [[
             lua_shared_dict gray_metrics 1m;    # the counting path is traced too
             init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
@@ -49,6 +55,19 @@ describe("the hot path under LuaJIT", function()
                             client_headers = { "X-Real-IP" }, cache_ttl = 300,
                             ids = "uid=cookie:uid, dev=header:X-Device-Id" }))
                         package.loaded.spec_jit_ids_router = r
+                    end
+                    return r:exec()
+                }
+            }
+            location = /force {
+                content_by_lua_block {
+                    local r = package.loaded.spec_jit_force_router
+                    if not r then
+                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                            client_headers = { "X-Real-IP" }, cache_ttl = 300,
+                            force = "header:X-Gray", force_from = "192.0.2.0/24",
+                            secret_file = "]] .. dir .. [[/gray.secret" }))
+                        package.loaded.spec_jit_force_router = r
                     end
                     return r:exec()
                 }
@@ -91,6 +110,13 @@ describe("the hot path under LuaJIT", function()
         assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
         assert.equal("1000 200", batch("/ids", 1000, "X-Real-IP: 192.0.2.10",
                                        "Cookie: uid=42; other=1"))
+        -- the override: a tester's address, a token, no override
+        for _ = 1, 2 do
+            assert.equal("1000 200", batch("/force", 1000, "X-Real-IP: 192.0.2.10",
+                                           "X-Gray: Always"))
+            assert.equal("1000 200", batch("/force", 1000, "X-Real-IP: 198.51.100.4",
+                                           "X-Gray: " .. token))
+        end
         local warm = harness.read_file(log_path) or ""
         assert.truthy(warm:find("%[TRACE +%d+ dep%.lua:%d+ return%]"), warm)
 
@@ -101,6 +127,10 @@ describe("the hot path under LuaJIT", function()
             assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
             assert.equal("2000 200", batch("/ids", 2000, "X-Real-IP: 192.0.2.10",
                                            "Cookie: uid=42; other=1"))
+            assert.equal("1000 200", batch("/force", 1000, "X-Real-IP: 192.0.2.10",
+                                           "X-Gray: Always"))
+            assert.equal("1000 200", batch("/force", 1000, "X-Real-IP: 198.51.100.4",
+                                           "X-Gray: " .. token))
         end
         local log = harness.read_file(log_path) or ""
         local steady = log:sub(#warm + 1)
