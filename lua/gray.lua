@@ -385,6 +385,13 @@ function _M.new(opts)
             return opt_error("secret_file", err)
         end
     end
+    for _, id in ipairs(self.ids or {}) do
+        if id.context and not self.secret then
+            return opt_error("ids", "identity '" .. id.name .. "': signed-cookie: needs"
+                             .. " 'secret_file' (the secret that signs the cookies)")
+        end
+        id.secret = self.secret
+    end
     if self.force_var and not (self.force_from or self.secret) then
         return opt_error("force", "needs 'force_from' (the testers' addresses) or"
                          .. " 'secret_file' (signed tokens): otherwise every client could"

@@ -9,6 +9,7 @@
 --   /tok/     force by tokens signed with the secret file only
 --   /nofrom/  $gray_force alone: refused, everybody to stable
 --   /auth/    uid=var:remote_user behind auth_basic
+--   /signed/  uid=signed-cookie:uid, signed with the secret file
 --   /grayid/  an identity named gray: refused
 --   /badvar/  var: with a name that is no variable name: refused
 
@@ -47,6 +48,11 @@ local SERVERS = [[
         auth_basic "testers";
         auth_basic_user_file $LOGDIR/htpasswd;
         set $gray_ids "uid=var:remote_user";
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
+    location /signed/ {
+        set $gray_ids "uid=signed-cookie:uid";
+        set $gray_secret_file $LOGDIR/gray.secret;
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
     location /grayid/ {
@@ -235,6 +241,52 @@ describe("who can steer the decision", function()
         end)
     end)
 
+    describe("identities from signed cookies", function()
+        local now = os.time()
+        local function token(subject, expiry, ctx, secret)
+            return assert(gray_ffi.token_make(ctx or "id:uid", secret or SECRET, subject,
+                                              expiry or now + 3600))
+        end
+        local valid
+
+        setup(function()
+            mc:set("uid:bob", "v2")
+            valid = mint("bob --id uid --ttl 1h")
+        end)
+
+        it("routes by the id a valid cookie from gray-admin token --id carries", function()
+            local status, body, debug = request("/signed/", { Cookie = "uid=" .. valid })
+            assert.same({ 200, "v2", "@server_v2; id:uid" }, { status, body, debug })
+            -- again: the same cookie (its check remembered) routes alike
+            status, body, debug = request("/signed/", { Cookie = "uid=" .. valid })
+            assert.same({ 200, "v2", "@server_v2; id:uid" }, { status, body, debug })
+        end)
+
+        local bad = {
+            { "the plain id", function() return "bob" end },
+            { "an expired cookie", function() return token("bob", now - 1) end },
+            { "another id with the valid MAC", function()
+                return "alice" .. valid:match("%.%d+%.[%w_%-]+$")
+            end },
+            { "a flipped MAC character", function()
+                return valid:sub(1, -2) .. (valid:sub(-1) == "A" and "B" or "A")
+            end },
+            { "an override token", function() return token("bob", nil, "force") end },
+            { "another identity's token", function() return token("bob", nil, "id:dev") end },
+            { "another secret's token", function()
+                return token("bob", nil, nil, ("x"):rep(32))
+            end },
+        }
+        for _, c in ipairs(bad) do
+            it(c[1] .. " is no identity, and is never sent", function()
+                local before = #mc:log()
+                local status, body, debug = request("/signed/", { Cookie = "uid=" .. c[2]() })
+                assert.same({ 200, "stable", "@server; default" }, { status, body, debug })
+                assert.is_nil(mc:log():sub(before + 1):find("uid:", 1, true))
+            end)
+        end
+    end)
+
     describe("identity names and the router's own keys", function()
         it("an identity named gray is refused at load, naming $gray_ids", function()
             mc:set("gray:percent", "1")
@@ -272,6 +324,9 @@ describe("who can steer the decision", function()
               "option 'secret_file' cannot be read" },
             { "secret_file = '/tmp'", "option 'secret_file' cannot be read" },
             { "secret_file = 42", "option 'secret_file' must be the path" },
+            { "ids = 'uid=signed-cookie:uid'",
+              "identity 'uid': signed-cookie: needs 'secret_file'" },
+            { "ids = 'uid=signed:uid'", "unknown source 'signed'" },
         }
         for _, c in ipairs(refused) do
             it("refuses " .. c[1], function()
@@ -301,6 +356,11 @@ describe("who can steer the decision", function()
                 assert.equal("ok\n", new_err("{ " .. opts .. " }"))
             end)
         end
+
+        it("accepts signed-cookie: with a secret_file", function()
+            assert.equal("ok\n", new_err("{ ids = 'uid=signed-cookie:uid', secret_file = '"
+                                          .. secret_path .. "' }"))
+        end)
     end)
 
     it("leaves error.log free of global-variable warnings, alerts and crits", function()

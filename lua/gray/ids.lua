@@ -3,7 +3,9 @@
 -- nginx variable that an authentication module sets (`var:remote_user`).
 -- Each has a name, which is its memcached key prefix: `uid:42`, `dev:a1b2`.
 -- Cookies, headers and query arguments are the client's choice; a variable
--- set by authentication is not.
+-- set by authentication is not, nor is a signed cookie (`signed-cookie:uid`,
+-- holding a token of `gray-admin token <id> --id uid`: its id counts only
+-- while the signature and the expiry hold).
 --
 --   local ids = assert(require("gray.ids").parse("uid=cookie:uid, dev=header:X-Device-Id"))
 --   local key = ids.key(ids[1])      -- "uid:42", or nil when absent or unusable
@@ -11,7 +13,9 @@
 local gray_ffi = require "gray.ffi"
 
 local ngx_var = ngx.var
+local ngx_time = ngx.time
 local key_ok = gray_ffi.mc_key_ok
+local token_check = gray_ffi.token_check
 local type, ipairs, pairs = type, ipairs, pairs
 
 local _M = { _VERSION = gray_ffi.VERSION }
@@ -21,7 +25,8 @@ local VALUE_MAX = 200       -- bytes of an id value; a longer one is ignored
 _M.VALUE_MAX = VALUE_MAX
 
 -- source -> the nginx variable prefix that reads it
-local SOURCES = { cookie = "cookie_", header = "http_", query = "arg_", arg = "arg_", var = "" }
+local SOURCES = { cookie = "cookie_", header = "http_", query = "arg_", arg = "arg_", var = "",
+                  ["signed-cookie"] = "cookie_" }
 
 -- The router's own keys start so: list keys are gray:list:<name>, and the
 -- default ranges_key and percent_key are gray:ranges and gray:percent.
@@ -50,15 +55,16 @@ function _M.parse(spec)
         if type(item) ~= "string" then
             return nil, "entry " .. i .. " is not a string"
         end
-        local name, source, field = item:match("^([%w_%-]+)%s*=%s*(%a+):([%w_%-%.]+)$")
+        local name, source, field = item:match("^([%w_%-]+)%s*=%s*(%a[%a%-]*):([%w_%-%.]+)$")
         if not name then
             return nil, "bad identity '" .. item .. "' (expected name=cookie:field,"
-                        .. " name=header:Field-Name, name=query:arg or name=var:variable)"
+                        .. " name=header:Field-Name, name=query:arg, name=var:variable or"
+                        .. " name=signed-cookie:field)"
         end
         source = source:lower()
         if not SOURCES[source] then
             return nil, "identity '" .. name .. "': unknown source '" .. source
-                        .. "' (cookie, header, query or var)"
+                        .. "' (cookie, header, query, var or signed-cookie)"
         end
         if source == "var" and not field:find("^[%a_][%w_]*$") then
             return nil, "identity '" .. name .. "': var: takes an nginx variable name"
@@ -80,8 +86,13 @@ function _M.parse(spec)
         seen[name] = true
         local var = SOURCES[source] .. (source == "header" and field:lower():gsub("%-", "_")
                                          or field)
+        -- a signed cookie's token context, its key (set by the router: its
+        -- secret_file) and the last token checked (raw value, id, expiry)
+        local signed = source == "signed-cookie"
         ids[#ids + 1] = { name = name, prefix = name .. ":", var = var, source = source,
-                          field = field, reason = "id:" .. name, list_reason = "list:" .. name }
+                          field = field, reason = "id:" .. name, list_reason = "list:" .. name,
+                          context = signed and "id:" .. name or false, secret = false,
+                          memo_raw = false, memo_value = false, memo_expiry = 0 }
     end
     if #ids > IDS_MAX then
         return nil, "at most " .. IDS_MAX .. " identities"
@@ -111,12 +122,38 @@ function _M.check_keys(ids, keys, key_prefix)
     return nil
 end
 
+-- The id in a signed cookie's value v, or nil when v is no token of this
+-- identity under its secret, or has expired. The last token checked is
+-- remembered: the rules ask for the value several times per request, and
+-- one HMAC costs about a microsecond.
+local function signed_value(id, v)
+    local now = ngx_time()
+    if v == id.memo_raw then
+        if now < id.memo_expiry then
+            return id.memo_value
+        end
+        return nil
+    end
+    local subject, expiry = token_check(id.context, id.secret, v, now)
+    if not subject or #subject > VALUE_MAX then
+        return nil
+    end
+    id.memo_raw, id.memo_value, id.memo_expiry = v, subject, expiry
+    return subject
+end
+
 --- This request's value of an identity, or nil when it is absent, empty,
--- longer than VALUE_MAX or not usable in a memcached key: such a value is
--- never sent anywhere.
+-- longer than VALUE_MAX, not usable in a memcached key, or (a signed
+-- cookie) not validly signed: such a value is never sent anywhere.
 function _M.value(id)
     local v = ngx_var[id.var]
-    if v == nil or v == "" or #v > VALUE_MAX then
+    if v == nil or v == "" then
+        return nil
+    end
+    if id.context then
+        return signed_value(id, v)
+    end
+    if #v > VALUE_MAX then
         return nil
     end
     return v
