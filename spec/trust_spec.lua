@@ -50,6 +50,10 @@ local SERVERS = [[
         set $gray_ids "uid=var:remote_user";
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
+    location /noauth/ {
+        set $gray_ids "uid=var:remote_user";
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
     location /signed/ {
         set $gray_ids "uid=signed-cookie:uid";
         set $gray_secret_file $LOGDIR/gray.secret;
@@ -126,7 +130,8 @@ describe("who can steer the decision", function()
             { "a target name is case-sensitive", "10.1.1.7", "V2", nil, "stable", "default" },
             { "the tester's address from an untrusted peer does not count", "10.1.1.7", "v2",
               "127.0.0.2", "stable", "default" },
-            { "the trusted proxy itself is no tester", nil, "v2", nil, "stable", "default" },
+            { "the trusted proxy's own address is not in force_from", nil, "v2", nil,
+              "stable", "default" },
         }
         for _, c in ipairs(cases) do
             it(c[1], function()
@@ -230,6 +235,13 @@ describe("who can steer the decision", function()
         it("a cookie or header naming the user is not the identity", function()
             local status = request("/auth/", { Cookie = "uid=alice", ["Remote-User"] = "alice" })
             assert.equal(401, status)
+        end)
+
+        it("without auth_basic, $remote_user is the client's choice (the README's warning)",
+           function()
+            local status, body, debug = request("/noauth/", {
+                Authorization = "Basic " .. "YWxpY2U6YW55dGhpbmc=" })      -- alice:anything
+            assert.same({ 200, "v2", "@server_v2; id:uid" }, { status, body, debug })
         end)
 
         it("a var: that is no variable name is refused at load, naming $gray_ids", function()
