@@ -375,6 +375,36 @@ describe("who can steer the decision", function()
         end)
     end)
 
+    describe("gray-admin and the router's own keys", function()
+        -- { arguments, what it says }: exit 2, nothing written
+        local refused = {
+            { "add gray:percent 1", "the identity name 'gray' is reserved" },
+            { "remove gray:ranges", "the identity name 'gray' is reserved" },
+            { "add gray:list:dev 1", "the identity name 'gray' is reserved" },
+            { "add t:percent 1 --percent-key t:percent", "is the router's own key" },
+            { "add t:big:tag:1 1 --ranges-key t:big", "is the router's own key" },
+            { "list gray add x", "bad list name 'gray'" },
+            { "check 1.2.3.4 --id gray=percent", "bad --id 'gray=percent'" },
+        }
+        for _, c in ipairs(refused) do
+            it("refuses " .. c[1], function()
+                mc:set("gray:percent", "7")
+                local out, code = harness.sh(REPO .. "/build/gray-admin --servers 127.0.0.1:"
+                                             .. mc.port .. " " .. c[1])
+                assert.equal(2, code, out)
+                assert.truthy(out:find(c[2], 1, true), out)
+                assert.equal("7", mc:get("gray:percent"))
+            end)
+        end
+
+        it("still writes an identity whose name only starts with gray", function()
+            local out, code = harness.sh(REPO .. "/build/gray-admin --servers 127.0.0.1:"
+                                         .. mc.port .. " add grayish:percent v2")
+            assert.equal(0, code, out)
+            assert.equal("v2", mc:get("grayish:percent"))
+        end)
+    end)
+
     it("leaves error.log free of global-variable warnings, alerts and crits", function()
         assert.same({}, harness.bad_log_lines(nginx:error_log()))
     end)

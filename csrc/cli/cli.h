@@ -129,7 +129,8 @@ void cli_import_line(size_t line);
 
 /* 1 when name is an identity / list name the router accepts: letters,
  * digits, '_' and '-', at most CLI_ID_NAME_MAX, holding a letter past 'f'
- * (or '_' or '-') so that "name:value" never reads as IPv6. */
+ * (or '_' or '-') so that "name:value" never reads as IPv6, and not "gray"
+ * (whose keys are the router's own). */
 int cli_id_name_ok(const char *name, size_t len);
 
 /* 1 when s may be a target name: "1" or up to CLI_TARGET_MAX printable
@@ -151,7 +152,8 @@ typedef struct cli_thing {
 } cli_thing_t;
 
 /* An address (its key: key prefix and canonical text), a CIDR (its normal
- * form) or name:id (the key as given). 0 or EXIT_USAGE (printed). */
+ * form) or name:id (the key as given; never the ranges or percent key or
+ * one of their parts). 0 or EXIT_USAGE (printed). */
 int cli_classify(const cli_opts_t *opts, const char *arg, cli_thing_t *t);
 
 /* "<first field>[ <target>]": a list line (malloc'd, NULL: no memory). */
