@@ -274,6 +274,15 @@ describe("who can steer the decision", function()
             assert.same({ 200, "v2", "@server_v2; id:uid" }, { status, body, debug })
         end)
 
+        it("a remembered cookie stops counting when it expires", function()
+            local short = token("bob", os.time() + 2)
+            local _, body, debug = request("/signed/", { Cookie = "uid=" .. short })
+            assert.same({ "v2", "@server_v2; id:uid" }, { body, debug })
+            harness.sleep(3)
+            _, body, debug = request("/signed/", { Cookie = "uid=" .. short })
+            assert.same({ "stable", "@server; default" }, { body, debug })
+        end)
+
         local bad = {
             { "the plain id", function() return "bob" end },
             { "an expired cookie", function() return token("bob", now - 1) end },

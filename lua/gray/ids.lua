@@ -123,23 +123,22 @@ function _M.check_keys(ids, keys, key_prefix)
 end
 
 -- The id in a signed cookie's value v, or nil when v is no token of this
--- identity under its secret, or has expired. The last token checked is
--- remembered: the rules ask for the value several times per request, and
--- one HMAC costs about a microsecond.
+-- identity under its secret, or has expired. The last value checked is
+-- remembered, good or bad: the rules ask for the value up to four times per
+-- request, and one HMAC costs about a microsecond.
 local function signed_value(id, v)
     local now = ngx_time()
-    if v == id.memo_raw then
-        if now < id.memo_expiry then
-            return id.memo_value
+    if v ~= id.memo_raw then
+        local subject, expiry = token_check(id.context, id.secret, v, now)
+        if not subject or #subject > VALUE_MAX then
+            subject, expiry = false, 0
         end
-        return nil
+        id.memo_raw, id.memo_value, id.memo_expiry = v, subject, expiry
     end
-    local subject, expiry = token_check(id.context, id.secret, v, now)
-    if not subject or #subject > VALUE_MAX then
-        return nil
+    if now < id.memo_expiry then
+        return id.memo_value
     end
-    id.memo_raw, id.memo_value, id.memo_expiry = v, subject, expiry
-    return subject
+    return nil
 end
 
 --- This request's value of an identity, or nil when it is absent, empty,
