@@ -17,6 +17,8 @@ const char *gray_strerror(int code)
     case GRAY_EKEY:     return "bad key";
     case GRAY_EUNASKED: return "value for a key that was not requested";
     case GRAY_EREPLY:   return "unknown reply";
+    case GRAY_EMAC:     return "bad signature";
+    case GRAY_EEXPIRED: return "expired";
     default:            return "unknown error";
     }
 }

@@ -46,6 +46,8 @@ extern "C" {
 #define GRAY_EKEY      -10  /* memcached: a key is empty, too long or has bad bytes */
 #define GRAY_EUNASKED  -11  /* memcached: a VALUE for a key that was not requested */
 #define GRAY_EREPLY    -12  /* memcached: a reply line of an unknown kind */
+#define GRAY_EMAC      -13  /* token: the MAC does not match (another secret, context, an edit) */
+#define GRAY_EEXPIRED  -14  /* token: its expiry has passed */
 
 /* Static, NUL-terminated text for a return code. */
 const char *gray_strerror(int code);
@@ -454,6 +456,45 @@ typedef struct gray_mc_value {
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need);
+
+/* ---- signed tokens (token.c) -------------------------------------------- */
+
+/* A token is "<subject>.<expiry>.<mac>": the subject (a target name, an
+ * identity's value) is 1..GRAY_TOKEN_SUBJECT_MAX bytes in 0x21..0x7e ('.'
+ * allowed: the token is split from the right), the expiry a unix time in
+ * decimal, the MAC the base64url text (no padding) of HMAC-SHA256 (OpenSSL's
+ * libcrypto) keyed by the secret over the context, a NUL, then
+ * "<subject>.<expiry>" as written. The context ("force", "id:<name>") keeps a
+ * token for one use from passing for another. */
+
+#define GRAY_TOKEN_SUBJECT_MAX   200
+#define GRAY_TOKEN_CONTEXT_MAX   64
+#define GRAY_TOKEN_EXPIRY_DIGITS 12              /* expiry <= GRAY_TOKEN_EXPIRY_LAST */
+#define GRAY_TOKEN_EXPIRY_LAST   999999999999LL
+#define GRAY_TOKEN_MAC_LEN       43              /* base64url of 32 bytes, unpadded */
+#define GRAY_TOKEN_MAX           257             /* subject, '.', expiry, '.', MAC */
+#define GRAY_SECRET_MIN 16                       /* bytes of a secret, after trimming */
+#define GRAY_SECRET_MAX 1024
+
+/* The length of a secret file's text without its trailing blanks (spaces,
+ * tabs, CR, LF), or GRAY_EINVAL when that is under GRAY_SECRET_MIN or over
+ * GRAY_SECRET_MAX bytes. The router and gray-admin both key with it. */
+int gray_secret_len(const char *s, size_t len);
+
+/* Writes the token for subject, valid before expiry (unix seconds), to buf.
+ * Returns its length, GRAY_ESPACE when cap is too small (GRAY_TOKEN_MAX
+ * always fits), or GRAY_EINVAL for a bad context, key, subject or expiry. */
+int gray_token_make(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                    const char *subject, size_t subject_len, int64_t expiry,
+                    char *buf, size_t cap);
+
+/* Checks tok[0..len) against the key and context at time now: returns the
+ * subject's length (the subject is tok[0..n)) and its expiry in *expiry
+ * (when not NULL), or GRAY_EINVAL (not a token), GRAY_EMAC (compared in
+ * constant time) or GRAY_EEXPIRED (expiry <= now). Reads nothing outside
+ * tok, allocates nothing. */
+int gray_token_check(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                     const char *tok, size_t len, int64_t now, int64_t *expiry);
 
 #ifdef __cplusplus
 }

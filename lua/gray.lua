@@ -27,6 +27,7 @@ local lru_get, cache_get = lrucache.get, gray_cache.get
 
 local ngx = ngx
 local ngx_now = ngx.now
+local ngx_time = ngx.time
 local ngx_exec = ngx.exec
 local get_phase = ngx.get_phase
 local ngx_var = ngx.var
@@ -34,7 +35,9 @@ local ngx_header = ngx.header
 local id_value, id_key = ids_mod.value, ids_mod.key
 local list_range, list_listed, in_percent = lists_mod.range, lists_mod.listed,
     lists_mod.in_percent
-local peer_is_trusted = client.peer_is_trusted
+local ip_in = gray_ffi.peer_trusted
+local token_check = gray_ffi.token_check
+local read_secret = require("gray.token").read_secret
 local ngx_log = ngx.log
 local WARN = ngx.WARN
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
@@ -62,7 +65,8 @@ local DEFAULTS = {
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
     force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
-    force_untrusted = false,                -- true: the override counts from any peer
+    force_from = false,                     -- testers' CIDRs (the resolved client's address)
+    secret_file = false,                    -- file of the HMAC key: signed tokens
     debug_header = false,                   -- "X-Gray-Debug": target and reason (exec())
     metrics_shm = "gray_metrics",           -- lua_shared_dict for gray.metrics; false: off
     key_prefix = "",                        -- prepended to the address key
@@ -224,6 +228,9 @@ function _M.new(opts)
     for name in pairs(opts) do
         if memcached.REPLACED[name] then
             return opt_error(name, "is gone: 'timeout' (ms) bounds the whole lookup")
+        elseif name == "force_untrusted" then
+            return opt_error(name, "is gone: the override counts only from the addresses in"
+                             .. " 'force_from' or as a token signed with 'secret_file'")
         elseif DEFAULTS[name] == nil then
             return nil, "gray.new: unknown option '" .. tostring(name) .. "'"
         end
@@ -356,7 +363,40 @@ function _M.new(opts)
                              .. tostring(force))
         end
     end
-    self.force_untrusted = get("force_untrusted") and true or false
+    -- who may use it: testers' addresses, or anyone holding a signed token
+    local from = get("force_from")
+    self.force_from = false
+    if from then
+        local set
+        set, err = gray_ffi.new_ipset(from)
+        if not set then
+            return opt_error("force_from", err)
+        end
+        for _, w in ipairs(set.warnings) do
+            ngx_log(WARN, "gray: force_from ", w)
+        end
+        self.force_from = set.count > 0 and set or false
+    end
+    local secret_file = get("secret_file")
+    self.secret = false
+    if secret_file then
+        self.secret, err = read_secret(secret_file)
+        if not self.secret then
+            return opt_error("secret_file", err)
+        end
+    end
+    for _, id in ipairs(self.ids or {}) do
+        if id.context and not self.secret then
+            return opt_error("ids", "identity '" .. id.name .. "': signed-cookie: needs"
+                             .. " 'secret_file' (the secret that signs the cookies)")
+        end
+        id.secret = self.secret
+    end
+    if self.force_var and not (self.force_from or self.secret) then
+        return opt_error("force", "needs 'force_from' (the testers' addresses) or"
+                         .. " 'secret_file' (signed tokens): otherwise every client could"
+                         .. " choose its own route")
+    end
     local debug_header = get("debug_header")
     if debug_header and (type(debug_header) ~= "string"
                          or not debug_header:find("^[%w%-]+$")) then
@@ -379,6 +419,13 @@ function _M.new(opts)
     end
     -- false, not nil: a field that is present costs the JIT no metatable lookup
     self.key_prefix = prefix ~= "" and prefix or false
+    if self.ids then
+        err = ids_mod.check_keys(self.ids, { ranges_key = get("ranges_key"),
+                                             percent_key = get("percent_key") }, prefix)
+        if err then
+            return opt_error("ids", err)
+        end
+    end
 
     ok, err = build_cache(self, get)
     if not ok then
@@ -876,22 +923,41 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     return decide_lists(self, addr, pid, pv, failure, source)
 end
 
--- The tester override: "always", "never" or a target name in the force
--- header or cookie, from a trusted peer (or any, with force_untrusted).
-local function forced(self)
+-- The location an override value names: "always" / "never" (any case) or
+-- a target name; nil for anything else.
+local function force_target(self, v)
+    local n = #v
+    if n == 6 or n == 5 then
+        local word = v:lower()
+        if word == "always" then
+            return self.default_target
+        elseif word == "never" then
+            return self.stable
+        end
+    end
+    return self.targets[v]
+end
+
+-- The tester override: the force header or cookie holding a token signed
+-- with secret_file (of context "force": its target), or, from a client
+-- whose resolved address (addr, after the trusted-proxy walk) is in
+-- force_from, "always", "never" or a target name. Anything else is no
+-- override.
+local function forced(self, addr)
     local v = ngx_var[self.force_var]
     if v == nil or v == "" then
         return nil
     end
-    if not self.force_untrusted and not peer_is_trusted(self.client) then
-        return nil
+    if self.secret then
+        local subject = token_check("force", self.secret, v, ngx_time())
+        if subject then
+            return force_target(self, subject)
+        end
     end
-    if v == "always" then
-        return self.default_target
-    elseif v == "never" then
-        return self.stable
+    if self.force_from and addr and ip_in(self.force_from, addr) then
+        return force_target(self, v)
     end
-    return self.targets[v]
+    return nil
 end
 
 --- Decides without side effects on the request: returns the location, the
@@ -917,14 +983,14 @@ local function start(self)
 end
 
 local function decide_rules(self)
-    if self.force_var then
-        local target = forced(self)
-        if target then
-            return target, "force"
-        end
-    end
     -- the probe hands back the entry of an address already in the cache
     local addr, target, stale, stored_at = client_key_of(self.client, self.probe)
+    if self.force_var then
+        local forced_to = forced(self, addr)
+        if forced_to then
+            return forced_to, "force"
+        end
+    end
     if self.ids then
         return decide_ids(self, addr, target, stale, stored_at)
     end

@@ -190,6 +190,7 @@ describe("the constants mirrored in gray/ffi.lua", function()
         { "MC_END", "GRAY_MC_END", 8 },
         { "TARGETS_MAX", "GRAY_TARGETS_MAX", 255 },
         { "RANGES_REPORT", "GRAY_RANGES_REPORT", 8 },
+        { "TOKEN_MAX", "GRAY_TOKEN_MAX", 257 },
     }
     for _, c in ipairs(numbers) do
         local lua_name, c_name, value = c[1], c[2], c[3]
@@ -357,7 +358,7 @@ end)
 -------------------------------------------------------------------------------
 describe("strerror", function()
     local seen = {}
-    for code = -12, -1 do
+    for code = -14, -1 do
         it("names code " .. code, function()
             local text = gray.strerror(code)
             assert.is_string(text)
@@ -382,7 +383,7 @@ describe("strerror", function()
         end)
     end
 
-    local unknown = { -13, -14, -100, 1, 2, 12, 13, 100, 2147483647, -2147483648 }
+    local unknown = { -15, -16, -100, 1, 2, 12, 13, 100, 2147483647, -2147483648 }
     for _, code in ipairs(unknown) do
         it("calls code " .. code .. " unknown", function()
             assert.are.equal("unknown error", gray.strerror(code))

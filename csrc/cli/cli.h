@@ -133,7 +133,8 @@ void cli_import_line(size_t line);
 
 /* 1 when name is an identity / list name the router accepts: letters,
  * digits, '_' and '-', at most CLI_ID_NAME_MAX, holding a letter past 'f'
- * (or '_' or '-') so that "name:value" never reads as IPv6. */
+ * (or '_' or '-') so that "name:value" never reads as IPv6, and not "gray"
+ * (whose keys are the router's own). */
 int cli_id_name_ok(const char *name, size_t len);
 
 /* 1 when s may be a target name: "1" or up to CLI_TARGET_MAX printable
@@ -155,7 +156,8 @@ typedef struct cli_thing {
 } cli_thing_t;
 
 /* An address (its key: key prefix and canonical text), a CIDR (its normal
- * form) or name:id (the key as given). 0 or EXIT_USAGE (printed). */
+ * form) or name:id (the key as given; never the ranges or percent key or
+ * one of their parts). 0 or EXIT_USAGE (printed). */
 int cli_classify(const cli_opts_t *opts, const char *arg, cli_thing_t *t);
 
 /* "<first field>[ <target>]": a list line (malloc'd, NULL: no memory). */
@@ -175,6 +177,10 @@ int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
 int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
 int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
 int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+
+/* token <subject> --ttl D --secret-file F [--id NAME] (token.c): argv holds
+ * what follows "token"; no memcached. Returns the exit code. */
+int cli_cmd_token(int argc, char **argv);
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);

@@ -45,6 +45,12 @@ static const char USAGE[] =
 "                  the ranges list, the percentage and the bucket of the\n"
 "                  identity key (the first --id, else the address). The\n"
 "                  tester override (force) is per request and not shown.\n"
+"  token <target> --ttl D --secret-file F [--id NAME]\n"
+"                  prints a signed override token for target (always, never\n"
+"                  or a target name) valid for D (3600, 30m, 1h, 7d; at most\n"
+"                  400d), keyed by the router's secret_file; with --id, a\n"
+"                  signed-cookie value for identity NAME instead. Must be the\n"
+"                  first argument after the options; needs no memcached.\n"
 "\n"
 "List edits read the list, change it and write it back with CAS, again on a\n"
 "conflict (up to 100 times), so concurrent edits never lose a line. A list\n"
@@ -106,6 +112,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (dashdash || a[0] != '-' || strcmp(a, "-") == 0) {
+            if (npos == 0 && strcmp(a, "token") == 0)       /* own options: token.c */
+                return cli_cmd_token(argc - i - 1, argv + i + 1);
             if (npos == ARGS_MAX)
                 return cli_usage_error("%s", "too many arguments");
             pos[npos++] = argv[i];

@@ -20,7 +20,10 @@
  *     lookup answers as a linear scan of the circle does;
  *   - a server list's items lie in order inside the text, hold no
  *     separator, their hosts are IP addresses kept as written (IPv6 text
- *     exactly when in brackets), and the items joined again parse the same. */
+ *     exactly when in brackets), and the items joined again parse the same;
+ *   - a signed token made of the input as its subject checks back to that
+ *     subject and expiry, and expires at it; the input itself is never a
+ *     valid token (no MAC is guessed). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +33,7 @@
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
 enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_DIST, T_SERVERS, T_COUNT };
+       T_DIST, T_SERVERS, T_TOKEN, T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -619,6 +622,25 @@ static void fuzz_servers(const char *s, size_t len)
     }
 }
 
+static void fuzz_token(const char *s, size_t len)
+{
+    static const char key[] = "fuzz-secret-0123456789";
+    const size_t klen = sizeof key - 1;
+    int64_t exp = -1;
+    CHECK(gray_token_check("force", 5, key, klen, s, len, 0, &exp) < 0 && exp == -1);
+    char buf[GRAY_TOKEN_MAX];
+    size_t sl = len > GRAY_TOKEN_SUBJECT_MAX ? GRAY_TOKEN_SUBJECT_MAX : len;
+    int m = gray_token_make("force", 5, key, klen, s, sl, 1700000000, buf, sizeof buf);
+    if (m < 0)
+        return;
+    CHECK((size_t)m == sl + 1 + 10 + 1 + GRAY_TOKEN_MAC_LEN && memcmp(buf, s, sl) == 0);
+    CHECK(gray_token_check("force", 5, key, klen, buf, (size_t)m, 1699999999, &exp) == (int)sl);
+    CHECK(exp == 1700000000);
+    CHECK(gray_token_check("force", 5, key, klen, buf, (size_t)m, 1700000000, NULL)
+          == GRAY_EEXPIRED);
+    CHECK(gray_token_check("id:uid", 6, key, klen, buf, (size_t)m, 0, NULL) == GRAY_EMAC);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -641,6 +663,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_HASH:      fuzz_hash(s, len); break;
     case T_DIST:      fuzz_dist(s, len); break;
     case T_SERVERS:   fuzz_servers(s, len); break;
+    case T_TOKEN:     fuzz_token(s, len); break;
     }
     free(s);
     return 0;

@@ -111,6 +111,12 @@ typedef struct gray_server_spec {
 int gray_servers_parse(const char *s, size_t len, gray_server_spec_t *out, size_t cap,
                        gray_server_spec_t *bad);
 const char *gray_server_error(int code);
+int gray_secret_len(const char *s, size_t len);
+int gray_token_make(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                    const char *subject, size_t subject_len, int64_t expiry,
+                    char *buf, size_t cap);
+int gray_token_check(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                     const char *tok, size_t len, int64_t now, int64_t *expiry);
 ]]
 end
 
@@ -482,6 +488,48 @@ function _M.rangeset_find(set, addr)
 end
 
 --- Whether a string may be sent as a memcached key.
+-- Must match gray.h: GRAY_TOKEN_MAX, and a token's shortest form.
+local TOKEN_MAX = 257             -- 200-byte subject, ".", 12 digits, ".", 43
+local TOKEN_MIN = 4 + 43
+local token_buf = ffi_new("char[?]", TOKEN_MAX)
+local expiry_buf = ffi_new("int64_t[1]")
+
+--- The key bytes of a secret file's text (trailing blanks dropped), or
+-- nil, err when they are too few (under 16) or too many (over 1024).
+function _M.secret(text)
+    local n = C.gray_secret_len(text, #text)
+    if n < 0 then
+        return nil, "must hold 16 to 1024 bytes (trailing blanks and newlines aside)"
+    end
+    return text:sub(1, n)
+end
+
+--- A token for subject under context ctx ("force", "id:<name>") and key,
+-- valid before expiry (unix seconds); nil, err.
+function _M.token_make(ctx, key, subject, expiry)
+    local n = C.gray_token_make(ctx, #ctx, key, #key, subject, #subject, expiry, token_buf,
+                                TOKEN_MAX)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return ffi_string(token_buf, n)
+end
+
+--- The subject of tok when it is a token of context ctx under key that has
+-- not expired at now (unix seconds), and its expiry; nil, err ("malformed
+-- input", "bad signature", "expired"). Cheap on what cannot be a token.
+function _M.token_check(ctx, key, tok, now)
+    local len = #tok
+    if len < TOKEN_MIN or len > TOKEN_MAX then
+        return nil, "malformed input"
+    end
+    local n = C.gray_token_check(ctx, #ctx, key, #key, tok, len, now, expiry_buf)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return tok:sub(1, n), tonumber(expiry_buf[0])
+end
+
 function _M.mc_key_ok(key)
     return type(key) == "string" and C.gray_mc_key_ok(key, #key) == 1
 end
