@@ -55,6 +55,12 @@ static const struct { int target; const char *text; } seeds[] = {
     /* a mode byte, then servers (fuzz_dist in fuzz_target.c) */
     {9, "x127.0.0.1:11211/?3|127.0.0.2/?0|127.0.0.3:11300/?6"},
     {9, "xa|b:65535|c:65536|d"},
+    /* a mode byte (GRAY_META_*: 7 = pipeline, v, q), then mg replies */
+    {10, "\x07VA 1 O0 c5 f3\r\nA\r\nVA 2 k192.168.2.20 O2\r\nBB\r\nHD O4\r\nMN\r\n"},
+    {10, "\x03VA 1\r\nA\r\nEN kk1 O1\r\nVA 0 c18446744073709551615\r\n\r\nEN\r\nEN\r\nMN\r\n"},
+    {10, "\x01HD c1 ka\r\nEN\r\nHD\r\nEN\r\nHD t-1 W X Z\r\nMN\r\n"},
+    {10, "\x08HD c42\r\n"}, {10, "\x02VA 3 f1\r\nabc\r\n"}, {10, "\x02" "EN\r\n"},
+    {10, "\x07ERROR\r\nERROR\r\n"}, {10, "\x05HD Oa\r\nMN\r\n"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
