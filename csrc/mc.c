@@ -43,20 +43,32 @@ static int find_eol(const char *buf, size_t len, size_t pos, size_t *eol)
     return GRAY_OK;
 }
 
+/* 19 decimal digits always fit in 64 bits: only a 20th needs an overflow
+ * test (a division per digit would cost more than the rest of a decode). */
+#define U64_SAFE_DIGITS 19
+
 /* Plain decimal digits (1..20 of them) no larger than max. */
 static int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
     if (len == 0 || len > 20)
         return len == 0 ? GRAY_EDIGITS : GRAY_ERANGE;
     uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
+    size_t fast = len < U64_SAFE_DIGITS ? len : U64_SAFE_DIGITS;
+    for (size_t i = 0; i < fast; i++) {
         if (!gray_is_digit(s[i]))
             return GRAY_EDIGITS;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (max - d) / 10)
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (len > U64_SAFE_DIGITS) {
+        if (!gray_is_digit(s[U64_SAFE_DIGITS]))
+            return GRAY_EDIGITS;
+        unsigned d = (unsigned)(s[U64_SAFE_DIGITS] - '0');
+        if (v > (UINT64_MAX - d) / 10)
             return GRAY_ERANGE;
         v = v * 10 + d;
     }
+    if (v > max)
+        return GRAY_ERANGE;
     *out = v;
     return GRAY_OK;
 }
@@ -151,22 +163,12 @@ static int key_requested(const char *keys, size_t keys_len, size_t *cursor,
 static int number_field(const char *buf, size_t *p, size_t eol, uint64_t max, uint64_t *out)
 {
     size_t start = *p, i = start;
-    uint64_t v = 0;
-    while (i < eol && buf[i] != ' ') {
-        char c = buf[i];
-        if (!gray_is_digit(c))
-            return GRAY_EDIGITS;
-        unsigned d = (unsigned)(c - '0');
-        if (i - start >= 20 || v > (max - d) / 10)
-            return GRAY_ERANGE;
-        v = v * 10 + d;
+    while (i < eol && buf[i] != ' ')
         i++;
-    }
-    if (i == start)
-        return GRAY_EDIGITS;
-    *p = i;
-    *out = v;
-    return GRAY_OK;
+    int rc = parse_u64(buf + start, i - start, max, out);
+    if (rc == GRAY_OK)
+        *p = i;
+    return rc;
 }
 
 /* "VALUE <key> <flags> <bytes> [<cas>]" without the CRLF, starting after
@@ -370,6 +372,23 @@ static int meta_flags(const char *buf, size_t p, size_t eol, meta_tokens_t *t)
         if (!((f >= 'a' && f <= 'z') || (f >= 'A' && f <= 'Z')))
             return GRAY_EINVAL;
         size_t start = ++p;
+        uint32_t bit = f == 'c' ? GRAY_META_HAS_CAS : f == 'f' ? GRAY_META_HAS_FLAGS
+                     : f == 'k' ? GRAY_META_HAS_KEY : f == 'O' ? GRAY_META_HAS_OPAQUE : 0;
+        if (t->has & bit)
+            return GRAY_EINVAL;         /* memcached never repeats a flag */
+        t->has |= bit;
+        int rc;
+        uint64_t v;
+        if (bit == GRAY_META_HAS_CAS)   /* numbers: their digits are the check */
+            rc = number_field(buf, &p, eol, UINT64_MAX, &t->cas);
+        else if (bit == GRAY_META_HAS_FLAGS)
+            rc = number_field(buf, &p, eol, UINT32_MAX, &v);
+        else
+            rc = GRAY_OK;
+        if (rc != GRAY_OK)
+            return rc;
+        if (bit == GRAY_META_HAS_FLAGS)
+            t->flags = (uint32_t)v;
         while (p < eol && buf[p] != ' ') {
             unsigned char c = (unsigned char)buf[p];
             if (c < 0x20 || c == 0x7f)
@@ -377,22 +396,9 @@ static int meta_flags(const char *buf, size_t p, size_t eol, meta_tokens_t *t)
             p++;
         }
         size_t n = p - start;
-        uint32_t bit = f == 'c' ? GRAY_META_HAS_CAS : f == 'f' ? GRAY_META_HAS_FLAGS
-                     : f == 'k' ? GRAY_META_HAS_KEY : f == 'O' ? GRAY_META_HAS_OPAQUE : 0;
-        if (bit == 0)
-            continue;
-        if (t->has & bit)
-            return GRAY_EINVAL;         /* memcached never repeats a flag */
-        t->has |= bit;
-        int rc = GRAY_OK;
-        uint64_t v;
         switch (f) {
         case 'c':
-            rc = parse_u64(buf + start, n, UINT64_MAX, &t->cas);
-            break;
         case 'f':
-            rc = parse_u64(buf + start, n, UINT32_MAX, &v);
-            t->flags = (uint32_t)v;
             break;
         case 'k':
             if (n == 0 || n > GRAY_MC_KEY_MAX)
@@ -400,15 +406,15 @@ static int meta_flags(const char *buf, size_t p, size_t eol, meta_tokens_t *t)
             t->key_off = start;
             t->key_len = n;
             break;
-        default: /* 'O' */
+        case 'O':
             if (n == 0 || n > GRAY_MC_OPAQUE_MAX)
                 return GRAY_EINVAL;
             t->opaque_off = start;
             t->opaque_len = n;
             break;
+        default:                        /* t, s, h, l, W, X, Z...: not read */
+            break;
         }
-        if (rc != GRAY_OK)
-            return rc;
     }
     return GRAY_OK;
 }
