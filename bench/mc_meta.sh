@@ -1,25 +1,42 @@
 #!/bin/sh
 # make bench-meta: get vs mg, bytes on the wire and the C decoder's
 # instructions per lookup (callgrind: a run of 2N decodes less a run of N,
-# so start-up and set-up cancel out). See bench/mc_meta.c for the cases.
+# so start-up and set-up cancel out), in C alone and through gray.ffi
+# (bench/mc_meta.lua). See bench/mc_meta.c for the cases.
 set -eu
 BIN=${1:-build/mc-meta-bench}
 N=${MC_META_N:-20000}
 command -v valgrind >/dev/null || { echo "bench-meta: valgrind is missing (tools/deps.sh bench)"; exit 1; }
 
-instructions() {   # case iterations -> Ir of the whole run
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$1" "$2" 2>&1 >/dev/null \
+LUAJIT=${LUAJIT:-luajit}
+
+instructions() {   # command... -> Ir of the whole run
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+
+per_lookup() {     # n command... -> (Ir of 2n lookups - Ir of n) / n
+    n=$1
+    shift
+    a=$(instructions "$@" "$n")
+    b=$(instructions "$@" $((n * 2)))
+    echo $(((b - a) / n))
 }
 
 "$BIN" | while read -r name req reply total; do
     if [ "$name" = case ]; then
-        printf '%-14s %9s %9s %9s %14s\n' case request reply total "instr/lookup"
+        printf '%-14s %9s %9s %9s %10s %10s\n' case request reply total "C instr" "Lua instr"
         continue
     fi
     n=$N
     [ "$name" = gets-cas-1MB ] && n=20
-    a=$(instructions "$name" "$n")
-    b=$(instructions "$name" $((n * 2)))
-    printf '%-14s %9s %9s %9s %14s\n' "$name" "$req" "$reply" "$total" $(((b - a) / n))
+    c=$(per_lookup "$n" "$BIN" "$name")
+    lua=-
+    if grep -q "\"$name\"" bench/mc_meta.lua; then
+        lua=$(LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' \
+              per_lookup "$N" "$LUAJIT" bench/mc_meta.lua "$name")
+    fi
+    printf '%-14s %9s %9s %9s %10s %10s\n' "$name" "$req" "$reply" "$total" "$c" "$lua"
 done
+echo "bytes: request and reply on the wire; C instr: gray_mc_parse_get/_meta per lookup;"
+echo "Lua instr: gray.ffi's decode (FFI call, value strings, result table) per lookup"

@@ -539,9 +539,17 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
         if ((rc = meta_flags(buf, p, eol, &t)) != GRAY_OK)
             break;
         gray_mc_meta_t m = {.index = replies};
-        if (keys != NULL &&
-            (rc = meta_match(buf, keys, keys_len, quiet, &cur, &t, &m)) != GRAY_OK)
-            break;
+        if (keys != NULL) {
+            if (!pipeline && kind == GRAY_MC_EN && t.has == 0) {
+                /* the usual miss of one mg: it answers request 0, nothing to name */
+                if (keys_len == 0) {
+                    rc = GRAY_EUNASKED;
+                    break;
+                }
+            } else if ((rc = meta_match(buf, keys, keys_len, quiet, &cur, &t, &m)) != GRAY_OK) {
+                break;
+            }
+        }
         replies++;
 
         size_t next = eol + 2;
