@@ -706,6 +706,61 @@ describe("gray.memcached", function()
                           "mg mm:c v c q O3", "mn" }, meta_lines_since(mc, offset))
         end)
 
+        -- the failures get meets, met the same way (one deadline, the breaker)
+        for _, call in ipairs({ "meta_cas", "get_meta" }) do
+            it(call .. ": hung, kind timeout after about the timeout", function()
+                mc2:signal("STOP")
+                finally(function() mc2:signal("CONT") end)
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC2",
+                                                          timeout = 50 }))
+                    ngx.update_time()
+                    local t0 = ngx.now()
+                    local v, err, kind = client:]] .. call .. [[("k")
+                    ngx.update_time()
+                    return kind .. " " .. (ngx.now() - t0)
+                ]])
+                local kind, elapsed = out:match("^(%S+) ([%d.]+)$")
+                assert.equal("timeout", kind)
+                assert.is_true(tonumber(elapsed) >= 0.04 and tonumber(elapsed) < 0.3, out)
+            end)
+
+            it(call .. ": refused, kind network, then the breaker opens", function()
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$DOWN",
+                        breaker_failures = 2, breaker_cooldown = 5 }))
+                    local kinds = {}
+                    for i = 1, 3 do
+                        kinds[i] = select(3, client:]] .. call .. [[("k"))
+                    end
+                    return table.concat(kinds, " ")
+                ]])
+                assert.equal("network network down", out)
+            end)
+
+            it(call .. ": garbage, kind protocol", function()
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$GARBAGE" }))
+                    local v, err, kind = client:]] .. call .. [[("k")
+                    return kind .. ": " .. err
+                ]])
+                assert.truthy(out:find("^protocol: reply from"), out)
+            end)
+
+            it(call .. ": reuses pooled connections", function()
+                local before = stat(mc, "total_connections")
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                    for i = 1, 50 do
+                        assert(client:]] .. call .. [[("k" .. i) ~= nil)
+                    end
+                    return "ok"
+                ]])
+                assert.equal("ok", out)
+                assert.is_true(stat(mc, "total_connections") - before <= 3)
+            end)
+        end
+
         describe("a server without it (fake-mc: ERROR to mg and mn)", function()
             -- each test its own fake server: what the worker remembers is per server
             local function fake_eval(code)
