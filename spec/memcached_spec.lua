@@ -599,10 +599,13 @@ describe("gray.memcached", function()
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
                 local a = client:meta_cas("meta:cas")
                 local b = client:meta_cas("meta:nothing")
-                return tostring(a) .. " " .. tostring(b)
+                -- no value comes along from mg
+                local n = select("#", client:meta_cas("meta:cas"))
+                return tostring(a) .. " " .. tostring(b) .. " " .. n
             ]])
-            assert.equal(before .. " false", out)
-            assert.same({ "mg meta:cas c", "mg meta:nothing c" }, meta_lines_since(mc, offset))
+            assert.equal(before .. " false 1", out)
+            assert.same({ "mg meta:cas c", "mg meta:nothing c", "mg meta:cas c" },
+                        meta_lines_since(mc, offset))
             mc:set("meta:cas", "v2")
             local after = eval([[
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
@@ -687,7 +690,9 @@ describe("gray.memcached", function()
                     table.sort(ks)
                     for _, k in ipairs(ks) do
                         local v = t[k]
-                        if type(v) == "table" then v = v.value .. "|" .. tostring(v.cas) end
+                        if type(v) == "table" then
+                            v = v.value .. "|" .. tostring(v.flags) .. "|" .. tostring(v.cas)
+                        end
                         o[#o + 1] = string.format("%q=%q", k, v)
                     end
                     return table.concat(o, " ")
@@ -702,8 +707,8 @@ describe("gray.memcached", function()
             assert.equal(('true true nil nil\n"mm:a"="1" "mm:b"="" "mm:c"=%q'):format("x y\r\nMN"), out)
             assert.same({ "mg mm:a v q O0", "mg mm:missing v q O1", "mg mm:b v q O2",
                           "mg mm:c v q O3", "mn",
-                          "mg mm:a v c q O0", "mg mm:missing v c q O1", "mg mm:b v c q O2",
-                          "mg mm:c v c q O3", "mn" }, meta_lines_since(mc, offset))
+                          "mg mm:a v f c q O0", "mg mm:missing v f c q O1", "mg mm:b v f c q O2",
+                          "mg mm:c v f c q O3", "mn" }, meta_lines_since(mc, offset))
         end)
 
         -- the failures get meets, met the same way (one deadline, the breaker)
@@ -784,16 +789,28 @@ describe("gray.memcached", function()
                         r[#r + 1] = tostring(client:get_meta("present"))
                         r[#r + 1] = tostring(client:get_meta("absent"))
                     end
-                    -- remembered for the worker, not the client
+                    -- remembered for the worker, not the client; gets brought the value
                     local other = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
-                    r[#r + 1] = tostring(other:meta_cas("present"))
+                    local cas, value = other:meta_cas("present")
+                    r[#r + 1] = cas .. "|" .. value
                     return table.concat(r, " ")
                 ]])
-                assert.equal(string.rep("42 false v1 false ", 3) .. "42", out)
+                assert.equal(string.rep("42 false v1 false ", 3) .. "42|v1", out)
                 assert.equal(1, fake:count("refused"))
                 assert.equal(7, fake:count("gets"))
                 assert.equal(6, fake:count("get"))
                 assert.equal(1, warned)
+            end)
+
+            it("meta_cas's gets is bounded by value_max, or by max_bytes when given", function()
+                local out = fake_eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE",
+                                                          value_max = 1 }))
+                    local a, err, kind = client:meta_cas("present")
+                    local cas, value = client:meta_cas("present", { max_bytes = 1000 })
+                    return tostring(a) .. " " .. kind .. " " .. cas .. "|" .. value
+                ]])
+                assert.equal("nil value 42|v1", out)
             end)
 
             it("get_multi_meta falls back to one get per server, with cas to gets", function()

@@ -518,7 +518,7 @@ local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
     if meta and not text_only[srv.name] then
         -- "mg <key> v q O<i>" each (q: no EN for a miss; O: the position,
         -- shorter than the key echoed by k), then "mn" ends the reply
-        local flags = with_cas and " v c q O" or " v q O"
+        local flags = with_cas and " v f c q O" or " v q O"
         local lines = {}
         for i = 1, #group do
             lines[i] = "mg " .. group[i] .. flags .. (i - 1) .. "\r\n"
@@ -702,10 +702,11 @@ local function query_meta(self, srv, req, key, with_value, deadline)
 end
 
 -- One key with the meta protocol, on the server it lives on, within one
--- deadline: mg_req first unless the server is known text-only, then the
--- text fallback (text(self, key, srv, deadline) -> as query_meta) on a
--- refusal. Returns the result, cas; or nil, err, kind.
-local function lookup_meta(self, key, mg_req, with_value, text)
+-- deadline (opts.timeout or timeout ms): mg_req first unless the server is
+-- known text-only, then the text fallback (text(self, srv, key, deadline,
+-- opts) -> as query_meta) on a refusal. Returns the result, cas; or nil,
+-- err, kind.
+local function lookup_meta(self, key, mg_req, with_value, text, opts)
     if not key_ok(key) then
         return nil, "refused to send an invalid memcached key", "key"
     end
@@ -718,7 +719,7 @@ local function lookup_meta(self, key, mg_req, with_value, text)
     if not breaker_allows(self, srv, t) then
         return nil, "memcached " .. srv.name .. " marked down", "down"
     end
-    local deadline = t + self.timeout / 1000
+    local deadline = t + (opts.timeout or self.timeout) / 1000
 
     local v, cas, kind, reused
     if not text_only[srv.name] then
@@ -732,9 +733,9 @@ local function lookup_meta(self, key, mg_req, with_value, text)
         end
     end
     if v == nil and kind == nil then
-        v, cas, kind, reused = text(self, srv, key, deadline)
+        v, cas, kind, reused = text(self, srv, key, deadline, opts)
         if v == nil and retry_worth(reused, kind) then
-            v, cas, kind = text(self, srv, key, deadline)
+            v, cas, kind = text(self, srv, key, deadline, opts)
         end
     end
     local err = account(self, srv, v ~= nil or kind == "server" or kind == "value",
@@ -745,11 +746,13 @@ local function lookup_meta(self, key, mg_req, with_value, text)
     return v, cas
 end
 
--- The text fallbacks: "gets" (the value comes with the cas) and "get".
-local function text_gets(self, srv, key, deadline)
+-- The text fallbacks: "gets" (the value comes with the cas, bounded by
+-- opts.max_bytes or value_max) and "get".
+local function text_gets(self, srv, key, deadline, opts)
+    local bulk = opts.max_bytes
+    local limit = bulk or self.value_max + #key + VALUE_LINE_EXTRA + REPLY_TAIL
     local res, err, kind, reused = query_multi(self, srv, "gets " .. key .. "\r\n", key, 1,
-                                               deadline, self.value_max + #key + VALUE_LINE_EXTRA
-                                               + REPLY_TAIL, true)
+                                               deadline, limit, true)
     if not res then
         return nil, err, kind, reused
     end
@@ -757,26 +760,28 @@ local function text_gets(self, srv, key, deadline)
     if not entry then
         return false
     end
-    if #entry.value > self.value_max then
+    if not bulk and #entry.value > self.value_max then
         return nil, "reply from " .. srv.name .. ": a value over value_max ("
                     .. self.value_max .. " bytes)", "value"
     end
-    return true, entry.cas
+    return entry.value, entry.cas
 end
 
 local function text_get(self, srv, key, deadline)
     return query(self, srv, "get " .. key .. "\r\n", key, deadline)
 end
 
---- meta_cas(key): the cas unique of key (decimal text), false when
--- memcached lacks the key, or nil, err, kind. Asks "mg <key> c": no value
--- is sent, a reply of about 20 bytes whatever the value's size, to tell
--- whether a value changed since it was read. On a server without the meta
--- protocol it asks "gets <key>" (the value is read and dropped; one over
--- value_max fails with kind "value").
-function _M.meta_cas(self, key)
+--- meta_cas(key [, opts]): the cas unique of key (decimal text), false
+-- when memcached lacks the key, or nil, err, kind. Asks "mg <key> c": no
+-- value is sent, a reply of about 20 bytes whatever the value's size, to
+-- tell whether a value changed since it was read. A server without the
+-- meta protocol is asked "gets <key>", which sends the value too: it comes
+-- back second then (use it rather than reading it again), bounded like
+-- get_multi's: opts.max_bytes, else value_max (kind "value" over it).
+-- opts.timeout: ms for the whole call (default: timeout).
+function _M.meta_cas(self, key, opts)
     local v, cas, kind = lookup_meta(self, key, "mg " .. tostring(key) .. " c\r\n", false,
-                                     text_gets)
+                                     text_gets, opts or EMPTY)
     if v == nil then
         return nil, cas, kind
     end
@@ -787,14 +792,17 @@ function _M.meta_cas(self, key)
         -- a hit without a cas: the server ignored "c" (or gets)
         return nil, "reply from memcached: a hit without a cas", "protocol"
     end
-    return cas
+    if v == true then
+        return cas
+    end
+    return cas, v
 end
 
 --- get_meta(key): as get, with "mg <key> v" (a shorter reply, no END
 -- line); get on a server without the meta protocol.
 function _M.get_meta(self, key)
     local v, err, kind = lookup_meta(self, key, "mg " .. tostring(key) .. " v\r\n", true,
-                                     text_get)
+                                     text_get, EMPTY)
     if v == nil then
         return nil, err, kind
     end
