@@ -419,8 +419,8 @@ static int meta_flags(const char *buf, size_t p, size_t eol, meta_tokens_t *t)
     return GRAY_OK;
 }
 
-/* Which request a reply answers (see gray.h): sets *index and moves c past
- * it. */
+/* Which request a reply answers (see gray.h): fills v's index, req_off and
+ * req_len, and moves c past it. */
 static int meta_match(const char *buf, const char *keys, size_t keys_len, int quiet,
                       meta_cursor_t *c, const meta_tokens_t *t, gray_mc_meta_t *v)
 {
