@@ -474,6 +474,14 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
                        int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
                        size_t *need);
 
+/* Writes the pipeline "mg <key> <flags> O<i>\r\n" for each key of keys (single
+ * spaces between them, as gray_mc_parse_meta() takes them; i its position from
+ * 0), then "mn\r\n", to out. flags as sent (e.g. "v q"; may be empty). Returns
+ * the length, GRAY_EINVAL for a key gray_mc_key_ok() refuses (an empty one
+ * too), or GRAY_ESPACE when cap is short. */
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

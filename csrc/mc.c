@@ -601,3 +601,50 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
     *nvals = count;
     return rc;
 }
+
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap)
+{
+    size_t n = 0, pos = 0;
+    uint32_t index = 0;
+    if (keys_len == 0 || keys_len > INT_MAX || flags_len > GRAY_MC_LINE_MAX)
+        return GRAY_EINVAL;
+    for (size_t i = 0; i < flags_len; i++)
+        if (flags[i] < 0x20 || flags[i] > 0x7e)
+            return GRAY_EINVAL;         /* no CR, LF or other control byte */
+    while (pos <= keys_len) {
+        size_t klen = key_len_at(keys, keys_len, pos);
+        if (!gray_mc_key_ok(keys + pos, klen))
+            return GRAY_EINVAL;         /* an empty key: a double, leading or trailing space */
+        char num[11];
+        size_t dlen = 0;
+        uint32_t i = index;
+        do {
+            num[sizeof num - 1 - dlen++] = (char)('0' + i % 10);
+            i /= 10;
+        } while (i != 0);
+        /* "mg " key [" " flags] " O" digits CRLF */
+        size_t line = 3 + klen + (flags_len ? 1 + flags_len : 0) + 2 + dlen + 2;
+        if (line > cap - n)
+            return GRAY_ESPACE;
+        memcpy(out + n, "mg ", 3);
+        memcpy(out + n + 3, keys + pos, klen);
+        n += 3 + klen;
+        if (flags_len) {
+            out[n++] = ' ';
+            memcpy(out + n, flags, flags_len);
+            n += flags_len;
+        }
+        memcpy(out + n, " O", 2);
+        memcpy(out + n + 2, num + sizeof num - dlen, dlen);
+        n += 2 + dlen;
+        memcpy(out + n, "\r\n", 2);
+        n += 2;
+        pos += klen + 1;
+        index++;
+    }
+    if (cap - n < 4 || n > (size_t)INT_MAX - 4)
+        return GRAY_ESPACE;
+    memcpy(out + n, "mn\r\n", 4);
+    return (int)(n + 4);
+}

@@ -758,3 +758,64 @@ describe("meta replies corrupted at every byte", function()
         end)
     end
 end)
+
+-------------------------------------------------------------------------------
+describe("mc_meta_request", function()
+    local many, want = {}, {}
+    for i = 1, 200 do
+        many[i] = "key:" .. i
+        want[i] = "mg key:" .. i .. " v q O" .. (i - 1) .. "\r\n"
+    end
+    -- { name, keys, flags, request }
+    local good = {
+        { "one key", "a", "v", "mg a v O0\r\nmn\r\n" },
+        { "three keys", "203.0.113.7 uid:1 dev:2", "v q",
+          "mg 203.0.113.7 v q O0\r\nmg uid:1 v q O1\r\nmg dev:2 v q O2\r\nmn\r\n" },
+        { "no flags", "a b", "", "mg a O0\r\nmg b O1\r\nmn\r\n" },
+        { "a 250-byte key", rep("k", 250), "c", "mg " .. rep("k", 250) .. " c O0\r\nmn\r\n" },
+        { "200 one-byte-longer positions", table.concat(many, " "), "v q",
+          table.concat(want) .. "mn\r\n" },
+        { "200 one-byte keys (the tightest room)", rep("a ", 199) .. "a", "v f c q",
+          (function()
+              local t = {}
+              for i = 1, 200 do t[i] = "mg a v f c q O" .. (i - 1) .. "\r\n" end
+              return table.concat(t) .. "mn\r\n"
+          end)() },
+    }
+    for _, c in ipairs(good) do
+        it("builds " .. c[1], function()
+            assert.are.equal(c[4], gray.mc_meta_request(c[2], c[3]))
+        end)
+        it("builds what mc_decode_meta matches back, for " .. c[1], function()
+            local req = gray.mc_meta_request(c[2], c[3])
+            -- memcached's answer to each line: a hit echoing the opaque
+            local reply = req:gsub("mg %S+[^\r]* O(%d+)\r\n", "HD O%1\r\n"):gsub("mn\r\n", "MN\r\n")
+            local out = gray.mc_decode_meta(reply, c[2], nil, PIPE + QUIET)
+            for key in c[2]:gmatch("%S+") do
+                assert.is_true(out[key], key)
+            end
+        end)
+    end
+
+    -- { name, keys, flags }
+    local bad = {
+        { "no key", "", "v" },
+        { "a double space", "a  b", "v" },
+        { "a leading space", " a", "v" },
+        { "a trailing space", "a ", "v" },
+        { "a 251-byte key", rep("k", 251), "v" },
+        { "a key with CRLF", "a\r\nflush_all", "v" },
+        { "a key with a tab", "a\tb", "v" },
+        { "flags with CRLF", "a", "v\r\nflush_all" },
+        { "flags with a NUL", "a", "v\0" },
+        { "keys that are not a string", nil, "v" },
+        { "flags that are not a string", "a", nil },
+    }
+    for _, c in ipairs(bad) do
+        it("refuses " .. c[1], function()
+            local r, err = gray.mc_meta_request(c[2], c[3])
+            assert.is_nil(r)
+            assert.is_string(err)
+        end)
+    end
+end)

@@ -8,7 +8,8 @@
  *     shorter prefix of a complete reply is "incomplete", never a value;
  *   - a decoded meta (mg) reply answers requests in order, its k and O
  *     tokens name the request it is matched to, and its hits re-encoded
- *     ("VA <n> c<cas> f<flags> O<index>" ... "MN") decode to the same hits;
+ *     ("VA <n> c<cas> f<flags> O<index>" ... "MN") decode to the same hits,
+ *     and a request built from a key list is one line per key, then mn;
  *   - a merged CIDR set answers as a linear scan of its ranges does, and a
  *     CIDR written in IPv6 never covers an IPv4 (mapped) address;
  *   - an untrusted peer is its own client whatever the headers say, and a
@@ -339,6 +340,23 @@ static void fuzz_mc_meta(const char *s, size_t len)
             free(e);
         }
     }
+    /* the reply bytes as a key list: the request built from it is one line
+     * per key, then mn, inside the room the Lua side gives it */
+    size_t room = rlen + (rlen + 1) / 2 * (3 + 18) + 4;
+    char *q = malloc(room);
+    int qn = gray_mc_meta_request(r, rlen, "v q", 3, q, room);
+    if (qn >= 0) {
+        size_t lines = 0, keys = 1;
+        for (size_t i = 0; i + 1 < (size_t)qn; i++)
+            lines += q[i] == '\r' && q[i + 1] == '\n';
+        for (size_t i = 0; i < rlen; i++)
+            keys += r[i] == ' ';
+        CHECK(lines == keys + 1 && memcmp(q + qn - 4, "mn\r\n", 4) == 0);
+    } else {
+        CHECK(qn == GRAY_EINVAL);
+    }
+    free(q);
+
     n = META_CAP;
     rc = gray_mc_parse_meta(r, rlen, NULL, 0, mode, vals, &n, &line, &need);
     if (rc >= 0)

@@ -99,6 +99,8 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
 int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t keys_len,
                        int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
                        size_t *need);
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap);
 typedef struct gray_dist_server {
     const char *host; uint32_t host_len; uint32_t port; uint32_t weight;
 } gray_dist_server_t;
@@ -739,6 +741,31 @@ end
 -- miss is absent. nil, "again", need; or nil, err.
 function _M.mc_decode_meta(buf, keys, max_values, mode, with_meta)
     return decode_meta_many(buf, #buf, keys, max_values, mode, with_meta)
+end
+
+local request_cap = 1024
+local request_buf = ffi_new("char[?]", request_cap)
+
+--- The pipelined request "mg <key> <flags> O<i>\r\n" for each key of keys
+-- (single spaces between them, as sent to mc_decode_meta; i the key's
+-- position from 0), then "mn\r\n": one string, built in C. nil, err for
+-- an invalid key (or an empty one: a double space).
+function _M.mc_meta_request(keys, flags)
+    if type(keys) ~= "string" or type(flags) ~= "string" then
+        return nil, "keys and flags must be strings"
+    end
+    -- at most (#keys + 1) / 2 keys, each line "mg " .. key .. " " .. flags
+    -- .. " O" .. up to 10 digits .. "\r\n"
+    local room = #keys + math.floor((#keys + 1) / 2) * (#flags + 18) + 4
+    if room > request_cap then
+        request_cap = room
+        request_buf = ffi_new("char[?]", request_cap)
+    end
+    local n = C.gray_mc_meta_request(keys, #keys, flags, #flags, request_buf, request_cap)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return ffi_string(request_buf, n)
 end
 
 --- mc_decode_meta over the bytes appended so far.

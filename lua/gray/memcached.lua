@@ -28,6 +28,7 @@ local metrics = require "gray.metrics"
 
 local decode_get1 = gray_ffi.mc_decode_get1
 local decode_meta1 = gray_ffi.mc_decode_meta1
+local meta_request = gray_ffi.mc_meta_request
 local META_PIPELINE, META_VALUE, META_QUIET = gray_ffi.META_PIPELINE, gray_ffi.META_VALUE,
     gray_ffi.META_QUIET
 local key_ok = gray_ffi.mc_key_ok
@@ -518,13 +519,7 @@ local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
     if meta and not text_only[srv.name] then
         -- "mg <key> v q O<i>" each (q: no EN for a miss; O: the position,
         -- shorter than the key echoed by k), then "mn" ends the reply
-        local flags = with_cas and " v f c q O" or " v q O"
-        local lines = {}
-        for i = 1, #group do
-            lines[i] = "mg " .. group[i] .. flags .. (i - 1) .. "\r\n"
-        end
-        lines[#group + 1] = "mn\r\n"
-        local req = concat(lines)
+        local req = meta_request(keystr, with_cas and "v f c q" or "v q")
         local mode = META_PIPELINE + META_VALUE + META_QUIET
         res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
                                              with_cas, mode)
