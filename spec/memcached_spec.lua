@@ -766,6 +766,34 @@ describe("gray.memcached", function()
             end)
         end
 
+        it("get_meta and meta_cas stay JIT-compiled once warm: no trace aborts", function()
+            mc:set("meta:jit", "1")
+            local log = harness.tmpdir() .. "/jit.log"
+            local out = eval([[
+                local jit_v = require "jit.v"
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local function round(i)
+                    local n = client:get_meta("meta:jit") == "1" and 1 or 0
+                    -- a hit and a miss in turn
+                    return n + (client:meta_cas(i % 2 == 0 and "meta:jit" or "meta:none") and 1 or 0)
+                end
+                for i = 1, 300 do round(i) end
+                jit_v.on("]] .. log .. [[")
+                local n = 0
+                for i = 1, 3000 do n = n + round(i) end
+                jit_v.off()
+                return n
+            ]])
+            assert.equal("4500", out)
+            local f = assert(io.open(log))
+            local text = f:read("*a")
+            f:close()
+            for line in text:gmatch("[^\n]+") do
+                assert.is_nil(line:find("^%[TRACE %-%-%-.*memcached%.lua")
+                              or line:find("^%[TRACE %-%-%-.*ffi%.lua"), line)
+            end
+        end)
+
         describe("a server without it (fake-mc: ERROR to mg and mn)", function()
             -- each test its own fake server: what the worker remembers is per server
             local function fake_eval(code)
