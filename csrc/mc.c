@@ -468,6 +468,19 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
     if (len > INT_MAX)
         return GRAY_EINVAL;
 
+    /* the usual miss, fast: one mg's "EN", or a quiet pipeline's lone "MN" */
+    if (len >= 4 && buf[2] == '\r' && buf[3] == '\n' && (keys == NULL || keys_len > 0)) {
+        int32_t kind = !pipeline && buf[0] == 'E' && buf[1] == 'N' ? GRAY_MC_EN
+                     : pipeline && (quiet || keys == NULL) && buf[0] == 'M' && buf[1] == 'N'
+                     ? GRAY_MC_MN : 0;
+        if (kind != 0) {
+            line->kind = kind;
+            line->msg_off = line->msg_len = 0;
+            line->number = 0;
+            return 4;
+        }
+    }
+
     for (;;) {
         size_t eol;
         rc = find_eol(buf, len, pos, &eol);
