@@ -549,6 +549,7 @@ describe("mc_decode_meta1", function()
         { "HD glued to a flag", "HDc1\r\n", false },
         { "a number", "42\r\n", true },
         { "MN without a pipeline", "MN\r\n", true },
+        { "EN when no key was asked", "EN\r\n", true, "value for a key that was not requested", "" },
         -- the kind that was not asked for
         { "VA when v was not asked", "VA 1\r\na\r\n", false },
         { "HD when v was asked", "HD\r\n", true },
@@ -660,6 +661,8 @@ describe("mc_decode_meta (a pipeline ended by MN)", function()
     -- { name, reply, keys, mode, max_values, exact error text or nil }
     local bad = {
         { "MN before every request answered (no q)", "VA 1\r\nA\r\nMN\r\n", "a b", PIPE + VAL },
+        { "a lone MN without q", "MN\r\nEN\r\n", "a", PIPE + VAL },
+        { "a lone EN in a pipeline under q", "EN\r\nMN\r\n", "a", PIPE + VAL + QUIET },
         { "a reply too many (no q)", "EN\r\nEN\r\nEN\r\nMN\r\n", "a b", PIPE + VAL, nil, UNASKED },
         { "EN under q", "EN\r\nMN\r\n", "a b", PIPE + VAL + QUIET },
         { "opaques out of order", "HD O1\r\nHD O0\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
