@@ -7,6 +7,7 @@
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
+#   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
 #   make install    libgray.so, the Lua files, gray-admin and its man page under
 #                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
@@ -145,6 +146,17 @@ bench-shm:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
 	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/shm_load.lua
+
+# get vs mg (the meta protocol) for 1 and 3 keys and for "has it changed?":
+# bytes each way, and the C decoder's instructions per lookup (callgrind)
+build/mc-meta-bench: bench/mc_meta.c $(SRC) $(HDR)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -o $@ bench/mc_meta.c $(SRC)
+
+.PHONY: bench-meta
+bench-meta: build/mc-meta-bench
+	@sh tools/deps.sh build bench
+	sh bench/mc_meta.sh build/mc-meta-bench
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz

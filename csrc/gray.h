@@ -30,6 +30,7 @@ extern "C" {
 #define GRAY_MC_KEY_MAX    250   /* memcached's KEY_MAX_LENGTH */
 #define GRAY_MC_LINE_MAX   1024  /* a reply line longer than this is malformed */
 #define GRAY_MC_DATA_MAX   (1u << 30) /* a VALUE announcing more bytes is malformed */
+#define GRAY_MC_OPAQUE_MAX 32    /* memcached's longest meta opaque token (O) */
 
 /* ---- return codes -------------------------------------------------------- */
 
@@ -44,7 +45,7 @@ extern "C" {
 #define GRAY_ELINE     -8   /* memcached: a line is not terminated by CRLF within GRAY_MC_LINE_MAX */
 #define GRAY_EDATA     -9   /* memcached: the data block is not followed by CRLF */
 #define GRAY_EKEY      -10  /* memcached: a key is empty, too long or has bad bytes */
-#define GRAY_EUNASKED  -11  /* memcached: a VALUE for a key that was not requested */
+#define GRAY_EUNASKED  -11  /* memcached: a VALUE (or meta reply) for a key that was not requested */
 #define GRAY_EREPLY    -12  /* memcached: a reply line of an unknown kind */
 #define GRAY_EMAC      -13  /* token: the MAC does not match (another secret, context, an edit) */
 #define GRAY_EEXPIRED  -14  /* token: its expiry has passed */
@@ -422,6 +423,10 @@ int gray_mc_key_ok(const char *key, size_t len);
 #define GRAY_MC_SERVER_ERROR 11
 #define GRAY_MC_VERSION      12
 #define GRAY_MC_NUMBER       13   /* incr/decr: the line is a decimal number */
+#define GRAY_MC_VA           14   /* meta: "VA <size> <flags>*", a hit and its value */
+#define GRAY_MC_HD           15   /* meta: "HD <flags>*", a hit without a value */
+#define GRAY_MC_EN           16   /* meta: "EN <flags>*", a miss */
+#define GRAY_MC_MN           17   /* meta: "MN", the end of a pipeline ("mn") */
 
 typedef struct gray_mc_line {
     int32_t kind;               /* GRAY_MC_* */
@@ -495,6 +500,61 @@ int gray_token_make(const char *ctx, size_t ctx_len, const char *key, size_t key
  * tok, allocates nothing. */
 int gray_token_check(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
                      const char *tok, size_t len, int64_t now, int64_t *expiry);
+
+/* ---- memcached meta protocol (mc.c) ------------------------------------ */
+
+/* What the "mg" requests asked, for gray_mc_parse_meta()'s mode. */
+#define GRAY_META_PIPELINE 1    /* several mg then "mn": the reply ends at MN;
+                                   without it, at the first reply */
+#define GRAY_META_VALUE    2    /* "v": a hit is VA with a data block, else HD */
+#define GRAY_META_QUIET    4    /* "q": a miss sends nothing (EN is refused) */
+
+/* gray_mc_meta_t.has: the tokens a reply carried */
+#define GRAY_META_HAS_CAS    1  /* c */
+#define GRAY_META_HAS_FLAGS  2  /* f */
+#define GRAY_META_HAS_KEY    4  /* k */
+#define GRAY_META_HAS_OPAQUE 8  /* O */
+
+typedef struct gray_mc_meta {
+    int32_t kind;               /* GRAY_MC_VA or GRAY_MC_HD */
+    uint32_t index;             /* the request answered: its position in keys, from 0 */
+    uint32_t req_off;           /* its key, into keys (0, 0 when keys is NULL) */
+    uint32_t req_len;
+    uint32_t has;               /* GRAY_META_HAS_* */
+    uint32_t key_off;           /* the k token, into buf */
+    uint32_t key_len;
+    uint32_t data_off;          /* VA's data block, into buf (0, 0 for HD) */
+    uint32_t data_len;
+    uint32_t opaque_off;        /* the O token, into buf */
+    uint32_t opaque_len;
+    uint32_t flags;             /* the f token */
+    uint64_t cas;               /* the c token */
+} gray_mc_meta_t;
+
+/* Decodes the replies to "mg <key> <flags>*" requests: one (mode without
+ * GRAY_META_PIPELINE) or several ended by "mn" (up to MN). keys/keys_len is
+ * the list of keys requested, single spaces between them (NULL: not checked;
+ * index is then the reply's position). Replies answer the requests in order:
+ * an O token is the request's position in decimal, a k token its key; a
+ * reply with neither answers the next request. Without GRAY_META_QUIET every
+ * request answers before MN; with it, misses are skipped (ask for k or O).
+ * Hits (VA/HD) fill vals; *nvals holds the capacity on entry and the count on
+ * return. line->kind is MN (pipeline), VA/HD/EN (one mg), or an error line
+ * (ERROR, CLIENT_ERROR, SERVER_ERROR: the decode stops there). Returns the
+ * bytes consumed, GRAY_EAGAIN with *need set as for gray_mc_parse_get, or an
+ * error code: GRAY_EUNASKED for a reply that matches no request, GRAY_EREPLY
+ * for one of a kind that was not asked for. Nothing is copied. */
+int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t keys_len,
+                       int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
+                       size_t *need);
+
+/* Writes the pipeline "mg <key> <flags> O<i>\r\n" for each key of keys (single
+ * spaces between them, as gray_mc_parse_meta() takes them; i its position from
+ * 0), then "mn\r\n", to out. flags as sent (e.g. "v q"; may be empty). Returns
+ * the length, GRAY_EINVAL for a key gray_mc_key_ok() refuses (an empty one
+ * too), or GRAY_ESPACE when cap is short. */
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap);
 
 #ifdef __cplusplus
 }

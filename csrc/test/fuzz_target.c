@@ -6,6 +6,10 @@
  *   - a walk's client is the peer, or an address that occurs in the header;
  *   - a decoded reply's offsets stay inside what was consumed, and every
  *     shorter prefix of a complete reply is "incomplete", never a value;
+ *   - a decoded meta (mg) reply answers requests in order, its k and O
+ *     tokens name the request it is matched to, and its hits re-encoded
+ *     ("VA <n> c<cas> f<flags> O<index>" ... "MN") decode to the same hits,
+ *     and a request built from a key list is one line per key, then mn;
  *   - a merged CIDR set answers as a linear scan of its ranges does, and a
  *     CIDR written in IPv6 never covers an IPv4 (mapped) address;
  *   - an untrusted peer is its own client whatever the headers say, and a
@@ -25,6 +29,7 @@
  *     subject and expiry, and expires at it; the input itself is never a
  *     valid token (no MAC is guessed). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +38,7 @@
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
 enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_DIST, T_SERVERS, T_TOKEN, T_COUNT };
+       T_DIST, T_SERVERS, T_TOKEN, T_MC_META, T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -241,6 +246,128 @@ static void fuzz_mc_get(const char *s, size_t len)
     rc = gray_mc_parse_get(s, len, NULL, 0, vals, &n, &line, &need);
     if (rc >= 0)
         check_values(vals, n, (size_t)rc);
+}
+
+/* The first byte is the mode (GRAY_META_* bits), the rest the reply. */
+#define META_CAP 8
+static const char meta_keys[] = "a k1 192.168.2.20 ::1 a";
+
+static void check_metas(const char *s, const gray_mc_meta_t *v, size_t n, size_t consumed)
+{
+    for (size_t i = 0; i < n; i++) {
+        CHECK(v[i].kind == GRAY_MC_VA || v[i].kind == GRAY_MC_HD);
+        CHECK((size_t)v[i].data_off + v[i].data_len + 2 <= consumed || v[i].kind == GRAY_MC_HD);
+        CHECK((size_t)v[i].key_off + v[i].key_len <= consumed);
+        CHECK((size_t)v[i].opaque_off + v[i].opaque_len <= consumed);
+        CHECK((size_t)v[i].req_off + v[i].req_len <= sizeof meta_keys - 1);
+        /* in request order, every request answered at most once */
+        if (i > 0)
+            CHECK(v[i].index > v[i - 1].index);
+        if (v[i].has & GRAY_META_HAS_KEY)
+            CHECK(v[i].key_len == v[i].req_len &&
+                  memcmp(s + v[i].key_off, meta_keys + v[i].req_off, v[i].req_len) == 0);
+        if (v[i].has & GRAY_META_HAS_OPAQUE) {
+            char num[16];
+            int k = snprintf(num, sizeof num, "%u", v[i].index);
+            CHECK((size_t)k == v[i].opaque_len && memcmp(s + v[i].opaque_off, num, (size_t)k) == 0);
+        }
+    }
+}
+
+static void fuzz_mc_meta(const char *s, size_t len)
+{
+    if (len == 0)
+        return;
+    int mode = (unsigned char)s[0] & 7;
+    const char *r = s + 1;
+    size_t rlen = len - 1;
+    gray_mc_meta_t vals[META_CAP];
+    gray_mc_line_t line;
+    size_t n = META_CAP, need;
+    int rc = gray_mc_parse_meta(r, rlen, meta_keys, sizeof meta_keys - 1, mode, vals, &n, &line,
+                                &need);
+    CHECK(n <= META_CAP);
+    if (rc == GRAY_EAGAIN) {
+        CHECK(need >= 1);
+    } else if (rc >= 0) {
+        CHECK((size_t)rc <= rlen);
+        check_metas(r, vals, n, (size_t)rc);
+        if (rlen <= 600) {
+            for (size_t cut = 0; cut < (size_t)rc; cut++) {
+                char *p = malloc(cut ? cut : 1);
+                memcpy(p, r, cut);
+                gray_mc_meta_t pv[META_CAP];
+                size_t pn = META_CAP, pneed;
+                CHECK(gray_mc_parse_meta(p, cut, meta_keys, sizeof meta_keys - 1, mode, pv, &pn,
+                                         &line, &pneed) == GRAY_EAGAIN);
+                CHECK(pneed >= 1 && cut + pneed <= (size_t)rc);
+                free(p);
+            }
+        }
+        /* round trip: the hits re-encoded as a quiet pipeline by position */
+        if (line.kind == GRAY_MC_MN || !(mode & GRAY_META_PIPELINE)) {
+            size_t room = (size_t)rc + n * 80 + 8;
+            char *e = malloc(room);
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (vals[i].kind == GRAY_MC_VA)
+                    m += (size_t)snprintf(e + m, room - m, "VA %u", vals[i].data_len);
+                else
+                    m += (size_t)snprintf(e + m, room - m, "HD");
+                if (vals[i].has & GRAY_META_HAS_CAS)
+                    m += (size_t)snprintf(e + m, room - m, " c%llu",
+                                          (unsigned long long)vals[i].cas);
+                if (vals[i].has & GRAY_META_HAS_FLAGS)
+                    m += (size_t)snprintf(e + m, room - m, " f%u", vals[i].flags);
+                m += (size_t)snprintf(e + m, room - m, " O%u\r\n", vals[i].index);
+                if (vals[i].kind == GRAY_MC_VA) {
+                    memcpy(e + m, r + vals[i].data_off, vals[i].data_len);
+                    m += vals[i].data_len;
+                    memcpy(e + m, "\r\n", 2);
+                    m += 2;
+                }
+            }
+            memcpy(e + m, "MN\r\n", 4);
+            m += 4;
+            int emode = GRAY_META_PIPELINE | GRAY_META_QUIET | (mode & GRAY_META_VALUE);
+            gray_mc_meta_t ev[META_CAP];
+            size_t en = META_CAP, eneed;
+            CHECK(gray_mc_parse_meta(e, m, meta_keys, sizeof meta_keys - 1, emode, ev, &en, &line,
+                                     &eneed) == (int)m);
+            CHECK(en == n);
+            for (size_t i = 0; i < n; i++) {
+                CHECK(ev[i].kind == vals[i].kind && ev[i].index == vals[i].index);
+                CHECK(ev[i].req_off == vals[i].req_off && ev[i].req_len == vals[i].req_len);
+                CHECK(ev[i].data_len == vals[i].data_len &&
+                      memcmp(e + ev[i].data_off, r + vals[i].data_off, vals[i].data_len) == 0);
+                CHECK(ev[i].cas == vals[i].cas && ev[i].flags == vals[i].flags);
+                CHECK((ev[i].has & 3) == (vals[i].has & 3));
+            }
+            free(e);
+        }
+    }
+    /* the reply bytes as a key list: the request built from it is one line
+     * per key, then mn, inside the room the Lua side gives it */
+    size_t room = rlen + (rlen + 1) / 2 * (3 + 18) + 4;
+    char *q = malloc(room);
+    int qn = gray_mc_meta_request(r, rlen, "v q", 3, q, room);
+    if (qn >= 0) {
+        size_t lines = 0, keys = 1;
+        for (size_t i = 0; i + 1 < (size_t)qn; i++)
+            lines += q[i] == '\r' && q[i + 1] == '\n';
+        for (size_t i = 0; i < rlen; i++)
+            keys += r[i] == ' ';
+        CHECK(lines == keys + 1 && memcmp(q + qn - 4, "mn\r\n", 4) == 0);
+    } else {
+        CHECK(qn == GRAY_EINVAL);
+    }
+    free(q);
+
+    n = META_CAP;
+    rc = gray_mc_parse_meta(r, rlen, NULL, 0, mode, vals, &n, &line, &need);
+    if (rc >= 0)
+        for (size_t i = 0; i < n; i++)
+            CHECK(vals[i].index >= i && (size_t)vals[i].data_off + vals[i].data_len <= (size_t)rc);
 }
 
 static void fuzz_mc_line(const char *s, size_t len)
@@ -664,6 +791,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_DIST:      fuzz_dist(s, len); break;
     case T_SERVERS:   fuzz_servers(s, len); break;
     case T_TOKEN:     fuzz_token(s, len); break;
+    case T_MC_META:   fuzz_mc_meta(s, len); break;
     }
     free(s);
     return 0;

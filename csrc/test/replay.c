@@ -60,6 +60,12 @@ static const struct { int target; const char *text; } seeds[] = {
     /* server lists ($gray_memcached, --servers, MEMCACHED_SERVERS) */
     {10, "127.0.0.1:11211, [::1]:11212/?3 [0:0:0:0:0:0:0:1]:11213,\t[::ffff:127.0.0.1]:1"},
     {10, "127.000.000.001:11211,::1:11211,[1.2.3.4]:5,[::1],1.2.3.4:0,1.2.3.4:1/?0"},
+    /* a mode byte (GRAY_META_*: 7 = pipeline, v, q), then mg replies */
+    {12, "\x07VA 1 O0 c5 f3\r\nA\r\nVA 2 k192.168.2.20 O2\r\nBB\r\nHD O4\r\nMN\r\n"},
+    {12, "\x03VA 1\r\nA\r\nEN kk1 O1\r\nVA 0 c18446744073709551615\r\n\r\nEN\r\nEN\r\nMN\r\n"},
+    {12, "\x01HD c1 ka\r\nEN\r\nHD\r\nEN\r\nHD t-1 W X Z\r\nMN\r\n"},
+    {12, "\x08HD c42\r\n"}, {12, "\x02VA 3 f1\r\nabc\r\n"}, {12, "\x02" "EN\r\n"},
+    {12, "\x07ERROR\r\nERROR\r\n"}, {12, "\x05HD Oa\r\nMN\r\n"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

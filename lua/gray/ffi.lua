@@ -37,6 +37,11 @@ typedef struct gray_mc_value {
     uint32_t key_off; uint32_t key_len; uint32_t data_off; uint32_t data_len;
     uint32_t flags; uint32_t has_cas; uint64_t cas;
 } gray_mc_value_t;
+typedef struct gray_mc_meta {
+    int32_t kind; uint32_t index; uint32_t req_off; uint32_t req_len; uint32_t has;
+    uint32_t key_off; uint32_t key_len; uint32_t data_off; uint32_t data_len;
+    uint32_t opaque_off; uint32_t opaque_len; uint32_t flags; uint64_t cas;
+} gray_mc_meta_t;
 typedef struct gray_rentry4 { uint32_t lo; uint32_t hi; uint32_t line; uint32_t target; } gray_rentry4_t;
 typedef struct gray_rentry6 {
     gray_ip_t lo; gray_ip_t hi; uint32_t line; uint16_t prefix; uint16_t target;
@@ -91,6 +96,11 @@ int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need);
+int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t keys_len,
+                       int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
+                       size_t *need);
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap);
 typedef struct gray_dist_server {
     const char *host; uint32_t host_len; uint32_t port; uint32_t weight;
 } gray_dist_server_t;
@@ -164,7 +174,16 @@ local KEY_LEN_MASK = 0xffff
 local MC_KINDS = {
     "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND", "DELETED", "TOUCHED", "OK",
     "END", "ERROR", "CLIENT_ERROR", "SERVER_ERROR", "VERSION", "NUMBER",
+    "VA", "HD", "EN", "MN",
 }
+local MC_ERROR = 9
+local MC_SERVER_ERROR = 11
+local MC_VA = 14
+local META_PIPELINE = 1
+local META_VALUE = 2
+local META_QUIET = 4
+local META_HAS_CAS = 1
+local META_HAS_FLAGS = 2
 
 local ip_buf = ffi_new("gray_ip_t[1]")
 local text_buf = ffi_new("char[?]", IP_TEXT_MAX)
@@ -175,6 +194,8 @@ local count_buf = ffi_new("size_t[1]")
 local need_buf = ffi_new("size_t[1]")
 local vals_cap = 16
 local vals = ffi_new("gray_mc_value_t[?]", vals_cap)
+local metas_cap = 16
+local metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
 local range_array_t = ffi_typeof("gray_range_t[?]")
 local rentry4_array_t = ffi_typeof("gray_rentry4_t[?]")
 local rentry6_array_t = ffi_typeof("gray_rentry6_t[?]")
@@ -678,6 +699,133 @@ end
 --- mc_decode_get / mc_decode_gets (with_cas) over the bytes appended so far.
 function Buffer.decode(self, keys, max_values, with_cas)
     return decode_many(self.mem, self.len, keys, max_values, with_cas)
+end
+
+-- ---- memcached meta protocol: replies to mg (and mn) ----------------------
+
+_M.META_PIPELINE, _M.META_VALUE, _M.META_QUIET = META_PIPELINE, META_VALUE, META_QUIET
+
+local function meta_cas_text(v)
+    if band(v.has, META_HAS_CAS) ~= 0 then
+        return (tostring(v.cas):gsub("ULL$", ""))
+    end
+    return nil
+end
+
+-- Shared by the meta decoders: returns consumed and the hit count, or
+-- nil, err, need. An error line (ERROR, CLIENT_ERROR, SERVER_ERROR) is an
+-- error: its text, e.g. "ERROR" from a server without the meta protocol.
+local function parse_meta(p, len, keys, mode, max_values)
+    count_buf[0] = max_values
+    local rc = C.gray_mc_parse_meta(p, len, keys, keys and #keys or 0, mode,
+                                    metas, count_buf, line, need_buf)
+    if rc < 0 then
+        if rc == GRAY_EAGAIN then
+            return nil, "again", tonumber(need_buf[0])
+        end
+        return nil, strerror(rc)
+    end
+    local kind = line.kind
+    if kind >= MC_ERROR and kind <= MC_SERVER_ERROR then
+        return nil, reply_error(p)
+    end
+    return rc, tonumber(count_buf[0])
+end
+
+--- Decodes the reply to one "mg <key> <flags>" (with_value: "v" was
+-- asked): the value (VA), true (HD: a hit, no value asked) or false (EN: a
+-- miss), the bytes consumed, flags and cas (decimal text) when the reply
+-- carried them (f, c). nil, "again", need when more bytes are needed; nil,
+-- err for a malformed or error reply ("ERROR": the server refused mg).
+function _M.mc_decode_meta1(buf, key, with_value)
+    local consumed, n, need = parse_meta(buf, #buf, key, with_value and META_VALUE or 0, 1)
+    if not consumed then
+        return nil, n, need
+    end
+    if n == 0 then
+        return false, consumed
+    end
+    local v = metas[0]
+    local flags = band(v.has, META_HAS_FLAGS) ~= 0 and tonumber(v.flags) or nil
+    if v.kind ~= MC_VA then
+        return true, consumed, flags, meta_cas_text(v)
+    end
+    return ffi_string(ffi_cast(char_ptr_t, buf) + v.data_off, v.data_len),
+           consumed, flags, meta_cas_text(v)
+end
+
+local function decode_meta_many(p, len, keys, max_values, mode, with_meta)
+    local cap, err = ensure_capacity(keys, max_values)
+    if not cap then
+        return nil, err
+    end
+    if cap > metas_cap then
+        metas_cap = cap
+        metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
+    end
+    if type(mode) ~= "number" or mode < 0 or mode > 7 or mode % 1 ~= 0 then
+        return nil, "mode must be an integer from 0 to 7"
+    end
+    local consumed, n, need = parse_meta(p, len, keys, mode, cap)
+    if not consumed then
+        return nil, n, need
+    end
+    local cp = ffi_cast(char_ptr_t, p)
+    local kp = ffi_cast(char_ptr_t, keys)
+    local out = table_new(0, n)
+    for i = 0, n - 1 do
+        local v = metas[i]
+        local data = true
+        if v.kind == MC_VA then
+            data = ffi_string(cp + v.data_off, v.data_len)
+        end
+        if with_meta then
+            data = { value = data ~= true and data or nil, cas = meta_cas_text(v),
+                     flags = band(v.has, META_HAS_FLAGS) ~= 0 and tonumber(v.flags) or nil }
+        end
+        out[ffi_string(kp + v.req_off, v.req_len)] = data
+    end
+    return out, consumed
+end
+
+--- Decodes the replies to pipelined "mg" requests, one per key of keys
+-- (the keys as sent, single spaces between them), ended by "mn" (mode:
+-- META_PIPELINE plus META_VALUE when "v" was asked, META_QUIET for "q").
+-- Returns a table key -> value (true for a hit without a value) and the
+-- bytes consumed; with with_meta, key -> { value = , flags = , cas = }. A
+-- miss is absent. nil, "again", need; or nil, err.
+function _M.mc_decode_meta(buf, keys, max_values, mode, with_meta)
+    return decode_meta_many(buf, #buf, keys, max_values, mode, with_meta)
+end
+
+local request_cap = 1024
+local request_buf = ffi_new("char[?]", request_cap)
+
+--- The pipelined request "mg <key> <flags> O<i>\r\n" for each key of keys
+-- (single spaces between them, as sent to mc_decode_meta; i the key's
+-- position from 0), then "mn\r\n": one string, built in C. nil, err for
+-- an invalid key (or an empty one: a double space).
+function _M.mc_meta_request(keys, flags)
+    if type(keys) ~= "string" or type(flags) ~= "string" then
+        return nil, "keys and flags must be strings"
+    end
+    -- at most (#keys + 1) / 2 keys, each line "mg " .. key .. " " .. flags
+    -- .. " O" .. up to 10 digits .. "\r\n"
+    local room = #keys + math.floor((#keys + 1) / 2) * (#flags + 18) + 4
+    if room > request_cap then
+        request_cap = room
+        request_buf = ffi_new("char[?]", request_cap)
+    end
+    local n = C.gray_mc_meta_request(keys, #keys, flags, #flags, request_buf, request_cap)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return ffi_string(request_buf, n)
+end
+
+--- mc_decode_meta over the bytes appended so far.
+function Buffer.decode_meta(self, keys, max_values, mode, with_meta)
+    return decode_meta_many(self.mem, self.len, keys, max_values, mode, with_meta)
 end
 
 
