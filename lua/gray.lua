@@ -943,7 +943,8 @@ end
 -- "id:<name>" (an identity's entry), "ip" (the address's entry),
 -- "list:<name>" (an id list), "range", "percent", then "default" (not
 -- gray), "store-error" / "store-down" (memcached failed, nothing else
--- matched) or "no-client" (no address: a unix-socket peer). nil, err where
+-- matched) or "no-client" (no address: a unix-socket peer); an entry or
+-- line naming no target is "unknown-target" (stable). nil, err where
 -- a cache miss cannot ask memcached (a phase without cosockets).
 local function start(self)
     self.started = true

@@ -17,7 +17,7 @@ local BIN = os.getenv("GRAY_ADMIN") or REPO .. "/build/gray-admin"
 
 local SEED = tonumber(os.getenv("GRAY_DIFF_SEED") or "") or 12
 local CONFIGS = 8
-local CASES = 260           -- per configuration: 2080 in all (even: two halves)
+local CASES = 250           -- per configuration: 2000 in all (even: two halves)
 
 local SERVERS = [[
   server {

@@ -445,6 +445,9 @@ describe("gray router in nginx", function()
               "option 'targets' names '0'" },
             { "the reserved target name stable", "{ targets = { stable = '@v2' } }",
               "option 'targets' names 'stable', which is reserved" },
+            { "253 target names (with 1, stable and unknown targets: over 255)",
+              "(function() local t = {} for i = 1, 253 do t['t' .. i] = '@t' end"
+              .. " return { targets = t } end)()", "option 'targets' has more than 252 names" },
             { "an unknown client header", "{ client_headers = { 'X-Client' } }",
               "option 'client_headers'" },
             { "a negative cache_ttl", "{ cache_ttl = -1 }", "option 'cache_ttl'" },

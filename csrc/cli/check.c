@@ -10,7 +10,8 @@
 #include "cli.h"
 
 #define CHECK_IDS_MAX 4             /* identities a router keys on */
-#define CHECK_TARGETS_MAX 253       /* names in --targets, as the router's targets */
+#define CHECK_TARGETS_MAX 253       /* "1" and the names of --targets, as the router's
+                                       (with stable and the unknown-target index: 255) */
 #define CHECK_LISTS_MAX 4           /* names in --lists (identities) */
 
 /* isspace() in the C locale: what Lua's %s matches in the router's patterns */
@@ -77,8 +78,8 @@ static int parse_targets(const char *spec, check_names_t *k)
             return cli_usage_error("--targets names '%s', which is not a target name (1 to 64"
                                    " printable ASCII bytes without '#', not 0)", name);
         if (nl > 0 && !names_has(k, n0, nl)) {
-            if (k->count > CHECK_TARGETS_MAX)
-                return cli_usage_error("%s", "--targets has more than 253 names");
+            if (k->count >= CHECK_TARGETS_MAX)
+                return cli_usage_error("%s", "--targets has more than 252 names");
             names_add(k, n0, nl);
         }
         p = comma ? comma + 1 : stop;
