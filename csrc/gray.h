@@ -123,6 +123,7 @@ int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *i
  * an index of at most a byte per run. */
 
 #define GRAY_TARGETS_MAX     255          /* target names a list may use */
+#define GRAY_TARGET_NAME_MAX 64           /* bytes of one target name */
 #define GRAY_RANGES_TEXT_MAX 0x7fffffffu  /* longest list text */
 #define GRAY_RANGES_REPORT   8            /* line numbers kept per kind of skip */
 
@@ -149,23 +150,30 @@ typedef struct gray_ranges_stats {
     uint32_t n4;                /* IPv4 entries needed (written up to cap4) */
     uint32_t n6;                /* IPv6 entries needed (written up to cap6) */
     uint32_t bad;               /* lines skipped as malformed */
-    uint32_t unknown;           /* lines skipped for a target name not in names */
+    uint32_t unknown;           /* lines naming a target name not in names */
     uint32_t bad_lines[8];      /* the first GRAY_RANGES_REPORT bad line numbers */
     uint32_t unknown_lines[8];  /* the first GRAY_RANGES_REPORT unknown-name ones */
 } gray_ranges_stats_t;
+
+/* 1 when s is a target name: 1 to GRAY_TARGET_NAME_MAX bytes in
+ * 0x21..0x7e, no '#', not "0" (a value that means no entry). The one rule
+ * for the names of the router's targets, of list and range lines, and of
+ * gray-admin's arguments. */
+int gray_target_name_ok(const char *s, size_t len);
 
 /* Parses a ranges list. names holds the known target names separated by
  * '\n': the k-th (from 1) has index k, and a line without a name gets 1.
  * A line is bad when its address is not an address or CIDR for
  * gray_cidr_parse(), covers no address (an IPv6-written CIDR inside
- * ::ffff:0:0/96), has a third field, or a name with a byte outside
- * 0x21..0x7e; a well-formed name not in names makes it unknown. Both are
- * skipped. Writes at most cap4 / cap6 entries and counts all in *st.
- * Returns GRAY_OK, GRAY_ESPACE when an array was too small, or GRAY_EINVAL
- * for names that are empty, too many or contain an empty name, or text over
- * GRAY_RANGES_TEXT_MAX. */
+ * ::ffff:0:0/96), has a third field, or a name that is not a target name
+ * (gray_target_name_ok); bad lines are skipped. A target name not in names
+ * makes the line unknown: it gets index `unknown`, or is skipped when that
+ * is 0. Writes at most cap4 / cap6 entries and counts all in *st. Returns
+ * GRAY_OK, GRAY_ESPACE when an array was too small, or GRAY_EINVAL for
+ * names that are empty, too many or hold one that is not a target name,
+ * unknown over GRAY_TARGETS_MAX, or text over GRAY_RANGES_TEXT_MAX. */
 int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
-                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      uint32_t unknown, gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
                       gray_ranges_stats_t *st);
 
 /* An upper bound of the entries gray_ranges_parse() writes for text, from a

@@ -112,25 +112,54 @@ local function check_seconds(name, v, max)
     return v
 end
 
--- The locations: value "1" -> target, plus `targets`.
-local function build_targets(get)
+-- A decision: where a rule sends the client (location), the target name
+-- that got it there (name: the label of $gray_target_name and the metrics)
+-- and, for the unknown-target decision only, the reason that replaces the
+-- rule's (else false). One record per target name and router, made here
+-- once: the caches hold these records, never what memcached sent, so a hit
+-- allocates nothing.
+local function new_decision(name, location, reason)
+    return { location = location, name = name, reason = reason or false }
+end
+
+-- Target names a router may have: "stable" and the unknown-target decision
+-- take two of the GRAY_TARGETS_MAX indexes of a compiled ranges list.
+local TARGETS_MAX = 253
+
+-- The decisions by target name: "1" (the default target), `targets`, and
+-- "stable" (reserved: pinned to the stable location).
+local function build_targets(get, stable)
     local target, err = check_location("target", get("target"))
     if not target then
         return nil, err
     end
-    local targets = { ["1"] = target }
+    local targets = { ["1"] = new_decision("1", target),
+                      stable = new_decision("stable", stable) }
     local extra = get("targets")
     if extra then
         if type(extra) ~= "table" then
             return opt_error("targets", "must be a table of value = location")
         end
+        local n = 0
         for value, loc in pairs(extra) do
             if type(value) ~= "string" then
                 return opt_error("targets", "keys must be memcached values (strings)")
+            elseif value == "stable" then
+                return opt_error("targets", "names 'stable', which is reserved: a value"
+                                 .. " 'stable' pins a client to the stable location")
+            elseif not gray_ffi.target_name_ok(value) then
+                return opt_error("targets", "names '" .. value .. "', which is not a target"
+                                 .. " name (1 to " .. gray_ffi.TARGET_NAME_MAX .. " printable"
+                                 .. " ASCII bytes without '#', not 0)")
             end
-            targets[value], err = check_location("targets[" .. value .. "]", loc)
-            if not targets[value] then
+            loc, err = check_location("targets[" .. value .. "]", loc)
+            if not loc then
                 return nil, err
+            end
+            targets[value] = new_decision(value, loc)
+            n = n + 1
+            if n > TARGETS_MAX - 1 then
+                return opt_error("targets", "has more than " .. TARGETS_MAX - 1 .. " names")
             end
         end
     end
@@ -172,8 +201,8 @@ local function build_cache(self, get)
     self.neg_ttl = neg_ttl > 0 and neg_ttl or -0.001
     self.use_fresh = cache_ttl > 0 or neg_ttl > 0
     self.stale_limit = math_max(cache_ttl, neg_ttl) + stale_ttl
-    -- an entry holds a decision (a location string shared with
-    -- self.targets, or false), never what memcached sent
+    -- an entry holds a decision (a record of self.targets, the
+    -- unknown-target one, or false), never what memcached sent
     self.cache = lrucache.new(size)
     self.log = gray_log.new(log_interval)
     return true
@@ -200,13 +229,14 @@ local function build_shared(self, get, names)
     for _, srv in ipairs(self.mc.servers) do
         parts[#parts + 1] = srv.name .. "/" .. tostring(srv.weight)
     end
-    local locations = {}
+    -- the decisions by index, as the compiled lists number them; the last
+    -- one is the unknown-target decision
     for i, name in ipairs(names) do
-        locations[i] = self.targets[name]
-        parts[#parts + 1] = name .. "=" .. locations[i]
+        parts[#parts + 1] = name .. "=" .. self.decisions[i].location
     end
+    parts[#parts + 1] = "?=" .. self.stable
     local shared, err = shcache.new({
-        dict = shm, locations = locations,
+        dict = shm, locations = self.decisions,
         namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
         pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
         timeout = self.mc.timeout,
@@ -271,26 +301,35 @@ function _M.new(opts)
     if not self.stable then
         return nil, err
     end
-    self.targets, err = build_targets(get)
+    -- target name -> decision
+    self.targets, err = build_targets(get, self.stable)
     if not self.targets then
         return nil, err
     end
     self.default_target = self.targets["1"]
-    -- location -> target name, for $gray_target_name
-    self.target_names = { [self.stable] = "stable" }
-    for name, loc in pairs(self.targets) do
-        if loc ~= self.stable then
-            self.target_names[loc] = name
-        end
+    self.stable_target = self.targets.stable
+    -- a value naming no target: stable, whatever the later rules say
+    self.unknown_target = new_decision("stable", self.stable, "unknown-target")
+    -- the metrics' labels: target name -> itself
+    self.target_names = {}
+    for name in pairs(self.targets) do
+        self.target_names[name] = name
     end
-    -- target names for compiled lists: index 1 is "1", the default target
+    -- target names for compiled lists: index 1 is "1", the default target,
+    -- the last "stable"; the unknown-target decision comes after them
     local names = { "1" }
     for name in pairs(self.targets) do
-        if name ~= "1" then
+        if name ~= "1" and name ~= "stable" then
             names[#names + 1] = name
         end
     end
     sort(names, function(a, b) return a == "1" or (b ~= "1" and a < b) end)
+    names[#names + 1] = "stable"
+    self.decisions = {}
+    for i, name in ipairs(names) do
+        self.decisions[i] = self.targets[name]
+    end
+    self.decisions[#names + 1] = self.unknown_target
 
     local ids = get("ids")
     if ids then
@@ -449,7 +488,8 @@ function _M.new(opts)
     self.lists = lists_mod.new({
         mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
         lists = lists or nil, interval = interval, timeout = rtimeout, max_bytes = list_max,
-        names = names, locations = self.targets, log = self.log,
+        names = names, decisions = self.decisions, unknown = self.unknown_target,
+        log = self.log,
     })
     return setmetatable(self, mt)
 end
@@ -474,9 +514,10 @@ local function needs_cosockets()
            .. " access or content phase, not in " .. phase
 end
 
--- What a memcached value decides: its target's location, or false (not
--- gray: a miss, "0", "", an oversized value, or an unknown target name,
--- which is logged).
+-- What a memcached value decides: its target's decision ("stable" pins
+-- the client to the stable location), false (no match: a miss, "0", "", an
+-- oversized value), or for any other value the unknown-target decision
+-- (the stable location, logged).
 local function decision_of(self, key, value)
     if not value or value == "" or value == "0" then
         return false
@@ -486,8 +527,9 @@ local function decision_of(self, key, value)
         return target
     end
     self.log:report("target", "the value of " .. key .. " names no target: '"
-                    .. value:sub(1, 40) .. "' (known: 1 and the names in targets)")
-    return false
+                    .. value:sub(1, 40) .. "' (known: 1, stable and the names in targets);"
+                    .. " sent to the stable location")
+    return self.unknown_target
 end
 
 -- Keeps a decision taken from the shared cache in this worker's cache
@@ -621,19 +663,19 @@ local function decide_lists(self, addr, pid, pv, failure, source)
     if ids and lists.any_idlist then
         -- straight-line over the (at most 4) identities, not a loop: see
         -- decide_ids
-        local loc = listed(lists, ids[1])
-        if loc then return loc, ids[1].list_reason, source end
-        loc = listed(lists, ids[2])
-        if loc then return loc, ids[2].list_reason, source end
-        loc = listed(lists, ids[3])
-        if loc then return loc, ids[3].list_reason, source end
-        loc = listed(lists, ids[4])
-        if loc then return loc, ids[4].list_reason, source end
+        local d = listed(lists, ids[1])
+        if d then return d, d.reason or ids[1].list_reason, source end
+        d = listed(lists, ids[2])
+        if d then return d, d.reason or ids[2].list_reason, source end
+        d = listed(lists, ids[3])
+        if d then return d, d.reason or ids[3].list_reason, source end
+        d = listed(lists, ids[4])
+        if d then return d, d.reason or ids[4].list_reason, source end
     end
     if addr and lists.ranges then
-        local loc = list_range(lists, addr)
-        if loc then
-            return loc, "range", source
+        local d = list_range(lists, addr)
+        if d then
+            return d, d.reason or "range", source
         end
     end
     if lists.threshold > 0 then
@@ -643,7 +685,7 @@ local function decide_lists(self, addr, pid, pv, failure, source)
             return self.default_target, "percent", source
         end
     end
-    return self.stable, failure or "default", source
+    return self.stable_target, failure or "default", source
 end
 
 -- The address alone (no identities): the fast path of the seed's setup.
@@ -659,7 +701,7 @@ local function decide_address(self, addr, target, stale, stored_at)
         end
     end
     if target then
-        return target, "ip", "cache"
+        return target, target.reason or "ip", "cache"
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, "cache")
     end
@@ -671,7 +713,7 @@ local function decide_address(self, addr, target, stale, stored_at)
         if target ~= nil then
             keep_shared(self, self.cache, key, target, seen, s_ttl)
             if target then
-                return target, "ip", "shm"
+                return target, target.reason or "ip", "shm"
             end
             return decide_lists(self, addr, nil, nil, nil, "shm")
         end
@@ -687,13 +729,13 @@ local function decide_address(self, addr, target, stale, stored_at)
     local failure, source
     target, failure, source = fetch_one(self, self.cache, key, seen)
     if target then
-        return target, "ip", source
+        return target, target.reason or "ip", source
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, source)
     end
     target = stale_of(self, self.cache, key, stale, stored_at)
     if target then
-        return target, "ip", "stale"
+        return target, target.reason or "ip", "stale"
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, "stale")
     end
@@ -815,16 +857,16 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     -- "leaving loop in root trace") and the request would run interpreted.
     local now = ngx_now()
     local t, unknown, pid, pv = id_from_cache(self, now, ids[1], false, nil, nil)
-    if t then return t, ids[1].reason, "cache" end
+    if t then return t, t.reason or ids[1].reason, "cache" end
     t, unknown, pid, pv = id_from_cache(self, now, ids[2], unknown, pid, pv)
-    if t then return t, ids[2].reason, "cache" end
+    if t then return t, t.reason or ids[2].reason, "cache" end
     t, unknown, pid, pv = id_from_cache(self, now, ids[3], unknown, pid, pv)
-    if t then return t, ids[3].reason, "cache" end
+    if t then return t, t.reason or ids[3].reason, "cache" end
     t, unknown, pid, pv = id_from_cache(self, now, ids[4], unknown, pid, pv)
-    if t then return t, ids[4].reason, "cache" end
+    if t then return t, t.reason or ids[4].reason, "cache" end
     if not unknown then
         if a_target then
-            return a_target, "ip", "cache"
+            return a_target, a_target.reason or "ip", "cache"
         elseif a_target == false or not addr then
             return decide_lists(self, addr, pid, pv, nil, "cache")
         end
@@ -914,11 +956,12 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         local key = v and id_key(id, v)
         local target = key and known[key]
         if target then
-            return target, id.reason, source
+            return target, target.reason or id.reason, source
         end
     end
-    if addr and known[akey] then
-        return known[akey], "ip", source
+    local a = addr and known[akey]
+    if a then
+        return a, a.reason or "ip", source
     end
     return decide_lists(self, addr, pid, pv, failure, source)
 end
@@ -932,7 +975,7 @@ local function force_target(self, v)
         if word == "always" then
             return self.default_target
         elseif word == "never" then
-            return self.stable
+            return self.stable_target
         end
     end
     return self.targets[v]
@@ -966,7 +1009,8 @@ end
 -- "id:<name>" (an identity's entry), "ip" (the address's entry),
 -- "list:<name>" (an id list), "range", "percent", then "default" (not
 -- gray), "store-error" / "store-down" (memcached failed, nothing else
--- matched) or "no-client" (no address: a unix-socket peer). nil, err where
+-- matched) or "no-client" (no address: a unix-socket peer); an entry or
+-- line naming no target is "unknown-target" (stable). nil, err where
 -- a cache miss cannot ask memcached (a phase without cosockets).
 local function start(self)
     self.started = true
@@ -995,21 +1039,30 @@ local function decide_rules(self)
         return decide_ids(self, addr, target, stale, stored_at)
     end
     if not addr then
-        return self.stable, "no-client"
+        return self.stable_target, "no-client"
     end
     return decide_address(self, addr, target, stale, stored_at)
 end
 
--- decide_rules, counted for gray.metrics when the dict is there.
-local function decide(self)
+-- decide_rules, counted for gray.metrics when the dict is there: the
+-- decision (a record: location, name), reason, source; nil, err.
+local function decide_target(self)
     if not self.started and get_phase() ~= "init" then
         start(self)
     end
     local target, reason, source = decide_rules(self)
     if self.metrics and target then
-        count_decision(target, self.target_names, reason, source)
+        count_decision(target.name, self.target_names, reason, source)
     end
     return target, reason, source
+end
+
+local function decide(self)
+    local target, reason, source = decide_target(self)
+    if not target then
+        return nil, reason
+    end
+    return target.location, reason, source
 end
 
 _M.decide = decide
@@ -1039,23 +1092,24 @@ local function log_vars_defined()
 end
 
 function _M.exec(self)
-    local target, reason = decide(self)
+    local target, reason = decide_target(self)
     if not target then
-        target, reason = self.stable, "error"
+        target, reason = self.stable_target, "error"
     end
+    local location = target.location
     if self.debug_header then
-        ngx_header[self.debug_header] = target .. "; " .. reason
+        ngx_header[self.debug_header] = location .. "; " .. reason
     end
     if log_vars ~= false then
         if log_vars == nil then
             log_vars = log_vars_defined()
         end
         if log_vars then
-            ngx_var.gray_target_name = self.target_names[target] or "stable"
+            ngx_var.gray_target_name = target.name
             ngx_var.gray_reason = reason
         end
     end
-    return ngx_exec(target)
+    return ngx_exec(location)
 end
 
 --- What the router's lists hold: ranges, list sizes, percentage, compiles.

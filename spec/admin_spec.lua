@@ -569,7 +569,7 @@ describe("gray-admin", function()
             end
             for _, c in ipairs(cases) do
                 local args = { "--ranges-key a:rules:ranges --percent-key a:rules:percent",
-                               "check", c.ip }
+                               "--targets v2=@server_v2 --lists dev", "check", c.ip }
                 if c.uid then args[#args + 1] = "--id uid=" .. c.uid end
                 if c.dev then args[#args + 1] = "--id dev=" .. c.dev end
                 local out = ok(table.concat(args, " "))

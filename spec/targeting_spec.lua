@@ -262,8 +262,8 @@ describe("targeting through nginx and memcached", function()
               want = "v2", reason = "range" },
             { "range over percent", ip = "v2", pct = true,
               want = "v2", reason = "range" },
-            { "a range line naming an unknown target is skipped", ip = "v9",
-              want = "stable", reason = "default" },
+            { "a range line naming an unknown target sends to stable", ip = "v9", pct = true,
+              want = "stable", reason = "unknown-target" },
             { "percent by the first identity present (uid)", uid = true, dev = true, ip = "none",
               pct = true, want = "gray", reason = "percent" },
             { "percent by the first identity present (dev, no uid)", dev = true, ip = "none",
@@ -334,7 +334,7 @@ describe("targeting through nginx and memcached", function()
             mc:set_many(values)            -- one connection for them all
             request("/r/rules/", { ip = "10.9.0.1" })          -- starts the refresh
             wait_stats("rules", function(s)
-                return s.ranges == 3 and s.percent == PERCENT and s.lists.dev == #listed
+                return s.ranges == 4 and s.percent == PERCENT and s.lists.dev == #listed
             end, 5, "the rules router's lists")
         end)
 
@@ -356,7 +356,8 @@ describe("targeting through nginx and memcached", function()
             end
             assert.equal(1, #lines, log:sub(-3000))
             assert.truthy(lines[1]:find("2 bad lines (7, 8)", 1, true), lines[1])
-            assert.truthy(lines[1]:find("1 lines naming an unknown target (6)", 1, true), lines[1])
+            assert.truthy(lines[1]:find("1 lines naming an unknown target (6: their addresses go"
+                                        .. " to the stable location)", 1, true), lines[1])
         end)
 
         describe("several targets", function()
@@ -370,11 +371,12 @@ describe("targeting through nginx and memcached", function()
             end)
 
             it("sends an unknown name to stable and logs it once, not per request", function()
-                local ip = pick("10.9.201.%d", function(v) return not is_in(v) end)
+                local ip = pick("10.9.201.%d", function(v) return is_in(v) end)
                 mc:set(ip, "v9")
                 for _ = 1, 5 do
                     local status, body, debug = request("/r/rules/", { ip = ip })
-                    assert.same({ 200, "stable", "@server; default" }, { status, body, debug })
+                    assert.same({ 200, "stable", "@server; unknown-target" },
+                                { status, body, debug })
                 end
                 local log = nginx:error_log()
                 assert.equal(1, count(log, "the value of " .. ip:gsub("%.", "%%.")

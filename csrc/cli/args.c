@@ -54,13 +54,7 @@ int cli_id_name_ok(const char *name, size_t len)
 
 int cli_target_ok(const char *s)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > CLI_TARGET_MAX || strcmp(s, "0") == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '#')
-            return 0;
-    return 1;
+    return gray_target_name_ok(s, strlen(s));
 }
 
 int cli_check_target(const char *target)

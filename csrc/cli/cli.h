@@ -29,7 +29,7 @@
 #define CLI_TTL_MAX       2592000   /* memcached reads a larger exptime as a date */
 #define CLI_ID_VALUE_MAX  200       /* the router ignores longer id values */
 #define CLI_ID_NAME_MAX   32
-#define CLI_TARGET_MAX    64
+#define CLI_TARGET_MAX    GRAY_TARGET_NAME_MAX
 
 #define EXIT_NOTFOUND 1             /* get: no such entry */
 #define EXIT_USAGE    2             /* bad arguments */
@@ -46,6 +46,8 @@ typedef struct cli_opts {
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */
     const char *percent_key;        /* "gray:percent" */
+    const char *targets;            /* check: the router's targets ("v2=@a, v3"), or "" */
+    const char *lists;              /* check: the router's lists ("dev, uid"), or "" */
     unsigned timeout_ms;            /* connect and poll timeout */
     size_t part_bytes;              /* split lists above this (CLI_PART_BYTES) */
     int verbose;
@@ -137,8 +139,8 @@ void cli_import_line(size_t line);
  * (whose keys are the router's own). */
 int cli_id_name_ok(const char *name, size_t len);
 
-/* 1 when s may be a target name: "1" or up to CLI_TARGET_MAX printable
- * bytes without '#', not "0" (which the router takes as no entry). */
+/* 1 when s may be a target name: gray_target_name_ok(), the router's rule
+ * ("1" or up to CLI_TARGET_MAX printable bytes without '#', not "0"). */
 int cli_target_ok(const char *s);
 
 /* 0 when target is NULL or cli_target_ok(), else EXIT_USAGE (printed). */

@@ -445,7 +445,7 @@ static void fuzz_ranges(const char *s, size_t len)
 {
     static const char names[] = "1\nv2\nv3";
     gray_ranges_stats_t st, st2;
-    int rc = gray_ranges_parse(s, len, names, sizeof names - 1, NULL, 0, NULL, 0, &st);
+    int rc = gray_ranges_parse(s, len, names, sizeof names - 1, 0, NULL, 0, NULL, 0, &st);
     CHECK(rc == GRAY_OK || rc == GRAY_ESPACE);
     CHECK((rc == GRAY_OK) == (st.n4 == 0 && st.n6 == 0));
     CHECK(st.taken + st.bad + st.unknown <= st.lines && st.lines <= len);
@@ -462,10 +462,10 @@ static void fuzz_ranges(const char *s, size_t len)
     gray_rentry6_t *e6 = malloc(st.n6 ? st.n6 * sizeof *e6 : 1);
     if (st.n4 + st.n6 > 0) {
         size_t c4 = st.n4 ? st.n4 - 1 : 0, c6 = st.n4 ? st.n6 : st.n6 - 1;
-        CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, e4, c4, e6, c6, &st2) ==
+        CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, 0, e4, c4, e6, c6, &st2) ==
               GRAY_ESPACE);
     }
-    CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, e4, st.n4, e6, st.n6, &st2) ==
+    CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, 0, e4, st.n4, e6, st.n6, &st2) ==
           GRAY_OK);
     CHECK(memcmp(&st, &st2, sizeof st) == 0);
 

@@ -68,8 +68,9 @@ int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n);
 size_t gray_ipset_build(gray_range_t *ranges, size_t n);
 int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
 void gray_ranges_room(const char *text, size_t len, size_t *room4, size_t *room6);
+int gray_target_name_ok(const char *s, size_t len);
 int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
-                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      uint32_t unknown, gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
                       gray_ranges_stats_t *st);
 size_t gray_rangeset_index_len(size_t runs);
 int gray_rangeset_build(gray_rangeset_t *set, gray_rentry4_t *e4, size_t n4,
@@ -162,6 +163,7 @@ end
 -- Must match gray.h.
 local GRAY_EAGAIN = -2
 local TARGETS_MAX = 255
+local TARGET_NAME_MAX = 64
 local RANGES_REPORT = 8
 local IP_TEXT_MAX = 46
 local MC_END = 8
@@ -439,9 +441,11 @@ end
 -- looked up in: count (lines compiled), bad and unknown (lines skipped as
 -- malformed or for a name not in names), bad_lines and unknown_lines (the
 -- first 8 line numbers of each), lines, names, runs and bytes (what the
--- compiled set holds). nil, err only for a text or names that are not
--- usable at all.
-function _M.new_rangeset(text, names)
+-- compiled set holds). unknown (optional): the index given to lines naming
+-- a target name not in names (they are still counted in `unknown`);
+-- without it they are skipped. nil, err only for a text or names that are
+-- not usable at all.
+function _M.new_rangeset(text, names, unknown)
     if type(text) ~= "string" then
         return nil, "ranges list must be a string"
     end
@@ -450,10 +454,14 @@ function _M.new_rangeset(text, names)
         return nil, "target names must be a list of 1 to " .. TARGETS_MAX .. " names"
     end
     for i = 1, #names do
-        local name = names[i]
-        if type(name) ~= "string" or not name:find("^[\33-\34\36-\126]+$") then
-            return nil, "target name " .. i .. " is not 1 or more printable bytes without '#'"
+        if not _M.target_name_ok(names[i]) then
+            return nil, "target name " .. i .. " is not a target name (1 to "
+                        .. TARGET_NAME_MAX .. " printable bytes without '#', not 0)"
         end
+    end
+    unknown = unknown or 0
+    if type(unknown) ~= "number" or unknown < 0 or unknown > TARGETS_MAX or unknown % 1 ~= 0 then
+        return nil, "unknown must be a target index from 0 to " .. TARGETS_MAX
     end
     local list = concat(names, "\n")
 
@@ -462,7 +470,8 @@ function _M.new_rangeset(text, names)
     local room4, room6 = tonumber(count_buf[0]), tonumber(room_buf[0])
     local e4 = ffi_new(rentry4_array_t, room4)
     local e6 = ffi_new(rentry6_array_t, room6)
-    local rc = C.gray_ranges_parse(text, #text, list, #list, e4, room4, e6, room6, ranges_stats)
+    local rc = C.gray_ranges_parse(text, #text, list, #list, unknown, e4, room4, e6, room6,
+                                   ranges_stats)
     if rc ~= 0 then
         return nil, strerror(rc)
     end
@@ -508,7 +517,6 @@ function _M.rangeset_find(set, addr)
     return nil
 end
 
---- Whether a string may be sent as a memcached key.
 -- Must match gray.h: GRAY_TOKEN_MAX, and a token's shortest form.
 local TOKEN_MAX = 257             -- 200-byte subject, ".", 12 digits, ".", 43
 local TOKEN_MIN = 4 + 43
@@ -550,6 +558,16 @@ function _M.token_check(ctx, key, tok, now)
     end
     return tok:sub(1, n), tonumber(expiry_buf[0])
 end
+
+--- Whether name is a target name: 1 to 64 printable bytes (0x21..0x7e)
+-- without '#', not "0". The one rule for the router's targets, the names
+-- in list and range lines, and gray-admin.
+function _M.target_name_ok(name)
+    return type(name) == "string" and C.gray_target_name_ok(name, #name) == 1
+end
+_M.TARGET_NAME_MAX = TARGET_NAME_MAX
+
+--- Whether a string may be sent as a memcached key.
 
 function _M.mc_key_ok(key)
     return type(key) == "string" and C.gray_mc_key_ok(key, #key) == 1
