@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -493,8 +494,101 @@ static int put_split(memcached_st *mc, const cli_opts_t *opts, const char *key,
     return rc;
 }
 
-int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
-                  const cli_edit_t *edits, size_t nedits, size_t *changed)
+/* ---- the import lock ------------------------------------------------------
+ *
+ * An edit that rewrites a big list (an import) takes longer than a one-line
+ * edit, so CAS alone lets a stream of small edits win every race against it.
+ * The import therefore holds <key>:lock (taken with add, renewed with cas,
+ * LOCK_TTL s, deleted when done), and every edit waits while someone else
+ * holds it: the import then conflicts at most with the edits already past
+ * their check, once each. CAS still guards every write, so a writer that
+ * ignores the lock can delay an import but never lose a line. Waiting has
+ * one deadline (LOCK_WAIT_MS from the start of the edit); an import that
+ * dies leaves the lock for at most LOCK_TTL s. */
+
+#define LOCK_TTL        15          /* s: a lock not renewed is gone after this */
+#define LOCK_WAIT_MS    60000       /* an edit waits this long at most for a lock */
+#define LOCK_POLL_MS    20          /* between two looks at a held lock */
+#define LOCK_VALUE_MAX  200
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void lock_key(char *buf, size_t cap, const char *key)
+{
+    snprintf(buf, cap, "%s:lock", key);
+}
+
+/* Waits until key's lock is free (me NULL) or taken by me (me set: taken
+ * with add or renewed with cas, LOCK_TTL s from now). 0, EXIT_CONFLICT
+ * past deadline, EXIT_STORE (printed). */
+static int lock_wait(memcached_st *mc, const char *key, const char *me, uint64_t deadline)
+{
+    char lk[GRAY_MC_KEY_MAX + 1];
+    lock_key(lk, sizeof lk, key);
+    size_t ml = me ? strlen(me) : 0;
+    int told = 0;
+    for (;;) {
+        cli_value_t v;
+        if (cli_gets(mc, lk, &v) != 0)
+            return EXIT_STORE;
+        memcached_return_t rc = MEMCACHED_SUCCESS;
+        if (v.value == NULL && me == NULL)
+            return 0;
+        if (v.value == NULL)
+            rc = memcached_add(mc, lk, strlen(lk), me, ml, LOCK_TTL, 0);
+        else if (me && v.len == ml && memcmp(v.value, me, ml) == 0)
+            rc = memcached_cas(mc, lk, strlen(lk), me, ml, LOCK_TTL, 0, v.cas);
+        else
+            rc = MEMCACHED_DATA_EXISTS;         /* someone else's */
+        if (rc == MEMCACHED_SUCCESS && (v.value == NULL || me)) {
+            free(v.value);
+            return 0;
+        }
+        if (!is_conflict(rc)) {
+            free(v.value);
+            fprintf(stderr, "gray-admin: writing %s: %s\n", lk, cli_mc_error(mc, rc));
+            return EXIT_STORE;
+        }
+        if (v.value && !told++)
+            fprintf(stderr, "gray-admin: %s: waiting for %.*s (%s)\n", key,
+                    (int)(v.len > LOCK_VALUE_MAX ? LOCK_VALUE_MAX : v.len), v.value, lk);
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "gray-admin: %s: still locked by %.*s after %d s, nothing"
+                    " written (the lock %s lasts %d s after its holder stops)\n", key,
+                    v.value ? (int)(v.len > LOCK_VALUE_MAX ? LOCK_VALUE_MAX : v.len) : 7,
+                    v.value ? v.value : "another", LOCK_WAIT_MS / 1000, lk, LOCK_TTL);
+            free(v.value);
+            return EXIT_CONFLICT;
+        }
+        free(v.value);
+        uint32_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            r = (uint32_t)clock();
+        sleep_ms(LOCK_POLL_MS / 2 + r % LOCK_POLL_MS);
+    }
+}
+
+/* Deletes key's lock if it is still me's (quietly: a lock left behind
+ * expires by itself). */
+static void lock_release(memcached_st *mc, const char *key, const char *me)
+{
+    char lk[GRAY_MC_KEY_MAX + 1];
+    lock_key(lk, sizeof lk, key);
+    size_t vl = 0;
+    uint32_t flags;
+    memcached_return_t rc;
+    char *v = memcached_get(mc, lk, strlen(lk), &vl, &flags, &rc);
+    if (v && vl == strlen(me) && memcmp(v, me, vl) == 0)
+        memcached_delete(mc, lk, strlen(lk), 0);
+    free(v);
+}
+
+static int check_list_key(const char *key)
 {
     /* room for ":<tag>:<part>" after the key */
     if (!gray_mc_key_ok(key, strlen(key)) || strlen(key) > GRAY_MC_KEY_MAX - 14) {
@@ -502,6 +596,15 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
                 " or control bytes)\n", key, GRAY_MC_KEY_MAX - 14);
         return EXIT_USAGE;
     }
+    return 0;
+}
+
+/* The edit loop: lock (wait for others', or hold me's), read, apply, write
+ * with CAS, again on a conflict. */
+static int list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                     const cli_edit_t *edits, size_t nedits, size_t *changed, const char *me)
+{
+    uint64_t deadline = now_ms() + LOCK_WAIT_MS;
     unsigned backoff = 1;
     for (int attempt = 1; attempt <= CLI_CAS_TRIES; attempt++) {
         char *text, *out = NULL, tag[32];
@@ -509,6 +612,9 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
         uint64_t cas;
         int exists;
         unsigned old_parts;
+        int lrc = lock_wait(mc, key, me, deadline);
+        if (lrc != 0)
+            return lrc;
         if (cli_list_read(mc, key, &text, &len, &cas, &exists, tag, sizeof tag, &old_parts) != 0)
             return EXIT_STORE;
         if (apply(kind, text ? text : "", len, edits, nedits, &out, &outlen, changed) != 0) {
@@ -524,6 +630,11 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
         if (outlen > CLI_LIST_WARN)
             fprintf(stderr, "gray-admin: warning: %s is %zu bytes, over the router's default"
                     " list_max (32 MiB)\n", key, outlen);
+        /* a long apply: renew the lock before the write */
+        if (me && (lrc = lock_wait(mc, key, me, deadline)) != 0) {
+            free(out);
+            return lrc;
+        }
         int rc = outlen > opts->part_bytes
             ? put_split(mc, opts, key, out, outlen, exists, cas)
             : put_main(mc, key, out, outlen, exists, cas);
@@ -548,4 +659,27 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
     fprintf(stderr, "gray-admin: %s: still conflicting after %d tries, nothing written\n", key,
             CLI_CAS_TRIES);
     return EXIT_CONFLICT;
+}
+
+int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                  const cli_edit_t *edits, size_t nedits, size_t *changed)
+{
+    int rc = check_list_key(key);
+    return rc ? rc : list_edit(mc, opts, key, kind, edits, nedits, changed, NULL);
+}
+
+int cli_list_edit_locked(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                         const cli_edit_t *edits, size_t nedits, size_t *changed)
+{
+    int rc = check_list_key(key);
+    if (rc)
+        return rc;
+    char me[LOCK_VALUE_MAX], host[64] = "?";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(me, sizeof me, "import-pid-%ld-on-%s-since-%ld", (long)getpid(), host,
+             (long)time(NULL));
+    rc = list_edit(mc, opts, key, kind, edits, nedits, changed, me);
+    lock_release(mc, key, me);
+    return rc;
 }
