@@ -119,6 +119,12 @@ describe("gray-admin", function()
         return (sh("bash -c " .. quote(script)))
     end
 
+    local function write_file(path, text)
+        local f = assert(io.open(path, "wb"))
+        f:write(text)
+        f:close()
+    end
+
     local function lines_of(text)
         local t = {}
         for line in text:gmatch("[^\n]+") do
@@ -337,6 +343,133 @@ describe("gray-admin", function()
             assert.matches("4 bad lines, nothing written", out)
             assert.is_false(mc:get("6.6.6.1"))
             assert.is_false(mc:get("a:bad"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        -- each file: a good line, then the bad one (line 2)
+        local bad_lines = {
+            { "7.7.7.1 --ttl", "--ttl without a number" },
+            { "7.7.7.1 v2 --ttl", "--ttl without a number" },
+            { "7.7.7.1 --ttl # a comment", "--ttl without a number" },
+            { "7.7.7.1 --ttl --ttl 5", "bad %-%-ttl '%-%-ttl'" },
+            { "7.7.7.1 --ttl 5 --ttl 6", "--ttl given twice" },
+            { "7.7.7.1 --ttl -5", "bad %-%-ttl '%-5'" },
+            { "7.7.7.1 --ttl 1e3", "bad %-%-ttl '1e3'" },
+            { "7.7.7.1 -v2", "'%-v2' looks like an option" },
+            { "7.7.7.1 --force", "'%-%-force' looks like an option" },
+            { "7.7.7.1 - ", "'%-' looks like an option" },
+            { "--ttl 5", "expected <ip|cidr|name:id>" },
+            { "7.7.7.1 v2\0x", "a NUL byte" },
+            { "7.7.7.1 v2 # " .. ("x"):rep(5000), "longer than 4096 bytes" },
+        }
+        it("refuses --ttl without a number and option-looking targets, naming the line",
+           function()
+            local dir = harness.tmpdir()
+            local runs = {}
+            for i, c in ipairs(bad_lines) do
+                local path = dir .. "/" .. i .. ".txt"
+                write_file(path, "7.7.7.9 v2\n" .. c[1] .. "\n")
+                runs[i] = "--ranges-key a:ttl import " .. quote(path)
+            end
+            for i, res in ipairs(admin_batch(runs)) do
+                local out, code = res[1], res[2]
+                assert.equal(2, code, bad_lines[i][1] .. ": " .. out)
+                assert(out:find("line 2: [^\n]*" .. bad_lines[i][2]),
+                       bad_lines[i][1] .. ": " .. out)
+                assert.matches("1 bad lines, nothing written", out)
+            end
+            assert.is_false(mc:get("7.7.7.9"))
+            assert.is_false(mc:get("7.7.7.1"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a directory, a missing or unreadable file: its reason, exit 2", function()
+            local dir = harness.tmpdir()
+            local secret = dir .. "/secret.txt"
+            write_file(secret, "7.7.8.1\n")
+            sh("chmod 000 " .. quote(secret))
+            local runs = {
+                { "import " .. quote(dir), "import: cannot read " .. dir .. ": Is a directory" },
+                { "import " .. quote(dir .. "/none"),
+                  "import: cannot open " .. dir .. "/none: No such file or directory" },
+                -- opens, and the first read fails
+                { "import /proc/self/mem",
+                  "import: cannot read /proc/self/mem: Input/output error" },
+                { "import - < " .. quote(dir), "import: cannot read stdin: Is a directory" },
+            }
+            local list = {}
+            for i, r in ipairs(runs) do
+                list[i] = r[1]
+            end
+            for i, res in ipairs(admin_batch(list)) do
+                assert.equal(2, res[2], runs[i][1] .. ": " .. res[1])
+                assert(res[1]:find(runs[i][2], 1, true), runs[i][1] .. ": " .. res[1])
+            end
+            -- root reads any file: drop to nobody for the permission check
+            local prefix = sh("id -u"):match("^0%s") and "setpriv --reuid=nobody --regid=nogroup"
+                                                         .. " --clear-groups " or ""
+            local out, code = sh(prefix .. BIN .. " --servers 127.0.0.1:" .. mc.port
+                                 .. " import " .. quote(secret) .. " 2>&1")
+            assert.equal(2, code, out)
+            assert.matches("import: cannot open " .. secret:gsub("%p", "%%%0") .. ": Permission denied",
+                           out)
+            assert.is_false(mc:get("7.7.8.1"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a large import (200k lines) lands completely, also from a pipe", function()
+            local dir = harness.tmpdir()
+            local lines, want = {}, {}
+            local targets = { "1", "v2", "v3" }
+            for i = 0, 199999 do
+                local key, k = nil, i % 10
+                if k < 6 then
+                    key = ("12.%d.%d.%d"):format(floor(i / 65536), floor(i / 256) % 256, i % 256)
+                elseif k < 8 then
+                    key = ("2001:db8:12:%x::1:%x"):format(floor(i / 65536) + 1, i % 65536)
+                else
+                    key = "uid:big" .. i
+                end
+                local t = targets[i % 3 + 1]
+                lines[#lines + 1] = key .. (i % 4 == 0 and "" or " " .. t)
+                                    .. (i % 7 == 0 and " --ttl 3600" or "")
+                want[key] = i % 4 == 0 and "1" or t
+            end
+            local path = dir .. "/big.txt"
+            write_file(path, table.concat(lines, "\n") .. "\n")
+            local t0 = now()
+            local out = ok("import " .. quote(path))
+            local took = now() - t0
+            assert.matches("imported 200000 entries and 0 ranges lines", out)
+            -- every key, in gets of 100 keys, over one connection
+            local function check_all()
+                local keys, cmd = {}, {}
+                for key in pairs(want) do
+                    keys[#keys + 1] = key
+                    if #keys == 100 then
+                        cmd[#cmd + 1] = "get " .. table.concat(keys, " ") .. "\r\n"
+                        keys = {}
+                    end
+                end
+                local reply = mc:cmd_file(table.concat(cmd))
+                local n = 0
+                for key, value in reply:gmatch("VALUE (%S+) %d+ %d+\r\n([^\r]*)\r\n") do
+                    assert.equal(want[key], value, key)
+                    n = n + 1
+                end
+                assert.equal(200000, n)
+            end
+            check_all()
+            -- again from stdin, a file, then a pipe (copied to a temporary file
+            -- by the first pass): all read back again
+            assert.matches("imported 200000 entries", ok("import - < " .. quote(path)))
+            local code
+            out, code = sh("cat " .. quote(path) .. " | " .. BIN .. " --servers 127.0.0.1:"
+                           .. mc.port .. " import - 2>&1")
+            assert.equal(0, code, out)
+            assert.matches("imported 200000 entries", out)
+            check_all()
+            print(("\n  import: 200,000 lines in %.2f s"):format(took))
             sh("rm -rf " .. quote(dir))
         end)
     end)

@@ -357,9 +357,10 @@ static int same_file(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-static int input_error(const char *path, int err)
+/* "cannot open" or "cannot read" path, and why; EXIT_USAGE. */
+static int input_error(const char *what, const char *path, int err)
 {
-    fprintf(stderr, "gray-admin: import: %s: %s\n", path, strerror(err));
+    fprintf(stderr, "gray-admin: import: cannot %s %s: %s\n", what, path, strerror(err));
     return EXIT_USAGE;
 }
 
@@ -397,7 +398,7 @@ static int write_entries(memcached_st *mc, const cli_opts_t *opts, reader_t *r, 
     }
     cli_import_line(0);
     if (rc == 0 && r->err)
-        return input_error(path, r->err);
+        return input_error("read", path, r->err);
     if (rc == 0 && seen != b->total)
         rc = EXIT_USAGE;
     if (rc == EXIT_USAGE)
@@ -421,7 +422,7 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
     const char *path = strcmp(pos[1], "-") == 0 ? "stdin" : pos[1];
     int fd = strcmp(pos[1], "-") == 0 ? STDIN_FILENO : open(pos[1], O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return input_error(path, errno);
+        return input_error("open", path, errno);
     reader_t *r = malloc(sizeof *r);
     char *line = malloc(IMPORT_LINE_MAX + 1);
     batch_t *b = calloc(1, sizeof *b);
@@ -440,11 +441,11 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
     r->eof = r->err = 0;
     r->lineno = r->start = r->end = 0;
     if (fstat(fd, &st0) != 0) {
-        rc = input_error(path, errno);
+        rc = input_error("read", path, errno);
         goto done;
     }
     if (S_ISDIR(st0.st_mode)) {
-        rc = input_error(path, EISDIR);
+        rc = input_error("read", path, EISDIR);
         goto done;
     }
     int seekable = S_ISREG(st0.st_mode) && (start = lseek(fd, 0, SEEK_CUR)) >= 0;
@@ -455,7 +456,7 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
         snprintf(tmpl, sizeof tmpl, "%s/gray-admin-import.XXXXXX", dir);
         r->spool = mkstemp(tmpl);
         if (r->spool < 0) {
-            rc = input_error(tmpl, errno);
+            rc = input_error("create", tmpl, errno);
             goto done;
         }
         unlink(tmpl);
@@ -481,7 +482,7 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
     }
     cli_import_line(0);
     if (r->err) {
-        rc = input_error(path, r->err);
+        rc = input_error("read", path, r->err);
         goto done;
     }
     if (bad) {
@@ -535,7 +536,7 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
             start = 0;
         }
         if (lseek(r->fd, start, SEEK_SET) < 0) {
-            rc = input_error(path, errno);
+            rc = input_error("read", path, errno);
             goto done;
         }
         if (seekable && (fstat(fd, &st1) != 0 || !same_file(&st0, &st1))) {
