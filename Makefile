@@ -7,6 +7,7 @@
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
+#   make bench-import  gray-admin import of 1M lines: wall time and max RSS
 #   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
@@ -139,6 +140,15 @@ bench-shm:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
 	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/shm_load.lua
+
+# one gray-admin import of 1,000,000 entry lines (IPv4, IPv6, uid; mixed
+# targets; --ttl on every 10th) into a real memcached -m 1024: wall time and
+# max RSS from /usr/bin/time -v; also build/bench-import-results.txt
+.PHONY: bench-import
+bench-import:
+	@sh tools/deps.sh build bench-import
+	@$(MAKE) --no-print-directory build/gray-admin
+	bash bench/import.sh
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz

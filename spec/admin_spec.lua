@@ -422,7 +422,8 @@ describe("gray-admin", function()
             local lines, want = {}, {}
             local targets = { "1", "v2", "v3" }
             for i = 0, 199999 do
-                local key, k = nil, i % 10
+                local key
+                local k = i % 10
                 if k < 6 then
                     key = ("12.%d.%d.%d"):format(floor(i / 65536), floor(i / 256) % 256, i % 256)
                 elseif k < 8 then

@@ -5,8 +5,9 @@
  * keeps the ranges lines, the only ones that need memory: they go into one
  * list edit); then the ranges lines are written in that one edit, under the
  * list's import lock (listedit.c); pass 2 reads the file again and writes
- * the entries pipelined (libmemcached's buffered mode), IMPORT_BATCH at a
- * time, each batch read back with one multi-get before the next is sent.
+ * the entries pipelined (libmemcached's buffered mode, noreply sets),
+ * IMPORT_BATCH at a time, each batch read back with one multi-get before
+ * the next is sent: the multi-get is the check that every entry landed.
  * stdin that cannot be read twice (a pipe) is copied to an unlinked
  * temporary file during pass 1.
  *
@@ -242,6 +243,8 @@ typedef struct batch {
     int got[IMPORT_BATCH];      /* by line: its key was read back */
     const char *keys[IMPORT_BATCH];
     size_t lens[IMPORT_BATCH];
+    memcached_result_st result; /* one, reused by every fetch */
+    int has_result;
 } batch_t;
 
 static size_t batch_slot(const batch_t *b, const char *key, size_t len)
@@ -275,9 +278,9 @@ static void not_landed(batch_t *b, size_t i, const char *got, size_t len)
         b->missing++;
 }
 
-/* Reads the batch back in one multi-get (which first takes every pending
- * set reply off the connections): each key must hold its last line's
- * value. 0, or EXIT_STORE (printed). */
+/* Reads the batch back in one multi-get, sent after its sets on the same
+ * connection: each key must hold its last line's value. 0, or EXIT_STORE
+ * (printed). */
 static int batch_check(memcached_st *mc, batch_t *b)
 {
     size_t nk = 0;
@@ -298,7 +301,7 @@ static int batch_check(memcached_st *mc, batch_t *b)
         return EXIT_STORE;
     }
     memcached_result_st *res;
-    while ((res = memcached_fetch_result(mc, NULL, &rc)) != NULL) {
+    while ((res = memcached_fetch_result(mc, &b->result, &rc)) != NULL) {
         size_t kl = memcached_result_key_length(res);
         char k[GRAY_MC_KEY_MAX + 1];
         if (kl <= GRAY_MC_KEY_MAX) {
@@ -313,7 +316,6 @@ static int batch_check(memcached_st *mc, batch_t *b)
                     not_landed(b, (size_t)at, v, vl);
             }
         }
-        memcached_result_free(res);
     }
     if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND) {
         fprintf(stderr, "gray-admin: import: reading the entries back: %s\n",
@@ -368,15 +370,19 @@ static int input_error(const char *what, const char *path, int err)
 static int write_entries(memcached_st *mc, const cli_opts_t *opts, reader_t *r, char *line,
                          batch_t *b, const char *path)
 {
-    /* switching buffered mode on closes the connections (libmemcached sends
-     * quit): done once, after the list edit. The replies are taken by the
-     * multi-get of each batch, never by libmemcached's purge, which reads
-     * with a 50 ms timeout and then drops the connection (a busy server
-     * took the process down with an assertion): its watermarks go above a
-     * batch. */
+    /* the sets go out "noreply" and buffered: libmemcached writes them when
+     * its buffer fills, and the batch's multi-get follows them on the same
+     * connection, so memcached has applied them when it answers the gets:
+     * one round trip per batch. Switching buffered mode on closes the
+     * connections (libmemcached sends quit): done once, after the list
+     * edit. libmemcached's purge never runs (its watermarks above any
+     * batch): it would read with a 50 ms timeout and then drop the
+     * connection. */
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_IO_MSG_WATERMARK, 1u << 30);
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_IO_BYTES_WATERMARK, 1u << 30);
     memcached_return_t mrc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+    if (mrc == MEMCACHED_SUCCESS)
+        mrc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
     if (mrc != MEMCACHED_SUCCESS) {
         fprintf(stderr, "gray-admin: import: buffered mode: %s\n", cli_mc_error(mc, mrc));
         return EXIT_STORE;
@@ -436,6 +442,12 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
         rc = EXIT_STORE;
         goto done;
     }
+    if (memcached_result_create(mc, &b->result) == NULL) {
+        fprintf(stderr, "gray-admin: out of memory\n");
+        rc = EXIT_STORE;
+        goto done;
+    }
+    b->has_result = 1;
     r->fd = fd;
     r->spool = -1;
     r->eof = r->err = 0;
@@ -564,6 +576,8 @@ done:
     free(edits);
     free(rg.text);
     free(rg.at);
+    if (b && b->has_result)
+        memcached_result_free(&b->result);
     free(b);
     free(line);
     free(r);
