@@ -475,6 +475,8 @@ static int put_split(memcached_st *mc, const cli_opts_t *opts, const char *key,
         }
     }
     starts[n] = len;
+    if (opts->verbose)
+        fprintf(stderr, "gray-admin: %s: writing %u parts %s:%s:1..%u\n", key, n, key, tag, n);
     char k[GRAY_MC_KEY_MAX + 1];
     for (unsigned i = 0; i < n; i++) {
         part_key(k, sizeof k, key, tag, i + 1);
