@@ -750,6 +750,26 @@ describe("gray-admin", function()
         end)
     end)
 
+    it("import: entries memcached refused (full, no eviction) fail it, named, exit 3",
+       function()
+        local full = harness.memcached({ memory_mb = 2, no_evict = true })
+        finally(function() full:destroy() end)
+        local dir = harness.tmpdir()
+        local lines = {}
+        for i = 1, 100000 do
+            lines[i] = "uid:full" .. i .. " v2"
+        end
+        write_file(dir .. "/full.txt", table.concat(lines, "\n") .. "\n")
+        local out, code = admin("import " .. quote(dir .. "/full.txt"), "127.0.0.1:" .. full.port)
+        assert.equal(3, code, out)
+        assert.matches("uid:full%d+ is not in memcached after its set", out)
+        assert.matches("%d+ not at all", out)
+        local done = tonumber(out:match("stopped after (%d+) of 100000 entries"))
+        assert(done and done < 100000, out)
+        assert.not_matches("imported", out)
+        sh("rm -rf " .. quote(dir))
+    end)
+
     it("a 300k-range import lands while 2 editors keep editing the list, losing no line",
        function()
         -- every edit writes a new version of the ~6 MB list, and the old one

@@ -523,7 +523,7 @@ int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
             edits[i].key = rg.text + rg.at[i];
             edits[i].line = edits[i].key + strlen(edits[i].key) + 1;
         }
-        if (b->total == 0 || isatty(STDERR_FILENO) || opts->verbose)
+        if (isatty(STDERR_FILENO) || opts->verbose)
             fprintf(stderr, "gray-admin: import: %zu ranges lines into %s\n", rg.n,
                     opts->ranges_key);
         rc = cli_list_edit_locked(mc, opts, opts->ranges_key, LIST_RANGES, edits, rg.n,
