@@ -254,7 +254,7 @@ int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, u
 typedef struct line {
     const char *text;           /* into the old text, or an edit's line */
     size_t len;
-    char *key;                  /* malloc'd, NULL: no key (kept verbatim) */
+    const char *key;            /* into the key arena, NULL: no key (kept verbatim) */
     int prev;                   /* the previous line with the same key, -1 */
     int gone;
 } line_t;
@@ -278,36 +278,59 @@ static size_t table_find(const table_t *t, const line_t *lines, const char *key)
     return i;
 }
 
+/* The lines' keys, packed into blocks that never move (a key is at most
+ * GRAY_MC_KEY_MAX + 8 bytes): a few bytes per line, not a malloc each. */
+#define KEY_BLOCK_BYTES (256u * 1024u)
+
+typedef struct key_block {
+    struct key_block *next;
+    size_t used;
+    char data[KEY_BLOCK_BYTES];
+} key_block_t;
+
 typedef struct edit_state {
     line_t *lines;
-    size_t n, cap;
+    size_t n, cap;              /* cap: the old lines and the edits, set once */
     table_t t;
+    key_block_t *keys;          /* the block being filled first */
 } edit_state_t;
+
+static const char *key_dup(edit_state_t *s, const char *key, size_t len)
+{
+    if (s->keys == NULL || s->keys->used + len + 1 > KEY_BLOCK_BYTES) {
+        key_block_t *b = malloc(sizeof *b);
+        if (b == NULL)
+            return NULL;
+        b->next = s->keys;
+        b->used = 0;
+        s->keys = b;
+    }
+    char *k = s->keys->data + s->keys->used;
+    memcpy(k, key, len + 1);
+    s->keys->used += len + 1;
+    return k;
+}
 
 static void state_free(edit_state_t *s)
 {
-    for (size_t i = 0; i < s->n; i++)
-        free(s->lines[i].key);
+    for (key_block_t *b = s->keys, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
     free(s->lines);
     free(s->t.slot);
 }
 
 static int push_line(edit_state_t *s, int kind, const char *text, size_t len)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        line_t *l = realloc(s->lines, cap * sizeof *l);
-        if (l == NULL)
-            return -1;
-        s->lines = l;
-        s->cap = cap;
-    }
+    if (s->n == s->cap)
+        return -1;              /* cannot happen: cap counts every push */
     char key[GRAY_MC_KEY_MAX + 8];
     size_t kl = cli_line_key(kind, text, len, key, sizeof key);
     line_t *ln = &s->lines[s->n];
     ln->text = text;
     ln->len = len;
-    ln->key = kl ? strdup(key) : NULL;
+    ln->key = kl ? key_dup(s, key, kl) : NULL;
     ln->prev = -1;
     ln->gone = 0;
     if (kl && ln->key == NULL)
@@ -336,8 +359,12 @@ static int apply(int kind, const char *text, size_t len, const cli_edit_t *edits
         size *= 2;
     s.t.slot = calloc(size, sizeof *s.t.slot);
     s.t.mask = size - 1;
-    if (s.t.slot == NULL)
+    s.cap = nl + nedits;
+    s.lines = malloc(s.cap * sizeof *s.lines);
+    if (s.t.slot == NULL || s.lines == NULL) {
+        state_free(&s);
         return -1;
+    }
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
