@@ -770,6 +770,25 @@ describe("gray-admin", function()
         sh("rm -rf " .. quote(dir))
     end)
 
+    it("an edit waits for an import's lock, and a dead import's lock expires", function()
+        -- as an import killed while holding it leaves it (15 s there, 2 s here)
+        mc:set("a:stale:lock", "import-pid-1-on-gone-since-0", 2)
+        local t0 = now()
+        local out = ok("--ranges-key a:stale ranges add 15.0.0.0/8")
+        local took = now() - t0
+        assert.matches("a:stale: waiting for import%-pid%-1%-on%-gone%-since%-0 %(a:stale:lock%)",
+                       out)
+        assert(took > 0.5 and took < 10, "waited " .. took .. " s")
+        assert.equal("15.0.0.0/8\n", mc:get("a:stale"))
+        -- an import takes it when it is free, and lets it go
+        local dir = harness.tmpdir()
+        write_file(dir .. "/r.txt", "15.1.0.0/16 v2\n")
+        ok("--ranges-key a:stale import " .. quote(dir .. "/r.txt"))
+        assert.equal("15.0.0.0/8\n15.1.0.0/16 v2\n", mc:get("a:stale"))
+        assert.is_false(mc:get("a:stale:lock"))
+        sh("rm -rf " .. quote(dir))
+    end)
+
     it("a 300k-range import lands while 2 editors keep editing the list, losing no line",
        function()
         -- every edit writes a new version of the ~6 MB list, and the old one

@@ -574,7 +574,7 @@ static int lock_wait(memcached_st *mc, const char *key, const char *me, uint64_t
             rc = memcached_cas(mc, lk, strlen(lk), me, ml, LOCK_TTL, 0, v.cas);
         else
             rc = MEMCACHED_DATA_EXISTS;         /* someone else's */
-        if (rc == MEMCACHED_SUCCESS && (v.value == NULL || me)) {
+        if (rc == MEMCACHED_SUCCESS) {
             free(v.value);
             return 0;
         }
