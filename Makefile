@@ -8,6 +8,7 @@
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
 #   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
+#   make bench-import  gray-admin import of 1M lines: wall time and max RSS
 #   make install    libgray.so, the Lua files, gray-admin and its man page under
 #                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
@@ -157,6 +158,15 @@ build/mc-meta-bench: bench/mc_meta.c $(SRC) $(HDR)
 bench-meta: build/mc-meta-bench
 	@sh tools/deps.sh build bench
 	sh bench/mc_meta.sh build/mc-meta-bench
+
+# one gray-admin import of 1,000,000 entry lines (IPv4, IPv6, uid; mixed
+# targets; --ttl on every 10th) into a real memcached -m 1024: wall time and
+# max RSS from /usr/bin/time -v; also build/bench-import-results.txt
+.PHONY: bench-import
+bench-import:
+	@sh tools/deps.sh build bench-import
+	@$(MAKE) --no-print-directory build/gray-admin
+	bash bench/import.sh
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz

@@ -119,6 +119,12 @@ describe("gray-admin", function()
         return (sh("bash -c " .. quote(script)))
     end
 
+    local function write_file(path, text)
+        local f = assert(io.open(path, "wb"))
+        f:write(text)
+        f:close()
+    end
+
     local function lines_of(text)
         local t = {}
         for line in text:gmatch("[^\n]+") do
@@ -337,6 +343,134 @@ describe("gray-admin", function()
             assert.matches("4 bad lines, nothing written", out)
             assert.is_false(mc:get("6.6.6.1"))
             assert.is_false(mc:get("a:bad"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        -- each file: a good line, then the bad one (line 2)
+        local bad_lines = {
+            { "7.7.7.1 --ttl", "--ttl without a number" },
+            { "7.7.7.1 v2 --ttl", "--ttl without a number" },
+            { "7.7.7.1 --ttl # a comment", "--ttl without a number" },
+            { "7.7.7.1 --ttl --ttl 5", "bad %-%-ttl '%-%-ttl'" },
+            { "7.7.7.1 --ttl 5 --ttl 6", "--ttl given twice" },
+            { "7.7.7.1 --ttl -5", "bad %-%-ttl '%-5'" },
+            { "7.7.7.1 --ttl 1e3", "bad %-%-ttl '1e3'" },
+            { "7.7.7.1 -v2", "'%-v2' looks like an option" },
+            { "7.7.7.1 --force", "'%-%-force' looks like an option" },
+            { "7.7.7.1 - ", "'%-' looks like an option" },
+            { "--ttl 5", "expected <ip|cidr|name:id>" },
+            { "7.7.7.1 v2\0x", "a NUL byte" },
+            { "7.7.7.1 v2 # " .. ("x"):rep(5000), "longer than 4096 bytes" },
+        }
+        it("refuses --ttl without a number and option-looking targets, naming the line",
+           function()
+            local dir = harness.tmpdir()
+            local runs = {}
+            for i, c in ipairs(bad_lines) do
+                local path = dir .. "/" .. i .. ".txt"
+                write_file(path, "7.7.7.9 v2\n" .. c[1] .. "\n")
+                runs[i] = "--ranges-key a:ttl import " .. quote(path)
+            end
+            for i, res in ipairs(admin_batch(runs)) do
+                local out, code = res[1], res[2]
+                assert.equal(2, code, bad_lines[i][1] .. ": " .. out)
+                assert(out:find("line 2: [^\n]*" .. bad_lines[i][2]),
+                       bad_lines[i][1] .. ": " .. out)
+                assert.matches("1 bad lines, nothing written", out)
+            end
+            assert.is_false(mc:get("7.7.7.9"))
+            assert.is_false(mc:get("7.7.7.1"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a directory, a missing or unreadable file: its reason, exit 2", function()
+            local dir = harness.tmpdir()
+            local secret = dir .. "/secret.txt"
+            write_file(secret, "7.7.8.1\n")
+            sh("chmod 000 " .. quote(secret))
+            local runs = {
+                { "import " .. quote(dir), "import: cannot read " .. dir .. ": Is a directory" },
+                { "import " .. quote(dir .. "/none"),
+                  "import: cannot open " .. dir .. "/none: No such file or directory" },
+                -- opens, and the first read fails
+                { "import /proc/self/mem",
+                  "import: cannot read /proc/self/mem: Input/output error" },
+                { "import - < " .. quote(dir), "import: cannot read stdin: Is a directory" },
+            }
+            local list = {}
+            for i, r in ipairs(runs) do
+                list[i] = r[1]
+            end
+            for i, res in ipairs(admin_batch(list)) do
+                assert.equal(2, res[2], runs[i][1] .. ": " .. res[1])
+                assert(res[1]:find(runs[i][2], 1, true), runs[i][1] .. ": " .. res[1])
+            end
+            -- root reads any file: drop to nobody for the permission check
+            local prefix = sh("id -u"):match("^0%s") and "setpriv --reuid=nobody --regid=nogroup"
+                                                         .. " --clear-groups " or ""
+            local out, code = sh(prefix .. BIN .. " --servers 127.0.0.1:" .. mc.port
+                                 .. " import " .. quote(secret) .. " 2>&1")
+            assert.equal(2, code, out)
+            assert.matches("import: cannot open " .. secret:gsub("%p", "%%%0") .. ": Permission denied",
+                           out)
+            assert.is_false(mc:get("7.7.8.1"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a large import (200k lines) lands completely, also from a pipe", function()
+            local dir = harness.tmpdir()
+            local lines, want = {}, {}
+            local targets = { "1", "v2", "v3" }
+            for i = 0, 199999 do
+                local key
+                local k = i % 10
+                if k < 6 then
+                    key = ("12.%d.%d.%d"):format(floor(i / 65536), floor(i / 256) % 256, i % 256)
+                elseif k < 8 then
+                    key = ("2001:db8:12:%x::1:%x"):format(floor(i / 65536) + 1, i % 65536)
+                else
+                    key = "uid:big" .. i
+                end
+                local t = targets[i % 3 + 1]
+                lines[#lines + 1] = key .. (i % 4 == 0 and "" or " " .. t)
+                                    .. (i % 7 == 0 and " --ttl 3600" or "")
+                want[key] = i % 4 == 0 and "1" or t
+            end
+            local path = dir .. "/big.txt"
+            write_file(path, table.concat(lines, "\n") .. "\n")
+            local t0 = now()
+            local out = ok("import " .. quote(path))
+            local took = now() - t0
+            assert.matches("imported 200000 entries and 0 ranges lines", out)
+            -- every key, in gets of 100 keys, over one connection
+            local function check_all()
+                local keys, cmd = {}, {}
+                for key in pairs(want) do
+                    keys[#keys + 1] = key
+                    if #keys == 100 then
+                        cmd[#cmd + 1] = "get " .. table.concat(keys, " ") .. "\r\n"
+                        keys = {}
+                    end
+                end
+                local reply = mc:cmd_file(table.concat(cmd))
+                local n = 0
+                for key, value in reply:gmatch("VALUE (%S+) %d+ %d+\r\n([^\r]*)\r\n") do
+                    assert.equal(want[key], value, key)
+                    n = n + 1
+                end
+                assert.equal(200000, n)
+            end
+            check_all()
+            -- again from stdin, a file, then a pipe (copied to a temporary file
+            -- by the first pass): all read back again
+            assert.matches("imported 200000 entries", ok("import - < " .. quote(path)))
+            local code
+            out, code = sh("cat " .. quote(path) .. " | " .. BIN .. " --servers 127.0.0.1:"
+                           .. mc.port .. " import - 2>&1")
+            assert.equal(0, code, out)
+            assert.matches("imported 200000 entries", out)
+            check_all()
+            print(("\n  import: 200,000 lines in %.2f s"):format(took))
             sh("rm -rf " .. quote(dir))
         end)
     end)
@@ -805,6 +939,156 @@ describe("gray-admin", function()
         end
         sh("rm -rf " .. quote(dir))
         assert(ok_, err)
+    end)
+
+    it("import: entries memcached refused (full, no eviction) fail it, named, exit 3",
+       function()
+        local full = harness.memcached({ memory_mb = 2, no_evict = true })
+        finally(function() full:destroy() end)
+        local dir = harness.tmpdir()
+        local lines = {}
+        for i = 1, 100000 do
+            lines[i] = "uid:full" .. i .. " v2"
+        end
+        write_file(dir .. "/full.txt", table.concat(lines, "\n") .. "\n")
+        local out, code = admin("import " .. quote(dir .. "/full.txt"), "127.0.0.1:" .. full.port)
+        assert.equal(3, code, out)
+        assert.matches("uid:full%d+ is not in memcached after its set", out)
+        assert.matches("%d+ not at all", out)
+        local done = tonumber(out:match("stopped after (%d+) of 100000 entries"))
+        assert(done and done < 100000, out)
+        assert.not_matches("imported", out)
+        sh("rm -rf " .. quote(dir))
+    end)
+
+    it("an edit waits for an import's lock, and a dead import's lock expires", function()
+        -- as an import killed while holding it leaves it (15 s there, 2 s here)
+        mc:set("a:stale:lock", "import-pid-1-on-gone-since-0", 2)
+        local t0 = now()
+        local out = ok("--ranges-key a:stale ranges add 15.0.0.0/8")
+        local took = now() - t0
+        assert.matches("a:stale: waiting for import%-pid%-1%-on%-gone%-since%-0 %(a:stale:lock%)",
+                       out)
+        assert(took > 0.5 and took < 10, "waited " .. took .. " s")
+        assert.equal("15.0.0.0/8\n", mc:get("a:stale"))
+        -- an import takes it when it is free, and lets it go
+        local dir = harness.tmpdir()
+        write_file(dir .. "/r.txt", "15.1.0.0/16 v2\n")
+        ok("--ranges-key a:stale import " .. quote(dir .. "/r.txt"))
+        assert.equal("15.0.0.0/8\n15.1.0.0/16 v2\n", mc:get("a:stale"))
+        assert.is_false(mc:get("a:stale:lock"))
+        sh("rm -rf " .. quote(dir))
+    end)
+
+    it("a 300k-range import lands while 2 editors keep editing the list, losing no line",
+       function()
+        -- every edit writes a new version of the ~6 MB list, and the old one
+        -- lives 60 s for the routers reading it: more than memcached's
+        -- default 64 MB holds
+        local big = harness.memcached({ memory_mb = 1024 })
+        local srv = "127.0.0.1:" .. big.port
+        local dir = harness.tmpdir()
+        -- the same 300,000 ranges, then all retargeted (onto the big list)
+        for _, target in ipairs({ "v2", "v3" }) do
+            local lines = {}
+            for i = 0, 299999 do
+                lines[i + 1] = ("13.%d.%d.%d/30 %s"):format(floor(i / 16384),
+                                                          floor(i / 64) % 256, (i % 64) * 4,
+                                                          target)
+            end
+            write_file(dir .. "/" .. target .. ".txt", table.concat(lines, "\n") .. "\n")
+        end
+        ok("--ranges-key a:busy ranges add 14.0.0.0/24", srv)
+        -- 2 editors, each adding its next address until told to stop; okN
+        -- lists what landed
+        local script = {}
+        for w = 1, 2 do
+            local addr = ("174.%d.$((i / 256)).$((i %% 256))"):format(w)
+            script[#script + 1] = ("( i=0; while [ ! -e %s/stop ]; do i=$((i+1)); if %s"
+                                   .. " --servers 127.0.0.1:%d --ranges-key a:busy ranges add"
+                                   .. " %s/32 >>%s/e%d.log 2>&1; then echo %s >>%s/ok%d; else"
+                                   .. " echo $i >>%s/fail; fi; done; touch %s/done%d )"
+                                   .. " >/dev/null 2>&1 &")
+                                  :format(dir, BIN, big.port, addr, dir, w, addr, dir, w, dir,
+                                          dir, w)
+        end
+        script[#script + 1] = "true"
+        sh(table.concat(script, "\n"))
+        local function edits(w)
+            return #lines_of(harness.read_file(dir .. "/ok" .. w) or "")
+        end
+        finally(function()
+            sh("touch " .. quote(dir .. "/stop"))
+            local t0 = now()
+            while not (harness.read_file(dir .. "/done1") and harness.read_file(dir .. "/done2"))
+                  and now() - t0 < 90 do
+                harness.sleep(0.1)
+            end
+            sh("rm -rf " .. quote(dir))
+            big:destroy()
+        end)
+        local report = {}
+        for _, target in ipairs({ "v2", "v3" }) do
+            -- both editing before the import starts
+            local t0 = now()
+            local start1, start2 = edits(1), edits(2)
+            while edits(1) < start1 + 3 or edits(2) < start2 + 3 do
+                assert(now() - t0 < 60 and not harness.read_file(dir .. "/fail"),
+                       "the editors are not editing: "
+                       .. (harness.read_file(dir .. "/e1.log") or ""):sub(-400) .. "\n"
+                       .. (harness.read_file(dir .. "/e2.log") or ""):sub(-400) .. "\nfailed: "
+                       .. tostring(harness.read_file(dir .. "/fail")))
+                harness.sleep(0.05)
+            end
+            local before = edits(1) + edits(2)
+            t0 = now()
+            local out, code = admin("--ranges-key a:busy import "
+                                    .. quote(dir .. "/" .. target .. ".txt"), srv)
+            local took = now() - t0
+            assert.equal(0, code, out)
+            assert.matches("imported 0 entries and 300000 ranges lines %(300000 changed", out)
+            assert(took < 60, "the import took " .. took .. " s")
+            report[#report + 1] = ("%s: %.1f s, %d edits landed meanwhile"):format(
+                target, took, edits(1) + edits(2) - before)
+        end
+        -- and they go on editing after it
+        local after = edits(1) + edits(2)
+        local t0 = now()
+        while edits(1) + edits(2) < after + 4 do
+            assert(now() - t0 < 60, "the editors stopped after the import")
+            harness.sleep(0.05)
+        end
+        sh("touch " .. quote(dir .. "/stop"))
+        t0 = now()
+        while not (harness.read_file(dir .. "/done1") and harness.read_file(dir .. "/done2")) do
+            assert(now() - t0 < 90, "the editors did not stop")
+            harness.sleep(0.1)
+        end
+        assert.is_nil(harness.read_file(dir .. "/fail"))
+        local set, n = {}, 0
+        for l in ok("--ranges-key a:busy ranges list", srv):gmatch("[^\n]+") do
+            set[l] = true
+            n = n + 1
+        end
+        local wrote = edits(1) + edits(2)
+        assert.equal(300000 + 1 + wrote, n)
+        for w = 1, 2 do
+            for a in harness.read_file(dir .. "/ok" .. w):gmatch("[^\n]+") do
+                assert(set[a], "lost the editor's line " .. a)
+            end
+        end
+        assert(set["14.0.0.0/24"] and set["13.0.0.0/30 v3"] and set["13.18.79.124/30 v3"])
+        assert.is_false(big:get("a:busy:lock"))
+        local waited = 0
+        for w = 1, 2 do
+            for _ in (harness.read_file(dir .. "/e" .. w .. ".log") or ""):gmatch("waiting for")
+            do
+                waited = waited + 1
+            end
+        end
+        print(("\n  imports of 300,000 ranges lines beside 2 editors: %s; %d edits in all,"
+               .. " %d waited for the import's lock"):format(table.concat(report, "; "),
+                                                           wrote, waited))
     end)
 
     it("concurrent writers never lose a line", function()

@@ -108,6 +108,12 @@ int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, u
 int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
                   const cli_edit_t *edits, size_t nedits, size_t *changed);
 
+/* As cli_list_edit, for an import: holds the list's lock <key>:lock (taken
+ * with add, renewed, LOCK_TTL s; released when done) so that the one-line
+ * edits, which wait for it, cannot starve it. */
+int cli_list_edit_locked(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                         const cli_edit_t *edits, size_t nedits, size_t *changed);
+
 /* The key of a line in a list of kind (normal form of its first field), into
  * out (cap >= 256); 0 for a blank, comment or unparsable line. */
 size_t cli_line_key(int kind, const char *line, size_t len, char *out, size_t cap);
