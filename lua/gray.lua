@@ -1023,23 +1023,25 @@ _M.decide = decide
 --- decide(), then ngx.exec() to the location (with the debug header, when
 -- configured).
 --
--- When nginx.conf defines $gray_target_name and $gray_reason (`set` at
+-- When nginx.conf defines $gray_target_name or $gray_reason (`set` at
 -- server level), exec() fills them for log_format: the target's name
 -- ("stable", "1" for the default target, or a name of `targets`) and the
--- reason. Whether they are defined is found once per worker; when they are
--- not, this costs a field test per request.
-local log_vars = nil            -- nil: not known yet; then true or false
+-- reason; each is filled if defined, whether the other is or not. Whether
+-- one is defined is found once per worker; when neither is, this costs two
+-- field tests per request.
+local log_target_name, log_reason = nil, nil    -- nil: not known yet; then true or false
 
 local function set_log_var(name, value)
     ngx_var[name] = value
 end
 
-local function log_vars_defined()
-    local ok, err = pcall(set_log_var, "gray_reason", "")
+-- Whether $<name> can be written (nginx.conf defines it); found once.
+local function log_var_defined(name)
+    local ok, err = pcall(set_log_var, name, "")
     if ok then
         return true
     elseif not tostring(err):find("not found for writing", 1, true) then
-        ngx_log(WARN, "gray: $gray_reason cannot be written: ", err)
+        ngx_log(WARN, "gray: $", name, " cannot be written: ", err)
     end
     return false
 end
@@ -1052,12 +1054,19 @@ function _M.exec(self)
     if self.debug_header then
         ngx_header[self.debug_header] = target .. "; " .. reason
     end
-    if log_vars ~= false then
-        if log_vars == nil then
-            log_vars = log_vars_defined()
+    if log_target_name ~= false then
+        if log_target_name == nil then
+            log_target_name = log_var_defined("gray_target_name")
         end
-        if log_vars then
+        if log_target_name then
             ngx_var.gray_target_name = self.target_names[target] or "stable"
+        end
+    end
+    if log_reason ~= false then
+        if log_reason == nil then
+            log_reason = log_var_defined("gray_reason")
+        end
+        if log_reason then
             ngx_var.gray_reason = reason
         end
     end
