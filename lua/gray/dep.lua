@@ -312,14 +312,11 @@ local function build(config, svals)
 end
 
 -- The router for the variables in vals and run()'s settings (loading the
--- router module first), remembered as the last one; nil while the module
--- cannot be loaded.
+-- router module first), remembered as the last one; nil and the settings'
+-- stable location (if any) while the module cannot be loaded.
 local last_settings
 
 local function configure(settings)
-    if gray == nil and not load_gray() then
-        return nil
-    end
     local svals
     if settings ~= nil then
         svals = parsed[settings]
@@ -333,6 +330,9 @@ local function configure(settings)
                 parsed[settings] = svals
             end
         end
+    end
+    if gray == nil and not load_gray() then
+        return nil, svals and svals[4]
     end
     local parts = {}
     for i = 1, NVARS do
@@ -401,9 +401,10 @@ function _M.run(settings)
     local router = last_router
     if ndefined > 0 or router == nil or settings ~= last_settings then
         if read_all(router == nil or settings ~= last_settings) then
-            router = configure(settings)
+            local stable
+            router, stable = configure(settings)
             if not router then
-                local stable = vals[4]
+                stable = stable or vals[4]
                 return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
             end
         end
