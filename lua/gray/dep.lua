@@ -268,8 +268,10 @@ end
 _M.parse_settings = parse_settings
 
 -- run()'s settings parsed, by their text (a location's settings are a
--- constant: few distinct texts per worker).
-local parsed = {}
+-- constant: few distinct texts per worker); and, while no variable is
+-- defined, the router of each text ("": none), so that locations taking
+-- turns cost a table read, not a configuration.
+local parsed, by_settings, nparsed = {}, {}, 0
 
 local function build(config, svals)
     local opts, err
@@ -327,7 +329,11 @@ local function configure(settings)
                 svals = { err = err }
             end
             if type(settings) == "string" then
+                if nparsed >= ROUTERS_MAX then
+                    parsed, by_settings, nparsed = {}, {}, 0
+                end
                 parsed[settings] = svals
+                nparsed = nparsed + 1
             end
         end
     end
@@ -349,6 +355,9 @@ local function configure(settings)
         router = fallback_router(stable and stable:find("^[@/]%S*$") and stable or STABLE)
     else
         router = routers[config] or build(config, svals)
+        if ndefined == 0 and (settings == nil or type(settings) == "string") then
+            by_settings[settings or ""] = router
+        end
     end
     for i = 1, NVARS do
         last[i] = vals[i]
@@ -399,6 +408,14 @@ end
 -- nothing. They win over the variables.
 function _M.run(settings)
     local router = last_router
+    if ndefined == 0 and settings ~= last_settings and router ~= nil then
+        -- nothing to read: the router depends on the settings alone
+        router = by_settings[settings or ""]
+        if router then
+            last_settings, last_router = settings, router
+            return router:exec()
+        end
+    end
     if ndefined > 0 or router == nil or settings ~= last_settings then
         if read_all(router == nil or settings ~= last_settings) then
             local stable
