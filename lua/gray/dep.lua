@@ -33,6 +33,15 @@
 --     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
 --     set $gray_stale_ttl      1m;      # an old decision may serve this long in an outage
 --
+-- Settings for one location only go to run() instead, in the same syntax:
+-- a variable `set` in some locations is read in all the others too, where
+-- nginx warns "using uninitialized" on every request (its rewrite module's
+-- handler answers every such read; nothing reads around it):
+--
+--     location /b {
+--         content_by_lua_block { require("gray.dep").run("$gray_cache_ttl 0") }
+--     }
+--
 -- This file is both the content_by_lua_file script and the module
 -- "gray.dep". Run as a script it hands the request to the module's run(),
 -- defining the module on its first run, so it works wherever the file is.

@@ -11,6 +11,9 @@
 -- applies). It lives `keep` seconds in the dict (the longer TTL plus
 -- stale_ttl), so an expired entry can still serve as a stale decision while
 -- memcached fails; freshness is checked here against the time stored.
+-- A dict too small is no failure of the lookup: a decision that cannot be
+-- stored, a lock that cannot be taken, a wait whose holder's decision is
+-- not there are reported to the caller, which asks memcached itself.
 --
 --   local shared = assert(shcache.new({ dict = "gray_cache", locations = { "@server_test" },
 --                                       namespace = "g1a2b3c4d", ... }))
