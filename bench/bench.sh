@@ -25,9 +25,20 @@
 #   dropin          lua/gray/dep.lua, no $gray_* variable anywhere
 #   dropin-nocache  lua/gray/dep.lua with set $gray_cache_ttl 0
 #   seed            bench/seed_dep.lua: a new memcached connection per request
+#   dropin-set      the drop-in with set $gray_cache_ttl 1s (the default: the
+#                   cost of a variable read where it is set)
+#   dropin-beside-set  the plain drop-in, while another location sets
+#                   $gray_cache_ttl: nginx's rewrite module warns "using
+#                   uninitialized" on each read here (error_log at warn; the
+#                   only warning the bench lets pass)
+#   dropin-run      the drop-in given the same setting as run()'s settings
+#                   (content_by_lua_block): no variable defined
+#   dropin-beside-run  the plain drop-in, while another location gives
+#                   run() its settings
 #
 # Every location gets its own router nginx.conf (that location, @server and
-# @server_test), so no $gray_* variable is defined where the drop-in runs.
+# @server_test; the beside-* rows add the other location), so no $gray_*
+# variable is defined where the drop-in runs but in the rows above that say so.
 # Every location answers the same URI, /r, so that no row pays more than
 # another for parsing and matching a longer one.
 # Every location proxies to the same tiny backend nginx through the same
@@ -72,15 +83,21 @@ BODY="backend ok"
 
 ALL_LOCS="plain exec-only reads-only api-router dropin dropin-nocache seed"
 ALL_LOCS="$ALL_LOCS reads-ids api-ids api-nocache api-nocache-ids api-metrics"
+ALL_LOCS="$ALL_LOCS dropin-set dropin-beside-set dropin-run dropin-beside-run"
+# the rows whose nginx.conf defines or names a $gray_* variable
+GRAY_VAR_LOCS=" dropin-nocache dropin-set dropin-beside-set dropin-run dropin-beside-run "
 LOCS=${BENCH_LOCATIONS:-$ALL_LOCS}
 # X-Gray-Target each location must answer with, for GRAY_IP and OTHER_IP
 declare -A WANT=([plain]=plain [exec-only]=stable [reads-only]=stable [api-router]=test
                  [dropin]=test [dropin-nocache]=test [seed]=test [reads-ids]=stable
-                 [api-ids]=test [api-nocache]=test [api-nocache-ids]=test [api-metrics]=test)
+                 [api-ids]=test [api-nocache]=test [api-nocache-ids]=test [api-metrics]=test
+                 [dropin-set]=test [dropin-beside-set]=test [dropin-run]=test
+                 [dropin-beside-run]=test)
 declare -A WANT_OTHER=([plain]=plain [exec-only]=stable [reads-only]=stable
                        [api-router]=stable [dropin]=stable [dropin-nocache]=stable [seed]=stable
                        [reads-ids]=stable [api-ids]=stable [api-nocache]=stable
-                       [api-nocache-ids]=stable [api-metrics]=stable)
+                       [api-nocache-ids]=stable [api-metrics]=stable [dropin-set]=stable
+                       [dropin-beside-set]=stable [dropin-run]=stable [dropin-beside-run]=stable)
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -248,7 +265,26 @@ location_body() {   # location name -> its directives
     api-metrics)    echo 'content_by_lua_block {
                 (package.loaded.api_router or require("api_router")):exec()
             }' ;;
+    dropin-set)     echo "set \$gray_cache_ttl 1s;
+            content_by_lua_file $REPO/lua/gray/dep.lua;" ;;
+    dropin-run)     echo 'content_by_lua_block {
+                require("gray.dep").run("$gray_cache_ttl 1s")
+            }' ;;
+    dropin-beside-set|dropin-beside-run)
+                    echo "content_by_lua_file $REPO/lua/gray/dep.lua;" ;;
     *) die "no location $1" ;;
+    esac
+}
+
+other_location() {  # location name -> another location beside /r, or nothing
+    case $1 in
+    dropin-beside-set) echo "location = /b {
+            set \$gray_cache_ttl 0;
+            content_by_lua_file $REPO/lua/gray/dep.lua;
+        }" ;;
+    dropin-beside-run) echo 'location = /b {
+            content_by_lua_block { require("gray.dep").run("$gray_cache_ttl 0") }
+        }' ;;
     esac
 }
 
@@ -276,6 +312,7 @@ write_router_conf() {   # prefix port location
         location = /r {
             $(location_body "$3")
         }
+        $(other_location "$3")
         location @server {
             add_header X-Gray-Target stable always;
             proxy_pass http://backend;
@@ -299,7 +336,7 @@ start_nginx() {
     for attempt in 1 2 3 4 5; do
         PORT=$(pick_port)
         "write_${kind}_conf" "$prefix" "$PORT" "$loc" >"$prefix/nginx.conf"
-        if [ "$loc" != dropin-nocache ] && grep -q '\$gray_' "$prefix/nginx.conf"; then
+        if [[ "$GRAY_VAR_LOCS" != *" $loc "* ]] && grep -q '\$gray_' "$prefix/nginx.conf"; then
             die "$prefix/nginx.conf defines a \$gray_* variable"
         fi
         "$@" nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" \
@@ -334,10 +371,12 @@ check_location() {      # port location prefix
     done
 }
 
-check_error_log() {     # prefix: nothing at warn level or worse
-    local bad
+check_error_log() {     # prefix location: nothing at warn level or worse
+    local bad allowed='^$'
+    # what dropin-beside-set measures: nginx's warning on every read
+    [ "${2:-}" != dropin-beside-set ] || allowed='using uninitialized "gray_cache_ttl" variable'
     bad=$(grep -E '\[(warn|error|crit|alert|emerg)\]|global variable' "$1/error.log" \
-          | sort | uniq -c | sort -rn || true)
+          | grep -v -e "$allowed" | sort | uniq -c | sort -rn || true)
     [ -z "$bad" ] || die "$1/error.log:"$'\n'"$(echo "$bad" | head -20)"
 }
 
@@ -397,7 +436,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 for loc in $LOCS; do
     check_location "${WRK_PORT[$loc]}" "$loc" "$DIR/wrk/$loc"
-    check_error_log "$DIR/wrk/$loc"
+    check_error_log "$DIR/wrk/$loc" "$loc"
     stop_nginx "${WRK_PID[$loc]}"
 done
 
@@ -449,7 +488,7 @@ for ((p = 1; p <= PROCS; p++)); do
         read -r gets1 conns1 < <(mc_stats)
         [ "$(code_hash)" = "$code" ] || code="$code-changed"
         check_location "$PORT" "$loc" "$run"
-        check_error_log "$run"
+        check_error_log "$run" "$loc"
         stop_nginx "$pid"
         # (the stats connection counts once in total_connections)
         printf 'cg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$loc" "$p" "$ir" "$N" "$((gets1 - gets0))" \
@@ -473,7 +512,7 @@ dirty=""
     echo "$(nginx -v 2>&1), $(valgrind --version), $(nproc) CPUs; router on one CPU, the rest elsewhere"
     echo "scenario: X-Real-IP $GRAY_IP from a trusted loopback proxy, memcached says \"1\"," \
          "decision cached (cache_ttl 1 s); one nginx.conf per location, no \$gray_* variable" \
-         "but dropin-nocache's \$gray_cache_ttl 0"
+         "but dropin-nocache's \$gray_cache_ttl 0 and the dropin-set/beside/run rows"
     echo "instr/req: callgrind Ir of the router process / $N keepalive requests after $WARM" \
          "warm-up, $PROCS fresh processes per location;" \
          "req/s: wrk -t1 -c$CONNS -d${DURATION}s, best of $ROUNDS"

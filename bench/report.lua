@@ -12,7 +12,8 @@
 
 local LOCS = { "plain", "exec-only", "reads-only", "api-router", "dropin",
                "dropin-nocache", "seed", "reads-ids", "api-ids", "api-nocache",
-               "api-nocache-ids", "api-metrics" }
+               "api-nocache-ids", "api-metrics", "dropin-set", "dropin-beside-set",
+               "dropin-run", "dropin-beside-run" }
 local LABEL = {
     plain = "plain", ["exec-only"] = "exec-only (floor)",
     ["reads-only"] = "reads-only (floor)", ["api-router"] = "api-router",
@@ -20,6 +21,8 @@ local LABEL = {
     ["reads-ids"] = "reads+2 ids (floor)", ["api-ids"] = "api, 2 ids",
     ["api-nocache"] = "api ttl 0, 1 key", ["api-nocache-ids"] = "api ttl 0, 3 keys",
     ["api-metrics"] = "api + metrics",
+    ["dropin-set"] = "dropin, set here", ["dropin-beside-set"] = "dropin, set beside",
+    ["dropin-run"] = "dropin, run here", ["dropin-beside-run"] = "dropin, run beside",
 }
 -- the aims, in instr/req
 local DROPIN_MEDIAN_MAX = 1.30      -- x plain
@@ -204,6 +207,16 @@ end
 if have("api-nocache", "api-nocache-ids") then
     print(string.format("  uncached, one multi-get: 1 key %.0f instr/req, 3 keys (address + 2"
           .. " identities) %.0f instr/req", med["api-nocache"], med["api-nocache-ids"]))
+end
+if have("dropin", "dropin-set", "dropin-beside-set") then
+    print(string.format("  a $gray_* variable set in one location (vs dropin): where set %+.0f"
+          .. " instr/req, in another location %+.0f (nginx warns there on every request)",
+          med["dropin-set"] - med.dropin, med["dropin-beside-set"] - med.dropin))
+end
+if have("dropin", "dropin-run", "dropin-beside-run") then
+    print(string.format("  the same as run()'s settings (vs dropin): where given %+.0f instr/req,"
+          .. " in another location %+.0f", med["dropin-run"] - med.dropin,
+          med["dropin-beside-run"] - med.dropin))
 end
 if have("dropin-nocache", "seed") then
     print(string.format("  uncached drop-in vs seed-style: %.0f%% fewer instr/req",

@@ -543,9 +543,29 @@ local function keep_shared(self, cache, ckey, decision, stored_at, ttl)
     end
 end
 
+-- A shared-dict write, lock or wait that failed (a dict too small for its
+-- entries): the request asks memcached instead, and this is logged once per
+-- log_interval.
+local function shm_failed(self, what, err)
+    self.log:report("shm", "lua_shared_dict " .. self.shared.name .. ": " .. what .. " ("
+                    .. tostring(err) .. "), so memcached was asked instead: make the dict"
+                    .. " larger")
+end
+
+-- Milliseconds left before deadline, or nil when none is (less than 1 ms).
+local function ms_left(deadline)
+    local left = (deadline - ngx_now()) * 1000
+    if left < 1 then
+        return nil
+    end
+    return left
+end
+
 -- Waits for the worker that asks memcached about key (it holds the shared
 -- lock): its decision, kept in cache under ckey, or nil, failure
--- ("store-down", "store-error") when its lookup failed or time ran out.
+-- ("store-down", "store-error") when its lookup failed or time ran out, or
+-- nil, "lost" when the lock went without a decision (logged: the caller
+-- asks memcached itself in the time left).
 local function wait_shared(self, cache, ckey, key, deadline, seen)
     local shared = self.shared
     if self.metrics then
@@ -553,6 +573,10 @@ local function wait_shared(self, cache, ckey, key, deadline, seen)
     end
     local target, stored_at, ttl = shared:wait(key, deadline, seen)
     if target == nil then
+        if stored_at == "lost" then
+            shm_failed(self, "another worker's decision for " .. key .. " is not in it",
+                       "not stored, or evicted")
+        end
         return nil, stored_at
     end
     keep_shared(self, cache, ckey, target, stored_at, ttl)
@@ -587,19 +611,32 @@ end
 -- expired entry found in the shared cache, if any.
 local function fetch_one(self, cache, key, seen)
     local shared = self.shared
-    local held = false
+    local held, timeout = false, nil
     if shared then
-        held = shared:lock(key)
+        local lerr
+        held, lerr = shared:lock(key)
         if held == false then
-            local target, failure = wait_shared(self, cache, key, key, nil, seen)
-            return target, failure, "shm"
+            local deadline = ngx_now() + self.mc.timeout / 1000
+            local target, failure = wait_shared(self, cache, key, key, deadline, seen)
+            if failure ~= "lost" then
+                return target, failure, "shm"
+            end
+            -- the holder's decision is lost: ask memcached within the
+            -- same deadline, holding nothing
+            timeout = ms_left(deadline)
+            if not timeout then
+                return nil, "store-error", "shm"
+            end
+            held = nil
+        elseif held == nil then
+            shm_failed(self, "no lock for " .. key, lerr)
         end
         local target = shared_since(self, cache, key, key, held)
         if target ~= nil then
             return target, nil, "shm"
         end
     end
-    local value, err, kind = self.mc:get(key)
+    local value, err, kind = self.mc:get(key, timeout)
     if kind == "value" then
         -- an oversized value is an answer, just not a membership one
         self.log:report(kind, err)
@@ -607,8 +644,9 @@ local function fetch_one(self, cache, key, seen)
     end
     if value == nil then
         local failure = failure_of(kind)
-        if held then
-            shared:unlock(key, failure)
+        if held and not shared:unlock(key, failure) then
+            shm_failed(self, "no room to tell the waiting workers why " .. key .. " failed",
+                       "no memory")
         end
         self.log:report(kind, err)
         return nil, failure
@@ -618,7 +656,10 @@ local function fetch_one(self, cache, key, seen)
     local now = ngx_now()
     cache:set(key, target, value and self.pos_ttl or self.neg_ttl, now)
     if shared then
-        shared:set(key, target, now, value and true)
+        local ok, serr = shared:set(key, target, now, value and true)
+        if not ok then
+            shm_failed(self, "the decision for " .. key .. " could not be stored", serr)
+        end
         if held then
             shared:unlock(key)
         end
@@ -779,8 +820,9 @@ end
 -- lock of every key it can. If it took none (other workers ask about them
 -- all) it waits for their decisions; otherwise it asks memcached about all
 -- of them in one multi-get, as it would have anyway. Returns the keys to ask
--- memcached for, the keys locked (or false), and the keys that failed while
--- waiting (or nil).
+-- memcached for, the keys locked (or false), the keys that failed while
+-- waiting (or nil), and the ms left for asking (nil: the whole timeout).
+-- A key whose holder's decision was lost is asked for after the waits.
 local function shared_pass(self, keys, pending, known, now)
     local shared = self.shared
     local rest, others, mine, ask = {}, {}, false, false
@@ -788,9 +830,12 @@ local function shared_pass(self, keys, pending, known, now)
         local key = keys[i]
         local p = pending[key]
         local target, stale, stored_at, ttl = shared:get(key, now)
-        local held
+        local held, lerr
         if target == nil then
-            held = shared:lock(key)         -- nil: a full dict, ask holding nothing
+            held, lerr = shared:lock(key)   -- nil: a full dict, ask holding nothing
+            if held == nil then
+                shm_failed(self, "no lock for " .. key, lerr)
+            end
         end
         if target == nil and held ~= false then
             target = shared_since(self, p[1], p[2], key, held)
@@ -819,13 +864,16 @@ local function shared_pass(self, keys, pending, known, now)
     if ask or #rest == 0 then
         return rest, mine, nil
     end
-    -- one deadline for all the waits, as for one multi-get
-    local failed, deadline = nil, ngx_now() + self.mc.timeout / 1000
+    -- one deadline for all the waits and what is asked after them, as for
+    -- one multi-get
+    local failed, lost, deadline = nil, {}, ngx_now() + self.mc.timeout / 1000
     for i = 1, #others do
         local key = others[i]
         local p = pending[key]
         local target, failure = wait_shared(self, p[1], p[2], key, deadline, p[5])
-        if target == nil then
+        if failure == "lost" then
+            lost[#lost + 1] = key
+        elseif target == nil then
             failed = failed or {}
             failed[key] = failure == "store-down" and "down" or "error"
         else
@@ -833,7 +881,18 @@ local function shared_pass(self, keys, pending, known, now)
             pending[key] = nil
         end
     end
-    return {}, false, failed
+    if #lost == 0 then
+        return lost, false, failed
+    end
+    local left = ms_left(deadline)
+    if not left then
+        failed = failed or {}
+        for i = 1, #lost do
+            failed[lost[i]] = "error"
+        end
+        return {}, false, failed
+    end
+    return lost, false, failed, left
 end
 
 -- Identities and the address. The first identity (in the order of `ids`)
@@ -900,21 +959,28 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     end
 
     local failure, source = nil, "memcached"
-    local res, failed, ferr, mine
+    local res, failed, ferr, mine, timeout
     if self.shared then
-        keys, mine, failed = shared_pass(self, keys, pending, known, now)
+        keys, mine, failed, timeout = shared_pass(self, keys, pending, known, now)
         if #keys == 0 then
             source = "shm"
-            ferr = failed and "the worker asking memcached failed or timed out" or nil
         end
+        ferr = failed and "the worker asking memcached failed or timed out" or nil
     end
+    local waited = failed       -- keys whose wait failed (none asked below)
     if #keys == 1 then
         local value, kind
-        value, ferr, kind = self.mc:get(keys[1])
+        value, ferr, kind = self.mc:get(keys[1], timeout)
         res = { [keys[1]] = value or nil }
         failed = value == nil and { [keys[1]] = kind } or nil
     elseif #keys > 1 then
-        res, failed, ferr = self.mc:get_multi(keys)
+        res, failed, ferr = self.mc:get_multi(keys, timeout and { timeout = timeout } or nil)
+    end
+    if waited and failed ~= waited then
+        failed = failed or {}
+        for key, kind in pairs(waited) do
+            failed[key] = kind
+        end
     end
     res = res or {}
     now = ngx_now()
@@ -934,7 +1000,10 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
             local target = decision_of(self, key, value)
             p[1]:set(p[2], target, (res[key] or kind) and self.pos_ttl or self.neg_ttl, now)
             if self.shared then
-                self.shared:set(key, target, now, (res[key] or kind) and true)
+                local ok, serr = self.shared:set(key, target, now, (res[key] or kind) and true)
+                if not ok then
+                    shm_failed(self, "the decision for " .. key .. " could not be stored", serr)
+                end
             end
             known[key] = target
         end
@@ -943,7 +1012,10 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         for i = 1, #mine do
             local kind = failed and failed[mine[i]]
             -- a failed lookup's lock tells the waiting workers why
-            self.shared:unlock(mine[i], kind and kind ~= "value" and failure_of(kind))
+            if not self.shared:unlock(mine[i], kind and kind ~= "value" and failure_of(kind)) then
+                shm_failed(self, "no room to tell the waiting workers why " .. mine[i]
+                           .. " failed", "no memory")
+            end
         end
     end
     if failure or (failed and ferr) then
@@ -1070,23 +1142,25 @@ _M.decide = decide
 --- decide(), then ngx.exec() to the location (with the debug header, when
 -- configured).
 --
--- When nginx.conf defines $gray_target_name and $gray_reason (`set` at
+-- When nginx.conf defines $gray_target_name or $gray_reason (`set` at
 -- server level), exec() fills them for log_format: the target's name
 -- ("stable", "1" for the default target, or a name of `targets`) and the
--- reason. Whether they are defined is found once per worker; when they are
--- not, this costs a field test per request.
-local log_vars = nil            -- nil: not known yet; then true or false
+-- reason; each is filled if defined, whether the other is or not. Whether
+-- one is defined is found once per worker; when neither is, this costs two
+-- field tests per request.
+local log_target_name, log_reason = nil, nil    -- nil: not known yet; then true or false
 
 local function set_log_var(name, value)
     ngx_var[name] = value
 end
 
-local function log_vars_defined()
-    local ok, err = pcall(set_log_var, "gray_reason", "")
+-- Whether $<name> can be written (nginx.conf defines it); found once.
+local function log_var_defined(name)
+    local ok, err = pcall(set_log_var, name, "")
     if ok then
         return true
     elseif not tostring(err):find("not found for writing", 1, true) then
-        ngx_log(WARN, "gray: $gray_reason cannot be written: ", err)
+        ngx_log(WARN, "gray: $", name, " cannot be written: ", err)
     end
     return false
 end
@@ -1100,12 +1174,19 @@ function _M.exec(self)
     if self.debug_header then
         ngx_header[self.debug_header] = location .. "; " .. reason
     end
-    if log_vars ~= false then
-        if log_vars == nil then
-            log_vars = log_vars_defined()
+    if log_target_name ~= false then
+        if log_target_name == nil then
+            log_target_name = log_var_defined("gray_target_name")
         end
-        if log_vars then
+        if log_target_name then
             ngx_var.gray_target_name = target.name
+        end
+    end
+    if log_reason ~= false then
+        if log_reason == nil then
+            log_reason = log_var_defined("gray_reason")
+        end
+        if log_reason then
             ngx_var.gray_reason = reason
         end
     end

@@ -246,6 +246,9 @@ describe("dep.lua when libgray.so cannot be loaded", function()
                 set $gray_stable @alt;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
+            location /run-alt/ {
+                content_by_lua_block { require("gray.dep").run("$gray_stable @alt") }
+            }
         ]] .. LOCATIONS .. [[
           }
         ]] })
@@ -259,6 +262,7 @@ describe("dep.lua when libgray.so cannot be loaded", function()
         for _ = 1, 10 do
             assert.equal("stable", body_of(nginx, "/", { ["X-Real-IP"] = "203.0.113.7" }))
             assert.equal("alt", body_of(nginx, "/alt/", {}))
+            assert.equal("alt", body_of(nginx, "/run-alt/", {}))
         end
         local log = nginx:error_log()
         local _, n = log:gsub("cannot load the router", "")

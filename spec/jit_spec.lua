@@ -201,3 +201,66 @@ describe("the trust paths under LuaJIT", function()
         assert.is_true(recorded <= 4, steady)
     end)
 end)
+
+describe("the drop-in beside run()'s settings, taking turns", function()
+    local mc, nginx, log_path
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("192.0.2.10", "1")
+        log_path = harness.tmpdir() .. "/jit.log"
+        nginx = harness.nginx({ memcached_port = mc.port, log_level = "warn", http = [[
+            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location = /plain { content_by_lua_file $REPO/lua/gray/dep.lua; }
+            location = /run {
+                content_by_lua_block {
+                    require("gray.dep").run("$gray_memcached 127.0.0.1:$MC; $gray_cache_ttl 300")
+                }
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    -- n turns of /plain then /run on one connection: the answers' statuses
+    local function turns(n)
+        local cfg = nginx.dir .. "/turns.cfg"
+        local f = assert(io.open(cfg, "wb"))
+        f:write('header = "X-Real-IP: 192.0.2.10"\n')
+        for _ = 1, n do
+            for _, p in ipairs({ "/plain", "/run" }) do
+                f:write('url = "http://127.0.0.1:', nginx.port, p, '"\noutput = "/dev/null"\n')
+            end
+        end
+        f:close()
+        local out = harness.sh("curl -s --config " .. cfg .. " -w '%{http_code}\\n' | sort | uniq -c")
+        return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+    end
+
+    it("stays compiled, and nginx warns of nothing", function()
+        assert.equal("2000 200", turns(1000))
+        local warm = harness.read_file(log_path) or ""
+        assert.equal("4000 200", turns(2000))
+        local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
+        local aborts = {}
+        for line in steady:gmatch("[^\n]+") do
+            if line:find("^%[TRACE %-%-%-") and line:find("dep%.lua:") then
+                aborts[#aborts + 1] = line
+            end
+        end
+        assert.same({}, aborts)
+        local _, recorded = steady:gsub("%[TRACE +%d+", "")
+        assert.is_true(recorded <= 4, steady)
+        local log = nginx:error_log()
+        assert.falsy(log:find("[warn]", 1, true), log)
+    end)
+end)

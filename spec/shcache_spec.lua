@@ -144,7 +144,8 @@ describe("gray.shcache inside a worker", function()
             say("failed", tostring(d), why, ngx.now() - t < 0.25, tostring(a:lock("w2")))
             d, why = a:wait("w2")
             say("failed again", tostring(d), why)
-            -- let go without a word: a generic failure
+            -- let go without a word (its decision could not be stored, or
+            -- was evicted): lost, the waiter asks memcached itself
             assert(a:lock("w5"))
             ngx.timer.at(0.01, function() a:unlock("w5") end)
             d, why = a:wait("w5")
@@ -158,7 +159,7 @@ describe("gray.shcache inside a worker", function()
             say("deadline", tostring(d), took >= 0.07 and took < 0.3)
         ]])
         assert.equal("second lock false\ndecision @g true\nfailed nil store-down true false\n"
-                     .. "failed again nil store-down\nlet go nil store-error\n"
+                     .. "failed again nil store-down\nlet go nil lost\n"
                      .. "deadline nil true\n", out)
     end)
 
@@ -379,5 +380,88 @@ describe("gray.shcache across four workers", function()
         local _, answers = out:gsub("@server unknown%-target", "")
         assert.equal(24, answers, out)
         assert.truthy(fake:count("get") > 1, fake:log())
+    end)
+end)
+
+describe("gray.shcache with a dict too small for its entries", function()
+    -- issue 12: 8 workers, lua_shared_dict 12k, bursts of 2 requests per key
+    -- over 100 gray keys. A write, lock or wait of the dict that fails must
+    -- fall back to asking memcached (within the lookup's deadline), never
+    -- send a gray client to stable; and it is logged, once per 5 s per kind.
+    local mc, nginx
+    local KEYS, PER_KEY = 100, 2
+
+    setup(function()
+        mc = harness.memcached()
+        local values = {}
+        for i = 1, KEYS do
+            values["10.12." .. math.floor(i / 256) .. "." .. (i % 256)] = "1"
+        end
+        mc:set_many(values)
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 8, log_level = "warn",
+                                http = "lua_shared_dict gray_cache 12k;", servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location / {
+                set $gray_memcached 127.0.0.1:$MC;
+                set $gray_shm gray_cache;
+                set $gray_timeout 1s;       # a slow machine: only the dict may fail
+                set $gray_debug_header X-Gray-Debug;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    -- every key PER_KEY times, all at once, each request on its own
+    -- connection; the X-Gray-Debug values answered
+    local function burst()
+        local blocks = {}
+        for i = 1, KEYS do
+            local ip = "10.12." .. math.floor(i / 256) .. "." .. (i % 256)
+            for _ = 1, PER_KEY do
+                blocks[#blocks + 1] = 'url = "http://127.0.0.1:' .. nginx.port .. '/"\n'
+                    .. 'header = "X-Real-IP: ' .. ip .. '"\noutput = "/dev/null"\n'
+                    .. 'write-out = "%{http_code} %header{x-gray-debug}\\n"'
+            end
+        end
+        local cfg = nginx.dir .. "/burst.cfg"
+        local f = assert(io.open(cfg, "wb"))
+        f:write(table.concat(blocks, "\nnext\n"), "\n")
+        f:close()
+        return harness.sh("curl -s --no-progress-meter -Z --parallel-immediate --parallel-max 200 --config " .. cfg)
+    end
+
+    it("sends every gray client to its target, and logs the full dict", function()
+        local misrouted, total, worst = 0, 0, ""
+        for _ = 1, 3 do
+            local out = burst()
+            for line in out:gmatch("[^\n]+") do
+                total = total + 1
+                if not line:find("^%d%d%d ") then
+                    error("curl: " .. out:sub(1, 2000))
+                end
+                if line ~= "200 @server_test; ip" then
+                    misrouted = misrouted + 1
+                    worst = line
+                end
+            end
+        end
+        assert.equal(3 * KEYS * PER_KEY, total)
+        print(("\n  12k dict, 8 workers: %d of %d requests misrouted"):format(misrouted, total))
+        assert.equal(0, misrouted, "e.g. " .. worst)
+        local log = nginx:error_log()
+        assert.same({}, harness.bad_log_lines(log))
+        -- logged, once per 5 s per worker: at most twice each in this time
+        local _, n = log:gsub("lua_shared_dict gray_cache: [^\n]*make the dict larger", "")
+        print(("  logged %d times"):format(n))
+        assert.truthy(n >= 1 and n <= 16, log:sub(-3000))
     end)
 end)

@@ -35,6 +35,15 @@
 --     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
 --     set $gray_stale_ttl      1m;      # an old decision may serve this long in an outage
 --
+-- Settings for one location only go to run() instead, in the same syntax:
+-- a variable `set` in some locations is read in all the others too, where
+-- nginx warns "using uninitialized" on every request (its rewrite module's
+-- handler answers every such read; nothing reads around it):
+--
+--     location /b {
+--         content_by_lua_block { require("gray.dep").run("$gray_cache_ttl 0") }
+--     }
+--
 -- This file is both the content_by_lua_file script and the module
 -- "gray.dep". Run as a script it hands the request to the module's run(),
 -- defining the module on its first run, so it works wherever the file is.
@@ -62,6 +71,7 @@ local ngx_now = ngx.now
 local ngx_log = ngx.log
 local ERR = ngx.ERR
 local pcall, require, type, tostring, tonumber = pcall, require, type, tostring, tonumber
+local loadstring, assert = loadstring, assert
 local concat = table.concat
 
 local _M = { _VERSION = "0.1.0" }
@@ -124,8 +134,14 @@ local VARS = {
     { "gray_force_from", "force_from" },
     { "gray_secret_file", "secret_file" },
 }
-local NVARS = #VARS      -- run() reads each by index: keep them in step
+local NVARS = #VARS      -- a row added above is read, parsed and named: nothing else to do
 _M.VARS = VARS
+
+-- VARS' index by variable name (no "$"), for run()'s settings.
+local INDEX = {}
+for i = 1, NVARS do
+    INDEX[VARS[i][1]] = i
+end
 
 -- Options a variable can turn off with "off".
 local OFF = { ranges_key = true, percent_key = true, shm = true, force = true,
@@ -236,8 +252,56 @@ local function fallback_router(stable)
     return { exec = function() return ngx_exec(stable) end }
 end
 
-local function build(config)
-    local opts, err = options(vals)
+--- Parses run()'s settings, "$gray_cache_ttl 0; $gray_trusted '10.0.0.0/8'"
+-- (the `set` lines of the variables, "set" and "$" optional), into values by
+-- VARS index; nil, err naming what is wrong.
+local function parse_settings(text)
+    if type(text) ~= "string" then
+        return nil, "run(): the settings must be a string, got " .. type(text)
+    end
+    local svals = {}
+    for item in text:gmatch("[^;]+") do
+        if item:find("%S") then
+            local name, value = item:match("^%s*set%s+%$([%w_]+)%s+(.-)%s*$")
+            if not name then
+                name, value = item:match("^%s*%$?([%w_]+)%s+(.-)%s*$")
+            end
+            if value then
+                value = value:match('^"(.*)"$') or value:match("^'(.*)'$") or value
+            end
+            if not (name and INDEX[name]) then
+                return nil, "run(): bad setting '" .. item:match("^%s*(.-)%s*$") .. "' (expected"
+                            .. " '$gray_<name> <value>; ...' for a documented variable)"
+            end
+            svals[INDEX[name]] = value ~= "" and value or nil
+        end
+    end
+    return svals
+end
+_M.parse_settings = parse_settings
+
+-- run()'s settings parsed, by their text (a location's settings are a
+-- constant: few distinct texts per worker); and, while no variable is
+-- defined, the router of each text ("": none), so that locations taking
+-- turns cost a table read, not a configuration.
+local parsed, by_settings, nparsed = {}, {}, 0
+
+local function build(config, svals)
+    local opts, err
+    if svals then
+        -- a location's own settings win over the variables
+        local merged = {}
+        for i = 1, NVARS do
+            local v = svals[i]
+            if v == nil then
+                v = vals[i]
+            end
+            merged[i] = v
+        end
+        opts, err = options(merged)
+    else
+        opts, err = options(vals)
+    end
     if opts then
         opts, err = gray.new(opts)
         if not opts and err then
@@ -248,7 +312,7 @@ local function build(config)
     if not router then
         ngx_log(ERR, "gray: dep.lua: bad configuration, sending everybody to the stable",
                 " location: ", err)
-        local stable = vals[4]
+        local stable = svals and svals[4] or vals[4]
         if not (stable and gray.check_location("stable", stable)) then
             stable = STABLE
         end
@@ -262,21 +326,56 @@ local function build(config)
     return router
 end
 
--- The router for the variables in vals (loading the router module first),
--- remembered as the last one; nil while the module cannot be loaded.
-local function configure()
+-- The router for the variables in vals and run()'s settings (loading the
+-- router module first), remembered as the last one; nil and the settings'
+-- stable location (if any) while the module cannot be loaded.
+local last_settings
+
+local function configure(settings)
+    local svals
+    if settings ~= nil then
+        svals = parsed[settings]
+        if svals == nil then
+            local err
+            svals, err = parse_settings(settings)
+            if not svals then
+                svals = { err = err }
+            end
+            if type(settings) == "string" then
+                if nparsed >= ROUTERS_MAX then
+                    parsed, by_settings, nparsed = {}, {}, 0
+                end
+                parsed[settings] = svals
+                nparsed = nparsed + 1
+            end
+        end
+    end
     if gray == nil and not load_gray() then
-        return nil
+        return nil, svals and svals[4]
     end
     local parts = {}
     for i = 1, NVARS do
         parts[i] = vals[i] or ""
     end
+    parts[NVARS + 1] = settings ~= nil and tostring(settings) or ""
     local config = concat(parts, "\0")
-    local router = routers[config] or build(config)
+    local router
+    if svals and svals.err then
+        -- settings that do not parse: logged at most once per LOG_INTERVAL
+        log:report("settings", "dep.lua: bad configuration, sending everybody to the stable"
+                               .. " location: " .. svals.err)
+        local stable = vals[4]
+        router = fallback_router(stable and stable:find("^[@/]%S*$") and stable or STABLE)
+    else
+        router = routers[config] or build(config, svals)
+        if ndefined == 0 and (settings == nil or type(settings) == "string") then
+            by_settings[settings or ""] = router
+        end
+    end
     for i = 1, NVARS do
         last[i] = vals[i]
     end
+    last_settings = settings
     last_router = router
     return router
 end
@@ -297,24 +396,45 @@ local function read_var(i, changed)
     return changed or v ~= last[i]
 end
 
+-- Reads every variable in VARS' order (read_var(1, c) ... read_var(NVARS,
+-- c)); returns whether any differs from the last request's. Straight-line,
+-- not a loop: LuaJIT cannot trace a loop of one or two turns from the
+-- function's entry (it aborts the trace, "leaving loop in root trace"), and
+-- one defined variable is the common case. Generated from VARS, so that a
+-- row added there is read with no other change.
+local read_all
+do
+    local code = { "local read_var = ... return function(c)" }
+    for i = 1, NVARS do
+        code[#code + 1] = " c = read_var(" .. i .. ", c)"
+    end
+    code[#code + 1] = " return c end"
+    read_all = assert(loadstring(concat(code), "=gray.dep read_all"))(read_var)
+end
+
 --- The drop-in, per request: the router for this location's variables,
--- then exec to its decision.
-function _M.run()
+-- then exec to its decision. settings (optional): the location's own
+-- values of the variables, as a constant string ("$gray_cache_ttl 0;
+-- $gray_shm gray_cache"), from content_by_lua_block { require("gray.dep")
+-- .run("...") }: unlike a `set` in some locations only, they define no
+-- nginx variable, so the other locations read nothing and nginx warns of
+-- nothing. They win over the variables.
+function _M.run(settings)
     local router = last_router
-    if ndefined > 0 or router == nil then
-        -- straight-line, not a loop: LuaJIT cannot trace a loop of one or
-        -- two turns from the function's entry (it aborts the trace, "leaving
-        -- loop in root trace"), and one defined variable is the common case
-        local c = router == nil
-        c = read_var(1, c); c = read_var(2, c); c = read_var(3, c); c = read_var(4, c)
-        c = read_var(5, c); c = read_var(6, c); c = read_var(7, c); c = read_var(8, c)
-        c = read_var(9, c); c = read_var(10, c); c = read_var(11, c); c = read_var(12, c)
-        c = read_var(13, c); c = read_var(14, c); c = read_var(15, c); c = read_var(16, c)
-        c = read_var(17, c); c = read_var(18, c); c = read_var(19, c)
-        if c then
-            router = configure()
+    if ndefined == 0 and settings ~= last_settings and router ~= nil then
+        -- nothing to read: the router depends on the settings alone
+        router = by_settings[settings or ""]
+        if router then
+            last_settings, last_router = settings, router
+            return router:exec()
+        end
+    end
+    if ndefined > 0 or router == nil or settings ~= last_settings then
+        if read_all(router == nil or settings ~= last_settings) then
+            local stable
+            router, stable = configure(settings)
             if not router then
-                local stable = vals[4]
+                stable = stable or vals[4]
                 return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
             end
         end

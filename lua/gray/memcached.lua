@@ -426,8 +426,10 @@ local function retry_worth(reused, kind)
     return reused and (kind == "closed" or kind == "network")
 end
 
---- get(key): the value (a string), false on a miss, or nil, err, kind.
-function _M.get(self, key)
+--- get(key [, timeout]): the value (a string), false on a miss, or nil,
+-- err, kind. timeout: ms for this lookup (default: the client's timeout),
+-- for a caller that already spent part of its deadline.
+function _M.get(self, key, timeout)
     if not key_ok(key) then
         return nil, "refused to send an invalid memcached key", "key"
     end
@@ -443,7 +445,7 @@ function _M.get(self, key)
         return nil, "memcached " .. srv.name .. " marked down", "down"
     end
 
-    local deadline = t + self.timeout / 1000
+    local deadline = t + (timeout or self.timeout) / 1000
     local req = "get " .. key .. "\r\n"
     local value, err, kind, reused = query(self, srv, req, key, deadline)
     if value == nil and retry_worth(reused, kind) then

@@ -11,6 +11,9 @@
 -- applies). It lives `keep` seconds in the dict (the longer TTL plus
 -- stale_ttl), so an expired entry can still serve as a stale decision while
 -- memcached fails; freshness is checked here against the time stored.
+-- A dict too small is no failure of the lookup: a decision that cannot be
+-- stored, a lock that cannot be taken, a wait whose holder's decision is
+-- not there are reported to the caller, which asks memcached itself.
 --
 --   local shared = assert(shcache.new({ dict = "gray_cache", locations = { "@server_test" },
 --                                       namespace = "g1a2b3c4d", ... }))
@@ -51,6 +54,7 @@ function _M.new(opts)
     end
     return setmetatable({
         dict = dict,
+        name = opts.dict,
         locations = opts.locations,
         index = index,
         data_prefix = opts.namespace .. ":",       -- data keys: "<ns>:<memcached key>"
@@ -99,23 +103,28 @@ function _M.get(self, key, now)
 end
 
 --- Stores decision (a location or false) for key, stored at time now;
--- found: whether memcached had a value (its TTL then is pos_ttl).
+-- found: whether memcached had a value (its TTL then is pos_ttl). true, or
+-- nil, err when the dict cannot hold it (full even after evicting its least
+-- recently used entries): the workers waiting for it then ask memcached.
 function _M.set(self, key, decision, now, found)
     local index = 0
     if decision then
         index = self.index[decision]
         if not index then
-            return      -- not one of the router's locations: not shared
+            return true     -- not one of the router's locations: not shared
         end
     end
-    -- a full dict evicts its least recently used entries (forcibly): the
-    -- cache then just holds fewer keys; nothing to report per request
-    self.dict:set(self.data_prefix .. key, now, self.keep, index * 2 + (found and 0 or 1))
+    local ok, err = self.dict:set(self.data_prefix .. key, now, self.keep,
+                                  index * 2 + (found and 0 or 1))
+    if not ok then
+        return nil, err
+    end
+    return true
 end
 
 --- Takes the lock for asking memcached about key: true when this worker
--- holds it now, false when another one does, nil when no lock can be taken
--- (a full dict: ask anyway, holding nothing, so never unlock).
+-- holds it now, false when another one does, nil, err when no lock can be
+-- taken (a full dict: ask anyway, holding nothing, so never unlock).
 function _M.lock(self, key)
     local ok, err = self.dict:add(self.lock_prefix .. key, true, self.lock_ttl)
     if ok then
@@ -123,18 +132,24 @@ function _M.lock(self, key)
     elseif err == "exists" then
         return false
     end
-    return nil
+    return nil, err
 end
 
 --- Lets go of the lock on key. failure ("store-down", "store-error"): the
 -- lookup failed; the lock then says so for FAILED_FOR seconds, so that the
--- workers waiting for it learn why, and go on at once.
+-- workers waiting for it learn why, and go on at once. true, or nil, err
+-- when that could not be written (the lock is gone then: the waiters ask
+-- memcached themselves).
 function _M.unlock(self, key, failure)
     if failure then
-        self.dict:set(self.lock_prefix .. key, failure, FAILED_FOR)
+        local ok, err = self.dict:set(self.lock_prefix .. key, failure, FAILED_FOR)
+        if not ok then
+            return nil, err
+        end
     else
         self.dict:delete(self.lock_prefix .. key)
     end
+    return true
 end
 
 --- Waits, until deadline (default: the lookup's timeout from now), for the
@@ -143,7 +158,9 @@ end
 -- lock, or nil. Returns decision, stored_at, ttl once a new one is there
 -- (fresh or not: the holder's answer is this request's, whatever its TTL);
 -- nil, failure ("store-down", "store-error") when the holder's lookup
--- failed or the time is up.
+-- failed or the time is up; nil, "lost" when the lock went without a
+-- decision (the holder could not store it, or the dict evicted it or the
+-- lock): the caller asks memcached itself, in the time left.
 function _M.wait(self, key, deadline, seen)
     local dict = self.dict
     local data, lock = self.data_prefix .. key, self.lock_prefix .. key
@@ -161,7 +178,7 @@ function _M.wait(self, key, deadline, seen)
             if decision ~= nil and stored_at ~= seen then
                 return decision, stored_at, ttl
             end
-            return nil, type(holder) == "string" and holder or "store-error"
+            return nil, type(holder) == "string" and holder or "lost"
         end
         local left = deadline - ngx_now()
         if left < 0.001 then
