@@ -30,6 +30,7 @@ local ngx_now = ngx.now
 local ngx_time = ngx.time
 local ngx_exec = ngx.exec
 local get_phase = ngx.get_phase
+local worker_exiting = ngx.worker.exiting
 local ngx_var = ngx.var
 local ngx_header = ngx.header
 local id_value, id_key = ids_mod.value, ids_mod.key
@@ -1119,7 +1120,9 @@ end
 -- decide_rules, counted for gray.metrics when the dict is there: the
 -- decision (a record: location, name), reason, source; nil, err.
 local function decide_target(self)
-    if not self.started and get_phase() ~= "init" then
+    -- no timers from a worker that is shutting down: a refresh started
+    -- then leaves a socket open at its exit (nginx alerts "open socket")
+    if not self.started and get_phase() ~= "init" and not worker_exiting() then
         start(self)
     end
     local target, reason, source = decide_rules(self)
