@@ -29,8 +29,11 @@ LIBFLAG ?= -shared
 GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c
-HDR := csrc/gray.h csrc/internal.h
+SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c \
+       csrc/idlist.c csrc/image.c csrc/imagejob.c
+HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
+# the list images compile in a thread (imagejob.c)
+LIBS := -lpthread
 
 LUAJIT  ?= luajit
 BUSTED  ?= busted
@@ -44,7 +47,7 @@ all: build/libgray.so build/gray-admin
 
 build/libgray.so: $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(LIBS)
 
 # ---- tests -----------------------------------------------------------------
 
@@ -73,7 +76,7 @@ spec: build/libgray.so build/fake-mc build/gray-admin
 CLI_SRC := $(wildcard csrc/cli/*.c)
 build/gray-admin: $(CLI_SRC) csrc/cli/cli.h $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached $(LIBS)
 
 # a scriptable hostile memcached for the deadline and memory specs
 build/fake-mc: csrc/test/fake_mc.c
@@ -89,7 +92,7 @@ lint:
 build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@mkdir -p build
 	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
-	    csrc/test/fuzz_target.c $(SRC)
+	    csrc/test/fuzz_target.c $(SRC) $(LIBS)
 
 # The replay is deterministic (fixed seeds, a fixed generator): it runs
 # again only when the binary or REPLAY_ITERATIONS changes (the stamp).
@@ -143,7 +146,7 @@ bench-shm:
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz
 	@mkdir -p build
-	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -o $@ csrc/test/fuzz_target.c $(SRC)
+	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -o $@ csrc/test/fuzz_target.c $(SRC) $(LIBS)
 
 fuzz: build/fuzz
 	@mkdir -p build/fuzz-corpus

@@ -17,6 +17,11 @@ const char *gray_strerror(int code)
     case GRAY_EKEY:     return "bad key";
     case GRAY_EUNASKED: return "value for a key that was not requested";
     case GRAY_EREPLY:   return "unknown reply";
+    case GRAY_ENOMEM:   return "out of memory";
+    case GRAY_EIO:      return "file error";
+    case GRAY_EIMAGE:   return "not a list image of this format";
+    case GRAY_ECORRUPT: return "truncated or corrupt list image";
+    case GRAY_ECANCELED: return "compile canceled";
     default:            return "unknown error";
     }
 }
