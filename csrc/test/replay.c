@@ -55,6 +55,12 @@ static const struct { int target; const char *text; } seeds[] = {
     /* a mode byte, then servers (fuzz_dist in fuzz_target.c) */
     {9, "x127.0.0.1:11211/?3|127.0.0.2/?0|127.0.0.3:11300/?6"},
     {9, "xa|b:65535|c:65536|d"},
+    /* a byte (bit 0: ranges, bit 1: names from the list), parts split at '|' */
+    {10, "0uid:42 v2\n# c\nuid:7 # x\nuid:42\n" "a b c\nd v9|e v3\nuid:42 v3|\r\n\tf\v\fv2"},
+    {10, "2dev-1 blue\ndev-2 green\ndev-1|dev-3 blue # x|dev-4 1\ndev#5 green"},
+    {10, "0x\nx\nx v2\nx v3\nxx\n#x\n x \n\n\n" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa v2"},
+    {10, "1# office\n10.0.0.0/8\n10.1.0.0/16 v2|10.1.2.3 v3 # t\n::1|::/0 v2\nnope"},
+    {10, "310.0.0.0/8 red|2001:db8::/32 blue\n10.9.0.0/16 red\n::1 v9 x"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
