@@ -7,6 +7,7 @@
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
+#   make bench-image list images: compile time, bytes per entry, map time, 1M ids and ranges
 #   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
@@ -142,6 +143,13 @@ bench-shm:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
 	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/shm_load.lua
+
+# list images (image.c) for 1M ids and 1M ranges: compile time, bytes per
+# entry, map time and lookups, beside today's compile of the same text;
+# also build/bench-image-results.txt
+.PHONY: bench-image
+bench-image: build/libgray.so
+	LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/image_bench.lua
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz
