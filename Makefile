@@ -90,10 +90,10 @@ lint:
 # The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: seeds,
 # every prefix, and seeded mutations through the fuzz target. One level of
 # quicksort, then heapsort, so that both of the range set's sorts run.
-build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
+build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(HDR)
 	@mkdir -p build
 	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
-	    csrc/test/fuzz_target.c $(SRC) $(LIBS)
+	    csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(LIBS)
 
 # The replay is deterministic (fixed seeds, a fixed generator): it runs
 # again only when the binary or REPLAY_ITERATIONS changes (the stamp).

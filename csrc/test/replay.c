@@ -8,6 +8,7 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void image_files_check(void);   /* image_files.c: files and threads */
 
 static const struct { int target; const char *text; } seeds[] = {
     {0, "192.168.2.20"}, {0, "::FFFF:192.168.2.20"}, {0, "[::ffff:c0a8:214]:80"},
@@ -142,6 +143,8 @@ int main(int argc, char **argv)
             LLVMFuzzerTestOneInput(buf, n);
         }
     }
-    printf("replay: %ld inputs through the fuzz target, no fault\n", runs);
+    image_files_check();
+    printf("replay: %ld inputs through the fuzz target, no fault; list image files and"
+           " threads checked\n", runs);
     return 0;
 }
