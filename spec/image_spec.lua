@@ -656,6 +656,38 @@ describe("a compile in a thread", function()
         assert.is_true(gray.image_job_free(job))
     end)
 
+    it("frees a job its caller dropped, once it is done", function()
+        local path = new_path()
+        do
+            local t = {}
+            for i = 1, 100000 do
+                t[i] = "drop-" .. i
+            end
+            local job = assert(gray.image_compile_start("ids", concat(t, "\n"), NAMES, 1, path))
+            gray.image_job_free(job)   -- asked to stop, or freed
+        end
+        for _ = 1, 6000 do
+            collectgarbage("collect")
+            if gray.image_jobs_live() == 0 then
+                break
+            end
+            sleep_ms(5)
+        end
+        assert.equal(0, gray.image_jobs_live())
+        collectgarbage("collect")
+    end)
+
+    it("says a freed job is freed", function()
+        local job = assert(gray.image_compile_start("ids", "a", NAMES, 1, new_path()))
+        while gray.image_poll(job) == false do
+            sleep_ms(1)
+        end
+        assert.is_true(gray.image_job_free(job))
+        local done, err = gray.image_poll(job)
+        assert.is_nil(done)
+        assert.matches("freed", err)
+    end)
+
     it("reports a failure", function()
         local job = assert(gray.image_compile_start("ranges", "10.0.0.1\n", NAMES, 1,
                                                     DIR .. "/missing/x"))

@@ -928,8 +928,17 @@ function _M.image_compile(kind, text, names, cas, path)
     return stats_table(image_stats)
 end
 
--- jobs whose thread may still read their strings: anchored here until done
+-- jobs whose thread may still read their strings: anchored here until seen
+-- done (a job dropped by its caller is freed by the collector after that)
 local live_jobs = {}
+
+local function reap_jobs()
+    for job in pairs(live_jobs) do
+        if C.gray_image_poll(job.cjob, nil) ~= JOB_RUNNING then
+            live_jobs[job] = nil
+        end
+    end
+end
 
 --- The same compile in a thread: returns a job to poll, or nil, err. The
 -- text's strings are kept reachable by the job until it is done.
@@ -941,12 +950,15 @@ function _M.image_compile_start(kind, text, names, cas, path)
     if type(path) ~= "string" then
         return nil, "path must be a string"
     end
+    reap_jobs()
     local rc = C.gray_image_compile_start(a.kind, a.parts, a.n, a.names, a.names_len, a.cas,
                                           path, job_out)
     if rc ~= 0 then
         return nil, image_err(rc)
     end
-    local job = { cjob = job_out[0], parts = a.parts, text = text }
+    -- the finalizer runs once the job is unreachable, so never while running
+    local job = { cjob = ffi_gc(job_out[0], C.gray_image_job_free), parts = a.parts,
+                  text = text }
     live_jobs[job] = true
     return job
 end
@@ -954,6 +966,9 @@ end
 --- false while the job runs; true, stats when it is done; nil, err, stats
 -- when it failed.
 function _M.image_poll(job)
+    if job.cjob == nil then
+        return nil, "the job was freed"
+    end
     local rc = C.gray_image_poll(job.cjob, image_stats)
     if rc == JOB_RUNNING then
         return false
@@ -975,6 +990,7 @@ function _M.image_job_free(job)
     if C.gray_image_job_free(job.cjob) == JOB_RUNNING then
         return false
     end
+    ffi_gc(job.cjob, nil)
     job.cjob = nil
     live_jobs[job] = nil
     return true
@@ -982,6 +998,7 @@ end
 
 --- How many started jobs have not been seen done (their text is anchored).
 function _M.image_jobs_live()
+    reap_jobs()
     local n = 0
     for _ in pairs(live_jobs) do
         n = n + 1
