@@ -843,3 +843,92 @@ describe("random ranges against new_rangeset", function()
         end)
     end
 end)
+
+-------------------------------------------------------------------------------
+-- inside a real nginx worker: the event loop keeps turning while a thread
+-- compiles, and stops for the whole compile when it is run in the loop
+
+describe("a compile inside an nginx worker", function()
+    local harness = require "helpers.harness"
+    local nginx
+
+    setup(function()
+        nginx = harness.nginx({ servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            ]] .. harness.EVAL_LOCATION .. [[
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+    end)
+
+    it("never holds the event loop for a thread's compile", function()
+        local out = nginx:eval([[
+            local g = require "gray.ffi"
+            local t = {}
+            for i = 1, 1000000 do
+                t[i] = "dev-" .. i .. (i % 2 == 0 and " v2" or "")
+            end
+            local text = table.concat(t, "\n")
+            t = nil
+            local names = { "1", "v2" }
+            local path = "]] .. DIR .. [[/in-nginx"
+
+            -- the longest the loop went without turning, while f runs
+            local function longest_gap(f)
+                local gap, ticking = 0, true
+                local th = ngx.thread.spawn(function()
+                    ngx.update_time()
+                    local last = ngx.now()
+                    while ticking do
+                        ngx.sleep(0.001)
+                        ngx.update_time()
+                        local now = ngx.now()
+                        if now - last > gap then gap = now - last end
+                        last = now
+                    end
+                end)
+                ngx.sleep(0.005)
+                local r = f()
+                ticking = false
+                ngx.thread.wait(th)
+                return gap * 1000, r
+            end
+
+            local in_thread, st = longest_gap(function()
+                local job = assert(g.image_compile_start("ids", text, names, 5, path))
+                local done, s
+                repeat
+                    ngx.sleep(0.002)
+                    done, s = g.image_poll(job)
+                until done ~= false
+                assert(done, s)
+                g.image_job_free(job)
+                return s
+            end)
+            local img = assert(g.image_open(path))
+            local in_loop = longest_gap(function()
+                return assert(g.image_compile("ids", text, names, 6, path .. "-sync"))
+            end)
+            return string.format("%d %d %d %.1f %.1f %.1f", st.entries,
+                                 g.image_find_id(img, "dev-2") or 0,
+                                 g.image_find_id(img, "dev-999999") or 0,
+                                 in_thread, in_loop, st.compile_ms)
+        ]])
+        local entries, t2, t999999, in_thread, in_loop, compile_ms =
+            out:match("^(%d+) (%d+) (%d+) ([%d.]+) ([%d.]+) ([%d.]+)")
+        assert.equal("1000000", entries, out)
+        assert.equal("2", t2)
+        assert.equal("1", t999999)
+        in_thread, in_loop = tonumber(in_thread), tonumber(in_loop)
+        -- the same compile run in the loop stops it for its whole length
+        assert.is_true(in_loop >= tonumber(compile_ms) / 3, out)
+        assert.is_true(in_thread < in_loop / 3,
+                       ("longest stall %.1f ms in a thread, %.1f ms in the loop"):format(
+                           in_thread, in_loop))
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
