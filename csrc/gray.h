@@ -437,7 +437,7 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
 #define GRAY_IMAGE_FORMAT      1           /* the layout version written and read */
 #define GRAY_IMAGE_REPORT      8           /* bad / unknown line numbers kept */
 #define GRAY_ID_MAX            200         /* longest id (bytes); longer is a bad line */
-#define GRAY_IMAGE_NAME_MAX    64          /* longest target name collected from a list */
+#define GRAY_IMAGE_NAME_MAX    250         /* longest target name (given or collected) */
 #define GRAY_IMAGE_PARTS_MAX   1024        /* parts of one split list */
 #define GRAY_IMAGE_PATH_MAX    4000        /* longest image path */
 #define GRAY_IMAGE_VERIFY      1           /* gray_image_open flag: check every byte */
@@ -487,7 +487,8 @@ uint64_t gray_image_hash(const char *buf, size_t len);
  * equal ids the later line wins. Ranges: as gray_ranges_parse().
  * names: the target names separated by '\n' (the k-th, from 1, has index k,
  * a line without a name gets 1; a name not in names makes the line
- * unknown), as gray_ranges_parse() takes them; or NULL/0: collected from
+ * unknown), as gray_ranges_parse() takes them, each 1..GRAY_IMAGE_NAME_MAX
+ * bytes of 0x21..0x7e but '#' (else GRAY_EINVAL); or NULL/0: collected from
  * the list itself, index 1 = "1", then each other name in order of first
  * use (up to GRAY_TARGETS_MAX names of at most GRAY_IMAGE_NAME_MAX bytes;
  * a line naming one more is unknown). Returns GRAY_OK, GRAY_EINVAL (bad

@@ -188,9 +188,9 @@ local id_cases = {
       { { "dev-1", 2 }, { "dev-2", 3 }, { "dev-3", 1 }, { "dev-4", 2 }, { "dev-5", 1 },
         { "dev-6", nil } } },
     { "no names given and a name too long to be a target",
-      "a " .. rep("n", 65) .. "\nb " .. rep("m", 64) .. "\n", nil,
+      "a " .. rep("n", 251) .. "\nb " .. rep("m", 250) .. "\n", nil,
       { entries = 1, bad = 0, unknown = 1, unknown_lines = { 1 },
-        names = { "1", rep("m", 64) } },
+        names = { "1", rep("m", 250) } },
       { { "a", nil }, { "b", 2 } } },
 }
 
@@ -382,7 +382,7 @@ describe("compile arguments", function()
         { "a name with a space", "ids", "a", { "1", "v 2" }, "malformed" },
         { "a name with '#'", "ids", "a", { "1", "v#2" }, "malformed" },
         { "an empty name", "ids", "a", { "1", "" }, "malformed" },
-        { "a name of 65 bytes", "ids", "a", { "1", rep("n", 65) }, "malformed" },
+        { "a name of 251 bytes", "ids", "a", { "1", rep("n", 251) }, "malformed" },
         { "256 names", "ranges", "10.0.0.1", many, "malformed" },
         { "names that are a number", "ids", "a", 7, "names" },
     }

@@ -799,7 +799,7 @@ static void fuzz_image(const char *s, size_t len)
         /* against the entries the ranges parser reads from the same text */
         const char *nm = names;
         size_t nm_len = sizeof names - 1;
-        char collected[GRAY_TARGETS_MAX * (GRAY_IMAGE_NAME_MAX + 1)];
+        static char collected[GRAY_TARGETS_MAX * (GRAY_IMAGE_NAME_MAX + 1)];
         if (collect) {
             size_t at = 0;
             for (uint32_t k = 1; k <= st.ntargets; k++) {
