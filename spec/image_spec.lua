@@ -759,6 +759,11 @@ describe("1,000,000 generated ids", function()
         img = assert(open_image(path))
     end)
 
+    teardown(function()
+        lines, want, img = nil, nil, nil
+        collectgarbage("collect")
+    end)
+
     it("counts every distinct id once", function()
         local n = 0
         for _ in pairs(want) do
