@@ -414,30 +414,42 @@ long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_
 
 unsigned gray_ids_index_bits(size_t n)
 {
-    unsigned bits = 0;   /* about 4 ids a bucket: <= 2 bytes of index an id */
-    while (bits < GRAY_ID_INDEX_BITS_MAX && ((size_t)8 << bits) <= n)
+    /* 2 to 4 ids a bucket (<= 4 bytes of index an id, 2 for n near 2^k): a
+     * filter of 32 bits then lets through about 5% of the ids not listed */
+    unsigned bits = 0;
+    while (bits < GRAY_ID_INDEX_BITS_MAX && ((size_t)4 << bits) <= n)
         bits++;
     return bits;
 }
 
-void gray_ids_index(const gray_id_entry_t *e, size_t n, unsigned bits, uint32_t *index)
+/* Two of the filter's 32 bits, from hash bits the bucket does not use. */
+static inline uint32_t filter_of(uint64_t hash)
+{
+    return (uint32_t)1 << (hash & 31) | (uint32_t)1 << ((hash >> 5) & 31);
+}
+
+void gray_ids_index(const gray_id_entry_t *e, size_t n, unsigned bits, gray_id_bucket_t *index)
 {
     size_t i = 0;
     for (size_t b = 0; b <= ((size_t)1 << bits); b++) {
-        while (i < n && bucket_of(e[i].hash, bits) < b)
-            i++;
-        index[b] = (uint32_t)i;
+        index[b].start = (uint32_t)i;
+        index[b].filter = 0;
+        for (; i < n && bucket_of(e[i].hash, bits) == b; i++)
+            index[b].filter |= filter_of(e[i].hash);
     }
 }
 
-int gray_ids_find(const uint32_t *index, unsigned bits, const gray_id_entry_t *e, uint32_t n,
-                  const uint8_t *pool, uint64_t pool_len, const char *id, size_t len)
+int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_entry_t *e,
+                  uint32_t n, const uint8_t *pool, uint64_t pool_len, const char *id, size_t len)
 {
     if (gray_unlikely(len == 0 || len > GRAY_ID_MAX))
         return 0;
     uint64_t h = gray_image_hash(id, len);
-    uint32_t b = bucket_of(h, bits);
-    size_t lo = index[b], hi = index[b + 1];
+    const gray_id_bucket_t *ix = &index[bucket_of(h, bits)];
+    uint32_t f = filter_of(h);
+    if ((ix->filter & f) != f)
+        return 0;   /* no id of this bucket has both bits: not listed */
+    size_t lo = ix[0].start, hi = ix[1].start;
     if (gray_unlikely(hi > n || lo > hi))
         return 0;
     while (lo < hi) {

@@ -10,8 +10,9 @@
  *        place, what the compile counted (lines, bad line numbers, ...), and
  *        the sections of the kind;
  *   256  target names, '\n'-separated: the k-th (from 1) is target k;
- *   ids:    bucket index, (2^bits + 1) x uint32: index[b] is the first entry
- *           whose hash's top bits are >= b;
+ *   ids:    bucket index, (2^bits + 1) x 8 bytes (gray_id_bucket_t): the
+ *           first entry whose hash's top bits are >= b, and a 32-bit filter
+ *           (two bits per id of the bucket, from the hash's low bits);
  *           entries, n x 16 bytes (gray_id_entry_t): hash, pool offset,
  *           length, target; sorted by hash, then bytes; ids distinct;
  *           pool: the ids' bytes;
@@ -89,7 +90,7 @@ struct gray_image {
     img_header_t h;             /* a copy: read once */
     const char *names;
     /* ids */
-    const uint32_t *id_index;
+    const gray_id_bucket_t *id_index;
     const gray_id_entry_t *ids;
     const uint8_t *pool;
     /* ranges */
@@ -257,7 +258,7 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
     img_header_t h;
     header_start(&h, GRAY_IMAGE_IDS, cas, names, names_len, st);
     h.id_index_off = align8(HEADER_BYTES + names_len);
-    h.id_entries_off = align8(h.id_index_off + (((uint64_t)1 << bits) + 1) * 4);
+    h.id_entries_off = h.id_index_off + (((uint64_t)1 << bits) + 1) * sizeof(gray_id_bucket_t);
     h.id_pool_off = h.id_entries_off + (uint64_t)n * sizeof *e;
     h.id_pool_len = pool_len;
     h.id_count = (uint32_t)n;
@@ -269,7 +270,7 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
         return GRAY_ENOMEM;
     }
     memcpy(buf + HEADER_BYTES, names, names_len);
-    gray_ids_index(e, (size_t)n, bits, (uint32_t *)(void *)(buf + h.id_index_off));
+    gray_ids_index(e, (size_t)n, bits, (gray_id_bucket_t *)(void *)(buf + h.id_index_off));
     gray_id_entry_t *dst = (gray_id_entry_t *)(void *)(buf + h.id_entries_off);
     uint8_t *pool = buf + h.id_pool_off;
     uint32_t at = 0;
@@ -510,6 +511,16 @@ static int index_ok(const uint32_t *ix, uint64_t count, uint32_t last)
     return 1;
 }
 
+static int id_index_ok(const gray_id_bucket_t *ix, uint64_t count, uint32_t last)
+{
+    if (ix[0].start != 0 || ix[count - 1].start != last)
+        return 0;
+    for (uint64_t i = 1; i < count; i++)
+        if (ix[i].start < ix[i - 1].start)
+            return 0;
+    return 1;
+}
+
 /* The header's own checks: what gray_image_peek() also needs. */
 static int header_ok(const img_header_t *h)
 {
@@ -542,16 +553,16 @@ static int check(gray_image_t *img, int flags)
         if (h->id_bits > GRAY_ID_INDEX_BITS_MAX)
             return GRAY_ECORRUPT;
         uint64_t count = ((uint64_t)1 << h->id_bits) + 1;
-        if (!section_ok(h->id_index_off, count * 4, size) ||
+        if (!section_ok(h->id_index_off, count * sizeof(gray_id_bucket_t), size) ||
             !section_ok(h->id_entries_off, (uint64_t)h->id_count * sizeof(gray_id_entry_t),
                         size) ||
             h->id_pool_off < HEADER_BYTES || h->id_pool_off > size ||
             h->id_pool_len > size - h->id_pool_off)
             return GRAY_ECORRUPT;
-        img->id_index = (const uint32_t *)(const void *)(b + h->id_index_off);
+        img->id_index = (const gray_id_bucket_t *)(const void *)(b + h->id_index_off);
         img->ids = (const gray_id_entry_t *)(const void *)(b + h->id_entries_off);
         img->pool = b + h->id_pool_off;
-        if (!index_ok(img->id_index, count, h->id_count))
+        if (!id_index_ok(img->id_index, count, h->id_count))
             return GRAY_ECORRUPT;
     } else {
         if (h->v4_bits > RANGE_BITS_MAX || h->v6_bits > RANGE_BITS_MAX ||

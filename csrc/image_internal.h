@@ -19,7 +19,15 @@ typedef struct gray_id_entry {
     uint16_t reserved;          /* 0 */
 } gray_id_entry_t;
 
-#define GRAY_ID_INDEX_BITS_MAX 24   /* 16M buckets: 64 MB of index at most */
+/* One bucket of the id index: where its entries start, and a filter of
+ * two bits per id in it (from the hash's low bits) that answers most ids
+ * not listed without reading an entry. */
+typedef struct gray_id_bucket {
+    uint32_t start;
+    uint32_t filter;
+} gray_id_bucket_t;
+
+#define GRAY_ID_INDEX_BITS_MAX 24   /* 16M buckets: 128 MB of index at most */
 #define GRAY_NAMES_BYTES_MAX   (GRAY_TARGETS_MAX * (GRAY_IMAGE_NAME_MAX + 1))
 
 /* Checks a '\n'-separated name list (1..GRAY_TARGETS_MAX names, each
@@ -45,15 +53,15 @@ int gray_ids_parse(const char *text, size_t len, const char *names, size_t names
 long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_int *cancel);
 
 /* The bucket bits of an index for n ids, and the index itself: 2^bits + 1
- * entries, index[b] = the first entry whose hash's top bits are >= b. */
+ * buckets, index[b].start = the first entry whose hash's top bits are >= b. */
 unsigned gray_ids_index_bits(size_t n);
-void gray_ids_index(const gray_id_entry_t *e, size_t n, unsigned bits, uint32_t *index);
+void gray_ids_index(const gray_id_entry_t *e, size_t n, unsigned bits, gray_id_bucket_t *index);
 
 /* The target of id in a sorted, indexed list (offsets into pool), 0 when
  * absent. Reads nothing outside the arrays whatever their content, given
- * an index that ascends from 0 to n. */
-int gray_ids_find(const uint32_t *index, unsigned bits, const gray_id_entry_t *e, uint32_t n,
-                  const uint8_t *pool, uint64_t pool_len, const char *id, size_t len);
+ * an index whose starts ascend from 0 to n. */
+int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_entry_t *e,
+                  uint32_t n, const uint8_t *pool, uint64_t pool_len, const char *id, size_t len);
 
 /* gray_image_build() with a cancel flag (NULL: none) polled between steps. */
 int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
