@@ -481,10 +481,11 @@ uint64_t gray_image_hash(const char *buf, size_t len);
  * text is parts[0..nparts) joined as gray_image_part_t says; cas (the list's
  * memcached CAS) is stored as the image's version.
  * Both kinds: one entry per line, LF or CRLF, fields split by spaces, tabs
- * (and for ids CR, VT, FF as Lua's %s), '#' starts a comment anywhere, blank
- * lines are skipped, a third field or a name with a byte outside 0x21..0x7e
- * makes a bad line. Ids: 1..GRAY_ID_MAX bytes, any bytes but those; of
- * equal ids the later line wins. Ranges: as gray_ranges_parse().
+ * and CRs (for ids also VT and FF, as Lua's %s split them), '#' starts a
+ * comment anywhere, blank lines are skipped, a third field or a name with a
+ * byte outside 0x21..0x7e makes a bad line. Ids: 1..GRAY_ID_MAX bytes, any
+ * bytes but those; of equal ids the later line wins. Ranges: as
+ * gray_ranges_parse().
  * names: the target names separated by '\n' (the k-th, from 1, has index k,
  * a line without a name gets 1; a name not in names makes the line
  * unknown), as gray_ranges_parse() takes them, each 1..GRAY_IMAGE_NAME_MAX
