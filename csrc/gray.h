@@ -476,8 +476,8 @@ typedef struct gray_image_stats {
  * mixing); ids are found by it and the body checksum is it. */
 uint64_t gray_image_hash(const char *buf, size_t len);
 
-/* Compiles a list into a new image in memory (malloc'ed: free() it, or
- * gray_image_free_buf()). kind is GRAY_IMAGE_IDS or GRAY_IMAGE_RANGES; the
+/* Compiles a list into a new image in memory (mapped for it: give it back
+ * with gray_image_free_buf()). kind is GRAY_IMAGE_IDS or GRAY_IMAGE_RANGES; the
  * text is parts[0..nparts) joined as gray_image_part_t says; cas (the list's
  * memcached CAS) is stored as the image's version.
  * Both kinds: one entry per line, LF or CRLF, fields split by spaces, tabs

@@ -357,11 +357,11 @@ long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_
     while (bits < GRAY_ID_INDEX_BITS_MAX && ((size_t)2 << bits) <= n)
         bits++;
     size_t nb = (size_t)1 << bits;
-    uint32_t *end_at = calloc(nb + 1, sizeof *end_at);
-    gray_id_entry_t *tmp = malloc(n * sizeof *tmp);
+    uint32_t *end_at = gray_big_alloc((nb + 1) * sizeof *end_at);
+    gray_id_entry_t *tmp = gray_big_alloc(n * sizeof *tmp);
     if (end_at == NULL || tmp == NULL) {
-        free(end_at);
-        free(tmp);
+        gray_big_free(end_at);
+        gray_big_free(tmp);
         return GRAY_ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
@@ -376,8 +376,8 @@ long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_
         tmp[--end_at[bucket_of(e[i].hash, bits)]] = e[i];
     /* end_at[b] is now where bucket b starts */
     if (cancel && atomic_load(cancel)) {
-        free(end_at);
-        free(tmp);
+        gray_big_free(end_at);
+        gray_big_free(tmp);
         return GRAY_ECANCELED;
     }
 
@@ -407,8 +407,8 @@ long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_
             e[out++] = a[i];
         }
     }
-    free(end_at);
-    free(tmp);
+    gray_big_free(end_at);
+    gray_big_free(tmp);
     return (long)out;
 }
 

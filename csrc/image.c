@@ -23,6 +23,7 @@
  * A handle is malloc'ed on open; it holds pointers into the mapping, the
  * image holds none. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE          /* MAP_ANONYMOUS */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -115,6 +116,52 @@ static int canceled(const atomic_int *cancel)
     return cancel != NULL && atomic_load(cancel) != 0;
 }
 
+/* ---- scratch memory -------------------------------------------------------------- */
+
+#define BIG_HEADER 16   /* the mapping's size, keeping 16-byte alignment */
+
+/* Under AddressSanitizer the scratch comes from calloc, so that its
+ * redzones catch what a mapping's page slack would hide. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BIG_FROM_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BIG_FROM_MALLOC 1
+#endif
+#endif
+
+void *gray_big_alloc(size_t size)
+{
+    if (size > SIZE_MAX - BIG_HEADER)
+        return NULL;
+    size_t total = size + BIG_HEADER;
+#ifdef BIG_FROM_MALLOC
+    void *p = calloc(1, total);
+    if (p == NULL)
+        return NULL;
+#else
+    void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#endif
+    memcpy(p, &total, sizeof total);
+    return (char *)p + BIG_HEADER;
+}
+
+void gray_big_free(void *p)
+{
+    if (p == NULL)
+        return;
+    char *base = (char *)p - BIG_HEADER;
+#ifdef BIG_FROM_MALLOC
+    free(base);
+#else
+    size_t total;
+    memcpy(&total, base, sizeof total);
+    munmap(base, total);
+#endif
+}
+
 /* ---- building ------------------------------------------------------------------ */
 
 /* The parts as one text: borrowed when there is one part, else copied with
@@ -144,7 +191,7 @@ static int join_parts(const gray_image_part_t *parts, size_t nparts, const char 
     }
     if (total == 0)
         return GRAY_OK;
-    char *buf = malloc((size_t)total);
+    char *buf = gray_big_alloc((size_t)total);
     if (buf == NULL)
         return GRAY_ENOMEM;
     size_t at = 0;
@@ -160,7 +207,7 @@ static int join_parts(const gray_image_part_t *parts, size_t nparts, const char 
         if (buf[at - 1] == '\n' && at - 1 <= GRAY_RANGES_TEXT_MAX) {
             at--;
         } else {
-            free(buf);
+            gray_big_free(buf);
             return GRAY_EINVAL;
         }
     }
@@ -232,21 +279,21 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
                      const atomic_int *cancel)
 {
     size_t room = gray_ids_room(text, len);
-    gray_id_entry_t *e = malloc((room ? room : 1) * sizeof *e);
+    gray_id_entry_t *e = gray_big_alloc((room ? room : 1) * sizeof *e);
     if (e == NULL)
         return GRAY_ENOMEM;
     int parsed = gray_ids_parse(text, len, names, names_len, e, room, st);
     if (parsed < 0) {
-        free(e);
+        gray_big_free(e);
         return parsed;
     }
     if (canceled(cancel)) {
-        free(e);
+        gray_big_free(e);
         return GRAY_ECANCELED;
     }
     long n = gray_ids_sort(e, (size_t)parsed, text, cancel);
     if (n < 0) {
-        free(e);
+        gray_big_free(e);
         return (int)n;
     }
     st->entries = (uint32_t)n;
@@ -264,9 +311,9 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
     h.id_count = (uint32_t)n;
     h.id_bits = bits;
     uint64_t size = align8(h.id_pool_off + pool_len);
-    uint8_t *buf = size <= SIZE_MAX ? calloc(1, (size_t)size) : NULL;
+    uint8_t *buf = size <= SIZE_MAX ? gray_big_alloc((size_t)size) : NULL;
     if (buf == NULL) {
-        free(e);
+        gray_big_free(e);
         return GRAY_ENOMEM;
     }
     memcpy(buf + HEADER_BYTES, names, names_len);
@@ -280,7 +327,7 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
         dst[i].off = at;
         at += e[i].len;
     }
-    free(e);
+    gray_big_free(e);
     header_finish(&h, buf, (size_t)size);
     *out = buf;
     *out_len = (size_t)size;
@@ -294,15 +341,15 @@ static int build_ranges(const char *text, size_t len, const char *names, size_t 
 {
     size_t room4, room6;
     gray_ranges_room(text, len, &room4, &room6);
-    gray_rentry4_t *e4 = malloc((room4 ? room4 : 1) * sizeof *e4);
-    gray_rentry6_t *e6 = malloc((room6 ? room6 : 1) * sizeof *e6);
+    gray_rentry4_t *e4 = gray_big_alloc((room4 ? room4 : 1) * sizeof *e4);
+    gray_rentry6_t *e6 = gray_big_alloc((room6 ? room6 : 1) * sizeof *e6);
     gray_rangeset_t set;
     memset(&set, 0, sizeof set);
     size_t ix4 = gray_rangeset_index_len(2 * room4), ix6 = gray_rangeset_index_len(2 * room6);
-    set.v4 = malloc(2 * room4 * sizeof *set.v4 + 1);
-    set.v6 = malloc(2 * room6 * sizeof *set.v6 + 1);
-    set.v4_index = malloc(ix4 * sizeof *set.v4_index);
-    set.v6_index = malloc(ix6 * sizeof *set.v6_index);
+    set.v4 = gray_big_alloc(2 * room4 * sizeof *set.v4 + 1);
+    set.v6 = gray_big_alloc(2 * room6 * sizeof *set.v6 + 1);
+    set.v4_index = gray_big_alloc(ix4 * sizeof *set.v4_index);
+    set.v6_index = gray_big_alloc(ix6 * sizeof *set.v6_index);
     uint8_t *buf = NULL;
     int rc = GRAY_ENOMEM;
     if (e4 == NULL || e6 == NULL || set.v4 == NULL || set.v6 == NULL || set.v4_index == NULL ||
@@ -345,7 +392,7 @@ static int build_ranges(const char *text, size_t len, const char *names, size_t 
     h.v6_skip = set.v6_skip;
     h.v6_bits = set.v6_bits;
     uint64_t size = align8(h.v6_index_off + ilen6);
-    buf = size <= SIZE_MAX ? calloc(1, (size_t)size) : NULL;
+    buf = size <= SIZE_MAX ? gray_big_alloc((size_t)size) : NULL;
     if (buf == NULL) {
         rc = GRAY_ENOMEM;
         goto done;
@@ -362,13 +409,13 @@ static int build_ranges(const char *text, size_t len, const char *names, size_t 
     buf = NULL;
     rc = GRAY_OK;
 done:
-    free(buf);
-    free(e4);
-    free(e6);
-    free(set.v4);
-    free(set.v6);
-    free(set.v4_index);
-    free(set.v6_index);
+    gray_big_free(buf);
+    gray_big_free(e4);
+    gray_big_free(e6);
+    gray_big_free(set.v4);
+    gray_big_free(set.v6);
+    gray_big_free(set.v4_index);
+    gray_big_free(set.v6_index);
     return rc;
 }
 
@@ -402,7 +449,7 @@ int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
                  : build_ranges(text, len, use_names, use_len, cas, out, out_len, st, cancel);
     }
     free(scratch);
-    free(owned);
+    gray_big_free(owned);
     return rc;
 }
 
@@ -416,7 +463,7 @@ int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
 
 void gray_image_free_buf(void *buf)
 {
-    free(buf);
+    gray_big_free(buf);
 }
 
 /* ---- files --------------------------------------------------------------------- */
@@ -479,7 +526,7 @@ int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts
         rc = GRAY_ECANCELED;
     if (rc == GRAY_OK)
         rc = write_file(path, buf, len, &st->sys_errno);
-    free(buf);
+    gray_big_free(buf);
     st->wall_ns = now_ns(CLOCK_MONOTONIC) - wall0;
     st->cpu_ns = now_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     return rc;

@@ -63,6 +63,13 @@ void gray_ids_index(const gray_id_entry_t *e, size_t n, unsigned bits, gray_id_b
 int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_entry_t *e,
                   uint32_t n, const uint8_t *pool, uint64_t pool_len, const char *id, size_t len);
 
+/* Zeroed memory straight from mmap, and back with munmap: a compile's
+ * scratch (tens of MB for a large list) leaves nothing in malloc's arenas,
+ * where it would stay counted in the worker's memory. NULL when out of
+ * memory; gray_big_free(NULL) does nothing. */
+void *gray_big_alloc(size_t size);
+void gray_big_free(void *p);
+
 /* gray_image_build() with a cancel flag (NULL: none) polled between steps. */
 int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
                        const char *names, size_t names_len, uint64_t cas, void **out,
