@@ -7,8 +7,11 @@
 #   make microbench C core vs pure Lua, ns/op
 #   make bench      instructions per request: the drop-in and the Lua API beside their floors
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
+#   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
+#   make bench-import  gray-admin import of 1M lines: wall time and max RSS
 #   make bench-image list images: compile time, bytes per entry, map time, 1M ids and ranges
-#   make install    libgray.so and the Lua files under PREFIX (and DESTDIR)
+#   make install    libgray.so, the Lua files, gray-admin and its man page under
+#                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
 #   make rock-check luarocks make into a scratch tree, then nginx runs from it
@@ -23,6 +26,8 @@ INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 # gray-admin goes here (a rockspec would pass its $(BINDIR))
 INST_BINDIR ?= $(PREFIX)/bin
+# and its man page here (the rockspecs pass the rock's doc directory)
+INST_MANDIR ?= $(PREFIX)/share/man/man1
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -31,10 +36,11 @@ GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c \
-       csrc/idlist.c csrc/image.c csrc/imagejob.c
+       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c
+# libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
+# list images compile in a thread (csrc/imagejob.c)
+GRAY_LIBS := -lcrypto -lpthread
 HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
-# the list images compile in a thread (imagejob.c)
-LIBS := -lpthread
 
 LUAJIT  ?= luajit
 BUSTED  ?= busted
@@ -48,7 +54,7 @@ all: build/libgray.so build/gray-admin
 
 build/libgray.so: $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(LIBS)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(GRAY_LIBS)
 
 # ---- tests -----------------------------------------------------------------
 
@@ -77,7 +83,7 @@ spec: build/libgray.so build/fake-mc build/gray-admin
 CLI_SRC := $(wildcard csrc/cli/*.c)
 build/gray-admin: $(CLI_SRC) csrc/cli/cli.h $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached $(LIBS)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
 
 # a scriptable hostile memcached for the deadline and memory specs
 build/fake-mc: csrc/test/fake_mc.c
@@ -93,7 +99,7 @@ lint:
 build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(HDR)
 	@mkdir -p build
 	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
-	    csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(LIBS)
+	    csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(GRAY_LIBS)
 
 # The replay is deterministic (fixed seeds, a fixed generator): it runs
 # again only when the binary or REPLAY_ITERATIONS changes (the stamp).
@@ -144,6 +150,26 @@ bench-shm:
 	@$(MAKE) --no-print-directory build/libgray.so
 	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/shm_load.lua
 
+# get vs mg (the meta protocol) for 1 and 3 keys and for "has it changed?":
+# bytes each way, and the C decoder's instructions per lookup (callgrind)
+build/mc-meta-bench: bench/mc_meta.c $(SRC) $(HDR)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -o $@ bench/mc_meta.c $(SRC) $(GRAY_LIBS)
+
+.PHONY: bench-meta
+bench-meta: build/mc-meta-bench
+	@sh tools/deps.sh build bench
+	sh bench/mc_meta.sh build/mc-meta-bench
+
+# one gray-admin import of 1,000,000 entry lines (IPv4, IPv6, uid; mixed
+# targets; --ttl on every 10th) into a real memcached -m 1024: wall time and
+# max RSS from /usr/bin/time -v; also build/bench-import-results.txt
+.PHONY: bench-import
+bench-import:
+	@sh tools/deps.sh build bench-import
+	@$(MAKE) --no-print-directory build/gray-admin
+	bash bench/import.sh
+
 # list images (image.c) for 1M ids and 1M ranges: compile time, bytes per
 # entry, map time and lookups, beside today's compile of the same text;
 # also build/bench-image-results.txt
@@ -154,7 +180,7 @@ bench-image: build/libgray.so
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz
 	@mkdir -p build
-	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -o $@ csrc/test/fuzz_target.c $(SRC) $(LIBS)
+	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -o $@ csrc/test/fuzz_target.c $(SRC) $(GRAY_LIBS)
 
 fuzz: build/fuzz
 	@mkdir -p build/fuzz-corpus
@@ -176,14 +202,16 @@ demo-stop:
 # ---- install ---------------------------------------------------------------
 
 install: build/libgray.so build/gray-admin
-	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR)
+	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR) \
+	    $(DESTDIR)$(INST_MANDIR)
 	install -m 0755 build/gray-admin $(DESTDIR)$(INST_BINDIR)/gray-admin
+	install -m 0644 csrc/cli/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
 	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/
 
 uninstall:
-	rm -f $(DESTDIR)$(INST_BINDIR)/gray-admin
+	rm -f $(DESTDIR)$(INST_BINDIR)/gray-admin $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LUADIR)/gray.lua
 	rm -rf $(DESTDIR)$(INST_LUADIR)/gray
 

@@ -43,8 +43,15 @@ local function heap_mb()
 end
 
 -- lists.lua's compile_list loop (a local function there, in a module that
--- needs nginx), as written there; location_of and the log stand apart.
-local LOCATIONS = { ["1"] = "@gray1", v2 = "@gray2", v3 = "@gray3" }
+-- needs nginx), as written there; decision_of_name and the log stand apart.
+local DECISIONS = { ["1"] = "@gray1", v2 = "@gray2", v3 = "@gray3" }
+local target_name_ok = gray.target_name_ok
+local function decision_of_name(name)
+    if name == "" then
+        name = "1"
+    end
+    return DECISIONS[name] or (target_name_ok(name) and "unknown" or nil)
+end
 local function today_compile_list(text)
     local ids, bad, unknown, n = {}, 0, 0, 0
     for line in text:gmatch("[^\n]+") do
@@ -53,14 +60,17 @@ local function today_compile_list(text)
             if rest ~= "" or #id > 200 then
                 bad = bad + 1
             else
-                local loc = LOCATIONS[name == "" and "1" or name]
-                if loc then
+                local decision = decision_of_name(name)
+                if not decision then
+                    bad = bad + 1
+                else
                     if not ids[id] then
                         n = n + 1
                     end
-                    ids[id] = loc
-                else
-                    unknown = unknown + 1
+                    ids[id] = decision
+                    if decision == "unknown" then
+                        unknown = unknown + 1
+                    end
                 end
             end
         end

@@ -307,3 +307,124 @@ int gray_dist_server(const gray_dist_t *d, const char *key, size_t len)
         return 0;
     return gray_dist_find(d, gray_dist_hash(d->mode, key, len), NULL);
 }
+
+/* ---- the server list ------------------------------------------------------ */
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
+
+static inline int is_list_sep(char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Decimal digits p[0..n) into *v, at most max; 0 or a code. */
+static int parse_u32(const char *p, size_t n, uint32_t max, uint32_t *v, int code)
+{
+    uint32_t x = 0;
+    if (n == 0)
+        return code;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return code;
+        x = x * 10 + (uint32_t)(p[i] - '0');
+        if (x > max)
+            return code;
+    }
+    *v = x;
+    return 0;
+}
+
+/* One item s[0..len) into sp (offsets relative to s); GRAY_OK or a code. */
+static int parse_server(const char *s, size_t len, gray_server_spec_t *sp)
+{
+    size_t name_len = len;
+    uint32_t weight = 1;
+    const char *slash = memchr(s, '/', len);
+    if (slash != NULL) {
+        name_len = (size_t)(slash - s);
+        size_t wlen = len - name_len;
+        if (wlen < 3 || slash[1] != '?'
+            || parse_u32(slash + 2, wlen - 2, GRAY_SERVER_WEIGHT_MAX, &weight, GRAY_EDIGITS)
+            || weight == 0)
+            return GRAY_EDIGITS;
+    }
+    size_t host_off, host_len, colon;
+    int bracketed = name_len > 0 && s[0] == '[';
+    if (bracketed) {
+        const char *close = memchr(s, ']', name_len);
+        if (close == NULL)
+            return GRAY_EADDR;
+        host_off = 1;
+        host_len = (size_t)(close - s) - 1;
+        colon = (size_t)(close - s) + 1;
+        if (colon >= name_len || s[colon] != ':')
+            return GRAY_EINVAL;
+    } else {
+        colon = name_len;
+        while (colon > 0 && s[colon - 1] != ':')
+            colon--;
+        if (colon == 0)
+            return GRAY_EINVAL;
+        colon--;
+        host_off = 0;
+        host_len = colon;
+    }
+    uint32_t port = 0;
+    if (parse_u32(s + colon + 1, name_len - colon - 1, 65535, &port, GRAY_ERANGE) || port == 0)
+        return GRAY_ERANGE;
+    gray_ip_t ip;
+    const char *host = s + host_off;
+    if (host_len == 0 || gray_ip_parse(host, host_len, &ip) != GRAY_OK
+        || (memchr(host, ':', host_len) != NULL) != bracketed)
+        return GRAY_EADDR;
+    sp->name_len = (uint32_t)name_len;
+    sp->host_off = (uint32_t)host_off;
+    sp->host_len = (uint32_t)host_len;
+    sp->port = port;
+    sp->weight = weight;
+    return GRAY_OK;
+}
+
+int gray_servers_parse(const char *s, size_t len, gray_server_spec_t *out, size_t cap,
+                       gray_server_spec_t *bad)
+{
+    size_t n = 0, i = 0;
+    memset(bad, 0, sizeof *bad);
+    for (;;) {
+        while (i < len && is_list_sep(s[i]))
+            i++;
+        if (i == len)
+            break;
+        size_t start = i;
+        while (i < len && !is_list_sep(s[i]))
+            i++;
+        gray_server_spec_t sp;
+        sp.item_off = (uint32_t)start;
+        sp.item_len = (uint32_t)(i - start);
+        int rc = parse_server(s + start, i - start, &sp);
+        if (rc == GRAY_OK && n == cap)
+            rc = GRAY_ESPACE;
+        if (rc != GRAY_OK) {
+            bad->item_off = sp.item_off;
+            bad->item_len = sp.item_len;
+            return rc;
+        }
+        sp.host_off += (uint32_t)start;
+        out[n++] = sp;
+    }
+    return n ? (int)n : GRAY_EINVAL;
+}
+
+const char *gray_server_error(int code)
+{
+    switch (code) {
+    case GRAY_EINVAL: return "expected host:port, IPv6 as [addr]:port";
+    case GRAY_EADDR:  return "the host must be an IP address, IPv6 as [addr]:port";
+    case GRAY_ERANGE: return "the port must be 1 to 65535";
+    case GRAY_EDIGITS: return "bad weight: expected host:port/?N, N 1 to "
+                              STRINGIFY(GRAY_SERVER_WEIGHT_MAX);
+    case GRAY_ESPACE: return "too many servers";
+    default:          return gray_strerror(code);
+    }
+}

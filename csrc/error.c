@@ -17,6 +17,8 @@ const char *gray_strerror(int code)
     case GRAY_EKEY:     return "bad key";
     case GRAY_EUNASKED: return "value for a key that was not requested";
     case GRAY_EREPLY:   return "unknown reply";
+    case GRAY_EMAC:     return "bad signature";
+    case GRAY_EEXPIRED: return "expired";
     case GRAY_ENOMEM:   return "out of memory";
     case GRAY_EIO:      return "file error";
     case GRAY_EIMAGE:   return "not a list image of this format";

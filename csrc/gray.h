@@ -30,6 +30,7 @@ extern "C" {
 #define GRAY_MC_KEY_MAX    250   /* memcached's KEY_MAX_LENGTH */
 #define GRAY_MC_LINE_MAX   1024  /* a reply line longer than this is malformed */
 #define GRAY_MC_DATA_MAX   (1u << 30) /* a VALUE announcing more bytes is malformed */
+#define GRAY_MC_OPAQUE_MAX 32    /* memcached's longest meta opaque token (O) */
 
 /* ---- return codes -------------------------------------------------------- */
 
@@ -44,8 +45,10 @@ extern "C" {
 #define GRAY_ELINE     -8   /* memcached: a line is not terminated by CRLF within GRAY_MC_LINE_MAX */
 #define GRAY_EDATA     -9   /* memcached: the data block is not followed by CRLF */
 #define GRAY_EKEY      -10  /* memcached: a key is empty, too long or has bad bytes */
-#define GRAY_EUNASKED  -11  /* memcached: a VALUE for a key that was not requested */
+#define GRAY_EUNASKED  -11  /* memcached: a VALUE (or meta reply) for a key that was not requested */
 #define GRAY_EREPLY    -12  /* memcached: a reply line of an unknown kind */
+#define GRAY_EMAC      -13  /* token: the MAC does not match (another secret, context, an edit) */
+#define GRAY_EEXPIRED  -14  /* token: its expiry has passed */
 
 /* Static, NUL-terminated text for a return code. */
 const char *gray_strerror(int code);
@@ -120,6 +123,7 @@ int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *i
  * an index of at most a byte per run. */
 
 #define GRAY_TARGETS_MAX     255          /* target names a list may use */
+#define GRAY_TARGET_NAME_MAX 64           /* bytes of one target name */
 #define GRAY_RANGES_TEXT_MAX 0x7fffffffu  /* longest list text */
 #define GRAY_RANGES_REPORT   8            /* line numbers kept per kind of skip */
 
@@ -146,23 +150,30 @@ typedef struct gray_ranges_stats {
     uint32_t n4;                /* IPv4 entries needed (written up to cap4) */
     uint32_t n6;                /* IPv6 entries needed (written up to cap6) */
     uint32_t bad;               /* lines skipped as malformed */
-    uint32_t unknown;           /* lines skipped for a target name not in names */
+    uint32_t unknown;           /* lines naming a target name not in names */
     uint32_t bad_lines[8];      /* the first GRAY_RANGES_REPORT bad line numbers */
     uint32_t unknown_lines[8];  /* the first GRAY_RANGES_REPORT unknown-name ones */
 } gray_ranges_stats_t;
+
+/* 1 when s is a target name: 1 to GRAY_TARGET_NAME_MAX bytes in
+ * 0x21..0x7e, no '#', not "0" (a value that means no entry). The one rule
+ * for the names of the router's targets, of list and range lines, and of
+ * gray-admin's arguments. */
+int gray_target_name_ok(const char *s, size_t len);
 
 /* Parses a ranges list. names holds the known target names separated by
  * '\n': the k-th (from 1) has index k, and a line without a name gets 1.
  * A line is bad when its address is not an address or CIDR for
  * gray_cidr_parse(), covers no address (an IPv6-written CIDR inside
- * ::ffff:0:0/96), has a third field, or a name with a byte outside
- * 0x21..0x7e; a well-formed name not in names makes it unknown. Both are
- * skipped. Writes at most cap4 / cap6 entries and counts all in *st.
- * Returns GRAY_OK, GRAY_ESPACE when an array was too small, or GRAY_EINVAL
- * for names that are empty, too many or contain an empty name, or text over
- * GRAY_RANGES_TEXT_MAX. */
+ * ::ffff:0:0/96), has a third field, or a name that is not a target name
+ * (gray_target_name_ok); bad lines are skipped. A target name not in names
+ * makes the line unknown: it gets index `unknown`, or is skipped when that
+ * is 0. Writes at most cap4 / cap6 entries and counts all in *st. Returns
+ * GRAY_OK, GRAY_ESPACE when an array was too small, or GRAY_EINVAL for
+ * names that are empty, too many or hold one that is not a target name,
+ * unknown over GRAY_TARGETS_MAX, or text over GRAY_RANGES_TEXT_MAX. */
 int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
-                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      uint32_t unknown, gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
                       gray_ranges_stats_t *st);
 
 /* An upper bound of the entries gray_ranges_parse() writes for text, from a
@@ -364,6 +375,39 @@ int gray_dist_find(const gray_dist_t *d, uint32_t hash, uint32_t *probes);
 /* The 0-based server of key, as memcached_generate_hash() returns it. */
 int gray_dist_server(const gray_dist_t *d, const char *key, size_t len);
 
+/* ---- the server list: one spelling rule for the router and gray-admin --- */
+
+#define GRAY_SERVER_WEIGHT_MAX 100000  /* host:port/?N: N is 1..this */
+
+/* One server of a list, as offsets into the list text. The host is kept as
+ * written (without the brackets): libmemcached hashes the name it is given,
+ * never a canonical form of it (spec/dist_spec.lua), so both sides must give
+ * ketama the same text, and neither may rewrite it. */
+typedef struct gray_server_spec {
+    uint32_t item_off;          /* the whole item: host:port[/?N] */
+    uint32_t item_len;
+    uint32_t name_len;          /* host:port, from item_off (no weight) */
+    uint32_t host_off;          /* the host as written, without brackets */
+    uint32_t host_len;
+    uint32_t port;              /* 1..65535 */
+    uint32_t weight;            /* 1..GRAY_SERVER_WEIGHT_MAX, 1 when not written */
+} gray_server_spec_t;
+
+/* Parses a server list ("$gray_memcached" syntax): items host:port or
+ * host:port/?N, separated by commas and white space. The host is an IP
+ * address in gray_ip_parse()'s forms (no names, no leading zeros in IPv4):
+ * IPv6 text (any text with ':') in brackets, nothing else in brackets.
+ * Returns the count (1..cap) into out, or a negative code, with the item at
+ * fault in *bad (item_len 0 for an empty list): GRAY_EINVAL no server or
+ * not host:port, GRAY_EADDR the host, GRAY_ERANGE port or weight out of
+ * range, GRAY_ESPACE more than cap servers. gray_server_error() says it in
+ * words. */
+int gray_servers_parse(const char *s, size_t len, gray_server_spec_t *out, size_t cap,
+                       gray_server_spec_t *bad);
+
+/* The reason for a gray_servers_parse() code, for "bad server '...' (<reason>)". */
+const char *gray_server_error(int code);
+
 /* MD5 (RFC 1321) of data into digest. */
 void gray_md5(const char *data, size_t len, uint8_t digest[16]);
 
@@ -387,6 +431,10 @@ int gray_mc_key_ok(const char *key, size_t len);
 #define GRAY_MC_SERVER_ERROR 11
 #define GRAY_MC_VERSION      12
 #define GRAY_MC_NUMBER       13   /* incr/decr: the line is a decimal number */
+#define GRAY_MC_VA           14   /* meta: "VA <size> <flags>*", a hit and its value */
+#define GRAY_MC_HD           15   /* meta: "HD <flags>*", a hit without a value */
+#define GRAY_MC_EN           16   /* meta: "EN <flags>*", a miss */
+#define GRAY_MC_MN           17   /* meta: "MN", the end of a pipeline ("mn") */
 
 typedef struct gray_mc_line {
     int32_t kind;               /* GRAY_MC_* */
@@ -422,6 +470,99 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need);
 
+/* ---- signed tokens (token.c) -------------------------------------------- */
+
+/* A token is "<subject>.<expiry>.<mac>": the subject (a target name, an
+ * identity's value) is 1..GRAY_TOKEN_SUBJECT_MAX bytes in 0x21..0x7e ('.'
+ * allowed: the token is split from the right), the expiry a unix time in
+ * decimal, the MAC the base64url text (no padding) of HMAC-SHA256 (OpenSSL's
+ * libcrypto) keyed by the secret over the context, a NUL, then
+ * "<subject>.<expiry>" as written. The context ("force", "id:<name>") keeps a
+ * token for one use from passing for another. */
+
+#define GRAY_TOKEN_SUBJECT_MAX   200
+#define GRAY_TOKEN_CONTEXT_MAX   64
+#define GRAY_TOKEN_EXPIRY_DIGITS 12              /* expiry <= GRAY_TOKEN_EXPIRY_LAST */
+#define GRAY_TOKEN_EXPIRY_LAST   999999999999LL
+#define GRAY_TOKEN_MAC_LEN       43              /* base64url of 32 bytes, unpadded */
+#define GRAY_TOKEN_MAX           257             /* subject, '.', expiry, '.', MAC */
+#define GRAY_SECRET_MIN 16                       /* bytes of a secret, after trimming */
+#define GRAY_SECRET_MAX 1024
+
+/* The length of a secret file's text without its trailing blanks (spaces,
+ * tabs, CR, LF), or GRAY_EINVAL when that is under GRAY_SECRET_MIN or over
+ * GRAY_SECRET_MAX bytes. The router and gray-admin both key with it. */
+int gray_secret_len(const char *s, size_t len);
+
+/* Writes the token for subject, valid before expiry (unix seconds), to buf.
+ * Returns its length, GRAY_ESPACE when cap is too small (GRAY_TOKEN_MAX
+ * always fits), or GRAY_EINVAL for a bad context, key, subject or expiry. */
+int gray_token_make(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                    const char *subject, size_t subject_len, int64_t expiry,
+                    char *buf, size_t cap);
+
+/* Checks tok[0..len) against the key and context at time now: returns the
+ * subject's length (the subject is tok[0..n)) and its expiry in *expiry
+ * (when not NULL), or GRAY_EINVAL (not a token), GRAY_EMAC (compared in
+ * constant time) or GRAY_EEXPIRED (expiry <= now). Reads nothing outside
+ * tok, allocates nothing. */
+int gray_token_check(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                     const char *tok, size_t len, int64_t now, int64_t *expiry);
+
+/* ---- memcached meta protocol (mc.c) ------------------------------------ */
+
+/* What the "mg" requests asked, for gray_mc_parse_meta()'s mode. */
+#define GRAY_META_PIPELINE 1    /* several mg then "mn": the reply ends at MN;
+                                   without it, at the first reply */
+#define GRAY_META_VALUE    2    /* "v": a hit is VA with a data block, else HD */
+#define GRAY_META_QUIET    4    /* "q": a miss sends nothing (EN is refused) */
+
+/* gray_mc_meta_t.has: the tokens a reply carried */
+#define GRAY_META_HAS_CAS    1  /* c */
+#define GRAY_META_HAS_FLAGS  2  /* f */
+#define GRAY_META_HAS_KEY    4  /* k */
+#define GRAY_META_HAS_OPAQUE 8  /* O */
+
+typedef struct gray_mc_meta {
+    int32_t kind;               /* GRAY_MC_VA or GRAY_MC_HD */
+    uint32_t index;             /* the request answered: its position in keys, from 0 */
+    uint32_t req_off;           /* its key, into keys (0, 0 when keys is NULL) */
+    uint32_t req_len;
+    uint32_t has;               /* GRAY_META_HAS_* */
+    uint32_t key_off;           /* the k token, into buf */
+    uint32_t key_len;
+    uint32_t data_off;          /* VA's data block, into buf (0, 0 for HD) */
+    uint32_t data_len;
+    uint32_t opaque_off;        /* the O token, into buf */
+    uint32_t opaque_len;
+    uint32_t flags;             /* the f token */
+    uint64_t cas;               /* the c token */
+} gray_mc_meta_t;
+
+/* Decodes the replies to "mg <key> <flags>*" requests: one (mode without
+ * GRAY_META_PIPELINE) or several ended by "mn" (up to MN). keys/keys_len is
+ * the list of keys requested, single spaces between them (NULL: not checked;
+ * index is then the reply's position). Replies answer the requests in order:
+ * an O token is the request's position in decimal, a k token its key; a
+ * reply with neither answers the next request. Without GRAY_META_QUIET every
+ * request answers before MN; with it, misses are skipped (ask for k or O).
+ * Hits (VA/HD) fill vals; *nvals holds the capacity on entry and the count on
+ * return. line->kind is MN (pipeline), VA/HD/EN (one mg), or an error line
+ * (ERROR, CLIENT_ERROR, SERVER_ERROR: the decode stops there). Returns the
+ * bytes consumed, GRAY_EAGAIN with *need set as for gray_mc_parse_get, or an
+ * error code: GRAY_EUNASKED for a reply that matches no request, GRAY_EREPLY
+ * for one of a kind that was not asked for. Nothing is copied. */
+int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t keys_len,
+                       int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
+                       size_t *need);
+
+/* Writes the pipeline "mg <key> <flags> O<i>\r\n" for each key of keys (single
+ * spaces between them, as gray_mc_parse_meta() takes them; i its position from
+ * 0), then "mn\r\n", to out. flags as sent (e.g. "v q"; may be empty). Returns
+ * the length, GRAY_EINVAL for a key gray_mc_key_ok() refuses (an empty one
+ * too), or GRAY_ESPACE when cap is short. */
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap);
 /* ---- compiled list images (image.c, idlist.c, imagejob.c) -------------- */
 
 /* A list image is one flat byte buffer holding a compiled id list or ranges
@@ -437,7 +578,6 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
 #define GRAY_IMAGE_FORMAT      1           /* the layout version written and read */
 #define GRAY_IMAGE_REPORT      8           /* bad / unknown line numbers kept */
 #define GRAY_ID_MAX            200         /* longest id (bytes); longer is a bad line */
-#define GRAY_IMAGE_NAME_MAX    250         /* longest target name (given or collected) */
 #define GRAY_IMAGE_PARTS_MAX   1024        /* parts of one split list */
 #define GRAY_IMAGE_PATH_MAX    4000        /* longest image path */
 #define GRAY_IMAGE_VERIFY      1           /* gray_image_open flag: check every byte */
@@ -462,7 +602,7 @@ typedef struct gray_image_stats {
     uint32_t entries;           /* ids: distinct ids; ranges: lines compiled */
     uint32_t runs;              /* ranges: runs in the set; ids: 0 */
     uint32_t bad;               /* lines skipped as malformed */
-    uint32_t unknown;           /* lines skipped for a target name not in names */
+    uint32_t unknown;           /* lines naming a target name not in names */
     uint32_t bad_lines[8];      /* the first GRAY_IMAGE_REPORT bad line numbers */
     uint32_t unknown_lines[8];  /* the first GRAY_IMAGE_REPORT unknown-name ones */
     uint32_t ntargets;          /* target names in the image */
@@ -482,20 +622,21 @@ uint64_t gray_image_hash(const char *buf, size_t len);
  * memcached CAS) is stored as the image's version.
  * Both kinds: one entry per line, LF or CRLF, fields split by spaces, tabs
  * and CRs (for ids also VT and FF, as Lua's %s split them), '#' starts a
- * comment anywhere, blank lines are skipped, a third field or a name with a
- * byte outside 0x21..0x7e makes a bad line. Ids: 1..GRAY_ID_MAX bytes, any
- * bytes but those; of equal ids the later line wins. Ranges: as
- * gray_ranges_parse().
+ * comment anywhere, blank lines are skipped, a third field or a name that
+ * is not a target name (gray_target_name_ok) makes a bad line. Ids:
+ * 1..GRAY_ID_MAX bytes, any bytes but those; of equal ids the later line
+ * wins. Ranges: as gray_ranges_parse().
  * names: the target names separated by '\n' (the k-th, from 1, has index k,
- * a line without a name gets 1; a name not in names makes the line
- * unknown), as gray_ranges_parse() takes them, each 1..GRAY_IMAGE_NAME_MAX
- * bytes of 0x21..0x7e but '#' (else GRAY_EINVAL); or NULL/0: collected from
- * the list itself, index 1 = "1", then each other name in order of first
- * use (up to GRAY_TARGETS_MAX names of at most GRAY_IMAGE_NAME_MAX bytes;
- * a line naming one more is unknown). Returns GRAY_OK, GRAY_EINVAL (bad
- * kind, names or sizes), GRAY_ENOMEM or GRAY_ECANCELED; st is filled. */
+ * a line without a name gets 1), each a target name (else GRAY_EINVAL), as
+ * gray_ranges_parse() takes them; or NULL/0: collected from the list
+ * itself, index 1 = "1", then each other name in order of first use (up to
+ * GRAY_TARGETS_MAX). A name not in names makes the line unknown: it gets
+ * index `unknown` (which may be past the names: the caller's "unknown
+ * target"), or is skipped when that is 0. Returns GRAY_OK, GRAY_EINVAL (bad
+ * kind, names, unknown over GRAY_TARGETS_MAX, sizes), GRAY_ENOMEM or
+ * GRAY_ECANCELED; st is filled. */
 int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
-                     const char *names, size_t names_len, uint64_t cas,
+                     const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                      void **out, size_t *out_len, gray_image_stats_t *st);
 
 void gray_image_free_buf(void *buf);
@@ -504,8 +645,8 @@ void gray_image_free_buf(void *buf);
  * renamed onto path (atomic for readers). Blocks: for tests, tools and
  * threads. GRAY_EIO with st->sys_errno when the file fails. */
 int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
-                       const char *names, size_t names_len, uint64_t cas, const char *path,
-                       gray_image_stats_t *st);
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       const char *path, gray_image_stats_t *st);
 
 /* ---- compiling off the event loop (imagejob.c) ---- */
 
@@ -519,8 +660,8 @@ typedef struct gray_image_job gray_image_job_t;
  * job is done (poll returns other than GRAY_JOB_RUNNING). *out gets the
  * job. GRAY_EINVAL, GRAY_ENOMEM, or GRAY_EIO when no thread starts. */
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
-                             const char *names, size_t names_len, uint64_t cas,
-                             const char *path, gray_image_job_t **out);
+                             const char *names, size_t names_len, uint32_t unknown,
+                             uint64_t cas, const char *path, gray_image_job_t **out);
 
 /* GRAY_JOB_RUNNING, or the compile's result (GRAY_OK or an error code)
  * with *st filled (st may be NULL). Never blocks. */
@@ -554,8 +695,8 @@ int gray_image_peek(const char *path, uint64_t *cas);
 void gray_image_close(gray_image_t *img);
 
 /* Lookups in the mapped bytes, no allocation, O(1) expected (a bucket of a
- * few entries, O(log n) at worst): the target index (1..ntargets), 0 when
- * not listed. find_id on a ranges image, or find_ip on an id image, is
+ * few entries, O(log n) at worst): the target index (1..ntargets, or the
+ * compile's unknown index), 0 when not listed. find_id on a ranges image, or find_ip on an id image, is
  * GRAY_EINVAL; find_text is GRAY_EADDR for text that is not an address. */
 int gray_image_find_id(const gray_image_t *img, const char *id, size_t len);
 int gray_image_find_ip(const gray_image_t *img, const gray_ip_t *ip);

@@ -86,11 +86,6 @@ typedef struct names_table {
     uint32_t count;
 } names_table_t;
 
-static inline int name_byte_ok(unsigned char c)
-{
-    return c >= 0x21 && c <= 0x7e;
-}
-
 static name_slot_t *name_slot(names_table_t *t, const char *name, size_t len)
 {
     uint32_t i = gray_murmur3_32(name, len, 0) & (NAME_SLOTS - 1);
@@ -103,13 +98,13 @@ static name_slot_t *name_slot(names_table_t *t, const char *name, size_t len)
 
 static uint32_t name_find(names_table_t *t, const char *name, size_t len)
 {
-    return len <= GRAY_IMAGE_NAME_MAX ? name_slot(t, name, len)->index : 0;
+    return len <= GRAY_TARGET_NAME_MAX ? name_slot(t, name, len)->index : 0;
 }
 
 /* Adds name as the next index; 0 when the table is full or the name too long. */
 static uint32_t name_add(names_table_t *t, const char *name, size_t len)
 {
-    if (len == 0 || len > GRAY_IMAGE_NAME_MAX)
+    if (!gray_target_name_ok(name, len))
         return 0;
     name_slot_t *s = name_slot(t, name, len);
     if (s->index == 0) {
@@ -130,11 +125,9 @@ uint32_t gray_names_check(const char *names, size_t len)
     size_t start = 0;
     for (size_t i = 0; i <= len; i++) {
         if (i == len || names[i] == '\n') {
-            if (i == start || i - start > GRAY_IMAGE_NAME_MAX || ++k > GRAY_TARGETS_MAX)
+            if (!gray_target_name_ok(names + start, i - start) || ++k > GRAY_TARGETS_MAX)
                 return 0;
             start = i + 1;
-        } else if (!name_byte_ok((unsigned char)names[i]) || names[i] == '#') {
-            return 0;
         }
     }
     return k;
@@ -205,14 +198,6 @@ static void split(const char *p, const char *eol, int ids, fields_t *fl)
     }
 }
 
-static int name_ok(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (!name_byte_ok((unsigned char)s[i]))
-            return 0;
-    return 1;
-}
-
 size_t gray_names_collect(const char *text, size_t len, int ids, char *out, size_t cap)
 {
     static names_table_t zero;
@@ -232,7 +217,7 @@ size_t gray_names_collect(const char *text, size_t len, int ids, char *out, size
         fields_t fl;
         split(p, eol, ids, &fl);
         p = nl ? nl + 1 : end;
-        if (fl.n != 2 || !name_ok(fl.f[1], fl.len[1]) || fl.len[1] > GRAY_IMAGE_NAME_MAX)
+        if (fl.n != 2 || !gray_target_name_ok(fl.f[1], fl.len[1]))
             continue;
         uint32_t before = t->count;
         if (name_add(t, fl.f[1], fl.len[1]) > before) {
@@ -265,10 +250,10 @@ static void note(uint32_t *count, uint32_t *lines, uint32_t line)
 }
 
 int gray_ids_parse(const char *text, size_t len, const char *names, size_t names_len,
-                   gray_id_entry_t *e, size_t cap, gray_image_stats_t *st)
+                   uint32_t unknown, gray_id_entry_t *e, size_t cap, gray_image_stats_t *st)
 {
     if (len > GRAY_RANGES_TEXT_MAX || (text == NULL && len > 0) ||
-        gray_names_check(names, names_len) == 0)
+        unknown > GRAY_TARGETS_MAX || gray_names_check(names, names_len) == 0)
         return GRAY_EINVAL;
     names_table_t *t = malloc(sizeof *t);
     if (t == NULL)
@@ -286,14 +271,17 @@ int gray_ids_parse(const char *text, size_t len, const char *names, size_t names
         p = nl ? nl + 1 : end;
         if (fl.n == 0)
             continue;   /* blank or comment */
-        if (fl.n == 3 || fl.len[0] > GRAY_ID_MAX || !name_ok(fl.f[1], fl.n == 2 ? fl.len[1] : 0)) {
+        if (fl.n == 3 || fl.len[0] > GRAY_ID_MAX ||
+            (fl.n == 2 && !gray_target_name_ok(fl.f[1], fl.len[1]))) {
             note(&st->bad, st->bad_lines, line);
             continue;
         }
         uint32_t target = fl.n == 2 ? name_find(t, fl.f[1], fl.len[1]) : 1;
         if (target == 0) {
             note(&st->unknown, st->unknown_lines, line);
-            continue;
+            if (unknown == 0)
+                continue;
+            target = unknown;
         }
         st->taken++;
         if (n == cap) {

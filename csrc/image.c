@@ -275,14 +275,14 @@ static void header_finish(img_header_t *h, uint8_t *buf, size_t size)
 }
 
 static int build_ids(const char *text, size_t len, const char *names, size_t names_len,
-                     uint64_t cas, void **out, size_t *out_len, gray_image_stats_t *st,
+                     uint32_t unknown, uint64_t cas, void **out, size_t *out_len, gray_image_stats_t *st,
                      const atomic_int *cancel)
 {
     size_t room = gray_ids_room(text, len);
     gray_id_entry_t *e = gray_big_alloc((room ? room : 1) * sizeof *e);
     if (e == NULL)
         return GRAY_ENOMEM;
-    int parsed = gray_ids_parse(text, len, names, names_len, e, room, st);
+    int parsed = gray_ids_parse(text, len, names, names_len, unknown, e, room, st);
     if (parsed < 0) {
         gray_big_free(e);
         return parsed;
@@ -336,7 +336,7 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
 }
 
 static int build_ranges(const char *text, size_t len, const char *names, size_t names_len,
-                        uint64_t cas, void **out, size_t *out_len, gray_image_stats_t *st,
+                        uint32_t unknown, uint64_t cas, void **out, size_t *out_len, gray_image_stats_t *st,
                         const atomic_int *cancel)
 {
     size_t room4, room6;
@@ -357,7 +357,7 @@ static int build_ranges(const char *text, size_t len, const char *names, size_t 
         goto done;
 
     gray_ranges_stats_t rs;
-    rc = gray_ranges_parse(text, len, names, names_len, e4, room4, e6, room6, &rs);
+    rc = gray_ranges_parse(text, len, names, names_len, unknown, e4, room4, e6, room6, &rs);
     if (rc != GRAY_OK)
         goto done;
     st->lines = rs.lines;
@@ -420,13 +420,14 @@ done:
 }
 
 int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
-                       const char *names, size_t names_len, uint64_t cas, void **out,
-                       size_t *out_len, gray_image_stats_t *st, const atomic_int *cancel)
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       void **out, size_t *out_len, gray_image_stats_t *st,
+                       const atomic_int *cancel)
 {
     memset(st, 0, sizeof *st);
     *out = NULL;
     *out_len = 0;
-    if (kind != GRAY_IMAGE_IDS && kind != GRAY_IMAGE_RANGES)
+    if ((kind != GRAY_IMAGE_IDS && kind != GRAY_IMAGE_RANGES) || unknown > GRAY_TARGETS_MAX)
         return GRAY_EINVAL;
     if (names != NULL && names_len > 0 && gray_names_check(names, names_len) == 0)
         return GRAY_EINVAL;
@@ -445,8 +446,10 @@ int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
     if (rc == GRAY_OK) {
         st->ntargets = gray_names_check(use_names, use_len);
         rc = kind == GRAY_IMAGE_IDS
-                 ? build_ids(text, len, use_names, use_len, cas, out, out_len, st, cancel)
-                 : build_ranges(text, len, use_names, use_len, cas, out, out_len, st, cancel);
+                 ? build_ids(text, len, use_names, use_len, unknown, cas, out, out_len, st,
+                             cancel)
+                 : build_ranges(text, len, use_names, use_len, unknown, cas, out, out_len, st,
+                                cancel);
     }
     free(scratch);
     gray_big_free(owned);
@@ -454,11 +457,11 @@ int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
 }
 
 int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
-                     const char *names, size_t names_len, uint64_t cas,
+                     const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                      void **out, size_t *out_len, gray_image_stats_t *st)
 {
-    return gray_image_build_c(kind, parts, nparts, names, names_len, cas, out, out_len, st,
-                              NULL);
+    return gray_image_build_c(kind, parts, nparts, names, names_len, unknown, cas, out,
+                              out_len, st, NULL);
 }
 
 void gray_image_free_buf(void *buf)
@@ -510,8 +513,8 @@ static int write_file(const char *path, const void *buf, size_t len, int32_t *er
 }
 
 int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts,
-                         const char *names, size_t names_len, uint64_t cas, const char *path,
-                         gray_image_stats_t *st, const atomic_int *cancel)
+                         const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                         const char *path, gray_image_stats_t *st, const atomic_int *cancel)
 {
     uint64_t wall0 = now_ns(CLOCK_MONOTONIC), cpu0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
     if (path == NULL || strlen(path) == 0 || strlen(path) > GRAY_IMAGE_PATH_MAX) {
@@ -520,8 +523,8 @@ int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts
     }
     void *buf;
     size_t len;
-    int rc = gray_image_build_c(kind, parts, nparts, names, names_len, cas, &buf, &len, st,
-                                cancel);
+    int rc = gray_image_build_c(kind, parts, nparts, names, names_len, unknown, cas, &buf, &len,
+                                st, cancel);
     if (rc == GRAY_OK && canceled(cancel))
         rc = GRAY_ECANCELED;
     if (rc == GRAY_OK)
@@ -533,10 +536,11 @@ int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts
 }
 
 int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
-                       const char *names, size_t names_len, uint64_t cas, const char *path,
-                       gray_image_stats_t *st)
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       const char *path, gray_image_stats_t *st)
 {
-    return gray_image_compile_c(kind, parts, nparts, names, names_len, cas, path, st, NULL);
+    return gray_image_compile_c(kind, parts, nparts, names, names_len, unknown, cas, path, st,
+                                NULL);
 }
 
 /* ---- checking and mapping ------------------------------------------------------ */

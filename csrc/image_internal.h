@@ -28,10 +28,10 @@ typedef struct gray_id_bucket {
 } gray_id_bucket_t;
 
 #define GRAY_ID_INDEX_BITS_MAX 24   /* 16M buckets: 128 MB of index at most */
-#define GRAY_NAMES_BYTES_MAX   (GRAY_TARGETS_MAX * (GRAY_IMAGE_NAME_MAX + 1))
+#define GRAY_NAMES_BYTES_MAX   (GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1))
 
-/* Checks a '\n'-separated name list (1..GRAY_TARGETS_MAX names, each
- * 1..GRAY_IMAGE_NAME_MAX bytes of 0x21..0x7e but '#'): the count, or 0. */
+/* Checks a '\n'-separated name list (1..GRAY_TARGETS_MAX names, each a
+ * target name, gray_target_name_ok): the count, or 0. */
 uint32_t gray_names_check(const char *names, size_t len);
 
 /* Collects the target names a list uses: "1", then every other well-formed
@@ -46,7 +46,7 @@ size_t gray_ids_room(const char *text, size_t len);
  * counting lines into st (lines, taken, bad, unknown and their first line
  * numbers). Returns the entries written, or GRAY_ESPACE / GRAY_EINVAL. */
 int gray_ids_parse(const char *text, size_t len, const char *names, size_t names_len,
-                   gray_id_entry_t *e, size_t cap, gray_image_stats_t *st);
+                   uint32_t unknown, gray_id_entry_t *e, size_t cap, gray_image_stats_t *st);
 
 /* Sorts e (offsets into text) by hash, then bytes, and keeps the last line
  * of equal ids. Returns the new count, or GRAY_ENOMEM / GRAY_ECANCELED. */
@@ -72,12 +72,13 @@ void gray_big_free(void *p);
 
 /* gray_image_build() with a cancel flag (NULL: none) polled between steps. */
 int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
-                       const char *names, size_t names_len, uint64_t cas, void **out,
-                       size_t *out_len, gray_image_stats_t *st, const atomic_int *cancel);
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       void **out, size_t *out_len, gray_image_stats_t *st,
+                       const atomic_int *cancel);
 
 /* gray_image_compile() with a cancel flag. */
 int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts,
-                         const char *names, size_t names_len, uint64_t cas, const char *path,
-                         gray_image_stats_t *st, const atomic_int *cancel);
+                         const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                         const char *path, gray_image_stats_t *st, const atomic_int *cancel);
 
 #endif

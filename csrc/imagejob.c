@@ -17,6 +17,7 @@ struct gray_image_job {
     atomic_int cancel;          /* set by gray_image_job_free() on a running job */
     int rc;
     int kind;
+    uint32_t unknown;
     uint64_t cas;
     gray_image_part_t *parts;   /* copied; the bytes they point to are the caller's */
     size_t nparts;
@@ -38,26 +39,28 @@ static void *job_run(void *arg)
 {
     gray_image_job_t *job = arg;
     job->rc = gray_image_compile_c(job->kind, job->parts, job->nparts, job->names,
-                                   job->names_len, job->cas, job->path, &job->st, &job->cancel);
+                                   job->names_len, job->unknown, job->cas, job->path, &job->st,
+                                   &job->cancel);
     /* release: rc and st are visible to whoever sees running == 0 */
     atomic_store_explicit(&job->running, 0, memory_order_release);
     return NULL;
 }
 
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
-                             const char *names, size_t names_len, uint64_t cas,
-                             const char *path, gray_image_job_t **out)
+                             const char *names, size_t names_len, uint32_t unknown,
+                             uint64_t cas, const char *path, gray_image_job_t **out)
 {
     *out = NULL;
     size_t plen = path ? strlen(path) : 0;
     if ((kind != GRAY_IMAGE_IDS && kind != GRAY_IMAGE_RANGES) || plen == 0 ||
-        plen > GRAY_IMAGE_PATH_MAX || nparts > GRAY_IMAGE_PARTS_MAX ||
+        plen > GRAY_IMAGE_PATH_MAX || nparts > GRAY_IMAGE_PARTS_MAX || unknown > GRAY_TARGETS_MAX ||
         (parts == NULL && nparts > 0) || (names == NULL && names_len > 0))
         return GRAY_EINVAL;
     gray_image_job_t *job = calloc(1, sizeof *job);
     if (job == NULL)
         return GRAY_ENOMEM;
     job->kind = kind;
+    job->unknown = unknown;
     job->cas = cas;
     job->nparts = nparts;
     job->names_len = names_len;

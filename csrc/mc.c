@@ -1,5 +1,6 @@
 /* mc.c - memcached text protocol: key safety and zero-copy reply decoding
- * (doc/protocol.txt: retrieval replies and the one-line replies). */
+ * (doc/protocol.txt: retrieval replies, the one-line replies, and the meta
+ * protocol's replies to mg and mn). */
 #include <limits.h>
 #include <string.h>
 
@@ -42,20 +43,32 @@ static int find_eol(const char *buf, size_t len, size_t pos, size_t *eol)
     return GRAY_OK;
 }
 
+/* 19 decimal digits always fit in 64 bits: only a 20th needs an overflow
+ * test (a division per digit would cost more than the rest of a decode). */
+#define U64_SAFE_DIGITS 19
+
 /* Plain decimal digits (1..20 of them) no larger than max. */
 static int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
     if (len == 0 || len > 20)
         return len == 0 ? GRAY_EDIGITS : GRAY_ERANGE;
     uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
+    size_t fast = len < U64_SAFE_DIGITS ? len : U64_SAFE_DIGITS;
+    for (size_t i = 0; i < fast; i++) {
         if (!gray_is_digit(s[i]))
             return GRAY_EDIGITS;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (max - d) / 10)
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (len > U64_SAFE_DIGITS) {
+        if (!gray_is_digit(s[U64_SAFE_DIGITS]))
+            return GRAY_EDIGITS;
+        unsigned d = (unsigned)(s[U64_SAFE_DIGITS] - '0');
+        if (v > (UINT64_MAX - d) / 10)
             return GRAY_ERANGE;
         v = v * 10 + d;
     }
+    if (v > max)
+        return GRAY_ERANGE;
     *out = v;
     return GRAY_OK;
 }
@@ -150,22 +163,12 @@ static int key_requested(const char *keys, size_t keys_len, size_t *cursor,
 static int number_field(const char *buf, size_t *p, size_t eol, uint64_t max, uint64_t *out)
 {
     size_t start = *p, i = start;
-    uint64_t v = 0;
-    while (i < eol && buf[i] != ' ') {
-        char c = buf[i];
-        if (!gray_is_digit(c))
-            return GRAY_EDIGITS;
-        unsigned d = (unsigned)(c - '0');
-        if (i - start >= 20 || v > (max - d) / 10)
-            return GRAY_ERANGE;
-        v = v * 10 + d;
+    while (i < eol && buf[i] != ' ')
         i++;
-    }
-    if (i == start)
-        return GRAY_EDIGITS;
-    *p = i;
-    *out = v;
-    return GRAY_OK;
+    int rc = parse_u64(buf + start, i - start, max, out);
+    if (rc == GRAY_OK)
+        *p = i;
+    return rc;
 }
 
 /* "VALUE <key> <flags> <bytes> [<cas>]" without the CRLF, starting after
@@ -297,4 +300,364 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
     }
     *nvals = count;
     return rc;
+}
+
+/* ---- meta protocol: replies to "mg" (doc/protocol.txt, "Meta Get") ------- */
+
+/* Where the next unanswered request is: its key's offset in the key list
+ * (past keys_len once every key is answered) and its position. */
+typedef struct meta_cursor {
+    size_t off;
+    uint32_t index;
+} meta_cursor_t;
+
+/* The length of the key at c->off. */
+static size_t key_len_at(const char *keys, size_t keys_len, size_t off)
+{
+    const char *sp = memchr(keys + off, ' ', keys_len - off);
+    return sp ? (size_t)(sp - (keys + off)) : keys_len - off;
+}
+
+/* Moves c to the request at position target (>= c->index); 0 when the list
+ * holds fewer keys. */
+static int skip_to(const char *keys, size_t keys_len, meta_cursor_t *c, uint64_t target)
+{
+    while (c->index < target) {
+        if (c->off > keys_len)
+            return 0;
+        c->off += key_len_at(keys, keys_len, c->off) + 1;
+        c->index++;
+    }
+    return c->off <= keys_len;
+}
+
+/* Moves c forward to the first request for key, at or after c; 0 when none. */
+static int seek_key(const char *keys, size_t keys_len, meta_cursor_t *c,
+                    const char *key, size_t klen)
+{
+    while (c->off <= keys_len) {
+        size_t n = key_len_at(keys, keys_len, c->off);
+        if (n == klen && memcmp(keys + c->off, key, klen) == 0)
+            return 1;
+        c->off += n + 1;
+        c->index++;
+    }
+    return 0;
+}
+
+/* The tokens of one meta reply line that matter here. */
+typedef struct meta_tokens {
+    uint64_t cas;
+    uint32_t flags;
+    uint32_t has;               /* GRAY_META_HAS_* */
+    size_t key_off, key_len;
+    size_t opaque_off, opaque_len;
+} meta_tokens_t;
+
+/* The flags of a meta reply line, from p (on a space, or at eol) to eol:
+ * " <flag><token>" each, single spaces, a flag a letter. c, f, k and O are
+ * read (each at most once); the others (t, s, h, l, W, X, Z...) are passed
+ * over. */
+static int meta_flags(const char *buf, size_t p, size_t eol, meta_tokens_t *t)
+{
+    t->has = 0;
+    t->cas = 0;
+    t->flags = 0;
+    t->key_off = t->key_len = t->opaque_off = t->opaque_len = 0;
+    while (p < eol) {
+        if (buf[p] != ' ' || p + 1 >= eol)
+            return GRAY_EINVAL;         /* double or trailing space */
+        p++;
+        char f = buf[p];
+        if (!((f >= 'a' && f <= 'z') || (f >= 'A' && f <= 'Z')))
+            return GRAY_EINVAL;
+        size_t start = ++p;
+        uint32_t bit = f == 'c' ? GRAY_META_HAS_CAS : f == 'f' ? GRAY_META_HAS_FLAGS
+                     : f == 'k' ? GRAY_META_HAS_KEY : f == 'O' ? GRAY_META_HAS_OPAQUE : 0;
+        if (t->has & bit)
+            return GRAY_EINVAL;         /* memcached never repeats a flag */
+        t->has |= bit;
+        int rc;
+        uint64_t v;
+        if (bit == GRAY_META_HAS_CAS)   /* numbers: their digits are the check */
+            rc = number_field(buf, &p, eol, UINT64_MAX, &t->cas);
+        else if (bit == GRAY_META_HAS_FLAGS)
+            rc = number_field(buf, &p, eol, UINT32_MAX, &v);
+        else
+            rc = GRAY_OK;
+        if (rc != GRAY_OK)
+            return rc;
+        if (bit == GRAY_META_HAS_FLAGS)
+            t->flags = (uint32_t)v;
+        while (p < eol && buf[p] != ' ') {
+            unsigned char c = (unsigned char)buf[p];
+            if (c < 0x20 || c == 0x7f)
+                return GRAY_EINVAL;
+            p++;
+        }
+        size_t n = p - start;
+        switch (f) {
+        case 'c':
+        case 'f':
+            break;
+        case 'k':
+            if (n == 0 || n > GRAY_MC_KEY_MAX)
+                return GRAY_EKEY;
+            t->key_off = start;
+            t->key_len = n;
+            break;
+        case 'O':
+            if (n == 0 || n > GRAY_MC_OPAQUE_MAX)
+                return GRAY_EINVAL;
+            t->opaque_off = start;
+            t->opaque_len = n;
+            break;
+        default:                        /* t, s, h, l, W, X, Z...: not read */
+            break;
+        }
+    }
+    return GRAY_OK;
+}
+
+/* Which request a reply answers (see gray.h): fills v's index, req_off and
+ * req_len, and moves c past it. */
+static int meta_match(const char *buf, const char *keys, size_t keys_len, int quiet,
+                      meta_cursor_t *c, const meta_tokens_t *t, gray_mc_meta_t *v)
+{
+    uint64_t target = c->index;
+    if (t->has & GRAY_META_HAS_OPAQUE) {
+        if (parse_u64(buf + t->opaque_off, t->opaque_len, UINT32_MAX - 1, &target) != GRAY_OK)
+            return GRAY_EUNASKED;
+        if (target < c->index || (!quiet && target != c->index))
+            return GRAY_EUNASKED;
+    }
+    if (!skip_to(keys, keys_len, c, target))
+        return GRAY_EUNASKED;           /* past the last request */
+    if (t->has & GRAY_META_HAS_KEY) {
+        const char *key = buf + t->key_off;
+        if (quiet && !(t->has & GRAY_META_HAS_OPAQUE)) {
+            if (!seek_key(keys, keys_len, c, key, t->key_len))
+                return GRAY_EUNASKED;
+        } else if (key_len_at(keys, keys_len, c->off) != t->key_len ||
+                   memcmp(keys + c->off, key, t->key_len) != 0) {
+            return GRAY_EUNASKED;
+        }
+    }
+    size_t n = key_len_at(keys, keys_len, c->off);
+    v->index = c->index;
+    v->req_off = (uint32_t)c->off;
+    v->req_len = (uint32_t)n;
+    c->off += n + 1;
+    c->index++;
+    return GRAY_OK;
+}
+
+int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t keys_len,
+                       int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
+                       size_t *need)
+{
+    size_t cap = *nvals, count = 0, pos = 0;
+    uint32_t replies = 0;
+    meta_cursor_t cur = {keys_len == 0 ? 1 : 0, 0};     /* no keys: all answered */
+    int pipeline = (mode & GRAY_META_PIPELINE) != 0;
+    int quiet = (mode & GRAY_META_QUIET) != 0;
+    int rc;
+
+    *nvals = 0;
+    *need = 0;
+    if (len > INT_MAX)
+        return GRAY_EINVAL;
+
+    /* the usual miss, fast: one mg's "EN", or a quiet pipeline's lone "MN" */
+    if (len >= 4 && buf[2] == '\r' && buf[3] == '\n' && (keys == NULL || keys_len > 0)) {
+        int32_t kind = !pipeline && buf[0] == 'E' && buf[1] == 'N' ? GRAY_MC_EN
+                     : pipeline && (quiet || keys == NULL) && buf[0] == 'M' && buf[1] == 'N'
+                     ? GRAY_MC_MN : 0;
+        if (kind != 0) {
+            line->kind = kind;
+            line->msg_off = line->msg_len = 0;
+            line->number = 0;
+            return 4;
+        }
+    }
+
+    for (;;) {
+        size_t eol;
+        rc = find_eol(buf, len, pos, &eol);
+        if (rc == GRAY_EAGAIN) {
+            *need = (len > pos && buf[len - 1] == '\r') ? 1 : 2;
+            break;
+        }
+        if (rc != GRAY_OK)
+            break;
+
+        const char *l = buf + pos;
+        size_t n = eol - pos;
+        int32_t kind = 0;
+        if (n >= 2 && (n == 2 || l[2] == ' ')) {
+            if (l[0] == 'V' && l[1] == 'A')
+                kind = GRAY_MC_VA;
+            else if (l[0] == 'H' && l[1] == 'D')
+                kind = GRAY_MC_HD;
+            else if (l[0] == 'E' && l[1] == 'N')
+                kind = GRAY_MC_EN;
+            else if (l[0] == 'M' && l[1] == 'N' && n == 2)
+                kind = GRAY_MC_MN;
+        }
+        if (kind == 0) {
+            rc = classify_line(l, n, line);
+            if (rc != GRAY_OK)
+                break;
+            if (line->kind == GRAY_MC_ERROR || line->kind == GRAY_MC_CLIENT_ERROR ||
+                line->kind == GRAY_MC_SERVER_ERROR) {
+                line->msg_off += (uint32_t)pos;
+                *nvals = count;
+                return (int)(eol + 2);
+            }
+            rc = GRAY_EREPLY;           /* STORED, END, a number...: not an mg reply */
+            break;
+        }
+
+        if (kind == GRAY_MC_MN) {
+            /* without q every request answers before MN */
+            if (!pipeline || (keys != NULL && !quiet && cur.off <= keys_len)) {
+                rc = GRAY_EREPLY;
+                break;
+            }
+            line->kind = GRAY_MC_MN;
+            line->msg_off = line->msg_len = 0;
+            line->number = 0;
+            *nvals = count;
+            return (int)(eol + 2);
+        }
+
+        /* a hit must be the kind that was asked for; q suppresses EN */
+        if ((kind == GRAY_MC_EN && quiet) ||
+            (kind == GRAY_MC_VA && !(mode & GRAY_META_VALUE)) ||
+            (kind == GRAY_MC_HD && (mode & GRAY_META_VALUE))) {
+            rc = GRAY_EREPLY;
+            break;
+        }
+        size_t p = pos + 2;
+        uint64_t bytes = 0;
+        if (kind == GRAY_MC_VA) {
+            p++;
+            size_t start = p;
+            while (p < eol && buf[p] != ' ')
+                p++;
+            if ((rc = parse_u64(buf + start, p - start, GRAY_MC_DATA_MAX, &bytes)) != GRAY_OK)
+                break;
+        }
+        meta_tokens_t t;
+        if ((rc = meta_flags(buf, p, eol, &t)) != GRAY_OK)
+            break;
+        gray_mc_meta_t m = {.index = replies};
+        if (keys != NULL) {
+            if (!pipeline && kind == GRAY_MC_EN && t.has == 0) {
+                /* the usual miss of one mg: it answers request 0, nothing to name */
+                if (keys_len == 0) {
+                    rc = GRAY_EUNASKED;
+                    break;
+                }
+            } else if ((rc = meta_match(buf, keys, keys_len, quiet, &cur, &t, &m)) != GRAY_OK) {
+                break;
+            }
+        }
+        replies++;
+
+        size_t next = eol + 2;
+        if (kind != GRAY_MC_EN) {
+            if (count == cap) {
+                rc = GRAY_ESPACE;
+                break;
+            }
+            gray_mc_meta_t *v = &vals[count];
+            v->data_off = v->data_len = 0;
+            if (kind == GRAY_MC_VA) {
+                size_t data_end = next + (size_t)bytes;
+                if (data_end + 2 > len) {
+                    /* the data, its CRLF and, in a pipeline, at least "MN\r\n" */
+                    *need = data_end + 2 + (pipeline ? 4 : 0) - len;
+                    rc = GRAY_EAGAIN;
+                    break;
+                }
+                if (buf[data_end] != '\r' || buf[data_end + 1] != '\n') {
+                    rc = GRAY_EDATA;
+                    break;
+                }
+                v->data_off = (uint32_t)next;
+                v->data_len = (uint32_t)bytes;
+                next = data_end + 2;
+            }
+            v->kind = kind;
+            v->index = m.index;
+            v->req_off = m.req_off;
+            v->req_len = m.req_len;
+            v->has = t.has;
+            v->key_off = (uint32_t)t.key_off;
+            v->key_len = (uint32_t)t.key_len;
+            v->opaque_off = (uint32_t)t.opaque_off;
+            v->opaque_len = (uint32_t)t.opaque_len;
+            v->flags = t.flags;
+            v->cas = t.cas;
+            count++;
+        }
+        pos = next;
+        if (!pipeline) {                /* one mg, one reply */
+            line->kind = kind;
+            line->msg_off = line->msg_len = 0;
+            line->number = 0;
+            *nvals = count;
+            return (int)pos;
+        }
+    }
+    *nvals = count;
+    return rc;
+}
+
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap)
+{
+    size_t n = 0, pos = 0;
+    uint32_t index = 0;
+    if (keys_len == 0 || keys_len > INT_MAX || flags_len > GRAY_MC_LINE_MAX)
+        return GRAY_EINVAL;
+    for (size_t i = 0; i < flags_len; i++)
+        if (flags[i] < 0x20 || flags[i] > 0x7e)
+            return GRAY_EINVAL;         /* no CR, LF or other control byte */
+    while (pos <= keys_len) {
+        size_t klen = key_len_at(keys, keys_len, pos);
+        if (!gray_mc_key_ok(keys + pos, klen))
+            return GRAY_EINVAL;         /* an empty key: a double, leading or trailing space */
+        char num[11];
+        size_t dlen = 0;
+        uint32_t i = index;
+        do {
+            num[sizeof num - 1 - dlen++] = (char)('0' + i % 10);
+            i /= 10;
+        } while (i != 0);
+        /* "mg " key [" " flags] " O" digits CRLF */
+        size_t line = 3 + klen + (flags_len ? 1 + flags_len : 0) + 2 + dlen + 2;
+        if (line > cap - n)
+            return GRAY_ESPACE;
+        memcpy(out + n, "mg ", 3);
+        memcpy(out + n + 3, keys + pos, klen);
+        n += 3 + klen;
+        if (flags_len) {
+            out[n++] = ' ';
+            memcpy(out + n, flags, flags_len);
+            n += flags_len;
+        }
+        memcpy(out + n, " O", 2);
+        memcpy(out + n + 2, num + sizeof num - dlen, dlen);
+        n += 2 + dlen;
+        memcpy(out + n, "\r\n", 2);
+        n += 2;
+        pos += klen + 1;
+        index++;
+    }
+    if (cap - n < 4 || n > (size_t)INT_MAX - 4)
+        return GRAY_ESPACE;
+    memcpy(out + n, "mn\r\n", 4);
+    return (int)(n + 4);
 }

@@ -29,8 +29,18 @@ static uint32_t name_index(const char *names, size_t names_len, const char *name
     }
 }
 
-/* How many names there are, or 0 when the list is empty, has an empty name
- * or more than GRAY_TARGETS_MAX. */
+int gray_target_name_ok(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > GRAY_TARGET_NAME_MAX || (len == 1 && s[0] == '0'))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '#')
+            return 0;
+    return 1;
+}
+
+/* How many names there are, or 0 when the list is empty, has a name that is
+ * not a target name (gray_target_name_ok) or more than GRAY_TARGETS_MAX. */
 static uint32_t names_count(const char *names, size_t names_len)
 {
     if (names == NULL || names_len == 0)
@@ -39,7 +49,7 @@ static uint32_t names_count(const char *names, size_t names_len)
     size_t start = 0;
     for (size_t i = 0; i <= names_len; i++) {
         if (i == names_len || names[i] == '\n') {
-            if (i == start || ++k > GRAY_TARGETS_MAX)
+            if (!gray_target_name_ok(names + start, i - start) || ++k > GRAY_TARGETS_MAX)
                 return 0;
             start = i + 1;
         }
@@ -73,12 +83,12 @@ static uint32_t be32(const uint8_t *p)
 }
 
 int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
-                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      uint32_t unknown, gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
                       gray_ranges_stats_t *st)
 {
     memset(st, 0, sizeof *st);
     if (names_count(names, names_len) == 0 || len > GRAY_RANGES_TEXT_MAX ||
-        (text == NULL && len > 0))
+        unknown > GRAY_TARGETS_MAX || (text == NULL && len > 0))
         return GRAY_EINVAL;
     if (len == 0)
         return GRAY_OK;
@@ -114,8 +124,8 @@ int gray_ranges_parse(const char *text, size_t len, const char *names, size_t na
         gray_range_t r[2];
         size_t nr;
         int bad = nfields == 3 || gray_cidr_parse(field[0], flen[0], r, &nr) < 0 || nr == 0;
-        for (size_t i = 0; !bad && i < flen[1]; i++)
-            bad = (unsigned char)field[1][i] < 0x21 || (unsigned char)field[1][i] > 0x7e;
+        if (!bad && nfields == 2)
+            bad = !gray_target_name_ok(field[1], flen[1]);
         if (bad) {
             note(&st->bad, st->bad_lines, line);
             continue;
@@ -123,7 +133,9 @@ int gray_ranges_parse(const char *text, size_t len, const char *names, size_t na
         uint32_t target = nfields == 2 ? name_index(names, names_len, field[1], flen[1]) : 1;
         if (target == 0) {
             note(&st->unknown, st->unknown_lines, line);
-            continue;
+            if (unknown == 0)
+                continue;
+            target = unknown;
         }
 
         st->taken++;

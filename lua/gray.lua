@@ -27,6 +27,7 @@ local lru_get, cache_get = lrucache.get, gray_cache.get
 
 local ngx = ngx
 local ngx_now = ngx.now
+local ngx_time = ngx.time
 local ngx_exec = ngx.exec
 local get_phase = ngx.get_phase
 local ngx_var = ngx.var
@@ -34,7 +35,9 @@ local ngx_header = ngx.header
 local id_value, id_key = ids_mod.value, ids_mod.key
 local list_range, list_listed, in_percent = lists_mod.range, lists_mod.listed,
     lists_mod.in_percent
-local peer_is_trusted = client.peer_is_trusted
+local ip_in = gray_ffi.peer_trusted
+local token_check = gray_ffi.token_check
+local read_secret = require("gray.token").read_secret
 local ngx_log = ngx.log
 local WARN = ngx.WARN
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
@@ -62,7 +65,8 @@ local DEFAULTS = {
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
     force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
-    force_untrusted = false,                -- true: the override counts from any peer
+    force_from = false,                     -- testers' CIDRs (the resolved client's address)
+    secret_file = false,                    -- file of the HMAC key: signed tokens
     debug_header = false,                   -- "X-Gray-Debug": target and reason (exec())
     metrics_shm = "gray_metrics",           -- lua_shared_dict for gray.metrics; false: off
     key_prefix = "",                        -- prepended to the address key
@@ -108,25 +112,54 @@ local function check_seconds(name, v, max)
     return v
 end
 
--- The locations: value "1" -> target, plus `targets`.
-local function build_targets(get)
+-- A decision: where a rule sends the client (location), the target name
+-- that got it there (name: the label of $gray_target_name and the metrics)
+-- and, for the unknown-target decision only, the reason that replaces the
+-- rule's (else false). One record per target name and router, made here
+-- once: the caches hold these records, never what memcached sent, so a hit
+-- allocates nothing.
+local function new_decision(name, location, reason)
+    return { location = location, name = name, reason = reason or false }
+end
+
+-- Target names a router may have: "stable" and the unknown-target decision
+-- take two of the GRAY_TARGETS_MAX indexes of a compiled ranges list.
+local TARGETS_MAX = 253
+
+-- The decisions by target name: "1" (the default target), `targets`, and
+-- "stable" (reserved: pinned to the stable location).
+local function build_targets(get, stable)
     local target, err = check_location("target", get("target"))
     if not target then
         return nil, err
     end
-    local targets = { ["1"] = target }
+    local targets = { ["1"] = new_decision("1", target),
+                      stable = new_decision("stable", stable) }
     local extra = get("targets")
     if extra then
         if type(extra) ~= "table" then
             return opt_error("targets", "must be a table of value = location")
         end
+        local n = 0
         for value, loc in pairs(extra) do
             if type(value) ~= "string" then
                 return opt_error("targets", "keys must be memcached values (strings)")
+            elseif value == "stable" then
+                return opt_error("targets", "names 'stable', which is reserved: a value"
+                                 .. " 'stable' pins a client to the stable location")
+            elseif not gray_ffi.target_name_ok(value) then
+                return opt_error("targets", "names '" .. value .. "', which is not a target"
+                                 .. " name (1 to " .. gray_ffi.TARGET_NAME_MAX .. " printable"
+                                 .. " ASCII bytes without '#', not 0)")
             end
-            targets[value], err = check_location("targets[" .. value .. "]", loc)
-            if not targets[value] then
+            loc, err = check_location("targets[" .. value .. "]", loc)
+            if not loc then
                 return nil, err
+            end
+            targets[value] = new_decision(value, loc)
+            n = n + 1
+            if n > TARGETS_MAX - 1 then
+                return opt_error("targets", "has more than " .. TARGETS_MAX - 1 .. " names")
             end
         end
     end
@@ -168,8 +201,8 @@ local function build_cache(self, get)
     self.neg_ttl = neg_ttl > 0 and neg_ttl or -0.001
     self.use_fresh = cache_ttl > 0 or neg_ttl > 0
     self.stale_limit = math_max(cache_ttl, neg_ttl) + stale_ttl
-    -- an entry holds a decision (a location string shared with
-    -- self.targets, or false), never what memcached sent
+    -- an entry holds a decision (a record of self.targets, the
+    -- unknown-target one, or false), never what memcached sent
     self.cache = lrucache.new(size)
     self.log = gray_log.new(log_interval)
     return true
@@ -196,13 +229,14 @@ local function build_shared(self, get, names)
     for _, srv in ipairs(self.mc.servers) do
         parts[#parts + 1] = srv.name .. "/" .. tostring(srv.weight)
     end
-    local locations = {}
+    -- the decisions by index, as the compiled lists number them; the last
+    -- one is the unknown-target decision
     for i, name in ipairs(names) do
-        locations[i] = self.targets[name]
-        parts[#parts + 1] = name .. "=" .. locations[i]
+        parts[#parts + 1] = name .. "=" .. self.decisions[i].location
     end
+    parts[#parts + 1] = "?=" .. self.stable
     local shared, err = shcache.new({
-        dict = shm, locations = locations,
+        dict = shm, locations = self.decisions,
         namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
         pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
         timeout = self.mc.timeout,
@@ -224,6 +258,9 @@ function _M.new(opts)
     for name in pairs(opts) do
         if memcached.REPLACED[name] then
             return opt_error(name, "is gone: 'timeout' (ms) bounds the whole lookup")
+        elseif name == "force_untrusted" then
+            return opt_error(name, "is gone: the override counts only from the addresses in"
+                             .. " 'force_from' or as a token signed with 'secret_file'")
         elseif DEFAULTS[name] == nil then
             return nil, "gray.new: unknown option '" .. tostring(name) .. "'"
         end
@@ -264,26 +301,35 @@ function _M.new(opts)
     if not self.stable then
         return nil, err
     end
-    self.targets, err = build_targets(get)
+    -- target name -> decision
+    self.targets, err = build_targets(get, self.stable)
     if not self.targets then
         return nil, err
     end
     self.default_target = self.targets["1"]
-    -- location -> target name, for $gray_target_name
-    self.target_names = { [self.stable] = "stable" }
-    for name, loc in pairs(self.targets) do
-        if loc ~= self.stable then
-            self.target_names[loc] = name
-        end
+    self.stable_target = self.targets.stable
+    -- a value naming no target: stable, whatever the later rules say
+    self.unknown_target = new_decision("stable", self.stable, "unknown-target")
+    -- the metrics' labels: target name -> itself
+    self.target_names = {}
+    for name in pairs(self.targets) do
+        self.target_names[name] = name
     end
-    -- target names for compiled lists: index 1 is "1", the default target
+    -- target names for compiled lists: index 1 is "1", the default target,
+    -- the last "stable"; the unknown-target decision comes after them
     local names = { "1" }
     for name in pairs(self.targets) do
-        if name ~= "1" then
+        if name ~= "1" and name ~= "stable" then
             names[#names + 1] = name
         end
     end
     sort(names, function(a, b) return a == "1" or (b ~= "1" and a < b) end)
+    names[#names + 1] = "stable"
+    self.decisions = {}
+    for i, name in ipairs(names) do
+        self.decisions[i] = self.targets[name]
+    end
+    self.decisions[#names + 1] = self.unknown_target
 
     local ids = get("ids")
     if ids then
@@ -356,7 +402,40 @@ function _M.new(opts)
                              .. tostring(force))
         end
     end
-    self.force_untrusted = get("force_untrusted") and true or false
+    -- who may use it: testers' addresses, or anyone holding a signed token
+    local from = get("force_from")
+    self.force_from = false
+    if from then
+        local set
+        set, err = gray_ffi.new_ipset(from)
+        if not set then
+            return opt_error("force_from", err)
+        end
+        for _, w in ipairs(set.warnings) do
+            ngx_log(WARN, "gray: force_from ", w)
+        end
+        self.force_from = set.count > 0 and set or false
+    end
+    local secret_file = get("secret_file")
+    self.secret = false
+    if secret_file then
+        self.secret, err = read_secret(secret_file)
+        if not self.secret then
+            return opt_error("secret_file", err)
+        end
+    end
+    for _, id in ipairs(self.ids or {}) do
+        if id.context and not self.secret then
+            return opt_error("ids", "identity '" .. id.name .. "': signed-cookie: needs"
+                             .. " 'secret_file' (the secret that signs the cookies)")
+        end
+        id.secret = self.secret
+    end
+    if self.force_var and not (self.force_from or self.secret) then
+        return opt_error("force", "needs 'force_from' (the testers' addresses) or"
+                         .. " 'secret_file' (signed tokens): otherwise every client could"
+                         .. " choose its own route")
+    end
     local debug_header = get("debug_header")
     if debug_header and (type(debug_header) ~= "string"
                          or not debug_header:find("^[%w%-]+$")) then
@@ -379,6 +458,13 @@ function _M.new(opts)
     end
     -- false, not nil: a field that is present costs the JIT no metatable lookup
     self.key_prefix = prefix ~= "" and prefix or false
+    if self.ids then
+        err = ids_mod.check_keys(self.ids, { ranges_key = get("ranges_key"),
+                                             percent_key = get("percent_key") }, prefix)
+        if err then
+            return opt_error("ids", err)
+        end
+    end
 
     ok, err = build_cache(self, get)
     if not ok then
@@ -402,7 +488,8 @@ function _M.new(opts)
     self.lists = lists_mod.new({
         mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
         lists = lists or nil, interval = interval, timeout = rtimeout, max_bytes = list_max,
-        names = names, locations = self.targets, log = self.log,
+        names = names, decisions = self.decisions, unknown = self.unknown_target,
+        log = self.log,
     })
     return setmetatable(self, mt)
 end
@@ -427,9 +514,10 @@ local function needs_cosockets()
            .. " access or content phase, not in " .. phase
 end
 
--- What a memcached value decides: its target's location, or false (not
--- gray: a miss, "0", "", an oversized value, or an unknown target name,
--- which is logged).
+-- What a memcached value decides: its target's decision ("stable" pins
+-- the client to the stable location), false (no match: a miss, "0", "", an
+-- oversized value), or for any other value the unknown-target decision
+-- (the stable location, logged).
 local function decision_of(self, key, value)
     if not value or value == "" or value == "0" then
         return false
@@ -439,8 +527,9 @@ local function decision_of(self, key, value)
         return target
     end
     self.log:report("target", "the value of " .. key .. " names no target: '"
-                    .. value:sub(1, 40) .. "' (known: 1 and the names in targets)")
-    return false
+                    .. value:sub(1, 40) .. "' (known: 1, stable and the names in targets);"
+                    .. " sent to the stable location")
+    return self.unknown_target
 end
 
 -- Keeps a decision taken from the shared cache in this worker's cache
@@ -574,19 +663,19 @@ local function decide_lists(self, addr, pid, pv, failure, source)
     if ids and lists.any_idlist then
         -- straight-line over the (at most 4) identities, not a loop: see
         -- decide_ids
-        local loc = listed(lists, ids[1])
-        if loc then return loc, ids[1].list_reason, source end
-        loc = listed(lists, ids[2])
-        if loc then return loc, ids[2].list_reason, source end
-        loc = listed(lists, ids[3])
-        if loc then return loc, ids[3].list_reason, source end
-        loc = listed(lists, ids[4])
-        if loc then return loc, ids[4].list_reason, source end
+        local d = listed(lists, ids[1])
+        if d then return d, d.reason or ids[1].list_reason, source end
+        d = listed(lists, ids[2])
+        if d then return d, d.reason or ids[2].list_reason, source end
+        d = listed(lists, ids[3])
+        if d then return d, d.reason or ids[3].list_reason, source end
+        d = listed(lists, ids[4])
+        if d then return d, d.reason or ids[4].list_reason, source end
     end
     if addr and lists.ranges then
-        local loc = list_range(lists, addr)
-        if loc then
-            return loc, "range", source
+        local d = list_range(lists, addr)
+        if d then
+            return d, d.reason or "range", source
         end
     end
     if lists.threshold > 0 then
@@ -596,7 +685,7 @@ local function decide_lists(self, addr, pid, pv, failure, source)
             return self.default_target, "percent", source
         end
     end
-    return self.stable, failure or "default", source
+    return self.stable_target, failure or "default", source
 end
 
 -- The address alone (no identities): the fast path of the seed's setup.
@@ -612,7 +701,7 @@ local function decide_address(self, addr, target, stale, stored_at)
         end
     end
     if target then
-        return target, "ip", "cache"
+        return target, target.reason or "ip", "cache"
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, "cache")
     end
@@ -624,7 +713,7 @@ local function decide_address(self, addr, target, stale, stored_at)
         if target ~= nil then
             keep_shared(self, self.cache, key, target, seen, s_ttl)
             if target then
-                return target, "ip", "shm"
+                return target, target.reason or "ip", "shm"
             end
             return decide_lists(self, addr, nil, nil, nil, "shm")
         end
@@ -640,13 +729,13 @@ local function decide_address(self, addr, target, stale, stored_at)
     local failure, source
     target, failure, source = fetch_one(self, self.cache, key, seen)
     if target then
-        return target, "ip", source
+        return target, target.reason or "ip", source
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, source)
     end
     target = stale_of(self, self.cache, key, stale, stored_at)
     if target then
-        return target, "ip", "stale"
+        return target, target.reason or "ip", "stale"
     elseif target == false then
         return decide_lists(self, addr, nil, nil, nil, "stale")
     end
@@ -768,16 +857,16 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     -- "leaving loop in root trace") and the request would run interpreted.
     local now = ngx_now()
     local t, unknown, pid, pv = id_from_cache(self, now, ids[1], false, nil, nil)
-    if t then return t, ids[1].reason, "cache" end
+    if t then return t, t.reason or ids[1].reason, "cache" end
     t, unknown, pid, pv = id_from_cache(self, now, ids[2], unknown, pid, pv)
-    if t then return t, ids[2].reason, "cache" end
+    if t then return t, t.reason or ids[2].reason, "cache" end
     t, unknown, pid, pv = id_from_cache(self, now, ids[3], unknown, pid, pv)
-    if t then return t, ids[3].reason, "cache" end
+    if t then return t, t.reason or ids[3].reason, "cache" end
     t, unknown, pid, pv = id_from_cache(self, now, ids[4], unknown, pid, pv)
-    if t then return t, ids[4].reason, "cache" end
+    if t then return t, t.reason or ids[4].reason, "cache" end
     if not unknown then
         if a_target then
-            return a_target, "ip", "cache"
+            return a_target, a_target.reason or "ip", "cache"
         elseif a_target == false or not addr then
             return decide_lists(self, addr, pid, pv, nil, "cache")
         end
@@ -867,31 +956,51 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         local key = v and id_key(id, v)
         local target = key and known[key]
         if target then
-            return target, id.reason, source
+            return target, target.reason or id.reason, source
         end
     end
-    if addr and known[akey] then
-        return known[akey], "ip", source
+    local a = addr and known[akey]
+    if a then
+        return a, a.reason or "ip", source
     end
     return decide_lists(self, addr, pid, pv, failure, source)
 end
 
--- The tester override: "always", "never" or a target name in the force
--- header or cookie, from a trusted peer (or any, with force_untrusted).
-local function forced(self)
+-- The location an override value names: "always" / "never" (any case) or
+-- a target name; nil for anything else.
+local function force_target(self, v)
+    local n = #v
+    if n == 6 or n == 5 then
+        local word = v:lower()
+        if word == "always" then
+            return self.default_target
+        elseif word == "never" then
+            return self.stable_target
+        end
+    end
+    return self.targets[v]
+end
+
+-- The tester override: the force header or cookie holding a token signed
+-- with secret_file (of context "force": its target), or, from a client
+-- whose resolved address (addr, after the trusted-proxy walk) is in
+-- force_from, "always", "never" or a target name. Anything else is no
+-- override.
+local function forced(self, addr)
     local v = ngx_var[self.force_var]
     if v == nil or v == "" then
         return nil
     end
-    if not self.force_untrusted and not peer_is_trusted(self.client) then
-        return nil
+    if self.secret then
+        local subject = token_check("force", self.secret, v, ngx_time())
+        if subject then
+            return force_target(self, subject)
+        end
     end
-    if v == "always" then
-        return self.default_target
-    elseif v == "never" then
-        return self.stable
+    if self.force_from and addr and ip_in(self.force_from, addr) then
+        return force_target(self, v)
     end
-    return self.targets[v]
+    return nil
 end
 
 --- Decides without side effects on the request: returns the location, the
@@ -900,7 +1009,8 @@ end
 -- "id:<name>" (an identity's entry), "ip" (the address's entry),
 -- "list:<name>" (an id list), "range", "percent", then "default" (not
 -- gray), "store-error" / "store-down" (memcached failed, nothing else
--- matched) or "no-client" (no address: a unix-socket peer). nil, err where
+-- matched) or "no-client" (no address: a unix-socket peer); an entry or
+-- line naming no target is "unknown-target" (stable). nil, err where
 -- a cache miss cannot ask memcached (a phase without cosockets).
 local function start(self)
     self.started = true
@@ -917,33 +1027,42 @@ local function start(self)
 end
 
 local function decide_rules(self)
-    if self.force_var then
-        local target = forced(self)
-        if target then
-            return target, "force"
-        end
-    end
     -- the probe hands back the entry of an address already in the cache
     local addr, target, stale, stored_at = client_key_of(self.client, self.probe)
+    if self.force_var then
+        local forced_to = forced(self, addr)
+        if forced_to then
+            return forced_to, "force"
+        end
+    end
     if self.ids then
         return decide_ids(self, addr, target, stale, stored_at)
     end
     if not addr then
-        return self.stable, "no-client"
+        return self.stable_target, "no-client"
     end
     return decide_address(self, addr, target, stale, stored_at)
 end
 
--- decide_rules, counted for gray.metrics when the dict is there.
-local function decide(self)
+-- decide_rules, counted for gray.metrics when the dict is there: the
+-- decision (a record: location, name), reason, source; nil, err.
+local function decide_target(self)
     if not self.started and get_phase() ~= "init" then
         start(self)
     end
     local target, reason, source = decide_rules(self)
     if self.metrics and target then
-        count_decision(target, self.target_names, reason, source)
+        count_decision(target.name, self.target_names, reason, source)
     end
     return target, reason, source
+end
+
+local function decide(self)
+    local target, reason, source = decide_target(self)
+    if not target then
+        return nil, reason
+    end
+    return target.location, reason, source
 end
 
 _M.decide = decide
@@ -973,23 +1092,24 @@ local function log_vars_defined()
 end
 
 function _M.exec(self)
-    local target, reason = decide(self)
+    local target, reason = decide_target(self)
     if not target then
-        target, reason = self.stable, "error"
+        target, reason = self.stable_target, "error"
     end
+    local location = target.location
     if self.debug_header then
-        ngx_header[self.debug_header] = target .. "; " .. reason
+        ngx_header[self.debug_header] = location .. "; " .. reason
     end
     if log_vars ~= false then
         if log_vars == nil then
             log_vars = log_vars_defined()
         end
         if log_vars then
-            ngx_var.gray_target_name = self.target_names[target] or "stable"
+            ngx_var.gray_target_name = target.name
             ngx_var.gray_reason = reason
         end
     end
-    return ngx_exec(target)
+    return ngx_exec(location)
 end
 
 --- What the router's lists hold: ranges, list sizes, percentage, compiles.

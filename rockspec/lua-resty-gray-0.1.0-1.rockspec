@@ -38,5 +38,7 @@ build = {
       INST_LIBDIR = "$(LIBDIR)",
       INST_LUADIR = "$(LUADIR)",
       INST_BINDIR = "$(BINDIR)",
+      -- gray-admin.1 beside the rock's other documents (luarocks doc)
+      INST_MANDIR = "$(DOCDIR)",
    },
 }

@@ -119,6 +119,12 @@ describe("gray-admin", function()
         return (sh("bash -c " .. quote(script)))
     end
 
+    local function write_file(path, text)
+        local f = assert(io.open(path, "wb"))
+        f:write(text)
+        f:close()
+    end
+
     local function lines_of(text)
         local t = {}
         for line in text:gmatch("[^\n]+") do
@@ -337,6 +343,134 @@ describe("gray-admin", function()
             assert.matches("4 bad lines, nothing written", out)
             assert.is_false(mc:get("6.6.6.1"))
             assert.is_false(mc:get("a:bad"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        -- each file: a good line, then the bad one (line 2)
+        local bad_lines = {
+            { "7.7.7.1 --ttl", "--ttl without a number" },
+            { "7.7.7.1 v2 --ttl", "--ttl without a number" },
+            { "7.7.7.1 --ttl # a comment", "--ttl without a number" },
+            { "7.7.7.1 --ttl --ttl 5", "bad %-%-ttl '%-%-ttl'" },
+            { "7.7.7.1 --ttl 5 --ttl 6", "--ttl given twice" },
+            { "7.7.7.1 --ttl -5", "bad %-%-ttl '%-5'" },
+            { "7.7.7.1 --ttl 1e3", "bad %-%-ttl '1e3'" },
+            { "7.7.7.1 -v2", "'%-v2' looks like an option" },
+            { "7.7.7.1 --force", "'%-%-force' looks like an option" },
+            { "7.7.7.1 - ", "'%-' looks like an option" },
+            { "--ttl 5", "expected <ip|cidr|name:id>" },
+            { "7.7.7.1 v2\0x", "a NUL byte" },
+            { "7.7.7.1 v2 # " .. ("x"):rep(5000), "longer than 4096 bytes" },
+        }
+        it("refuses --ttl without a number and option-looking targets, naming the line",
+           function()
+            local dir = harness.tmpdir()
+            local runs = {}
+            for i, c in ipairs(bad_lines) do
+                local path = dir .. "/" .. i .. ".txt"
+                write_file(path, "7.7.7.9 v2\n" .. c[1] .. "\n")
+                runs[i] = "--ranges-key a:ttl import " .. quote(path)
+            end
+            for i, res in ipairs(admin_batch(runs)) do
+                local out, code = res[1], res[2]
+                assert.equal(2, code, bad_lines[i][1] .. ": " .. out)
+                assert(out:find("line 2: [^\n]*" .. bad_lines[i][2]),
+                       bad_lines[i][1] .. ": " .. out)
+                assert.matches("1 bad lines, nothing written", out)
+            end
+            assert.is_false(mc:get("7.7.7.9"))
+            assert.is_false(mc:get("7.7.7.1"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a directory, a missing or unreadable file: its reason, exit 2", function()
+            local dir = harness.tmpdir()
+            local secret = dir .. "/secret.txt"
+            write_file(secret, "7.7.8.1\n")
+            sh("chmod 000 " .. quote(secret))
+            local runs = {
+                { "import " .. quote(dir), "import: cannot read " .. dir .. ": Is a directory" },
+                { "import " .. quote(dir .. "/none"),
+                  "import: cannot open " .. dir .. "/none: No such file or directory" },
+                -- opens, and the first read fails
+                { "import /proc/self/mem",
+                  "import: cannot read /proc/self/mem: Input/output error" },
+                { "import - < " .. quote(dir), "import: cannot read stdin: Is a directory" },
+            }
+            local list = {}
+            for i, r in ipairs(runs) do
+                list[i] = r[1]
+            end
+            for i, res in ipairs(admin_batch(list)) do
+                assert.equal(2, res[2], runs[i][1] .. ": " .. res[1])
+                assert(res[1]:find(runs[i][2], 1, true), runs[i][1] .. ": " .. res[1])
+            end
+            -- root reads any file: drop to nobody for the permission check
+            local prefix = sh("id -u"):match("^0%s") and "setpriv --reuid=nobody --regid=nogroup"
+                                                         .. " --clear-groups " or ""
+            local out, code = sh(prefix .. BIN .. " --servers 127.0.0.1:" .. mc.port
+                                 .. " import " .. quote(secret) .. " 2>&1")
+            assert.equal(2, code, out)
+            assert.matches("import: cannot open " .. secret:gsub("%p", "%%%0") .. ": Permission denied",
+                           out)
+            assert.is_false(mc:get("7.7.8.1"))
+            sh("rm -rf " .. quote(dir))
+        end)
+
+        it("a large import (200k lines) lands completely, also from a pipe", function()
+            local dir = harness.tmpdir()
+            local lines, want = {}, {}
+            local targets = { "1", "v2", "v3" }
+            for i = 0, 199999 do
+                local key
+                local k = i % 10
+                if k < 6 then
+                    key = ("12.%d.%d.%d"):format(floor(i / 65536), floor(i / 256) % 256, i % 256)
+                elseif k < 8 then
+                    key = ("2001:db8:12:%x::1:%x"):format(floor(i / 65536) + 1, i % 65536)
+                else
+                    key = "uid:big" .. i
+                end
+                local t = targets[i % 3 + 1]
+                lines[#lines + 1] = key .. (i % 4 == 0 and "" or " " .. t)
+                                    .. (i % 7 == 0 and " --ttl 3600" or "")
+                want[key] = i % 4 == 0 and "1" or t
+            end
+            local path = dir .. "/big.txt"
+            write_file(path, table.concat(lines, "\n") .. "\n")
+            local t0 = now()
+            local out = ok("import " .. quote(path))
+            local took = now() - t0
+            assert.matches("imported 200000 entries and 0 ranges lines", out)
+            -- every key, in gets of 100 keys, over one connection
+            local function check_all()
+                local keys, cmd = {}, {}
+                for key in pairs(want) do
+                    keys[#keys + 1] = key
+                    if #keys == 100 then
+                        cmd[#cmd + 1] = "get " .. table.concat(keys, " ") .. "\r\n"
+                        keys = {}
+                    end
+                end
+                local reply = mc:cmd_file(table.concat(cmd))
+                local n = 0
+                for key, value in reply:gmatch("VALUE (%S+) %d+ %d+\r\n([^\r]*)\r\n") do
+                    assert.equal(want[key], value, key)
+                    n = n + 1
+                end
+                assert.equal(200000, n)
+            end
+            check_all()
+            -- again from stdin, a file, then a pipe (copied to a temporary file
+            -- by the first pass): all read back again
+            assert.matches("imported 200000 entries", ok("import - < " .. quote(path)))
+            local code
+            out, code = sh("cat " .. quote(path) .. " | " .. BIN .. " --servers 127.0.0.1:"
+                           .. mc.port .. " import - 2>&1")
+            assert.equal(0, code, out)
+            assert.matches("imported 200000 entries", out)
+            check_all()
+            print(("\n  import: 200,000 lines in %.2f s"):format(took))
             sh("rm -rf " .. quote(dir))
         end)
     end)
@@ -569,7 +703,7 @@ describe("gray-admin", function()
             end
             for _, c in ipairs(cases) do
                 local args = { "--ranges-key a:rules:ranges --percent-key a:rules:percent",
-                               "check", c.ip }
+                               "--targets v2=@server_v2 --lists dev", "check", c.ip }
                 if c.uid then args[#args + 1] = "--id uid=" .. c.uid end
                 if c.dev then args[#args + 1] = "--id dev=" .. c.dev end
                 local out = ok(table.concat(args, " "))
@@ -614,6 +748,347 @@ describe("gray-admin", function()
             assert.equal("stable", (request("/split/", { ip = "60.1.2.3" })))
             sh("rm -rf " .. quote(dir))
         end)
+    end)
+
+    -- the server list: --servers, else MEMCACHED_SERVERS (libmemcached's
+    -- convention), else 127.0.0.1:11211, said with -v; an invalid
+    -- MEMCACHED_SERVERS is refused, never skipped
+    describe("MEMCACHED_SERVERS", function()
+        -- gray-admin with MEMCACHED_SERVERS set to env (nil: unset) and no
+        -- --servers unless args has one; returns output and exit code
+        local function with_env(env, args)
+            local prefix = env and "MEMCACHED_SERVERS=" .. quote(env) or "env -u MEMCACHED_SERVERS"
+            return sh(prefix .. " " .. BIN .. " " .. args)
+        end
+
+        it("is honoured without --servers", function()
+            mc2:cmd("delete uid:env1\r\n")
+            local out, code = with_env("127.0.0.1:" .. mc2.port, "-v add uid:env1 v2")
+            assert.equal(0, code, out)
+            assert.equal("v2", mc2:get("uid:env1"))
+            assert.is_false(mc:get("uid:env1"))
+            assert.matches("servers 127%.0%.0%.1:" .. mc2.port .. " %(MEMCACHED_SERVERS%)", out)
+            out, code = with_env("  127.0.0.1:" .. mc2.port .. " ,", "get uid:env1")
+            assert.equal(0, code, out)
+            assert.equal("v2\n", out)
+        end)
+
+        it("--servers wins over it, even over an invalid one", function()
+            mc:cmd("delete uid:env2\r\n")
+            mc2:cmd("delete uid:env2\r\n")
+            for _, env in ipairs({ "127.0.0.1:" .. mc2.port, "localhost:11211" }) do
+                local out, code = with_env(env, "--servers 127.0.0.1:" .. mc.port
+                                                .. " -v add uid:env2")
+                assert.equal(0, code, out)
+                assert.matches("%(%-%-servers%)", out)
+            end
+            assert.equal("1", mc:get("uid:env2"))
+            assert.is_false(mc2:get("uid:env2"))
+        end)
+
+        -- each would have sent gray-admin to 127.0.0.1:11211 without a word
+        for _, env in ipairs({ "", " ", "localhost:11211", "memcached.internal:11211",
+                               "127.0.0.1", "::1:11211", "127.0.0.1:0", "127.000.000.001:11211",
+                               "127.0.0.1:11211,,bogus", "127.0.0.1:11211/?0" }) do
+            it(("set but invalid (%q): exit 2, naming it"):format(env), function()
+                local out, code = with_env(env, "get 1.2.3.4")
+                assert.equal(2, code, out)
+                assert.matches("^gray%-admin: MEMCACHED_SERVERS: ", out)
+            end)
+        end
+
+        it("neither given: 127.0.0.1:11211, which -v and --help say", function()
+            local out = with_env(nil, "-v --timeout 200 get 1.2.3.4")
+            assert.matches("gray%-admin: servers 127%.0%.0%.1:11211 %(default%)", out)
+            local help = with_env(nil, "--help")
+            assert.truthy(help:find("MEMCACHED_SERVERS", 1, true), help)
+            assert.truthy(help:find("127.0.0.1:11211", 1, true), help)
+        end)
+    end)
+
+    describe("--version and the man page", function()
+        local MAN = REPO .. "/csrc/cli/gray-admin.1"
+
+        it("--version prints gray-admin and the library's version, and exits 0", function()
+            for _, args in ipairs({ "--version", "--servers nope --version get" }) do
+                local out, code = sh("env -u MEMCACHED_SERVERS " .. BIN .. " " .. args)
+                assert.equal(0, code, out)
+                assert.equal("gray-admin " .. gray_ffi.VERSION .. "\n", out)
+            end
+            -- the one version: libgray.so's (GRAY_VERSION), which gray.ffi and gray.lua say
+            local lua_version = harness.read_file(REPO .. "/lua/gray.lua"):match('_VERSION = "([^"]+)"')
+            assert.equal(gray_ffi.VERSION, lua_version)
+        end)
+
+        -- the page as man shows it, warnings (on stderr) included
+        local function rendered()
+            return sh("MANWIDTH=80 MAN_KEEP_FORMATTING= man --warnings -l " .. quote(MAN)
+                      .. " 2>&1 | col -b")
+        end
+
+        it("csrc/cli/gray-admin.1 renders with man -l, without a warning", function()
+            assert.truthy(harness.read_file(MAN), "no " .. MAN)
+            local out, code = rendered()
+            assert.equal(0, code, out)
+            assert.truthy(out:find("^GRAY%-ADMIN%(1%)"), out:sub(1, 200))
+            for _, section in ipairs({ "NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS",
+                                       "ENVIRONMENT", "EXIT STATUS", "EXAMPLES", "SEE ALSO" }) do
+                assert.truthy(out:find("\n" .. section .. "\n", 1, true), "no " .. section)
+            end
+            assert.is_nil(out:find("warning", 1, true), out)
+            assert.truthy(out:find("gray-admin " .. gray_ffi.VERSION, 1, true),
+                          "the footer does not say " .. gray_ffi.VERSION)
+        end)
+
+        it("documents every command and option of --help, and token and check's router options",
+           function()
+            local page = rendered()
+            local help = sh(BIN .. " --help")
+            local words = { "token", "--targets", "--lists", "--secret-file", "--version",
+                            "MEMCACHED_SERVERS" }
+            for opt in help:gmatch("\n  (%-%-?[%w-]+)") do
+                words[#words + 1] = opt
+            end
+            for cmd in help:gmatch("\n  (%l+) ") do
+                words[#words + 1] = cmd
+            end
+            assert.is_true(#words > 20, help)
+            for _, w in ipairs(words) do
+                assert.truthy(page:find(w, 1, true), "the man page lacks " .. w)
+            end
+        end)
+
+        it("make install puts it in $(PREFIX)/share/man/man1", function()
+            local dir = harness.tmpdir()
+            local out, code = sh("make -s -C " .. quote(REPO) .. " install DESTDIR="
+                                 .. quote(dir) .. " PREFIX=/usr/local")
+            assert.equal(0, code, out)
+            local installed = harness.read_file(dir .. "/usr/local/share/man/man1/gray-admin.1")
+            assert.truthy(installed, "not installed")
+            assert.equal(harness.read_file(MAN), installed)
+            sh("rm -rf " .. quote(dir))
+        end)
+    end)
+
+    -- A cluster named with long-form IPv6: gray-admin must hash the names as
+    -- the router does (as written), or most keys land where the router never
+    -- looks (199 of 600 found before).
+    it("600 keys gray-admin writes to [0:0:0:0:0:0:0:1] servers are all found by the router",
+       function()
+        local v6 = {}
+        for i = 1, 3 do
+            v6[i] = harness.memcached({ host = "::1" })
+        end
+        local list = {}
+        for i, m in ipairs(v6) do
+            list[i] = "[0:0:0:0:0:0:0:1]:" .. m.port
+        end
+        local servers = table.concat(list, ", ")
+        local conf = ([[
+  server {
+    listen 127.0.0.1:$PORT;
+    set $gray_memcached "SERVERS";
+    set $gray_trusted 127.0.0.1;
+    set $gray_cache_ttl 0;
+    set $gray_ranges_key off;
+    set $gray_percent_key off;
+    location / { content_by_lua_file $REPO/lua/gray/dep.lua; }
+    location @server      { return 200 "stable"; }
+    location @server_test { return 200 "gray"; }
+  }
+]]):gsub("SERVERS", servers)
+        local ngx6 = harness.nginx({ servers = conf })
+        local dir = harness.tmpdir()
+        local reqs, lines = {}, {}
+        for i = 1, 600 do
+            local ip = ("10.66.%d.%d"):format(floor(i / 256), i % 256)
+            lines[i] = ip
+            reqs[i] = { "/", headers = { ["X-Real-IP"] = ip } }
+        end
+        local f = assert(io.open(dir .. "/v6.txt", "wb"))
+        f:write(table.concat(lines, "\n"), "\n")
+        f:close()
+        local ok_, err = pcall(function()
+            ok("import " .. quote(dir .. "/v6.txt"), servers)
+            -- each key on one server, every server with some
+            local total = 0
+            for _, m in ipairs(v6) do
+                local n = 0
+                for _ in pairs(get_many(m, lines)) do
+                    n = n + 1
+                end
+                assert(n > 0, "no key on [::1]:" .. m.port)
+                total = total + n
+            end
+            assert.equal(600, total)
+            local found = 0
+            for _, r in ipairs(ngx6:sequence(reqs)) do
+                assert.equal(200, r.status)
+                if r.body == "gray" then
+                    found = found + 1
+                end
+            end
+            print(("\n  [0:0:0:0:0:0:0:1] cluster of 3: the router found %d of 600 keys"
+                   .. " gray-admin wrote"):format(found))
+            assert.equal(600, found)
+            assert.same({}, harness.bad_log_lines(ngx6:error_log()))
+        end)
+        ngx6:stop()
+        for _, m in ipairs(v6) do
+            m:destroy()
+        end
+        sh("rm -rf " .. quote(dir))
+        assert(ok_, err)
+    end)
+
+    it("import: entries memcached refused (full, no eviction) fail it, named, exit 3",
+       function()
+        local full = harness.memcached({ memory_mb = 2, no_evict = true })
+        finally(function() full:destroy() end)
+        local dir = harness.tmpdir()
+        local lines = {}
+        for i = 1, 100000 do
+            lines[i] = "uid:full" .. i .. " v2"
+        end
+        write_file(dir .. "/full.txt", table.concat(lines, "\n") .. "\n")
+        local out, code = admin("import " .. quote(dir .. "/full.txt"), "127.0.0.1:" .. full.port)
+        assert.equal(3, code, out)
+        assert.matches("uid:full%d+ is not in memcached after its set", out)
+        assert.matches("%d+ not at all", out)
+        local done = tonumber(out:match("stopped after (%d+) of 100000 entries"))
+        assert(done and done < 100000, out)
+        assert.not_matches("imported", out)
+        sh("rm -rf " .. quote(dir))
+    end)
+
+    it("an edit waits for an import's lock, and a dead import's lock expires", function()
+        -- as an import killed while holding it leaves it (15 s there, 2 s here)
+        mc:set("a:stale:lock", "import-pid-1-on-gone-since-0", 2)
+        local t0 = now()
+        local out = ok("--ranges-key a:stale ranges add 15.0.0.0/8")
+        local took = now() - t0
+        assert.matches("a:stale: waiting for import%-pid%-1%-on%-gone%-since%-0 %(a:stale:lock%)",
+                       out)
+        assert(took > 0.5 and took < 10, "waited " .. took .. " s")
+        assert.equal("15.0.0.0/8\n", mc:get("a:stale"))
+        -- an import takes it when it is free, and lets it go
+        local dir = harness.tmpdir()
+        write_file(dir .. "/r.txt", "15.1.0.0/16 v2\n")
+        ok("--ranges-key a:stale import " .. quote(dir .. "/r.txt"))
+        assert.equal("15.0.0.0/8\n15.1.0.0/16 v2\n", mc:get("a:stale"))
+        assert.is_false(mc:get("a:stale:lock"))
+        sh("rm -rf " .. quote(dir))
+    end)
+
+    it("a 300k-range import lands while 2 editors keep editing the list, losing no line",
+       function()
+        -- every edit writes a new version of the ~6 MB list, and the old one
+        -- lives 60 s for the routers reading it: more than memcached's
+        -- default 64 MB holds
+        local big = harness.memcached({ memory_mb = 1024 })
+        local srv = "127.0.0.1:" .. big.port
+        local dir = harness.tmpdir()
+        -- the same 300,000 ranges, then all retargeted (onto the big list)
+        for _, target in ipairs({ "v2", "v3" }) do
+            local lines = {}
+            for i = 0, 299999 do
+                lines[i + 1] = ("13.%d.%d.%d/30 %s"):format(floor(i / 16384),
+                                                          floor(i / 64) % 256, (i % 64) * 4,
+                                                          target)
+            end
+            write_file(dir .. "/" .. target .. ".txt", table.concat(lines, "\n") .. "\n")
+        end
+        ok("--ranges-key a:busy ranges add 14.0.0.0/24", srv)
+        -- 2 editors, each adding its next address until told to stop; okN
+        -- lists what landed
+        local script = {}
+        for w = 1, 2 do
+            local addr = ("174.%d.$((i / 256)).$((i %% 256))"):format(w)
+            script[#script + 1] = ("( i=0; while [ ! -e %s/stop ]; do i=$((i+1)); if %s"
+                                   .. " --servers 127.0.0.1:%d --ranges-key a:busy ranges add"
+                                   .. " %s/32 >>%s/e%d.log 2>&1; then echo %s >>%s/ok%d; else"
+                                   .. " echo $i >>%s/fail; fi; done; touch %s/done%d )"
+                                   .. " >/dev/null 2>&1 &")
+                                  :format(dir, BIN, big.port, addr, dir, w, addr, dir, w, dir,
+                                          dir, w)
+        end
+        script[#script + 1] = "true"
+        sh(table.concat(script, "\n"))
+        local function edits(w)
+            return #lines_of(harness.read_file(dir .. "/ok" .. w) or "")
+        end
+        finally(function()
+            sh("touch " .. quote(dir .. "/stop"))
+            local t0 = now()
+            while not (harness.read_file(dir .. "/done1") and harness.read_file(dir .. "/done2"))
+                  and now() - t0 < 90 do
+                harness.sleep(0.1)
+            end
+            sh("rm -rf " .. quote(dir))
+            big:destroy()
+        end)
+        local report = {}
+        for _, target in ipairs({ "v2", "v3" }) do
+            -- both editing before the import starts
+            local t0 = now()
+            local start1, start2 = edits(1), edits(2)
+            while edits(1) < start1 + 3 or edits(2) < start2 + 3 do
+                assert(now() - t0 < 60 and not harness.read_file(dir .. "/fail"),
+                       "the editors are not editing: "
+                       .. (harness.read_file(dir .. "/e1.log") or ""):sub(-400) .. "\n"
+                       .. (harness.read_file(dir .. "/e2.log") or ""):sub(-400) .. "\nfailed: "
+                       .. tostring(harness.read_file(dir .. "/fail")))
+                harness.sleep(0.05)
+            end
+            local before = edits(1) + edits(2)
+            t0 = now()
+            local out, code = admin("--ranges-key a:busy import "
+                                    .. quote(dir .. "/" .. target .. ".txt"), srv)
+            local took = now() - t0
+            assert.equal(0, code, out)
+            assert.matches("imported 0 entries and 300000 ranges lines %(300000 changed", out)
+            assert(took < 60, "the import took " .. took .. " s")
+            report[#report + 1] = ("%s: %.1f s, %d edits landed meanwhile"):format(
+                target, took, edits(1) + edits(2) - before)
+        end
+        -- and they go on editing after it
+        local after = edits(1) + edits(2)
+        local t0 = now()
+        while edits(1) + edits(2) < after + 4 do
+            assert(now() - t0 < 60, "the editors stopped after the import")
+            harness.sleep(0.05)
+        end
+        sh("touch " .. quote(dir .. "/stop"))
+        t0 = now()
+        while not (harness.read_file(dir .. "/done1") and harness.read_file(dir .. "/done2")) do
+            assert(now() - t0 < 90, "the editors did not stop")
+            harness.sleep(0.1)
+        end
+        assert.is_nil(harness.read_file(dir .. "/fail"))
+        local set, n = {}, 0
+        for l in ok("--ranges-key a:busy ranges list", srv):gmatch("[^\n]+") do
+            set[l] = true
+            n = n + 1
+        end
+        local wrote = edits(1) + edits(2)
+        assert.equal(300000 + 1 + wrote, n)
+        for w = 1, 2 do
+            for a in harness.read_file(dir .. "/ok" .. w):gmatch("[^\n]+") do
+                assert(set[a], "lost the editor's line " .. a)
+            end
+        end
+        assert(set["14.0.0.0/24"] and set["13.0.0.0/30 v3"] and set["13.18.79.124/30 v3"])
+        assert.is_false(big:get("a:busy:lock"))
+        local waited = 0
+        for w = 1, 2 do
+            for _ in (harness.read_file(dir .. "/e" .. w .. ".log") or ""):gmatch("waiting for")
+            do
+                waited = waited + 1
+            end
+        end
+        print(("\n  imports of 300,000 ranges lines beside 2 editors: %s; %d edits in all,"
+               .. " %d waited for the import's lock"):format(table.concat(report, "; "),
+                                                           wrote, waited))
     end)
 
     it("concurrent writers never lose a line", function()

@@ -165,7 +165,8 @@ local function build_data()
         reqs[#reqs + 1] = { ip = ip }
     end
     -- hostile: an address written in another form, a uid too long to be a
-    -- key, an entry naming a target the router does not know (stable)
+    -- key, an entry naming a target the router does not know (stable,
+    -- unknown-target)
     reqs[#reqs + 1] = { ip = "::FFFF:" .. member_ips[1], key = member_ips[1] }
     reqs[#reqs + 1] = { ip = member_ips[2], uid = ("x"):rep(201), junk = true }
     local unknown = pick_n(1, "10.7.1.%d", out, taken)[1]
@@ -202,18 +203,22 @@ local function expect(entries, where, req, dead, stale)
                 return nil
             end
         end
-        -- a name the router does not know is no entry
-        return TARGET[entries[key]] and entries[key]
+        -- a name the router does not know: stable, reason unknown-target
+        local v = entries[key]
+        if v ~= nil and v ~= "0" and not TARGET[v] then
+            return "unknown"
+        end
+        return TARGET[v] and v
     end
     local uid = not req.junk and req.uid
     local t = uid and entry("uid:" .. uid)
     if t then
-        return t, "id:uid"
+        return t == "unknown" and "stable" or t, t == "unknown" and "unknown-target" or "id:uid"
     end
     local akey = req.key or req.ip
     t = entry(akey)
     if t then
-        return t, "ip"
+        return t == "unknown" and "stable" or t, t == "unknown" and "unknown-target" or "ip"
     end
     t = range_of(akey)
     if t then

@@ -29,6 +29,10 @@ local LIBMEMCACHED_DECLS = {
     "const char *memcached_server_name(const memcached_instance_st *self)",
     "uint16_t memcached_server_port(const memcached_instance_st *self)",
     "void libhashkit_md5_signature(const unsigned char *key, size_t length, unsigned char *result)",
+    "typedef struct memcached_server_st memcached_server_st",
+    "memcached_server_st *memcached_servers_parse(const char *server_strings)",
+    "int memcached_server_push(memcached_st *ptr, const memcached_server_st *list)",
+    "void memcached_server_list_free(memcached_server_st *ptr)",
 }
 for _, decl in ipairs(LIBMEMCACHED_DECLS) do
     pcall(ffi.cdef, decl .. ";")
@@ -280,6 +284,145 @@ describe("gray.ffi.new_continuum places keys as libmemcached 1.1 does", function
                             table.concat(report, "\n  "), "\n")
         end
     end)
+end)
+
+-- How a server is spelled: libmemcached hashes the name it is given, never
+-- a canonical form of it, so the router and gray-admin must both hash what
+-- the operator wrote (gray_servers_parse keeps it) and refuse the spellings
+-- that would connect to one address under two names.
+describe("server names as written", function()
+    local spelled = {}
+    teardown(function()
+        io.stderr:write("\nservers as written, parsed by gray.parse_servers (keys on libmemcached's"
+                        .. " server):\n  ", table.concat(spelled, "\n  "), "\n")
+    end)
+
+    local function names(memc)
+        local t = {}
+        for i = 0, MC.memcached_server_count(memc) - 1 do
+            local inst = MC.memcached_server_instance_by_position(memc, i)
+            t[#t + 1] = ffi.string(MC.memcached_server_name(inst)) .. " "
+                        .. MC.memcached_server_port(inst)
+        end
+        return table.concat(t, ", ")
+    end
+
+    -- libmemcached as gray-admin sets it up: memcached_server_add(host, port)
+    local function added(hosts, mode)
+        local list = {}
+        for i, h in ipairs(hosts) do
+            list[i] = { host = h, port = 11300 + i - 1, weight = 1 }
+        end
+        return libmemcached_for(list, mode), list
+    end
+
+    it("memcached_server_add keeps every spelling as written", function()
+        for _, h in ipairs({ "0:0:0:0:0:0:0:1", "::1", "0000::0001", "::ffff:127.0.0.1",
+                             "127.000.000.001", "127.0.0.1" }) do
+            local memc = added({ h }, "ketama")
+            assert.are.equal(h .. " 11300", names(memc))
+        end
+    end)
+
+    it("libmemcached's own list parser (MEMCACHED_SERVERS in its tools) keeps the brackets", function()
+        -- a fact for the README: libmemcached's tools hash "[::1]", not "::1"
+        local list = MC.memcached_servers_parse("[0:0:0:0:0:0:0:1]:11300,[::1]:11301,127.0.0.1:11302")
+        assert(list ~= nil)
+        local memc = ffi.gc(MC.memcached_create(nil), MC.memcached_free)
+        assert.are.equal(MEMCACHED_SUCCESS, MC.memcached_server_push(memc, list))
+        MC.memcached_server_list_free(list)
+        assert.are.equal("[0:0:0:0:0:0:0:1] 11300, [::1] 11301, 127.0.0.1 11302", names(memc))
+    end)
+
+    -- one address, two spellings: libmemcached places keys differently, so
+    -- a side that canonicalised would look on the wrong server
+    for _, c in ipairs({
+        { "long and short IPv6", { "0:0:0:0:0:0:0:1", "0:0:0:0:0:0:0:1", "0:0:0:0:0:0:0:1" },
+          { "::1", "::1", "::1" } },
+        { "IPv4 with and without leading zeros", { "127.000.000.001", "127.0.0.1", "127.0.0.1" },
+          { "127.0.0.1", "127.0.0.1", "127.0.0.1" } },
+    }) do
+        it(c[1] .. " are placed differently by libmemcached (ketama)", function()
+            local a = added(c[2], "ketama")
+            local b = added(c[3], "ketama")
+            local moved = 0
+            for i = 1, 10000 do
+                local k = keys[i]
+                if MC.memcached_generate_hash(a, k, #k) ~= MC.memcached_generate_hash(b, k, #k) then
+                    moved = moved + 1
+                end
+            end
+            assert.is_true(moved > 1000, "only " .. moved .. " of 10000 keys moved")
+        end)
+    end
+
+    -- the router's and gray-admin's parser, then our placement, against
+    -- libmemcached given each host as written
+    local SPECS = {
+        "[0:0:0:0:0:0:0:1]:11300, [0:0:0:0:0:0:0:1]:11301, [0:0:0:0:0:0:0:1]:11302",
+        "[::1]:11300,[::1]:11301 [::1]:11302",
+        "[0000:0::0001]:11300, [::1]:11301, 127.0.0.1:11211",
+        "[::ffff:127.0.0.1]:11300, [2001:DB8::1]:11301/?3, 127.0.0.1:11302/?2",
+    }
+    for _, spec in ipairs(SPECS) do
+        for _, mode in ipairs({ "ketama", "ketama-weighted", "modula" }) do
+            local weighted = spec:find("/?", 1, true)
+            if mode == "ketama-weighted" or not weighted then
+                it(("%s: %s places %d keys as libmemcached"):format(mode, spec, KEYS), function()
+                    local parsed = assert(gray.parse_servers(spec))
+                    local list = {}
+                    for i, p in ipairs(parsed) do
+                        list[i] = { host = p.host, port = p.port, weight = p.weight }
+                        assert.is_nil(p.host:find("[%[%]]"), "brackets kept in " .. p.host)
+                        assert.truthy(spec:find(p.host, 1, true), "host rewritten: " .. p.host)
+                    end
+                    local memc = libmemcached_for(list, mode)
+                    local cont = assert(gray.new_continuum(list, mode))
+                    local same, first_diff = agree(memc, cont, #list)
+                    spelled[#spelled + 1] = fmt("%-16s %-72s %6d / %d", mode, spec, same, KEYS)
+                    assert.are.equal(KEYS, same, first_diff)
+                end)
+            end
+        end
+    end
+
+    it("parse_servers: what each item gives", function()
+        local s = assert(gray.parse_servers(" [0:0:0:0:0:0:0:1]:11300/?3,127.0.0.1:0011211\t"))
+        assert.are.same({
+            { item = "[0:0:0:0:0:0:0:1]:11300/?3", name = "[0:0:0:0:0:0:0:1]:11300",
+              host = "0:0:0:0:0:0:0:1", port = 11300, weight = 3, bracketed = true },
+            { item = "127.0.0.1:0011211", name = "127.0.0.1:0011211", host = "127.0.0.1",
+              port = 11211, weight = 1 },
+        }, s)
+    end)
+
+    -- what neither side takes, and why
+    for _, c in ipairs({
+        { "", "no server given" },
+        { " , ", "no server given" },
+        { "127.000.000.001:11211", "must be an IP address" },   -- libmemcached: another name
+        { "127.0.0.010:11211", "must be an IP address" },       -- getaddrinfo: octal 8
+        { "localhost:11211", "must be an IP address" },
+        { "::1:11211", "must be an IP address" },               -- IPv6 needs brackets
+        { "[127.0.0.1]:11211", "must be an IP address" },       -- brackets are for IPv6
+        { "[fe80::1%eth0]:11211", "must be an IP address" },
+        { "[::1]", "expected host:port" },
+        { "[::1]11211", "expected host:port" },
+        { "127.0.0.1", "expected host:port" },
+        { "127.0.0.1:0", "port must be 1 to 65535" },
+        { "127.0.0.1:65536", "port must be 1 to 65535" },
+        { "127.0.0.1:", "port must be 1 to 65535" },
+        { "127.0.0.1:11211/?0", "bad weight" },
+        { "127.0.0.1:11211/?100001", "bad weight" },
+        { "127.0.0.1:11211/3", "bad weight" },
+        { "127.0.0.1:11211, 127.0.0.1:x", "'127.0.0.1:x'" },
+    }) do
+        it(fmt("parse_servers refuses %q", c[1]), function()
+            local s, err = gray.parse_servers(c[1])
+            assert.is_nil(s)
+            assert.truthy(err:find(c[2], 1, true), err)
+        end)
+    end
 end)
 
 describe("gray.ffi hashes as libhashkit does", function()

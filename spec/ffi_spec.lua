@@ -194,6 +194,7 @@ describe("the constants mirrored in gray/ffi.lua", function()
         { "MC_END", "GRAY_MC_END", 8 },
         { "TARGETS_MAX", "GRAY_TARGETS_MAX", 255 },
         { "RANGES_REPORT", "GRAY_RANGES_REPORT", 8 },
+        { "TOKEN_MAX", "GRAY_TOKEN_MAX", 257 },
         { "IMAGE_VERIFY", "GRAY_IMAGE_VERIFY", 1 },
         { "JOB_RUNNING", "GRAY_JOB_RUNNING", 1 },
         { "GRAY_EIO", "GRAY_EIO", -21 },
@@ -271,7 +272,7 @@ describe("the constants mirrored in gray/ffi.lua", function()
     it("MC_KINDS has one name per GRAY_MC_* kind and no more", function()
         local t = module_table("MC_KINDS")
         assert.is_table(t)
-        assert.are.equal(13, #kinds)
+        assert.are.equal(17, #kinds)
         assert.are.equal(#kinds, count(t))
     end)
     for _, k in ipairs(kinds) do
@@ -377,7 +378,7 @@ end)
 -------------------------------------------------------------------------------
 describe("strerror", function()
     local seen = {}
-    for code = -12, -1 do
+    for code = -14, -1 do
         it("names code " .. code, function()
             local text = gray.strerror(code)
             assert.is_string(text)
@@ -402,7 +403,7 @@ describe("strerror", function()
         end)
     end
 
-    local unknown = { -13, -14, -100, 1, 2, 12, 13, 100, 2147483647, -2147483648 }
+    local unknown = { -15, -16, -100, 1, 2, 12, 13, 100, 2147483647, -2147483648 }
     for _, code in ipairs(unknown) do
         it("calls code " .. code .. " unknown", function()
             assert.are.equal("unknown error", gray.strerror(code))

@@ -187,11 +187,15 @@ local id_cases = {
         names = { "1", "blue", "green" } },
       { { "dev-1", 2 }, { "dev-2", 3 }, { "dev-3", 1 }, { "dev-4", 2 }, { "dev-5", 1 },
         { "dev-6", nil } } },
-    { "no names given and a name too long to be a target",
-      "a " .. rep("n", 251) .. "\nb " .. rep("m", 250) .. "\n", nil,
-      { entries = 1, bad = 0, unknown = 1, unknown_lines = { 1 },
-        names = { "1", rep("m", 250) } },
-      { { "a", nil }, { "b", 2 } } },
+    { "no names given and names that are not target names",
+      "a " .. rep("n", 65) .. "\nb " .. rep("m", 64) .. "\nc 0\nd stable\n", nil,
+      { entries = 2, bad = 2, unknown = 0, bad_lines = { 1, 3 },
+        names = { "1", rep("m", 64), "stable" } },
+      { { "a", nil }, { "b", 2 }, { "c", nil }, { "d", 3 } } },
+    { "a name that is not a target name is a bad line",
+      "a 0\nb " .. rep("v", 65) .. "\nc v2\n", NAMES,
+      { entries = 1, bad = 2, unknown = 0, bad_lines = { 1, 2 } },
+      { { "a", nil }, { "b", nil }, { "c", 2 } } },
 }
 
 describe("an id list image", function()
@@ -334,6 +338,63 @@ describe("a ranges image", function()
 end)
 
 -------------------------------------------------------------------------------
+-- a line naming a target the router does not have: skipped (unknown 0), or
+-- given the router's unknown-target index (past its names), as new_rangeset
+
+describe("lines naming an unknown target", function()
+    local ID_TEXT = "a v2\nb v9\nc\nd V2 # comment\ne 0\n"
+    local RANGE_TEXT = "10.0.0.0/8 v2\n10.1.0.0/16 v9\n10.2.0.0/16\n::1 V2\n::2 0\n"
+    -- { unknown index, { id -> target }, { address -> target } }
+    local cases = {
+        { 0, { a = 2, b = false, c = 1, d = false, e = false },
+          { ["10.0.0.1"] = 2, ["10.1.0.1"] = 2, ["10.2.0.1"] = 1, ["::1"] = false,
+            ["::2"] = false } },
+        { 4, { a = 2, b = 4, c = 1, d = 4, e = false },
+          { ["10.0.0.1"] = 2, ["10.1.0.1"] = 4, ["10.2.0.1"] = 1, ["::1"] = 4, ["::2"] = false } },
+        { 255, { a = 2, b = 255, c = 1, d = 255, e = false },
+          { ["10.1.0.1"] = 255, ["::1"] = 255 } },
+    }
+    for _, c in ipairs(cases) do
+        local unknown, ids, addrs = c[1], c[2], c[3]
+        it("ids with unknown = " .. unknown, function()
+            local path = new_path()
+            local st = assert(compile("ids", ID_TEXT, NAMES, 1, path, unknown))
+            assert.equal(2, st.unknown)
+            assert.same({ 2, 4 }, st.unknown_lines)
+            assert.same({ 5 }, st.bad_lines)
+            assert.equal(unknown > 0 and 4 or 2, st.entries)
+            local img = assert(open_image(path, true))
+            for id, want in pairs(ids) do
+                assert.equal(want or nil, find_id(img, id), id)
+            end
+        end)
+        it("ranges with unknown = " .. unknown .. ", as new_rangeset", function()
+            local path = new_path()
+            local st = assert(compile("ranges", RANGE_TEXT, NAMES, 1, path, unknown))
+            local set = assert(gray.new_rangeset(RANGE_TEXT, NAMES, unknown))
+            assert.equal(set.unknown, st.unknown)
+            assert.equal(set.count, st.taken)
+            local img = assert(open_image(path, true))
+            for addr, want in pairs(addrs) do
+                assert.equal(want or nil, find_ip(img, addr), addr)
+                assert.equal(gray.rangeset_find(set, addr), find_ip(img, addr), addr)
+            end
+        end)
+    end
+
+    it("keeps the unknown index in a thread's compile", function()
+        local path = new_path()
+        local job = assert(gray.image_compile_start("ids", ID_TEXT, NAMES, 1, path, 4))
+        while gray.image_poll(job) == false do
+            sleep_ms(1)
+        end
+        assert(gray.image_job_free(job))
+        local img = assert(open_image(path))
+        assert.equal(4, find_id(img, "b"))
+    end)
+end)
+
+-------------------------------------------------------------------------------
 describe("versions", function()
     local good = {
         { 0, "0" }, { 1, "1" }, { 2 ^ 53, "9007199254740992" }, { "123", "123" },
@@ -382,13 +443,17 @@ describe("compile arguments", function()
         { "a name with a space", "ids", "a", { "1", "v 2" }, "malformed" },
         { "a name with '#'", "ids", "a", { "1", "v#2" }, "malformed" },
         { "an empty name", "ids", "a", { "1", "" }, "malformed" },
-        { "a name of 251 bytes", "ids", "a", { "1", rep("n", 251) }, "malformed" },
+        { "a name of 65 bytes", "ids", "a", { "1", rep("n", 65) }, "malformed" },
+        { "the name 0", "ids", "a", { "1", "0" }, "malformed" },
+        { "an unknown index of 256", "ids", "a", NAMES, "unknown", 256 },
+        { "an unknown index of -1", "ranges", "10.0.0.1", NAMES, "unknown", -1 },
+        { "an unknown index of 1.5", "ids", "a", NAMES, "unknown", 1.5 },
         { "256 names", "ranges", "10.0.0.1", many, "malformed" },
         { "names that are a number", "ids", "a", 7, "names" },
     }
     for _, c in ipairs(bad) do
         it("refuses " .. c[1], function()
-            local st, err = compile(c[2], c[3], c[4], 1, new_path())
+            local st, err = compile(c[2], c[3], c[4], 1, new_path(), c[6])
             assert.is_nil(st)
             assert.matches(c[5], err)
         end)

@@ -8,7 +8,8 @@
 local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
-                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua" }
+                    "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
+                    "token.lua" }
 
 describe("the hot path under LuaJIT", function()
     local mc, nginx, log_path
@@ -111,6 +112,90 @@ describe("the hot path under LuaJIT", function()
         local steady = log:sub(#warm + 1)
         -- no trace aborts in the library once warm, and no steady stream of
         -- new traces either (a path that keeps recording is not compiled)
+        assert.same({}, aborts_in_library(steady))
+        local _, recorded = steady:gsub("%[TRACE +%d+", "")
+        assert.is_true(recorded <= 4, steady)
+    end)
+end)
+
+-- The override and signed identities (issue 12), in an nginx of their own so
+-- that their traces do not mix with the paths above: a tester's address, an
+-- override token, and a signed cookie, each path compiled once warm.
+describe("the trust paths under LuaJIT", function()
+    local SECRET = "0123456789abcdef0123456789abcdef"
+    local mc, nginx, log_path, force_token, cookie
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("uid:bob", "1")
+        local dir = harness.tmpdir()
+        log_path = dir .. "/jit.log"
+        local f = assert(io.open(dir .. "/gray.secret", "wb"))
+        f:write(SECRET)
+        f:close()
+        local gray_ffi = require "gray.ffi"
+        force_token = assert(gray_ffi.token_make("force", SECRET, "always", os.time() + 3600))
+        cookie = assert(gray_ffi.token_make("id:uid", SECRET, "bob", os.time() + 3600))
+        nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location = /trust {
+                content_by_lua_block {
+                    local r = package.loaded.spec_jit_trust_router
+                    if not r then
+                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                            client_headers = { "X-Real-IP" }, cache_ttl = 300,
+                            ids = "uid=signed-cookie:uid",
+                            force = "header:X-Gray", force_from = "192.0.2.0/24",
+                            secret_file = "]] .. dir .. [[/gray.secret" }))
+                        package.loaded.spec_jit_trust_router = r
+                    end
+                    return r:exec()
+                }
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    local function aborts_in_library(log)
+        local aborts = {}
+        for line in log:gmatch("[^\n]+") do
+            if line:find("^%[TRACE %-%-%-") then
+                for _, file in ipairs(LIB_FILES) do
+                    if line:find("/" .. file .. ":", 1, true) then
+                        aborts[#aborts + 1] = line
+                    end
+                end
+            end
+        end
+        return aborts
+    end
+
+    local function round(n)
+        assert.equal(n .. " 200", nginx:batch("/trust", n, { "X-Real-IP: 192.0.2.10",
+                                                             "X-Gray: Always" }))
+        assert.equal(n .. " 200", nginx:batch("/trust", n, { "X-Real-IP: 198.51.100.4",
+                                                             "X-Gray: " .. force_token }))
+        assert.equal(n .. " 200", nginx:batch("/trust", n, { "X-Real-IP: 198.51.100.4",
+                                                             "Cookie: uid=" .. cookie }))
+    end
+
+    it("keeps the override and signed-cookie paths compiled once warm", function()
+        round(1000)
+        round(1000)
+        local warm = harness.read_file(log_path) or ""
+        round(2000)
+        round(2000)
+        local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
         assert.same({}, aborts_in_library(steady))
         local _, recorded = steady:gsub("%[TRACE +%d+", "")
         assert.is_true(recorded <= 4, steady)

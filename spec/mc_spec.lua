@@ -463,3 +463,362 @@ describe("get replies cut and corrupted", function()
         end)
     end
 end)
+
+-------------------------------------------------------------------------------
+-- The meta protocol (doc/protocol.txt, "Meta Get", "Meta No-Op"): replies to
+-- "mg <key> <flags>*", alone or pipelined and ended by "mn".
+
+local PIPE, VAL, QUIET = gray.META_PIPELINE, gray.META_VALUE, gray.META_QUIET
+
+describe("mc_decode_meta1", function()
+    local bin = "x\r\nMN\r\nEN\r\nVA 1\r\n\0\255"
+    local key250, key251 = rep("k", 250), rep("k", 251)
+
+    -- { name, reply (plus trailing bytes), key, v asked, value, consumed, flags, cas }
+    local good = {
+        { "a hit", "VA 5\r\nhello\r\n", "k", true, "hello", 13 },
+        { "a miss", "EN\r\n", "k", true, false, 4 },
+        { "a miss without v", "EN\r\n", "k", false, false, 4 },
+        { "a miss echoing k and O", "EN kk O0\r\n", "k", true, false, 10 },
+        { "a zero-length value", "VA 0\r\n\r\n", "k", true, "", 8 },
+        { "binary data holding CRLF MN CRLF", "VA " .. #bin .. "\r\n" .. bin .. "\r\n", "k", true,
+          bin, 9 + #bin },
+        { "a value with flags and cas", "VA 3 f5 c99\r\nabc\r\n", "k", true, "abc", 18, 5, "99" },
+        { "the cas alone (HD)", "HD c42\r\n", "k", false, true, 8, nil, "42" },
+        { "the largest cas", "HD c18446744073709551615\r\n", "k", false, true, 26, nil,
+          "18446744073709551615" },
+        { "cas 0", "HD c0\r\n", "k", false, true, 7, nil, "0" },
+        { "the largest flags", "VA 1 f4294967295\r\na\r\n", "k", true, "a", 21, 4294967295 },
+        { "a hit without tokens (HD)", "HD\r\n", "k", false, true, 4 },
+        { "the asked key echoed (k)", "VA 1 kk\r\na\r\n", "k", true, "a", 12 },
+        { "a 250-byte key echoed", "HD k" .. key250 .. "\r\n", key250, false, true, 256 },
+        { "opaque 0, the first request", "VA 1 O0\r\na\r\n", "k", true, "a", 12 },
+        { "tokens it does not read (t s h l W X Z b)", "HD c1 t-1 s3 h0 l12 W X Z b\r\n", "k",
+          false, true, 29, nil, "1" },
+        { "a hit then trailing bytes", "VA 1\r\na\r\nEN\r\n", "k", true, "a", 9 },
+        { "a miss then trailing garbage", "EN\r\n\0garbage", "k", true, false, 4 },
+    }
+
+    for _, c in ipairs(good) do
+        local name, reply, key, with_value = c[1], c[2], c[3], c[4]
+        it("decodes " .. name, function()
+            local v, n, f, cs = gray.mc_decode_meta1(reply, key, with_value)
+            assert.are.equal(c[5], v)
+            assert.are.equal(c[6], n)
+            assert.are.equal(c[7], f)
+            assert.are.equal(c[8], cs)
+        end)
+        it("says again for every cut of " .. name, function()
+            for i = 0, c[6] - 1 do
+                local what = fmt("%s cut at %d", name, i)
+                local r1, r2, need = gray.mc_decode_meta1(reply:sub(1, i), key, with_value)
+                assert_again(what, r1, r2, need)
+                assert.is_true(need >= 1 and i + need <= c[6], what .. ": need " .. tostring(need))
+            end
+        end)
+    end
+
+    -- { name, reply, v asked, exact error text or nil, key (default "k") }
+    local bad = {
+        -- wrong sizes
+        { "a size one too small", "VA 2\r\nabc\r\n", true, "data block not followed by CRLF" },
+        { "a size one too large", "VA 4\r\nabc\r\nEN\r\n", true, "data block not followed by CRLF" },
+        { "a size over 2^30", "VA 1073741825\r\na\r\n", true, "number out of range" },
+        { "a 23-digit size", "VA 99999999999999999999999\r\na\r\n", true, "number out of range" },
+        { "a negative size", "VA -1\r\na\r\n", true, "bad number" },
+        { "letters as the size", "VA x\r\na\r\n", true, "bad number" },
+        { "no size", "VA\r\na\r\n", true },
+        { "a space and no size", "VA \r\na\r\n", true },
+        { "a size then a space", "VA 1 \r\na\r\n", true },
+        -- missing or broken CRLF
+        { "no CRLF after the data", "VA 1\r\naXYEN\r\n", true, "data block not followed by CRLF" },
+        { "EN without CR", "EN\n", true },
+        { "HD, CR and a letter", "HD c1\rX", false },
+        { "1100 bytes without CRLF", "HD " .. rep("c", 1100), false },
+        -- unknown codes, and text replies that are not mg's
+        { "an unknown code", "XX\r\n", true },
+        { "NF (a meta delete's reply)", "NF\r\n", true },
+        { "NS (a meta set's reply)", "NS\r\n", true },
+        { "EX", "EX\r\n", true },
+        { "END", "END\r\n", true },
+        { "STORED", "STORED\r\n", true },
+        { "a get reply", "VALUE k 0 1\r\na\r\nEND\r\n", true },
+        { "lowercase va", "va 1\r\na\r\n", true },
+        { "VA glued to a letter", "VAX 1\r\na\r\n", true },
+        { "EN glued to a letter", "ENX\r\n", true },
+        { "HD glued to a flag", "HDc1\r\n", false },
+        { "a number", "42\r\n", true },
+        { "MN without a pipeline", "MN\r\n", true },
+        { "EN when no key was asked", "EN\r\n", true, "value for a key that was not requested", "" },
+        -- the kind that was not asked for
+        { "VA when v was not asked", "VA 1\r\na\r\n", false },
+        { "HD when v was asked", "HD\r\n", true },
+        -- tokens
+        { "another key echoed", "VA 1 kother\r\na\r\n", true, "value for a key that was not requested" },
+        { "the key in another case", "HD kK\r\n", false, "value for a key that was not requested" },
+        { "a key that starts like the asked one", "HD kkk\r\n", false },
+        { "a 251-byte key echoed", "HD k" .. key251 .. "\r\n", false, "bad key", key251 },
+        { "an empty key token", "HD k\r\n", false, "bad key" },
+        { "opaque 1 for the only request", "HD O1\r\n", false,
+          "value for a key that was not requested" },
+        { "a non-numeric opaque", "HD Ox\r\n", false },
+        { "a negative opaque", "HD O-0\r\n", false },
+        { "an empty opaque", "HD O\r\n", false },
+        { "a 33-byte opaque", "HD O" .. rep("0", 33) .. "\r\n", false },
+        { "cas twice", "HD c1 c2\r\n", false },
+        { "the key twice", "HD kk kk\r\n", false },
+        { "cas 2^64", "HD c18446744073709551616\r\n", false, "number out of range" },
+        { "letters as cas", "HD cx\r\n", false, "bad number" },
+        { "an empty cas", "HD c\r\n", false, "bad number" },
+        { "flags 2^32", "HD f4294967296\r\n", false, "number out of range" },
+        { "a double space", "HD  c1\r\n", false },
+        { "a trailing space", "HD c1 \r\n", false },
+        { "a tab separator", "HD\tc1\r\n", false },
+        { "a digit as a flag", "HD 1\r\n", false },
+        { "a NUL inside a token", "HD c1 k\0\r\n", false },
+        -- error lines: the server's words
+        { "ERROR (no meta protocol)", "ERROR\r\n", true, "ERROR" },
+        { "ERROR with a message", "ERROR unknown command\r\n", true, "ERROR unknown command" },
+        { "CLIENT_ERROR", "CLIENT_ERROR bad command line format\r\n", false,
+          "CLIENT_ERROR bad command line format" },
+        { "SERVER_ERROR", "SERVER_ERROR out of memory\r\n", true, "SERVER_ERROR out of memory" },
+    }
+
+    for _, c in ipairs(bad) do
+        local name, reply, with_value, err, key = c[1], c[2], c[3], c[4], c[5] or "k"
+        it("rejects " .. name, function()
+            assert_error(show(reply), err, gray.mc_decode_meta1(reply, key, with_value))
+        end)
+    end
+end)
+
+-------------------------------------------------------------------------------
+describe("mc_decode_meta (a pipeline ended by MN)", function()
+    -- 100 keys asked with "v q O<i>", every third one missing
+    local names, want, want_meta, parts = {}, {}, {}, {}
+    for i = 1, 100 do
+        local k = "key:" .. i
+        names[i] = k
+        if i % 3 ~= 0 then
+            local data = "value " .. i .. "\r\nMN\r\n" .. rep("\0", i % 5)
+            want[k] = data
+            want_meta[k] = { value = data, flags = i, cas = tostring(i * 7919) }
+            parts[#parts + 1] = "VA " .. #data .. " f" .. i .. " c" .. i * 7919 .. " O" .. (i - 1)
+                                .. CRLF .. data .. CRLF
+        end
+    end
+    parts[#parts + 1] = "MN\r\n"
+    local keys100, reply100 = table.concat(names, " "), table.concat(parts)
+
+    local quiet_k = "VA 1 ka\r\nA\r\nVA 2 kc\r\nCC\r\nMN\r\n"
+    local loud = "VA 1\r\nA\r\nEN\r\nVA 2 kc O2\r\nCC\r\nMN\r\n"
+    local cas_only = "HD c5\r\nEN kb\r\nHD c18446744073709551615 kc\r\nMN\r\n"
+
+    -- { name, reply, keys, mode, with_meta, result, consumed }
+    local good = {
+        { "a miss of every key (q)", "MN\r\n", "a b c", PIPE + VAL + QUIET, false, {}, 4 },
+        { "a miss of every key (EN each)", "EN\r\nEN\r\nEN\r\nMN\r\n", "a b c", PIPE + VAL, false,
+          {}, 16 },
+        { "two of three keys matched by k (q)", quiet_k, "a b c", PIPE + VAL + QUIET, false,
+          { a = "A", c = "CC" }, #quiet_k },
+        { "two of three keys matched by O (q)", "VA 1 O0\r\nA\r\nVA 2 O2\r\nCC\r\nMN\r\n",
+          "a b c", PIPE + VAL + QUIET, false, { a = "A", c = "CC" }, 29 },
+        { "EN, VA and tokens interleaved (no q)", loud, "a b c", PIPE + VAL, false,
+          { a = "A", c = "CC" }, #loud },
+        { "the cas of each key (c, no v)", cas_only, "a b c", PIPE, true,
+          { a = { cas = "5" }, c = { cas = "18446744073709551615" } }, #cas_only },
+        { "100 keys by opaque, some missing (q)", reply100, keys100, PIPE + VAL + QUIET, false,
+          want, #reply100 },
+        { "100 keys with flags and cas", reply100, keys100, PIPE + VAL + QUIET, true,
+          want_meta, #reply100 },
+        { "100 keys then trailing bytes", reply100 .. "VA 1 O0\r\n", keys100, PIPE + VAL + QUIET,
+          false, want, #reply100 },
+        { "a key asked twice answered twice (k, q)", "HD kd\r\nHD kd\r\nMN\r\n", "d d",
+          PIPE + QUIET, false, { d = true }, 18 },
+        { "the second of a key asked twice (O, q)", "HD O1 kd\r\nMN\r\n", "d d", PIPE + QUIET,
+          false, { d = true }, 14 },
+    }
+
+    for _, c in ipairs(good) do
+        local name, reply, keys, mode, with_meta = c[1], c[2], c[3], c[4], c[5]
+        it("decodes " .. name, function()
+            local out, n = gray.mc_decode_meta(reply, keys, nil, mode, with_meta)
+            assert.is_table(out, tostring(n))
+            assert.are.same(c[6], out)
+            assert.are.equal(c[7], n)
+        end)
+        it("says again for every cut of " .. name, function()
+            for i = 0, c[7] - 1 do
+                local what = fmt("%s cut at %d", name, i)
+                local r1, r2, need = gray.mc_decode_meta(reply:sub(1, i), keys, nil, mode, with_meta)
+                assert_again(what, r1, r2, need)
+                assert.is_true(need >= 1 and i + need <= c[7], what .. ": need " .. tostring(need))
+            end
+        end)
+    end
+
+    local UNASKED = "value for a key that was not requested"
+    -- { name, reply, keys, mode, max_values, exact error text or nil }
+    local bad = {
+        { "MN before every request answered (no q)", "VA 1\r\nA\r\nMN\r\n", "a b", PIPE + VAL },
+        { "a lone MN without q", "MN\r\nEN\r\n", "a", PIPE + VAL },
+        { "a lone EN in a pipeline under q", "EN\r\nMN\r\n", "a", PIPE + VAL + QUIET },
+        { "a reply too many (no q)", "EN\r\nEN\r\nEN\r\nMN\r\n", "a b", PIPE + VAL, nil, UNASKED },
+        { "EN under q", "EN\r\nMN\r\n", "a b", PIPE + VAL + QUIET },
+        { "opaques out of order", "HD O1\r\nHD O0\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        { "an opaque twice", "HD O0\r\nHD O0\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        { "an opaque past the last key", "HD O2\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        { "an opaque skipping a key without q", "HD O1\r\nMN\r\n", "a b", PIPE, nil, UNASKED },
+        { "a key not asked for", "HD kz\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        { "keys out of order", "HD kb\r\nHD ka\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        { "a key that is a prefix of an asked one", "HD kab\r\nMN\r\n", "abc d", PIPE + QUIET, nil,
+          UNASKED },
+        { "k and O that disagree", "HD O0 kb\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        { "a key out of turn without q", "EN kb\r\nEN ka\r\nMN\r\n", "a b", PIPE, nil, UNASKED },
+        { "any reply when no key was asked", "HD\r\nMN\r\n", "", PIPE },
+        { "VA when v was not asked", "VA 1 O0\r\nA\r\nMN\r\n", "a b", PIPE + QUIET },
+        { "HD when v was asked", "HD O0\r\nMN\r\n", "a b", PIPE + VAL + QUIET },
+        { "a wrong size mid-pipeline", "VA 1 O0\r\nAB\r\nMN\r\n", "a b", PIPE + VAL + QUIET, nil,
+          "data block not followed by CRLF" },
+        { "END instead of MN", "VA 1 O0\r\nA\r\nEND\r\n", "a b", PIPE + VAL + QUIET },
+        { "a CLIENT_ERROR mid-pipeline", "VA 1 O0\r\nA\r\nCLIENT_ERROR bad\r\nMN\r\n", "a b",
+          PIPE + VAL + QUIET, nil, "CLIENT_ERROR bad" },
+        { "ERROR (no meta protocol)", "ERROR\r\nERROR\r\nERROR\r\n", "a b", PIPE + VAL + QUIET, nil,
+          "ERROR" },
+        { "more hits than max_values", "HD O0\r\nHD O1\r\nMN\r\n", "a b", PIPE + QUIET, 1 },
+        { "a mode of 8", "MN\r\n", "a b", 8 },
+        { "a negative mode", "MN\r\n", "a b", -1 },
+        { "a string mode", "MN\r\n", "a b", "3" },
+        { "keys that are not a string", "MN\r\n", nil, PIPE },
+    }
+
+    for _, c in ipairs(bad) do
+        local name, reply, keys, mode, max, err = c[1], c[2], c[3], c[4], c[5], c[6]
+        it("rejects " .. name, function()
+            assert_error(show(reply), err, gray.mc_decode_meta(reply, keys, max, mode))
+        end)
+    end
+
+    it("decodes the same from a reply buffer filled a byte at a time", function()
+        local buf = gray.new_reply_buffer(16)
+        local out, n
+        for i = 1, #reply100 do
+            buf:append(reply100:sub(i, i))
+            out, n = buf:decode_meta(keys100, nil, PIPE + VAL + QUIET)
+            if i < #reply100 then
+                assert.are.equal("again", n)
+            end
+        end
+        assert.are.same(want, out)
+    end)
+end)
+
+-------------------------------------------------------------------------------
+describe("meta replies corrupted at every byte", function()
+    local replies = {
+        { "one value", "VA 5 c9\r\nhello\r\n", "k", VAL, false },
+        { "one cas", "HD c123 kk\r\n", "k", 0, false },
+        { "a pipeline (q, O)", "VA 1 O0 c1\r\nA\r\nVA 2 O2\r\nBB\r\nMN\r\n", "a b c",
+          PIPE + VAL + QUIET, true },
+        { "a pipeline (EN, k)", "HD c1 ka\r\nEN kb\r\nHD kc c3\r\nMN\r\n", "a b c", PIPE, true },
+    }
+    for _, c in ipairs(replies) do
+        local name, reply, keys, mode, multi = c[1], c[2], c[3], c[4], c[5]
+        it("survives corruption of " .. name, function()
+            local requested = {}
+            for k in keys:gmatch("[^ ]+") do
+                requested[k] = true
+            end
+            for i = 1, #reply do
+                for _, s in ipairs({ "\0", "\r", "\n", " ", "X", "9", "O", "k", "\255" }) do
+                    local buf = reply:sub(1, i - 1) .. s .. reply:sub(i + 1)
+                    local what = fmt("%s with byte %d set to %q", name, i, s)
+                    local ok, r1, r2, r3
+                    if multi then
+                        ok, r1, r2, r3 = pcall(gray.mc_decode_meta, buf, keys, nil, mode)
+                    else
+                        ok, r1, r2, r3 = pcall(gray.mc_decode_meta1, buf, keys, mode == VAL)
+                    end
+                    assert.is_true(ok, what .. ": raised " .. tostring(r1))
+                    if r1 == nil then
+                        assert.is_string(r2, what)
+                        if r2 == "again" then
+                            assert.is_true(r3 >= 1, what)
+                        end
+                    else
+                        assert.is_true(r2 >= 4 and r2 <= #buf, what .. ": consumed " .. r2)
+                        if type(r1) == "table" then
+                            for k, v in pairs(r1) do
+                                assert.is_true(requested[k], what .. ": unasked key " .. k)
+                                assert.is_true(v == true or buf:find(v, 1, true) ~= nil, what)
+                            end
+                        elseif type(r1) == "string" then
+                            assert.is_truthy(buf:find(r1, 1, true), what)
+                        end
+                    end
+                end
+            end
+        end)
+    end
+end)
+
+-------------------------------------------------------------------------------
+describe("mc_meta_request", function()
+    local many, want = {}, {}
+    for i = 1, 200 do
+        many[i] = "key:" .. i
+        want[i] = "mg key:" .. i .. " v q O" .. (i - 1) .. "\r\n"
+    end
+    -- { name, keys, flags, request }
+    local good = {
+        { "one key", "a", "v", "mg a v O0\r\nmn\r\n" },
+        { "three keys", "203.0.113.7 uid:1 dev:2", "v q",
+          "mg 203.0.113.7 v q O0\r\nmg uid:1 v q O1\r\nmg dev:2 v q O2\r\nmn\r\n" },
+        { "no flags", "a b", "", "mg a O0\r\nmg b O1\r\nmn\r\n" },
+        { "a 250-byte key", rep("k", 250), "c", "mg " .. rep("k", 250) .. " c O0\r\nmn\r\n" },
+        { "200 one-byte-longer positions", table.concat(many, " "), "v q",
+          table.concat(want) .. "mn\r\n" },
+        { "200 one-byte keys (the tightest room)", rep("a ", 199) .. "a", "v f c q",
+          (function()
+              local t = {}
+              for i = 1, 200 do t[i] = "mg a v f c q O" .. (i - 1) .. "\r\n" end
+              return table.concat(t) .. "mn\r\n"
+          end)() },
+    }
+    for _, c in ipairs(good) do
+        it("builds " .. c[1], function()
+            assert.are.equal(c[4], gray.mc_meta_request(c[2], c[3]))
+        end)
+        it("builds what mc_decode_meta matches back, for " .. c[1], function()
+            local req = gray.mc_meta_request(c[2], c[3])
+            -- memcached's answer to each line: a hit echoing the opaque
+            local reply = req:gsub("mg %S+[^\r]* O(%d+)\r\n", "HD O%1\r\n"):gsub("mn\r\n", "MN\r\n")
+            local out = gray.mc_decode_meta(reply, c[2], nil, PIPE + QUIET)
+            for key in c[2]:gmatch("%S+") do
+                assert.is_true(out[key], key)
+            end
+        end)
+    end
+
+    -- { name, keys, flags }
+    local bad = {
+        { "no key", "", "v" },
+        { "a double space", "a  b", "v" },
+        { "a leading space", " a", "v" },
+        { "a trailing space", "a ", "v" },
+        { "a 251-byte key", rep("k", 251), "v" },
+        { "a key with CRLF", "a\r\nflush_all", "v" },
+        { "a key with a tab", "a\tb", "v" },
+        { "flags with CRLF", "a", "v\r\nflush_all" },
+        { "flags with a NUL", "a", "v\0" },
+        { "keys that are not a string", nil, "v" },
+        { "flags that are not a string", "a", nil },
+    }
+    for _, c in ipairs(bad) do
+        it("refuses " .. c[1], function()
+            local r, err = gray.mc_meta_request(c[2], c[3])
+            assert.is_nil(r)
+            assert.is_string(err)
+        end)
+    end
+end)

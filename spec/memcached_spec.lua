@@ -538,6 +538,10 @@ describe("gray.memcached", function()
             { "{ servers = '' }", "option 'servers'" },
             { "{ servers = 'host' }", "bad server 'host'" },
             { "{ servers = '127.0.0.1:0' }", "bad server" },
+            -- gray-admin's rule (gray_servers_parse): one address, one spelling
+            { "{ servers = '127.000.000.001:11211' }", "bad server '127.000.000.001:11211'" },
+            { "{ servers = '127.0.0.1:11211/?0' }", "bad weight" },
+            { "{ servers = { '127.0.0.1:11211 127.0.0.1:11212' } }", "one host:port per list item" },
             { "{ servers = { 11211 } }", "server 1 is not a string" },
             { "{ timeout = -1 }", "option 'timeout'" },
             { "{ timeout = 'fast' }", "option 'timeout'" },
@@ -565,6 +569,15 @@ describe("gray.memcached", function()
             assert.equal("[::1] 11211 127.0.0.1 11212", out)
         end)
 
+        -- hashed as written, as libmemcached and gray-admin do (dist_spec)
+        it("keeps a long-form IPv6 host as written", function()
+            local out = eval([[
+                local s = assert(memcached.parse_servers("[0:0:0:0:0:0:0:1]:11300/?2"))
+                return s[1].addr .. " " .. s[1].host .. " " .. s[1].name .. " " .. s[1].weight
+            ]])
+            assert.equal("0:0:0:0:0:0:0:1 [0:0:0:0:0:0:0:1] [0:0:0:0:0:0:0:1]:11300 2", out)
+        end)
+
         -- names would need a resolver in nginx and fail on every request
         for _, spec in ipairs({ "localhost:11211", "memcached.internal:11211", "[1.2.3.4]:11211",
                                 "::1:11211", "[fe80::1%eth0]:11211" }) do
@@ -575,6 +588,288 @@ describe("gray.memcached", function()
                 assert.truthy(out:find("bad server", 1, true), out)
             end)
         end
+    end)
+
+    describe("the meta protocol", function()
+        -- the mg/mn command lines a verbose memcached received after a log offset
+        local function meta_lines_since(server, offset)
+            local lines = {}
+            for line in server:log():sub(offset + 1):gmatch("[^\n]+") do
+                lines[#lines + 1] = line:match("^<%d+ (m[gn].*)$")
+            end
+            return lines
+        end
+
+        local function cas_of(key)
+            return mc:cmd("gets " .. key .. "\r\n"):match("^VALUE %S+ %d+ %d+ (%d+)\r\n")
+        end
+
+        it("meta_cas: the cas gets reports, false on a miss, a new cas after a change", function()
+            mc:set("meta:cas", "v1")
+            local before = cas_of("meta:cas")
+            local offset = #mc:log()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local a = client:meta_cas("meta:cas")
+                local b = client:meta_cas("meta:nothing")
+                -- no value comes along from mg
+                local n = select("#", client:meta_cas("meta:cas"))
+                return tostring(a) .. " " .. tostring(b) .. " " .. n
+            ]])
+            assert.equal(before .. " false 1", out)
+            assert.same({ "mg meta:cas c", "mg meta:nothing c", "mg meta:cas c" },
+                        meta_lines_since(mc, offset))
+            mc:set("meta:cas", "v2")
+            local after = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                return tostring(client:meta_cas("meta:cas"))
+            ]])
+            assert.equal(cas_of("meta:cas"), after)
+            assert.are_not.equal(before, after)
+        end)
+
+        it("meta_cas reads no value: 10 asks of a 512 KB value cost under 200 bytes each", function()
+            mc:set("meta:big", string.rep("0123456789abcdef", 32768))
+            -- bytes both ways, less one stats command's own (measured twice in a row)
+            local function traffic()
+                local reply = mc:cmd("stats\r\n")
+                return tonumber(reply:match("STAT bytes_written (%d+)"))
+                       + tonumber(reply:match("STAT bytes_read (%d+)"))
+            end
+            local t0 = traffic()
+            local t1 = traffic()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local first, same = client:meta_cas("meta:big"), 0
+                for _ = 1, 9 do
+                    if client:meta_cas("meta:big") == first then same = same + 1 end
+                end
+                return tostring(first ~= nil) .. " " .. same
+            ]])
+            assert.equal("true 9", out)
+            local cost = traffic() - t1 - (t1 - t0)
+            assert.is_true(cost > 0 and cost < 10 * 200, cost .. " bytes for 10 asks")
+        end)
+
+        -- { name, stored value or nil, expected result as printed, value_max }
+        local cases = {
+            { "a hit", "1", "1" },
+            { "a miss", nil, "false" },
+            { "an empty value", "", "" },
+            { "a value holding CRLF MN CRLF", "a\r\nMN\r\nEN\r\nb", "a\r\nMN\r\nEN\r\nb" },
+            { "a 100 KB value (several reads) under a raised value_max",
+              string.rep("0123456789", 10240), nil, 200000 },
+            { "a 2 KB value over the default value_max: refused, kind value",
+              string.rep("x", 2048), "nil-value" },
+        }
+        for i, c in ipairs(cases) do
+            it("get_meta returns " .. c[1], function()
+                local key = "meta:case:" .. i
+                if c[2] then
+                    mc:set(key, c[2])
+                end
+                local offset = #mc:log()
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                          value_max = ]] .. (c[4] or 1024) .. [[ }))
+                    local v, err, kind = client:get_meta("]] .. key .. [[")
+                    if v == nil then return "nil-" .. kind end
+                    return tostring(v)
+                ]])
+                assert.is_true(out == (c[3] or c[2]), out:sub(1, 200))
+                assert.same({ "mg " .. key .. " v" }, meta_lines_since(mc, offset))
+            end)
+        end
+
+        it("get_meta and meta_cas refuse an invalid key and send nothing", function()
+            local offset = #mc:log()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                return select(3, client:get_meta("a b")) .. " " .. select(3, client:meta_cas("x\r\nmn"))
+            ]])
+            assert.equal("key key", out)
+            assert.same({}, meta_lines_since(mc, offset))
+        end)
+
+        it("get_multi_meta: one pipeline per server, the results of get_multi", function()
+            mc:set_many({ ["mm:a"] = "1", ["mm:b"] = "", ["mm:c"] = "x y\r\nMN" })
+            local offset = #mc:log()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local keys = { "mm:a", "mm:missing", "mm:b", "mm:c" }
+                local function dump(t)
+                    local ks, o = {}, {}
+                    for k in pairs(t) do ks[#ks + 1] = k end
+                    table.sort(ks)
+                    for _, k in ipairs(ks) do
+                        local v = t[k]
+                        if type(v) == "table" then
+                            v = v.value .. "|" .. tostring(v.flags) .. "|" .. tostring(v.cas)
+                        end
+                        o[#o + 1] = string.format("%q=%q", k, v)
+                    end
+                    return table.concat(o, " ")
+                end
+                local a, fa, ea = client:get_multi_meta(keys)
+                local b = client:get_multi(keys)
+                local c = client:get_multi_meta(keys, { cas = true })
+                local d = client:get_multi(keys, { cas = true })
+                return tostring(dump(a) == dump(b)) .. " " .. tostring(dump(c) == dump(d)) .. " "
+                       .. tostring(fa) .. " " .. tostring(ea) .. "\n" .. dump(a)
+            ]])
+            assert.equal(('true true nil nil\n"mm:a"="1" "mm:b"="" "mm:c"=%q'):format("x y\r\nMN"), out)
+            assert.same({ "mg mm:a v q O0", "mg mm:missing v q O1", "mg mm:b v q O2",
+                          "mg mm:c v q O3", "mn",
+                          "mg mm:a v f c q O0", "mg mm:missing v f c q O1", "mg mm:b v f c q O2",
+                          "mg mm:c v f c q O3", "mn" }, meta_lines_since(mc, offset))
+        end)
+
+        -- the failures get meets, met the same way (one deadline, the breaker)
+        for _, call in ipairs({ "meta_cas", "get_meta" }) do
+            it(call .. ": hung, kind timeout after about the timeout", function()
+                mc2:signal("STOP")
+                finally(function() mc2:signal("CONT") end)
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC2",
+                                                          timeout = 50 }))
+                    ngx.update_time()
+                    local t0 = ngx.now()
+                    local v, err, kind = client:]] .. call .. [[("k")
+                    ngx.update_time()
+                    return kind .. " " .. (ngx.now() - t0)
+                ]])
+                local kind, elapsed = out:match("^(%S+) ([%d.]+)$")
+                assert.equal("timeout", kind)
+                assert.is_true(tonumber(elapsed) >= 0.04 and tonumber(elapsed) < 0.3, out)
+            end)
+
+            it(call .. ": refused, kind network, then the breaker opens", function()
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$DOWN",
+                        breaker_failures = 2, breaker_cooldown = 5 }))
+                    local kinds = {}
+                    for i = 1, 3 do
+                        kinds[i] = select(3, client:]] .. call .. [[("k"))
+                    end
+                    return table.concat(kinds, " ")
+                ]])
+                assert.equal("network network down", out)
+            end)
+
+            it(call .. ": garbage, kind protocol", function()
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$GARBAGE" }))
+                    local v, err, kind = client:]] .. call .. [[("k")
+                    return kind .. ": " .. err
+                ]])
+                assert.truthy(out:find("^protocol: reply from"), out)
+            end)
+
+            it(call .. ": reuses pooled connections", function()
+                local before = stat(mc, "total_connections")
+                local out = eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                    for i = 1, 50 do
+                        assert(client:]] .. call .. [[("k" .. i) ~= nil)
+                    end
+                    return "ok"
+                ]])
+                assert.equal("ok", out)
+                assert.is_true(stat(mc, "total_connections") - before <= 3)
+            end)
+        end
+
+        it("get_meta and meta_cas stay JIT-compiled once warm: no trace aborts", function()
+            mc:set("meta:jit", "1")
+            local log = harness.tmpdir() .. "/jit.log"
+            local out = eval([[
+                local jit_v = require "jit.v"
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local function round(i)
+                    local n = client:get_meta("meta:jit") == "1" and 1 or 0
+                    -- a hit and a miss in turn
+                    return n + (client:meta_cas(i % 2 == 0 and "meta:jit" or "meta:none") and 1 or 0)
+                end
+                for i = 1, 300 do round(i) end
+                jit_v.on("]] .. log .. [[")
+                local n = 0
+                for i = 1, 3000 do n = n + round(i) end
+                jit_v.off()
+                return n
+            ]])
+            assert.equal("4500", out)
+            local f = assert(io.open(log))
+            local text = f:read("*a")
+            f:close()
+            for line in text:gmatch("[^\n]+") do
+                assert.is_nil(line:find("^%[TRACE %-%-%-.*memcached%.lua")
+                              or line:find("^%[TRACE %-%-%-.*ffi%.lua"), line)
+            end
+        end)
+
+        describe("a server without it (fake-mc: ERROR to mg and mn)", function()
+            -- each test its own fake server: what the worker remembers is per server
+            local function fake_eval(code)
+                local fake = harness.fake_memcached({ mode = "valid", keys = { "present" },
+                                                      value = "v1" })
+                finally(function() fake:destroy() end)
+                local log0 = #nginx:error_log()
+                local out = eval(code:gsub("%$FAKE", tostring(fake.port)))
+                local _, warned = nginx:error_log():sub(log0 + 1)
+                    :gsub("does not speak the meta protocol", "")
+                return out, fake, warned
+            end
+
+            it("meta_cas and get_meta fall back to gets and get, refused once, logged once", function()
+                local out, fake, warned = fake_eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local r = {}
+                    for _ = 1, 3 do
+                        r[#r + 1] = tostring(client:meta_cas("present"))
+                        r[#r + 1] = tostring(client:meta_cas("absent"))
+                        r[#r + 1] = tostring(client:get_meta("present"))
+                        r[#r + 1] = tostring(client:get_meta("absent"))
+                    end
+                    -- remembered for the worker, not the client; gets brought the value
+                    local other = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local cas, value = other:meta_cas("present")
+                    r[#r + 1] = cas .. "|" .. value
+                    return table.concat(r, " ")
+                ]])
+                assert.equal(string.rep("42 false v1 false ", 3) .. "42|v1", out)
+                assert.equal(1, fake:count("refused"))
+                assert.equal(7, fake:count("gets"))
+                assert.equal(6, fake:count("get"))
+                assert.equal(1, warned)
+            end)
+
+            it("meta_cas's gets is bounded by value_max, or by max_bytes when given", function()
+                local out = fake_eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE",
+                                                          value_max = 1 }))
+                    local a, err, kind = client:meta_cas("present")
+                    local cas, value = client:meta_cas("present", { max_bytes = 1000 })
+                    return tostring(a) .. " " .. kind .. " " .. cas .. "|" .. value
+                ]])
+                assert.equal("nil value 42|v1", out)
+            end)
+
+            it("get_multi_meta falls back to one get per server, with cas to gets", function()
+                local out, fake, warned = fake_eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local a, fa = client:get_multi_meta({ "present", "absent" })
+                    local b = client:get_multi_meta({ "present", "absent" }, { cas = true })
+                    return tostring(a.present) .. " " .. tostring(a.absent) .. " " .. tostring(fa)
+                           .. " " .. b.present.value .. "|" .. b.present.cas
+                ]])
+                assert.equal("v1 nil nil v1|42", out)
+                -- one pipeline refused: 2 mg and the mn
+                assert.equal(3, fake:count("refused"))
+                assert.equal(1, fake:count("get"))
+                assert.equal(1, fake:count("gets"))
+                assert.equal(1, warned)
+            end)
+        end)
     end)
 
     it("leaves error.log free of global-variable warnings, alerts and crits", function()

@@ -1,6 +1,9 @@
 -- gray.metrics: Prometheus counters summed over the workers through a
--- shared dict, scraped from a real nginx with two workers while requests
--- come in; and off (nothing counted, nothing broken) without the dict.
+-- shared dict, scraped from a real nginx while requests come in; a page that
+-- answers from every worker (also one that routed nothing, and after a
+-- reload); counts kept over a reload; a full dict that keeps its series and
+-- says so; hostile label values; and off (nothing counted, nothing broken)
+-- without the dict. Every page is checked against the exposition format.
 
 local harness = require "helpers.harness"
 
@@ -9,7 +12,8 @@ local ROUTER = [[
         local r = package.loaded.spec_metrics_router
         if not r then
             r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                                             targets = { v2 = "@v2" } }))
+                                             targets = { v2 = "@v2" },
+                                             refresh_interval = 0.2 }))
             package.loaded.spec_metrics_router = r
         end
         return r:exec()
@@ -21,9 +25,24 @@ local function servers(with_metrics)
       server {
         listen 127.0.0.1:$PORT;
         location / { ]] .. ROUTER .. [[ }
+        location = /slow {
+            # counts a decision 0.5 s after it came, its worker's counting
+            # started before (?early) or after (?late) that wait
+            content_by_lua_block {
+                local m = require "gray.metrics"
+                if ngx.var.args == "early" then
+                    assert(m.enable("gray_metrics"))
+                end
+                ngx.sleep(0.5)
+                assert(m.enable("gray_metrics"))
+                m.decision("@server_test", { ["@server_test"] = "1" }, "ip", "cache")
+                ngx.say("counted")
+            }
+        }
         location = /metrics {
             content_by_lua_block { require("gray.metrics").render() }
         }
+        ]] .. harness.EVAL_LOCATION .. [[
         location @server      { return 200 "stable\n"; }
         location @server_test { return 200 "gray\n"; }
         location @v2          { return 200 "v2\n"; }
@@ -43,12 +62,210 @@ local function total(text, name, filter)
     return sum
 end
 
+-- Whether s is valid UTF-8 (RFC 3629: no overlong form, no surrogate,
+-- nothing above U+10FFFF); false and the offset of the first bad byte.
+local function utf8_valid(s)
+    local i, n = 1, #s
+    while i <= n do
+        local c = s:byte(i)
+        local len, min
+        if c < 0x80 then
+            len = 1
+        elseif c >= 0xC2 and c <= 0xDF then
+            len, min = 2, 0x80
+        elseif c >= 0xE0 and c <= 0xEF then
+            len, min = 3, 0x800
+        elseif c >= 0xF0 and c <= 0xF4 then
+            len, min = 4, 0x10000
+        else
+            return false, i
+        end
+        if len > 1 then
+            if i + len - 1 > n then
+                return false, i
+            end
+            local cp = c % 2 ^ (7 - len)
+            for j = i + 1, i + len - 1 do
+                local b = s:byte(j)
+                if b < 0x80 or b > 0xBF then
+                    return false, j
+                end
+                cp = cp * 64 + (b - 0x80)
+            end
+            if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
+                return false, i
+            end
+        end
+        i = i + len
+    end
+    return true
+end
+
+-- A sample value as the text format has it: a Go float, NaN, +Inf or -Inf.
+local function valid_value(v)
+    if v == "NaN" or v == "+Inf" or v == "-Inf" then
+        return true
+    end
+    local m, e = v:match("^[+-]?([%d.]+)(.*)$")
+    return m ~= nil and m:find("%d") ~= nil and not m:find("%..*%.")
+           and (e == "" or e:match("^[eE][+-]?%d+$") ~= nil)
+end
+
+-- The labels of a sample from s's "{" at i: a table and the offset after
+-- "}", or nil, what is wrong. Escapes: \\, \" and \n only.
+local function parse_labels(s, i)
+    local labels = {}
+    i = i + 1
+    if s:sub(i, i) == "}" then
+        return labels, i + 1
+    end
+    while true do
+        local name, j = s:match('^([%a_][%w_]*)="()', i)
+        if not name then
+            return nil, "bad label name at " .. i
+        end
+        if labels[name] then
+            return nil, "label " .. name .. " twice"
+        end
+        i = j
+        local buf = {}
+        while true do
+            local c = s:sub(i, i)
+            if c == "" then
+                return nil, "unterminated label value"
+            elseif c == '"' then
+                i = i + 1
+                break
+            elseif c == "\\" then
+                local e = s:sub(i + 1, i + 1)
+                if e == "\\" or e == '"' then
+                    buf[#buf + 1] = e
+                elseif e == "n" then
+                    buf[#buf + 1] = "\n"
+                else
+                    return nil, "bad escape \\" .. e
+                end
+                i = i + 2
+            elseif c:find("%c") then
+                return nil, ("control byte %d in a label value"):format(c:byte())
+            else
+                buf[#buf + 1] = c
+                i = i + 1
+            end
+        end
+        labels[name] = table.concat(buf)
+        local c = s:sub(i, i)
+        if c == "}" then
+            return labels, i + 1
+        elseif c ~= "," then
+            return nil, "',' or '}' expected at " .. i
+        end
+        i = i + 1
+    end
+end
+
+-- The text exposition format 0.0.4, as `promtool check metrics` checks it
+-- (Debian 12 has promtool only in the 96 MB prometheus package): valid
+-- UTF-8; HELP and TYPE at most once per name, TYPE before its samples;
+-- metric and label names, label values with their escapes, and values;
+-- each name's samples together; no series twice; counters end in _total,
+-- nothing else does, and count up from 0. Returns the problems found.
+local TYPES = { counter = true, gauge = true, histogram = true, summary = true, untyped = true }
+local function exposition_problems(text)
+    local problems = {}
+    local function bad(n, msg)
+        problems[#problems + 1] = "line " .. n .. ": " .. msg
+    end
+    local ok, at = utf8_valid(text)
+    if not ok then
+        bad(select(2, text:sub(1, at):gsub("\n", "")) + 1, "not UTF-8 at byte " .. at)
+    end
+    if text ~= "" and text:sub(-1) ~= "\n" then
+        bad(0, "no newline at the end")
+    end
+    local typed, helped, done, series = {}, {}, {}, {}
+    local current
+    local n = 0
+    for line in text:gmatch("([^\n]*)\n") do
+        n = n + 1
+        if line:find("^#") then
+            local what, name, rest = line:match("^# (%u+) ([%a_:][%w_:]*) ?(.*)$")
+            if what == "TYPE" then
+                if typed[name] or done[name] or name == current then
+                    bad(n, "TYPE of " .. name .. " again or after its samples")
+                elseif not TYPES[rest] then
+                    bad(n, "unknown type " .. rest)
+                end
+                typed[name] = rest
+            elseif what == "HELP" then
+                if helped[name] then
+                    bad(n, "HELP of " .. name .. " twice")
+                end
+                helped[name] = true
+            end
+        elseif line ~= "" then
+            local name, i = line:match("^([%a_:][%w_:]*)()")
+            if not name then
+                bad(n, "no metric name: " .. line)
+            else
+                local labels, after = {}, i
+                if line:sub(i, i) == "{" then
+                    labels, after = parse_labels(line, i)
+                end
+                if not labels then
+                    bad(n, after .. ": " .. line)
+                else
+                    local value = line:sub(after):match("^ (%S+)$")
+                                  or line:sub(after):match("^ (%S+) %-?%d+$")
+                    if not value or not valid_value(value) then
+                        bad(n, "bad value: " .. line)
+                    end
+                    if name ~= current then
+                        if done[name] then
+                            bad(n, name .. "'s samples are not together")
+                        end
+                        if current then
+                            done[current] = true
+                        end
+                        current = name
+                    end
+                    local kind = typed[name]
+                    if kind == "counter" and (not name:find("_total$")
+                                              or (value and tonumber(value) and tonumber(value) < 0)) then
+                        bad(n, "a counter named without _total or below 0: " .. line)
+                    elseif kind and kind ~= "counter" and name:find("_total$") then
+                        bad(n, "a " .. kind .. " named _total: " .. line)
+                    end
+                    local names = {}
+                    for k, v in pairs(labels) do
+                        names[#names + 1] = k .. "=" .. v
+                    end
+                    table.sort(names)
+                    local id = name .. "\0" .. table.concat(names, "\0")
+                    if series[id] then
+                        bad(n, "series twice: " .. line)
+                    end
+                    series[id] = true
+                end
+            end
+        end
+    end
+    return problems
+end
+
+-- Asserts that a page is valid exposition text; returns it.
+local function valid_page(text)
+    assert.same({}, exposition_problems(text), text)
+    return text
+end
+
 local function batch(nginx, n, ip)
     return nginx:batch("/", n, { "X-Real-IP: " .. ip })
 end
 
 -- Scrapes the page until pred(text) holds (each worker flushes its counts
--- every second); returns the last text, whether or not it came.
+-- every FLUSH s); returns the last text, whether or not it came, once
+-- checked against the format.
 local function scrape_until(nginx, pred)
     local text
     for _ = 1, 100 do
@@ -58,8 +275,50 @@ local function scrape_until(nginx, pred)
         end
         harness.sleep(0.05)
     end
-    return text
+    return valid_page(text)
 end
+
+-- The flush interval of the specs (1 s by default): a page is complete
+-- FLUSH s after the requests, so the specs do not wait whole seconds.
+local FLUSH = 0.1
+local function http(dict, flush)
+    return "lua_shared_dict gray_metrics " .. dict .. ";\n"
+           .. "init_by_lua_block { require('gray.metrics').configure({ flush_interval = "
+           .. (flush or FLUSH) .. " }) }"
+end
+
+describe("the exposition checker of this spec", function()
+    it("passes a good page and flags each fault", function()
+        local good = '# HELP a_total x\n# TYPE a_total counter\na_total{k="v\\\\x\\"\\n\xc3\xa9"} 1\n'
+                     .. '# TYPE b gauge\nb 0.125\nb{k="1"} -1e-05\nb{k="2"} NaN\nc{} +Inf 123\n'
+        assert.same({}, exposition_problems(good))
+        local bad = {
+            'a{k="\xff"} 1\n',                      -- not UTF-8
+            'a{k="\xc0\xaf"} 1\n',                  -- overlong
+            'a{k="\xed\xa0\x80"} 1\n',              -- surrogate
+            'a{k="\xe6\x97"} 1\n',                  -- cut short
+            'a{k="x\\q"} 1\n',                      -- bad escape
+            'a{k="x\ry"} 1\n',                      -- control byte
+            'a{k="x} 1\n',                          -- unterminated
+            'a{1k="x"} 1\n',                        -- label name
+            'a{k="x",k="y"} 1\n',                   -- label twice
+            'a{k="x"} 1\na{k="x"} 2\n',             -- series twice
+            '1a 1\n',                               -- metric name
+            'a 0x10\n', 'a 1.2.3\n', 'a\n', 'a 1 x\n',   -- values
+            'a 1\nb 1\na 2\n',                      -- apart
+            'a 1\n# TYPE a gauge\n',                -- TYPE after samples
+            '# TYPE a gauge\n# TYPE a gauge\na 1\n',
+            '# TYPE a foo\na 1\n',
+            '# TYPE a counter\na 1\n',              -- counter without _total
+            '# TYPE a_total gauge\na_total 1\n',    -- gauge with _total
+            '# TYPE a_total counter\na_total -1\n',
+            'a 1',                                  -- no final newline
+        }
+        for i, page in ipairs(bad) do
+            assert.is_true(#exposition_problems(page) > 0, "case " .. i .. ": " .. page)
+        end
+    end)
+end)
 
 describe("gray.metrics", function()
     local mc, nginx
@@ -67,8 +326,7 @@ describe("gray.metrics", function()
     setup(function()
         mc = harness.memcached()
         mc:set_many({ ["203.0.113.60"] = "1", ["203.0.113.61"] = "v2" })
-        nginx = harness.nginx({ memcached_port = mc.port, workers = 2,
-                                http = "lua_shared_dict gray_metrics 1m;",
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 2, http = http("1m"),
                                 servers = (servers(true)) })
     end)
 
@@ -120,7 +378,7 @@ describe("gray.metrics", function()
     it("shows each list's version, entries and the percentage in use", function()
         mc:set("gray:ranges", "198.51.100.0/24\n2001:db8::/32 v2\n192.0.2.7\n")
         mc:set("gray:percent", "12.5")
-        -- the routers refresh their lists every 2 s once they have served
+        -- the routers refresh their lists every 0.2 s once they have served
         nginx:get("/", { headers = { ["X-Real-IP"] = "192.0.2.1" } })
         local function gauge(text, name, key)
             return tonumber(text:match("\n" .. name .. '{key="' .. key:gsub("%p", "%%%0")
@@ -130,11 +388,11 @@ describe("gray.metrics", function()
         -- once-a-second flush
         local text = scrape_until(nginx, function(t)
             return gauge(t, "gray_list_entries", "gray:ranges")
-                   and gauge(t, "gray_percent", "gray:percent")
+                   and gauge(t, "gray_sticky_ratio", "gray:percent")
                    and total(t, "gray_list_compiles_total", 'key="gray:ranges"') >= 1
         end)
         assert.equal(3, gauge(text, "gray_list_entries", "gray:ranges"), text)
-        assert.equal(12.5, gauge(text, "gray_percent", "gray:percent"), text)
+        assert.equal(0.125, gauge(text, "gray_sticky_ratio", "gray:percent"), text)
         -- the version is the CAS of the copy compiled
         local cas = tonumber(mc:cmd("gets gray:ranges\r\n"):match("^VALUE %S+ %d+ %d+ (%d+)"))
         assert.is_number(cas)
@@ -152,11 +410,11 @@ describe("gray.metrics", function()
         mc:cmd("delete gray:ranges\r\ndelete gray:percent\r\n")
         text = scrape_until(nginx, function(t)
             return gauge(t, "gray_list_entries", "gray:ranges") == 0
-                   and gauge(t, "gray_percent", "gray:percent") == 0
+                   and gauge(t, "gray_sticky_ratio", "gray:percent") == 0
         end)
         assert.equal(0, gauge(text, "gray_list_entries", "gray:ranges"), text)
         assert.equal(0, gauge(text, "gray_list_version", "gray:ranges"), text)
-        assert.equal(0, gauge(text, "gray_percent", "gray:percent"), text)
+        assert.equal(0, gauge(text, "gray_sticky_ratio", "gray:percent"), text)
     end)
 
     it("counts memcached errors by kind and shows the breaker", function()
@@ -172,6 +430,97 @@ describe("gray.metrics", function()
         end)
         assert.truthy(total(text, "gray_memcached_errors_total", 'kind="timeout"') >= 1, text)
         assert.truthy(total(text, "gray_decisions_total", 'reason="store-') >= 1, text)
+    end)
+
+    -- label value sent -> what the page shows between the quotes: valid
+    -- UTF-8 kept, \\, \" and \n escaped, any other byte that is not valid
+    -- UTF-8 (or a control byte) written as the text \xNN
+    local LABELS = {
+        { "plain", "plain" },
+        { 'q"uote', 'q\\"uote' },
+        { "back\\slash", "back\\\\slash" },
+        { "new\nline", "new\\nline" },
+        { "caf\xc3\xa9", "caf\xc3\xa9" },                        -- é
+        { "\xe6\x97\xa5\xe6\x9c\xac", "\xe6\x97\xa5\xe6\x9c\xac" },  -- 日本
+        { "smile\xf0\x9f\x98\x80", "smile\xf0\x9f\x98\x80" },    -- U+1F600
+        { "bad\xff", "bad\\\\xff" },
+        { "lone\x80", "lone\\\\x80" },
+        { "cut\xc3", "cut\\\\xc3" },
+        { "cut3\xe6\x97", "cut3\\\\xe6\\\\x97" },
+        { "overlong\xc0\xaf", "overlong\\\\xc0\\\\xaf" },
+        { "overlong3\xe0\x80\xaf", "overlong3\\\\xe0\\\\x80\\\\xaf" },
+        { "surrogate\xed\xa0\x80", "surrogate\\\\xed\\\\xa0\\\\x80" },
+        { "big\xf4\x90\x80\x80", "big\\\\xf4\\\\x90\\\\x80\\\\x80" },
+        { "\xff\xfe", "\\\\xff\\\\xfe" },
+        { "cr\rnul\0tab\tdel\127", "cr\\\\x0dnul\\\\x00tab\\\\x09del\\\\x7f" },
+        { 'all\xff"\\\n\xc3\xa9', 'all\\\\xff\\"\\\\\\n\xc3\xa9' },
+    }
+
+    it("makes every label value valid UTF-8 and the page valid", function()
+        -- straight through the module: the router may refuse such names
+        -- before they reach it, list keys and servers come from elsewhere
+        local code = { 'local m = require "gray.metrics"', 'assert(m.enable("gray_metrics"))' }
+        for i, case in ipairs(LABELS) do
+            local v = ("%q"):format(case[1]):gsub("\\\n", "\\n"):gsub("\r", "\\r")
+            code[#code + 1] = ('m.decision("@h%d", { ["@h%d"] = %s }, "ip", "memcached")')
+                              :format(i, i, v)
+            code[#code + 1] = ('m.set("gray_list_entries", { key = %s }, %d)'):format(v, i)
+        end
+        code[#code + 1] = "return m.text()"
+        local text = valid_page(nginx:eval(table.concat(code, "\n")))
+        for i, case in ipairs(LABELS) do
+            local want = case[2]
+            assert.truthy(text:find('gray_decisions_total{target="' .. want
+                                    .. '",reason="ip",source="memcached"} 1\n', 1, true),
+                          "target " .. i .. ": " .. text)
+            assert.truthy(text:find('gray_list_entries{key="' .. want .. '"} ' .. i .. "\n",
+                                    1, true), "key " .. i .. ": " .. text)
+        end
+        -- and so is every page scraped from any worker
+        for _ = 1, 4 do
+            valid_page(nginx:get("/metrics").body)
+        end
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+
+    it("writes values as the format has them: integers in full, NaN, +Inf, -Inf", function()
+        local text = valid_page(nginx:eval([[
+            local m = require "gray.metrics"
+            assert(m.enable("gray_metrics"))
+            for key, v in pairs({ big = 2 ^ 52 + 1, e15 = 1e15, neg = -3, ratio = 0.125,
+                                  nan = 0 / 0, inf = math.huge, ninf = -math.huge }) do
+                m.set("gray_list_version", { key = "v-" .. key }, v)
+            end
+            return m.text()
+        ]]))
+        for key, shown in pairs({ big = "4503599627370497", e15 = "1000000000000000",
+                                  neg = "-3", ratio = "0.125", nan = "NaN", inf = "+Inf",
+                                  ninf = "-Inf" }) do
+            assert.truthy(text:find('\ngray_list_version{key="v-' .. key .. '"} ' .. shown .. "\n",
+                                    1, true), key .. ": " .. text)
+        end
+    end)
+
+    it("names its series as Prometheus does: base units, ratios, _total counters", function()
+        local text = scrape_until(nginx, function(t)
+            return t:find("gray_list_compile_seconds", 1, true) ~= nil
+        end)
+        local types = {}
+        for name, kind in text:gmatch("# TYPE (%S+) (%S+)") do
+            types[name] = kind
+        end
+        assert.equal("counter", types.gray_decisions_total, text)
+        assert.equal("counter", types.gray_metrics_dropped_total, text)
+        assert.equal("gauge", types.gray_list_compile_seconds, text)
+        for name, kind in pairs(types) do
+            assert.equal(kind == "counter", name:find("_total$") ~= nil, name)
+            -- no unit other than the base ones, no percentage
+            assert.falsy(name:find("_ms$") or name:find("_milliseconds$") or name:find("percent"),
+                         name)
+        end
+        for v in text:gmatch('\ngray_sticky_ratio{[^}]*} (%S+)') do
+            assert.truthy(tonumber(v) >= 0 and tonumber(v) <= 1, text)
+        end
     end)
 end)
 
@@ -195,5 +544,130 @@ describe("gray.metrics without the shared dict", function()
         assert.equal(200, page.status)
         assert.truthy(page.body:find("metrics are off", 1, true), page.body)
         assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
+
+describe("gray.metrics over a reload", function()
+    local mc, nginx
+    local N = 1000
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("203.0.113.60", "1")
+        -- a flush every 60 s: within the spec, counts reach the dict only
+        -- from a scrape of the worker that holds them, or when it exits
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 4, http = http("1m", 60),
+                                servers = (servers(true)) })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("answers from every worker, routed or not, and loses no count", function()
+        -- no worker has routed yet: all 20 scrapes answer from the dict
+        for i = 1, 20 do
+            local page = nginx:get("/metrics")
+            assert.equal(200, page.status)
+            assert.falsy(page.body:find("metrics are off", 1, true), "scrape " .. i)
+            assert.truthy(page.body:find("\ngray_metrics_dropped_total 0\n", 1, true),
+                          "scrape " .. i .. ": " .. page.body)
+            valid_page(page.body)
+        end
+        -- N requests on one connection, so one worker holds them, unflushed
+        assert.equal(N .. " 200", batch(nginx, N, "203.0.113.60"))
+        local pid = nginx:pid()
+        nginx:reload()
+        assert.equal(pid, nginx:pid())
+        -- the old workers flush as they exit; every new worker's page has them
+        local text = scrape_until(nginx, function(t)
+            return total(t, "gray_decisions_total") >= N
+        end)
+        assert.equal(N, total(text, "gray_decisions_total", 'target="1",reason="ip"'), text)
+        for i = 1, 20 do
+            local page = nginx:get("/metrics")
+            assert.equal(200, page.status)
+            assert.equal(N, total(valid_page(page.body), "gray_decisions_total"),
+                         "scrape " .. i .. ": " .. page.body)
+        end
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+
+    it("counts what requests in flight count after their worker's last flush", function()
+        local before = total(nginx:get("/metrics").body, "gray_decisions_total")
+        for _, when in ipairs({ "early", "late" }) do
+            harness.sh("(curl -s http://127.0.0.1:" .. nginx.port .. "/slow?" .. when .. " >"
+                       .. nginx.dir .. "/" .. when .. ".out 2>&1) >/dev/null 2>&1 & true")
+        end
+        harness.sleep(0.2)          -- they are in, waiting
+        nginx:reload()              -- their workers flush, then wait for them
+        local text = scrape_until(nginx, function(t)
+            return total(t, "gray_decisions_total") >= before + 2
+        end)
+        assert.equal("counted\n", harness.read_file(nginx.dir .. "/early.out"))
+        assert.equal("counted\n", harness.read_file(nginx.dir .. "/late.out"))
+        assert.equal(before + 2, total(text, "gray_decisions_total"), text)
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
+
+describe("gray.metrics with a full dict", function()
+    local nginx
+
+    setup(function()
+        nginx = harness.nginx({ workers = 1, http = http("32k"), servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location = /metrics {
+                content_by_lua_block { require("gray.metrics").render() }
+            }
+            ]] .. harness.EVAL_LOCATION .. [[
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+    end)
+
+    -- counts one decision for each of targets prefix..from to prefix..to,
+    -- sets the gauge g{key="k"} to gauge; returns the page
+    local function count(prefix, from, to, gauge)
+        return nginx:eval(([[
+            local m = require "gray.metrics"
+            assert(m.enable("gray_metrics"))
+            for i = %d, %d do
+                m.decision("@%s" .. i, { ["@%s" .. i] = "%s" .. i }, "ip", "memcached")
+            end
+            m.set("gray_list_entries", { key = "%s" }, %d)
+            return m.text()
+        ]]):format(from, to, prefix, prefix, prefix, gauge and "k" or prefix, gauge or 1))
+    end
+
+    it("keeps the series it has, counts and logs what it cannot take", function()
+        local A = 10
+        local text = valid_page(count("a", 1, A, 1))
+        for i = 1, A do
+            assert.equal(1, total(text, "gray_decisions_total", '"a' .. i .. '"'), text)
+        end
+        assert.equal("0", text:match("\ngray_metrics_dropped_total (%d+)\n"), text)
+        -- 300 more series do not fit in 32k
+        text = valid_page(count("b", 1, 300))
+        local dropped = tonumber(text:match("\ngray_metrics_dropped_total (%d+)\n"))
+        assert.truthy(dropped and dropped > 0, text)
+        -- the first series are all there and still count; the gauge is set
+        text = valid_page(count("a", 1, A, 5))
+        for i = 1, A do
+            assert.equal(2, total(text, "gray_decisions_total", '"a' .. i .. '"'), text)
+        end
+        assert.truthy(text:find('\ngray_list_entries{key="k"} 5\n', 1, true), text)
+        -- a new series is refused again, counted, and not logged again
+        text = valid_page(count("c", 1, 50))
+        assert.truthy(tonumber(text:match("\ngray_metrics_dropped_total (%d+)\n")) > dropped, text)
+        local log = nginx:error_log()
+        local _, lines = log:gsub("lua_shared_dict gray_metrics is full", "")
+        assert.truthy(lines >= 1 and lines <= 2, log)
+        assert.same({}, harness.bad_log_lines(log))
     end)
 end)

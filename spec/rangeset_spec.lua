@@ -151,8 +151,12 @@ local cases = {
       rep("1", 100000) .. "\n10.0.0.1 " .. rep("x", 100000) .. "\n" .. rep(" ", 100000)
       .. "10.0.0.2 v3" .. rep("\t", 100000) .. "\n#" .. rep("#", 1000000) .. "\n"
       .. rep("1.", 50000) .. "\n",
-      { count = 1, bad = 2, unknown = 1, bad_lines = { 1, 5 }, unknown_lines = { 2 } },
+      { count = 1, bad = 3, unknown = 0, bad_lines = { 1, 2, 5 } },
       { { "10.0.0.1", nil }, { "10.0.0.2", 3 } } },
+    { "a name that is not a target name (over 64 bytes, 0) is a bad line",
+      "10.0.0.1 " .. rep("v", 65) .. "\n10.0.0.2 0\n10.0.0.3 " .. rep("v", 64) .. "\n",
+      { count = 0, bad = 2, unknown = 1, bad_lines = { 1, 2 }, unknown_lines = { 3 } },
+      { { "10.0.0.1", nil }, { "10.0.0.2", nil }, { "10.0.0.3", nil } } },
     { "an empty list", "",
       { count = 0, bad = 0, unknown = 0, lines = 0 },
       { { "10.0.0.1", nil }, { "::1", nil }, { "0.0.0.0", nil } } },
@@ -211,6 +215,10 @@ describe("new_rangeset arguments", function()
         { "a name with a NUL", "10.0.0.1", { "1", "v\0" } },
         { "a name with a high byte", "10.0.0.1", { "1", "v\200" } },
         { "a name that is a number", "10.0.0.1", { "1", 2 } },
+        { "the name 0", "10.0.0.1", { "1", "0" } },
+        { "a name of 65 bytes", "10.0.0.1", { "1", ("v"):rep(65) } },
+        { "an unknown index over 255", "10.0.0.1", { "1" }, 256 },
+        { "an unknown index that is not an integer", "10.0.0.1", { "1" }, 1.5 },
     }
     local many = {}
     for i = 1, 256 do
@@ -220,7 +228,7 @@ describe("new_rangeset arguments", function()
 
     for _, c in ipairs(bad) do
         it("refuses " .. c[1], function()
-            local set, err = new_rangeset(c[2], c[3])
+            local set, err = new_rangeset(c[2], c[3], c[4])
             assert.is_nil(set)
             assert.is_string(err)
         end)
@@ -233,6 +241,19 @@ describe("new_rangeset arguments", function()
         assert.equal(1, rangeset_find(set, "10.0.0.1"))
         assert.equal(1, rangeset_find(set, "10.0.0.3"))
         assert.same({ "1" }, set.names)
+    end)
+
+    it("gives lines naming an unknown target the unknown index, when given", function()
+        local set = assert(new_rangeset("10.0.0.0/8 v9\n10.1.0.0/16 v2\n10.1.2.0/24 x\n"
+                                        .. "10.2.0.0/16 v#2\n", { "1", "v2", "stable" }, 4))
+        assert.equal(4, set.count)
+        assert.equal(3, set.unknown)
+        assert.same({ 1, 3, 4 }, set.unknown_lines)
+        assert.equal(4, rangeset_find(set, "10.9.9.9"))
+        assert.equal(2, rangeset_find(set, "10.1.9.9"))
+        assert.equal(4, rangeset_find(set, "10.1.2.3"))
+        -- "v#2" is "v" and a comment: unknown too
+        assert.equal(4, rangeset_find(set, "10.2.0.1"))
     end)
 
     it("takes 255 names and finds the last of them", function()

@@ -4,7 +4,8 @@
 --
 -- Routers, built in the worker on first use from the CONF table below:
 --   rules     every rule at once (cache_ttl 0: memcached is asked each time)
---   forceall  the same with the override from any peer, in a cookie
+--   forceall  the same with the override in a cookie (spec/trust_spec.lua
+--             has who may use it)
 --   big       ranges only, against their own memcached (stopped in a case)
 --   quiet     identities and a cached address against a memcached that
 --             nothing else talks to and that logs every command line (-vv)
@@ -23,7 +24,7 @@ local INIT = [[
             memcached = "127.0.0.1:$MC", trusted = "127.0.0.1", targets = TARGETS,
             ids = "uid=cookie:uid, dev=header:X-Device-Id", lists = "dev",
             ranges_key = "t:rules:ranges", percent_key = "t:rules:percent",
-            force = "header:X-Gray", debug_header = "X-Gray-Debug",
+            force = "header:X-Gray", force_from = "10.0.0.0/8", debug_header = "X-Gray-Debug",
             refresh_interval = 0.5, cache_ttl = 0,
         }
         for k, v in pairs(extra or {}) do
@@ -33,7 +34,7 @@ local INIT = [[
     end
     local CONF = {
         rules = rules(),
-        forceall = rules({ force = "cookie:gray", force_untrusted = true }),
+        forceall = rules({ force = "cookie:gray", force_from = "10.0.0.0/8, 127.0.0.2" }),
         big = {
             memcached = "127.0.0.1:$MCL", trusted = "127.0.0.1", targets = TARGETS,
             ranges_key = "t:big", percent_key = false, refresh_interval = 0.5,
@@ -81,6 +82,7 @@ local SERVERS = [[
         set $gray_ranges_key "t:rules:ranges";
         set $gray_percent_key "t:rules:percent";
         set $gray_force "header:X-Gray";
+        set $gray_force_from "10.0.0.0/8";
         set $gray_debug_header "X-Gray-Debug";
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
@@ -260,8 +262,8 @@ describe("targeting through nginx and memcached", function()
               want = "v2", reason = "range" },
             { "range over percent", ip = "v2", pct = true,
               want = "v2", reason = "range" },
-            { "a range line naming an unknown target is skipped", ip = "v9",
-              want = "stable", reason = "default" },
+            { "a range line naming an unknown target sends to stable", ip = "v9", pct = true,
+              want = "stable", reason = "unknown-target" },
             { "percent by the first identity present (uid)", uid = true, dev = true, ip = "none",
               pct = true, want = "gray", reason = "percent" },
             { "percent by the first identity present (dev, no uid)", dev = true, ip = "none",
@@ -332,7 +334,7 @@ describe("targeting through nginx and memcached", function()
             mc:set_many(values)            -- one connection for them all
             request("/r/rules/", { ip = "10.9.0.1" })          -- starts the refresh
             wait_stats("rules", function(s)
-                return s.ranges == 3 and s.percent == PERCENT and s.lists.dev == #listed
+                return s.ranges == 4 and s.percent == PERCENT and s.lists.dev == #listed
             end, 5, "the rules router's lists")
         end)
 
@@ -354,7 +356,8 @@ describe("targeting through nginx and memcached", function()
             end
             assert.equal(1, #lines, log:sub(-3000))
             assert.truthy(lines[1]:find("2 bad lines (7, 8)", 1, true), lines[1])
-            assert.truthy(lines[1]:find("1 lines naming an unknown target (6)", 1, true), lines[1])
+            assert.truthy(lines[1]:find("1 lines naming an unknown target (6: their addresses go"
+                                        .. " to the stable location)", 1, true), lines[1])
         end)
 
         describe("several targets", function()
@@ -368,11 +371,12 @@ describe("targeting through nginx and memcached", function()
             end)
 
             it("sends an unknown name to stable and logs it once, not per request", function()
-                local ip = pick("10.9.201.%d", function(v) return not is_in(v) end)
+                local ip = pick("10.9.201.%d", function(v) return is_in(v) end)
                 mc:set(ip, "v9")
                 for _ = 1, 5 do
                     local status, body, debug = request("/r/rules/", { ip = ip })
-                    assert.same({ 200, "stable", "@server; default" }, { status, body, debug })
+                    assert.same({ 200, "stable", "@server; unknown-target" },
+                                { status, body, debug })
                 end
                 local log = nginx:error_log()
                 assert.equal(1, count(log, "the value of " .. ip:gsub("%.", "%%.")
@@ -381,7 +385,7 @@ describe("targeting through nginx and memcached", function()
         end)
 
         describe("the tester override", function()
-            it("counts from a trusted peer (127.0.0.1)", function()
+            it("counts from a client in force_from, through the trusted peer", function()
                 local ip = pick("10.9.202.%d", function(v) return not is_in(v) end)
                 mc:set(ip, "1")
                 local _, body, debug = request("/r/rules/", { ip = ip, force = "never" })
@@ -402,7 +406,7 @@ describe("targeting through nginx and memcached", function()
                 assert.equal(is_in("127.0.0.2") and "gray" or "stable", body)
             end)
 
-            it("counts from any peer with force_untrusted, here from a cookie", function()
+            it("counts from a peer in force_from, here from a cookie", function()
                 mc:set("127.0.0.2", "1")
                 local _, body, debug = request("/r/forceall/", { from = "127.0.0.2",
                                                                  cookie = "gray=never" })

@@ -7,15 +7,17 @@ set -eu
 
 pkgs_for() {
     case "$1" in
-    build) echo "gcc make libc6-dev libmemcached-dev" ;;
-    runtime) echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache" ;;
+    build) echo "gcc make libc6-dev libmemcached-dev libssl-dev" ;;
+    runtime) echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache libssl3" ;;
     rock)  echo "luarocks lua-resty-lrucache" ;;
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
-                 lua-resty-core lua-resty-lrucache memcached libmemcached-dev curl" ;;
+                 lua-resty-core lua-resty-lrucache memcached libmemcached-dev libssl-dev curl
+                 man-db groff-base bsdextrautils" ;;
     demo)  echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached wrk valgrind curl" ;;
+    bench-import) echo "memcached time" ;;
     fuzz)  echo "clang libclang-rt-14-dev" ;;
     *) echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
     esac

@@ -10,7 +10,9 @@
 --      /usr/share/lua/5.1 for resty.core and resty.lrucache, nothing else):
 --      every module under lua/ loads, each from TREE, and libgray.so too;
 --   4. a request through "content_by_lua_file TREE/.../gray/dep.lua" goes to
---      @server, and to @server_test for a client memcached marks gray.
+--      @server, and to @server_test for a client memcached marks gray;
+--   5. gray-admin is in TREE/bin and says the version, and its man page is in
+--      the rock's doc directory (luarocks doc), as written.
 --
 -- Prints a line per check; on a failure, says what and exits non-zero.
 
@@ -182,9 +184,24 @@ local function nginx_check(version, mc)
     check(ok, err)
 end
 
+--- 5. gray-admin and gray-admin.1 from the tree.
+local function admin_check(version)
+    local out, code = harness.sh(harness.quote(tree .. "/bin/gray-admin") .. " --version")
+    check(code == 0 and out == "gray-admin " .. version .. "\n",
+          tree .. "/bin/gray-admin --version: " .. out)
+    local man = harness.sh("find " .. harness.quote(tree) .. " -name gray-admin.1 -path '*/doc/*'")
+                       :match("^(%S+)\n$")
+    check(man, "gray-admin.1 is not in one doc directory of " .. tree)
+    check(read(man) == read("csrc/cli/gray-admin.1"), man .. " differs from csrc/cli/gray-admin.1")
+    check(read(man):find('\n%.TH GRAY%-ADMIN 1 %S+ "gray%-admin ' .. pattern_escape(version) .. '"'),
+          "csrc/cli/gray-admin.1's .TH line does not say gray-admin " .. version)
+    print("rock-check: " .. tree .. "/bin/gray-admin " .. version .. ", " .. man)
+end
+
 local function main()
     local version = luajit_check()
     version_check(version)
+    admin_check(version)
     local mc = harness.memcached()
     local ok, err = pcall(nginx_check, version, mc)
     mc:destroy()

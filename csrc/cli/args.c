@@ -38,6 +38,8 @@ int cli_id_name_ok(const char *name, size_t len)
 {
     if (len == 0 || len > CLI_ID_NAME_MAX)
         return 0;
+    if (len == 4 && memcmp(name, "gray", 4) == 0)
+        return 0;                   /* the router's own keys: gray:percent, gray:list:... */
     int past_f = 0;
     for (size_t i = 0; i < len; i++) {
         char c = name[i];
@@ -52,13 +54,7 @@ int cli_id_name_ok(const char *name, size_t len)
 
 int cli_target_ok(const char *s)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > CLI_TARGET_MAX || strcmp(s, "0") == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '#')
-            return 0;
-    return 1;
+    return gray_target_name_ok(s, strlen(s));
 }
 
 int cli_check_target(const char *target)
@@ -100,11 +96,22 @@ int cli_classify(const cli_opts_t *opts, const char *arg, cli_thing_t *t)
         return 0;
     }
     const char *colon = memchr(arg, ':', len);
+    if (colon && colon - arg == 4 && memcmp(arg, "gray", 4) == 0)
+        return cli_usage_error("'%s' is in the router's own key space: the identity name"
+                               " 'gray' is reserved", arg);
     if (colon && cli_id_name_ok(arg, (size_t)(colon - arg))) {
         size_t vl = len - (size_t)(colon - arg) - 1;
         if (vl == 0 || vl > CLI_ID_VALUE_MAX || !gray_mc_key_ok(colon + 1, vl))
             return cli_usage_error("'%s': an id value is 1 to 200 bytes without spaces or"
                                    " control bytes", arg);
+        /* never one of the router's list keys or their parts */
+        const char *own[] = { opts->ranges_key, opts->percent_key };
+        for (int k = 0; k < 2; k++) {
+            size_t ol = strlen(own[k]);
+            if (strncmp(arg, own[k], ol) == 0 && (arg[ol] == '\0' || arg[ol] == ':'))
+                return cli_usage_error("'%s' is the router's own key (ranges or percentage),"
+                                       " not an identity entry", arg);
+        }
         t->kind = CLI_THING_ID;
         memcpy(t->key, arg, len + 1);
         return 0;

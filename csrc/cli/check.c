@@ -10,109 +10,173 @@
 #include "cli.h"
 
 #define CHECK_IDS_MAX 4             /* identities a router keys on */
+#define CHECK_TARGETS_MAX 253       /* "1" and the names of --targets, as the router's
+                                       (with stable and the unknown-target index: 255) */
+#define CHECK_LISTS_MAX 4           /* names in --lists (identities) */
 
-/* A value that names a target ("1" or a name), or NULL for none: absent,
- * "" and "0" fall through to the next rule, as decision_of() takes them. */
-static const char *target_of(const cli_value_t *v)
+/* isspace() in the C locale: what Lua's %s matches in the router's patterns */
+static int lua_space(char c)
 {
-    if (v->value == NULL || v->len == 0 || (v->len == 1 && v->value[0] == '0'))
-        return NULL;
-    return v->value;
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
-/* The target an id list gives value, or NULL; into buf. */
-static const char *list_lookup(const char *text, size_t len, const char *value, char *buf,
-                               size_t cap)
+/* The router's target names, "1\n<targets...>\nstable", as its compiled
+ * ranges list numbers them (the unknown-target index comes after). */
+typedef struct check_names {
+    char text[(CHECK_TARGETS_MAX + 2) * (GRAY_TARGET_NAME_MAX + 1)];
+    size_t len;
+    uint32_t count;
+} check_names_t;
+
+static int names_has(const check_names_t *k, const char *name, size_t len)
 {
-    const char *found = NULL;
+    const char *p = k->text, *end = k->text + k->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        if ((size_t)(stop - p) == len && memcmp(p, name, len) == 0)
+            return 1;
+        p = stop + 1;
+    }
+    return 0;
+}
+
+static void names_add(check_names_t *k, const char *name, size_t len)
+{
+    if (k->len)
+        k->text[k->len++] = '\n';
+    memcpy(k->text + k->len, name, len);
+    k->len += len;
+    k->count++;
+}
+
+/* --targets as the router's $gray_targets: "name=location, ..." (or bare
+ * names), each a target name (gray_target_name_ok) other than "stable".
+ * 0, or EXIT_USAGE (printed). */
+static int parse_targets(const char *spec, check_names_t *k)
+{
+    k->len = 0;
+    k->count = 0;
+    names_add(k, "1", 1);
+    const char *p = spec;
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        const char *stop = comma ? comma : p + strlen(p);
+        while (p < stop && lua_space(*p))
+            p++;
+        const char *n0 = p;
+        while (p < stop && !lua_space(*p) && *p != '=')
+            p++;
+        size_t nl = (size_t)(p - n0);
+        char name[GRAY_TARGET_NAME_MAX + 2];
+        snprintf(name, sizeof name, "%.*s", (int)(nl < sizeof name - 1 ? nl : sizeof name - 1),
+                 n0);
+        if (nl == 6 && memcmp(n0, "stable", 6) == 0)
+            return cli_usage_error("--targets names '%s', which is reserved (a value 'stable'"
+                                   " pins a client to the stable location)", "stable");
+        if (nl > 0 && !gray_target_name_ok(n0, nl))
+            return cli_usage_error("--targets names '%s', which is not a target name (1 to 64"
+                                   " printable ASCII bytes without '#', not 0)", name);
+        if (nl > 0 && !names_has(k, n0, nl)) {
+            if (k->count >= CHECK_TARGETS_MAX)
+                return cli_usage_error("%s", "--targets has more than 252 names");
+            names_add(k, n0, nl);
+        }
+        p = comma ? comma + 1 : stop;
+    }
+    names_add(k, "stable", 6);
+    return 0;
+}
+
+/* Whether --lists (the router's lists: "dev, uid") names name. */
+static int lists_has(const char *lists, const char *name)
+{
+    size_t len = strlen(name);
+    const char *p = lists;
+    while (p && *p) {
+        while (*p == ',' || lua_space(*p))
+            p++;
+        const char *n0 = p;
+        while (*p && *p != ',' && !lua_space(*p))
+            p++;
+        if ((size_t)(p - n0) == len && len > 0 && memcmp(n0, name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* What a decision came to: none (the next rule decides), a target name
+ * ("1", a name of --targets, "stable"), or the unknown-target decision. */
+enum { DECIDE_NONE = 0, DECIDE_TARGET, DECIDE_UNKNOWN };
+
+/* What a memcached entry's value decides, as the router's decision_of():
+ * absent, "" and "0" are no match; a known name is its target; anything
+ * else names no target: the stable location, reason unknown-target. */
+static int entry_decides(const check_names_t *k, const cli_value_t *v)
+{
+    if (v->value == NULL || v->len == 0 || (v->len == 1 && v->value[0] == '0'))
+        return DECIDE_NONE;
+    return names_has(k, v->value, v->len) ? DECIDE_TARGET : DECIDE_UNKNOWN;
+}
+
+/* What an id list gives value, as the router's compile_list(): lines split
+ * on '\n', each "<id> [<target>]" (Lua's %s separates; an id cannot start
+ * with '#'); a third field or an id over 200 bytes makes a line bad, so does
+ * a name that is not a target name; no name is "1"; a name not in the
+ * router's targets is the unknown-target decision; of several lines for one
+ * id the last one counts. The target name goes into buf. */
+static int list_lookup(const check_names_t *k, const char *text, size_t len, const char *value,
+                       char *buf, size_t cap)
+{
+    int found = DECIDE_NONE;
     const char *p = text, *end = text + len;
     size_t vl = strlen(value);
     while (p < end) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
         const char *stop = e ? e : end;
-        /* fields as the router's pattern splits them: id, target, rest */
         const char *f[3] = { NULL, NULL, NULL };
         size_t fl[3] = { 0, 0, 0 };
         const char *q = p;
-        for (int k = 0; k < 3; k++) {
-            while (q < stop && (*q == ' ' || *q == '\t' || *q == '\r'))
+        for (int i = 0; i < 3; i++) {
+            while (q < stop && lua_space(*q))
                 q++;
-            if (q == stop)
-                break;
-            f[k] = q;
-            while (q < stop && !(*q == ' ' || *q == '\t' || *q == '\r'))
+            f[i] = q;
+            while (q < stop && !lua_space(*q))
                 q++;
-            fl[k] = (size_t)(q - f[k]);
-        }
-        if (f[0] && f[0][0] != '#' && !f[2] && fl[0] == vl && memcmp(f[0], value, vl) == 0) {
-            size_t tl = f[1] ? fl[1] : 1;
-            if (tl >= cap)
-                tl = cap - 1;
-            memcpy(buf, f[1] ? f[1] : "1", tl);
-            buf[tl] = '\0';
-            found = buf;    /* a later line overrides, as in the router's table */
+            fl[i] = (size_t)(q - f[i]);
         }
         p = e ? e + 1 : end;
+        if (fl[0] == 0 || f[0][0] == '#' || fl[2] > 0 || fl[0] > CLI_ID_VALUE_MAX)
+            continue;
+        const char *name = fl[1] ? f[1] : "1";
+        size_t nl = fl[1] ? fl[1] : 1;
+        int d = names_has(k, name, nl) ? DECIDE_TARGET
+              : gray_target_name_ok(name, nl) ? DECIDE_UNKNOWN : DECIDE_NONE;
+        if (d == DECIDE_NONE || fl[0] != vl || memcmp(f[0], value, vl) != 0)
+            continue;
+        found = d;
+        snprintf(buf, cap, "%.*s", (int)(d == DECIDE_TARGET ? nl : 6),
+                 d == DECIDE_TARGET ? name : "stable");
     }
     return found;
 }
 
-/* Compiles the ranges list with the C core, as the router does, every
- * target name in it taken as known, and looks up ip. Returns the target
- * name (into buf), NULL when no range holds ip, or "" when the list does not
- * compile (printed). *lines counts the lines compiled. */
-static const char *range_lookup(const char *text, size_t len, const gray_ip_t *ip, char *buf,
-                                size_t cap, uint32_t *lines, uint32_t *bad)
+/* Compiles the ranges list with the C core and the router's target names,
+ * exactly as the router does, and looks up ip. Returns what it decides (the
+ * target name into buf), or -1 when the list does not compile (printed).
+ * *lines counts the lines in use, *bad the lines skipped, *unknown those
+ * naming an unknown target. */
+static int range_lookup(const check_names_t *k, const char *text, size_t len,
+                        const gray_ip_t *ip, char *buf, size_t cap, uint32_t *lines,
+                        uint32_t *bad, uint32_t *unknown)
 {
-    /* target names: "1" first, then each distinct second field */
-    size_t ncap = 2 + len, nlen = 1, count = 1;
-    char *names = malloc(ncap);
-    const char *result = "";
+    int result = -1;
     gray_rentry4_t *e4 = NULL;
     gray_rentry6_t *e6 = NULL;
     gray_run4_t *v4 = NULL;
     gray_run6_t *v6 = NULL;
     uint32_t *ix4 = NULL, *ix6 = NULL;
-    if (names == NULL)
-        goto oom;
-    names[0] = '1';
-    const char *p = text, *end = text + len;
-    while (p < end) {
-        const char *e = memchr(p, '\n', (size_t)(end - p));
-        const char *stop = e ? e : end;
-        const char *hash = memchr(p, '#', (size_t)(stop - p));
-        if (hash)
-            stop = hash;
-        char key[GRAY_MC_KEY_MAX + 8];
-        if (cli_line_key(LIST_RANGES, p, (size_t)(stop - p), key, sizeof key) > 0) {
-            const char *q = p;
-            while (q < stop && (*q == ' ' || *q == '\t' || *q == '\r'))
-                q++;
-            while (q < stop && !(*q == ' ' || *q == '\t' || *q == '\r'))
-                q++;
-            while (q < stop && (*q == ' ' || *q == '\t' || *q == '\r'))
-                q++;
-            const char *n0 = q;
-            while (q < stop && !(*q == ' ' || *q == '\t' || *q == '\r'))
-                q++;
-            size_t nl = (size_t)(q - n0);
-            int known = nl == 0;
-            /* linear search: a ranges list names a handful of targets */
-            for (size_t s = 0; !known && s < nlen;) {
-                const char *nlp = memchr(names + s, '\n', nlen - s);
-                size_t el = nlp ? (size_t)(nlp - (names + s)) : nlen - s;
-                known = el == nl && memcmp(names + s, n0, nl) == 0;
-                s += el + 1;
-            }
-            if (!known && count < GRAY_TARGETS_MAX) {
-                names[nlen++] = '\n';
-                memcpy(names + nlen, n0, nl);
-                nlen += nl;
-                count++;
-            }
-        }
-        p = e ? e + 1 : end;
-    }
+    uint32_t unknown_index = k->count + 1;
 
     size_t room4, room6;
     gray_ranges_room(text, len, &room4, &room6);
@@ -121,9 +185,11 @@ static const char *range_lookup(const char *text, size_t len, const gray_ip_t *i
     if (!e4 || !e6)
         goto oom;
     gray_ranges_stats_t st;
-    int rc = gray_ranges_parse(text, len, names, nlen, e4, room4, e6, room6, &st);
+    int rc = gray_ranges_parse(text, len, k->text, k->len, unknown_index, e4, room4, e6, room6,
+                               &st);
     *lines = st.taken;
-    *bad = st.bad + st.unknown;
+    *bad = st.bad;
+    *unknown = st.unknown;
     if (rc != GRAY_OK) {
         fprintf(stderr, "gray-admin: the ranges list does not parse: %s\n", gray_strerror(rc));
         goto done;
@@ -147,26 +213,25 @@ static const char *range_lookup(const char *text, size_t len, const gray_ip_t *i
                 " last copy): %s\n", gray_strerror(rc));
         goto done;
     }
-    int t = gray_rangeset_find(&set, ip);
-    result = NULL;
-    if (t > 0) {
+    uint32_t t = (uint32_t)gray_rangeset_find(&set, ip);
+    result = DECIDE_NONE;
+    if (t == unknown_index) {
+        snprintf(buf, cap, "stable");
+        result = DECIDE_UNKNOWN;
+    } else if (t > 0) {
         /* the t-th name */
-        const char *s = names;
-        for (int k = 1; k < t; k++)
-            s = memchr(s, '\n', nlen - (size_t)(s - names)) + 1;
-        const char *nlp = memchr(s, '\n', nlen - (size_t)(s - names));
-        size_t el = nlp ? (size_t)(nlp - s) : nlen - (size_t)(s - names);
-        if (el >= cap)
-            el = cap - 1;
-        memcpy(buf, s, el);
-        buf[el] = '\0';
-        result = buf;
+        const char *s = k->text;
+        for (uint32_t i = 1; i < t; i++)
+            s = memchr(s, '\n', k->len - (size_t)(s - k->text)) + 1;
+        const char *nlp = memchr(s, '\n', k->len - (size_t)(s - k->text));
+        size_t el = nlp ? (size_t)(nlp - s) : k->len - (size_t)(s - k->text);
+        snprintf(buf, cap, "%.*s", (int)el, s);
+        result = DECIDE_TARGET;
     }
     goto done;
 oom:
     fprintf(stderr, "gray-admin: out of memory\n");
 done:
-    free(names);
     free(e4);
     free(e6);
     free(v4);
@@ -178,12 +243,11 @@ done:
 
 long cli_parse_percent(const char *s, size_t len)
 {
-    while (len && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) {
+    while (len && lua_space(*s)) {
         s++;
         len--;
     }
-    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r' ||
-                   s[len - 1] == '\n'))
+    while (len && lua_space(s[len - 1]))
         len--;
     size_t i = 0;
     long whole = 0, frac = 0;
@@ -206,6 +270,14 @@ long cli_parse_percent(const char *s, size_t len)
     return t > 10000 ? -1 : t;
 }
 
+/* Prints one rule's decision into target/reason when it decides. */
+static void take(int d, const char *name, size_t len, const char *rule, char *target,
+                 size_t tcap, char *reason, size_t rcap)
+{
+    snprintf(target, tcap, "%.*s", (int)len, name);
+    snprintf(reason, rcap, "%s", d == DECIDE_UNKNOWN ? "unknown-target" : rule);
+}
+
 int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
               char *const *ids, int nids)
 {
@@ -222,6 +294,10 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
                 " identities)\n", CHECK_IDS_MAX, CHECK_IDS_MAX);
         return EXIT_USAGE;
     }
+    static check_names_t names;
+    int urc = parse_targets(opts->targets, &names);
+    if (urc != 0)
+        return urc;
     char idkey[CHECK_IDS_MAX][GRAY_MC_KEY_MAX + 1];
     const char *idval[CHECK_IDS_MAX];
     char idname[CHECK_IDS_MAX][CLI_ID_NAME_MAX + 1];
@@ -245,43 +321,48 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
     char akey[GRAY_MC_KEY_MAX + 1];
     snprintf(akey, sizeof akey, "%s%s", opts->key_prefix, canon);
 
-    const char *target = NULL;
+    int decided = DECIDE_NONE;
+    char target[GRAY_TARGET_NAME_MAX + 1] = "stable";
     char reason[160] = "default";
-    char buf[CLI_TARGET_MAX + 1];
+    char buf[GRAY_TARGET_NAME_MAX + 1];
     int rc = 0;
     printf("address:  %s\n", canon);
 
     /* identity entries, in order, then the address entry */
-    for (int i = 0; i < nids && !target; i++) {
+    for (int i = 0; i <= nids && !decided; i++) {
+        const char *key = i < nids ? idkey[i] : akey;
         cli_value_t v;
-        if (cli_gets(mc, idkey[i], &v) != 0)
+        if (cli_gets(mc, key, &v) != 0)
             return EXIT_STORE;
-        const char *t = target_of(&v);
-        printf("entry:    %s = %s\n", idkey[i], t ? t : "(none)");
-        if (t) {
-            snprintf(buf, sizeof buf, "%s", t);
-            target = buf;
-            snprintf(reason, sizeof reason, "id:%s", idname[i]);
+        decided = entry_decides(&names, &v);
+        if (decided == DECIDE_NONE)
+            printf("entry:    %s = %s\n", key, v.value ? "(no match)" : "(none)");
+        else if (decided == DECIDE_TARGET)
+            printf("entry:    %s = %.*s\n", key, (int)v.len, v.value);
+        else
+            printf("entry:    %s = '%.*s': names no target in --targets (the stable"
+                   " location)\n", key, (int)(v.len > 40 ? 40 : v.len), v.value);
+        if (decided) {
+            char rule[CLI_ID_NAME_MAX + 4];
+            if (i < nids)
+                snprintf(rule, sizeof rule, "id:%s", idname[i]);
+            else
+                snprintf(rule, sizeof rule, "ip");
+            take(decided, decided == DECIDE_TARGET ? v.value : "stable",
+                 decided == DECIDE_TARGET ? v.len : 6, rule, target, sizeof target, reason,
+                 sizeof reason);
         }
         free(v.value);
     }
-    if (!target) {
-        cli_value_t v;
-        if (cli_gets(mc, akey, &v) != 0)
-            return EXIT_STORE;
-        const char *t = target_of(&v);
-        printf("entry:    %s = %s\n", akey, t ? t : "(none)");
-        if (t) {
-            snprintf(buf, sizeof buf, "%s", t);
-            target = buf;
-            snprintf(reason, sizeof reason, "ip");
-        }
-        free(v.value);
-    }
-    /* id lists: gray:list:<name> for each identity given */
-    for (int i = 0; i < nids && !target; i++) {
+    /* id lists: gray:list:<name> for each identity given whose list the
+     * router reads (--lists) */
+    for (int i = 0; i < nids && !decided; i++) {
         char lkey[GRAY_MC_KEY_MAX + 1], tag[32];
         snprintf(lkey, sizeof lkey, "gray:list:%s", idname[i]);
+        if (!lists_has(opts->lists, idname[i])) {
+            printf("list:     %s not read (not in --lists)\n", lkey);
+            continue;
+        }
         char *text;
         size_t len;
         uint64_t cas;
@@ -290,16 +371,19 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
         int r = cli_list_read(mc, lkey, &text, &len, &cas, &exists, tag, sizeof tag, &parts);
         if (r != 0)
             return EXIT_STORE;
-        const char *t = text ? list_lookup(text, len, idval[i], buf, sizeof buf) : NULL;
-        printf("list:     %s %s\n", lkey, !exists ? "(none)" : t ? "lists it" : "does not list it");
-        if (t) {
-            target = t;
-            snprintf(reason, sizeof reason, "list:%s", idname[i]);
+        decided = text ? list_lookup(&names, text, len, idval[i], buf, sizeof buf) : DECIDE_NONE;
+        printf("list:     %s %s\n", lkey, !exists ? "(none)" : decided == DECIDE_UNKNOWN
+               ? "lists it with a target not in --targets (the stable location)"
+               : decided ? "lists it" : "does not list it");
+        if (decided) {
+            char rule[CLI_ID_NAME_MAX + 8];
+            snprintf(rule, sizeof rule, "list:%s", idname[i]);
+            take(decided, buf, strlen(buf), rule, target, sizeof target, reason, sizeof reason);
         }
         free(text);
     }
     /* ranges */
-    if (!target && opts->ranges_key[0]) {
+    if (!decided && opts->ranges_key[0]) {
         char *text, tag[32];
         size_t len;
         uint64_t cas;
@@ -312,17 +396,19 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
         if (!exists) {
             printf("ranges:   %s (none)\n", opts->ranges_key);
         } else {
-            uint32_t lines = 0, bad = 0;
-            const char *t = range_lookup(text, len, &ip, buf, sizeof buf, &lines, &bad);
-            if (t && t[0] == '\0') {
+            uint32_t lines = 0, bad = 0, unknown = 0;
+            int d = range_lookup(&names, text, len, &ip, buf, sizeof buf, &lines, &bad, &unknown);
+            if (d < 0) {
                 rc = EXIT_STORE;
             } else {
-                printf("ranges:   %s: %u lines in use, %u skipped; %s\n", opts->ranges_key,
-                       lines, bad, t ? "a range holds the address" : "no range holds it");
-            }
-            if (t && t[0]) {
-                target = t;
-                snprintf(reason, sizeof reason, "range");
+                printf("ranges:   %s: %u lines in use (%u naming a target not in --targets:"
+                       " the stable location), %u skipped; %s\n", opts->ranges_key, lines,
+                       unknown, bad, d == DECIDE_UNKNOWN
+                       ? "a range with an unknown target holds the address"
+                       : d ? "a range holds the address" : "no range holds it");
+                decided = d;
+                if (d)
+                    take(d, buf, strlen(buf), "range", target, sizeof target, reason, sizeof reason);
             }
         }
         free(text);
@@ -331,6 +417,7 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
     const char *pkey = nids > 0 ? idkey[0] : canon;
     uint32_t bucket = gray_percent_bucket(pkey, strlen(pkey));
     long threshold = 0;
+    int kept = 0;
     if (opts->percent_key[0]) {
         cli_value_t v;
         if (cli_gets(mc, opts->percent_key, &v) != 0)
@@ -338,9 +425,11 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
         if (v.value) {
             threshold = cli_parse_percent(v.value, v.len);
             if (threshold < 0) {
-                printf("percent:  %s = '%.40s': not a percentage (the router ignores it)\n",
+                printf("percent:  %s = '%.40s': not a percentage; the router keeps the one it"
+                       " compiled last (0 if none since it started; 0 taken here)\n",
                        opts->percent_key, v.value);
                 threshold = 0;
+                kept = 1;
             } else {
                 printf("percent:  %s = %ld.%02ld\n", opts->percent_key, threshold / 100,
                        threshold % 100);
@@ -352,12 +441,14 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
     }
     printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, bucket,
            GRAY_PERCENT_BUCKETS, threshold);
-    if (!target && threshold > 0 && bucket < (uint32_t)threshold) {
-        target = "1";
-        snprintf(reason, sizeof reason, "percent");
+    if (!decided && threshold > 0 && bucket < (uint32_t)threshold) {
+        decided = DECIDE_TARGET;
+        take(decided, "1", 1, "percent", target, sizeof target, reason, sizeof reason);
     }
-    printf("decision: %s (reason %s)\n", target ? target : "stable", reason);
-    if (target && strcmp(target, "1") != 0)
-        printf("note:     target '%s' must be in the router's targets, else stable\n", target);
+    printf("decision: %s (reason %s)\n", target, reason);
+    if (!decided && kept)
+        printf("note:     a router that compiled a percentage above %u.%02u before '%s' went"
+               " bad sends this client to 1 (reason percent)\n", bucket / 100, bucket % 100,
+               opts->percent_key);
     return rc;
 }

@@ -16,6 +16,7 @@
 /* ---- limits and exit codes ---------------------------------------------- */
 
 #define CLI_SERVERS_MAX   64        /* servers in --servers */
+#define CLI_SERVERS_DEFAULT "127.0.0.1:11211" /* without --servers and MEMCACHED_SERVERS */
 #define CLI_PART_BYTES    (900u * 1024u) /* a list value above this is split:
                                       memcached's item limit is 1 MB including
                                       the key and the item header */
@@ -28,7 +29,7 @@
 #define CLI_TTL_MAX       2592000   /* memcached reads a larger exptime as a date */
 #define CLI_ID_VALUE_MAX  200       /* the router ignores longer id values */
 #define CLI_ID_NAME_MAX   32
-#define CLI_TARGET_MAX    64
+#define CLI_TARGET_MAX    GRAY_TARGET_NAME_MAX
 
 #define EXIT_NOTFOUND 1             /* get: no such entry */
 #define EXIT_USAGE    2             /* bad arguments */
@@ -39,18 +40,23 @@
 
 typedef struct cli_opts {
     const char *servers;            /* the $gray_memcached syntax */
+    const char *servers_from;       /* "--servers" when given; NULL: cli_connect
+                                       takes MEMCACHED_SERVERS, else servers */
     const char *distribution;       /* "ketama" (default), "ketama-weighted", "modula" */
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */
     const char *percent_key;        /* "gray:percent" */
+    const char *targets;            /* check: the router's targets ("v2=@a, v3"), or "" */
+    const char *lists;              /* check: the router's lists ("dev, uid"), or "" */
     unsigned timeout_ms;            /* connect and poll timeout */
     size_t part_bytes;              /* split lists above this (CLI_PART_BYTES) */
     int verbose;
 } cli_opts_t;
 
 /* Parses "host:port[, host:port...]" (IPv6 as [addr]:port, addresses only)
- * into hosts (canonical text) and ports. Returns the count, or -1 with a
- * message in err. */
+ * with the router's rule (gray_servers_parse) into hosts (as written, without
+ * brackets: what libmemcached hashes), ports and weights. Returns the count,
+ * or -1 with a message in err. */
 int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
                       unsigned *weights, int max, char *err, size_t errlen);
 
@@ -102,6 +108,12 @@ int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, u
 int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
                   const cli_edit_t *edits, size_t nedits, size_t *changed);
 
+/* As cli_list_edit, for an import: holds the list's lock <key>:lock (taken
+ * with add, renewed, LOCK_TTL s; released when done) so that the one-line
+ * edits, which wait for it, cannot starve it. */
+int cli_list_edit_locked(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                         const cli_edit_t *edits, size_t nedits, size_t *changed);
+
 /* The key of a line in a list of kind (normal form of its first field), into
  * out (cap >= 256); 0 for a blank, comment or unparsable line. */
 size_t cli_line_key(int kind, const char *line, size_t len, char *out, size_t cap);
@@ -129,11 +141,12 @@ void cli_import_line(size_t line);
 
 /* 1 when name is an identity / list name the router accepts: letters,
  * digits, '_' and '-', at most CLI_ID_NAME_MAX, holding a letter past 'f'
- * (or '_' or '-') so that "name:value" never reads as IPv6. */
+ * (or '_' or '-') so that "name:value" never reads as IPv6, and not "gray"
+ * (whose keys are the router's own). */
 int cli_id_name_ok(const char *name, size_t len);
 
-/* 1 when s may be a target name: "1" or up to CLI_TARGET_MAX printable
- * bytes without '#', not "0" (which the router takes as no entry). */
+/* 1 when s may be a target name: gray_target_name_ok(), the router's rule
+ * ("1" or up to CLI_TARGET_MAX printable bytes without '#', not "0"). */
 int cli_target_ok(const char *s);
 
 /* 0 when target is NULL or cli_target_ok(), else EXIT_USAGE (printed). */
@@ -151,7 +164,8 @@ typedef struct cli_thing {
 } cli_thing_t;
 
 /* An address (its key: key prefix and canonical text), a CIDR (its normal
- * form) or name:id (the key as given). 0 or EXIT_USAGE (printed). */
+ * form) or name:id (the key as given; never the ranges or percent key or
+ * one of their parts). 0 or EXIT_USAGE (printed). */
 int cli_classify(const cli_opts_t *opts, const char *arg, cli_thing_t *t);
 
 /* "<first field>[ <target>]": a list line (malloc'd, NULL: no memory). */
@@ -171,6 +185,10 @@ int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
 int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
 int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
 int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+
+/* token <subject> --ttl D --secret-file F [--id NAME] (token.c): argv holds
+ * what follows "token"; no memcached. Returns the exit code. */
+int cli_cmd_token(int argc, char **argv);
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);

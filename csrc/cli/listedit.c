@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -253,7 +254,7 @@ int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, u
 typedef struct line {
     const char *text;           /* into the old text, or an edit's line */
     size_t len;
-    char *key;                  /* malloc'd, NULL: no key (kept verbatim) */
+    const char *key;            /* into the key arena, NULL: no key (kept verbatim) */
     int prev;                   /* the previous line with the same key, -1 */
     int gone;
 } line_t;
@@ -277,36 +278,59 @@ static size_t table_find(const table_t *t, const line_t *lines, const char *key)
     return i;
 }
 
+/* The lines' keys, packed into blocks that never move (a key is at most
+ * GRAY_MC_KEY_MAX + 8 bytes): a few bytes per line, not a malloc each. */
+#define KEY_BLOCK_BYTES (256u * 1024u)
+
+typedef struct key_block {
+    struct key_block *next;
+    size_t used;
+    char data[KEY_BLOCK_BYTES];
+} key_block_t;
+
 typedef struct edit_state {
     line_t *lines;
-    size_t n, cap;
+    size_t n, cap;              /* cap: the old lines and the edits, set once */
     table_t t;
+    key_block_t *keys;          /* the block being filled first */
 } edit_state_t;
+
+static const char *key_dup(edit_state_t *s, const char *key, size_t len)
+{
+    if (s->keys == NULL || s->keys->used + len + 1 > KEY_BLOCK_BYTES) {
+        key_block_t *b = malloc(sizeof *b);
+        if (b == NULL)
+            return NULL;
+        b->next = s->keys;
+        b->used = 0;
+        s->keys = b;
+    }
+    char *k = s->keys->data + s->keys->used;
+    memcpy(k, key, len + 1);
+    s->keys->used += len + 1;
+    return k;
+}
 
 static void state_free(edit_state_t *s)
 {
-    for (size_t i = 0; i < s->n; i++)
-        free(s->lines[i].key);
+    for (key_block_t *b = s->keys, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
     free(s->lines);
     free(s->t.slot);
 }
 
 static int push_line(edit_state_t *s, int kind, const char *text, size_t len)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        line_t *l = realloc(s->lines, cap * sizeof *l);
-        if (l == NULL)
-            return -1;
-        s->lines = l;
-        s->cap = cap;
-    }
+    if (s->n == s->cap)
+        return -1;              /* cannot happen: cap counts every push */
     char key[GRAY_MC_KEY_MAX + 8];
     size_t kl = cli_line_key(kind, text, len, key, sizeof key);
     line_t *ln = &s->lines[s->n];
     ln->text = text;
     ln->len = len;
-    ln->key = kl ? strdup(key) : NULL;
+    ln->key = kl ? key_dup(s, key, kl) : NULL;
     ln->prev = -1;
     ln->gone = 0;
     if (kl && ln->key == NULL)
@@ -335,8 +359,12 @@ static int apply(int kind, const char *text, size_t len, const cli_edit_t *edits
         size *= 2;
     s.t.slot = calloc(size, sizeof *s.t.slot);
     s.t.mask = size - 1;
-    if (s.t.slot == NULL)
+    s.cap = nl + nedits;
+    s.lines = malloc(s.cap * sizeof *s.lines);
+    if (s.t.slot == NULL || s.lines == NULL) {
+        state_free(&s);
         return -1;
+    }
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
@@ -474,6 +502,8 @@ static int put_split(memcached_st *mc, const cli_opts_t *opts, const char *key,
         }
     }
     starts[n] = len;
+    if (opts->verbose)
+        fprintf(stderr, "gray-admin: %s: writing %u parts %s:%s:1..%u\n", key, n, key, tag, n);
     char k[GRAY_MC_KEY_MAX + 1];
     for (unsigned i = 0; i < n; i++) {
         part_key(k, sizeof k, key, tag, i + 1);
@@ -493,8 +523,101 @@ static int put_split(memcached_st *mc, const cli_opts_t *opts, const char *key,
     return rc;
 }
 
-int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
-                  const cli_edit_t *edits, size_t nedits, size_t *changed)
+/* ---- the import lock ------------------------------------------------------
+ *
+ * An edit that rewrites a big list (an import) takes longer than a one-line
+ * edit, so CAS alone lets a stream of small edits win every race against it.
+ * The import therefore holds <key>:lock (taken with add, renewed with cas,
+ * LOCK_TTL s, deleted when done), and every edit waits while someone else
+ * holds it: the import then conflicts at most with the edits already past
+ * their check, once each. CAS still guards every write, so a writer that
+ * ignores the lock can delay an import but never lose a line. Waiting has
+ * one deadline (LOCK_WAIT_MS from the start of the edit); an import that
+ * dies leaves the lock for at most LOCK_TTL s. */
+
+#define LOCK_TTL        15          /* s: a lock not renewed is gone after this */
+#define LOCK_WAIT_MS    60000       /* an edit waits this long at most for a lock */
+#define LOCK_POLL_MS    20          /* between two looks at a held lock */
+#define LOCK_VALUE_MAX  200
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void lock_key(char *buf, size_t cap, const char *key)
+{
+    snprintf(buf, cap, "%s:lock", key);
+}
+
+/* Waits until key's lock is free (me NULL) or taken by me (me set: taken
+ * with add or renewed with cas, LOCK_TTL s from now). 0, EXIT_CONFLICT
+ * past deadline, EXIT_STORE (printed). */
+static int lock_wait(memcached_st *mc, const char *key, const char *me, uint64_t deadline)
+{
+    char lk[GRAY_MC_KEY_MAX + 1];
+    lock_key(lk, sizeof lk, key);
+    size_t ml = me ? strlen(me) : 0;
+    int told = 0;
+    for (;;) {
+        cli_value_t v;
+        if (cli_gets(mc, lk, &v) != 0)
+            return EXIT_STORE;
+        memcached_return_t rc = MEMCACHED_SUCCESS;
+        if (v.value == NULL && me == NULL)
+            return 0;
+        if (v.value == NULL)
+            rc = memcached_add(mc, lk, strlen(lk), me, ml, LOCK_TTL, 0);
+        else if (me && v.len == ml && memcmp(v.value, me, ml) == 0)
+            rc = memcached_cas(mc, lk, strlen(lk), me, ml, LOCK_TTL, 0, v.cas);
+        else
+            rc = MEMCACHED_DATA_EXISTS;         /* someone else's */
+        if (rc == MEMCACHED_SUCCESS) {
+            free(v.value);
+            return 0;
+        }
+        if (!is_conflict(rc)) {
+            free(v.value);
+            fprintf(stderr, "gray-admin: writing %s: %s\n", lk, cli_mc_error(mc, rc));
+            return EXIT_STORE;
+        }
+        if (v.value && !told++)
+            fprintf(stderr, "gray-admin: %s: waiting for %.*s (%s)\n", key,
+                    (int)(v.len > LOCK_VALUE_MAX ? LOCK_VALUE_MAX : v.len), v.value, lk);
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "gray-admin: %s: still locked by %.*s after %d s, nothing"
+                    " written (the lock %s lasts %d s after its holder stops)\n", key,
+                    v.value ? (int)(v.len > LOCK_VALUE_MAX ? LOCK_VALUE_MAX : v.len) : 7,
+                    v.value ? v.value : "another", LOCK_WAIT_MS / 1000, lk, LOCK_TTL);
+            free(v.value);
+            return EXIT_CONFLICT;
+        }
+        free(v.value);
+        uint32_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            r = (uint32_t)clock();
+        sleep_ms(LOCK_POLL_MS / 2 + r % LOCK_POLL_MS);
+    }
+}
+
+/* Deletes key's lock if it is still me's (quietly: a lock left behind
+ * expires by itself). */
+static void lock_release(memcached_st *mc, const char *key, const char *me)
+{
+    char lk[GRAY_MC_KEY_MAX + 1];
+    lock_key(lk, sizeof lk, key);
+    size_t vl = 0;
+    uint32_t flags;
+    memcached_return_t rc;
+    char *v = memcached_get(mc, lk, strlen(lk), &vl, &flags, &rc);
+    if (v && vl == strlen(me) && memcmp(v, me, vl) == 0)
+        memcached_delete(mc, lk, strlen(lk), 0);
+    free(v);
+}
+
+static int check_list_key(const char *key)
 {
     /* room for ":<tag>:<part>" after the key */
     if (!gray_mc_key_ok(key, strlen(key)) || strlen(key) > GRAY_MC_KEY_MAX - 14) {
@@ -502,6 +625,15 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
                 " or control bytes)\n", key, GRAY_MC_KEY_MAX - 14);
         return EXIT_USAGE;
     }
+    return 0;
+}
+
+/* The edit loop: lock (wait for others', or hold me's), read, apply, write
+ * with CAS, again on a conflict. */
+static int list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                     const cli_edit_t *edits, size_t nedits, size_t *changed, const char *me)
+{
+    uint64_t deadline = now_ms() + LOCK_WAIT_MS;
     unsigned backoff = 1;
     for (int attempt = 1; attempt <= CLI_CAS_TRIES; attempt++) {
         char *text, *out = NULL, tag[32];
@@ -509,6 +641,9 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
         uint64_t cas;
         int exists;
         unsigned old_parts;
+        int lrc = lock_wait(mc, key, me, deadline);
+        if (lrc != 0)
+            return lrc;
         if (cli_list_read(mc, key, &text, &len, &cas, &exists, tag, sizeof tag, &old_parts) != 0)
             return EXIT_STORE;
         if (apply(kind, text ? text : "", len, edits, nedits, &out, &outlen, changed) != 0) {
@@ -524,6 +659,11 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
         if (outlen > CLI_LIST_WARN)
             fprintf(stderr, "gray-admin: warning: %s is %zu bytes, over the router's default"
                     " list_max (32 MiB)\n", key, outlen);
+        /* a long apply: renew the lock before the write */
+        if (me && (lrc = lock_wait(mc, key, me, deadline)) != 0) {
+            free(out);
+            return lrc;
+        }
         int rc = outlen > opts->part_bytes
             ? put_split(mc, opts, key, out, outlen, exists, cas)
             : put_main(mc, key, out, outlen, exists, cas);
@@ -548,4 +688,27 @@ int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int
     fprintf(stderr, "gray-admin: %s: still conflicting after %d tries, nothing written\n", key,
             CLI_CAS_TRIES);
     return EXIT_CONFLICT;
+}
+
+int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                  const cli_edit_t *edits, size_t nedits, size_t *changed)
+{
+    int rc = check_list_key(key);
+    return rc ? rc : list_edit(mc, opts, key, kind, edits, nedits, changed, NULL);
+}
+
+int cli_list_edit_locked(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
+                         const cli_edit_t *edits, size_t nedits, size_t *changed)
+{
+    int rc = check_list_key(key);
+    if (rc)
+        return rc;
+    char me[LOCK_VALUE_MAX], host[64] = "?";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(me, sizeof me, "import-pid-%ld-on-%s-since-%ld", (long)getpid(), host,
+             (long)time(NULL));
+    rc = list_edit(mc, opts, key, kind, edits, nedits, changed, me);
+    lock_release(mc, key, me);
+    return rc;
 }

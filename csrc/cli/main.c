@@ -39,12 +39,19 @@ static const char USAGE[] =
 "                  blank lines skipped; '-' reads stdin). Every line is checked\n"
 "                  before anything is written; ranges lines are written in one\n"
 "                  edit. Progress on stderr when it is a terminal.\n"
-"  check <ip> [--id name=value ...]\n"
+"  check <ip> [--id name=value ...] [--targets T] [--lists L]\n"
 "                  prints what the router would decide and why: identity\n"
 "                  entries (in the order given), the address entry, id lists,\n"
 "                  the ranges list, the percentage and the bucket of the\n"
-"                  identity key (the first --id, else the address). The\n"
-"                  tester override (force) is per request and not shown.\n"
+"                  identity key (the first --id, else the address), with the\n"
+"                  router's targets and lists. The tester override (force) is\n"
+"                  per request and not shown.\n"
+"  token <target> --ttl D --secret-file F [--id NAME]\n"
+"                  prints a signed override token for target (always, never\n"
+"                  or a target name) valid for D (3600, 30m, 1h, 7d; at most\n"
+"                  400d), keyed by the router's secret_file; with --id, a\n"
+"                  signed-cookie value for identity NAME instead. Must be the\n"
+"                  first argument after the options; needs no memcached.\n"
 "\n"
 "List edits read the list, change it and write it back with CAS, again on a\n"
 "conflict (up to 100 times), so concurrent edits never lose a line. A list\n"
@@ -54,7 +61,10 @@ static const char USAGE[] =
 "\n"
 "Options:\n"
 "  --servers LIST      memcached servers, $gray_memcached syntax:\n"
-"                      \"127.0.0.1:11211, [::1]:11212\" (default 127.0.0.1:11211)\n"
+"                      \"127.0.0.1:11211, [::1]:11212\"; hosts are IP addresses,\n"
+"                      hashed as written: give the router the same text.\n"
+"                      Else MEMCACHED_SERVERS (an invalid one is an error),\n"
+"                      else 127.0.0.1:11211 (-v says which)\n"
 "  --distribution M    key placement with several servers, as the router's\n"
 "                      distribution: ketama (default), ketama-weighted\n"
 "                      (weights written host:port/?N) or modula\n"
@@ -65,11 +75,17 @@ static const char USAGE[] =
 "  --part-size BYTES   split lists above this size (default 921600)\n"
 "  --ttl S             add, import: entry lifetime in seconds\n"
 "  --id name=value     check: an identity (up to 4, in the router's order)\n"
+"  --targets T         check: the router's targets, as $gray_targets\n"
+"                      (\"v2=@server_v2, v3=@server_v3\", or just \"v2, v3\"); a\n"
+"                      value naming none of them (nor 1 or stable) is stable\n"
+"  --lists L           check: the router's id lists, as $gray_lists (\"dev\");\n"
+"                      the lists of other identities are not read\n"
 "  -v, --verbose       more messages on stderr\n"
 "  -h, --help          this text\n"
+"  --version           prints gray-admin <version>\n"
 "\n"
-"Exit status: 0 done, 1 get found nothing, 2 bad arguments, 3 memcached\n"
-"failed, 4 a list edit still conflicted after its retries.\n";
+"Exit status: 0 done, 1 get found nothing, 2 bad arguments (or server list),\n"
+"3 memcached failed, 4 a list edit still conflicted after its retries.\n";
 
 /* The value of option argv[*i] ("--name value" or "--name=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
@@ -92,16 +108,20 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
 int main(int argc, char **argv)
 {
     cli_opts_t opts = {
-        .servers = "127.0.0.1:11211", .distribution = "ketama", .key_prefix = "",
-        .ranges_key = "gray:ranges", .percent_key = "gray:percent", .timeout_ms = 2000,
+        .servers = CLI_SERVERS_DEFAULT, .distribution = "ketama", .key_prefix = "",
+        .ranges_key = "gray:ranges", .percent_key = "gray:percent", .targets = "",
+        .lists = "", .timeout_ms = 2000,
         .part_bytes = CLI_PART_BYTES, .verbose = 0,
     };
     char *pos[ARGS_MAX], *ids[ARGS_MAX];
     int npos = 0, nids = 0, dashdash = 0;
+    const char *check_only = NULL;      /* an option given that only check takes */
     long ttl = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (dashdash || a[0] != '-' || strcmp(a, "-") == 0) {
+            if (npos == 0 && strcmp(a, "token") == 0)       /* own options: token.c */
+                return cli_cmd_token(argc - i - 1, argv + i + 1);
             if (npos == ARGS_MAX)
                 return cli_usage_error("%s", "too many arguments");
             pos[npos++] = argv[i];
@@ -110,10 +130,14 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(USAGE, stdout);
             return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            puts("gray-admin " GRAY_VERSION);
+            return 0;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             opts.verbose = 1;
         } else if ((v = opt_value(argc, argv, &i, "--servers"))) {
             opts.servers = v;
+            opts.servers_from = "--servers";
         } else if ((v = opt_value(argc, argv, &i, "--distribution"))) {
             opts.distribution = v;
         } else if ((v = opt_value(argc, argv, &i, "--key-prefix"))) {
@@ -143,6 +167,12 @@ int main(int argc, char **argv)
             ttl = cli_parse_count(v, CLI_TTL_MAX);
             if (ttl < 0)
                 return cli_usage_error("bad --ttl '%s' (seconds, 0 to 2592000)", v);
+        } else if ((v = opt_value(argc, argv, &i, "--targets"))) {
+            opts.targets = v;
+            check_only = "--targets";
+        } else if ((v = opt_value(argc, argv, &i, "--lists"))) {
+            opts.lists = v;
+            check_only = "--lists";
         } else if ((v = opt_value(argc, argv, &i, "--id"))) {
             if (nids == ARGS_MAX)
                 return cli_usage_error("%s", "too many --id");
@@ -166,6 +196,8 @@ int main(int argc, char **argv)
         return cli_usage_error("%s", "--ttl is for add (and inside import files)");
     if (nids > 0 && strcmp(cmd, "check") != 0)
         return cli_usage_error("%s", "--id is for check");
+    if (check_only && strcmp(cmd, "check") != 0)
+        return cli_usage_error("%s is for check", check_only);
     if (strcmp(cmd, "check") == 0 && npos != 2)
         return cli_usage_error("%s", "check: expected check <ip> [--id name=value ...]");
 

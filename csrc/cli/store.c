@@ -6,98 +6,37 @@
 
 #include "cli.h"
 
-static int is_sep(char c)
-{
-    return c == ',' || c == ' ' || c == '\t';
-}
-
 int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned *ports,
                       unsigned *weights, int max, char *err, size_t errlen)
 {
-    int n = 0;
-    const char *p = spec;
-    for (;;) {
-        while (*p && is_sep(*p))
-            p++;
-        if (*p == '\0')
-            break;
-        const char *item = p;
-        while (*p && !is_sep(*p))
-            p++;
-        size_t len = (size_t)(p - item);
-        /* a weight as in libmemcached's configuration strings: host:port/?3 */
-        unsigned long weight = 1;
-        const char *slash = memchr(item, '/', len);
-        if (slash != NULL) {
-            size_t wlen = (size_t)(item + len - slash);
-            weight = 0;
-            if (wlen < 3 || wlen > 7 || slash[1] != '?') {
-                snprintf(err, errlen, "bad weight in '%.*s' (expected host:port/?N)", (int)len,
-                         item);
-                return -1;
-            }
-            for (size_t i = 2; i < wlen; i++) {
-                if (slash[i] < '0' || slash[i] > '9') {
-                    snprintf(err, errlen, "bad weight in '%.*s' (expected host:port/?N)",
-                             (int)len, item);
-                    return -1;
-                }
-                weight = weight * 10 + (unsigned long)(slash[i] - '0');
-            }
-            if (weight == 0) {
-                snprintf(err, errlen, "bad weight in '%.*s' (1 or more)", (int)len, item);
-                return -1;
-            }
-            len = (size_t)(slash - item);
-        }
-        if (n == max) {
-            snprintf(err, errlen, "more than %d servers", max);
-            return -1;
-        }
-        /* host and port split at the last ':'; IPv6 only in brackets, as
-         * the router's parse_servers() takes it */
-        const char *colon = NULL;
-        for (size_t i = len; i > 0; i--) {
-            if (item[i - 1] == ':') {
-                colon = item + i - 1;
-                break;
-            }
-        }
-        const char *host = item;
-        size_t hlen = colon ? (size_t)(colon - item) : 0;
-        int bracketed = hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']';
-        if (bracketed) {
-            host++;
-            hlen -= 2;
-        }
-        unsigned long port = 0;
-        const char *d = colon ? colon + 1 : item + len;
-        size_t digits = (size_t)(item + len - d);
-        for (size_t i = 0; i < digits && port <= 65535; i++) {
-            if (d[i] < '0' || d[i] > '9') {
-                port = 0;
-                break;
-            }
-            port = port * 10 + (unsigned long)(d[i] - '0');
-        }
-        gray_ip_t ip;
-        if (!colon || digits == 0 || port < 1 || port > 65535 || hlen == 0 ||
-            gray_ip_parse(host, hlen, &ip) != GRAY_OK ||
-            (memchr(host, ':', hlen) != NULL) != bracketed) {
-            snprintf(err, errlen,
-                     "bad server '%.*s' (expected host:port with an IP address, IPv6 as"
-                     " [addr]:port)", (int)len, item);
-            return -1;
-        }
-        int w = gray_ip_format(&ip, hosts[n], GRAY_IP_TEXT_MAX);
-        hosts[n][w] = '\0';
-        ports[n] = (unsigned)port;
-        weights[n] = (unsigned)weight;
-        n++;
+    /* the router's rule (gray_servers_parse): hosts kept as written, since
+     * libmemcached hashes the name it is given, not the address */
+    gray_server_spec_t specs[CLI_SERVERS_MAX], bad;
+    size_t cap = max < CLI_SERVERS_MAX ? (size_t)max : CLI_SERVERS_MAX;
+    int n = gray_servers_parse(spec, strlen(spec), specs, cap, &bad);
+    if (n == GRAY_ESPACE) {
+        snprintf(err, errlen, "more than %d servers", max);
+        return -1;
     }
-    if (n == 0) {
+    if (n < 0 && bad.item_len == 0) {
         snprintf(err, errlen, "no server given (expected 'host:port[, host:port...]')");
         return -1;
+    }
+    if (n < 0) {
+        snprintf(err, errlen, "bad server '%.*s' (%s)", (int)bad.item_len, spec + bad.item_off,
+                 gray_server_error(n));
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (specs[i].host_len >= GRAY_IP_TEXT_MAX) {     /* gray_ip_parse bounds it */
+            snprintf(err, errlen, "bad server '%.*s'", (int)specs[i].item_len,
+                     spec + specs[i].item_off);
+            return -1;
+        }
+        memcpy(hosts[i], spec + specs[i].host_off, specs[i].host_len);
+        hosts[i][specs[i].host_len] = '\0';
+        ports[i] = specs[i].port;
+        weights[i] = specs[i].weight;
     }
     return n;
 }
@@ -129,12 +68,23 @@ memcached_st *cli_connect(const cli_opts_t *opts)
     static char hosts[CLI_SERVERS_MAX][GRAY_IP_TEXT_MAX];
     static unsigned ports[CLI_SERVERS_MAX], weights[CLI_SERVERS_MAX];
     char err[256];
-    int n = cli_parse_servers(opts->servers, hosts, ports, weights, CLI_SERVERS_MAX, err,
-                              sizeof err);
+    /* libmemcached's convention: --servers, else MEMCACHED_SERVERS (when
+     * set: used, and refused if invalid, never skipped), else the default */
+    const char *servers = opts->servers, *from = opts->servers_from;
+    const char *env = getenv("MEMCACHED_SERVERS");
+    if (from == NULL && env != NULL) {
+        servers = env;
+        from = "MEMCACHED_SERVERS";
+    } else if (from == NULL) {
+        from = "default";
+    }
+    int n = cli_parse_servers(servers, hosts, ports, weights, CLI_SERVERS_MAX, err, sizeof err);
     if (n < 0) {
-        fprintf(stderr, "gray-admin: --servers: %s\n", err);
+        fprintf(stderr, "gray-admin: %s: %s\n", from, err);
         return NULL;
     }
+    if (opts->verbose)
+        fprintf(stderr, "gray-admin: servers %s (%s)\n", servers, from);
     memcached_st *mc = memcached_create(NULL);
     if (mc == NULL) {
         fprintf(stderr, "gray-admin: out of memory\n");

@@ -14,19 +14,22 @@
  *                 header included, B bytes every I ms
  *   big           the same reply, all at once
  *   valid         "VALUE <key> 0 <len>\r\n<VALUE>\r\nEND\r\n" for a key listed
- *                 in -k, "END\r\n" (a miss) for any other
+ *                 in -k, "END\r\n" (a miss) for any other; "gets <key>" the
+ *                 same with cas 42 (a memcached without the meta protocol)
  *
  * Defaults: -i 10, -b 1 (drip: -i 1 -b 64), -n 1000000, -f 0, -v 1,
  * -t 300. The N data bytes are the key, then the fill byte up to N: every
  * key gets its own value (a cache of raw values cannot share one interned
  * string), and none is a gray value ("1"), so a router sends such a client
- * to the stable location. Other commands get "ERROR\r\n"; a request line
- * longer than REQ_MAX ends the connection.
+ * to the stable location. Other commands (mg, mn...) get "ERROR\r\n", as
+ * memcached < 1.6 answers them; a request line longer than REQ_MAX ends the
+ * connection.
  *
  * stdout, one line per event (the harness reads it):
  *   ready <host> <port> <mode>        listening
  *   accept <conn>                     a connection (numbered from 1)
- *   get <conn> <key>                  a request
+ *   get <conn> <key>                  a request (gets <conn> <key> for gets)
+ *   refused <conn> <command>          a command answered ERROR
  *   sent <conn> <bytes>               a reply sent in full
  *   gone <conn> <bytes>               the peer left (bytes of the reply sent)
  * SIGTERM (or -t seconds) ends the server; its children die with it. */
@@ -254,12 +257,12 @@ static int listed(const char *key, size_t klen)
     return 0;
 }
 
-static int answer_get(conn_t *c, const char *key, size_t klen)
+static int answer_get(conn_t *c, const char *key, size_t klen, int with_cas)
 {
     static const char end[] = "\r\nEND\r\n";
     reply_t r = {.n = cfg.length, .trailer = end, .tlen = sizeof end - 1};
     int kl = (int)klen;
-    event("get %lu %.*s", c->id, kl, key);
+    event("%s %lu %.*s", with_cas ? "gets" : "get", c->id, kl, key);
 
     switch (cfg.mode) {
     case TRICKLE_LINE:
@@ -285,8 +288,8 @@ static int answer_get(conn_t *c, const char *key, size_t klen)
             event("sent %lu 5", c->id);
             return 0;
         }
-        r.hlen = (size_t)snprintf(r.header, sizeof r.header, "VALUE %.*s 0 %zu\r\n%s", kl,
-                                  key, strlen(cfg.value), cfg.value);
+        r.hlen = (size_t)snprintf(r.header, sizeof r.header, "VALUE %.*s 0 %zu%s\r\n%s", kl,
+                                  key, strlen(cfg.value), with_cas ? " 42" : "", cfg.value);
         r.n = 0;
         r.paced_from = UINT64_MAX;
         break;
@@ -297,14 +300,19 @@ static int answer_get(conn_t *c, const char *key, size_t klen)
 /* Answers one complete request line (CRLF excluded). */
 static int answer(conn_t *c, const char *line, size_t len)
 {
-    if (len > 4 && memcmp(line, "get ", 4) == 0) {
-        const char *key = line + 4;
-        const char *sp = memchr(key, ' ', len - 4);
-        size_t klen = sp ? (size_t)(sp - key) : len - 4;   /* first key only */
+    int with_cas = len > 5 && memcmp(line, "gets ", 5) == 0;
+    if (with_cas || (len > 4 && memcmp(line, "get ", 4) == 0)) {
+        size_t skip = with_cas ? 5 : 4;
+        const char *key = line + skip;
+        const char *sp = memchr(key, ' ', len - skip);
+        size_t klen = sp ? (size_t)(sp - key) : len - skip;   /* first key only */
         if (klen > 0 && klen <= KEY_MAX)
-            return answer_get(c, key, klen);
+            return answer_get(c, key, klen, with_cas);
         return send_all(c, "CLIENT_ERROR bad key\r\n", 22);
     }
+    const char *sp = memchr(line, ' ', len);
+    int wl = (int)(sp ? (size_t)(sp - line) : len);
+    event("refused %lu %.*s", c->id, wl > 16 ? 16 : wl, line);
     return send_all(c, "ERROR\r\n", 7);
 }
 

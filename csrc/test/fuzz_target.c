@@ -6,6 +6,10 @@
  *   - a walk's client is the peer, or an address that occurs in the header;
  *   - a decoded reply's offsets stay inside what was consumed, and every
  *     shorter prefix of a complete reply is "incomplete", never a value;
+ *   - a decoded meta (mg) reply answers requests in order, its k and O
+ *     tokens name the request it is matched to, and its hits re-encoded
+ *     ("VA <n> c<cas> f<flags> O<index>" ... "MN") decode to the same hits,
+ *     and a request built from a key list is one line per key, then mn;
  *   - a merged CIDR set answers as a linear scan of its ranges does, and a
  *     CIDR written in IPv6 never covers an IPv4 (mapped) address;
  *   - an untrusted peer is its own client whatever the headers say, and a
@@ -18,6 +22,12 @@
  *   - a server continuum is sorted, holds the points its mode gives, fails
  *     with GRAY_ESPACE one point short (small lists), and its O(log n)
  *     lookup answers as a linear scan of the circle does;
+ *   - a server list's items lie in order inside the text, hold no
+ *     separator, their hosts are IP addresses kept as written (IPv6 text
+ *     exactly when in brackets), and the items joined again parse the same;
+ *   - a signed token made of the input as its subject checks back to that
+ *     subject and expiry, and expires at it; the input itself is never a
+ *     valid token (no MAC is guessed);
  *   - a list image (ids or ranges, split into parts, with given or
  *     collected target names) opens and verifies; every id of every line
  *     finds what a naive scan of the joined lines says (the last good line
@@ -26,6 +36,7 @@
  *     byte or a cut is refused by a verifying open, and an image with a
  *     flipped byte that still opens answers lookups without a fault. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +45,7 @@
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
 enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_DIST, T_IMAGE, T_COUNT };
+       T_DIST, T_SERVERS, T_TOKEN, T_MC_META, T_IMAGE, T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -244,6 +255,128 @@ static void fuzz_mc_get(const char *s, size_t len)
         check_values(vals, n, (size_t)rc);
 }
 
+/* The first byte is the mode (GRAY_META_* bits), the rest the reply. */
+#define META_CAP 8
+static const char meta_keys[] = "a k1 192.168.2.20 ::1 a";
+
+static void check_metas(const char *s, const gray_mc_meta_t *v, size_t n, size_t consumed)
+{
+    for (size_t i = 0; i < n; i++) {
+        CHECK(v[i].kind == GRAY_MC_VA || v[i].kind == GRAY_MC_HD);
+        CHECK((size_t)v[i].data_off + v[i].data_len + 2 <= consumed || v[i].kind == GRAY_MC_HD);
+        CHECK((size_t)v[i].key_off + v[i].key_len <= consumed);
+        CHECK((size_t)v[i].opaque_off + v[i].opaque_len <= consumed);
+        CHECK((size_t)v[i].req_off + v[i].req_len <= sizeof meta_keys - 1);
+        /* in request order, every request answered at most once */
+        if (i > 0)
+            CHECK(v[i].index > v[i - 1].index);
+        if (v[i].has & GRAY_META_HAS_KEY)
+            CHECK(v[i].key_len == v[i].req_len &&
+                  memcmp(s + v[i].key_off, meta_keys + v[i].req_off, v[i].req_len) == 0);
+        if (v[i].has & GRAY_META_HAS_OPAQUE) {
+            char num[16];
+            int k = snprintf(num, sizeof num, "%u", v[i].index);
+            CHECK((size_t)k == v[i].opaque_len && memcmp(s + v[i].opaque_off, num, (size_t)k) == 0);
+        }
+    }
+}
+
+static void fuzz_mc_meta(const char *s, size_t len)
+{
+    if (len == 0)
+        return;
+    int mode = (unsigned char)s[0] & 7;
+    const char *r = s + 1;
+    size_t rlen = len - 1;
+    gray_mc_meta_t vals[META_CAP];
+    gray_mc_line_t line;
+    size_t n = META_CAP, need;
+    int rc = gray_mc_parse_meta(r, rlen, meta_keys, sizeof meta_keys - 1, mode, vals, &n, &line,
+                                &need);
+    CHECK(n <= META_CAP);
+    if (rc == GRAY_EAGAIN) {
+        CHECK(need >= 1);
+    } else if (rc >= 0) {
+        CHECK((size_t)rc <= rlen);
+        check_metas(r, vals, n, (size_t)rc);
+        if (rlen <= 600) {
+            for (size_t cut = 0; cut < (size_t)rc; cut++) {
+                char *p = malloc(cut ? cut : 1);
+                memcpy(p, r, cut);
+                gray_mc_meta_t pv[META_CAP];
+                size_t pn = META_CAP, pneed;
+                CHECK(gray_mc_parse_meta(p, cut, meta_keys, sizeof meta_keys - 1, mode, pv, &pn,
+                                         &line, &pneed) == GRAY_EAGAIN);
+                CHECK(pneed >= 1 && cut + pneed <= (size_t)rc);
+                free(p);
+            }
+        }
+        /* round trip: the hits re-encoded as a quiet pipeline by position */
+        if (line.kind == GRAY_MC_MN || !(mode & GRAY_META_PIPELINE)) {
+            size_t room = (size_t)rc + n * 80 + 8;
+            char *e = malloc(room);
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (vals[i].kind == GRAY_MC_VA)
+                    m += (size_t)snprintf(e + m, room - m, "VA %u", vals[i].data_len);
+                else
+                    m += (size_t)snprintf(e + m, room - m, "HD");
+                if (vals[i].has & GRAY_META_HAS_CAS)
+                    m += (size_t)snprintf(e + m, room - m, " c%llu",
+                                          (unsigned long long)vals[i].cas);
+                if (vals[i].has & GRAY_META_HAS_FLAGS)
+                    m += (size_t)snprintf(e + m, room - m, " f%u", vals[i].flags);
+                m += (size_t)snprintf(e + m, room - m, " O%u\r\n", vals[i].index);
+                if (vals[i].kind == GRAY_MC_VA) {
+                    memcpy(e + m, r + vals[i].data_off, vals[i].data_len);
+                    m += vals[i].data_len;
+                    memcpy(e + m, "\r\n", 2);
+                    m += 2;
+                }
+            }
+            memcpy(e + m, "MN\r\n", 4);
+            m += 4;
+            int emode = GRAY_META_PIPELINE | GRAY_META_QUIET | (mode & GRAY_META_VALUE);
+            gray_mc_meta_t ev[META_CAP];
+            size_t en = META_CAP, eneed;
+            CHECK(gray_mc_parse_meta(e, m, meta_keys, sizeof meta_keys - 1, emode, ev, &en, &line,
+                                     &eneed) == (int)m);
+            CHECK(en == n);
+            for (size_t i = 0; i < n; i++) {
+                CHECK(ev[i].kind == vals[i].kind && ev[i].index == vals[i].index);
+                CHECK(ev[i].req_off == vals[i].req_off && ev[i].req_len == vals[i].req_len);
+                CHECK(ev[i].data_len == vals[i].data_len &&
+                      memcmp(e + ev[i].data_off, r + vals[i].data_off, vals[i].data_len) == 0);
+                CHECK(ev[i].cas == vals[i].cas && ev[i].flags == vals[i].flags);
+                CHECK((ev[i].has & 3) == (vals[i].has & 3));
+            }
+            free(e);
+        }
+    }
+    /* the reply bytes as a key list: the request built from it is one line
+     * per key, then mn, inside the room the Lua side gives it */
+    size_t room = rlen + (rlen + 1) / 2 * (3 + 18) + 4;
+    char *q = malloc(room);
+    int qn = gray_mc_meta_request(r, rlen, "v q", 3, q, room);
+    if (qn >= 0) {
+        size_t lines = 0, keys = 1;
+        for (size_t i = 0; i + 1 < (size_t)qn; i++)
+            lines += q[i] == '\r' && q[i + 1] == '\n';
+        for (size_t i = 0; i < rlen; i++)
+            keys += r[i] == ' ';
+        CHECK(lines == keys + 1 && memcmp(q + qn - 4, "mn\r\n", 4) == 0);
+    } else {
+        CHECK(qn == GRAY_EINVAL);
+    }
+    free(q);
+
+    n = META_CAP;
+    rc = gray_mc_parse_meta(r, rlen, NULL, 0, mode, vals, &n, &line, &need);
+    if (rc >= 0)
+        for (size_t i = 0; i < n; i++)
+            CHECK(vals[i].index >= i && (size_t)vals[i].data_off + vals[i].data_len <= (size_t)rc);
+}
+
 static void fuzz_mc_line(const char *s, size_t len)
 {
     gray_mc_line_t line;
@@ -319,7 +452,7 @@ static void fuzz_ranges(const char *s, size_t len)
 {
     static const char names[] = "1\nv2\nv3";
     gray_ranges_stats_t st, st2;
-    int rc = gray_ranges_parse(s, len, names, sizeof names - 1, NULL, 0, NULL, 0, &st);
+    int rc = gray_ranges_parse(s, len, names, sizeof names - 1, 0, NULL, 0, NULL, 0, &st);
     CHECK(rc == GRAY_OK || rc == GRAY_ESPACE);
     CHECK((rc == GRAY_OK) == (st.n4 == 0 && st.n6 == 0));
     CHECK(st.taken + st.bad + st.unknown <= st.lines && st.lines <= len);
@@ -336,10 +469,10 @@ static void fuzz_ranges(const char *s, size_t len)
     gray_rentry6_t *e6 = malloc(st.n6 ? st.n6 * sizeof *e6 : 1);
     if (st.n4 + st.n6 > 0) {
         size_t c4 = st.n4 ? st.n4 - 1 : 0, c6 = st.n4 ? st.n6 : st.n6 - 1;
-        CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, e4, c4, e6, c6, &st2) ==
+        CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, 0, e4, c4, e6, c6, &st2) ==
               GRAY_ESPACE);
     }
-    CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, e4, st.n4, e6, st.n6, &st2) ==
+    CHECK(gray_ranges_parse(s, len, names, sizeof names - 1, 0, e4, st.n4, e6, st.n6, &st2) ==
           GRAY_OK);
     CHECK(memcmp(&st, &st2, sizeof st) == 0);
 
@@ -563,6 +696,85 @@ static void fuzz_dist(const char *s, size_t len)
     }
 }
 
+#define SERVERS_FUZZ_MAX 16
+
+static int list_sep(char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* A server list: items in order inside s, hosts as written and valid, and
+ * the items joined by ", " parse to the same servers. */
+static void fuzz_servers(const char *s, size_t len)
+{
+    gray_server_spec_t out[SERVERS_FUZZ_MAX], again[SERVERS_FUZZ_MAX], bad;
+    int n = gray_servers_parse(s, len, out, SERVERS_FUZZ_MAX, &bad);
+    if (n < 0) {
+        CHECK(n == GRAY_EINVAL || n == GRAY_EADDR || n == GRAY_ERANGE || n == GRAY_EDIGITS
+              || n == GRAY_ESPACE);
+        CHECK((size_t)bad.item_off + bad.item_len <= len);
+        CHECK(gray_server_error(n)[0] != '\0');
+        return;
+    }
+    CHECK(n >= 1 && n <= SERVERS_FUZZ_MAX);
+    char joined[SERVERS_FUZZ_MAX * 64];
+    size_t jl = 0, end = 0;
+    int nj = 0, full = 0;      /* items joined; the first that did not fit stops it */
+    for (int i = 0; i < n; i++) {
+        const gray_server_spec_t *p = &out[i];
+        CHECK(p->item_off >= end && p->item_len > 0 && p->item_off + p->item_len <= len);
+        end = p->item_off + p->item_len;
+        for (size_t k = p->item_off; k < end; k++)
+            CHECK(!list_sep(s[k]));
+        CHECK(p->name_len <= p->item_len);
+        CHECK(p->host_off >= p->item_off && p->host_off + p->host_len < p->item_off + p->name_len);
+        CHECK(p->port >= 1 && p->port <= 65535);
+        CHECK(p->weight >= 1 && p->weight <= GRAY_SERVER_WEIGHT_MAX);
+        gray_ip_t ip;
+        CHECK(gray_ip_parse(s + p->host_off, p->host_len, &ip) == GRAY_OK);
+        int bracketed = p->host_off > p->item_off;
+        CHECK((memchr(s + p->host_off, ':', p->host_len) != NULL) == bracketed);
+        if (bracketed)
+            CHECK(s[p->item_off] == '[' && s[p->host_off + p->host_len] == ']');
+        full |= p->item_len + 2 > sizeof joined - jl;
+        if (!full) {
+            memcpy(joined + jl, s + p->item_off, p->item_len);
+            jl += p->item_len;
+            memcpy(joined + jl, ", ", 2);
+            jl += 2;
+            nj++;
+        }
+    }
+    if (nj == 0)
+        return;
+    int m = gray_servers_parse(joined, jl, again, SERVERS_FUZZ_MAX, &bad);
+    CHECK(m == nj);
+    for (int i = 0; i < m; i++) {
+        CHECK(again[i].port == out[i].port && again[i].weight == out[i].weight);
+        CHECK(again[i].host_len == out[i].host_len
+              && memcmp(joined + again[i].host_off, s + out[i].host_off, out[i].host_len) == 0);
+    }
+}
+
+static void fuzz_token(const char *s, size_t len)
+{
+    static const char key[] = "fuzz-secret-0123456789";
+    const size_t klen = sizeof key - 1;
+    int64_t exp = -1;
+    CHECK(gray_token_check("force", 5, key, klen, s, len, 0, &exp) < 0 && exp == -1);
+    char buf[GRAY_TOKEN_MAX];
+    size_t sl = len > GRAY_TOKEN_SUBJECT_MAX ? GRAY_TOKEN_SUBJECT_MAX : len;
+    int m = gray_token_make("force", 5, key, klen, s, sl, 1700000000, buf, sizeof buf);
+    if (m < 0)
+        return;
+    CHECK((size_t)m == sl + 1 + 10 + 1 + GRAY_TOKEN_MAC_LEN && memcmp(buf, s, sl) == 0);
+    CHECK(gray_token_check("force", 5, key, klen, buf, (size_t)m, 1699999999, &exp) == (int)sl);
+    CHECK(exp == 1700000000);
+    CHECK(gray_token_check("force", 5, key, klen, buf, (size_t)m, 1700000000, NULL)
+          == GRAY_EEXPIRED);
+    CHECK(gray_token_check("id:uid", 6, key, klen, buf, (size_t)m, 0, NULL) == GRAY_EMAC);
+}
+
 /* ---- list images ---------------------------------------------------------- */
 
 #define IMAGE_FUZZ_PARTS 8
@@ -611,18 +823,23 @@ static uint32_t naive_name(const naive_names_t *nn, const char *s, size_t len)
     return 0;
 }
 
+/* the target-name rule, written out: 1..GRAY_TARGET_NAME_MAX bytes of
+ * 0x21..0x7e but '#', not "0" */
 static int naive_name_ok(const char *s, size_t len)
 {
+    if (len == 0 || len > GRAY_TARGET_NAME_MAX || (len == 1 && s[0] == '0'))
+        return 0;
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '#')
             return 0;
     return 1;
 }
 
 /* The naive reading of an id list: each line's id and target (0 when the
  * line is skipped); names collected first when collect is set. */
-static size_t naive_ids(const char *text, size_t len, int collect, naive_names_t *nn,
-                        naive_line_t *out, size_t cap, uint32_t *bad, uint32_t *unknown)
+static size_t naive_ids(const char *text, size_t len, int collect, uint32_t unknown_index,
+                        naive_names_t *nn, naive_line_t *out, size_t cap, uint32_t *bad,
+                        uint32_t *unknown)
 {
     static const char *given[] = {"1", "v2", "v3"};
     nn->n = 0;
@@ -639,8 +856,7 @@ static size_t naive_ids(const char *text, size_t len, int collect, naive_names_t
             const char *f[3];
             size_t fl[3];
             if (naive_fields(p, eol, 1, f, fl) == 2 && naive_name_ok(f[1], fl[1]) &&
-                fl[1] <= GRAY_IMAGE_NAME_MAX && !naive_name(nn, f[1], fl[1]) &&
-                nn->n < GRAY_TARGETS_MAX) {
+                !naive_name(nn, f[1], fl[1]) && nn->n < GRAY_TARGETS_MAX) {
                 nn->name[nn->n] = f[1];
                 nn->len[nn->n++] = fl[1];
             }
@@ -666,8 +882,10 @@ static size_t naive_ids(const char *text, size_t len, int collect, naive_names_t
             (*bad)++;
         } else {
             uint32_t t = k == 2 ? naive_name(nn, f[1], fl[1]) : 1;
-            if (t == 0)
+            if (t == 0) {
                 (*unknown)++;
+                t = unknown_index;
+            }
             out[n].target = t;
         }
         out[n].id = f[0];
@@ -716,13 +934,15 @@ static void image_damage(const uint8_t *img, size_t size, size_t at, int ids,
     free(copy);
 }
 
-/* The first byte: bit 0 the kind (ids, ranges), bit 1 collected names;
+/* The first byte: bit 0 the kind (ids, ranges), bit 1 collected names,
+ * bit 2 lines naming an unknown target kept (index 4, past the names);
  * then parts split at '|'. */
 static void fuzz_image(const char *s, size_t len)
 {
     if (len == 0)
         return;
     int ids = !(s[0] & 1), collect = (s[0] & 2) != 0;
+    uint32_t unknown_index = (s[0] & 4) ? 4 : 0;
     static const char names[] = "1\nv2\nv3";
     gray_image_part_t parts[IMAGE_FUZZ_PARTS];
     size_t nparts = 0, start = 1;
@@ -750,10 +970,12 @@ static void fuzz_image(const char *s, size_t len)
     size_t size;
     gray_image_stats_t st;
     int rc = gray_image_build(ids ? GRAY_IMAGE_IDS : GRAY_IMAGE_RANGES, parts, nparts,
-                              collect ? NULL : names, collect ? 0 : sizeof names - 1, 42,
-                              &img, &size, &st);
+                              collect ? NULL : names, collect ? 0 : sizeof names - 1,
+                              unknown_index, 42, &img, &size, &st);
     CHECK(rc == GRAY_OK && st.bytes == size && size % 8 == 0);
-    CHECK(st.taken + st.bad + st.unknown <= st.lines && st.entries <= st.taken);
+    /* a line naming an unknown target is skipped, or taken with the index */
+    CHECK(st.taken + st.bad + (unknown_index ? 0 : st.unknown) <= st.lines);
+    CHECK(st.entries <= st.taken && (!unknown_index || st.unknown <= st.taken));
     gray_image_t *h;
     CHECK(gray_image_open_mem(img, size, GRAY_IMAGE_VERIFY, &h) == GRAY_OK);
     CHECK(gray_image_version(h) == 42);
@@ -772,7 +994,8 @@ static void fuzz_image(const char *s, size_t len)
         naive_line_t *lines = malloc((tlen + 1) * sizeof *lines);
         naive_names_t nn;
         uint32_t bad, unknown;
-        size_t n = naive_ids(text, tlen, collect, &nn, lines, tlen + 1, &bad, &unknown);
+        size_t n = naive_ids(text, tlen, collect, unknown_index, &nn, lines, tlen + 1, &bad,
+                             &unknown);
         CHECK(n == st.lines && bad == st.bad && unknown == st.unknown);
         CHECK(nn.n == st.ntargets);
         if (n <= IMAGE_NAIVE_LINES) {
@@ -799,7 +1022,7 @@ static void fuzz_image(const char *s, size_t len)
         /* against the entries the ranges parser reads from the same text */
         const char *nm = names;
         size_t nm_len = sizeof names - 1;
-        static char collected[GRAY_TARGETS_MAX * (GRAY_IMAGE_NAME_MAX + 1)];
+        static char collected[GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1)];
         if (collect) {
             size_t at = 0;
             for (uint32_t k = 1; k <= st.ntargets; k++) {
@@ -817,7 +1040,8 @@ static void fuzz_image(const char *s, size_t len)
         gray_ranges_room(text, tlen, &room4, &room6);
         gray_rentry4_t *e4 = malloc(room4 ? room4 * sizeof *e4 : 1);
         gray_rentry6_t *e6 = malloc(room6 ? room6 * sizeof *e6 : 1);
-        CHECK(gray_ranges_parse(text, tlen, nm, nm_len, e4, room4, e6, room6, &rs) == GRAY_OK);
+        CHECK(gray_ranges_parse(text, tlen, nm, nm_len, unknown_index, e4, room4, e6, room6,
+                                &rs) == GRAY_OK);
         CHECK(rs.taken == st.taken && rs.bad == st.bad && rs.unknown == st.unknown &&
               rs.lines == st.lines);
         for (uint32_t i = 0; i < rs.n4 && i < PROBE_ENTRIES; i++) {
@@ -872,6 +1096,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_RANGES:    fuzz_ranges(s, len); break;
     case T_HASH:      fuzz_hash(s, len); break;
     case T_DIST:      fuzz_dist(s, len); break;
+    case T_SERVERS:   fuzz_servers(s, len); break;
+    case T_TOKEN:     fuzz_token(s, len); break;
+    case T_MC_META:   fuzz_mc_meta(s, len); break;
     case T_IMAGE:     fuzz_image(s, len); break;
     }
     free(s);

@@ -58,7 +58,7 @@ void image_files_check(void)
     char *cut = strstr(text + len / 2, "\n");
     gray_image_part_t parts[2] = {{text, (size_t)(cut - text)}, {cut + 1, len - (size_t)(cut - text) - 1}};
     gray_image_stats_t st;
-    CHECK(gray_image_compile(GRAY_IMAGE_IDS, parts, 2, names, sizeof names - 1, 1, path, &st) ==
+    CHECK(gray_image_compile(GRAY_IMAGE_IDS, parts, 2, names, sizeof names - 1, 0, 1, path, &st) ==
           GRAY_OK);
     CHECK(st.entries == FILE_IDS && st.lines == FILE_IDS && st.bad == 0);
     uint64_t cas = 0;
@@ -75,7 +75,7 @@ void image_files_check(void)
     char *text2 = id_text(FILE_IDS, 1, &len2);
     gray_image_part_t one = {text2, len2};
     gray_image_job_t *job;
-    CHECK(gray_image_compile_start(GRAY_IMAGE_IDS, &one, 1, NULL, 0, 2, path, &job) == GRAY_OK);
+    CHECK(gray_image_compile_start(GRAY_IMAGE_IDS, &one, 1, NULL, 0, 0, 2, path, &job) == GRAY_OK);
     CHECK(wait_job(job, &st) == GRAY_OK && st.entries == FILE_IDS && st.ntargets == 2);
     CHECK(gray_image_job_free(job) == GRAY_OK);
     gray_image_t *cur;
@@ -91,8 +91,8 @@ void image_files_check(void)
     /* ranges in a thread, then a job asked to stop at once */
     static const char ranges[] = "10.0.0.0/8 v2\n10.1.0.0/16\n::/0 v2";
     gray_image_part_t rp = {ranges, sizeof ranges - 1};
-    CHECK(gray_image_compile_start(GRAY_IMAGE_RANGES, &rp, 1, names, sizeof names - 1, 3, path,
-                                   &job) == GRAY_OK);
+    CHECK(gray_image_compile_start(GRAY_IMAGE_RANGES, &rp, 1, names, sizeof names - 1, 0, 3,
+                                   path, &job) == GRAY_OK);
     CHECK(wait_job(job, &st) == GRAY_OK && st.taken == 3);
     CHECK(gray_image_job_free(job) == GRAY_OK);
     CHECK(gray_image_open(path, GRAY_IMAGE_VERIFY, &cur) == GRAY_OK);
@@ -100,7 +100,7 @@ void image_files_check(void)
     CHECK(gray_image_find_text(cur, "::1", 3) == 2 && gray_image_find_text(cur, "1.1.1.1", 7) == 0);
     gray_image_close(cur);
 
-    CHECK(gray_image_compile_start(GRAY_IMAGE_IDS, parts, 2, names, sizeof names - 1, 4, path,
+    CHECK(gray_image_compile_start(GRAY_IMAGE_IDS, parts, 2, names, sizeof names - 1, 0, 4, path,
                                    &job) == GRAY_OK);
     if (gray_image_job_free(job) == GRAY_JOB_RUNNING) {
         int rc = wait_job(job, &st);

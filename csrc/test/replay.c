@@ -24,6 +24,8 @@ static const struct { int target; const char *text; } seeds[] = {
     {3, "SERVER_ERROR out of memory\r\n"}, {3, "END\r\n"},
     {4, "STORED\r\n"}, {4, "CLIENT_ERROR bad data chunk\r\n"}, {4, "18446744073709551615\r\n"},
     {4, "VERSION 1.6.18\r\n"},
+    {11, "v2.1700000000.yLogbr4bYi8WPOeotIp_peK5qwZ9lJoxZ3oXvYtvLYg"}, {11, "a.b.1.c"},
+    {11, "...........................................................0"},
     {5, "10.0.0.0/8,::/0,127.0.0.1,2001:db8::/32,10.128.0.0/9,::ffff:10.0.0.0/8"},
     {5, "0.0.0.0/0,::/95,::1:0:0:0/96,1.2.3.4/31"},
     {6, "127.0.0.1| 203.0.113.7 |198.51.100.1, 10.0.0.1|for=1.2.3.4"},
@@ -56,12 +58,24 @@ static const struct { int target; const char *text; } seeds[] = {
     /* a mode byte, then servers (fuzz_dist in fuzz_target.c) */
     {9, "x127.0.0.1:11211/?3|127.0.0.2/?0|127.0.0.3:11300/?6"},
     {9, "xa|b:65535|c:65536|d"},
+    /* server lists ($gray_memcached, --servers, MEMCACHED_SERVERS) */
+    {10, "127.0.0.1:11211, [::1]:11212/?3 [0:0:0:0:0:0:0:1]:11213,\t[::ffff:127.0.0.1]:1"},
+    {10, "127.000.000.001:11211,::1:11211,[1.2.3.4]:5,[::1],1.2.3.4:0,1.2.3.4:1/?0"},
+    /* a mode byte (GRAY_META_*: 7 = pipeline, v, q), then mg replies */
+    {12, "\x07VA 1 O0 c5 f3\r\nA\r\nVA 2 k192.168.2.20 O2\r\nBB\r\nHD O4\r\nMN\r\n"},
+    {12, "\x03VA 1\r\nA\r\nEN kk1 O1\r\nVA 0 c18446744073709551615\r\n\r\nEN\r\nEN\r\nMN\r\n"},
+    {12, "\x01HD c1 ka\r\nEN\r\nHD\r\nEN\r\nHD t-1 W X Z\r\nMN\r\n"},
+    {12, "\x08HD c42\r\n"}, {12, "\x02VA 3 f1\r\nabc\r\n"}, {12, "\x02" "EN\r\n"},
+    {12, "\x07ERROR\r\nERROR\r\n"}, {12, "\x05HD Oa\r\nMN\r\n"},
     /* a byte (bit 0: ranges, bit 1: names from the list), parts split at '|' */
-    {10, "0uid:42 v2\n# c\nuid:7 # x\nuid:42\n" "a b c\nd v9|e v3\nuid:42 v3|\r\n\tf\v\fv2"},
-    {10, "2dev-1 blue\ndev-2 green\ndev-1|dev-3 blue # x|dev-4 1\ndev#5 green"},
-    {10, "0x\nx\nx v2\nx v3\nxx\n#x\n x \n\n\n" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa v2"},
-    {10, "1# office\n10.0.0.0/8\n10.1.0.0/16 v2|10.1.2.3 v3 # t\n::1|::/0 v2\nnope"},
-    {10, "310.0.0.0/8 red|2001:db8::/32 blue\n10.9.0.0/16 red\n::1 v9 x"},
+    {13, "0uid:42 v2\n# c\nuid:7 # x\nuid:42\n" "a b c\nd v9|e v3\nuid:42 v3|\r\n\tf\v\fv2"},
+    {13, "2dev-1 blue\ndev-2 green\ndev-1|dev-3 blue # x|dev-4 1\ndev#5 green"},
+    {13, "0x\nx\nx v2\nx v3\nxx\n#x\n x \n\n\n" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa v2"},
+    {13, "1# office\n10.0.0.0/8\n10.1.0.0/16 v2|10.1.2.3 v3 # t\n::1|::/0 v2\nnope"},
+    {13, "310.0.0.0/8 red|2001:db8::/32 blue\n10.9.0.0/16 red\n::1 v9 x"},
+    /* bit 2: lines naming an unknown target kept, as index 4 */
+    {13, "4a v9\nb stable\nc 0\nd v2|e v7 x\nf " "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+    {13, "510.0.0.0/8 v9\n10.1.0.0/16 0\n::1 v2|::2 v7"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

@@ -27,7 +27,9 @@
 --     set $gray_lists          "dev";            # gray:list:dev, for identity dev
 --     set $gray_ranges_key     "gray:ranges";    # "off": no ranges
 --     set $gray_percent_key    "gray:percent";   # "off": no percentage
---     set $gray_force          "header:X-Gray";  # tester override (trusted peers)
+--     set $gray_force          "header:X-Gray";  # tester override, with one of:
+--     set $gray_force_from     "10.1.2.0/24";    #   testers' client addresses
+--     set $gray_secret_file    /etc/nginx/gray.secret;  # signed tokens (gray-admin token)
 --     set $gray_debug_header   "X-Gray-Debug";   # response header: target; reason
 --     set $gray_distribution   ketama;           # several servers: or ketama-weighted, modula
 --     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
@@ -119,6 +121,8 @@ local VARS = {
     { "gray_distribution", "distribution" },
     { "gray_shm", "shm" },
     { "gray_stale_ttl", "stale_ttl", 1, "a bare number is seconds" },
+    { "gray_force_from", "force_from" },
+    { "gray_secret_file", "secret_file" },
 }
 local NVARS = #VARS      -- run() reads each by index: keep them in step
 _M.VARS = VARS
@@ -306,7 +310,7 @@ function _M.run()
         c = read_var(5, c); c = read_var(6, c); c = read_var(7, c); c = read_var(8, c)
         c = read_var(9, c); c = read_var(10, c); c = read_var(11, c); c = read_var(12, c)
         c = read_var(13, c); c = read_var(14, c); c = read_var(15, c); c = read_var(16, c)
-        c = read_var(17, c)
+        c = read_var(17, c); c = read_var(18, c); c = read_var(19, c)
         if c then
             router = configure()
             if not router then

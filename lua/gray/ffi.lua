@@ -37,6 +37,11 @@ typedef struct gray_mc_value {
     uint32_t key_off; uint32_t key_len; uint32_t data_off; uint32_t data_len;
     uint32_t flags; uint32_t has_cas; uint64_t cas;
 } gray_mc_value_t;
+typedef struct gray_mc_meta {
+    int32_t kind; uint32_t index; uint32_t req_off; uint32_t req_len; uint32_t has;
+    uint32_t key_off; uint32_t key_len; uint32_t data_off; uint32_t data_len;
+    uint32_t opaque_off; uint32_t opaque_len; uint32_t flags; uint64_t cas;
+} gray_mc_meta_t;
 typedef struct gray_rentry4 { uint32_t lo; uint32_t hi; uint32_t line; uint32_t target; } gray_rentry4_t;
 typedef struct gray_rentry6 {
     gray_ip_t lo; gray_ip_t hi; uint32_t line; uint16_t prefix; uint16_t target;
@@ -63,8 +68,9 @@ int gray_cidr_parse(const char *s, size_t len, gray_range_t *out, size_t *n);
 size_t gray_ipset_build(gray_range_t *ranges, size_t n);
 int gray_ipset_contains(const gray_range_t *ranges, size_t n, const gray_ip_t *ip);
 void gray_ranges_room(const char *text, size_t len, size_t *room4, size_t *room6);
+int gray_target_name_ok(const char *s, size_t len);
 int gray_ranges_parse(const char *text, size_t len, const char *names, size_t names_len,
-                      gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
+                      uint32_t unknown, gray_rentry4_t *e4, size_t cap4, gray_rentry6_t *e6, size_t cap6,
                       gray_ranges_stats_t *st);
 size_t gray_rangeset_index_len(size_t runs);
 int gray_rangeset_build(gray_rangeset_t *set, gray_rentry4_t *e4, size_t n4,
@@ -91,6 +97,11 @@ int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need);
+int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t keys_len,
+                       int mode, gray_mc_meta_t *vals, size_t *nvals, gray_mc_line_t *line,
+                       size_t *need);
+int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
+                         char *out, size_t cap);
 typedef struct gray_dist_server {
     const char *host; uint32_t host_len; uint32_t port; uint32_t weight;
 } gray_dist_server_t;
@@ -104,6 +115,19 @@ uint32_t gray_dist_hash(int mode, const char *key, size_t len);
 int gray_dist_find(const gray_dist_t *d, uint32_t hash, uint32_t *probes);
 int gray_dist_server(const gray_dist_t *d, const char *key, size_t len);
 void gray_md5(const char *data, size_t len, uint8_t digest[16]);
+typedef struct gray_server_spec {
+    uint32_t item_off; uint32_t item_len; uint32_t name_len; uint32_t host_off;
+    uint32_t host_len; uint32_t port; uint32_t weight;
+} gray_server_spec_t;
+int gray_servers_parse(const char *s, size_t len, gray_server_spec_t *out, size_t cap,
+                       gray_server_spec_t *bad);
+const char *gray_server_error(int code);
+int gray_secret_len(const char *s, size_t len);
+int gray_token_make(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                    const char *subject, size_t subject_len, int64_t expiry,
+                    char *buf, size_t cap);
+int gray_token_check(const char *ctx, size_t ctx_len, const char *key, size_t key_len,
+                     const char *tok, size_t len, int64_t now, int64_t *expiry);
 ]]
 end
 
@@ -121,15 +145,15 @@ typedef struct gray_image_job gray_image_job_t;
 typedef struct gray_image gray_image_t;
 uint64_t gray_image_hash(const char *buf, size_t len);
 int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
-                     const char *names, size_t names_len, uint64_t cas,
+                     const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                      void **out, size_t *out_len, gray_image_stats_t *st);
 void gray_image_free_buf(void *buf);
 int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
-                       const char *names, size_t names_len, uint64_t cas, const char *path,
-                       gray_image_stats_t *st);
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       const char *path, gray_image_stats_t *st);
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
-                             const char *names, size_t names_len, uint64_t cas,
-                             const char *path, gray_image_job_t **out);
+                             const char *names, size_t names_len, uint32_t unknown,
+                             uint64_t cas, const char *path, gray_image_job_t **out);
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
 int gray_image_job_free(gray_image_job_t *job);
 int gray_image_open(const char *path, int flags, gray_image_t **out);
@@ -178,6 +202,7 @@ end
 -- Must match gray.h.
 local GRAY_EAGAIN = -2
 local TARGETS_MAX = 255
+local TARGET_NAME_MAX = 64
 local RANGES_REPORT = 8
 local IP_TEXT_MAX = 46
 local MC_END = 8
@@ -190,7 +215,16 @@ local KEY_LEN_MASK = 0xffff
 local MC_KINDS = {
     "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND", "DELETED", "TOUCHED", "OK",
     "END", "ERROR", "CLIENT_ERROR", "SERVER_ERROR", "VERSION", "NUMBER",
+    "VA", "HD", "EN", "MN",
 }
+local MC_ERROR = 9
+local MC_SERVER_ERROR = 11
+local MC_VA = 14
+local META_PIPELINE = 1
+local META_VALUE = 2
+local META_QUIET = 4
+local META_HAS_CAS = 1
+local META_HAS_FLAGS = 2
 
 local ip_buf = ffi_new("gray_ip_t[1]")
 local text_buf = ffi_new("char[?]", IP_TEXT_MAX)
@@ -201,6 +235,8 @@ local count_buf = ffi_new("size_t[1]")
 local need_buf = ffi_new("size_t[1]")
 local vals_cap = 16
 local vals = ffi_new("gray_mc_value_t[?]", vals_cap)
+local metas_cap = 16
+local metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
 local range_array_t = ffi_typeof("gray_range_t[?]")
 local rentry4_array_t = ffi_typeof("gray_rentry4_t[?]")
 local rentry6_array_t = ffi_typeof("gray_rentry6_t[?]")
@@ -444,9 +480,11 @@ end
 -- looked up in: count (lines compiled), bad and unknown (lines skipped as
 -- malformed or for a name not in names), bad_lines and unknown_lines (the
 -- first 8 line numbers of each), lines, names, runs and bytes (what the
--- compiled set holds). nil, err only for a text or names that are not
--- usable at all.
-function _M.new_rangeset(text, names)
+-- compiled set holds). unknown (optional): the index given to lines naming
+-- a target name not in names (they are still counted in `unknown`);
+-- without it they are skipped. nil, err only for a text or names that are
+-- not usable at all.
+function _M.new_rangeset(text, names, unknown)
     if type(text) ~= "string" then
         return nil, "ranges list must be a string"
     end
@@ -455,10 +493,14 @@ function _M.new_rangeset(text, names)
         return nil, "target names must be a list of 1 to " .. TARGETS_MAX .. " names"
     end
     for i = 1, #names do
-        local name = names[i]
-        if type(name) ~= "string" or not name:find("^[\33-\34\36-\126]+$") then
-            return nil, "target name " .. i .. " is not 1 or more printable bytes without '#'"
+        if not _M.target_name_ok(names[i]) then
+            return nil, "target name " .. i .. " is not a target name (1 to "
+                        .. TARGET_NAME_MAX .. " printable bytes without '#', not 0)"
         end
+    end
+    unknown = unknown or 0
+    if type(unknown) ~= "number" or unknown < 0 or unknown > TARGETS_MAX or unknown % 1 ~= 0 then
+        return nil, "unknown must be a target index from 0 to " .. TARGETS_MAX
     end
     local list = concat(names, "\n")
 
@@ -467,7 +509,8 @@ function _M.new_rangeset(text, names)
     local room4, room6 = tonumber(count_buf[0]), tonumber(room_buf[0])
     local e4 = ffi_new(rentry4_array_t, room4)
     local e6 = ffi_new(rentry6_array_t, room6)
-    local rc = C.gray_ranges_parse(text, #text, list, #list, e4, room4, e6, room6, ranges_stats)
+    local rc = C.gray_ranges_parse(text, #text, list, #list, unknown, e4, room4, e6, room6,
+                                   ranges_stats)
     if rc ~= 0 then
         return nil, strerror(rc)
     end
@@ -513,7 +556,58 @@ function _M.rangeset_find(set, addr)
     return nil
 end
 
+-- Must match gray.h: GRAY_TOKEN_MAX, and a token's shortest form.
+local TOKEN_MAX = 257             -- 200-byte subject, ".", 12 digits, ".", 43
+local TOKEN_MIN = 4 + 43
+local token_buf = ffi_new("char[?]", TOKEN_MAX)
+local expiry_buf = ffi_new("int64_t[1]")
+
+--- The key bytes of a secret file's text (trailing blanks dropped), or
+-- nil, err when they are too few (under 16) or too many (over 1024).
+function _M.secret(text)
+    local n = C.gray_secret_len(text, #text)
+    if n < 0 then
+        return nil, "must hold 16 to 1024 bytes (trailing blanks and newlines aside)"
+    end
+    return text:sub(1, n)
+end
+
+--- A token for subject under context ctx ("force", "id:<name>") and key,
+-- valid before expiry (unix seconds); nil, err.
+function _M.token_make(ctx, key, subject, expiry)
+    local n = C.gray_token_make(ctx, #ctx, key, #key, subject, #subject, expiry, token_buf,
+                                TOKEN_MAX)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return ffi_string(token_buf, n)
+end
+
+--- The subject of tok when it is a token of context ctx under key that has
+-- not expired at now (unix seconds), and its expiry; nil, err ("malformed
+-- input", "bad signature", "expired"). Cheap on what cannot be a token.
+function _M.token_check(ctx, key, tok, now)
+    local len = #tok
+    if len < TOKEN_MIN or len > TOKEN_MAX then
+        return nil, "malformed input"
+    end
+    local n = C.gray_token_check(ctx, #ctx, key, #key, tok, len, now, expiry_buf)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return tok:sub(1, n), tonumber(expiry_buf[0])
+end
+
+--- Whether name is a target name: 1 to 64 printable bytes (0x21..0x7e)
+-- without '#', not "0". The one rule for the router's targets, the names
+-- in list and range lines, and gray-admin.
+function _M.target_name_ok(name)
+    return type(name) == "string" and C.gray_target_name_ok(name, #name) == 1
+end
+_M.TARGET_NAME_MAX = TARGET_NAME_MAX
+
 --- Whether a string may be sent as a memcached key.
+
 function _M.mc_key_ok(key)
     return type(key) == "string" and C.gray_mc_key_ok(key, #key) == 1
 end
@@ -664,6 +758,133 @@ function Buffer.decode(self, keys, max_values, with_cas)
     return decode_many(self.mem, self.len, keys, max_values, with_cas)
 end
 
+-- ---- memcached meta protocol: replies to mg (and mn) ----------------------
+
+_M.META_PIPELINE, _M.META_VALUE, _M.META_QUIET = META_PIPELINE, META_VALUE, META_QUIET
+
+local function meta_cas_text(v)
+    if band(v.has, META_HAS_CAS) ~= 0 then
+        return (tostring(v.cas):gsub("ULL$", ""))
+    end
+    return nil
+end
+
+-- Shared by the meta decoders: returns consumed and the hit count, or
+-- nil, err, need. An error line (ERROR, CLIENT_ERROR, SERVER_ERROR) is an
+-- error: its text, e.g. "ERROR" from a server without the meta protocol.
+local function parse_meta(p, len, keys, mode, max_values)
+    count_buf[0] = max_values
+    local rc = C.gray_mc_parse_meta(p, len, keys, keys and #keys or 0, mode,
+                                    metas, count_buf, line, need_buf)
+    if rc < 0 then
+        if rc == GRAY_EAGAIN then
+            return nil, "again", tonumber(need_buf[0])
+        end
+        return nil, strerror(rc)
+    end
+    local kind = line.kind
+    if kind >= MC_ERROR and kind <= MC_SERVER_ERROR then
+        return nil, reply_error(p)
+    end
+    return rc, tonumber(count_buf[0])
+end
+
+--- Decodes the reply to one "mg <key> <flags>" (with_value: "v" was
+-- asked): the value (VA), true (HD: a hit, no value asked) or false (EN: a
+-- miss), the bytes consumed, flags and cas (decimal text) when the reply
+-- carried them (f, c). nil, "again", need when more bytes are needed; nil,
+-- err for a malformed or error reply ("ERROR": the server refused mg).
+function _M.mc_decode_meta1(buf, key, with_value)
+    local consumed, n, need = parse_meta(buf, #buf, key, with_value and META_VALUE or 0, 1)
+    if not consumed then
+        return nil, n, need
+    end
+    if n == 0 then
+        return false, consumed
+    end
+    local v = metas[0]
+    local flags = band(v.has, META_HAS_FLAGS) ~= 0 and tonumber(v.flags) or nil
+    if v.kind ~= MC_VA then
+        return true, consumed, flags, meta_cas_text(v)
+    end
+    return ffi_string(ffi_cast(char_ptr_t, buf) + v.data_off, v.data_len),
+           consumed, flags, meta_cas_text(v)
+end
+
+local function decode_meta_many(p, len, keys, max_values, mode, with_meta)
+    local cap, err = ensure_capacity(keys, max_values)
+    if not cap then
+        return nil, err
+    end
+    if cap > metas_cap then
+        metas_cap = cap
+        metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
+    end
+    if type(mode) ~= "number" or mode < 0 or mode > 7 or mode % 1 ~= 0 then
+        return nil, "mode must be an integer from 0 to 7"
+    end
+    local consumed, n, need = parse_meta(p, len, keys, mode, cap)
+    if not consumed then
+        return nil, n, need
+    end
+    local cp = ffi_cast(char_ptr_t, p)
+    local kp = ffi_cast(char_ptr_t, keys)
+    local out = table_new(0, n)
+    for i = 0, n - 1 do
+        local v = metas[i]
+        local data = true
+        if v.kind == MC_VA then
+            data = ffi_string(cp + v.data_off, v.data_len)
+        end
+        if with_meta then
+            data = { value = data ~= true and data or nil, cas = meta_cas_text(v),
+                     flags = band(v.has, META_HAS_FLAGS) ~= 0 and tonumber(v.flags) or nil }
+        end
+        out[ffi_string(kp + v.req_off, v.req_len)] = data
+    end
+    return out, consumed
+end
+
+--- Decodes the replies to pipelined "mg" requests, one per key of keys
+-- (the keys as sent, single spaces between them), ended by "mn" (mode:
+-- META_PIPELINE plus META_VALUE when "v" was asked, META_QUIET for "q").
+-- Returns a table key -> value (true for a hit without a value) and the
+-- bytes consumed; with with_meta, key -> { value = , flags = , cas = }. A
+-- miss is absent. nil, "again", need; or nil, err.
+function _M.mc_decode_meta(buf, keys, max_values, mode, with_meta)
+    return decode_meta_many(buf, #buf, keys, max_values, mode, with_meta)
+end
+
+local request_cap = 1024
+local request_buf = ffi_new("char[?]", request_cap)
+
+--- The pipelined request "mg <key> <flags> O<i>\r\n" for each key of keys
+-- (single spaces between them, as sent to mc_decode_meta; i the key's
+-- position from 0), then "mn\r\n": one string, built in C. nil, err for
+-- an invalid key (or an empty one: a double space).
+function _M.mc_meta_request(keys, flags)
+    if type(keys) ~= "string" or type(flags) ~= "string" then
+        return nil, "keys and flags must be strings"
+    end
+    -- at most (#keys + 1) / 2 keys, each line "mg " .. key .. " " .. flags
+    -- .. " O" .. up to 10 digits .. "\r\n"
+    local room = #keys + math.floor((#keys + 1) / 2) * (#flags + 18) + 4
+    if room > request_cap then
+        request_cap = room
+        request_buf = ffi_new("char[?]", request_cap)
+    end
+    local n = C.gray_mc_meta_request(keys, #keys, flags, #flags, request_buf, request_cap)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    return ffi_string(request_buf, n)
+end
+
+--- mc_decode_meta over the bytes appended so far.
+function Buffer.decode_meta(self, keys, max_values, mode, with_meta)
+    return decode_meta_many(self.mem, self.len, keys, max_values, mode, with_meta)
+end
+
 
 -- ---- server placement: libmemcached 1.1's distributions (dist.c) ----------
 
@@ -681,6 +902,50 @@ local floor = math.floor
 
 local function whole(v, lo, hi)
     return type(v) == "number" and v == floor(v) and v >= lo and v <= hi
+end
+
+local server_spec_array_t = ffi_typeof("gray_server_spec_t[?]")
+local server_bad = ffi_new("gray_server_spec_t")
+
+--- Parses a server list in the $gray_memcached syntax ("127.0.0.1:11211,
+-- [::1]:11212/?3") with gray-admin's rule (gray_servers_parse, dist.c):
+-- returns a list of { item = "host:port/?N" as written, name = "host:port",
+-- host = the host as written without brackets (what libmemcached hashes),
+-- port =, weight = (1 when not written), bracketed = true for IPv6 }, or
+-- nil, "bad server '<item>' (<reason>)" / "no server given".
+function _M.parse_servers(spec)
+    if type(spec) ~= "string" then
+        return nil, "expected a string"
+    end
+    -- at most one server per two bytes ("a:1" is three)
+    local cap = floor(#spec / 2) + 1
+    if cap > DIST_SERVERS_MAX then
+        cap = DIST_SERVERS_MAX
+    end
+    local out = ffi_new(server_spec_array_t, cap)
+    local n = C.gray_servers_parse(spec, #spec, out, cap, server_bad)
+    if n < 0 then
+        local reason = ffi_string(C.gray_server_error(n))
+        if server_bad.item_len == 0 then
+            return nil, "no server given (expected 'host:port[, host:port...]')"
+        end
+        local item = spec:sub(server_bad.item_off + 1, server_bad.item_off + server_bad.item_len)
+        return nil, "bad server '" .. item .. "' (" .. reason .. ")"
+    end
+    local list = {}
+    for i = 0, n - 1 do
+        local sp = out[i]
+        local ho = sp.host_off
+        list[i + 1] = {
+            item = spec:sub(sp.item_off + 1, sp.item_off + sp.item_len),
+            name = spec:sub(sp.item_off + 1, sp.item_off + sp.name_len),
+            host = spec:sub(ho + 1, ho + sp.host_len),
+            port = tonumber(sp.port),
+            weight = tonumber(sp.weight),
+            bracketed = ho > sp.item_off or nil,
+        }
+    end
+    return list
 end
 
 --- The placement of keys on servers, as libmemcached 1.1 places them.
@@ -866,7 +1131,7 @@ local function names_text(names)
     return names, #names
 end
 
-local function image_args(kind, text, names, cas)
+local function image_args(kind, text, names, cas, unknown)
     local k = IMAGE_KINDS[kind]
     if not k then
         return nil, "kind must be \"ids\" or \"ranges\""
@@ -883,7 +1148,12 @@ local function image_args(kind, text, names, cas)
     if not v then
         return nil, "cas must be a whole number or its decimal text"
     end
-    return { kind = k, parts = parts, n = n, names = ntext, names_len = nlen, cas = v }
+    unknown = unknown or 0
+    if type(unknown) ~= "number" or unknown < 0 or unknown > TARGETS_MAX or unknown % 1 ~= 0 then
+        return nil, "unknown must be a target index from 0 to " .. TARGETS_MAX
+    end
+    return { kind = k, parts = parts, n = n, names = ntext, names_len = nlen, cas = v,
+             unknown = unknown }
 end
 
 local function stats_table(st)
@@ -908,19 +1178,21 @@ end
 -- list of parts (joined with a line break after a part lacking one);
 -- names: the target names (index k = names[k]; a line without a name gets
 -- 1) or nil to take the names the list uses ("1" first); cas: the version
--- stored (number or decimal text). Returns the stats (lines, taken,
--- entries, runs, bad, unknown, bad_lines, unknown_lines, targets, bytes,
--- compile_ms, cpu_ms), or nil, err.
-function _M.image_compile(kind, text, names, cas, path)
-    local a, err = image_args(kind, text, names, cas)
+-- stored (number or decimal text); unknown (default 0): the index a line
+-- naming a target not in names gets (0: the line is skipped), as
+-- new_rangeset's. Returns the stats (lines, taken, entries, runs, bad,
+-- unknown, bad_lines, unknown_lines, targets, bytes, compile_ms, cpu_ms),
+-- or nil, err.
+function _M.image_compile(kind, text, names, cas, path, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
     if not a then
         return nil, err
     end
     if type(path) ~= "string" then
         return nil, "path must be a string"
     end
-    local rc = C.gray_image_compile(a.kind, a.parts, a.n, a.names, a.names_len, a.cas, path,
-                                    image_stats)
+    local rc = C.gray_image_compile(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown, a.cas,
+                                    path, image_stats)
     if rc ~= 0 then
         return nil, rc == GRAY_EIO and strerror(rc) .. ": errno " .. image_stats.sys_errno
                     or strerror(rc)
@@ -942,8 +1214,8 @@ end
 
 --- The same compile in a thread: returns a job to poll, or nil, err. The
 -- text's strings are kept reachable by the job until it is done.
-function _M.image_compile_start(kind, text, names, cas, path)
-    local a, err = image_args(kind, text, names, cas)
+function _M.image_compile_start(kind, text, names, cas, path, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
     if not a then
         return nil, err
     end
@@ -951,8 +1223,8 @@ function _M.image_compile_start(kind, text, names, cas, path)
         return nil, "path must be a string"
     end
     reap_jobs()
-    local rc = C.gray_image_compile_start(a.kind, a.parts, a.n, a.names, a.names_len, a.cas,
-                                          path, job_out)
+    local rc = C.gray_image_compile_start(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown,
+                                          a.cas, path, job_out)
     if rc ~= 0 then
         return nil, image_err(rc)
     end

@@ -14,6 +14,7 @@ local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
 
 local new_rangeset = gray_ffi.new_rangeset
+local target_name_ok = gray_ffi.target_name_ok
 local rangeset_find = gray_ffi.rangeset_find
 local bucket = gray_ffi.bucket
 local timer_every = ngx.timer.every
@@ -40,8 +41,9 @@ local PARTS_MAX = 1024
 --- The compiled lists of one router. opts: mc (a gray.memcached client),
 -- ranges_key and percent_key (false: none), lists (id list names), interval
 -- (s), timeout (ms for one refresh), max_bytes (one list's limit), names
--- (target names, index 1 = "1") and locations (name -> location), log (a
--- gray.log).
+-- (target names, index 1 = "1"), decisions (the router's decision for each
+-- of them, by index), unknown (the decision for a name not in names: its
+-- index is #names + 1), log (a gray.log).
 function _M.new(opts)
     local keys, kinds = {}, {}
     if opts.ranges_key then
@@ -59,12 +61,14 @@ function _M.new(opts)
         kinds[key] = "list"
         list_keys[key] = name
     end
-    return setmetatable({
+    local self = setmetatable({
         mc = opts.mc, keys = keys, kinds = kinds, list_keys = list_keys,
         interval = opts.interval, timeout = opts.timeout, max_bytes = opts.max_bytes,
-        names = opts.names, locations = opts.locations, log = opts.log,
+        names = opts.names, decisions = opts.decisions, unknown = opts.unknown,
+        log = opts.log,
+        by_name = {},           -- target name -> decision
         ranges = false,         -- a compiled range set, or false
-        idlists = {},           -- list name -> { [id] = location }
+        idlists = {},           -- list name -> { [id] = decision }
         any_idlist = false,     -- whether idlists holds any
         threshold = 0,          -- percent * 100: buckets below it are gray
         cas = {},               -- key -> cas of the value compiled
@@ -72,19 +76,31 @@ function _M.new(opts)
         refreshes = 0,          -- refreshes that reached memcached
         started = #keys == 0,   -- nothing to refresh: never start a timer
     }, mt)
+    local decisions = self.decisions
+    self.unknown_index = #self.names + 1
+    decisions[self.unknown_index] = self.unknown
+    for i, name in ipairs(self.names) do
+        self.by_name[name] = decisions[i]
+    end
+    return self
 end
 
--- The location of a target name ("1" or empty: the default target), or
--- nil for an unknown name.
-local function location_of(self, name)
-    if name == nil or name == "" then
+-- The decision of a list line's target name ("" : the default target): a
+-- known one's, the unknown-target decision for a name that is not
+-- configured, or nil when it is not a target name at all (a bad line).
+local function decision_of_name(self, name)
+    if name == "" then
         name = "1"
     end
-    return self.locations[name]
+    local decision = self.by_name[name]
+    if decision then
+        return decision
+    end
+    return target_name_ok(name) and self.unknown or nil
 end
 
 local function compile_ranges(self, key, text)
-    local set, err = new_rangeset(text, self.names)
+    local set, err = new_rangeset(text, self.names, self.unknown_index)
     if not set then
         return nil, err
     end
@@ -95,10 +111,11 @@ local function compile_ranges(self, key, text)
         end
         if set.unknown > 0 then
             what[#what + 1] = set.unknown .. " lines naming an unknown target ("
-                              .. concat(set.unknown_lines, ", ") .. ")"
+                              .. concat(set.unknown_lines, ", ")
+                              .. ": their addresses go to the stable location)"
         end
-        self.log:report("ranges", key .. ": skipped " .. concat(what, " and ")
-                        .. "; the other " .. set.count .. " lines are in use")
+        self.log:report("ranges", key .. ": " .. concat(what, " and ")
+                        .. "; " .. (set.count - set.unknown) .. " lines route")
     end
     self.ranges = set.count > 0 and set or false
     return true, set.count
@@ -112,21 +129,25 @@ local function compile_list(self, key, text)
             if rest ~= "" or #id > 200 then
                 bad = bad + 1
             else
-                local loc = location_of(self, name)
-                if loc then
+                local decision = decision_of_name(self, name)
+                if not decision then
+                    bad = bad + 1
+                else
                     if not ids[id] then
                         n = n + 1
                     end
-                    ids[id] = loc
-                else
-                    unknown = unknown + 1
+                    ids[id] = decision
+                    if decision == self.unknown then
+                        unknown = unknown + 1
+                    end
                 end
             end
         end
     end
     if bad > 0 or unknown > 0 then
-        self.log:report("list", key .. ": " .. bad .. " bad lines and " .. unknown
-                        .. " lines naming an unknown target skipped")
+        self.log:report("list", key .. ": " .. bad .. " bad lines skipped and " .. unknown
+                        .. " lines naming an unknown target (those ids go to the stable"
+                        .. " location)")
     end
     self.idlists[self.list_keys[key]] = ids
     self.any_idlist = true
@@ -160,7 +181,7 @@ local function clear(self, key)
     if metrics.on then
         local labels = { key = key }
         metrics.set("gray_list_version", labels, 0)
-        metrics.set(kind == "percent" and "gray_percent" or "gray_list_entries", labels, 0)
+        metrics.set(kind == "percent" and "gray_sticky_ratio" or "gray_list_entries", labels, 0)
     end
 end
 
@@ -225,8 +246,11 @@ function _M.refresh(self)
                 metrics.set("gray_list_compile_seconds", labels, now_precise() - t0)
                 -- the version in use: memcached's CAS of the copy compiled
                 metrics.set("gray_list_version", labels, tonumber(entry.cas) or 0)
-                metrics.set(self.kinds[key] == "percent" and "gray_percent" or "gray_list_entries",
-                            labels, size)
+                if self.kinds[key] == "percent" then
+                    metrics.set("gray_sticky_ratio", labels, size / 100)   -- a ratio, 0 to 1
+                else
+                    metrics.set("gray_list_entries", labels, size)
+                end
             end
             if ok then
                 self.cas[key] = entry.cas
@@ -269,7 +293,7 @@ function _M.start(self)
     return true
 end
 
---- The location of the most specific range holding a canonical address,
+--- The decision of the most specific range holding a canonical address,
 -- or nil.
 function _M.range(self, addr)
     local set = self.ranges
@@ -277,10 +301,10 @@ function _M.range(self, addr)
         return nil
     end
     local index = rangeset_find(set, addr)
-    return index and self.locations[self.names[index]]
+    return index and self.decisions[index]
 end
 
---- The location an id list gives an identity's value, or nil.
+--- The decision an id list gives an identity's value, or nil.
 function _M.listed(self, name, value)
     local ids = self.idlists[name]
     return ids and ids[value]

@@ -15,25 +15,41 @@
 --   -- "timeout" (the deadline passed), "closed", "network" (refused,
 --   -- reset...), "protocol" (malformed reply), "server" (an ERROR line
 --   -- from memcached), "value" (a value over value_max: refused unread)
+--
+-- The meta protocol (memcached >= 1.6): meta_cas(key) asks "mg <key> c",
+-- the cas alone, to tell whether a value changed without reading it;
+-- get_meta(key) and get_multi_meta(keys) read values with "mg <key> v".
+-- A server that answers ERROR to mg (memcached < 1.6, some proxies) is
+-- remembered as text-only for the life of the worker (logged once), and
+-- these calls then use gets/get on it, transparently.
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
 
 local decode_get1 = gray_ffi.mc_decode_get1
+local decode_meta1 = gray_ffi.mc_decode_meta1
+local meta_request = gray_ffi.mc_meta_request
+local META_PIPELINE, META_VALUE, META_QUIET = gray_ffi.META_PIPELINE, gray_ffi.META_VALUE,
+    gray_ffi.META_QUIET
 local key_ok = gray_ffi.mc_key_ok
 local server_for = gray_ffi.server_for
 local new_continuum = gray_ffi.new_continuum
-local canonical_ip = gray_ffi.canonical_ip
+local parse_server_list = gray_ffi.parse_servers
 local new_reply_buffer = gray_ffi.new_reply_buffer
 local tcp = ngx.socket.tcp
 local now = ngx.now
 local update_time = ngx.update_time
-local type, tonumber, tostring, setmetatable, pairs, ipairs = type, tonumber, tostring,
-    setmetatable, pairs, ipairs
+local type, tostring, setmetatable, pairs, ipairs = type, tostring, setmetatable, pairs,
+    ipairs
 local floor = math.floor
 local concat = table.concat
 local spawn, wait = ngx.thread.spawn, ngx.thread.wait
+local ngx_log, WARN = ngx.log, ngx.WARN
 local EMPTY = {}
+
+-- Servers (by name as configured) that answered ERROR to mg: text protocol
+-- only, for the life of this worker, whichever client asks.
+local text_only = {}
 
 -- What a first read asks for: a membership reply fits many times over.
 local RECV_CHUNK = 4096
@@ -78,52 +94,44 @@ local mt = { __index = _M }
 local function parse_servers(spec)
     local list = spec
     if type(spec) == "string" then
-        list = {}
-        for item in spec:gmatch("[^,%s]+") do
-            list[#list + 1] = item
-        end
+        list = { spec }
     end
     if type(list) ~= "table" or #list == 0 then
         return nil, "expected 'host:port[, host:port...]'"
     end
-    local servers = {}
+    -- one spelling rule with gray-admin (gray_servers_parse in dist.c):
+    -- addresses only (a name would need a resolver in nginx and fail on
+    -- every request), IPv6 in brackets, hosts kept as written
+    local parsed = {}
     for i, item in ipairs(list) do
         if type(item) ~= "string" then
             return nil, "server " .. i .. " is not a string"
         end
-        -- a weight as in libmemcached's configuration strings: host:port/?3
-        local spec_item, weight = item:match("^(.-)/%?(%d+)$")
-        if spec_item then
-            item, weight = spec_item, tonumber(weight)
+        local these, err = parse_server_list(item)
+        if not these then
+            return nil, err
         end
-        local host, port = item:match("^%[([^%]]+)%]:(%d+)$")
-        local bracketed = host ~= nil
-        if not host then
-            host, port = item:match("^([^:]+):(%d+)$")
+        if type(spec) ~= "string" and #these ~= 1 then
+            return nil, "bad server '" .. item .. "' (one host:port per list item)"
         end
-        port = tonumber(port)
-        if not host or not port or port < 1 or port > 65535 then
-            return nil, "bad server '" .. item .. "' (expected host:port)"
+        for _, p in ipairs(these) do
+            parsed[#parsed + 1] = p
         end
-        -- addresses only: a name would need a resolver in nginx and fail
-        -- on every request
-        local canonical = canonical_ip(host)
-        if not canonical or (canonical:find(":", 1, true) ~= nil) ~= bracketed then
-            return nil, "bad server '" .. item .. "' (the host must be an IP address;"
-                        .. " IPv6 as [addr]:port)"
-        end
+    end
+    local servers = {}
+    for i, p in ipairs(parsed) do
         servers[i] = {
-            name = item,
-            addr = host,        -- as written: libmemcached hashes the name
-            weight = weight or 1,
+            name = p.name,
+            addr = p.host,      -- as written: libmemcached hashes the name
+            weight = p.weight,
             -- cosocket connect() wants IPv6 in brackets
-            host = bracketed and "[" .. host .. "]" or host,
-            port = port,
+            host = p.bracketed and "[" .. p.host .. "]" or p.host,
+            port = p.port,
             failures = 0,       -- consecutive
             open_until = 0,     -- breaker: no request before this time
             -- gray.metrics series, built once
-            m_requests = metrics.series("gray_memcached_requests_total", { server = item }),
-            m_breaker = { server = item },
+            m_requests = metrics.series("gray_memcached_requests_total", { server = p.name }),
+            m_breaker = { server = p.name },
         }
     end
     return servers
@@ -281,10 +289,23 @@ local function release(self, sock, in_step)
     end
 end
 
--- A reply that is an error line ("server") or malformed ("protocol").
-local function bad_reply(sock, srv, msg)
+-- A reply that is an error line ("server") or malformed ("protocol"); to
+-- mg (meta), a bare ERROR is "meta": the server lacks the meta protocol.
+local function bad_reply(sock, srv, msg, meta)
     local kind = msg:find("^[A-Z_]*ERROR") and "server" or "protocol"
+    if meta and (msg == "ERROR" or msg:find("^ERROR ")) then
+        kind = "meta"
+    end
     return fail(sock, "reply from " .. srv.name .. ": ", msg, kind)
+end
+
+-- Remembers that srv refused mg; logs it once per worker.
+local function meta_refused(srv, err)
+    if not text_only[srv.name] then
+        text_only[srv.name] = true
+        ngx_log(WARN, "gray: memcached ", srv.name, " does not speak the meta protocol (",
+                err, "): using get/gets with it from now on")
+    end
 end
 
 -- Connects (or takes a pooled connection) and sends req, before the
@@ -439,7 +460,7 @@ end
 -- A multi-key request on one connection before the deadline: the reply is
 -- collected in a reply buffer (linear however large), values decoded in
 -- place. Returns the decoded table, or nil, err, kind, reused.
-local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_cas)
+local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_cas, meta_mode)
     local sock, err, kind, reused = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
@@ -455,13 +476,17 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
         end
         buf:append(more)
         local res, consumed
-        res, consumed, need = buf:decode(keys, nkeys, with_cas)
+        if meta_mode then
+            res, consumed, need = buf:decode_meta(keys, nkeys, meta_mode, with_cas)
+        else
+            res, consumed, need = buf:decode(keys, nkeys, with_cas)
+        end
         if res then
             release(self, sock, consumed == buf.len)
             return res
         end
         if consumed ~= "again" then
-            return nil, bad_reply(sock, srv, consumed)
+            return nil, bad_reply(sock, srv, consumed, meta_mode)
         end
         if buf.len + need > limit then
             -- with several keys the reply is cut short: no key's value is
@@ -476,17 +501,37 @@ end
 -- One server's part of a multi-get: its keys in one request (one retry on
 -- a dead pooled connection), counted for its breaker. Returns the decoded
 -- table, or nil, err, kind.
-local function ask(self, srv, group, deadline, t, bulk, with_cas)
+local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
     if not breaker_allows(self, srv, t) then
         return nil, "memcached " .. srv.name .. " marked down", "down"
     end
     local keystr = concat(group, " ")
-    local req = (with_cas and "gets " or "get ") .. keystr .. "\r\n"
     local limit = bulk or #group * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
-    local res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
-                                               with_cas)
-    if res == nil and retry_worth(reused, kind) then
-        res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit, with_cas)
+    local res, err, kind, reused
+    if meta and not text_only[srv.name] then
+        -- "mg <key> v q O<i>" each (q: no EN for a miss; O: the position,
+        -- shorter than the key echoed by k), then "mn" ends the reply
+        local req = meta_request(keystr, with_cas and "v f c q" or "v q")
+        local mode = META_PIPELINE + META_VALUE + META_QUIET
+        res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
+                                             with_cas, mode)
+        if res == nil and retry_worth(reused, kind) then
+            res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
+                                         with_cas, mode)
+        end
+        if kind == "meta" then
+            meta_refused(srv, err)
+            res, kind = nil, nil
+        end
+    end
+    if res == nil and kind == nil then
+        local req = (with_cas and "gets " or "get ") .. keystr .. "\r\n"
+        res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
+                                             with_cas)
+        if res == nil and retry_worth(reused, kind) then
+            res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
+                                         with_cas)
+        end
     end
     err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
                              or kind == "partial", err, res == nil and kind or nil)
@@ -558,7 +603,7 @@ require("jit").off(group_keys)
 --   failed   nil, or key -> kind ("key", "down", "timeout", "value", ...)
 --            for each key whose value is unknown
 --   err      the first error message, for the log
-function _M.get_multi(self, keys, opts)
+local function get_multi(self, keys, opts, meta)
     opts = opts or EMPTY
     local with_cas = opts.cas and true or false
     local bulk = opts.max_bytes
@@ -570,7 +615,8 @@ function _M.get_multi(self, keys, opts)
     local deadline = t + (opts.timeout or self.timeout) / 1000
     if #order == 1 then
         local n = order[1]
-        local res, err, kind = ask(self, self.servers[n], groups[n], deadline, t, bulk, with_cas)
+        local res, err, kind = ask(self, self.servers[n], groups[n], deadline, t, bulk, with_cas,
+                                   meta)
         first_err, failed = merge(self, self.servers[n], groups[n], res, err, kind, bulk,
                                   with_cas, results, failed, first_err)
         return results, failed, first_err
@@ -579,7 +625,8 @@ function _M.get_multi(self, keys, opts)
     -- the one deadline
     local threads = {}
     for i, n in ipairs(order) do
-        threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk, with_cas)
+        threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk, with_cas,
+                           meta)
     end
     for i, n in ipairs(order) do
         local ok, res, err, kind = wait(threads[i])
@@ -591,6 +638,162 @@ function _M.get_multi(self, keys, opts)
                                   with_cas, results, failed, first_err)
     end
     return results, failed, first_err
+end
+
+function _M.get_multi(self, keys, opts)
+    return get_multi(self, keys, opts, false)
+end
+
+--- get_multi_meta(keys [, opts]): get_multi with the meta protocol: one
+-- "mg <key> v q O<i>" per key and "mn" in one request per server (with
+-- opts.cas, "c" too). The same options and results as get_multi; a server
+-- without the meta protocol is asked with get/gets instead.
+function _M.get_multi_meta(self, keys, opts)
+    return get_multi(self, keys, opts, true)
+end
+
+-- One "mg" on one connection, all of it before the deadline. Returns the
+-- value (VA), true (HD) or false (EN), and the cas; or nil, err, kind,
+-- reused (kind "meta": the server answered ERROR, it lacks mg).
+local function query_meta(self, srv, req, key, with_value, deadline)
+    local sock, err, kind, reused = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
+    end
+    -- "VA <size> c<cas>", the data and its CRLF; no key is echoed
+    local limit = self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL
+    local buf, need = nil, 0
+    while true do
+        local more
+        more, err = read_next(sock, need, deadline)
+        if not more then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+        end
+        buf = buf and buf .. more or more
+        local v, consumed, more_or_flags, cas = decode_meta1(buf, key, with_value)
+        if type(v) == "string" and #v > self.value_max then
+            return nil, too_large(self, sock, srv)
+        end
+        if v ~= nil then
+            release(self, sock, consumed == #buf)
+            return v, cas
+        end
+        need = more_or_flags
+        if consumed ~= "again" then
+            return nil, bad_reply(sock, srv, consumed, true)
+        end
+        if #buf + need > limit then
+            return nil, too_large(self, sock, srv)
+        end
+    end
+end
+
+-- One key with the meta protocol, on the server it lives on, within one
+-- deadline (opts.timeout or timeout ms): mg_req first unless the server is
+-- known text-only, then the text fallback (text(self, srv, key, deadline,
+-- opts) -> as query_meta) on a refusal. Returns the result, cas; or nil,
+-- err, kind.
+local function lookup_meta(self, key, mg_req, with_value, text, opts)
+    if not key_ok(key) then
+        return nil, "refused to send an invalid memcached key", "key"
+    end
+    local srv = self.servers[1]
+    if self.nservers > 1 then
+        srv = self.servers[server_for(self.continuum, key)]
+    end
+    update_time()
+    local t = now()
+    if not breaker_allows(self, srv, t) then
+        return nil, "memcached " .. srv.name .. " marked down", "down"
+    end
+    local deadline = t + (opts.timeout or self.timeout) / 1000
+
+    local v, cas, kind, reused
+    if not text_only[srv.name] then
+        v, cas, kind, reused = query_meta(self, srv, mg_req, key, with_value, deadline)
+        if v == nil and retry_worth(reused, kind) then
+            v, cas, kind = query_meta(self, srv, mg_req, key, with_value, deadline)
+        end
+        if kind == "meta" then
+            meta_refused(srv, cas)
+            v, kind = nil, nil
+        end
+    end
+    if v == nil and kind == nil then
+        v, cas, kind, reused = text(self, srv, key, deadline, opts)
+        if v == nil and retry_worth(reused, kind) then
+            v, cas, kind = text(self, srv, key, deadline, opts)
+        end
+    end
+    local err = account(self, srv, v ~= nil or kind == "server" or kind == "value",
+                        v == nil and cas or nil, v == nil and kind or nil)
+    if v == nil then
+        return nil, err, kind
+    end
+    return v, cas
+end
+
+-- The text fallbacks: "gets" (the value comes with the cas, bounded by
+-- opts.max_bytes or value_max) and "get".
+local function text_gets(self, srv, key, deadline, opts)
+    local bulk = opts.max_bytes
+    local limit = bulk or self.value_max + #key + VALUE_LINE_EXTRA + REPLY_TAIL
+    local res, err, kind, reused = query_multi(self, srv, "gets " .. key .. "\r\n", key, 1,
+                                               deadline, limit, true)
+    if not res then
+        return nil, err, kind, reused
+    end
+    local entry = res[key]
+    if not entry then
+        return false
+    end
+    if not bulk and #entry.value > self.value_max then
+        return nil, "reply from " .. srv.name .. ": a value over value_max ("
+                    .. self.value_max .. " bytes)", "value"
+    end
+    return entry.value, entry.cas
+end
+
+local function text_get(self, srv, key, deadline)
+    return query(self, srv, "get " .. key .. "\r\n", key, deadline)
+end
+
+--- meta_cas(key [, opts]): the cas unique of key (decimal text), false
+-- when memcached lacks the key, or nil, err, kind. Asks "mg <key> c": no
+-- value is sent, a reply of about 20 bytes whatever the value's size, to
+-- tell whether a value changed since it was read. A server without the
+-- meta protocol is asked "gets <key>", which sends the value too: it comes
+-- back second then (use it rather than reading it again), bounded like
+-- get_multi's: opts.max_bytes, else value_max (kind "value" over it).
+-- opts.timeout: ms for the whole call (default: timeout).
+function _M.meta_cas(self, key, opts)
+    local v, cas, kind = lookup_meta(self, key, "mg " .. tostring(key) .. " c\r\n", false,
+                                     text_gets, opts or EMPTY)
+    if v == nil then
+        return nil, cas, kind
+    end
+    if v == false then
+        return false
+    end
+    if not cas then
+        -- a hit without a cas: the server ignored "c" (or gets)
+        return nil, "reply from memcached: a hit without a cas", "protocol"
+    end
+    if v == true then
+        return cas
+    end
+    return cas, v
+end
+
+--- get_meta(key): as get, with "mg <key> v" (a shorter reply, no END
+-- line); get on a server without the meta protocol.
+function _M.get_meta(self, key)
+    local v, err, kind = lookup_meta(self, key, "mg " .. tostring(key) .. " v\r\n", true,
+                                     text_get, EMPTY)
+    if v == nil then
+        return nil, err, kind
+    end
+    return v
 end
 
 return _M

@@ -109,10 +109,14 @@ Memcached.__index = Memcached
 --- Starts memcached on a free loopback port (or opts.port), on 127.0.0.1
 -- (or opts.host, e.g. "::1"). opts.verbose: run it with -vv, which logs
 -- every command line it receives ("<fd get k1 k2"), read with :log().
+-- opts.memory_mb: its -m (memcached's default: 64); opts.no_evict: -M (a
+-- full memcached refuses a set instead of evicting).
 function _M.memcached(opts)
     opts = opts or {}
     local self = setmetatable({ dir = _M.tmpdir(), host = opts.host or "127.0.0.1",
-                                verbose = opts.verbose }, Memcached)
+                                verbose = opts.verbose, memory_mb = opts.memory_mb,
+                                no_evict = opts.no_evict },
+                         Memcached)
     for _ = 1, 5 do
         self.port = opts.port or _M.free_port()
         local ok, err = self:start()
@@ -134,7 +138,9 @@ end
 function Memcached:start()
     local user = sh("id -u"):match("^0") and " -u nobody" or ""
     local out = sh("memcached -l " .. self.host .. " -p " .. self.port .. " -U 0" .. user
-                   .. (self.verbose and " -vv" or "") .. " >" .. self.dir
+                   .. (self.verbose and " -vv" or "")
+                   .. (self.memory_mb and " -m " .. self.memory_mb or "")
+                   .. (self.no_evict and " -M" or "") .. " >" .. self.dir
                    .. "/memcached.log 2>&1 & echo $!")
     self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
     wait_for(function()
