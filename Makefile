@@ -9,6 +9,7 @@
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
 #   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
 #   make bench-import  gray-admin import of 1M lines: wall time and max RSS
+#   make bench-image list images: compile time, bytes per entry, map time, 1M ids and ranges
 #   make install    libgray.so, the Lua files, gray-admin and its man page under
 #                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
@@ -35,10 +36,11 @@ GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c \
-       csrc/token.c
-# libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c)
-GRAY_LIBS := -lcrypto
-HDR := csrc/gray.h csrc/internal.h
+       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c
+# libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
+# list images compile in a thread (csrc/imagejob.c)
+GRAY_LIBS := -lcrypto -lpthread
+HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
 
 LUAJIT  ?= luajit
 BUSTED  ?= busted
@@ -94,10 +96,10 @@ lint:
 # The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: seeds,
 # every prefix, and seeded mutations through the fuzz target. One level of
 # quicksort, then heapsort, so that both of the range set's sorts run.
-build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
+build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(HDR)
 	@mkdir -p build
 	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
-	    csrc/test/fuzz_target.c $(SRC) $(GRAY_LIBS)
+	    csrc/test/fuzz_target.c csrc/test/image_files.c $(SRC) $(GRAY_LIBS)
 
 # The replay is deterministic (fixed seeds, a fixed generator): it runs
 # again only when the binary or REPLAY_ITERATIONS changes (the stamp).
@@ -152,7 +154,7 @@ bench-shm:
 # bytes each way, and the C decoder's instructions per lookup (callgrind)
 build/mc-meta-bench: bench/mc_meta.c $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -o $@ bench/mc_meta.c $(SRC)
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -o $@ bench/mc_meta.c $(SRC) $(GRAY_LIBS)
 
 .PHONY: bench-meta
 bench-meta: build/mc-meta-bench
@@ -167,6 +169,13 @@ bench-import:
 	@sh tools/deps.sh build bench-import
 	@$(MAKE) --no-print-directory build/gray-admin
 	bash bench/import.sh
+
+# list images (image.c) for 1M ids and 1M ranges: compile time, bytes per
+# entry, map time and lookups, beside today's compile of the same text;
+# also build/bench-image-results.txt
+.PHONY: bench-image
+bench-image: build/libgray.so
+	LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/image_bench.lua
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz

@@ -27,7 +27,14 @@
  *     exactly when in brackets), and the items joined again parse the same;
  *   - a signed token made of the input as its subject checks back to that
  *     subject and expiry, and expires at it; the input itself is never a
- *     valid token (no MAC is guessed). */
+ *     valid token (no MAC is guessed);
+ *   - a list image (ids or ranges, split into parts, with given or
+ *     collected target names) opens and verifies; every id of every line
+ *     finds what a naive scan of the joined lines says (the last good line
+ *     wins), and so does an id that is not listed; a ranges image answers
+ *     as the naive scan of gray_ranges_parse()'s entries does; a flipped
+ *     byte or a cut is refused by a verifying open, and an image with a
+ *     flipped byte that still opens answers lookups without a fault. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +45,7 @@
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 
 enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_DIST, T_SERVERS, T_TOKEN, T_MC_META, T_COUNT };
+       T_DIST, T_SERVERS, T_TOKEN, T_MC_META, T_IMAGE, T_COUNT };
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -768,6 +775,306 @@ static void fuzz_token(const char *s, size_t len)
     CHECK(gray_token_check("id:uid", 6, key, klen, buf, (size_t)m, 0, NULL) == GRAY_EMAC);
 }
 
+/* ---- list images ---------------------------------------------------------- */
+
+#define IMAGE_FUZZ_PARTS 8
+#define IMAGE_NAIVE_LINES 256   /* lists up to this many lines get the naive check */
+
+typedef struct naive_line {
+    const char *id;
+    size_t len;
+    uint32_t target;            /* 0: not taken */
+} naive_line_t;
+
+typedef struct naive_names {
+    const char *name[GRAY_TARGETS_MAX];
+    size_t len[GRAY_TARGETS_MAX];
+    uint32_t n;
+} naive_names_t;
+
+static int naive_blank(char c, int ids)
+{
+    return c == ' ' || c == '\t' || c == '\r' || (ids && (c == '\v' || c == '\f'));
+}
+
+/* Fields of one line, as the list syntax reads them: up to '#', at most 3. */
+static int naive_fields(const char *p, const char *eol, int ids, const char **f, size_t *fl)
+{
+    int n = 0;
+    while (p < eol && *p != '#' && n < 3) {
+        if (naive_blank(*p, ids)) {
+            p++;
+            continue;
+        }
+        f[n] = p;
+        while (p < eol && *p != '#' && !naive_blank(*p, ids))
+            p++;
+        fl[n] = (size_t)(p - f[n]);
+        n++;
+    }
+    return n;
+}
+
+static uint32_t naive_name(const naive_names_t *nn, const char *s, size_t len)
+{
+    for (uint32_t i = 0; i < nn->n; i++)
+        if (nn->len[i] == len && memcmp(nn->name[i], s, len) == 0)
+            return i + 1;
+    return 0;
+}
+
+/* the target-name rule, written out: 1..GRAY_TARGET_NAME_MAX bytes of
+ * 0x21..0x7e but '#', not "0" */
+static int naive_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > GRAY_TARGET_NAME_MAX || (len == 1 && s[0] == '0'))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '#')
+            return 0;
+    return 1;
+}
+
+/* The naive reading of an id list: each line's id and target (0 when the
+ * line is skipped); names collected first when collect is set. */
+static size_t naive_ids(const char *text, size_t len, int collect, uint32_t unknown_index,
+                        naive_names_t *nn, naive_line_t *out, size_t cap, uint32_t *bad,
+                        uint32_t *unknown)
+{
+    static const char *given[] = {"1", "v2", "v3"};
+    nn->n = 0;
+    if (!collect) {
+        for (int i = 0; i < 3; i++) {
+            nn->name[nn->n] = given[i];
+            nn->len[nn->n++] = strlen(given[i]);
+        }
+    } else {
+        nn->name[0] = "1";
+        nn->len[nn->n++] = 1;
+        for (const char *p = text, *end = text + len; p < end;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end;
+            const char *f[3];
+            size_t fl[3];
+            if (naive_fields(p, eol, 1, f, fl) == 2 && naive_name_ok(f[1], fl[1]) &&
+                !naive_name(nn, f[1], fl[1]) && nn->n < GRAY_TARGETS_MAX) {
+                nn->name[nn->n] = f[1];
+                nn->len[nn->n++] = fl[1];
+            }
+            p = nl ? nl + 1 : end;
+        }
+    }
+    size_t n = 0;
+    *bad = *unknown = 0;
+    for (const char *p = text, *end = text + len; p < end && n < cap;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end;
+        const char *f[3];
+        size_t fl[3];
+        int k = naive_fields(p, eol, 1, f, fl);
+        p = nl ? nl + 1 : end;
+        out[n].id = NULL;
+        out[n].len = 0;
+        out[n].target = 0;
+        if (k == 0) {
+            n++;
+            continue;
+        }
+        if (k == 3 || fl[0] > GRAY_ID_MAX || (k == 2 && !naive_name_ok(f[1], fl[1]))) {
+            (*bad)++;
+        } else {
+            uint32_t t = k == 2 ? naive_name(nn, f[1], fl[1]) : 1;
+            if (t == 0) {
+                (*unknown)++;
+                t = unknown_index;
+            }
+            out[n].target = t;
+        }
+        out[n].id = f[0];
+        out[n].len = fl[0];
+        n++;
+    }
+    return n;
+}
+
+/* The last taken line with this id decides; 0 when none. */
+static int naive_find(const naive_line_t *l, size_t n, const char *id, size_t len)
+{
+    int t = 0;
+    for (size_t i = 0; i < n; i++)
+        if (l[i].target && l[i].len == len && memcmp(l[i].id, id, len) == 0)
+            t = (int)l[i].target;
+    return t;
+}
+
+/* A flipped byte or a cut: a verifying open refuses it, a plain one may
+ * take it (a byte in the body), and then lookups must stay in bounds. */
+static void image_damage(const uint8_t *img, size_t size, size_t at, int ids,
+                         const char *probe, size_t plen)
+{
+    uint64_t *copy = malloc(size + 8);
+    memcpy(copy, img, size);
+    ((uint8_t *)copy)[at % size] ^= (uint8_t)(1u << (at % 8));
+    gray_image_t *h;
+    CHECK(gray_image_open_mem(copy, size, GRAY_IMAGE_VERIFY, &h) < 0);
+    if (gray_image_open_mem(copy, size, 0, &h) == GRAY_OK) {
+        if (ids) {
+            CHECK(gray_image_find_id(h, probe, plen) >= 0);
+        } else {
+            gray_ip_t ip;
+            for (uint32_t x = 0; x < 64; x++) {
+                ip = v4_ip(x * 0x04000001u);
+                CHECK(gray_image_find_ip(h, &ip) >= 0);
+                memset(ip.b, (int)(x * 4), 16);
+                CHECK(gray_image_find_ip(h, &ip) >= 0);
+            }
+        }
+        gray_image_close(h);
+    }
+    memcpy(copy, img, size);
+    CHECK(gray_image_open_mem(copy, at % size, 0, &h) < 0);
+    free(copy);
+}
+
+/* The first byte: bit 0 the kind (ids, ranges), bit 1 collected names,
+ * bit 2 lines naming an unknown target kept (index 4, past the names);
+ * then parts split at '|'. */
+static void fuzz_image(const char *s, size_t len)
+{
+    if (len == 0)
+        return;
+    int ids = !(s[0] & 1), collect = (s[0] & 2) != 0;
+    uint32_t unknown_index = (s[0] & 4) ? 4 : 0;
+    static const char names[] = "1\nv2\nv3";
+    gray_image_part_t parts[IMAGE_FUZZ_PARTS];
+    size_t nparts = 0, start = 1;
+    for (size_t i = 1; i <= len && nparts < IMAGE_FUZZ_PARTS; i++) {
+        if (i == len || s[i] == '|' || nparts == IMAGE_FUZZ_PARTS - 1) {
+            if (nparts == IMAGE_FUZZ_PARTS - 1)
+                i = len;   /* the last part takes the rest */
+            parts[nparts].buf = s + start;
+            parts[nparts].len = i - start;
+            nparts++;
+            start = i + 1;
+        }
+    }
+    /* the join, done naively */
+    char *text = malloc(len + IMAGE_FUZZ_PARTS + 1);
+    size_t tlen = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        memcpy(text + tlen, parts[i].buf, parts[i].len);
+        tlen += parts[i].len;
+        if (parts[i].len > 0 && parts[i].buf[parts[i].len - 1] != '\n' && nparts > 1)
+            text[tlen++] = '\n';
+    }
+
+    void *img;
+    size_t size;
+    gray_image_stats_t st;
+    int rc = gray_image_build(ids ? GRAY_IMAGE_IDS : GRAY_IMAGE_RANGES, parts, nparts,
+                              collect ? NULL : names, collect ? 0 : sizeof names - 1,
+                              unknown_index, 42, &img, &size, &st);
+    CHECK(rc == GRAY_OK && st.bytes == size && size % 8 == 0);
+    /* a line naming an unknown target is skipped, or taken with the index */
+    CHECK(st.taken + st.bad + (unknown_index ? 0 : st.unknown) <= st.lines);
+    CHECK(st.entries <= st.taken && (!unknown_index || st.unknown <= st.taken));
+    gray_image_t *h;
+    CHECK(gray_image_open_mem(img, size, GRAY_IMAGE_VERIFY, &h) == GRAY_OK);
+    CHECK(gray_image_version(h) == 42);
+    CHECK(gray_image_kind(h) == (ids ? GRAY_IMAGE_IDS : GRAY_IMAGE_RANGES));
+    gray_image_stats_t info;
+    gray_image_info(h, &info);
+    CHECK(info.entries == st.entries && info.bad == st.bad && info.lines == st.lines &&
+          info.bytes == size && info.ntargets == st.ntargets);
+    size_t nlen;
+    const char *first = gray_image_target(h, 1, &nlen);
+    CHECK(first != NULL && nlen == 1 && first[0] == '1');
+    CHECK(gray_image_target(h, st.ntargets + 1, &nlen) == NULL);
+
+    if (ids) {
+        CHECK(gray_image_find_ip(h, &mapped_first) == GRAY_EINVAL);
+        naive_line_t *lines = malloc((tlen + 1) * sizeof *lines);
+        naive_names_t nn;
+        uint32_t bad, unknown;
+        size_t n = naive_ids(text, tlen, collect, unknown_index, &nn, lines, tlen + 1, &bad,
+                             &unknown);
+        CHECK(n == st.lines && bad == st.bad && unknown == st.unknown);
+        CHECK(nn.n == st.ntargets);
+        if (n <= IMAGE_NAIVE_LINES) {
+            uint32_t distinct = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (lines[i].id == NULL)
+                    continue;
+                int want = naive_find(lines, n, lines[i].id, lines[i].len);
+                CHECK(gray_image_find_id(h, lines[i].id, lines[i].len) == want);
+                if (lines[i].target && naive_find(lines, i, lines[i].id, lines[i].len) == 0)
+                    distinct++;
+                /* an id one byte shorter is listed or not, as the scan says */
+                if (lines[i].len > 1)
+                    CHECK(gray_image_find_id(h, lines[i].id, lines[i].len - 1) ==
+                          naive_find(lines, n, lines[i].id, lines[i].len - 1));
+            }
+            CHECK(distinct == st.entries);
+        }
+        CHECK(gray_image_find_id(h, s, len) == naive_find(lines, n, s, len));
+        CHECK(gray_image_find_id(h, "", 0) == 0);
+        free(lines);
+    } else {
+        CHECK(gray_image_find_id(h, "x", 1) == GRAY_EINVAL);
+        /* against the entries the ranges parser reads from the same text */
+        const char *nm = names;
+        size_t nm_len = sizeof names - 1;
+        static char collected[GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1)];
+        if (collect) {
+            size_t at = 0;
+            for (uint32_t k = 1; k <= st.ntargets; k++) {
+                const char *t = gray_image_target(h, k, &nlen);
+                if (k > 1)
+                    collected[at++] = '\n';
+                memcpy(collected + at, t, nlen);
+                at += nlen;
+            }
+            nm = collected;
+            nm_len = at;
+        }
+        gray_ranges_stats_t rs;
+        size_t room4, room6;
+        gray_ranges_room(text, tlen, &room4, &room6);
+        gray_rentry4_t *e4 = malloc(room4 ? room4 * sizeof *e4 : 1);
+        gray_rentry6_t *e6 = malloc(room6 ? room6 * sizeof *e6 : 1);
+        CHECK(gray_ranges_parse(text, tlen, nm, nm_len, unknown_index, e4, room4, e6, room6,
+                                &rs) == GRAY_OK);
+        CHECK(rs.taken == st.taken && rs.bad == st.bad && rs.unknown == st.unknown &&
+              rs.lines == st.lines);
+        for (uint32_t i = 0; i < rs.n4 && i < PROBE_ENTRIES; i++) {
+            uint32_t probe[4] = {e4[i].lo, e4[i].hi, e4[i].lo - 1, e4[i].hi + 1};
+            for (int k = 0; k < 4; k++) {
+                gray_ip_t ip = v4_ip(probe[k]);
+                CHECK(gray_image_find_ip(h, &ip) == (int)naive4(e4, rs.n4, probe[k]));
+            }
+        }
+        for (uint32_t i = 0; i < rs.n6 && i < PROBE_ENTRIES; i++) {
+            gray_ip_t probe[4] = {e6[i].lo, e6[i].hi, ip_step(e6[i].lo, 0), ip_step(e6[i].hi, 1)};
+            for (int k = 0; k < 4; k++) {
+                int want = gray_ip_is_v4(&probe[k]) ? (int)naive4(e4, rs.n4, v4_value(&probe[k]))
+                                                    : (int)naive6(e6, rs.n6, &probe[k]);
+                CHECK(gray_image_find_ip(h, &probe[k]) == want);
+            }
+        }
+        CHECK(gray_image_find_text(h, s, len) >= GRAY_EADDR);
+        free(e4);
+        free(e6);
+    }
+    gray_image_close(h);
+    image_damage(img, size, (size_t)gray_murmur3_32(s, len, 7), ids, s, len);
+
+    /* the raw input as an image: refused, without a fault */
+    uint64_t *raw = malloc(len + 8);
+    memcpy(raw, s, len);
+    CHECK(gray_image_open_mem(raw, len, 0, &h) < 0);
+    free(raw);
+    gray_image_free_buf(img);
+    free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -792,6 +1099,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case T_SERVERS:   fuzz_servers(s, len); break;
     case T_TOKEN:     fuzz_token(s, len); break;
     case T_MC_META:   fuzz_mc_meta(s, len); break;
+    case T_IMAGE:     fuzz_image(s, len); break;
     }
     free(s);
     return 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+void image_files_check(void);   /* image_files.c: files and threads */
 
 static const struct { int target; const char *text; } seeds[] = {
     {0, "192.168.2.20"}, {0, "::FFFF:192.168.2.20"}, {0, "[::ffff:c0a8:214]:80"},
@@ -66,6 +67,15 @@ static const struct { int target; const char *text; } seeds[] = {
     {12, "\x01HD c1 ka\r\nEN\r\nHD\r\nEN\r\nHD t-1 W X Z\r\nMN\r\n"},
     {12, "\x08HD c42\r\n"}, {12, "\x02VA 3 f1\r\nabc\r\n"}, {12, "\x02" "EN\r\n"},
     {12, "\x07ERROR\r\nERROR\r\n"}, {12, "\x05HD Oa\r\nMN\r\n"},
+    /* a byte (bit 0: ranges, bit 1: names from the list), parts split at '|' */
+    {13, "0uid:42 v2\n# c\nuid:7 # x\nuid:42\n" "a b c\nd v9|e v3\nuid:42 v3|\r\n\tf\v\fv2"},
+    {13, "2dev-1 blue\ndev-2 green\ndev-1|dev-3 blue # x|dev-4 1\ndev#5 green"},
+    {13, "0x\nx\nx v2\nx v3\nxx\n#x\n x \n\n\n" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa v2"},
+    {13, "1# office\n10.0.0.0/8\n10.1.0.0/16 v2|10.1.2.3 v3 # t\n::1|::/0 v2\nnope"},
+    {13, "310.0.0.0/8 red|2001:db8::/32 blue\n10.9.0.0/16 red\n::1 v9 x"},
+    /* bit 2: lines naming an unknown target kept, as index 4 */
+    {13, "4a v9\nb stable\nc 0\nd v2|e v7 x\nf " "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+    {13, "510.0.0.0/8 v9\n10.1.0.0/16 0\n::1 v2|::2 v7"},
 };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -147,6 +157,8 @@ int main(int argc, char **argv)
             LLVMFuzzerTestOneInput(buf, n);
         }
     }
-    printf("replay: %ld inputs through the fuzz target, no fault\n", runs);
+    image_files_check();
+    printf("replay: %ld inputs through the fuzz target, no fault; list image files and"
+           " threads checked\n", runs);
     return 0;
 }
