@@ -421,9 +421,10 @@ static int write_entries(memcached_st *mc, const cli_opts_t *opts, reader_t *r, 
     return rc;
 }
 
-int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
+int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
-    if (npos != 2)
+    char **pos = args->pos;
+    if (args->npos != 2)
         return cli_usage_error("%s", "import: expected import <file> ('-': stdin)");
     const char *path = strcmp(pos[1], "-") == 0 ? "stdin" : pos[1];
     int fd = strcmp(pos[1], "-") == 0 ? STDIN_FILENO : open(pos[1], O_RDONLY | O_CLOEXEC);
