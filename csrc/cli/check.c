@@ -1,7 +1,8 @@
 /* check.c - what the router would decide for an address and identities,
- * from the same memcached values and in the same precedence (lua/gray.lua:
- * identity entry > address entry > id list > range > percent > stable; the
- * tester override is per request and left aside). */
+ * from the same memcached values and in the same precedence, a function per
+ * rule: identity entry > address entry > id list > range > percent >
+ * stable (the tester override is per request and left aside).
+ * spec/check_diff_spec.lua compares it with real nginx. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
