@@ -478,7 +478,7 @@ static int check_ids(check_t *c, char *const *ids, int nids)
         }
         memcpy(c->idname[i], ids[i], nl);
         c->idname[i][nl] = '\0';
-        snprintf(c->idkey[i], sizeof c->idkey[i], "%s:%s", c->idname[i], v);
+        snprintf(c->idkey[i], sizeof c->idkey[i], "%.*s:%s", (int)nl, ids[i], v);
         c->idval[i] = v;
     }
     c->nids = nids;
