@@ -5,6 +5,7 @@
 -- between filling one and reading it back.
 
 local ffi = require "ffi"
+local split_list = require("gray.util").split_list
 
 local ffi_new = ffi.new
 local ffi_string = ffi.string
@@ -279,17 +280,6 @@ function _M.canonical_ip(s)
         return nil, strerror(n)
     end
     return ffi_string(text_buf, n)
-end
-
-local function split_list(list)
-    if type(list) == "string" then
-        local t = {}
-        for item in list:gmatch("[^,%s]+") do
-            t[#t + 1] = item
-        end
-        return t
-    end
-    return list
 end
 
 -- gray_cidr_parse keeps nothing of an IPv6-written CIDR inside

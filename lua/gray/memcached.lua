@@ -25,6 +25,7 @@
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
+local util = require "gray.util"
 
 local decode_get1 = gray_ffi.mc_decode_get1
 local decode_meta1 = gray_ffi.mc_decode_meta1
@@ -46,6 +47,7 @@ local concat = table.concat
 local spawn, wait = ngx.thread.spawn, ngx.thread.wait
 local ngx_log, WARN = ngx.log, ngx.WARN
 local EMPTY = {}
+local option_error, option_text = util.option_error, util.option_text
 
 -- Servers (by name as configured) that answered ERROR to mg: text protocol
 -- only, for the life of this worker, whichever client asks.
@@ -138,35 +140,34 @@ local function parse_servers(spec)
 end
 _M.parse_servers = parse_servers
 
---- Checks one numeric option against LIMITS; returns the value or nil, err.
+--- Checks one numeric option against LIMITS; returns the value or nil and
+-- a refusal record (gray.util).
 local function check_number(name, v)
     local range = LIMITS[name]
     if type(v) ~= "number" or v ~= v or v < range[1] or v > range[2] then
-        return nil, "option '" .. name .. "' must be a number from " .. range[1] .. " to "
-                    .. range[2] .. " (" .. range[3] .. "), got " .. tostring(v)
+        return option_error(name, "must be a number from " .. range[1] .. " to "
+                            .. range[2] .. " (" .. range[3] .. "), got " .. tostring(v))
     end
     return v
 end
-_M.check_number = check_number
 
---- Creates a client; options and defaults in DEFAULTS. Returns nil, err for
--- a bad option.
-function _M.new(opts)
+-- new(), with a refused option as a gray.util record.
+local function new_client(opts)
     opts = opts or {}
     if type(opts) ~= "table" then
-        return nil, "options must be a table"
+        return option_error(nil, "options must be a table")
     end
     for name in pairs(opts) do
         if REPLACED[name] then
-            return nil, "option '" .. name .. "' is gone: '" .. REPLACED[name]
-                        .. "' bounds the whole lookup"
+            return option_error(name, "is gone: '" .. REPLACED[name]
+                                .. "' bounds the whole lookup")
         elseif DEFAULTS[name] == nil then
-            return nil, "unknown option '" .. tostring(name) .. "'"
+            return option_error(nil, "unknown option '" .. tostring(name) .. "'")
         end
     end
     local servers, err = parse_servers(opts.servers or DEFAULTS.servers)
     if not servers then
-        return nil, "option 'servers': " .. err
+        return option_error("servers", err, nil, ": ")
     end
     local self = { servers = servers, nservers = #servers, continuum = false }
     local dist = opts.distribution or DEFAULTS.distribution
@@ -177,10 +178,10 @@ function _M.new(opts)
         end
         self.continuum, err = new_continuum(list, dist)
         if not self.continuum then
-            return nil, "option 'distribution' / 'servers': " .. err
+            return option_error("distribution", "/ 'servers': " .. err)
         end
     elseif dist ~= "ketama" and dist ~= "ketama-weighted" and dist ~= "modula" then
-        return nil, "option 'distribution' must be ketama, ketama-weighted or modula"
+        return option_error("distribution", "must be ketama, ketama-weighted or modula")
     end
     for name in pairs(LIMITS) do
         local v = opts[name]
@@ -196,6 +197,17 @@ function _M.new(opts)
     self.pool_size = floor(self.pool_size)
     self.value_max = floor(self.value_max)
     return setmetatable(self, mt)
+end
+_M._new = new_client
+
+--- Creates a client; options and defaults in DEFAULTS. Returns nil, err for
+-- a bad option.
+function _M.new(opts)
+    local self, err = new_client(opts)
+    if not self then
+        return nil, option_text(err)
+    end
+    return self
 end
 
 local function error_kind(err)
