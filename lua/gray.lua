@@ -11,7 +11,8 @@
 
 local gray_ffi = require "gray.ffi"
 local options = require "gray.options"
-local option_error = require("gray.util").option_error
+local util = require "gray.util"
+local option_error, worded = util.option_error, util.worded
 local client = require "gray.client"
 local ids_mod = require "gray.ids"
 local lists_mod = require "gray.lists"
@@ -204,13 +205,7 @@ end
 _M._new = new_router
 
 --- Builds a router. Every option is checked; nil, err names the bad one.
-function _M.new(opts)
-    local router, err = new_router(opts)
-    if not router then
-        return nil, options.text(err)
-    end
-    return router
-end
+_M.new = worded(new_router, "gray.new: ")
 
 --- The memcached key for this request: the canonical client address (with
 -- key_prefix), or nil when there is none (a unix-socket peer).

@@ -9,7 +9,7 @@ local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
                     "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
-                    "token.lua" }
+                    "token.lua", "options.lua", "util.lua" }
 
 describe("the hot path under LuaJIT", function()
     local mc, nginx, log_path

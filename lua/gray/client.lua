@@ -19,8 +19,7 @@ local peer_trusted = gray_ffi.peer_trusted
 local client_key = gray_ffi.client_key
 local header_key = gray_ffi.header_key
 local peer_key = gray_ffi.peer_key
-local split_list, option_error, option_text = util.split_list, util.option_error,
-    util.option_text
+local split_list, option_error = util.split_list, util.option_error
 
 -- Peers whose trust is remembered per client picker: proxies are few.
 local PEER_MEMO_MAX = 1024
@@ -90,13 +89,7 @@ _M._new = new_picker
 -- X-Real-IP, X-Forwarded-For, Forwarded; or "none" for the peer only).
 -- Returns it, nil and the CIDR warnings (a list of strings); or nil, err
 -- naming the option.
-function _M.new(opts)
-    local self, err, warnings = new_picker(opts)
-    if not self then
-        return nil, option_text(err)
-    end
-    return self, nil, warnings
-end
+_M.new = util.worded(new_picker)
 
 -- $http_forwarded holds only the first Forwarded line, and a proxy may add
 -- its own line after the client's: all lines, joined as one list.

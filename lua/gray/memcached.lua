@@ -47,7 +47,7 @@ local concat = table.concat
 local spawn, wait = ngx.thread.spawn, ngx.thread.wait
 local ngx_log, WARN = ngx.log, ngx.WARN
 local EMPTY = {}
-local option_error, option_text = util.option_error, util.option_text
+local option_error = util.option_error
 
 -- Servers (by name as configured) that answered ERROR to mg: text protocol
 -- only, for the life of this worker, whichever client asks.
@@ -202,13 +202,7 @@ _M._new = new_client
 
 --- Creates a client; options and defaults in DEFAULTS. Returns nil, err for
 -- a bad option.
-function _M.new(opts)
-    local self, err = new_client(opts)
-    if not self then
-        return nil, option_text(err)
-    end
-    return self
-end
+_M.new = util.worded(new_client)
 
 local function error_kind(err)
     if err == "timeout" then

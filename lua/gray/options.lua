@@ -104,6 +104,16 @@ local function check_seconds(o, name, max)
     return v
 end
 
+-- parse(o[name]) (a parse of the option's value that returns nil, err):
+-- its result, or nil and a refusal naming the option.
+local function parse_option(o, name, parse)
+    local v, err = parse(o[name])
+    if not v then
+        return option_error(name, err)
+    end
+    return v
+end
+
 -- Every name known, opts a table; then every option's value, the
 -- defaults filled in.
 local function with_defaults(opts)
@@ -207,12 +217,10 @@ end
 -- ids, lists (names of ids), ranges_key, percent_key, and the refresh of
 -- the lists: refresh_interval, refresh_timeout, list_max.
 local function check_lists(o)
-    local ids = o.ids
-    if ids then
-        local err
-        ids, err = ids_mod.parse(ids)
+    if o.ids then
+        local ids, err = parse_option(o, "ids", ids_mod.parse)
         if not ids then
-            return option_error("ids", err)
+            return nil, err
         end
         o.ids = #ids > 0 and ids or false
     end
@@ -275,12 +283,11 @@ local function check_trust(o)
         end
     end
     -- who may use it: testers' addresses, or anyone holding a signed token
-    local from = o.force_from
-    if from then
+    if o.force_from then
         local set
-        set, err = gray_ffi.new_ipset(from)
+        set, err = parse_option(o, "force_from", gray_ffi.new_ipset)
         if not set then
-            return option_error("force_from", err)
+            return nil, err
         end
         for _, w in ipairs(set.warnings) do
             ngx_log(WARN, "gray: force_from ", w)
@@ -289,9 +296,9 @@ local function check_trust(o)
     end
     o.secret = false
     if o.secret_file then
-        o.secret, err = read_secret(o.secret_file)
+        o.secret, err = parse_option(o, "secret_file", read_secret)
         if not o.secret then
-            return option_error("secret_file", err)
+            return nil, err
         end
     end
     for _, id in ipairs(o.ids or {}) do

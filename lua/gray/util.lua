@@ -51,4 +51,18 @@ function _M.option_text(err, name)
     return "option '" .. option .. index .. "'" .. err.sep .. err.message
 end
 
+--- The constructor `new` (opts -> object, or nil and a refusal record) as
+-- one that returns nil and the refusal as a sentence, `prefix` before it;
+-- what follows the object (say warnings) is passed on.
+function _M.worded(new, prefix)
+    prefix = prefix or ""
+    return function(opts)
+        local self, err, extra = new(opts)
+        if not self then
+            return nil, prefix .. _M.option_text(err)
+        end
+        return self, nil, extra
+    end
+end
+
 return _M
