@@ -106,8 +106,8 @@ local function build_decisions(self, o)
     return names
 end
 
--- The per-worker caches into self: cache_ttl, neg_ttl, stale_ttl,
--- cache_size; and the log (log_interval).
+-- The per-worker caches into self (its key_prefix and ids set): cache_ttl,
+-- neg_ttl, stale_ttl, cache_size; and the log (log_interval).
 local function build_cache(self, o)
     local cache_ttl, neg_ttl = o.cache_ttl, o.neg_ttl
     -- lrucache keeps an entry until ttl, then returns it as stale until it
@@ -205,7 +205,7 @@ end
 _M._new = new_router
 
 --- Builds a router. Every option is checked; nil, err names the bad one.
-_M.new = worded(new_router, "gray.new: ")
+_M.new = worded(new_router, options.text)
 
 --- The memcached key for this request: the canonical client address (with
 -- key_prefix), or nil when there is none (a unix-socket peer).

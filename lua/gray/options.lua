@@ -73,7 +73,6 @@ _M.DEFAULTS = DEFAULTS
 -- Target names a router may have: "stable" and the unknown-target decision
 -- take two of the GRAY_TARGETS_MAX indexes of a compiled ranges list.
 local TARGETS_MAX = 253
-_M.TARGETS_MAX = TARGETS_MAX
 
 --- A refusal record as gray.new says it ("gray.new: option 'x' ..."), or
 -- with the option named as `name` (say "$gray_x").

@@ -52,14 +52,15 @@ function _M.option_text(err, name)
 end
 
 --- The constructor `new` (opts -> object, or nil and a refusal record) as
--- one that returns nil and the refusal as a sentence, `prefix` before it;
--- what follows the object (say warnings) is passed on.
-function _M.worded(new, prefix)
-    prefix = prefix or ""
+-- one that returns nil and the refusal as a sentence, worded by `text`
+-- (option_text by default); what follows the object (say warnings) is
+-- passed on.
+function _M.worded(new, text)
+    text = text or _M.option_text
     return function(opts)
         local self, err, extra = new(opts)
         if not self then
-            return nil, prefix .. _M.option_text(err)
+            return nil, text(err)
         end
         return self, nil, extra
     end
