@@ -265,6 +265,8 @@ function _M.flush()
     end
 end
 metrics.on_flush(_M.flush)
+-- run by a timer: left to the interpreter, as gray.metrics' own flush is
+require("jit").off(_M.flush)
 
 --- The counts of a target (its name) over the last `seconds` (1 to 60,
 -- default 60) on this node, every worker's, as the flushes left them:
@@ -320,6 +322,8 @@ function _M.window(name, seconds, shm)
     end
     return requests, errors, BOUNDS[NB - 1]
 end
+
+require("jit").off(_M.window)
 
 -- First run as a log_by_lua_file script: register the module and count
 -- this request; under require, the module itself.
