@@ -12,8 +12,9 @@
 --
 -- The status is the last one of $upstream_status where there is one
 -- ("502, 200" after a retry: 200; "500 : 200" after an error_page to a
--- named location: 200), else the response's (ngx.status). The time is
--- ngx.now() - ngx.req.start_time(), what $request_time shows, in seconds.
+-- named location: 200), else the response's (ngx.status); a status outside
+-- 100..599 is not counted. The time is ngx.now() - ngx.req.start_time(),
+-- what $request_time shows, in seconds.
 --
 -- The target is known from router:exec(), which notes it before its
 -- ngx.exec(). That internal redirect clears ngx.ctx, so the note is kept in
@@ -68,7 +69,13 @@ _M.BOUNDS = BOUNDS
 local CLASSES = { "1xx", "2xx", "3xx", "4xx", "5xx" }
 local WINDOW_MAX = 60       -- s a window count is kept: the longest window
 local SLOTS_MAX = 65536     -- notes that no log phase took back before a reset
-local WPREFIX = "~w|"       -- window keys in the dict: no metric name starts so
+-- The window counts, in the metrics dict, for a guard to read (window()):
+-- per target and second, "~w|<target>|<second>|<field>" where the field is
+-- n (requests), e (5xx responses) or 1..12 (requests in histogram bucket i,
+-- not cumulative; 12: above 10 s), each added to by every worker's flush
+-- (the second of the flush) and kept WINDOW_MAX + 5 s. A key that is not
+-- there is 0. The page leaves them out (no metric name starts with "~").
+local WPREFIX = "~w|"
 
 -- The notes: request address -> target name, and its start time.
 local slots, stamps = {}, {}
@@ -173,10 +180,12 @@ function _M.log()
     if name == nil then
         return
     end
+    local stamp = stamps[key]
     slots[key] = nil
+    stamps[key] = nil
     live = live - 1
     local start = req_start_time()
-    if stamps[key] ~= start then
+    if stamp ~= start then
         return                      -- another request's note
     end
     local status
