@@ -231,3 +231,30 @@ describe("gray.outcome", function()
         assert.truthy(got:find("name must be a target name", 1, true), got)
     end)
 end)
+
+describe("gray.outcome without the metrics dict", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set(GRAY_IP, "1")
+        nginx = harness.nginx({ memcached_port = mc.port, servers = SERVERS })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("routes as usual, counts nothing and logs nothing", function()
+        assert.equal("20 200", nginx:batch("/ok", 20, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("5 500", nginx:batch("/api/fail", 5, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("nil no lua_shared_dict gray_metrics\n", nginx:eval([[
+            local n, err = require("gray.outcome").window("1")
+            return tostring(n) .. " " .. tostring(err)
+        ]]))
+        local log = nginx:error_log()
+        assert.same({}, harness.bad_log_lines(log))
+        assert.falsy(log:find("%[error%]"), log)
+    end)
+end)
