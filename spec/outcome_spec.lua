@@ -258,3 +258,50 @@ describe("gray.outcome without the metrics dict", function()
         assert.falsy(log:find("%[error%]"), log)
     end)
 end)
+
+describe("gray.outcome over a reload, from a log_by_lua_block", function()
+    local mc, nginx
+    local N = 300
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set(GRAY_IP, "1")
+        -- the block form at server level; a flush every 60 s: counts reach
+        -- the dict only when their worker exits
+        local servers = SERVERS:gsub("  log_by_lua_file %$REPO/lua/gray/outcome.lua;\n", "", 1)
+                               :gsub("listen 127.0.0.1:%$PORT;\n", "%0    log_by_lua_block {"
+                                     .. " require(\"gray.outcome\").log() }\n", 1)
+        assert(not servers:find("log_by_lua_file", 1, true))
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 2, servers = servers,
+            http = "lua_shared_dict gray_metrics 1m;\n init_by_lua_block {"
+                   .. " require('gray.metrics').configure({ flush_interval = 60 }) }" })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("loses no count: the exiting workers flush theirs", function()
+        assert.equal(N .. " 200", nginx:batch("/ok", N, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("10 500", nginx:batch("/fail", 10, { "X-Real-IP: " .. GRAY_IP }))
+        nginx:reload()
+        local text
+        for _ = 1, 100 do
+            text = nginx:get("/metrics").body
+            if total(text, "gray_responses_total") >= N + 10 then
+                break
+            end
+            harness.sleep(0.05)
+        end
+        exposition.valid_page(text)
+        assert.equal(N, sample(text, 'gray_responses_total{target="1",class="2xx"}'), text)
+        assert.equal(10, sample(text, 'gray_responses_total{target="1",class="5xx"}'), text)
+        assert.equal(N + 10, sample(text, 'gray_response_seconds_count{target="1"}'), text)
+        assert.equal("310 10\n", nginx:eval([[
+            local n, e = require("gray.outcome").window("1", 10)
+            return n .. " " .. e
+        ]]))
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
