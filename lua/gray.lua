@@ -19,6 +19,7 @@ local lists_mod = require "gray.lists"
 local metrics = require "gray.metrics"
 local count_decision = metrics.decision
 local count = metrics.incr
+local note_outcome = require("gray.outcome").note
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
@@ -862,7 +863,8 @@ _M.decide = decide
 -- ("stable", "1" for the default target, or a name of `targets`) and the
 -- reason; each is filled if defined, whether the other is or not. Whether
 -- one is defined is found once per worker; when neither is, this costs two
--- field tests per request.
+-- field tests per request. With the metrics dict, it notes the target for
+-- gray.outcome's log phase (log_by_lua_file .../gray/outcome.lua).
 local log_target_name, log_reason = nil, nil    -- nil: not known yet; then true or false
 
 local function set_log_var(name, value)
@@ -904,6 +906,10 @@ function _M.exec(self)
         if log_reason then
             ngx_var.gray_reason = reason
         end
+    end
+    if self.metrics then
+        -- for the log phase's gray.outcome (ngx.exec clears ngx.ctx)
+        note_outcome(target.name)
     end
     return ngx_exec(location)
 end

@@ -9,7 +9,7 @@ local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
                     "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
-                    "token.lua", "options.lua", "util.lua" }
+                    "token.lua", "options.lua", "util.lua", "outcome.lua" }
 
 describe("the hot path under LuaJIT", function()
     local mc, nginx, log_path
@@ -25,6 +25,8 @@ describe("the hot path under LuaJIT", function()
         ]], servers = [[
           server {
             listen 127.0.0.1:$PORT;
+            # the log phase's outcome counting is traced too
+            log_by_lua_file $REPO/lua/gray/outcome.lua;
             location = /dropin {
                 set $gray_memcached 127.0.0.1:$MC;
                 set $gray_cache_ttl 300;
@@ -99,6 +101,8 @@ describe("the hot path under LuaJIT", function()
                                        "Cookie: uid=42; other=1"))
         local warm = harness.read_file(log_path) or ""
         assert.truthy(warm:find("%[TRACE +%d+ dep%.lua:%d+ return%]"), warm)
+        -- the log phase: gray.outcome's log() compiled as a whole
+        assert.truthy(warm:find("%[TRACE +%d+ outcome%.lua:%d+ return%]"), warm)
 
         -- steady state: the same paths, again and again
         for _ = 1, 2 do
