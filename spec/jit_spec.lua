@@ -72,12 +72,7 @@ describe("the hot path under LuaJIT", function()
     local function aborts_in_library(log)
         local aborts = {}
         for line in log:gmatch("[^\n]+") do
-            -- a trace that reaches code left to the interpreter on purpose
-            -- (jit.off: the refresh timer's multi-get, run by timers only)
-            -- is not an abort of the request path; issue 16 removes that
-            -- jit.off, and with it this exception
-            if line:find("^%[TRACE %-%-%-")
-               and not line:find("JIT compilation disabled for function", 1, true) then
+            if line:find("^%[TRACE %-%-%-") then
                 for _, file in ipairs(LIB_FILES) do
                     if line:find(" " .. file .. ":", 1, true)
                        or line:find("/" .. file .. ":", 1, true) then
@@ -346,9 +341,16 @@ describe("the miss path under LuaJIT", function()
             assert.equal("1500 200", misses("/ids", round * 1500, 1500))
         end
         local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
-        local aborts = {}
+        -- a trace being recorded when a cosocket call yields (the wait for
+        -- memcached, inside nginx's C code) is abandoned, reported as "error
+        -- thrown or hook called during recording": that is the wait itself,
+        -- on every miss path including a bare cosocket get, and LuaJIT's
+        -- penalties make it rare. Any other abort is code left uncompiled.
+        local aborts, yields = {}, 0
         for line in steady:gmatch("[^\n]+") do
-            if line:find("^%[TRACE %-%-%-") then
+            if line:find("error thrown or hook called during recording", 1, true) then
+                yields = yields + 1
+            elseif line:find("^%[TRACE %-%-%-") then
                 for _, file in ipairs(LIB_FILES) do
                     if line:find(" " .. file .. ":", 1, true)
                        or line:find("/" .. file .. ":", 1, true) then
@@ -357,10 +359,8 @@ describe("the miss path under LuaJIT", function()
                 end
             end
         end
-        if os.getenv("SPEC_JIT_LOG") then
-            io.stderr:write(harness.read_file(log_path) or "", "\n")
-        end
         assert.same({}, aborts)
+        assert.is_true(yields <= 6, steady)
         local errors = harness.bad_log_lines(nginx:error_log())
         assert.same({}, errors)
     end)

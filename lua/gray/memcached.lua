@@ -589,12 +589,6 @@ local function group_keys(self, keys)
     return groups, order, failed, first_err
 end
 
--- A loop over a few keys (2 or 3) on a cache miss or in the lists' refresh
--- timer, never on the cached path: LuaJIT would start traces there that
--- abort ("leaving loop in root trace": jit_spec caught one from the refresh
--- timer). Left to the interpreter, like the refresh itself.
-require("jit").off(group_keys)
-
 --- get_multi(keys [, opts]): several keys in one request per server (the
 -- servers asked at once), all within one deadline (`timeout`,
 -- or opts.timeout ms). opts.cas: "gets", values as { value = , cas = }.
@@ -642,7 +636,78 @@ local function get_multi(self, keys, opts, meta)
     return results, failed, first_err
 end
 
+--- get_multi_bulk(keys, opts): get_multi for timers (the lists' refresh):
+-- the same options and results, in functions of its own that the JIT leaves
+-- to the interpreter. Its loops run over many keys now and then; traced,
+-- they would start traces that abort ("leaving loop in root trace") and
+-- make a request that calls the same functions abort with them. The
+-- request path (get_multi, get_keys) runs none of this code.
+local function get_multi_bulk(self, keys, opts)
+    opts = opts or EMPTY
+    local with_cas = opts.cas and true or false
+    local bulk = opts.max_bytes
+    local results, failed, first_err = {}, nil, nil
+    local groups, order = {}, {}
+    for i = 1, #keys do
+        local key = keys[i]
+        if not key_ok(key) then
+            failed = failed or {}
+            failed[key] = "key"
+            first_err = first_err or "refused to send an invalid memcached key"
+        else
+            local n = self.nservers > 1 and server_for(self.continuum, key) or 1
+            local group = groups[n]
+            if not group then
+                group = {}
+                groups[n] = group
+                order[#order + 1] = n
+            end
+            group[#group + 1] = key
+        end
+    end
+    update_time()
+    local t = now()
+    local deadline = t + (opts.timeout or self.timeout) / 1000
+    local threads = {}
+    for i, n in ipairs(order) do
+        threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk, with_cas,
+                           false)
+    end
+    for i, n in ipairs(order) do
+        local srv = self.servers[n]
+        local ok, res, err, kind = wait(threads[i])
+        if not ok then
+            res, err, kind = nil, "memcached " .. srv.name .. ": " .. tostring(res), "protocol"
+        end
+        if res then
+            for key, v in pairs(res) do
+                if not bulk and #(with_cas and v.value or v) > self.value_max then
+                    failed = failed or {}
+                    failed[key] = "value"
+                    first_err = first_err or "reply from " .. srv.name .. ": a value over"
+                                             .. " value_max (" .. self.value_max .. " bytes)"
+                else
+                    results[key] = v
+                end
+            end
+        else
+            failed = failed or {}
+            for _, key in ipairs(groups[n]) do
+                failed[key] = kind
+            end
+            first_err = first_err or err
+        end
+    end
+    return results, failed, first_err
+end
+require("jit").off(get_multi_bulk)
+_M.get_multi_bulk = get_multi_bulk
+
 function _M.get_multi(self, keys, opts)
+    if opts and opts.max_bytes then
+        -- a bulk read (the lists' refresh timer): off the request path
+        return get_multi_bulk(self, keys, opts)
+    end
     return get_multi(self, keys, opts, false)
 end
 
@@ -652,6 +717,131 @@ end
 -- without the meta protocol is asked with get/gets instead.
 function _M.get_multi_meta(self, keys, opts)
     return get_multi(self, keys, opts, true)
+end
+
+-- The reply to a get_keys pipeline, decoded by position. Returns the values
+-- (out[i]: the i-th key's value or false), or nil, err, kind, reused.
+local function query_list(self, srv, req, keystr, nkeys, deadline, limit)
+    local sock, err, kind, reused = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
+    end
+    local buf = new_reply_buffer(512)
+    local need = 0
+    while true do
+        local more
+        more, err = read_next(sock, need, deadline)
+        if not more then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+        end
+        buf:append(more)
+        local res, consumed
+        res, consumed, need = buf:decode_meta_list(keystr, nkeys)
+        if res then
+            release(self, sock, consumed == buf.len)
+            return res
+        end
+        if consumed ~= "again" then
+            return nil, bad_reply(sock, srv, consumed, true)
+        end
+        if buf.len + need > limit then
+            return nil, fail(sock, "reply from " .. srv.name .. ": ",
+                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
+        end
+    end
+end
+
+-- get_keys where the meta pipeline does not fit: several servers, a
+-- text-only server, a key refused. get_multi, its results by position.
+local function get_keys_split(self, keystr, nkeys, timeout)
+    local keys = {}
+    for key in keystr:gmatch("%S+") do
+        keys[#keys + 1] = key
+    end
+    local res, failed, err = get_multi(self, keys, timeout and { timeout = timeout } or nil,
+                                       false)
+    local out, fails = {}, nil
+    for i = 1, nkeys do
+        local key = keys[i]
+        local kind = key and (failed and failed[key]) or (not key and "key")
+        out[i] = key and res[key] or false
+        if kind then
+            fails = fails or {}
+            fails[i] = kind
+            out[i] = false
+        end
+    end
+    return out, fails, err
+end
+
+-- Every key of a get_keys failed alike.
+local function all_failed(nkeys, kind)
+    local fails = {}
+    for i = 1, nkeys do
+        fails[i] = kind
+    end
+    return fails
+end
+
+--- get_keys(keystr, nkeys [, timeout]): the request path's multi-key
+-- lookup. keystr: nkeys keys, single spaces between them. On one server,
+-- one meta pipeline ("mg <key> v q O<i>" per key, then "mn": a miss sends
+-- nothing), its reply decoded by position in one C call, no table keyed by
+-- key; elsewhere (several servers, a server without mg) as get_multi.
+-- timeout: ms for the whole lookup (default: the client's). Returns:
+--   values  values[i]: the i-th key's value, false when memcached lacks it
+--           (or its value is unknown: see failed)
+--   failed  nil, or i -> kind ("key", "down", "timeout", "value", ...) for
+--           each key whose value is unknown
+--   err     the first error message, for the log
+function _M.get_keys(self, keystr, nkeys, timeout)
+    local srv = self.servers[1]
+    if self.nservers > 1 or text_only[srv.name] then
+        return get_keys_split(self, keystr, nkeys, timeout)
+    end
+    local req = meta_request(keystr, "v q")
+    if not req then
+        return get_keys_split(self, keystr, nkeys, timeout)    -- names the bad key
+    end
+    update_time()
+    local t = now()
+    if not breaker_allows(self, srv, t) then
+        return EMPTY, all_failed(nkeys, "down"), "memcached " .. srv.name .. " marked down"
+    end
+    local deadline = t + (timeout or self.timeout) / 1000
+    local limit = nkeys * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
+    local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit)
+    if res == nil and retry_worth(reused, kind) then
+        res, err, kind = query_list(self, srv, req, keystr, nkeys, deadline, limit)
+    end
+    if kind == "meta" then
+        meta_refused(srv, err)
+        local left = time_left(deadline)
+        if not left then
+            return EMPTY, all_failed(nkeys, "timeout"), "memcached " .. srv.name .. ": timeout"
+        end
+        return get_keys_split(self, keystr, nkeys, left)
+    end
+    err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
+                             or kind == "partial", err, res == nil and kind or nil)
+    if res == nil then
+        return EMPTY, all_failed(nkeys, kind), err
+    end
+    -- a value over value_max: refused as get_multi refuses it
+    local max, failed = self.value_max, nil
+    if (res[1] and #res[1] > max) or (res[2] and #res[2] > max) or (res[3] and #res[3] > max)
+       or (res[4] and #res[4] > max) or (res[5] and #res[5] > max) or nkeys > 5 then
+        for i = 1, nkeys do
+            if res[i] and #res[i] > max then
+                failed = failed or {}
+                failed[i] = "value"
+                res[i] = false
+                err = err or "reply from " .. srv.name .. ": a value over value_max ("
+                             .. max .. " bytes)"
+            end
+        end
+    end
+    return res, failed, err
 end
 
 -- One "mg" on one connection, all of it before the deadline. Returns the
