@@ -93,6 +93,7 @@ uint32_t gray_hash_oaat(const char *key, size_t len);
 uint32_t gray_murmur3_32(const char *key, size_t len, uint32_t seed);
 uint32_t gray_percent_bucket(const char *key, size_t len);
 int gray_mc_key_ok(const char *key, size_t len);
+double gray_mc_now(void);
 int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
@@ -567,6 +568,13 @@ function _M.target_name_ok(name)
 end
 _M.TARGET_NAME_MAX = TARGET_NAME_MAX
 
+--- The wall clock, read fresh: seconds since the epoch, as ngx.now()
+-- after ngx.update_time() but without its cost (nginx formats its cached
+-- time strings there). For the memcached client's deadlines.
+function _M.mc_now()
+    return C.gray_mc_now()
+end
+
 --- Whether a string may be sent as a memcached key.
 
 function _M.mc_key_ok(key)
@@ -874,11 +882,6 @@ function Buffer.decode_meta_list(self, keys, nkeys)
     end
     local out = { false, false, false, false, false }
     local cp = self.mem
-    if n > 0 then put_hit(out, cp, 0) end
-    if n > 1 then put_hit(out, cp, 1) end
-    if n > 2 then put_hit(out, cp, 2) end
-    if n > 3 then put_hit(out, cp, 3) end
-    if n > 4 then put_hit(out, cp, 4) end
     if nkeys > 5 then
         for i = 6, nkeys do
             out[i] = false
@@ -887,6 +890,11 @@ function Buffer.decode_meta_list(self, keys, nkeys)
             put_hit(out, cp, i)
         end
     end
+    if n > 0 then put_hit(out, cp, 0) end
+    if n > 1 then put_hit(out, cp, 1) end
+    if n > 2 then put_hit(out, cp, 2) end
+    if n > 3 then put_hit(out, cp, 3) end
+    if n > 4 then put_hit(out, cp, 4) end
     return out, consumed
 end
 

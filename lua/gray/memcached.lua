@@ -37,8 +37,9 @@ local new_continuum = gray_ffi.new_continuum
 local parse_server_list = gray_ffi.parse_servers
 local new_reply_buffer = gray_ffi.new_reply_buffer
 local tcp = ngx.socket.tcp
-local now = ngx.now
-local update_time = ngx.update_time
+-- a fresh clock: ngx.now() is cached per event-loop iteration, and
+-- ngx.update_time() formats nginx's time strings (thousands of instructions)
+local now = gray_ffi.mc_now
 local type, tostring, setmetatable, pairs, ipairs = type, tostring, setmetatable, pairs,
     ipairs
 local floor = math.floor
@@ -438,8 +439,6 @@ function _M.get(self, key, timeout)
         srv = self.servers[server_for(self.continuum, key)]
     end
 
-    -- the cached clock may be a whole event-loop iteration old
-    update_time()
     local t = now()
     if not breaker_allows(self, srv, t) then
         return nil, "memcached " .. srv.name .. " marked down", "down"
@@ -606,7 +605,6 @@ local function get_multi(self, keys, opts, meta)
     local results = {}
     local groups, order, failed, first_err = group_keys(self, keys)
 
-    update_time()
     local t = now()
     local deadline = t + (opts.timeout or self.timeout) / 1000
     if #order == 1 then
@@ -665,7 +663,6 @@ local function get_multi_bulk(self, keys, opts)
             group[#group + 1] = key
         end
     end
-    update_time()
     local t = now()
     local deadline = t + (opts.timeout or self.timeout) / 1000
     local threads = {}
@@ -803,7 +800,6 @@ function _M.get_keys(self, keystr, nkeys, timeout)
     if not req then
         return get_keys_split(self, keystr, nkeys, timeout)    -- names the bad key
     end
-    update_time()
     local t = now()
     if not breaker_allows(self, srv, t) then
         return EMPTY, all_failed(nkeys, "down"), "memcached " .. srv.name .. " marked down"
@@ -893,7 +889,6 @@ local function lookup_meta(self, key, mg_req, with_value, text, opts)
     if self.nservers > 1 then
         srv = self.servers[server_for(self.continuum, key)]
     end
-    update_time()
     local t = now()
     if not breaker_allows(self, srv, t) then
         return nil, "memcached " .. srv.name .. " marked down", "down"
