@@ -417,12 +417,6 @@ void gray_md5(const char *data, size_t len, uint8_t digest[16]);
  * <= 0x20 and no 0x7f. Every key the library sends passes through here. */
 int gray_mc_key_ok(const char *key, size_t len);
 
-/* The wall clock in seconds (CLOCK_REALTIME: ngx.now()'s epoch), read fresh
- * (a vDSO call): the memcached client's deadlines and breaker, without
- * ngx.update_time(), which formats nginx's five cached time strings. 0 when
- * the clock cannot be read. */
-double gray_mc_now(void);
-
 /* One-line reply kinds. */
 #define GRAY_MC_STORED        1
 #define GRAY_MC_NOT_STORED    2

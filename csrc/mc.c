@@ -1,10 +1,8 @@
 /* mc.c - memcached text protocol: key safety and zero-copy reply decoding
  * (doc/protocol.txt: retrieval replies, the one-line replies, and the meta
  * protocol's replies to mg and mn). */
-#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 #include <limits.h>
 #include <string.h>
-#include <time.h>
 
 #include "gray.h"
 #include "internal.h"
@@ -19,14 +17,6 @@ int gray_mc_key_ok(const char *key, size_t len)
             return 0;
     }
     return 1;
-}
-
-double gray_mc_now(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
-        return 0;
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Finds the CR of the CRLF ending the line that starts at pos. A bare LF

@@ -725,7 +725,8 @@ describe("gray.memcached", function()
         end)
 
         it("get_keys: one pipeline, the values by position; refusals by position", function()
-            mc:set_many({ ["gk:a"] = "1", ["gk:b"] = "", ["gk:big"] = string.rep("z", 40) })
+            mc:set_many({ ["gk:a"] = "1", ["gk:b"] = "", ["gk:big"] = string.rep("z", 40),
+                          ["gk:huge"] = string.rep("0123456789", 10240) })
             local offset = #mc:log()
             local out = eval([[
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
@@ -743,6 +744,11 @@ describe("gray.memcached", function()
                 r[3] = show(client:get_keys("gk:a", 1))
                 -- six keys: past the unrolled five
                 r[4] = show(client:get_keys("gk:m1 gk:m2 gk:m3 gk:m4 gk:m5 gk:a", 6))
+                -- a reply in several reads
+                local wide = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                    value_max = 200000 }))
+                local v = wide:get_keys("gk:a gk:huge gk:missing", 3)
+                r[5] = v[1] .. " " .. #v[2] .. " " .. tostring(v[3])
                 return table.concat(r, "\n")
             ]])
             assert.equal(table.concat({
@@ -750,11 +756,12 @@ describe("gray.memcached", function()
                 "false/nil false/value 1/nil false/nil false/nil nil/nil true",
                 "1/nil false/nil false/nil false/nil false/nil nil/nil false",
                 "false/nil false/nil false/nil false/nil false/nil 1/nil false",
+                "1 102400 false",
             }, "\n"), out)
             local lines = meta_lines_since(mc, offset)
             assert.equal("mg gk:a v q O0", lines[1])
             assert.equal("mn", lines[4])
-            assert.equal(3 + 1 + 3 + 1 + 1 + 1 + 6 + 1, #lines)
+            assert.equal(3 + 1 + 3 + 1 + 1 + 1 + 6 + 1 + 3 + 1, #lines)
         end)
 
         it("get_keys: a refused key fails alone; a dead server fails them all", function()

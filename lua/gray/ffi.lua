@@ -93,7 +93,6 @@ uint32_t gray_hash_oaat(const char *key, size_t len);
 uint32_t gray_murmur3_32(const char *key, size_t len, uint32_t seed);
 uint32_t gray_percent_bucket(const char *key, size_t len);
 int gray_mc_key_ok(const char *key, size_t len);
-double gray_mc_now(void);
 int gray_mc_parse_line(const char *buf, size_t len, gray_mc_line_t *line);
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
@@ -568,13 +567,6 @@ function _M.target_name_ok(name)
 end
 _M.TARGET_NAME_MAX = TARGET_NAME_MAX
 
---- The wall clock, read fresh: seconds since the epoch, as ngx.now()
--- after ngx.update_time() but without its cost (nginx formats its cached
--- time strings there). For the memcached client's deadlines.
-function _M.mc_now()
-    return C.gray_mc_now()
-end
-
 --- Whether a string may be sent as a memcached key.
 
 function _M.mc_key_ok(key)
@@ -864,24 +856,25 @@ local function put_hit(out, cp, i)
     end
 end
 
---- The reply to mc_meta_request(keys, "v q") (nkeys keys) over the bytes
--- appended so far, by position: out[i] is the value of the i-th key, false
+--- Buffer.decode_meta_list(keys, nkeys): the reply to
+-- mc_meta_request(keys, "v q") (nkeys keys) over the bytes appended so far,
+-- by position: out[i] is the value of the i-th key, false
 -- when memcached lacks it (true for a hit without a value); and the bytes
 -- consumed. nil, "again", need; or nil, err. For the request path: no
 -- table keyed by key, no key copied, no loop for up to 5 keys (a loop of
 -- a few turns would abort the request's trace).
-function Buffer.decode_meta_list(self, keys, nkeys)
+local function decode_meta_list(p, len, keys, nkeys)
     if nkeys > metas_cap then
         metas_cap = nkeys
         metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
     end
-    local consumed, n, need = parse_meta(self.mem, self.len, keys,
-                                         META_PIPELINE + META_VALUE + META_QUIET, nkeys)
+    local consumed, n, need = parse_meta(p, len, keys, META_PIPELINE + META_VALUE + META_QUIET,
+                                         nkeys)
     if not consumed then
         return nil, n, need
     end
     local out = { false, false, false, false, false }
-    local cp = self.mem
+    local cp = ffi_cast(char_ptr_t, p)
     if nkeys > 5 then
         for i = 6, nkeys do
             out[i] = false
@@ -896,6 +889,16 @@ function Buffer.decode_meta_list(self, keys, nkeys)
     if n > 3 then put_hit(out, cp, 3) end
     if n > 4 then put_hit(out, cp, 4) end
     return out, consumed
+end
+
+function Buffer.decode_meta_list(self, keys, nkeys)
+    return decode_meta_list(self.mem, self.len, keys, nkeys)
+end
+
+--- Buffer.decode_meta_list over a string (a reply that came in one read:
+-- no buffer needed).
+function _M.mc_decode_meta_list(buf, keys, nkeys)
+    return decode_meta_list(buf, #buf, keys, nkeys)
 end
 
 

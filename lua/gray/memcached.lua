@@ -28,6 +28,7 @@ local metrics = require "gray.metrics"
 
 local decode_get1 = gray_ffi.mc_decode_get1
 local decode_meta1 = gray_ffi.mc_decode_meta1
+local decode_meta_list = gray_ffi.mc_decode_meta_list
 local meta_request = gray_ffi.mc_meta_request
 local META_PIPELINE, META_VALUE, META_QUIET = gray_ffi.META_PIPELINE, gray_ffi.META_VALUE,
     gray_ffi.META_QUIET
@@ -37,9 +38,8 @@ local new_continuum = gray_ffi.new_continuum
 local parse_server_list = gray_ffi.parse_servers
 local new_reply_buffer = gray_ffi.new_reply_buffer
 local tcp = ngx.socket.tcp
--- a fresh clock: ngx.now() is cached per event-loop iteration, and
--- ngx.update_time() formats nginx's time strings (thousands of instructions)
-local now = gray_ffi.mc_now
+local now = ngx.now
+local update_time = ngx.update_time
 local type, tostring, setmetatable, pairs, ipairs = type, tostring, setmetatable, pairs,
     ipairs
 local floor = math.floor
@@ -236,14 +236,25 @@ end
 -- come, joined once: receive(n) re-arms its timer on every arrival, so a
 -- server sending a byte just within each timeout would outlive the deadline.
 -- nil, "timeout" once the deadline has passed.
-local function read_some(sock, deadline)
+-- armed: the ms sock's timeout was last set to. It is set again only when
+-- less time is left (a settimeout is a C call the JIT cannot compile: most
+-- lookups need one, before connect). Returns the piece or nil, err, and
+-- the ms armed now.
+local function read_some(sock, deadline, armed)
     local left = time_left(deadline)
     if not left then
-        return nil, "timeout"
+        return nil, "timeout", armed
     end
-    sock:settimeout(left)
-    return sock:receiveany(RECV_CHUNK)
+    if left < armed then
+        sock:settimeout(left)
+        armed = left
+    end
+    local piece, err = sock:receiveany(RECV_CHUNK)
+    return piece, err, armed
 end
+
+-- read_n sets the timeout as it goes: what it left is not tracked
+local ARMED_UNKNOWN = math.huge
 
 local function read_n(sock, n, deadline)
     local parts, count, got = nil, 0, 0
@@ -273,11 +284,12 @@ end
 -- The next piece of a reply: exactly need bytes once a data block's length
 -- is known (never past the reply, so the connection stays in step), else
 -- what the socket has.
-local function read_next(sock, need, deadline)
+local function read_next(sock, need, deadline, armed)
     if need > 2 then
-        return read_n(sock, need, deadline)
+        local piece, err = read_n(sock, need, deadline)
+        return piece, err, ARMED_UNKNOWN
     end
-    return read_some(sock, deadline)
+    return read_some(sock, deadline, armed)
 end
 
 -- After a whole reply: back to the pool, unless bytes followed it (the
@@ -310,7 +322,8 @@ local function meta_refused(srv, err)
 end
 
 -- Connects (or takes a pooled connection) and sends req, before the
--- deadline. Returns the socket, or nil, err, kind, reused.
+-- deadline. Returns the socket, nil, nil, nil and the ms its timeout is
+-- armed for (see read_some); or nil, err, kind, reused.
 local function open(srv, req, deadline)
     local left = time_left(deadline)
     if not left then
@@ -325,22 +338,27 @@ local function open(srv, req, deadline)
         return nil, "connect to " .. srv.name .. ": " .. err, error_kind(err), false
     end
 
+    -- a pooled connection took no time: the timeout set still fits
+    local armed = left
     left = time_left(deadline)
     if not left then
         return nil, fail(sock, "send to " .. srv.name .. ": ", "timeout")
     end
-    sock:settimeout(left)
+    if left < armed then
+        sock:settimeout(left)
+        armed = left
+    end
     ok, err = sock:send(req)
     if not ok then
         return nil, fail(sock, "send to " .. srv.name .. ": ", err)
     end
-    return sock
+    return sock, nil, nil, nil, armed
 end
 
 -- One request on one connection, all of it before the deadline. Returns
 -- value|false, or nil, err, kind, reused.
 local function query(self, srv, req, key, deadline)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
@@ -350,7 +368,7 @@ local function query(self, srv, req, key, deadline)
     local buf, need = nil, 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
@@ -439,6 +457,8 @@ function _M.get(self, key, timeout)
         srv = self.servers[server_for(self.continuum, key)]
     end
 
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
     local t = now()
     if not breaker_allows(self, srv, t) then
         return nil, "memcached " .. srv.name .. " marked down", "down"
@@ -462,7 +482,7 @@ end
 -- collected in a reply buffer (linear however large), values decoded in
 -- place. Returns the decoded table, or nil, err, kind, reused.
 local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_cas, meta_mode)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
@@ -471,7 +491,7 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     local need = 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
@@ -605,6 +625,7 @@ local function get_multi(self, keys, opts, meta)
     local results = {}
     local groups, order, failed, first_err = group_keys(self, keys)
 
+    update_time()
     local t = now()
     local deadline = t + (opts.timeout or self.timeout) / 1000
     if #order == 1 then
@@ -663,6 +684,8 @@ local function get_multi_bulk(self, keys, opts)
             group[#group + 1] = key
         end
     end
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
     local t = now()
     local deadline = t + (opts.timeout or self.timeout) / 1000
     local threads = {}
@@ -719,23 +742,32 @@ end
 -- The reply to a get_keys pipeline, decoded by position. Returns the values
 -- (out[i]: the i-th key's value or false), or nil, err, kind, reused.
 local function query_list(self, srv, req, keystr, nkeys, deadline, limit)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
-    local buf = new_reply_buffer(512)
-    local need = 0
+    -- the usual reply comes in one read: decoded from that string, a
+    -- buffer only when more must be read
+    local buf, need = nil, 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
-        buf:append(more)
         local res, consumed
-        res, consumed, need = buf:decode_meta_list(keystr, nkeys)
+        if not buf then
+            res, consumed, need = decode_meta_list(more, keystr, nkeys)
+            if not res and consumed == "again" then
+                buf = new_reply_buffer(#more + need + 64)
+                buf:append(more)
+            end
+        else
+            buf:append(more)
+            res, consumed, need = buf:decode_meta_list(keystr, nkeys)
+        end
         if res then
-            release(self, sock, consumed == buf.len)
+            release(self, sock, consumed == (buf and buf.len or #more))
             return res
         end
         if consumed ~= "again" then
@@ -800,6 +832,8 @@ function _M.get_keys(self, keystr, nkeys, timeout)
     if not req then
         return get_keys_split(self, keystr, nkeys, timeout)    -- names the bad key
     end
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
     local t = now()
     if not breaker_allows(self, srv, t) then
         return EMPTY, all_failed(nkeys, "down"), "memcached " .. srv.name .. " marked down"
@@ -844,7 +878,7 @@ end
 -- value (VA), true (HD) or false (EN), and the cas; or nil, err, kind,
 -- reused (kind "meta": the server answered ERROR, it lacks mg).
 local function query_meta(self, srv, req, key, with_value, deadline)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
@@ -853,7 +887,7 @@ local function query_meta(self, srv, req, key, with_value, deadline)
     local buf, need = nil, 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
@@ -889,6 +923,7 @@ local function lookup_meta(self, key, mg_req, with_value, text, opts)
     if self.nservers > 1 then
         srv = self.servers[server_for(self.continuum, key)]
     end
+    update_time()
     local t = now()
     if not breaker_allows(self, srv, t) then
         return nil, "memcached " .. srv.name .. " marked down", "down"
