@@ -978,7 +978,16 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
 
     local failure, source = nil, "memcached"
     if n > 0 then
-        local res, failed, ferr = self.mc:get_keys(keystr, n)
+        local res, failed, ferr
+        if n == 1 then
+            -- one key: a plain get (no mn to end a pipeline)
+            local value, kind
+            value, ferr, kind = self.mc:get(keystr)
+            res = { value or false }
+            failed = value == nil and { kind } or nil
+        else
+            res, failed, ferr = self.mc:get_keys(keystr, n)
+        end
         now = ngx_now()
         failure, source = slot_close(self, st, 0, res, failed, now, failure, source)
         if ids[2] then
