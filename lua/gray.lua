@@ -930,6 +930,11 @@ local function slot_id(self, st, f, id, v, now, keystr, n)
         st[f + 1] = false
         return keystr, n
     end
+    if not self.use_fresh then
+        -- asked whatever the cache holds; a stale decision is looked up
+        -- only if memcached fails (stale_of)
+        return slot_open(self, st, f, id.cache, v, key, nil, nil, nil, keystr, n)
+    end
     local target, stale, stored_at = id.cache:get(v, now)
     return slot_open(self, st, f, id.cache, v, key, target, stale, stored_at, keystr, n)
 end
