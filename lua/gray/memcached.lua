@@ -688,14 +688,23 @@ local function get_multi_bulk(self, keys, opts)
     update_time()
     local t = now()
     local deadline = t + (opts.timeout or self.timeout) / 1000
+    -- several servers: asked at once, each in a light thread
     local threads = {}
-    for i, n in ipairs(order) do
-        threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk, with_cas,
-                           false)
+    if #order > 1 then
+        for i, n in ipairs(order) do
+            threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk,
+                               with_cas, false)
+        end
     end
     for i, n in ipairs(order) do
         local srv = self.servers[n]
-        local ok, res, err, kind = wait(threads[i])
+        local ok, res, err, kind
+        if #order > 1 then
+            ok, res, err, kind = wait(threads[i])
+        else
+            ok, res, err, kind = true, ask(self, srv, groups[n], deadline, t, bulk, with_cas,
+                                           false)
+        end
         if not ok then
             res, err, kind = nil, "memcached " .. srv.name .. ": " .. tostring(res), "protocol"
         end
