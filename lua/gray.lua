@@ -790,34 +790,37 @@ end
 
 -- One identity in the cache-only pass of decide_ids: its gray decision
 -- when no identity before it is unknown, whether any is unknown so far, and
--- the first identity present and its value (for the percentage), and the
--- value read (the miss path reuses it: an ngx.var read costs ~1,000
--- instructions). id may be nil (past the last identity).
+-- the first identity present and its value (for the percentage), the value
+-- read and its key when built (false: not a key; nil: not built), which the
+-- miss path reuses (an ngx.var read costs ~1,000 instructions). id may be
+-- nil (past the last identity).
 local function id_from_cache(self, now, id, unknown, pid, pv)
     if id == nil then
-        return nil, unknown, pid, pv, nil
+        return nil, unknown, pid, pv, nil, nil
     end
     local v = id_value(id)
     if not v then
-        return nil, unknown, pid, pv, nil
+        return nil, unknown, pid, pv, nil, nil
     end
     local target
     if self.use_fresh then
         target = cache_get(id.cache, v, now)
     end
+    local key
     if target == nil then
         -- not cached: a usable value must be asked for, junk is as absent
-        if not id_key(id, v) then
-            return nil, unknown, pid, pv, v
+        key = id_key(id, v) or false
+        if not key then
+            return nil, unknown, pid, pv, v, false
         end
         unknown = true
     elseif target and not unknown then
-        return target, unknown, pid or id, pv or v, v
+        return target, unknown, pid or id, pv or v, v, nil
     end
     if pid then
-        return nil, unknown, pid, pv, v
+        return nil, unknown, pid, pv, v, key
     end
-    return nil, unknown, id, v, v
+    return nil, unknown, id, v, v, key
 end
 
 -- The shared cache's part in a multi-key lookup: the keys it knows leave
@@ -923,9 +926,12 @@ local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at
     return keystr, n
 end
 
--- An identity's slot, from its value v (nil: absent).
-local function slot_id(self, st, f, id, v, now, keystr, n)
-    local key = v and id_key(id, v)
+-- An identity's slot, from its value v (nil: absent) and its key (nil: not
+-- built yet; false: v is not a key).
+local function slot_id(self, st, f, id, v, key, now, keystr, n)
+    if key == nil then
+        key = v and id_key(id, v)
+    end
     if not key then
         st[f + 1] = false
         return keystr, n
@@ -966,14 +972,14 @@ local function slot_close(self, st, f, res, failed, now, failure, source)
 end
 
 local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
-                                 v1, v2, v3, v4)
+                                 v1, v2, v3, v4, k1, k2, k3, k4)
     local ids = self.ids
     local st = table_new(5 * SLOT, 0)
     local keystr, n = nil, 0
-    keystr, n = slot_id(self, st, 0, ids[1], v1, now, keystr, n)
-    if ids[2] then keystr, n = slot_id(self, st, SLOT, ids[2], v2, now, keystr, n) end
-    if ids[3] then keystr, n = slot_id(self, st, 2 * SLOT, ids[3], v3, now, keystr, n) end
-    if ids[4] then keystr, n = slot_id(self, st, 3 * SLOT, ids[4], v4, now, keystr, n) end
+    keystr, n = slot_id(self, st, 0, ids[1], v1, k1, now, keystr, n)
+    if ids[2] then keystr, n = slot_id(self, st, SLOT, ids[2], v2, k2, now, keystr, n) end
+    if ids[3] then keystr, n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, keystr, n) end
+    if ids[4] then keystr, n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, keystr, n) end
     if addr then
         keystr, n = slot_open(self, st, 4 * SLOT, self.cache, akey, akey, a_target, a_stale,
                               a_stored, keystr, n)
@@ -1043,14 +1049,14 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     -- loop of one or two turns inside the request's trace (it aborts:
     -- "leaving loop in root trace") and the request would run interpreted.
     local now = ngx_now()
-    local t, unknown, pid, pv, v1 = id_from_cache(self, now, ids[1], false, nil, nil)
+    local t, unknown, pid, pv, v1, k1 = id_from_cache(self, now, ids[1], false, nil, nil)
     if t then return t, t.reason or ids[1].reason, "cache" end
-    local v2, v3, v4
-    t, unknown, pid, pv, v2 = id_from_cache(self, now, ids[2], unknown, pid, pv)
+    local v2, v3, v4, k2, k3, k4
+    t, unknown, pid, pv, v2, k2 = id_from_cache(self, now, ids[2], unknown, pid, pv)
     if t then return t, t.reason or ids[2].reason, "cache" end
-    t, unknown, pid, pv, v3 = id_from_cache(self, now, ids[3], unknown, pid, pv)
+    t, unknown, pid, pv, v3, k3 = id_from_cache(self, now, ids[3], unknown, pid, pv)
     if t then return t, t.reason or ids[3].reason, "cache" end
-    t, unknown, pid, pv, v4 = id_from_cache(self, now, ids[4], unknown, pid, pv)
+    t, unknown, pid, pv, v4, k4 = id_from_cache(self, now, ids[4], unknown, pid, pv)
     if t then return t, t.reason or ids[4].reason, "cache" end
     if not unknown then
         if a_target then
@@ -1067,7 +1073,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     end
     if not self.shared then
         return decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
-                                 v1, v2, v3, v4)
+                                 v1, v2, v3, v4, k1, k2, k3, k4)
     end
     local keys, known, pending = {}, {}, {}
     for i = 1, #ids do
