@@ -149,7 +149,8 @@ int main(int argc, char **argv)
     }
     if (!only)
         image_files_check();
-    printf("replay: %ld inputs through %zu fuzz targets, no fault; list image files and"
-           " threads checked\n", total, only ? (size_t)1 : fuzz_target_count());
+    printf("replay: %ld inputs through %zu fuzz target%s, no fault%s\n", total,
+           only ? (size_t)1 : fuzz_target_count(), only ? "" : "s",
+           only ? "" : "; list image files and threads checked");
     return 0;
 }
