@@ -16,6 +16,7 @@
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
 #   make rock-check luarocks make into a scratch tree, then nginx runs from it
 #   make fuzz       libFuzzer on each C parser in turn (FUZZ_SECONDS each), a table
+#   make soak       the router under load while memcached fails (SOAK_SECONDS)
 
 PREFIX      ?= /usr/local
 DESTDIR     ?=
@@ -48,7 +49,7 @@ FUZZ_SECONDS ?= 60
 REPLAY_ITERATIONS ?= 20000
 
 .PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
-        microbench fuzz clean
+        microbench fuzz soak clean
 
 all: build/libgray.so build/gray-admin
 
@@ -197,6 +198,17 @@ build/fuzz: csrc/test/fuzz.h $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
 
 fuzz: build/fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/fuzz.sh build/fuzz csrc/test/corpus build $(FUZZ_TARGETS)
+
+# The fault soak (bench/soak.lua): wrk with SOAK_CLIENTS (100,000) distinct
+# clients against nginx + memcached for SOAK_SECONDS (240) while memcached is
+# killed, restarted, replaced by a trickling then a garbage-answering server
+# (build/fake-mc); one table, also build/soak-results.txt
+SOAK_SECONDS ?= 240
+.PHONY: soak
+soak:
+	@sh tools/deps.sh build bench
+	@$(MAKE) --no-print-directory build/libgray.so build/fake-mc
+	SOAK_SECONDS=$(SOAK_SECONDS) LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/soak.lua
 
 # ---- demo ------------------------------------------------------------------
 
