@@ -39,7 +39,8 @@ for t in "$@"; do
     found=$(( $(ls "$findings" | wc -l) - before ))
     total_found=$((total_found + found))
     if [ "$found" -gt 0 ]; then
-        grep -m 3 -e 'invariant broken' -e 'ERROR: ' -e 'CHECK(' "$log" | sed "s/^/    $t: /" || true
+        grep -m 3 -e "invariant broken" -e "ERROR: " -e "CHECK(" "$log" \
+            | sed "s/^/    $t: /" || true
     fi
     printf '%-12s %14s %10s %8s %9s\n' "$t" "$execs" "${secs:-0}" \
         "$(ls "$corpus" | wc -l)" "$found" >> "$rows"

@@ -77,7 +77,8 @@ static void fuzz_ipset(const char *s, size_t len)
         if (i == len || s[i] == ',') {
             size_t n;
             if (gray_cidr_parse(s + start, i - start, &raw[nraw], &n) >= 0) {
-                INVARIANT("a CIDR is at most two ranges, lo <= hi, and one written in IPv6 never covers an IPv4 (mapped) address");
+                INVARIANT("a CIDR is at most two ranges, lo <= hi, and one written in IPv6 never "
+                          "covers an IPv4 (mapped) address");
                 CHECK(n <= 2);
                 const char *slash = memchr(s + start, '/', i - start);
                 size_t alen = slash ? (size_t)(slash - (s + start)) : i - start;
@@ -143,7 +144,8 @@ static void fuzz_client_key(const char *s, size_t len)
         p &= ~GRAY_KEY_VERBATIM;
     }
     if (part[1] != NULL && (p & GRAY_PEER_TRUSTED)) {
-        INVARIANT("the one-header walk (gray_header_key) agrees with gray_client_key on X-Real-IP alone");
+        INVARIANT("the one-header walk (gray_header_key) agrees with gray_client_key on X-Real-IP"
+                  " alone");
         /* the hot path's one-header walk agrees with the whole choice */
         char hbuf[GRAY_IP_TEXT_MAX], cbuf[GRAY_IP_TEXT_MAX];
         gray_walk_t w2;
@@ -164,7 +166,8 @@ static void fuzz_client_key(const char *s, size_t len)
             CHECK(h == c && memcmp(hbuf, cbuf, (size_t)c) == 0);
         }
     }
-    INVARIANT("an untrusted peer is its own client whatever the headers say; a header decides only after a hop");
+    INVARIANT("an untrusted peer is its own client whatever the headers say; a header decides "
+              "only after a hop");
     CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
     CHECK(from >= GRAY_FROM_PEER && from <= GRAY_FROM_FORWARDED);
     if (p < GRAY_PEER_TRUSTED) {
@@ -190,7 +193,8 @@ static void fuzz_ip(const char *s, size_t len)
     (void)gray_cidr_parse(s, len, r, &nr);
     if (gray_ip_parse_host(s, len, &a) != GRAY_OK)
         return;
-    INVARIANT("round trip: canonical text parses back to the same address, is a fixed point, and needs all its room");
+    INVARIANT("round trip: canonical text parses back to the same address, is a fixed point, and "
+              "needs all its room");
     int n = gray_ip_format(&a, text, sizeof text);
     CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
     CHECK(gray_ip_parse(text, (size_t)n, &b) == GRAY_OK);
@@ -204,7 +208,8 @@ static void fuzz_walk(const char *s, size_t len, int forwarded)
 {
     gray_walk_t w;
     init_trusted();
-    INVARIANT("a walk's client is the peer when no hop was taken, and trusted exactly when the walk did not stop at an untrusted hop");
+    INVARIANT("a walk's client is the peer when no hop was taken, and trusted exactly when the "
+              "walk did not stop at an untrusted hop");
     CHECK(gray_ip_parse("127.0.0.1", 9, &w.addr) == GRAY_OK);
     int stop = forwarded ? gray_forwarded_walk(s, len, trusted, ntrusted, &w)
                          : gray_xff_walk(s, len, trusted, ntrusted, &w);
@@ -236,7 +241,8 @@ static void fuzz_mc_get(const char *s, size_t len)
     gray_mc_value_t vals[8];
     gray_mc_line_t line;
     size_t n = 8, need;
-    INVARIANT("a get reply's values lie inside what was consumed, and every shorter prefix of a complete reply is incomplete");
+    INVARIANT("a get reply's values lie inside what was consumed, and every shorter prefix of a "
+              "complete reply is incomplete");
     int rc = gray_mc_parse_get(s, len, keys, sizeof keys - 1, vals, &n, &line, &need);
     CHECK(n <= 8);
     if (rc == GRAY_EAGAIN) {
@@ -299,7 +305,8 @@ static void fuzz_mc_meta(const char *s, size_t len)
     gray_mc_meta_t vals[META_CAP];
     gray_mc_line_t line;
     size_t n = META_CAP, need;
-    INVARIANT("an mg reply's hits lie inside what was consumed, answer requests in order (k and O name the request), and every shorter prefix is incomplete");
+    INVARIANT("an mg reply's hits lie inside what was consumed, answer requests in order (k and O"
+              " name the request), and every shorter prefix is incomplete");
     int rc = gray_mc_parse_meta(r, rlen, meta_keys, sizeof meta_keys - 1, mode, vals, &n, &line,
                                 &need);
     CHECK(n <= META_CAP);
@@ -320,7 +327,8 @@ static void fuzz_mc_meta(const char *s, size_t len)
                 free(p);
             }
         }
-        INVARIANT("round trip: the hits re-encoded as a quiet pipeline (VA/HD ... O<index>, MN) decode to the same hits");
+        INVARIANT("round trip: the hits re-encoded as a quiet pipeline (VA/HD ... O<index>, MN) "
+                  "decode to the same hits");
         /* round trip: the hits re-encoded as a quiet pipeline by position */
         if (line.kind == GRAY_MC_MN || !(mode & GRAY_META_PIPELINE)) {
             size_t room = (size_t)rc + n * 80 + 8;
@@ -496,7 +504,8 @@ static void fuzz_ranges(const char *s, size_t len)
     gray_rentry6_t *c6 = malloc(st.n6 ? st.n6 * sizeof *c6 : 1);
     memcpy(c4, e4, st.n4 * sizeof *e4);
     memcpy(c6, e6, st.n6 * sizeof *e6);
-    INVARIANT("parsed entries are ordered ranges of known targets; nothing written in IPv6 covers an IPv4 address");
+    INVARIANT("parsed entries are ordered ranges of known targets; nothing written in IPv6 covers"
+              " an IPv4 address");
     for (uint32_t i = 0; i < st.n4; i++)
         CHECK(e4[i].lo <= e4[i].hi && e4[i].target >= 1 && e4[i].target <= 3);
     for (uint32_t i = 0; i < st.n6; i++) {
@@ -512,7 +521,8 @@ static void fuzz_ranges(const char *s, size_t len)
     set.v6 = malloc(2 * st.n6 * sizeof *set.v6 + 1);
     set.v4_index = malloc(ix4 * sizeof *set.v4_index);
     set.v6_index = malloc(ix6 * sizeof *set.v6_index);
-    INVARIANT("a compiled range set is sorted runs of distinct targets with an ascending index inside its room");
+    INVARIANT("a compiled range set is sorted runs of distinct targets with an ascending index "
+              "inside its room");
     CHECK(gray_rangeset_build(&set, e4, st.n4, e6, st.n6) == GRAY_OK);
     CHECK(set.n4 <= 2 * st.n4 && set.n6 <= 2 * st.n6);
     for (uint32_t i = 1; i < set.n4; i++)
@@ -531,7 +541,8 @@ static void fuzz_ranges(const char *s, size_t len)
     CHECK(set.v4_index[(size_t)1 << set.v4_bits] == set.n4);
     CHECK(set.v6_index[(size_t)1 << set.v6_bits] == set.n6);
 
-    INVARIANT("the compiled set answers as a naive scan of the parsed entries (most specific range, of equal ones the later line)");
+    INVARIANT("the compiled set answers as a naive scan of the parsed entries (most specific "
+              "range, of equal ones the later line)");
     for (uint32_t i = 0; i < st.n4 && i < PROBE_ENTRIES; i++) {
         uint32_t probe[4] = {c4[i].lo, c4[i].hi, c4[i].lo - 1, c4[i].hi + 1};
         for (int k = 0; k < 4; k++) {
@@ -602,7 +613,8 @@ static uint32_t murmur3_bytewise(const uint8_t *p, size_t len, uint32_t seed)
 
 static void fuzz_hash(const char *s, size_t len)
 {
-    INVARIANT("murmur3 equals a byte-at-a-time reading of the algorithm at any alignment; the bucket is its value modulo 10000");
+    INVARIANT("murmur3 equals a byte-at-a-time reading of the algorithm at any alignment; the "
+              "bucket is its value modulo 10000");
     static const uint32_t seeds[] = {0, 1, 0x9747b28cu, 0xffffffffu};
     for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
         /* every suffix starts at another alignment */
@@ -680,7 +692,8 @@ static void fuzz_dist(const char *s, size_t len)
     if (n == 0)
         return;
 
-    INVARIANT("ketama placement: a list is refused exactly when a server is bad (empty host, longer than GRAY_DIST_HOST_MAX, a NUL, port > 65535)");
+    INVARIANT("ketama placement: a list is refused exactly when a server is bad (empty host, "
+              "longer than GRAY_DIST_HOST_MAX, a NUL, port > 65535)");
     size_t room = gray_dist_room(mode, n);
     CHECK(room <= sizeof points / sizeof points[0]);
     gray_dist_t d = {points, (uint32_t)room, 0, 0, 0};
@@ -743,7 +756,8 @@ static void fuzz_servers(const char *s, size_t len)
         CHECK(gray_server_error(n)[0] != '\0');
         return;
     }
-    INVARIANT("a server list's items lie in order in the text, hold no separator, hosts are IP text as written");
+    INVARIANT("a server list's items lie in order in the text, hold no separator, hosts are IP "
+              "text as written");
     CHECK(n >= 1 && n <= SERVERS_FUZZ_MAX);
     char joined[SERVERS_FUZZ_MAX * 64];
     size_t jl = 0, end = 0;
@@ -794,7 +808,8 @@ static void fuzz_token(const char *s, size_t len)
     CHECK(gray_token_check("force", 5, key, klen, s, len, 0, &exp) < 0 && exp == -1);
     char buf[GRAY_TOKEN_MAX];
     size_t sl = len > GRAY_TOKEN_SUBJECT_MAX ? GRAY_TOKEN_SUBJECT_MAX : len;
-    INVARIANT("round trip: a token made with the input as subject checks back to it, expires at its expiry, and fails for another purpose");
+    INVARIANT("round trip: a token made with the input as subject checks back to it, expires at "
+              "its expiry, and fails for another purpose");
     int m = gray_token_make("force", 5, key, klen, s, sl, 1700000000, buf, sizeof buf);
     if (m < 0)
         return;
@@ -945,7 +960,8 @@ static void image_damage(const uint8_t *img, size_t size, size_t at, int ids,
     memcpy(copy, img, size);
     ((uint8_t *)copy)[at % size] ^= (uint8_t)(1u << (at % 8));
     gray_image_t *h;
-    INVARIANT("a flipped byte or a cut is refused by a verifying open; an image that still opens answers lookups without a fault");
+    INVARIANT("a flipped byte or a cut is refused by a verifying open; an image that still opens "
+              "answers lookups without a fault");
     CHECK(gray_image_open_mem(copy, size, GRAY_IMAGE_VERIFY, &h) < 0);
     if (gray_image_open_mem(copy, size, 0, &h) == GRAY_OK) {
         if (ids) {
@@ -1001,7 +1017,8 @@ static void fuzz_image(const char *s, size_t len)
     void *img;
     size_t size;
     gray_image_stats_t st;
-    INVARIANT("a list image builds, counts its lines, opens verified and reports what it was built with");
+    INVARIANT("a list image builds, counts its lines, opens verified and reports what it was "
+              "built with");
     int rc = gray_image_build(ids ? GRAY_IMAGE_IDS : GRAY_IMAGE_RANGES, parts, nparts,
                               collect ? NULL : names, collect ? 0 : sizeof names - 1,
                               unknown_index, 42, &img, &size, &st);
@@ -1024,7 +1041,8 @@ static void fuzz_image(const char *s, size_t len)
 
     if (ids) {
         CHECK(gray_image_find_ip(h, &mapped_first) == GRAY_EINVAL);
-        INVARIANT("an id image finds what a naive scan of the joined lines says (the last good line wins)");
+        INVARIANT("an id image finds what a naive scan of the joined lines says (the last good "
+                  "line wins)");
         naive_line_t *lines = malloc((tlen + 1) * sizeof *lines);
         naive_names_t nn;
         uint32_t bad, unknown;

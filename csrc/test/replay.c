@@ -4,7 +4,7 @@
  * as is, every prefix of it, then seeded random mutations. "make fuzz" runs
  * the same targets under libFuzzer for open-ended search.
  *
- *   replay ITERATIONS CORPUS_DIR [TARGET]    # mutations per corpus file */
+ *   replay MUTATIONS [CORPUS_DIR [TARGET]]   # mutations per target, shared by its files */
 #define _DEFAULT_SOURCE
 #include <dirent.h>
 #include <stdint.h>
@@ -85,8 +85,9 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Every file of dir through target t: as is, each prefix, then mutations.
- * Returns the inputs run, or -1 when the corpus is missing or empty. */
+/* Every file of dir through target t: as is, each prefix, then its share of
+ * the target's mutations. Returns the inputs run, or -1 when the corpus is
+ * missing or empty. */
 static long replay_target(size_t t, const char *root, long iterations)
 {
     static uint8_t seed[REPLAY_INPUT_MAX], buf[REPLAY_INPUT_MAX];
@@ -103,7 +104,7 @@ static long replay_target(size_t t, const char *root, long iterations)
             names[n++] = strdup(e->d_name);
     closedir(d);
     qsort(names, n, sizeof names[0], by_name);   /* the same order on every machine */
-    long runs = 0;
+    long runs = 0, each = n ? iterations / (long)n + 1 : 0;
     for (size_t i = 0; i < n; i++) {
         snprintf(path, sizeof path, "%s/%s/%s", root, fuzz_target_name(t), names[i]);
         FILE *f = fopen(path, "rb");
@@ -115,7 +116,7 @@ static long replay_target(size_t t, const char *root, long iterations)
         fclose(f);
         for (size_t cut = 0; cut <= len; cut++, runs++)
             fuzz_run(t, seed, cut);
-        for (long k = 0; k < iterations; k++, runs++) {
+        for (long k = 0; k < each; k++, runs++) {
             memcpy(buf, seed, len);
             fuzz_run(t, buf, mutate(buf, len, sizeof buf));
         }
@@ -126,7 +127,7 @@ static long replay_target(size_t t, const char *root, long iterations)
 
 int main(int argc, char **argv)
 {
-    long iterations = argc > 1 ? atol(argv[1]) : 20000;
+    long iterations = argc > 1 ? atol(argv[1]) : 100000;
     const char *root = argc > 2 ? argv[2] : "csrc/test/corpus";
     const char *only = argc > 3 ? argv[3] : NULL;
     long total = 0;
