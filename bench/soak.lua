@@ -257,17 +257,18 @@ local lines = {
         #PHASES * PHASE_SECONDS, #PHASES, PHASE_SECONDS, CLIENTS, MEMBER_EVERY, THREADS, CONNS,
         WORKERS, rss_start),
     "",
-    "| phase | requests | wrong | non-2xx | members to stable | members to gray | p50 ms | p99 ms"
-        .. " | worker RSS MB | log: library | log: nginx |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| phase | requests | wrong | non-2xx | socket errors | members to stable | members to gray"
+        .. " | p50 ms | p99 ms | worker RSS MB | log: library | log: nginx |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 }
 for _, r in ipairs(rows) do
-    lines[#lines + 1] = fmt("| %s | %d | %d | %d | %d | %d | %.2f | %.2f | %.1f | %d | %d |",
-                            r.phase, r.requests, r.wrong, r.non2xx, r.member_stable,
+    lines[#lines + 1] = fmt("| %s | %d | %d | %d | %d | %d | %d | %.2f | %.2f | %.1f | %d | %d |",
+                            r.phase, r.requests, r.wrong, r.non2xx, r.errors, r.member_stable,
                             r.member_gray, r.p50 / 1000, r.p99 / 1000, r.rss, r.lib, r.own)
 end
-lines[#lines + 1] = fmt("| all | %d | %d | %d | %d | %d | | | | %d | %d |", total.requests,
-                        total.wrong, total.non2xx, total.member_stable, total.member_gray,
+lines[#lines + 1] = fmt("| all | %d | %d | %d | %d | %d | %d | | | | %d | %d |", total.requests,
+                        total.wrong, total.non2xx, total.errors, total.member_stable,
+                        total.member_gray,
                         total.lib, total.own)
 lines[#lines + 1] = ""
 lines[#lines + 1] = "error.log lines by kind (warn and above):"
@@ -286,8 +287,9 @@ if out then
     out:write(text)
     out:close()
 end
-if total.wrong > 0 or #bad > 0 then
-    io.stderr:write("soak: " .. total.wrong .. " wrong answers; bad log lines:\n"
+if total.wrong > 0 or total.errors > 0 or #bad > 0 then
+    io.stderr:write("soak: " .. total.wrong .. " wrong answers, " .. total.errors
+                    .. " socket errors; bad log lines:\n"
                     .. table.concat(bad, "\n", 1, math.min(#bad, 20)) .. "\n")
     os.exit(1)
 end
