@@ -198,6 +198,19 @@ typedef struct cli_args {
     int nids;
 } cli_args_t;
 
+/* One import line (import.c). */
+typedef struct import_line {
+    int kind;                   /* CLI_THING_*, 0: blank or comment */
+    char key[GRAY_MC_KEY_MAX + 1];  /* the entry key, or the normal CIDR */
+    const char *target;         /* into the line; NULL: "1" */
+    long ttl;                   /* -1: none */
+} import_line_t;
+
+/* Checks an import line (len bytes, NUL-terminated; cut up in place; len
+ * -2: longer than the limit) as add's arguments: 0 with *out (kind 0: a
+ * blank or comment line), or EXIT_USAGE after naming the line. */
+int cli_import_parse_line(const cli_opts_t *opts, char *line, long len, import_line_t *out);
+
 /* A command (main.c's table): returns the exit code, having printed what
  * went wrong. mc is NULL for token, which needs no memcached. */
 typedef int cli_command_fn(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args);

@@ -112,23 +112,15 @@ static long next_line(reader_t *r, char *line)
     return too_long ? LINE_TOO_LONG : (long)n;
 }
 
-/* ---- one line ------------------------------------------------------------ */
-
-typedef struct import_line {
-    int kind;                   /* CLI_THING_*, 0: blank or comment */
-    char key[GRAY_MC_KEY_MAX + 1];  /* the entry key, or the normal CIDR */
-    const char *target;         /* into the line; NULL: "1" */
-    long ttl;                   /* -1: none */
-} import_line_t;
+/* ---- one line (import_line_t: cli.h) ------------------------------------ */
 
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* Checks line (len bytes, NUL-terminated; cut up in place) as add's
- * arguments: 0 with *out, or EXIT_USAGE after naming the line. */
-static int parse_line(const cli_opts_t *opts, char *line, long len, import_line_t *out)
+/* Checks line as add's arguments (cli.h). */
+int cli_import_parse_line(const cli_opts_t *opts, char *line, long len, import_line_t *out)
 {
     out->kind = 0;
     out->target = NULL;
@@ -393,7 +385,7 @@ static int write_entries(memcached_st *mc, const cli_opts_t *opts, reader_t *r, 
     size_t seen = 0;
     while (rc == 0 && (len = next_line(r, line)) != LINE_EOF) {
         cli_import_line(r->lineno);
-        if (parse_line(opts, line, len, &il) != 0) {
+        if (cli_import_parse_line(opts, line, len, &il) != 0) {
             rc = EXIT_USAGE;
             break;
         }
@@ -494,7 +486,7 @@ static int import_check(import_t *im)
     import_line_t il;
     while ((len = next_line(im->r, im->line)) != LINE_EOF) {
         cli_import_line(im->r->lineno);
-        if (parse_line(im->opts, im->line, len, &il) != 0) {
+        if (cli_import_parse_line(im->opts, im->line, len, &il) != 0) {
             bad++;
         } else if (il.kind == CLI_THING_RANGE) {
             if (ranges_push(&im->rg, il.key, il.target) != 0)

@@ -40,7 +40,9 @@ int cli_cidr_normal(const char *s, size_t len, char *out)
     gray_ip_parse(s, alen, &ip);
     int v4 = gray_ip_is_v4(&ip) && memchr(s, ':', alen) == NULL;
     unsigned bits = v4 ? 32 : 128;
-    unsigned prefix = (unsigned)strtoul(slash + 1, NULL, 10);   /* checked by gray_cidr_parse */
+    unsigned prefix = 0;        /* digits, checked by gray_cidr_parse; read up to len only */
+    for (const char *p = slash + 1; p < s + len; p++)
+        prefix = prefix * 10 + (unsigned)(*p - '0');
     unsigned keep = v4 ? prefix + 96 : prefix;
     for (unsigned i = 0; i < 16; i++) {
         unsigned first = i * 8;
