@@ -51,9 +51,7 @@ local SERVERS = [[
 -- router location -> check's target
 local TARGET_OF = { ["@server"] = "stable", ["@server_test"] = "1", ["@server_v2"] = "v2" }
 
-local function now()
-    return tonumber((sh("date +%s.%N")))
-end
+local now = harness.now
 
 local pick = harness.pick
 

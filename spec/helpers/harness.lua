@@ -561,6 +561,60 @@ function FakeMemcached:destroy()
     end
 end
 
+--- Starts a fake memcached for each entry of fakes: name -> options (or a
+-- list of { name, options }), names in upper case (letters, digits, _);
+-- returns name -> server. (A name is written $NAME in server blocks and in
+-- eval_fake's code.)
+function _M.fake_memcacheds(fakes)
+    local servers = {}
+    local ok, err = pcall(function()
+        for key, value in pairs(fakes) do
+            local name, opts = key, value
+            if type(key) == "number" then
+                name, opts = value[1], value[2]
+            end
+            servers[name] = _M.fake_memcached(opts)
+        end
+    end)
+    if not ok then
+        for _, server in pairs(servers) do
+            server:destroy()
+        end
+        error(err, 0)
+    end
+    return servers
+end
+
+--- text with each $NAME of a server in fakes (name -> server) replaced by
+-- its port; other $WORDS stay.
+function _M.fake_ports(text, fakes)
+    return (text:gsub("%$([%u%d_]+)%f[^%w_]", function(name)
+        return fakes[name] and tostring(fakes[name].port)
+    end))
+end
+
+-- What eval_fake's code can use.
+local EVAL_PRELUDE = table.concat({
+    "local memcached = require 'gray.memcached'",
+    "local gray = require 'gray'",
+    "local function clock() ngx.update_time() return ngx.now() end",
+    "local function heap() collectgarbage('collect') collectgarbage('collect')"
+        .. " return collectgarbage('count') * 1024 end",
+    "local function ip(i) return '10.' .. math.floor(i / 65536) % 256 .. '.'"
+        .. " .. math.floor(i / 256) % 256 .. '.' .. i % 256 end",
+    "",
+}, "\n")
+
+--- Runs code in a worker of nginx (Nginx:eval, harness.EVAL_LOCATION) with
+-- $NAME the port of the fake server NAME of fakes, and with `memcached`
+-- (gray.memcached) and `gray` required, clock() (ngx.now, updated), heap()
+-- (the Lua heap's bytes after a full collection) and ip(i) (a distinct
+-- 10.x.y.z for each i); returns what it printed or returned, without the
+-- last newline.
+function _M.eval_fake(nginx, fakes, code)
+    return (nginx:eval(EVAL_PRELUDE .. _M.fake_ports(code, fakes)):gsub("\n$", ""))
+end
+
 -- HTTP/1.1 client -----------------------------------------------------------
 --
 -- A small blocking client over the sockets above, so that a spec sends many
