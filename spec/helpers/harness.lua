@@ -924,6 +924,32 @@ function Nginx:error_log()
     return read_file(self.dir .. "/error.log") or ""
 end
 
+--- Marks the end of the error log so far: new_log_lines() starts there.
+function Nginx:log_mark()
+    self.log_offset = #self:error_log()
+end
+
+--- The error log written since the last log_mark() or new_log_lines()
+-- (since the start, the first time), and marks its end.
+function Nginx:new_log_lines()
+    local log = self:error_log()
+    local from = self.log_offset or 0
+    if #log < from then             -- the log started again
+        from = 0
+    end
+    self.log_offset = #log
+    return log:sub(from + 1)
+end
+
+--- The bad lines (harness.bad_log_lines) among new_log_lines(): for an
+-- after_each, so that each test is checked for its own lines, whatever
+-- the order (Test::Nginx's no_error_log):
+--   after_each(function() assert.same({}, nginx:bad_new_log_lines()) end)
+-- A test that expects such a line reads it with new_log_lines() itself.
+function Nginx:bad_new_log_lines()
+    return _M.bad_log_lines(self:new_log_lines())
+end
+
 --- Reloads the configuration (HUP) and waits for the new workers.
 function Nginx:reload()
     sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
