@@ -398,8 +398,21 @@ function Memcached:start()
                    .. (self.no_evict and " -M" or "") .. " >" .. self.dir
                    .. "/memcached.log 2>&1 & echo $!")
     self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
+    -- ready when it answers, not when a connect succeeds: a memcached
+    -- restarted on its port was seen refusing connections right after a
+    -- probe had connected (under heavy load)
     wait_for(function()
-        return port_in_use(self.port, self.host) or not process_alive(self.pid)
+        if not process_alive(self.pid) then
+            return true
+        end
+        local conn = _M.tcp(self.host, self.port, 1)
+        if not conn then
+            return false
+        end
+        conn:send("version\r\n")
+        local reply = conn:receive()
+        conn:close()
+        return reply ~= nil and reply:find("^VERSION ") ~= nil
     end, 5, "memcached on " .. self.port)
     if not process_alive(self.pid) then
         self.pid = nil
