@@ -36,6 +36,8 @@ local ngx_header = ngx.header
 local id_value, id_key = ids_mod.value, ids_mod.key
 local list_range, list_listed, in_percent = lists_mod.range, lists_mod.listed,
     lists_mod.in_percent
+local has_list, has_idlists, has_ranges, percent_on = lists_mod.has_list,
+    lists_mod.has_idlists, lists_mod.has_ranges, lists_mod.percent_on
 local ip_in = gray_ffi.peer_trusted
 local token_check = gray_ffi.token_check
 local read_secret = require("gray.token").read_secret
@@ -65,6 +67,7 @@ local DEFAULTS = {
     refresh_interval = 2,                   -- s between two checks of the lists
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
+    lists_dir = lists_mod.DEFAULT_DIR,      -- tmpfs directory of the node's list images
     force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
     force_from = false,                     -- testers' CIDRs (the resolved client's address)
     secret_file = false,                    -- file of the HMAC key: signed tokens
@@ -486,12 +489,15 @@ function _M.new(opts)
     if not ok then
         return nil, err
     end
-    self.lists = lists_mod.new({
+    self.lists, err = lists_mod.new({
         mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
         lists = lists or nil, interval = interval, timeout = rtimeout, max_bytes = list_max,
         names = names, decisions = self.decisions, unknown = self.unknown_target,
-        log = self.log,
+        log = self.log, dir = get("lists_dir"), distribution = get("distribution"),
     })
+    if not self.lists then
+        return opt_error("lists_dir", err)
+    end
     return setmetatable(self, mt)
 end
 
@@ -692,7 +698,7 @@ end
 -- The location an id list gives this request's value of identity id, or
 -- nil (id may be nil: past the last identity).
 local function listed(lists, id)
-    if id == nil or not lists.idlists[id.name] then
+    if id == nil or not has_list(lists, id.name) then
         return nil
     end
     local v = id_value(id)
@@ -702,7 +708,7 @@ end
 local function decide_lists(self, addr, pid, pv, failure, source)
     local lists = self.lists
     local ids = self.ids
-    if ids and lists.any_idlist then
+    if ids and has_idlists(lists) then
         -- straight-line over the (at most 4) identities, not a loop: see
         -- decide_ids
         local d = listed(lists, ids[1])
@@ -714,13 +720,13 @@ local function decide_lists(self, addr, pid, pv, failure, source)
         d = listed(lists, ids[4])
         if d then return d, d.reason or ids[4].list_reason, source end
     end
-    if addr and lists.ranges then
+    if addr and has_ranges(lists) then
         local d = list_range(lists, addr)
         if d then
             return d, d.reason or "range", source
         end
     end
-    if lists.threshold > 0 then
+    if percent_on(lists) then
         -- the first identity present, else the canonical address
         local pkey = pid and pid.prefix .. pv or addr
         if pkey and in_percent(lists, pkey) then
