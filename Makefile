@@ -10,6 +10,7 @@
 #   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
 #   make bench-import  gray-admin import of 1M lines: wall time and max RSS
 #   make bench-image list images: compile time, bytes per entry, map time, 1M ids and ranges
+#   make bench-lists the lists in nginx: compile, PSS per node, latency during changes, bytes/s
 #   make install    libgray.so, the Lua files, gray-admin and its man page under
 #                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
@@ -176,6 +177,15 @@ bench-import:
 .PHONY: bench-image
 bench-image: build/libgray.so
 	LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/image_bench.lua
+
+# the lists as node-wide images in real nginx + memcached: compile time, the
+# workers' PSS with 1M ids and 1M ranges (1, 4, 8 workers), latency under
+# wrk while both change five times, memcached bytes/s while unchanged; also
+# build/bench-lists-results.txt
+.PHONY: bench-lists
+bench-lists: build/libgray.so
+	@sh tools/deps.sh build bench
+	LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/lists_load.lua
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz
