@@ -267,19 +267,30 @@ local function wrk_run(changes)
                .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo")
     local t0 = now()
     if changes then
-        -- only the headers are set during the run: the parts are staged
-        -- before it, so that this process's own work does not load the node
+        -- only the headers are set during the run, by a shell script started
+        -- beside wrk: the parts are staged before it, so that this process's
+        -- own work does not load the node
         local step = (DURATION - 2) / 10
-        for i = 1, 5 do
-            while now() < t0 + 1 + (2 * i - 2) * step do harness.sleep(0.05) end
-            mc:set("gray:list:dev", changes.ids[i])
-            while now() < t0 + 1 + (2 * i - 1) * step do harness.sleep(0.05) end
-            mc:set("b:ranges", changes.ranges[i])
+        local sh = { "sleep 1" }
+        local function set(key, header)
+            sh[#sh + 1] = "exec 3<>/dev/tcp/127.0.0.1/" .. mc.port .. "; printf 'set " .. key
+                          .. " 0 0 " .. #header .. "\\r\\n" .. header .. "\\r\\n' >&3;"
+                          .. " read -t 2 line <&3; exec 3<&-"
+            sh[#sh + 1] = "sleep " .. step
         end
+        for i = 1, 5 do
+            set("gray:list:dev", changes.ids[i])
+            set("b:ranges", changes.ranges[i])
+        end
+        local script_path = scratch .. "/changes.sh"
+        local fh = assert(io.open(script_path, "wb"))
+        fh:write(table.concat(sh, "\n"), "\n")
+        fh:close()
+        harness.sh("bash " .. script_path .. " >/dev/null 2>&1 & echo")
     end
     while not (harness.read_file(out) or ""):find("Requests/sec", 1, true) do
         assert(now() < t0 + DURATION + 30, "wrk did not finish")
-        harness.sleep(0.2)
+        harness.sleep(1)
     end
     local text = harness.read_file(out)
     assert(not text:find("Non%-2xx"), text)
