@@ -22,6 +22,8 @@ local DURATION = tonumber(os.getenv("BENCH_DURATION") or "20")
 local CONNS = tonumber(os.getenv("BENCH_CONNECTIONS") or "16")
 local IDLE = tonumber(os.getenv("BENCH_IDLE") or "20")
 local PART = 900 * 1000
+-- BENCH_ONLY=latency: the latency and bytes runs alone
+local ONLY = os.getenv("BENCH_ONLY")
 
 local function now()
     return tonumber((harness.sh("date +%s.%N")))
@@ -94,7 +96,7 @@ local function best(f, rounds)
     return b * 1000
 end
 
-do
+if not ONLY then
     local ids, ranges = id_text(0), range_text(0)
     local path = scratch .. "/bench.img"
     local ids_c = best(function()
@@ -223,7 +225,7 @@ say("memory per node, %d ids and %d ranges mapped (sum of the workers' PSS, afte
 say("")
 say("| workers | before | after | the lists |")
 say("|---|---|---|---|")
-for _, w in ipairs({ 1, 4, 8 }) do
+for _, w in ipairs(ONLY and {} or { 1, 4, 8 }) do
     -- before: the same router, its list keys not in memcached
     mc:cmd("delete gray:list:dev\r\n")
     mc:cmd("delete b:ranges\r\n")
@@ -245,6 +247,8 @@ say("")
 
 -- 3. latency under load, 4. bytes while unchanged -------------------------------
 
+publish("gray:list:dev", id_text(0))
+publish("b:ranges", range_text(0))
 local nginx = harness.nginx({ servers = CONF, memcached_port = mc.port, workers = 4,
                               log_level = "warn" })
 all_mapped(nginx, 4, N, N, 60)

@@ -43,6 +43,7 @@ local lock_try, lock_release = gray_ffi.lock_try, gray_ffi.lock_release
 local bucket = gray_ffi.bucket
 local timer_every = ngx.timer.every
 local timer_at = ngx.timer.at
+local sleep = ngx.sleep
 local ngx_log = ngx.log
 local WARN, ERR = ngx.WARN, ngx.ERR
 local tonumber, tostring, pairs, ipairs, pcall, type = tonumber, tostring, pairs, ipairs, pcall,
@@ -224,22 +225,28 @@ local function fetch_parts(feed, header)
     if not n or n < 1 or n > PARTS_MAX then
         return nil, key .. ": bad parts header '" .. header:sub(1, 60) .. "'"
     end
-    local keys = {}
-    for i = 1, n do
-        keys[i] = key .. ":" .. tag .. ":" .. i
-    end
-    local res, bad, err = feed.mc:get_multi(keys, { timeout = feed.timeout,
-                                                    max_bytes = feed.max_bytes })
-    if bad then
-        return nil, key .. ": parts: " .. tostring(err)
-    end
+    -- one part at a time, yielding between them: a read and decode of a
+    -- part (under 1 MB) is the longest this worker's requests wait, not
+    -- the whole list's; all within one deadline (refresh_timeout)
+    local deadline = now_precise() + feed.timeout / 1000
     local parts = {}
     for i = 1, n do
-        local part = res[keys[i]]
+        local part_key = key .. ":" .. tag .. ":" .. i
+        local left = (deadline - now_precise()) * 1000
+        if left <= 0 then
+            return nil, key .. ": parts: timeout"
+        end
+        local res, bad, err = feed.mc:get_multi({ part_key }, { timeout = left,
+                                                               max_bytes = feed.max_bytes })
+        if bad then
+            return nil, key .. ": parts: " .. tostring(err)
+        end
+        local part = res[part_key]
         if part == nil then
-            return nil, key .. ": part " .. keys[i] .. " is missing"
+            return nil, key .. ": part " .. part_key .. " is missing"
         end
         parts[i] = part
+        sleep(0)
     end
     return parts
 end
