@@ -30,7 +30,8 @@ local function now()
 end
 
 local function v4(i)
-    return "10." .. math.floor(i / 65536) % 256 .. "." .. math.floor(i / 256) % 256 .. "." .. i % 256
+    return "10." .. math.floor(i / 65536) % 256 .. "." .. math.floor(i / 256) % 256 .. "."
+           .. i % 256
 end
 
 -- the lists: every 7th line names v2; gen changes the last line's target

@@ -91,7 +91,7 @@ local function map_file(feed)
     end
     local img, err = image_open(feed.path)
     if not img then
-        feed.log:report("image", "cannot map the image of " .. feed.key .. " ("
+        feed.log:report("image:" .. feed.key, "cannot map the image of " .. feed.key .. " ("
                         .. feed.path .. "): " .. tostring(err))
         return false
     end
@@ -141,7 +141,7 @@ local function failed(feed, cas, msg)
     feed.pending = cas
     feed.backoff = min(BACKOFF_MAX, max(feed.backoff * 2, feed.interval * 2))
     feed.retry_at = t + feed.backoff
-    feed.log:report("compile", msg .. "; the last copy stays (next try in "
+    feed.log:report("compile:" .. feed.key, msg .. "; the last copy stays (next try in "
                     .. feed.backoff .. " s)")
 end
 
@@ -257,7 +257,7 @@ local function holder_refresh(feed)
     local cas, value, kind = feed.mc:meta_cas(key, { timeout = feed.timeout,
                                                      max_bytes = feed.max_bytes })
     if cas == nil then
-        feed.log:report("refresh", "refreshing " .. key .. " failed, the last copy stays: "
+        feed.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
                         .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
         return
     end
@@ -277,8 +277,8 @@ local function holder_refresh(feed)
         local res, bad, err = feed.mc:get_multi({ key }, { cas = true, timeout = feed.timeout,
                                                           max_bytes = feed.max_bytes })
         if bad then
-            feed.log:report("refresh", "refreshing " .. key .. " failed, the last copy stays: "
-                            .. tostring(err))
+            feed.log:report("refresh:" .. key, "refreshing " .. key
+                            .. " failed, the last copy stays: " .. tostring(err))
             return
         end
         local entry = res[key]
@@ -451,7 +451,7 @@ local function refresh_percent(self)
     local key = self.percent_key
     local cas, value, kind = self.mc:meta_cas(key, { timeout = self.timeout })
     if cas == nil then
-        self.log:report("refresh", "refreshing " .. key .. " failed, the last copy stays: "
+        self.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
                         .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
         return
     end
@@ -470,8 +470,8 @@ local function refresh_percent(self)
     if value == nil then
         local res, bad, err = self.mc:get_multi({ key }, { cas = true, timeout = self.timeout })
         if bad then
-            self.log:report("refresh", "refreshing " .. key .. " failed, the last copy stays: "
-                            .. tostring(err))
+            self.log:report("refresh:" .. key, "refreshing " .. key
+                            .. " failed, the last copy stays: " .. tostring(err))
             return
         end
         local entry = res[key]
