@@ -5,6 +5,7 @@
 -- between filling one and reading it back.
 
 local ffi = require "ffi"
+local split_list = require("gray.util").split_list
 
 local ffi_new = ffi.new
 local ffi_string = ffi.string
@@ -290,17 +291,6 @@ function _M.canonical_ip(s)
         return nil, strerror(n)
     end
     return ffi_string(text_buf, n)
-end
-
-local function split_list(list)
-    if type(list) == "string" then
-        local t = {}
-        for item in list:gmatch("[^,%s]+") do
-            t[#t + 1] = item
-        end
-        return t
-    end
-    return list
 end
 
 -- gray_cidr_parse keeps nothing of an IPv6-written CIDR inside
@@ -894,6 +884,61 @@ end
 --- mc_decode_meta over the bytes appended so far.
 function Buffer.decode_meta(self, keys, max_values, mode, with_meta)
     return decode_meta_many(self.mem, self.len, keys, max_values, mode, with_meta)
+end
+
+-- One hit of decode_meta_list into out, at its request's position.
+local function put_hit(out, cp, i)
+    local v = metas[i]
+    if v.kind == MC_VA then
+        out[v.index + 1] = ffi_string(cp + v.data_off, v.data_len)
+    else
+        out[v.index + 1] = true
+    end
+end
+
+--- Buffer.decode_meta_list(keys, nkeys): the reply to
+-- mc_meta_request(keys, "v q") (nkeys keys) over the bytes appended so far,
+-- by position: out[i] is the value of the i-th key, false
+-- when memcached lacks it (true for a hit without a value); and the bytes
+-- consumed. nil, "again", need; or nil, err. For the request path: no
+-- table keyed by key, no key copied, no loop for up to 5 keys (a loop of
+-- a few turns would abort the request's trace).
+local function decode_meta_list(p, len, keys, nkeys)
+    if nkeys > metas_cap then
+        metas_cap = nkeys
+        metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
+    end
+    local consumed, n, need = parse_meta(p, len, keys, META_PIPELINE + META_VALUE + META_QUIET,
+                                         nkeys)
+    if not consumed then
+        return nil, n, need
+    end
+    local out = { false, false, false, false, false }
+    local cp = ffi_cast(char_ptr_t, p)
+    if nkeys > 5 then
+        for i = 6, nkeys do
+            out[i] = false
+        end
+        for i = 5, n - 1 do
+            put_hit(out, cp, i)
+        end
+    end
+    if n > 0 then put_hit(out, cp, 0) end
+    if n > 1 then put_hit(out, cp, 1) end
+    if n > 2 then put_hit(out, cp, 2) end
+    if n > 3 then put_hit(out, cp, 3) end
+    if n > 4 then put_hit(out, cp, 4) end
+    return out, consumed
+end
+
+function Buffer.decode_meta_list(self, keys, nkeys)
+    return decode_meta_list(self.mem, self.len, keys, nkeys)
+end
+
+--- Buffer.decode_meta_list over a string (a reply that came in one read:
+-- no buffer needed).
+function _M.mc_decode_meta_list(buf, keys, nkeys)
+    return decode_meta_list(buf, #buf, keys, nkeys)
 end
 
 
