@@ -518,15 +518,6 @@ end
 -- A refresh runs every few seconds, never often enough to be worth a
 -- trace: left to the interpreter, its loops cannot make LuaJIT record and
 -- abort traces in the middle of the request path's hot counters.
-local jit_off = require("jit").off
-jit_off(_M.refresh)
-jit_off(refresh_feed)
-jit_off(holder_refresh)
-jit_off(refresh_percent)
-jit_off(map_file)
-jit_off(poll_feed)
-jit_off(compile)
-jit_off(fetch_parts)
 
 local function on_timer(premature, self)
     if premature then
@@ -651,6 +642,20 @@ function _M.stats(self)
         holder = held,
         dir = self.dir,
     }
+end
+
+-- Everything but the request path runs in timers, every few seconds: left
+-- to the interpreter (a trace started in a helper would abort on returning
+-- into an interpreted caller, in the request path's trace log).
+do
+    local jit_off = require("jit").off
+    for _, f in ipairs({ now_precise, metric_labels, map_file, log_lines, compiled, failed,
+                         poll_later, poll_feed, poll_job, compile, fetch_parts, holder_refresh,
+                         try_lock, refresh_feed, release_all, image_name, feed_for,
+                         compile_percent, refresh_percent, on_timer, _M.new, _M.refresh,
+                         _M.start, _M.stats }) do
+        jit_off(f)
+    end
 end
 
 return _M
