@@ -179,6 +179,7 @@ int gray_dir_prepare(const char *path);
 int gray_lock_try(const char *path);
 int gray_lock_release(int fd);
 int gray_image_clean_tmp(const char *path);
+unsigned int geteuid(void);
 ]]
 end
 
@@ -1466,6 +1467,11 @@ function _M.lock_try(path)
         return false
     end
     return nil, image_err(fd)
+end
+
+--- The process's effective user id (the workers' user, in a worker).
+function _M.euid()
+    return tonumber(ffi.C.geteuid())
 end
 
 function _M.lock_release(fd)

@@ -340,10 +340,49 @@ local function image_name(key, kind, ident, names_text, unknown)
     return safe .. "-" .. tostring(h):gsub("ULL$", "") .. "." .. kind
 end
 
+-- The directory a worker uses for lists_dir (created and checked in the
+-- worker, never in the master: the workers' user owns it), or false (in
+-- memory, logged once per worker). The default gets the workers' user id
+-- appended, so that workers of different users never share it.
+local resolved_dirs = {}
+local function resolve_dir(dir)
+    local r = resolved_dirs[dir]
+    if r ~= nil then
+        return r
+    end
+    r = dir
+    if dir == _M.DEFAULT_DIR then
+        r = dir .. "-" .. gray_ffi.euid()
+    end
+    local ok, err = gray_ffi.dir_prepare(r)
+    if not ok then
+        if not dir_warned[r] then
+            dir_warned[r] = true
+            ngx_log(ERR, "gray: lists_dir ", r, " ", err, ": each worker compiles",
+                    " its own copy of the lists, in memory")
+        end
+        r = false
+    end
+    resolved_dirs[dir] = r
+    return r
+end
+
+local function resolve(feed)
+    if feed.resolved then
+        return
+    end
+    feed.resolved = true
+    local dir = feed.dir and resolve_dir(feed.dir)
+    if dir then
+        feed.path = dir .. "/" .. feed.name .. ".img"
+        feed.lock_path = dir .. "/" .. feed.name .. ".lock"
+    end
+end
+
 local function feed_for(self, opts, key, kind)
     local name = image_name(key, kind, self.ident, self.names_text, self.unknown_index)
     local dir = self.dir
-    local id = (dir or "") .. "/" .. name
+    local id = tostring(dir) .. "/" .. name
     local feed = feeds[id]
     if feed then
         feed.interval = min(feed.interval, opts.interval)
@@ -353,8 +392,8 @@ local function feed_for(self, opts, key, kind)
         key = key, kind = kind, mc = opts.mc, timeout = opts.timeout,
         max_bytes = opts.max_bytes, interval = opts.interval, log = opts.log,
         names_text = self.names_text, unknown = self.unknown_index,
-        path = dir and dir .. "/" .. name .. ".img" or false,
-        lock_path = dir and dir .. "/" .. name .. ".lock" or false,
+        -- set in the worker, at start (resolve): false for in memory
+        name = name, dir = dir, path = false, lock_path = false, resolved = false,
         img = nil, version = nil, entries = 0,
         holder = false, cas = nil, pending = nil, retry_at = 0, backoff = 0,
         job = nil, job_cas = nil, job_text = nil,
@@ -386,15 +425,6 @@ function _M.new(opts)
         dir = dir:gsub("/+$", "")
         if dir == "" then
             return nil, "must be a directory of its own, not /"
-        end
-        local ok, err = gray_ffi.dir_prepare(dir)
-        if not ok then
-            if not dir_warned[dir] then
-                dir_warned[dir] = true
-                ngx_log(ERR, "gray: lists_dir ", dir, " ", err, ": each worker compiles",
-                        " its own copy of the lists, in memory")
-            end
-            dir = false
         end
     end
     -- what names the memcached cluster: the servers as parsed and their
@@ -501,6 +531,7 @@ function _M.refresh(self)
     self.refreshes = self.refreshes + 1
     local t = now_precise()
     for _, feed in ipairs(self.feeds) do
+        resolve(feed)
         if not feed.busy and t - feed.checked_at >= self.interval * 0.5 then
             feed.busy, feed.checked_at = true, t
             local ok, err = pcall(refresh_feed, feed)
@@ -536,6 +567,7 @@ end
 -- created. Returns true, or nil, err.
 function _M.start(self)
     for _, feed in ipairs(self.feeds) do
+        resolve(feed)
         if feed.path and not feed.img then
             pcall(map_file, feed)
         end
@@ -640,7 +672,7 @@ function _M.stats(self)
         compiles = compiles,
         refreshes = self.refreshes,
         holder = held,
-        dir = self.dir,
+        dir = self.dir and resolved_dirs[self.dir] or false,
     }
 end
 
@@ -665,6 +697,8 @@ require("jit").off(refresh_feed)
 require("jit").off(release_all)
 require("jit").off(image_name)
 require("jit").off(feed_for)
+require("jit").off(resolve_dir)
+require("jit").off(resolve)
 require("jit").off(compile_percent)
 require("jit").off(refresh_percent)
 require("jit").off(on_timer)
