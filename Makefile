@@ -10,6 +10,7 @@
 #   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
 #   make bench-import  gray-admin import of 1M lines: wall time and max RSS
 #   make bench-image list images: compile time, bytes per entry, map time, 1M ids and ranges
+#   make bench-lists the lists in nginx: compile, PSS per node, latency during changes, bytes/s
 #   make install    libgray.so, the Lua files, gray-admin and its man page under
 #                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
@@ -37,7 +38,7 @@ GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c \
-       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c
+       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c csrc/listdir.c
 # libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
 # list images compile in a thread (csrc/imagejob.c)
 GRAY_LIBS := -lcrypto -lpthread
@@ -211,6 +212,15 @@ bench-import:
 .PHONY: bench-image
 bench-image: build/libgray.so
 	LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/image_bench.lua
+
+# the lists as node-wide images in real nginx + memcached: compile time, the
+# workers' PSS with 1M ids and 1M ranges (1, 4, 8 workers), latency under
+# wrk while both change five times, memcached bytes/s while unchanged; also
+# build/bench-lists-results.txt
+.PHONY: bench-lists
+bench-lists: build/libgray.so
+	@sh tools/deps.sh build bench
+	LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/lists_load.lua
 
 # libFuzzer (clang) on each fuzz target in turn, FUZZ_SECONDS each, from its
 # seed corpus csrc/test/corpus/<target> (new inputs go to build/fuzz-corpus);

@@ -24,6 +24,7 @@ const char *gray_strerror(int code)
     case GRAY_EIMAGE:   return "not a list image of this format";
     case GRAY_ECORRUPT: return "truncated or corrupt list image";
     case GRAY_ECANCELED: return "compile canceled";
+    case GRAY_ELOCKED:  return "lock held by another process";
     default:            return "unknown error";
     }
 }

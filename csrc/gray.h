@@ -588,6 +588,7 @@ int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, s
 #define GRAY_EIMAGE    -22  /* not a list image of this format (magic, version, kind) */
 #define GRAY_ECORRUPT  -23  /* a truncated or corrupt list image */
 #define GRAY_ECANCELED -24  /* a compile job was canceled */
+#define GRAY_ELOCKED   -25  /* gray_lock_try(): another process holds the lock */
 
 /* One piece of a list's text. Parts are joined with a line break after any
  * non-empty part that does not end with one, so no line spans two parts. */
@@ -710,6 +711,25 @@ void gray_image_info(const gray_image_t *img, gray_image_stats_t *st);
 
 /* Target name k (1..ntargets) into *len, or NULL. Points into the image. */
 const char *gray_image_target(const gray_image_t *img, uint32_t k, size_t *len);
+
+/* ---- the node's image directory (listdir.c) ---- */
+
+/* Creates path (absolute) with mode 0700 if it is missing, then checks it
+ * is a directory of this user's alone (no group or other bits) that it may
+ * write. GRAY_OK, GRAY_EINVAL (not absolute, too long) or GRAY_EIO (errno
+ * set: EPERM for a directory someone else could write). */
+int gray_dir_prepare(const char *path);
+
+/* Opens (creating, 0600) the lock file at path and takes flock(LOCK_EX)
+ * without waiting: the fd (>= 0) while held, GRAY_ELOCKED when another open
+ * file holds it, GRAY_EIO. The kernel frees it when the process dies. */
+int gray_lock_try(const char *path);
+int gray_lock_release(int fd);
+
+/* Removes "<path>.tmp.<pid>.<n>" files left by dead processes (and by this
+ * one: call it with no job of yours running on path). Returns how many,
+ * or GRAY_EINVAL / GRAY_EIO. */
+int gray_image_clean_tmp(const char *path);
 
 #ifdef __cplusplus
 }

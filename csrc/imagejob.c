@@ -1,6 +1,7 @@
 /* imagejob.c - gray_image_compile() in a detached thread, so that an event
  * loop (an nginx worker) never waits for a parse, a sort or a write: it
  * starts a job and polls it from a timer. */
+#define _DEFAULT_SOURCE    /* syscall(SYS_gettid) */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
@@ -8,9 +9,16 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "gray.h"
 #include "image_internal.h"
+
+#define GRAY_JOB_NICE 10     /* the compiling thread's nice value (Linux) */
 
 struct gray_image_job {
     atomic_int running;         /* 1 until the thread has stored rc and st */
@@ -38,6 +46,11 @@ static void job_release(gray_image_job_t *job)
 static void *job_run(void *arg)
 {
     gray_image_job_t *job = arg;
+#ifdef __linux__
+    /* the compile yields the CPU to the event loops: a worker's requests
+     * go first (on Linux a thread has its own nice value; best effort) */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
+#endif
     job->rc = gray_image_compile_c(job->kind, job->parts, job->nparts, job->names,
                                    job->names_len, job->unknown, job->cas, job->path, &job->st,
                                    &job->cancel);

@@ -39,6 +39,8 @@ local ngx_header = ngx.header
 local id_value, id_key = ids_mod.value, ids_mod.key
 local list_range, list_listed, in_percent = lists_mod.range, lists_mod.listed,
     lists_mod.in_percent
+local has_list, has_idlists, has_ranges, percent_on = lists_mod.has_list,
+    lists_mod.has_idlists, lists_mod.has_ranges, lists_mod.percent_on
 local ip_in = gray_ffi.peer_trusted
 local token_check = gray_ffi.token_check
 local ngx_log = ngx.log
@@ -199,12 +201,16 @@ local function new_router(opts)
     if not ok then
         return nil, err
     end
-    self.lists = lists_mod.new({
+    self.lists, err = lists_mod.new({
         mc = self.mc, ranges_key = o.ranges_key, percent_key = o.percent_key,
         lists = o.lists or nil, interval = o.refresh_interval, timeout = o.refresh_timeout,
         max_bytes = o.list_max, names = names, decisions = self.decisions,
-        unknown = self.unknown_target, log = self.log,
+        unknown = self.unknown_target, log = self.log, dir = o.lists_dir,
+        distribution = o.distribution,
     })
+    if not self.lists then
+        return option_error("lists_dir", err)
+    end
     return setmetatable(self, mt)
 end
 _M._new = new_router
@@ -409,7 +415,7 @@ end
 -- The location an id list gives this request's value of identity id, or
 -- nil (id may be nil: past the last identity).
 local function listed(lists, id)
-    if id == nil or not lists.idlists[id.name] then
+    if id == nil or not has_list(lists, id.name) then
         return nil
     end
     local v = id_value(id)
@@ -419,7 +425,7 @@ end
 local function decide_lists(self, addr, pid, pv, failure, source)
     local lists = self.lists
     local ids = self.ids
-    if ids and lists.any_idlist then
+    if ids and has_idlists(lists) then
         -- straight-line over the (at most 4) identities, not a loop: see
         -- decide_ids
         local d = listed(lists, ids[1])
@@ -431,13 +437,13 @@ local function decide_lists(self, addr, pid, pv, failure, source)
         d = listed(lists, ids[4])
         if d then return d, d.reason or ids[4].list_reason, source end
     end
-    if addr and lists.ranges then
+    if addr and has_ranges(lists) then
         local d = list_range(lists, addr)
         if d then
             return d, d.reason or "range", source
         end
     end
-    if lists.threshold > 0 then
+    if percent_on(lists) then
         -- the first identity present, else the canonical address
         local pkey = pid and pid.prefix .. pv or addr
         if pkey and in_percent(lists, pkey) then

@@ -30,6 +30,7 @@ local VALUES = {
     gray_stale_ttl = "30s",
     gray_force_from = "127.0.0.1",
     gray_secret_file = "$REPO/spec/fixtures/test.secret",   -- a test-only secret
+    gray_lists_dir = "/dev/shm/lua-resty-gray",
 }
 
 -- Sets that are refused whatever the values (logged, routed to stable):

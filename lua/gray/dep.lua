@@ -124,6 +124,7 @@ local VARS = {
     { "gray_targets", "targets" },
     { "gray_ids", "ids" },
     { "gray_lists", "lists" },
+    { "gray_lists_dir", "lists_dir" },
     { "gray_ranges_key", "ranges_key" },
     { "gray_percent_key", "percent_key" },
     { "gray_force", "force" },

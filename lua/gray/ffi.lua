@@ -171,6 +171,18 @@ const char *gray_image_target(const gray_image_t *img, uint32_t k, size_t *len);
 ]]
 end
 
+-- The node's image directory (listdir.c), guarded the same way.
+if not pcall(ffi_typeof, "gray_listdir_t") then
+    ffi.cdef [[
+typedef struct gray_listdir gray_listdir_t;
+int gray_dir_prepare(const char *path);
+int gray_lock_try(const char *path);
+int gray_lock_release(int fd);
+int gray_image_clean_tmp(const char *path);
+unsigned int geteuid(void);
+]]
+end
+
 -- Finds libgray.so the way lua-resty-signal finds its library: every
 -- package.cpath template with "?" replaced, first one that loads wins.
 local function load_library()
@@ -1396,6 +1408,84 @@ function _M.image_info(img)
     end
     t.names = names
     return t
+end
+
+--- Compiles a list into an image in memory and maps it there (the lists'
+-- fallback when no image directory can be used; blocks like
+-- image_compile). Returns the image (its buffer freed when it is
+-- collected), stats; or nil, err.
+function _M.image_build_open(kind, text, names, cas, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
+    if not a then
+        return nil, err
+    end
+    local out, out_len = ffi_new("void *[1]"), ffi_new("size_t[1]")
+    local rc = C.gray_image_build(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown, a.cas,
+                                  out, out_len, image_stats)
+    if rc ~= 0 then
+        return nil, strerror(rc)
+    end
+    local stats = stats_table(image_stats)
+    local buf = out[0]
+    rc = C.gray_image_open_mem(buf, out_len[0], 0, image_out)
+    if rc ~= 0 then
+        C.gray_image_free_buf(buf)
+        return nil, strerror(rc)
+    end
+    -- the image and then its buffer, when the image is collected
+    local img = image_out[0]
+    return ffi_gc(img, function(p)
+        C.gray_image_close(p)
+        C.gray_image_free_buf(buf)
+    end), stats
+end
+
+--- Creates the image directory (0700) if missing and checks it is this
+-- user's alone: true, or nil, err.
+function _M.dir_prepare(path)
+    if type(path) ~= "string" then
+        return nil, "must be a string"
+    end
+    local rc = C.gray_dir_prepare(path)
+    if rc ~= 0 then
+        if rc == GRAY_EIO then
+            return nil, "cannot be used: errno " .. ffi_errno()
+        end
+        return nil, "must be an absolute path of at most " .. (4000 - 64) .. " bytes"
+    end
+    return true
+end
+
+--- Takes the lock file at path without waiting: its fd (a number), false
+-- when another process (or open file) holds it, or nil, err.
+function _M.lock_try(path)
+    local fd = C.gray_lock_try(path)
+    if fd >= 0 then
+        return fd
+    end
+    if fd == -25 then
+        return false
+    end
+    return nil, image_err(fd)
+end
+
+--- The process's effective user id (the workers' user, in a worker).
+function _M.euid()
+    return tonumber(ffi.C.geteuid())
+end
+
+function _M.lock_release(fd)
+    return C.gray_lock_release(fd) == 0
+end
+
+--- Removes the temporary files of path's compiles that dead processes (or
+-- this one) left: how many, or nil, err.
+function _M.image_clean_tmp(path)
+    local n = C.gray_image_clean_tmp(path)
+    if n < 0 then
+        return nil, image_err(n)
+    end
+    return n
 end
 
 --- gray_image_hash of s (a uint64_t cdata).

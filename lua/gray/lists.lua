@@ -1,157 +1,469 @@
 -- gray.lists: the memcached values a router compiles instead of asking per
 -- request: the address ranges (`gray:ranges`), id lists (`gray:list:<name>`)
--- and the percentage (`gray:percent`). Each worker keeps its compiled copy
--- and a timer checks for changes every refresh_interval seconds with one
--- `gets` of all their keys: an unchanged CAS is never recompiled, a failed
--- refresh keeps the last good copy, and no request ever waits for a list.
+-- and the percentage (`gray:percent`).
 --
--- A list larger than one memcached item is split: the main key then holds
--- "#gray-parts <n> <tag>" and the parts are "<main key>:<tag>:1".."<n>",
--- read together in one multi-get (a new tag per rewrite, so old and new
--- parts never mix).
+-- Ranges and id lists are compiled once per node into list images (see
+-- gray.h): flat files in a tmpfs directory (lists_dir, default
+-- /dev/shm/lua-resty-gray, 0700) that every worker maps read-only and
+-- looks up in place. One image per list key, servers, distribution and
+-- target names (its file is named by their hash), so every router of every
+-- worker with the same list shares it. Per image, one worker of the node
+-- holds a lock file (flock, freed by the kernel when the worker dies: the
+-- next worker to try takes over). The holder asks memcached "mg <key> c"
+-- (the CAS alone, ~30 bytes) every refresh_interval; only a new CAS is
+-- fetched (a split list's parts in one multi-get) and compiled, in a C
+-- thread, then renamed into place. The other workers read the image's
+-- header (its version, the CAS) every interval and map a new one; a worker
+-- maps the current image when its router starts, before its first
+-- decision. No request waits for a fetch or a compile.
+--
+-- A failed refresh keeps the last good image; a split list with a part
+-- missing is retried with a backoff, not each interval. When the directory
+-- cannot be used, each worker compiles its own images in memory (blocking
+-- its timer for the compile) and says so once in the log.
+--
+-- The percentage is a tiny value: each router checks its CAS with mg and
+-- reads it when it changed.
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
 
-local new_rangeset = gray_ffi.new_rangeset
-local target_name_ok = gray_ffi.target_name_ok
-local rangeset_find = gray_ffi.rangeset_find
+local image_find_id = gray_ffi.image_find_id
+local image_find_ip = gray_ffi.image_find_ip
+local image_open = gray_ffi.image_open
+local image_peek = gray_ffi.image_peek
+local image_info = gray_ffi.image_info
+local image_version = gray_ffi.image_version
+local image_compile_start = gray_ffi.image_compile_start
+local image_poll = gray_ffi.image_poll
+local image_job_free = gray_ffi.image_job_free
+local image_build_open = gray_ffi.image_build_open
+local image_hash = gray_ffi.image_hash
+local lock_try, lock_release = gray_ffi.lock_try, gray_ffi.lock_release
 local bucket = gray_ffi.bucket
 local timer_every = ngx.timer.every
 local timer_at = ngx.timer.at
+local sleep = ngx.sleep
 local ngx_log = ngx.log
-local WARN = ngx.WARN
-local tonumber, tostring, pairs, ipairs, pcall, next = tonumber, tostring, pairs, ipairs, pcall,
-    next
+local WARN, ERR = ngx.WARN, ngx.ERR
+local tonumber, tostring, pairs, ipairs, pcall, type = tonumber, tostring, pairs, ipairs, pcall,
+    type
 local concat = table.concat
-local floor = math.floor
+local floor, min, max = math.floor, math.min, math.max
 local update_time, ngx_now = ngx.update_time, ngx.now
-
-local function now_precise()
-    update_time()
-    return ngx_now()
-end
 local setmetatable = setmetatable
 
 local _M = { _VERSION = gray_ffi.VERSION }
 local mt = { __index = _M }
 
 local PARTS_MAX = 1024
+local BACKOFF_MAX = 60          -- s between two retries of a list with a part missing
+local POLL_EVERY = 0.02         -- s between two polls of a running compile
+local ABSENT = "0"              -- the version of "no list" (memcached never hands out CAS 0)
+_M.DEFAULT_DIR = "/dev/shm/lua-resty-gray"
 
---- The compiled lists of one router. opts: mc (a gray.memcached client),
+local function now_precise()
+    update_time()
+    return ngx_now()
+end
+
+-- This worker's images: image name -> feed (shared by its routers).
+local feeds = {}
+-- directories already reported unusable (logged once per worker)
+local dir_warned = {}
+
+-- ---- images ----------------------------------------------------------------
+
+local function metric_labels(feed)
+    return { key = feed.key }
+end
+
+-- Maps the image at feed.path when its version differs from the one
+-- mapped. Returns true when a new image was taken.
+local function map_file(feed)
+    local v = image_peek(feed.path)
+    if not v or v == feed.version then
+        return false
+    end
+    if v == ABSENT then
+        feed.img, feed.entries, feed.version = nil, 0, v
+        return true
+    end
+    local img, err = image_open(feed.path)
+    if not img then
+        feed.log:report("image:" .. feed.key, "cannot map the image of " .. feed.key .. " ("
+                        .. feed.path .. "): " .. tostring(err))
+        return false
+    end
+    feed.img = img
+    feed.version = image_version(img)
+    feed.entries = image_info(img).entries
+    feed.compiles = feed.compiles + 1
+    return true
+end
+
+-- What a compile reported: its bad lines and unknown targets, once per
+-- change and per list, with their line numbers.
+local function log_lines(feed, st)
+    if st.bad == 0 and st.unknown == 0 then
+        return
+    end
+    local what = {}
+    if st.bad > 0 then
+        what[1] = st.bad .. " bad lines (" .. concat(st.bad_lines, ", ") .. ")"
+    end
+    if st.unknown > 0 then
+        what[#what + 1] = st.unknown .. " lines naming an unknown target ("
+                          .. concat(st.unknown_lines, ", ") .. ": their "
+                          .. (feed.kind == "ranges" and "addresses" or "ids")
+                          .. " go to the stable location)"
+    end
+    ngx_log(WARN, "gray: ", feed.key, ": ", concat(what, " and "), "; ",
+            st.taken - st.unknown, " lines route")
+end
+
+local function compiled(feed, cas, st)
+    feed.cas = cas
+    feed.pending, feed.backoff = nil, 0
+    feed.node_compiles = feed.node_compiles + 1
+    log_lines(feed, st)
+    if metrics.on then
+        local labels = metric_labels(feed)
+        metrics.add("gray_list_compiles_total", labels)
+        metrics.set("gray_list_compile_seconds", labels, st.compile_ms / 1000)
+        metrics.set("gray_list_version", labels, tonumber(cas) or 0)
+        metrics.set("gray_list_entries", labels, st.entries)
+    end
+end
+
+local function failed(feed, cas, msg)
+    local t = now_precise()
+    feed.pending = cas
+    feed.backoff = min(BACKOFF_MAX, max(feed.backoff * 2, feed.interval * 2))
+    feed.retry_at = t + feed.backoff
+    feed.log:report("compile:" .. feed.key, msg .. "; the last copy stays (next try in "
+                    .. feed.backoff .. " s)")
+end
+
+local poll_job
+
+local function poll_later(feed)
+    local ok, err = timer_at(POLL_EVERY, poll_job, feed)
+    if not ok then
+        -- the next refresh polls it
+        ngx_log(WARN, "gray: cannot poll the compile of ", feed.key, ": ", err)
+    end
+end
+
+-- Polls the feed's compile: false while it runs; when done, the new image
+-- is mapped (or the failure logged) and the job freed.
+local function poll_feed(feed)
+    local job = feed.job
+    if not job then
+        return true
+    end
+    local ok, err = image_poll(job)
+    if ok == false then
+        return false
+    end
+    feed.job, feed.job_text = nil, nil
+    image_job_free(job)
+    if ok then
+        compiled(feed, feed.job_cas, err)
+        map_file(feed)
+    else
+        failed(feed, feed.job_cas, feed.key .. ": compile failed: " .. tostring(err))
+    end
+    return true
+end
+
+function poll_job(premature, feed)
+    if premature then
+        -- the worker exits: a compile still running must not rename an
+        -- image over a newer holder's
+        if feed.job then
+            image_job_free(feed.job)
+        end
+        return
+    end
+    if not poll_feed(feed) then
+        poll_later(feed)
+    end
+end
+
+-- Starts compiling text (a string, or the parts) as version cas.
+local function compile(feed, text, cas)
+    if not feed.path then
+        if cas == ABSENT then
+            feed.cas, feed.img, feed.version, feed.entries = cas, nil, cas, 0
+            return
+        end
+        -- no image directory: this worker's own copy, in memory
+        local img, st = image_build_open(feed.kind, text, feed.names_text, cas, feed.unknown)
+        if not img then
+            return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(st))
+        end
+        compiled(feed, cas, st)
+        feed.img, feed.version, feed.entries = img, cas, st.entries
+        feed.compiles = feed.compiles + 1
+        return
+    end
+    local job, err = image_compile_start(feed.kind, text, feed.names_text, cas, feed.path,
+                                         feed.unknown)
+    if not job then
+        return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(err))
+    end
+    feed.job, feed.job_cas, feed.job_text = job, cas, text
+    poll_later(feed)
+end
+
+-- The parts of a split list, or nil, err when one is missing.
+local function fetch_parts(feed, header)
+    local key = feed.key
+    local n, tag = header:match("^#gray%-parts (%d+) (%S+)")
+    n = tonumber(n)
+    if not n or n < 1 or n > PARTS_MAX then
+        return nil, key .. ": bad parts header '" .. header:sub(1, 60) .. "'"
+    end
+    -- one part at a time, yielding between them: a read and decode of a
+    -- part (under 1 MB) is the longest this worker's requests wait, not
+    -- the whole list's; all within one deadline (refresh_timeout)
+    local deadline = now_precise() + feed.timeout / 1000
+    local parts = {}
+    for i = 1, n do
+        local part_key = key .. ":" .. tag .. ":" .. i
+        local left = (deadline - now_precise()) * 1000
+        if left <= 0 then
+            return nil, key .. ": parts: timeout"
+        end
+        local res, bad, err = feed.mc:get_multi({ part_key }, { timeout = left,
+                                                               max_bytes = feed.max_bytes })
+        if bad then
+            return nil, key .. ": parts: " .. tostring(err)
+        end
+        local part = res[part_key]
+        if part == nil then
+            return nil, key .. ": part " .. part_key .. " is missing"
+        end
+        parts[i] = part
+        sleep(0)
+    end
+    return parts
+end
+
+-- The holder's check: mg <key> c; a new CAS is fetched and compiled.
+local function holder_refresh(feed)
+    local key = feed.key
+    local cas, value, kind = feed.mc:meta_cas(key, { timeout = feed.timeout,
+                                                     max_bytes = feed.max_bytes })
+    if cas == nil then
+        feed.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
+                        .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
+        return
+    end
+    if cas == false then
+        -- not in memcached (deleted): no list, for every worker
+        if feed.cas ~= ABSENT and (feed.img or (feed.version and feed.version ~= ABSENT)) then
+            compile(feed, "", ABSENT)
+        end
+        feed.cas = ABSENT
+        return
+    end
+    if cas == feed.cas or (cas == feed.pending and ngx_now() < feed.retry_at) then
+        return
+    end
+    local text = value
+    if text == nil then
+        local res, bad, err = feed.mc:get_multi({ key }, { cas = true, timeout = feed.timeout,
+                                                          max_bytes = feed.max_bytes })
+        if bad then
+            feed.log:report("refresh:" .. key, "refreshing " .. key
+                            .. " failed, the last copy stays: " .. tostring(err))
+            return
+        end
+        local entry = res[key]
+        if not entry then
+            return              -- deleted meanwhile: the next check says so
+        end
+        text, cas = entry.value, entry.cas or cas
+    end
+    if text:find("^#gray%-parts ") then
+        local parts, err = fetch_parts(feed, text:match("^[^\n]*"))
+        if not parts then
+            return failed(feed, cas, err)
+        end
+        text = parts
+    end
+    compile(feed, text, cas)
+end
+
+local function try_lock(feed)
+    local fd = lock_try(feed.lock_path)
+    if not fd then
+        return false
+    end
+    feed.holder = fd
+    -- this worker fetches the list afresh once (the image on disk may
+    -- come from another memcached's life), then only on a new CAS
+    feed.cas = nil
+    gray_ffi.image_clean_tmp(feed.path)
+    return true
+end
+
+local function refresh_feed(feed)
+    if feed.job and not poll_feed(feed) then
+        return
+    end
+    if feed.path and not feed.holder and not try_lock(feed) then
+        map_file(feed)
+        return
+    end
+    holder_refresh(feed)
+end
+
+-- Frees this worker's locks (at its exit), so that a new worker takes over
+-- at once rather than when this one has closed its last connection.
+local function release_all()
+    for _, feed in pairs(feeds) do
+        if feed.holder then
+            lock_release(feed.holder)
+            feed.holder = false
+        end
+    end
+end
+
+-- ---- routers ---------------------------------------------------------------
+
+local function image_name(key, kind, ident, names_text, unknown)
+    local h = image_hash(concat({ ident, kind, key, names_text, tostring(unknown) }, "\n"))
+    local safe = key:gsub("[^%w_.-]", "_"):sub(1, 64)
+    return safe .. "-" .. tostring(h):gsub("ULL$", "") .. "." .. kind
+end
+
+-- The directory a worker uses for lists_dir (created and checked in the
+-- worker, never in the master: the workers' user owns it), or false (in
+-- memory, logged once per worker). The default gets the workers' user id
+-- appended, so that workers of different users never share it.
+local resolved_dirs = {}
+local function resolve_dir(dir)
+    local r = resolved_dirs[dir]
+    if r ~= nil then
+        return r
+    end
+    r = dir
+    if dir == _M.DEFAULT_DIR then
+        r = dir .. "-" .. gray_ffi.euid()
+    end
+    local ok, err = gray_ffi.dir_prepare(r)
+    if not ok then
+        if not dir_warned[r] then
+            dir_warned[r] = true
+            ngx_log(ERR, "gray: lists_dir ", r, " ", err, ": each worker compiles",
+                    " its own copy of the lists, in memory")
+        end
+        r = false
+    end
+    resolved_dirs[dir] = r
+    return r
+end
+
+local function resolve(feed)
+    if feed.resolved then
+        return
+    end
+    feed.resolved = true
+    local dir = feed.dir and resolve_dir(feed.dir)
+    if dir then
+        feed.path = dir .. "/" .. feed.name .. ".img"
+        feed.lock_path = dir .. "/" .. feed.name .. ".lock"
+    end
+end
+
+local function feed_for(self, opts, key, kind)
+    local name = image_name(key, kind, self.ident, self.names_text, self.unknown_index)
+    local dir = self.dir
+    local id = tostring(dir) .. "/" .. name
+    local feed = feeds[id]
+    if feed then
+        feed.interval = min(feed.interval, opts.interval)
+        return feed
+    end
+    feed = {
+        key = key, kind = kind, mc = opts.mc, timeout = opts.timeout,
+        max_bytes = opts.max_bytes, interval = opts.interval, log = opts.log,
+        names_text = self.names_text, unknown = self.unknown_index,
+        -- set in the worker, at start (resolve): false for in memory
+        name = name, dir = dir, path = false, lock_path = false, resolved = false,
+        img = nil, version = nil, entries = 0,
+        holder = false, cas = nil, pending = nil, retry_at = 0, backoff = 0,
+        job = nil, job_cas = nil, job_text = nil,
+        busy = false, checked_at = -1,
+        compiles = 0,           -- images this worker mapped
+        node_compiles = 0,      -- compiles this worker ran
+    }
+    feeds[id] = feed
+    return feed
+end
+
+--- The lists of one router. opts: mc (a gray.memcached client),
 -- ranges_key and percent_key (false: none), lists (id list names), interval
 -- (s), timeout (ms for one refresh), max_bytes (one list's limit), names
 -- (target names, index 1 = "1"), decisions (the router's decision for each
 -- of them, by index), unknown (the decision for a name not in names: its
--- index is #names + 1), log (a gray.log).
+-- index is #names + 1), log (a gray.log), dir (the image directory; false:
+-- in memory), distribution (the servers' placement). Returns the lists, or nil, err (about dir).
 function _M.new(opts)
-    local keys, kinds = {}, {}
-    if opts.ranges_key then
-        keys[#keys + 1] = opts.ranges_key
-        kinds[opts.ranges_key] = "ranges"
+    local dir = opts.dir
+    if dir == nil then
+        dir = _M.DEFAULT_DIR
     end
-    if opts.percent_key then
-        keys[#keys + 1] = opts.percent_key
-        kinds[opts.percent_key] = "percent"
+    if dir ~= false then
+        if type(dir) ~= "string" or not dir:find("^/") or #dir > 3900 or dir:find("/%.%.?/")
+           or dir:find("/%.%.?$") then
+            return nil, "must be an absolute path (or false: images in each worker's memory)"
+        end
+        dir = dir:gsub("/+$", "")
+        if dir == "" then
+            return nil, "must be a directory of its own, not /"
+        end
     end
-    local list_keys = {}
-    for _, name in ipairs(opts.lists or {}) do
-        local key = "gray:list:" .. name
-        keys[#keys + 1] = key
-        kinds[key] = "list"
-        list_keys[key] = name
+    -- what names the memcached cluster: the servers as parsed and their
+    -- placement (two routers naming them alike share the images)
+    local ident = { tostring(opts.distribution) }
+    for _, srv in ipairs(opts.mc.servers or {}) do
+        ident[#ident + 1] = tostring(srv.name) .. "/" .. tostring(srv.weight)
     end
     local self = setmetatable({
-        mc = opts.mc, keys = keys, kinds = kinds, list_keys = list_keys,
-        interval = opts.interval, timeout = opts.timeout, max_bytes = opts.max_bytes,
+        mc = opts.mc, interval = opts.interval, timeout = opts.timeout,
         names = opts.names, decisions = opts.decisions, unknown = opts.unknown,
-        log = opts.log,
-        by_name = {},           -- target name -> decision
-        ranges = false,         -- a compiled range set, or false
-        idlists = {},           -- list name -> { [id] = decision }
-        any_idlist = false,     -- whether idlists holds any
+        log = opts.log, dir = dir, ident = concat(ident, ","),
+        names_text = concat(opts.names, "\n"),
+        feeds = {},             -- the images this router uses
+        id_feeds = {},          -- id list name -> feed
+        id_feed_list = {},
+        ranges_feed = false,
+        percent_key = opts.percent_key or false,
+        percent_cas = nil,
         threshold = 0,          -- percent * 100: buckets below it are gray
-        cas = {},               -- key -> cas of the value compiled
-        compiles = 0,           -- values compiled (not counting unchanged ones)
-        refreshes = 0,          -- refreshes that reached memcached
-        started = #keys == 0,   -- nothing to refresh: never start a timer
+        percent_compiles = 0,
+        refreshes = 0,          -- refreshes run
+        started = false,
     }, mt)
     local decisions = self.decisions
     self.unknown_index = #self.names + 1
     decisions[self.unknown_index] = self.unknown
-    for i, name in ipairs(self.names) do
-        self.by_name[name] = decisions[i]
+    if opts.ranges_key then
+        self.ranges_feed = feed_for(self, opts, opts.ranges_key, "ranges")
+        self.feeds[#self.feeds + 1] = self.ranges_feed
     end
+    for _, name in ipairs(opts.lists or {}) do
+        local feed = feed_for(self, opts, "gray:list:" .. name, "ids")
+        self.id_feeds[name] = feed
+        self.id_feed_list[#self.id_feed_list + 1] = feed
+        self.feeds[#self.feeds + 1] = feed
+    end
+    self.started = #self.feeds == 0 and not self.percent_key
     return self
-end
-
--- The decision of a list line's target name ("" : the default target): a
--- known one's, the unknown-target decision for a name that is not
--- configured, or nil when it is not a target name at all (a bad line).
-local function decision_of_name(self, name)
-    if name == "" then
-        name = "1"
-    end
-    local decision = self.by_name[name]
-    if decision then
-        return decision
-    end
-    return target_name_ok(name) and self.unknown or nil
-end
-
-local function compile_ranges(self, key, text)
-    local set, err = new_rangeset(text, self.names, self.unknown_index)
-    if not set then
-        return nil, err
-    end
-    if set.bad > 0 or set.unknown > 0 then
-        local what = {}
-        if set.bad > 0 then
-            what[1] = set.bad .. " bad lines (" .. concat(set.bad_lines, ", ") .. ")"
-        end
-        if set.unknown > 0 then
-            what[#what + 1] = set.unknown .. " lines naming an unknown target ("
-                              .. concat(set.unknown_lines, ", ")
-                              .. ": their addresses go to the stable location)"
-        end
-        self.log:report("ranges", key .. ": " .. concat(what, " and ")
-                        .. "; " .. (set.count - set.unknown) .. " lines route")
-    end
-    self.ranges = set.count > 0 and set or false
-    return true, set.count
-end
-
-local function compile_list(self, key, text)
-    local ids, bad, unknown, n = {}, 0, 0, 0
-    for line in text:gmatch("[^\n]+") do
-        local id, name, rest = line:match("^%s*([^%s#]%S*)%s*(%S*)%s*(%S*)")
-        if id then
-            if rest ~= "" or #id > 200 then
-                bad = bad + 1
-            else
-                local decision = decision_of_name(self, name)
-                if not decision then
-                    bad = bad + 1
-                else
-                    if not ids[id] then
-                        n = n + 1
-                    end
-                    ids[id] = decision
-                    if decision == self.unknown then
-                        unknown = unknown + 1
-                    end
-                end
-            end
-        end
-    end
-    if bad > 0 or unknown > 0 then
-        self.log:report("list", key .. ": " .. bad .. " bad lines skipped and " .. unknown
-                        .. " lines naming an unknown target (those ids go to the stable"
-                        .. " location)")
-    end
-    self.idlists[self.list_keys[key]] = ids
-    self.any_idlist = true
-    return true, n
 end
 
 local function compile_percent(self, key, text)
@@ -165,112 +477,82 @@ local function compile_percent(self, key, text)
     return true, pct
 end
 
-local COMPILE = { ranges = compile_ranges, list = compile_list, percent = compile_percent }
-
-local function clear(self, key)
-    local kind = self.kinds[key]
-    if kind == "ranges" then
-        self.ranges = false
-    elseif kind == "percent" then
-        self.threshold = 0
-    else
-        self.idlists[self.list_keys[key]] = nil
-        self.any_idlist = next(self.idlists) ~= nil
+local function refresh_percent(self)
+    local key = self.percent_key
+    local cas, value, kind = self.mc:meta_cas(key, { timeout = self.timeout })
+    if cas == nil then
+        self.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
+                        .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
+        return
     end
-    self.cas[key] = nil
-    if metrics.on then
-        local labels = { key = key }
-        metrics.set("gray_list_version", labels, 0)
-        metrics.set(kind == "percent" and "gray_sticky_ratio" or "gray_list_entries", labels, 0)
-    end
-end
-
--- The whole text of a split list, or nil, err when a part is missing.
-local function join_parts(self, key, header)
-    local n, tag = header:match("^#gray%-parts (%d+) (%S+)")
-    n = tonumber(n)
-    if not n or n < 1 or n > PARTS_MAX then
-        return nil, key .. ": bad parts header '" .. header:sub(1, 60) .. "'"
-    end
-    local keys = {}
-    for i = 1, n do
-        keys[i] = key .. ":" .. tag .. ":" .. i
-    end
-    local res, failed, err = self.mc:get_multi(keys, { timeout = self.timeout,
-                                                     max_bytes = self.max_bytes })
-    if failed then
-        return nil, key .. ": parts: " .. tostring(err)
-    end
-    local parts = {}
-    for i = 1, n do
-        local part = res[keys[i]]
-        if part == nil then
-            return nil, key .. ": part " .. keys[i] .. " is missing"
+    if cas == false then
+        if self.percent_cas then
+            self.threshold, self.percent_cas = 0, nil
+            if metrics.on then
+                metrics.set("gray_sticky_ratio", { key = key }, 0)
+            end
         end
-        parts[i] = part
+        return
     end
-    return concat(parts)
-end
-
---- One refresh: a gets of every key; what changed is compiled and swapped
--- in, what failed keeps its last good copy. Returns the number compiled.
-function _M.refresh(self)
-    local res, failed, err = self.mc:get_multi(self.keys, { cas = true, timeout = self.timeout,
-                                                            max_bytes = self.max_bytes })
-    self.refreshes = self.refreshes + 1
-    local compiled = 0
-    for _, key in ipairs(self.keys) do
+    if cas == self.percent_cas then
+        return
+    end
+    if value == nil then
+        local res, bad, err = self.mc:get_multi({ key }, { cas = true, timeout = self.timeout })
+        if bad then
+            self.log:report("refresh:" .. key, "refreshing " .. key
+                            .. " failed, the last copy stays: " .. tostring(err))
+            return
+        end
         local entry = res[key]
-        if failed and failed[key] then
-            self.log:report("refresh", "refreshing " .. key .. " failed, the last copy stays: "
-                            .. tostring(err))
-        elseif entry == nil then
-            if self.cas[key] then
-                clear(self, key)        -- deleted in memcached
-            end
-        elseif entry.cas == nil or entry.cas ~= self.cas[key] then
-            local text, why = entry.value, nil
-            if text:find("^#gray%-parts ") then
-                text, why = join_parts(self, key, text:match("^[^\n]*"))
-            end
-            local ok, size
-            local t0 = now_precise()
-            if text then
-                -- why is the error, size what the list holds
-                ok, size = COMPILE[self.kinds[key]](self, key, text)
-                why = size
-            end
-            if ok and metrics.on then
-                local labels = { key = key }
-                metrics.add("gray_list_compiles_total", labels)
-                metrics.set("gray_list_compile_seconds", labels, now_precise() - t0)
-                -- the version in use: memcached's CAS of the copy compiled
-                metrics.set("gray_list_version", labels, tonumber(entry.cas) or 0)
-                if self.kinds[key] == "percent" then
-                    metrics.set("gray_sticky_ratio", labels, size / 100)   -- a ratio, 0 to 1
-                else
-                    metrics.set("gray_list_entries", labels, size)
-                end
-            end
-            if ok then
-                self.cas[key] = entry.cas
-                self.compiles = self.compiles + 1
-                compiled = compiled + 1
-            else
-                self.log:report("compile", why .. "; the last copy stays")
+        if not entry then
+            return
+        end
+        value, cas = entry.value, entry.cas or cas
+    end
+    local ok, pct = compile_percent(self, key, value)
+    if not ok then
+        self.percent_cas = cas      -- logged once per change
+        self.log:report("compile", pct .. "; the last copy stays")
+        return
+    end
+    self.percent_cas = cas
+    self.percent_compiles = self.percent_compiles + 1
+    if metrics.on then
+        metrics.add("gray_list_compiles_total", { key = key })
+        metrics.set("gray_sticky_ratio", { key = key }, pct / 100)
+    end
+end
+
+--- One refresh: each image checked (at most once per half interval,
+-- whichever router of the worker asks), then the percentage. Returns the
+-- number of images this router's worker mapped anew.
+function _M.refresh(self)
+    self.refreshes = self.refreshes + 1
+    local t = now_precise()
+    for _, feed in ipairs(self.feeds) do
+        resolve(feed)
+        if not feed.busy and t - feed.checked_at >= self.interval * 0.5 then
+            feed.busy, feed.checked_at = true, t
+            local ok, err = pcall(refresh_feed, feed)
+            feed.busy = false
+            if not ok then
+                ngx_log(WARN, "gray: refreshing ", feed.key, " failed: ", err)
             end
         end
     end
-    return compiled
+    if self.percent_key then
+        refresh_percent(self)
+    end
 end
 
 -- A refresh runs every few seconds, never often enough to be worth a
 -- trace: left to the interpreter, its loops cannot make LuaJIT record and
 -- abort traces in the middle of the request path's hot counters.
-require("jit").off(_M.refresh)
 
 local function on_timer(premature, self)
     if premature then
+        release_all()
         return
     end
     local ok, err = pcall(_M.refresh, self)
@@ -279,9 +561,17 @@ local function on_timer(premature, self)
     end
 end
 
---- Starts the refresh timer (and a first refresh now); from a phase where
--- timers may be created. Returns true, or nil, err.
+--- Maps the node's current images (at once: a worker started by a reload
+-- decides with them from its first request), then starts the refresh
+-- timer (and a first refresh now); from a phase where timers may be
+-- created. Returns true, or nil, err.
 function _M.start(self)
+    for _, feed in ipairs(self.feeds) do
+        resolve(feed)
+        if feed.path and not feed.img then
+            pcall(map_file, feed)
+        end
+    end
     local ok, err = timer_at(0, on_timer, self)
     if ok then
         ok, err = timer_every(self.interval, on_timer, self)
@@ -293,21 +583,63 @@ function _M.start(self)
     return true
 end
 
---- The decision of the most specific range holding a canonical address,
--- or nil.
-function _M.range(self, addr)
-    local set = self.ranges
-    if not set then
-        return nil
+-- ---- the request path: no allocation, C lookups in the mapped image -------
+
+--- Whether an id list of this name has an image mapped.
+function _M.has_list(self, name)
+    local feed = self.id_feeds[name]
+    return feed ~= nil and feed.img ~= nil
+end
+
+--- Whether any id list has an image mapped.
+function _M.has_idlists(self)
+    local list = self.id_feed_list
+    for i = 1, #list do
+        if list[i].img ~= nil then
+            return true
+        end
     end
-    local index = rangeset_find(set, addr)
-    return index and self.decisions[index]
+    return false
+end
+
+--- Whether a ranges image is mapped.
+function _M.has_ranges(self)
+    local feed = self.ranges_feed
+    return feed ~= false and feed.img ~= nil
 end
 
 --- The decision an id list gives an identity's value, or nil.
 function _M.listed(self, name, value)
-    local ids = self.idlists[name]
-    return ids and ids[value]
+    local feed = self.id_feeds[name]
+    if feed == nil then
+        return nil
+    end
+    local img = feed.img
+    if img == nil then
+        return nil
+    end
+    local index = image_find_id(img, value)
+    return index and self.decisions[index]
+end
+
+--- The decision of the most specific range holding a canonical address,
+-- or nil.
+function _M.range(self, addr)
+    local feed = self.ranges_feed
+    if not feed then
+        return nil
+    end
+    local img = feed.img
+    if img == nil then
+        return nil
+    end
+    local index = image_find_ip(img, addr)
+    return index and self.decisions[index]
+end
+
+--- Whether a percentage is set (above 0).
+function _M.percent_on(self)
+    return self.threshold > 0
 end
 
 --- Whether an identity key falls in the percentage.
@@ -316,23 +648,63 @@ function _M.in_percent(self, key)
     return threshold > 0 and bucket(key) < threshold
 end
 
---- What has been compiled, for logs and specs.
+--- What is mapped, for logs and specs: ranges (lines), lists (name ->
+-- ids), percent, compiles (new images mapped and percentages read by this
+-- worker for this router), refreshes, holder (keys this worker fetches).
 function _M.stats(self)
-    local lists = {}
-    for name, ids in pairs(self.idlists) do
-        local n = 0
-        for _ in pairs(ids) do
-            n = n + 1
+    local lists, compiles, held = {}, self.percent_compiles, {}
+    for name, feed in pairs(self.id_feeds) do
+        if feed.img then
+            lists[name] = feed.entries
         end
-        lists[name] = n
     end
+    for _, feed in ipairs(self.feeds) do
+        compiles = compiles + feed.compiles
+        if feed.holder or not feed.path then
+            held[#held + 1] = feed.key
+        end
+    end
+    local rf = self.ranges_feed
     return {
-        ranges = self.ranges and self.ranges.count or 0,
+        ranges = rf and rf.img and rf.entries or 0,
         lists = lists,
         percent = self.threshold / 100,
-        compiles = self.compiles,
+        compiles = compiles,
         refreshes = self.refreshes,
+        holder = held,
+        dir = self.dir and resolved_dirs[self.dir] or false,
     }
 end
+
+-- Everything but the request path runs in timers (or once, in new and
+-- start), every few seconds: left to the interpreter (a trace started in a
+-- helper would abort on returning into an interpreted caller). One line
+-- each: spec/jit_spec.lua reads them (TIMER_ONLY).
+require("jit").off(now_precise)
+require("jit").off(metric_labels)
+require("jit").off(map_file)
+require("jit").off(log_lines)
+require("jit").off(compiled)
+require("jit").off(failed)
+require("jit").off(poll_later)
+require("jit").off(poll_feed)
+require("jit").off(poll_job)
+require("jit").off(compile)
+require("jit").off(fetch_parts)
+require("jit").off(holder_refresh)
+require("jit").off(try_lock)
+require("jit").off(refresh_feed)
+require("jit").off(release_all)
+require("jit").off(image_name)
+require("jit").off(feed_for)
+require("jit").off(resolve_dir)
+require("jit").off(resolve)
+require("jit").off(compile_percent)
+require("jit").off(refresh_percent)
+require("jit").off(on_timer)
+require("jit").off(_M.new)
+require("jit").off(_M.refresh)
+require("jit").off(_M.start)
+require("jit").off(_M.stats)
 
 return _M

@@ -47,6 +47,8 @@ local DEFAULTS = {
     refresh_interval = 2,                   -- s between two checks of the lists
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
+    lists_dir = "/dev/shm/lua-resty-gray",  -- tmpfs directory of the node's list images
+                                            -- (checked by gray.lists.new)
     force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
     force_from = false,                     -- testers' CIDRs (the resolved client's address)
                                             -- (checked: a gray.ffi ipset, or false)

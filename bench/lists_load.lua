@@ -1,0 +1,351 @@
+-- lists_load.lua - `make bench-lists`: the lists as node-wide images (issue
+-- 13), with real nginx and memcached:
+--   1. compile time of 1M ids and 1M ranges: the C image (what the fetching
+--      worker's thread runs) beside the Lua compile the lists had before;
+--   2. memory per node: the sum of the workers' PSS (/proc/<pid>/smaps_rollup)
+--      with both lists mapped, minus the same before, for 1, 4 and 8 workers;
+--   3. latency under wrk (4 workers) while the 1M-id list and the 1M-range
+--      list each change five times, beside the same run with no change;
+--   4. memcached's traffic while nothing changes (stats bytes_read +
+--      bytes_written), per second, for the node.
+--
+--   LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' luajit bench/lists_load.lua
+--
+-- Settings (environment): BENCH_ENTRIES (1000000), BENCH_DURATION (20 s of
+-- wrk per run), BENCH_CONNECTIONS (16), BENCH_IDLE (20 s for the bytes).
+
+local harness = require "helpers.harness"
+local gray_ffi = require "gray.ffi"
+
+local N = tonumber(os.getenv("BENCH_ENTRIES") or "1000000")
+local DURATION = tonumber(os.getenv("BENCH_DURATION") or "20")
+local CONNS = tonumber(os.getenv("BENCH_CONNECTIONS") or "16")
+local IDLE = tonumber(os.getenv("BENCH_IDLE") or "20")
+local PART = 900 * 1000
+-- BENCH_ONLY=latency: the latency and bytes runs alone
+local ONLY = os.getenv("BENCH_ONLY")
+
+local function now()
+    return tonumber((harness.sh("date +%s.%N")))
+end
+
+local function v4(i)
+    return "10." .. math.floor(i / 65536) % 256 .. "." .. math.floor(i / 256) % 256 .. "."
+           .. i % 256
+end
+
+-- the lists: every 7th line names v2; gen changes the last line's target
+local function id_text(gen)
+    local t = {}
+    for i = 1, N do
+        t[i] = "u" .. i .. (i % 7 == 0 and " v2" or "")
+    end
+    t[N] = "u" .. N .. (gen % 2 == 0 and "" or " v2")
+    return table.concat(t, "\n") .. "\n"
+end
+
+local function range_text(gen)
+    local t = {}
+    for i = 1, N do
+        t[i] = v4(i * 2) .. (i % 7 == 0 and " v2" or "")
+    end
+    t[N] = v4(N * 2) .. (gen % 2 == 0 and "" or " v2")
+    return table.concat(t, "\n") .. "\n"
+end
+
+local function split(text)
+    local parts, pos = {}, 1
+    while pos <= #text do
+        local cut = text:find("\n", math.min(#text, pos + PART), true) or #text
+        parts[#parts + 1] = text:sub(pos, cut)
+        pos = cut + 1
+    end
+    return parts
+end
+
+local out_lines = {}
+local function say(fmt, ...)
+    local line = string.format(fmt, ...)
+    out_lines[#out_lines + 1] = line
+    io.write(line, "\n")
+    io.flush()
+end
+
+-- 1. compile time -------------------------------------------------------------
+
+local names = { "1", "v2", "stable" }
+local function lua_ids(text)               -- the lists' Lua compile before issue 13
+    local ids, by_name = {}, { ["1"] = 1, v2 = 2, stable = 3 }
+    for line in text:gmatch("[^\n]+") do
+        local id, name, rest = line:match("^%s*([^%s#]%S*)%s*(%S*)%s*(%S*)")
+        if id and rest == "" and #id <= 200 then
+            ids[id] = by_name[name == "" and "1" or name] or 4
+        end
+    end
+    return ids
+end
+
+local scratch = harness.tmpdir()
+local function best(f, rounds)
+    local b = math.huge
+    for _ = 1, rounds do
+        collectgarbage()
+        local t0 = os.clock()
+        f()
+        b = math.min(b, os.clock() - t0)
+    end
+    return b * 1000
+end
+
+if not ONLY then
+    local ids, ranges = id_text(0), range_text(0)
+    local path = scratch .. "/bench.img"
+    local ids_c = best(function()
+        assert(gray_ffi.image_compile("ids", split(ids), names, 1, path, 4))
+    end, 3)
+    local ranges_c = best(function()
+        assert(gray_ffi.image_compile("ranges", split(ranges), names, 1, path, 4))
+    end, 3)
+    local ids_lua = best(function() lua_ids(ids) end, 2)
+    local ranges_lua = best(function()
+        assert(gray_ffi.new_rangeset(ranges, names, 4))
+    end, 2)
+    say("compile, %d lines (CPU ms, best of 3 / 2):", N)
+    say("")
+    say("| list | before (Lua, in the worker) | image (C, in a thread) |")
+    say("|---|---|---|")
+    say("| ids | %.0f ms | %.0f ms |", ids_lua, ids_c)
+    say("| ranges | %.0f ms | %.0f ms |", ranges_lua, ranges_c)
+    say("")
+end
+
+-- the node ---------------------------------------------------------------------
+
+local mc = harness.memcached({ memory_mb = 1024 })
+
+-- writes a list's parts under a new tag; returns its header (set it to
+-- publish the list)
+local tags = 0
+local function stage(key, text)
+    tags = tags + 1
+    local parts = split(text)
+    for i, part in ipairs(parts) do
+        mc:set(key .. ":t" .. tags .. ":" .. i, part)
+    end
+    return "#gray-parts " .. #parts .. " t" .. tags
+end
+
+local function publish(key, text)
+    mc:set(key, stage(key, text))
+end
+
+local CONF = [[
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+        content_by_lua_block {
+            local r = package.loaded.bench_lists
+            if not r then
+                r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                    client_headers = { "X-Real-IP" }, targets = { v2 = "@v2" },
+                    ids = "dev=header:X-Device-Id", lists = "dev", ranges_key = "b:ranges",
+                    percent_key = false, cache_ttl = 60, lists_dir = "$LOGDIR/images",
+                    metrics_shm = false }))
+                package.loaded.bench_lists = r
+            end
+            return r:exec()
+        }
+    }
+    location = /stats {
+        content_by_lua_block {
+            local r = package.loaded.bench_lists
+            local s = r and r:list_stats() or { lists = {}, ranges = 0 }
+            ngx.say(ngx.worker.pid(), " ", s.lists.dev or 0, " ", s.ranges)
+        }
+    }
+    location @server      { return 200 "stable\n"; }
+    location @server_test { return 200 "gray\n"; }
+    location @v2          { return 200 "v2\n"; }
+  }
+]]
+
+local function workers_of(nginx)
+    local pids = {}
+    for pid in harness.sh("ps -o pid= --ppid " .. nginx:pid()):gmatch("%d+") do
+        pids[#pids + 1] = tonumber(pid)
+    end
+    return pids
+end
+
+local function pss_kb(pids)
+    local sum = 0
+    for _, pid in ipairs(pids) do
+        local text = harness.read_file("/proc/" .. pid .. "/smaps_rollup") or ""
+        sum = sum + (tonumber(text:match("\nPss:%s+(%d+)")) or 0)
+    end
+    return sum
+end
+
+-- every worker has answered and maps lists of want ids and ranges
+local function all_mapped(nginx, nworkers, want_ids, want_ranges, seconds)
+    local deadline = now() + seconds
+    while now() < deadline do
+        local ok = {}
+        for _ = 1, nworkers * 8 do
+            nginx:get("/", { headers = { Connection = "close", ["X-Real-IP"] = "192.0.2.1" } })
+            local body = nginx:get("/stats", { headers = { Connection = "close" } }).body
+            local pid, ids, ranges = body:match("(%d+) (%d+) (%d+)")
+            if pid and tonumber(ids) == want_ids and tonumber(ranges) == want_ranges then
+                ok[pid] = true
+            end
+        end
+        local n = 0
+        for _ in pairs(ok) do
+            n = n + 1
+        end
+        if n >= nworkers then
+            return true
+        end
+        harness.sleep(0.2)
+    end
+    error("not every worker mapped the lists within " .. seconds .. " s")
+end
+
+local function stats(m)
+    local out = {}
+    for name, v in m:cmd("stats\r\n"):gmatch("STAT (%S+) (%S+)") do
+        out[name] = tonumber(v)
+    end
+    return out
+end
+
+-- 2. memory --------------------------------------------------------------------
+
+say("memory per node, %d ids and %d ranges mapped (sum of the workers' PSS, after minus"
+    .. " before the lists):", N, N)
+say("")
+say("| workers | before | after | the lists |")
+say("|---|---|---|---|")
+for _, w in ipairs(ONLY and {} or { 1, 4, 8 }) do
+    -- before: the same router, its list keys not in memcached
+    mc:cmd("delete gray:list:dev\r\n")
+    mc:cmd("delete b:ranges\r\n")
+    local nginx = harness.nginx({ servers = CONF, memcached_port = mc.port, workers = w,
+                                  log_level = "warn" })
+    all_mapped(nginx, w, 0, 0, 20)
+    harness.sleep(1)
+    local before = pss_kb(workers_of(nginx))
+    publish("gray:list:dev", id_text(0))
+    publish("b:ranges", range_text(0))
+    all_mapped(nginx, w, N, N, 60)
+    harness.sleep(1)
+    local after = pss_kb(workers_of(nginx))
+    say("| %d | %.1f MB | %.1f MB | %.1f MB |", w, before / 1024, after / 1024,
+        (after - before) / 1024)
+    nginx:stop()
+end
+say("")
+
+-- 3. latency under load, 4. bytes while unchanged -------------------------------
+
+publish("gray:list:dev", id_text(0))
+publish("b:ranges", range_text(0))
+local nginx = harness.nginx({ servers = CONF, memcached_port = mc.port, workers = 4,
+                              log_level = "warn" })
+all_mapped(nginx, 4, N, N, 60)
+local script = scratch .. "/mix.lua"
+local f = assert(io.open(script, "wb"))
+f:write([[
+local n = 0
+function request()
+    n = n + 1
+    return wrk.format(nil, "/", { ["X-Device-Id"] = "u" .. (n % 1000 + 1),
+                                  ["X-Real-IP"] = "10.0." .. (n % 7) .. ".2" })
+end
+]])
+f:close()
+
+local function wrk_run(changes)
+    local out = scratch .. "/wrk.out"
+    os.remove(out)
+    harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. DURATION .. "s --latency -s " .. script
+               .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo")
+    local t0 = now()
+    if changes then
+        -- only the headers are set during the run, by a shell script started
+        -- beside wrk: the parts are staged before it, so that this process's
+        -- own work does not load the node
+        local step = (DURATION - 2) / 10
+        local sh = { "sleep 1" }
+        local function set(key, header)
+            sh[#sh + 1] = "exec 3<>/dev/tcp/127.0.0.1/" .. mc.port .. "; printf 'set " .. key
+                          .. " 0 0 " .. #header .. "\\r\\n" .. header .. "\\r\\n' >&3;"
+                          .. " read -t 2 line <&3; exec 3<&-"
+            sh[#sh + 1] = "sleep " .. step
+        end
+        for i = 1, 5 do
+            set("gray:list:dev", changes.ids[i])
+            set("b:ranges", changes.ranges[i])
+        end
+        local script_path = scratch .. "/changes.sh"
+        local fh = assert(io.open(script_path, "wb"))
+        fh:write(table.concat(sh, "\n"), "\n")
+        fh:close()
+        harness.sh("bash " .. script_path .. " >/dev/null 2>&1 & echo")
+    end
+    while not (harness.read_file(out) or ""):find("Requests/sec", 1, true) do
+        assert(now() < t0 + DURATION + 30, "wrk did not finish")
+        harness.sleep(1)
+    end
+    local text = harness.read_file(out)
+    assert(not text:find("Non%-2xx"), text)
+    local function ms(v, unit)
+        return tonumber(v) * ({ us = 0.001, ms = 1, s = 1000 })[unit]
+    end
+    local max = ms(text:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
+    local p99 = ms(text:match("99%%%s+([%d.]+)(%a+)"))
+    local rps = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
+    return { p99 = p99, max = max, rps = rps }
+end
+
+local changes = { ids = {}, ranges = {} }
+for i = 1, 5 do
+    changes.ids[i] = stage("gray:list:dev", id_text(i))
+    changes.ranges[i] = stage("b:ranges", range_text(i))
+end
+wrk_run(false)                  -- warm up: the caches, the traces
+local quiet = wrk_run(false)
+local busy = wrk_run(changes)
+-- the last change reached every worker
+all_mapped(nginx, 4, N, N, 60)
+say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request):", CONNS,
+    DURATION)
+say("")
+say("| run | req/s | p99 | max |")
+say("|---|---|---|---|")
+say("| no change | %.0f | %.2f ms | %.2f ms |", quiet.rps, quiet.p99, quiet.max)
+say("| 1M ids and 1M ranges, 5 changes each | %.0f | %.2f ms | %.2f ms |", busy.rps, busy.p99,
+    busy.max)
+say("| added | | %+.2f ms | %+.2f ms |", busy.p99 - quiet.p99, busy.max - quiet.max)
+say("")
+
+harness.sleep(2)
+local reply = mc:cmd("stats\r\n")
+local s0, t0 = stats(mc), now()
+harness.sleep(IDLE)
+local s1, t1 = stats(mc), now()
+-- less the first stats command and its reply (counted after the snapshot)
+local bytes = (s1.bytes_read - s0.bytes_read) + (s1.bytes_written - s0.bytes_written)
+              - #"stats\r\n" - #reply
+say("memcached traffic while unchanged (4 workers, refresh_interval 2 s, both lists):"
+    .. " %.0f bytes/s for the node", bytes / (t1 - t0))
+say("")
+assert(#harness.bad_log_lines(nginx:error_log()) == 0, nginx:error_log():sub(-3000))
+nginx:stop()
+mc:destroy()
+
+local out = io.open("build/bench-lists-results.txt", "wb")
+if out then
+    out:write(table.concat(out_lines, "\n"), "\n")
+    out:close()
+end
