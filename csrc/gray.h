@@ -731,6 +731,10 @@ int gray_lock_release(int fd);
  * or GRAY_EINVAL / GRAY_EIO. */
 int gray_image_clean_tmp(const char *path);
 
+/* The process's effective user id (in a worker: the workers' user), which
+ * names the default image directory. */
+unsigned int gray_euid(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -110,3 +110,8 @@ int gray_image_clean_tmp(const char *path)
     closedir(d);
     return removed;
 }
+
+unsigned int gray_euid(void)
+{
+    return (unsigned int)geteuid();
+}

@@ -171,17 +171,15 @@ const char *gray_image_target(const gray_image_t *img, uint32_t k, size_t *len);
 ]]
 end
 
--- The node's image directory (listdir.c), guarded the same way.
-if not pcall(ffi_typeof, "gray_listdir_t") then
-    ffi.cdef [[
-typedef struct gray_listdir gray_listdir_t;
+-- The node's image directory (listdir.c): functions only, which LuaJIT lets
+-- a second load declare again (only types would clash), so no guard.
+ffi.cdef [[
 int gray_dir_prepare(const char *path);
 int gray_lock_try(const char *path);
 int gray_lock_release(int fd);
 int gray_image_clean_tmp(const char *path);
-unsigned int geteuid(void);
+unsigned int gray_euid(void);
 ]]
-end
 
 -- Finds libgray.so the way lua-resty-signal finds its library: every
 -- package.cpath template with "?" replaced, first one that loads wins.
@@ -1471,7 +1469,7 @@ end
 
 --- The process's effective user id (the workers' user, in a worker).
 function _M.euid()
-    return tonumber(ffi.C.geteuid())
+    return tonumber(C.gray_euid())
 end
 
 function _M.lock_release(fd)
