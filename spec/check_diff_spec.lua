@@ -158,9 +158,13 @@ describe("gray-admin check agrees with the router", function()
         mc = harness.memcached()
     end)
 
+    local lists_dirs = {}
     teardown(function()
         if nginx then nginx:stop() end
         if mc then mc:destroy() end
+        for _, dir in ipairs(lists_dirs) do
+            harness.sh("rm -rf " .. harness.quote(dir))
+        end
     end)
 
     it("over " .. CONFIGS * CASES .. " generated cases", function()
@@ -179,7 +183,12 @@ describe("gray-admin check agrees with the router", function()
             mc:set_many(c.values)
             written = c.values
 
-            local settings = {}
+            -- a list directory of this configuration's own: another one's
+            -- images (same keys and names) would be mapped at start, before
+            -- the refresh sees memcached's new values
+            local lists_dir = ("/dev/shm/gray-check-diff-%d-%d"):format(harness.now() * 1000 % 1e9, n)
+            lists_dirs[#lists_dirs + 1] = lists_dir
+            local settings = { 'set $gray_lists_dir "' .. lists_dir .. '";' }
             if c.targets ~= "" then
                 settings[#settings + 1] = 'set $gray_targets "' .. c.targets .. '";'
             end

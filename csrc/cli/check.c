@@ -120,45 +120,53 @@ static int entry_decides(const check_names_t *k, const cli_value_t *v)
     return names_has(k, v->value, v->len) ? DECIDE_TARGET : DECIDE_UNKNOWN;
 }
 
-/* What an id list gives value, as the router's compile_list(): lines split
- * on '\n', each "<id> [<target>]" (Lua's %s separates; an id cannot start
- * with '#'); a third field or an id over 200 bytes makes a line bad, so does
- * a name that is not a target name; no name is "1"; a name not in the
- * router's targets is the unknown-target decision; of several lines for one
- * id the last one counts. The target name goes into buf. */
+/* The t-th of the router's target names (from 1) into buf. */
+static void name_at(const check_names_t *k, uint32_t t, char *buf, size_t cap)
+{
+    const char *s = k->text, *end = k->text + k->len;
+    for (uint32_t i = 1; i < t && s < end; i++) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        s = nl ? nl + 1 : end;
+    }
+    const char *nl = memchr(s, '\n', (size_t)(end - s));
+    snprintf(buf, cap, "%.*s", (int)((nl ? nl : end) - s), s);
+}
+
+/* What an id list gives value, compiled exactly as the router compiles it
+ * (the C image of gray_image_build(): '#' comments anywhere, fields split
+ * as Lua's %s, the later of equal ids wins, a name not in the router's
+ * targets is the unknown-target decision). The target name goes into buf;
+ * -1 when the list does not compile (printed). */
 static int list_lookup(const check_names_t *k, const char *text, size_t len, const char *value,
                        char *buf, size_t cap)
 {
-    int found = DECIDE_NONE;
-    const char *p = text, *end = text + len;
-    size_t vl = strlen(value);
-    while (p < end) {
-        const char *e = memchr(p, '\n', (size_t)(end - p));
-        const char *stop = e ? e : end;
-        const char *f[3] = { NULL, NULL, NULL };
-        size_t fl[3] = { 0, 0, 0 };
-        const char *q = p;
-        for (int i = 0; i < 3; i++) {
-            while (q < stop && lua_space(*q))
-                q++;
-            f[i] = q;
-            while (q < stop && !lua_space(*q))
-                q++;
-            fl[i] = (size_t)(q - f[i]);
-        }
-        p = e ? e + 1 : end;
-        if (fl[0] == 0 || f[0][0] == '#' || fl[2] > 0 || fl[0] > CLI_ID_VALUE_MAX)
-            continue;
-        const char *name = fl[1] ? f[1] : "1";
-        size_t nl = fl[1] ? fl[1] : 1;
-        int d = names_has(k, name, nl) ? DECIDE_TARGET
-              : gray_target_name_ok(name, nl) ? DECIDE_UNKNOWN : DECIDE_NONE;
-        if (d == DECIDE_NONE || fl[0] != vl || memcmp(f[0], value, vl) != 0)
-            continue;
-        found = d;
-        snprintf(buf, cap, "%.*s", (int)(d == DECIDE_TARGET ? nl : 6),
-                 d == DECIDE_TARGET ? name : "stable");
+    uint32_t unknown_index = k->count + 1;
+    gray_image_part_t part = { text, len };
+    gray_image_stats_t st;
+    void *mem = NULL;
+    size_t mem_len = 0;
+    gray_image_t *img = NULL;
+    int rc = gray_image_build(GRAY_IMAGE_IDS, &part, 1, k->text, k->len, unknown_index, 0,
+                              &mem, &mem_len, &st);
+    if (rc == GRAY_OK)
+        rc = gray_image_open_mem(mem, mem_len, 0, &img);
+    if (rc != GRAY_OK) {
+        fprintf(stderr, "gray-admin: the id list does not compile: %s\n", gray_strerror(rc));
+        if (mem)
+            gray_image_free_buf(mem);
+        return -1;
     }
+    int t = gray_image_find_id(img, value, strlen(value));
+    int found = DECIDE_NONE;
+    if (t > 0 && (uint32_t)t == unknown_index) {
+        snprintf(buf, cap, "stable");
+        found = DECIDE_UNKNOWN;
+    } else if (t > 0) {
+        name_at(k, (uint32_t)t, buf, cap);
+        found = DECIDE_TARGET;
+    }
+    gray_image_close(img);
+    gray_image_free_buf(mem);
     return found;
 }
 
@@ -220,13 +228,7 @@ static int range_lookup(const check_names_t *k, const char *text, size_t len,
         snprintf(buf, cap, "stable");
         result = DECIDE_UNKNOWN;
     } else if (t > 0) {
-        /* the t-th name */
-        const char *s = k->text;
-        for (uint32_t i = 1; i < t; i++)
-            s = memchr(s, '\n', k->len - (size_t)(s - k->text)) + 1;
-        const char *nlp = memchr(s, '\n', k->len - (size_t)(s - k->text));
-        size_t el = nlp ? (size_t)(nlp - s) : k->len - (size_t)(s - k->text);
-        snprintf(buf, cap, "%.*s", (int)el, s);
+        name_at(k, t, buf, cap);
         result = DECIDE_TARGET;
     }
     goto done;
@@ -360,6 +362,10 @@ static int rule_id_lists(check_t *c)
         int d = list.text ? list_lookup(c->names, list.text, list.len, c->idval[i], buf,
                                         sizeof buf)
                           : DECIDE_NONE;
+        if (d < 0) {
+            cli_list_free(&list);
+            return EXIT_STORE;
+        }
         printf("list:     %s %s\n", lkey, !list.exists ? "(none)" : d == DECIDE_UNKNOWN
                ? "lists it with a target not in --targets (the stable location)"
                : d ? "lists it" : "does not list it");

@@ -67,6 +67,17 @@ local function now_precise()
     return ngx_now()
 end
 
+-- The ms left before deadline (a refresh's one deadline: every memcached
+-- call of one refresh shares it, so a slow server holds a worker, and an
+-- exiting worker, for refresh_timeout at most), or nil when none is left.
+local function ms_left(deadline)
+    local left = (deadline - now_precise()) * 1000
+    if left < 1 then
+        return nil
+    end
+    return left
+end
+
 -- This worker's images: image name -> feed (shared by its routers).
 local feeds = {}
 -- directories already reported unusable (logged once per worker)
@@ -228,12 +239,11 @@ local function fetch_parts(feed, header)
     -- one part at a time, yielding between them: a read and decode of a
     -- part (under 1 MB) is the longest this worker's requests wait, not
     -- the whole list's; all within one deadline (refresh_timeout)
-    local deadline = now_precise() + feed.timeout / 1000
     local parts = {}
     for i = 1, n do
         local part_key = key .. ":" .. tag .. ":" .. i
-        local left = (deadline - now_precise()) * 1000
-        if left <= 0 then
+        local left = ms_left(feed.deadline)
+        if not left then
             return nil, key .. ": parts: timeout"
         end
         local res, bad, err = feed.mc:get_multi({ part_key }, { timeout = left,
@@ -254,7 +264,13 @@ end
 -- The holder's check: mg <key> c; a new CAS is fetched and compiled.
 local function holder_refresh(feed)
     local key = feed.key
-    local cas, value, kind = feed.mc:meta_cas(key, { timeout = feed.timeout,
+    local left = ms_left(feed.deadline)
+    if not left then
+        feed.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy"
+                        .. " stays: no time left in refresh_timeout")
+        return
+    end
+    local cas, value, kind = feed.mc:meta_cas(key, { timeout = left,
                                                      max_bytes = feed.max_bytes })
     if cas == nil then
         feed.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
@@ -274,7 +290,11 @@ local function holder_refresh(feed)
     end
     local text = value
     if text == nil then
-        local res, bad, err = feed.mc:get_multi({ key }, { cas = true, timeout = feed.timeout,
+        left = ms_left(feed.deadline)
+        if not left then
+            return
+        end
+        local res, bad, err = feed.mc:get_multi({ key }, { cas = true, timeout = left,
                                                           max_bytes = feed.max_bytes })
         if bad then
             feed.log:report("refresh:" .. key, "refreshing " .. key
@@ -477,9 +497,13 @@ local function compile_percent(self, key, text)
     return true, pct
 end
 
-local function refresh_percent(self)
+local function refresh_percent(self, deadline)
     local key = self.percent_key
-    local cas, value, kind = self.mc:meta_cas(key, { timeout = self.timeout })
+    local left = ms_left(deadline)
+    if not left then
+        return
+    end
+    local cas, value, kind = self.mc:meta_cas(key, { timeout = left })
     if cas == nil then
         self.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
                         .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
@@ -498,7 +522,11 @@ local function refresh_percent(self)
         return
     end
     if value == nil then
-        local res, bad, err = self.mc:get_multi({ key }, { cas = true, timeout = self.timeout })
+        left = ms_left(deadline)
+        if not left then
+            return
+        end
+        local res, bad, err = self.mc:get_multi({ key }, { cas = true, timeout = left })
         if bad then
             self.log:report("refresh:" .. key, "refreshing " .. key
                             .. " failed, the last copy stays: " .. tostring(err))
@@ -530,10 +558,11 @@ end
 function _M.refresh(self)
     self.refreshes = self.refreshes + 1
     local t = now_precise()
+    local deadline = t + self.timeout / 1000
     for _, feed in ipairs(self.feeds) do
         resolve(feed)
         if not feed.busy and t - feed.checked_at >= self.interval * 0.5 then
-            feed.busy, feed.checked_at = true, t
+            feed.busy, feed.checked_at, feed.deadline = true, t, deadline
             local ok, err = pcall(refresh_feed, feed)
             feed.busy = false
             if not ok then
@@ -542,7 +571,7 @@ function _M.refresh(self)
         end
     end
     if self.percent_key then
-        refresh_percent(self)
+        refresh_percent(self, deadline)
     end
 end
 
