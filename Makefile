@@ -128,17 +128,22 @@ microbench: build/libgray.so
 	@sh tools/deps.sh build test
 	LUA_PATH='lua/?.lua;bench/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/micro.lua
 
-# The seed's scenario (X-Real-IP from a trusted loopback proxy, no $gray_*
-# variables, a cache hit): router instructions/request (callgrind, the median
-# of BENCH_PROCESSES fresh nginx processes per location) and req/s (wrk) for
-# proxy_pass, the floors (ngx.exec alone, with the necessary reads), the Lua
-# API router, the drop-in (cached, uncached) and a seed-style dep.lua; also
-# written to build/bench-results.txt
+# The rows of bench/locations.lua (X-Real-IP from a trusted loopback proxy,
+# no $gray_* variables but where a row says so): router instructions/request
+# (callgrind, the median of BENCH_PROCESSES fresh nginx processes per row)
+# and req/s (wrk) for proxy_pass, the floors (ngx.exec alone, with the
+# necessary reads, a pooled memcached get of 1 and 3 keys), the Lua API
+# router, the drop-in (cached, uncached), the classic dep.lua script and
+# misses from 100,000 clients (bench/bench.lua on the spec harness). Also
+# written to build/bench-results.txt, and the chart to build/bench.svg (the
+# README shows a copy: cp build/bench.svg bench/bench.svg). Settings:
+# BENCH_LOCATIONS, BENCH_PROCESSES, BENCH_REQUESTS, BENCH_WARMUP,
+# BENCH_DURATION, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_KEEP (bench.lua).
 .PHONY: bench
 bench:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
-	bash bench/bench.sh
+	$(if $(BENCH_KEEP),GRAY_KEEP_TMP=1) LUA_PATH='spec/?.lua;bench/?.lua;;' $(LUAJIT) bench/bench.lua
 
 # memcached's load from one 8-worker nginx without and with the shared
 # decision cache (shm), in the same run; also build/bench-shm-results.txt
