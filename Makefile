@@ -184,16 +184,18 @@ fuzz: build/fuzz
 
 # ---- demo ------------------------------------------------------------------
 
-# The seed's memcached demo on loopback (tools/demo.sh); state in build/demo.
+# The classic memcached demo on loopback, then gray-admin, an id in a
+# cookie, a sticky percentage and the metrics page (tools/demo.lua on the
+# spec harness); state in build/demo.
 .PHONY: demo demo-stop
 
 demo:
 	@sh tools/deps.sh build demo
-	@$(MAKE) --no-print-directory build/libgray.so
-	@bash tools/demo.sh start
+	@$(MAKE) --no-print-directory build/libgray.so build/gray-admin
+	@LUA_PATH='spec/?.lua;;' $(LUAJIT) tools/demo.lua start
 
 demo-stop:
-	@bash tools/demo.sh stop
+	@LUA_PATH='spec/?.lua;;' $(LUAJIT) tools/demo.lua stop
 
 # ---- install ---------------------------------------------------------------
 

@@ -13,7 +13,7 @@ pkgs_for() {
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
                  lua-resty-core lua-resty-lrucache memcached libmemcached-dev libssl-dev curl
                  man-db groff-base bsdextrautils" ;;
-    demo)  echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
+    demo)  echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached wrk valgrind curl" ;;

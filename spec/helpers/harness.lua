@@ -330,7 +330,8 @@ end
 -- repository, "$LOGDIR" nginx's scratch directory (self.dir). opts.http
 -- adds http-level directives. opts.package_path and opts.package_cpath
 -- replace the repository's lua paths (the rock check points them at an
--- installed tree). opts.dir: nginx's directory instead of a scratch one.
+-- installed tree). opts.dir: nginx's directory instead of a scratch one;
+-- opts.port, opts.port2: the ports to take instead of free ones.
 -- opts.foreground: one process, no master (daemon off, master_process off),
 -- run in the background under opts.command (a prefix such as "taskset -c 0
 -- valgrind --tool=callgrind"), its pid in self.process; opts.start_seconds
@@ -353,9 +354,9 @@ end
 function _M.try_nginx(opts)
     local self = setmetatable({ dir = opts.dir or _M.tmpdir(),
                                 stop_seconds = opts.stop_seconds }, Nginx)
-    self.port = _M.free_port()
+    self.port = opts.port or _M.free_port()
     repeat
-        self.port2 = _M.free_port()
+        self.port2 = opts.port2 or _M.free_port()
     until self.port2 ~= self.port
     local mods = module_dir()
     local root = sh("id -u"):match("^0")
