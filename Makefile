@@ -157,12 +157,12 @@ bench-shm:
 # bytes each way, and the C decoder's instructions per lookup (callgrind)
 build/mc-meta-bench: bench/mc_meta.c $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -o $@ bench/mc_meta.c $(SRC)
+	$(CC) $(CFLAGS) -std=c11 -Wall -Wextra -Werror -o $@ bench/mc_meta.c $(SRC) $(GRAY_LIBS)
 
 .PHONY: bench-meta
 bench-meta: build/mc-meta-bench
 	@sh tools/deps.sh build bench
-	sh bench/mc_meta.sh build/mc-meta-bench
+	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/mc_meta_bench.lua build/mc-meta-bench
 
 # one gray-admin import of 1,000,000 entry lines (IPv4, IPv6, uid; mixed
 # targets; --ttl on every 10th) into a real memcached -m 1024: wall time and
@@ -171,7 +171,7 @@ bench-meta: build/mc-meta-bench
 bench-import:
 	@sh tools/deps.sh build bench-import
 	@$(MAKE) --no-print-directory build/gray-admin
-	bash bench/import.sh
+	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/import.lua
 
 build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
 	@sh tools/deps.sh fuzz

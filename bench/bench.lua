@@ -223,11 +223,18 @@ local function check_location(router, loc)
     end
 end
 
--- nothing at warn level or worse, but the warning a row measures
-local function check_error_log(router, loc)
-    local bad = {}
+-- nothing at warn level or worse, but the warning a row measures; under
+-- wrk (timeouts true) a memcached read past the drop-in's 50 ms deadline
+-- (a loaded machine: the request still goes to the stable location) is
+-- counted and said, not fatal
+local function check_error_log(router, loc, timeouts)
+    local bad, late = {}, 0
     for line in router:error_log():gmatch("[^\n]+") do
-        if (line:find("%[warn%]") or line:find("%[error%]") or line:find("%[crit%]")
+        local timeout = timeouts and (line:find("lua tcp socket read timed out", 1, true)
+                                      or line:find(": timeout, client:", 1, true))
+        if timeout then
+            late = late + 1
+        elseif (line:find("%[warn%]") or line:find("%[error%]") or line:find("%[crit%]")
             or line:find("%[alert%]") or line:find("%[emerg%]")
             or line:find("global variable", 1, true))
            and not (loc.warns and line:find(loc.warns, 1, true)) then
@@ -239,6 +246,10 @@ local function check_error_log(router, loc)
     end
     if #bad > 0 then
         die(router.dir .. "/error.log:\n" .. table.concat(bad, "\n"))
+    end
+    if late > 0 then
+        print(string.format("  /%s: %d error.log lines of memcached reads past their deadline"
+                            .. " under wrk (a busy machine)", loc.name, late))
     end
 end
 
@@ -450,7 +461,7 @@ local function main()
     for _, loc in ipairs(rows) do
         local router = wrk[loc.name].router
         check_location(router, loc)
-        check_error_log(router, loc)
+        check_error_log(router, loc, true)
         stop(router)
     end
 

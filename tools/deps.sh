@@ -17,7 +17,7 @@ pkgs_for() {
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached wrk valgrind curl" ;;
-    bench-import) echo "memcached time" ;;
+    bench-import) echo "luajit2 memcached time" ;;
     fuzz)  echo "clang libclang-rt-14-dev" ;;
     *) echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
     esac
