@@ -21,7 +21,7 @@ local ok, err = pcall(function()
     local f = assert(io.open(input, "wb"))
     local buf = {}
     for i = 0, LINES - 1 do
-        local k, key = i % 20, nil
+        local k, key = i % 20
         if k < 12 then
             key = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256,
                                 math.floor(i / 256) % 256, i % 256)
