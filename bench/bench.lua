@@ -209,12 +209,24 @@ end
 
 -- checks --------------------------------------------------------------------
 
+-- (a few tries: a router's first lookup under callgrind, on a busy machine,
+-- can pass the drop-in's 50 ms deadline, and then goes to the stable
+-- location, as it should)
 local function check_location(router, loc)
     for _, ip in ipairs({ GRAY_IP, OTHER_IP }) do
         local want = ip == GRAY_IP and loc.want.gray or loc.want.other
-        local res = router:request("/r", { headers = { ["X-Real-IP"] = ip }, max_time = 60,
-                                           response_headers = true })
-        local target = res.headers and res.headers["x-gray-target"]
+        local res, target
+        for try = 1, 5 do
+            res = router:request("/r", { headers = { ["X-Real-IP"] = ip }, max_time = 60,
+                                         response_headers = true })
+            target = res.headers and res.headers["x-gray-target"]
+            if res.status == 200 and target == want and res.body == BODY then
+                break
+            end
+            if try < 5 then
+                harness.sleep(1.2)      -- past the cache's 1 s
+            end
+        end
         if res.status ~= 200 or target ~= want or res.body ~= BODY then
             die("/" .. loc.name, "with X-Real-IP", ip, "answered", tostring(res.status),
                 tostring(target), "body '" .. res.body:sub(1, 200) .. "', expected 200", want,
