@@ -238,8 +238,8 @@ end
 -- nothing at warn level or worse, but the warning a row measures; with
 -- timeouts true, a memcached read past the drop-in's 50 ms deadline
 -- (a loaded machine, a cold router under callgrind: the request still goes
--- to the stable location, or the stale answer) and what follows (memcached marked down a moment) are counted and said, not
--- fatal
+-- to the stable location, or the stale answer) and what follows (memcached
+-- marked down a moment) are counted and said, not fatal
 local function check_error_log(router, loc, timeouts)
     local bad, late = {}, 0
     for line in router:error_log():gmatch("[^\n]+") do

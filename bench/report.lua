@@ -15,8 +15,8 @@
 -- the processes' range as a whisker, plain's median marked.
 --
 --   require("report").render(lines, header) -> text, svg
---   luajit bench/report.lua build/bench-raw.tsv   (prints the table again,
---                                                  writes build/bench.svg)
+--   LUA_PATH='bench/?.lua;;' luajit bench/report.lua build/bench-raw.tsv [TITLE]
+--       (prints the table again, writes build/bench.svg)
 
 local LOCATIONS = require "locations"
 
@@ -110,7 +110,8 @@ local function chart(rows, med, lo, hi, base_of, title)
             color = "#555555"
         elseif loc.label:find("floor") then
             color = "#a8a8a8"
-        elseif (loc.client or "fixed") ~= "fixed" or name:find("nocache") then
+        elseif (loc.client or "fixed") ~= "fixed" or name:find("nocache")
+               or name == "classic" then
             color = "#d08a3c"
         end
         local label = loc.label:gsub("&", "&amp;"):gsub("<", "&lt;")
@@ -342,7 +343,7 @@ if ... ~= "report" then
     for line in assert(io.open(path)):lines() do
         lines[#lines + 1] = line
     end
-    local text, svg = _M.render(lines, "lua-resty-gray bench, from " .. path)
+    local text, svg = _M.render(lines, arg[2] or "lua-resty-gray bench, from " .. path)
     io.write(text)
     local f = assert(io.open("build/bench.svg", "wb"))
     f:write(svg)
