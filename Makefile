@@ -9,12 +9,14 @@
 #   make bench-shm  memcached's load from 8 workers, without and with the shared cache
 #   make bench-meta get vs the meta protocol's mg: bytes on the wire, C decode instructions
 #   make bench-import  gray-admin import of 1M lines: wall time and max RSS
+#   make bench-image list images: compile time, bytes per entry, map time, 1M ids and ranges
 #   make install    libgray.so, the Lua files, gray-admin and its man page under
 #                   PREFIX (and DESTDIR)
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
 #   make rock-check luarocks make into a scratch tree, then nginx runs from it
-#   make fuzz       libFuzzer on the C parsers (FUZZ_SECONDS each)
+#   make fuzz       libFuzzer on each C parser in turn (FUZZ_SECONDS each), a table
+#   make soak       the router under load while memcached fails (SOAK_SECONDS)
 
 PREFIX      ?= /usr/local
 DESTDIR     ?=
@@ -35,18 +37,19 @@ GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c \
-       csrc/token.c
-# libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c)
-GRAY_LIBS := -lcrypto
-HDR := csrc/gray.h csrc/internal.h
+       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c
+# libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
+# list images compile in a thread (csrc/imagejob.c)
+GRAY_LIBS := -lcrypto -lpthread
+HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
 
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 FUZZ_SECONDS ?= 60
-REPLAY_ITERATIONS ?= 20000
+REPLAY_ITERATIONS ?= 100000
 
 .PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
-        microbench fuzz clean
+        microbench fuzz soak clean
 
 all: build/libgray.so build/gray-admin
 
@@ -66,16 +69,42 @@ deps-rock:
 deps-test:
 	@sh tools/deps.sh build test
 
-# Builds on both cores, then the checks that do not time anything (lint,
-# the ASan replay, the rock) side by side, then the specs alone: they assert
-# on latencies, so nothing else of ours runs beside them.
+# Builds on both cores; then, side by side, the checks that do not time
+# anything (lint, the ASan replay, the rock) and the unit specs (no
+# server); then the specs with servers, in their two lanes.
 test: deps-test
 	$(MAKE) -j2 all build/fake-mc build/replay-asan
-	$(MAKE) -j2 --output-sync=target lint asan rock-check
-	$(MAKE) spec
+	$(MAKE) -j2 --output-sync=target lint asan rock-check spec-unit
+	$(MAKE) -j2 --output-sync=target spec-timed spec-other
 
+# The specs in busted processes side by side. spec-unit: the specs that
+# start no server. spec-timed: those that assert on latencies (deadlines,
+# timeouts, a refusal's time), at normal priority. spec-other: the rest
+# (imports, generated cases, differential checks: CPU, no tight latency
+# asserted), under nice 10, so that it yields the CPU to spec-timed (on a
+# machine busy with other work it then takes longer, but the 50 ms
+# deadlines of spec-timed keep their room). A new
+# spec file goes in spec-other unless listed here. Each spec takes its own
+# free ports.
+SPEC_UNIT := cache dist ffi hash ip mc rangeset token xff
+SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust
+SPEC_UNIT_FILES := $(SPEC_UNIT:%=spec/%_spec.lua)
+SPEC_TIMED_FILES := $(SPEC_TIMED:%=spec/%_spec.lua)
+SPEC_OTHER_FILES := $(filter-out $(SPEC_UNIT_FILES) $(SPEC_TIMED_FILES),\
+                      $(sort $(wildcard spec/*_spec.lua)))
+
+.PHONY: spec-unit spec-timed spec-other
 spec: build/libgray.so build/fake-mc build/gray-admin
-	$(BUSTED) --lua=$(LUAJIT) spec
+	$(MAKE) -j2 --output-sync=target spec-timed spec-other spec-unit
+
+spec-unit: build/libgray.so build/gray-admin
+	$(BUSTED) --lua=$(LUAJIT) $(SPEC_UNIT_FILES)
+
+spec-timed: build/libgray.so build/fake-mc build/gray-admin
+	$(BUSTED) --lua=$(LUAJIT) $(SPEC_TIMED_FILES)
+
+spec-other: build/libgray.so build/fake-mc build/gray-admin
+	nice -n 10 $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_FILES)
 
 # the operators' CLI, on libmemcached (Debian's libmemcached-dev) and the C core
 CLI_SRC := $(wildcard csrc/cli/*.c)
@@ -91,20 +120,28 @@ build/fake-mc: csrc/test/fake_mc.c
 lint:
 	luacheck --std ngx_lua --codes lua spec bench tools
 
-# The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: seeds,
-# every prefix, and seeded mutations through the fuzz target. One level of
+# The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: every
+# fuzz target (csrc/test/fuzz_target.c's table, gray-admin's parsers in
+# fuzz_cli.c) over its corpus csrc/test/corpus/<target>: each file, every
+# prefix, and REPLAY_ITERATIONS seeded mutations per target, shared by its
+# files (the cost stays put as a corpus grows). This is make
+# test's fuzz smoke: gcc only (no clang), deterministic. One level of
 # quicksort, then heapsort, so that both of the range set's sorts run.
-build/replay-asan: csrc/test/replay.c csrc/test/fuzz_target.c $(SRC) $(HDR)
+FUZZ_SRC := csrc/test/fuzz_target.c csrc/test/fuzz_cli.c $(filter-out csrc/cli/main.c,$(CLI_SRC))
+FUZZ_HDR := csrc/test/fuzz.h csrc/cli/cli.h $(HDR)
+FUZZ_CORPUS := $(wildcard csrc/test/corpus/*/*)
+build/replay-asan: csrc/test/replay.c csrc/test/image_files.c $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
 	@mkdir -p build
 	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
-	    csrc/test/fuzz_target.c $(SRC) $(GRAY_LIBS)
+	    csrc/test/image_files.c $(FUZZ_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
 
 # The replay is deterministic (fixed seeds, a fixed generator): it runs
-# again only when the binary or REPLAY_ITERATIONS changes (the stamp).
+# again only when the binary, the corpus or REPLAY_ITERATIONS changes (the stamp).
 ASAN_STAMP := build/asan-$(REPLAY_ITERATIONS).ok
 asan: $(ASAN_STAMP)
-$(ASAN_STAMP): build/replay-asan
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/replay-asan $(REPLAY_ITERATIONS)
+$(ASAN_STAMP): build/replay-asan $(FUZZ_CORPUS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    ./build/replay-asan $(REPLAY_ITERATIONS) csrc/test/corpus
 	@touch $@
 
 # The rockspec installs offline into a scratch tree (Debian's lua-resty-lrucache
@@ -173,14 +210,37 @@ bench-import:
 	@$(MAKE) --no-print-directory build/gray-admin
 	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/import.lua
 
-build/fuzz: csrc/test/fuzz_target.c $(SRC) $(HDR)
-	@sh tools/deps.sh fuzz
+# list images (image.c) for 1M ids and 1M ranges: compile time, bytes per
+# entry, map time and lookups, beside today's compile of the same text;
+# also build/bench-image-results.txt
+.PHONY: bench-image
+bench-image: build/libgray.so
+	LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/image_bench.lua
+
+# libFuzzer (clang) on each fuzz target in turn, FUZZ_SECONDS each, from its
+# seed corpus csrc/test/corpus/<target> (new inputs go to build/fuzz-corpus);
+# then a table of executions and findings per target (tools/fuzz.sh), also in
+# build/fuzz-results.txt. FUZZ_TARGETS picks some: make fuzz FUZZ_TARGETS="ip dist"
+FUZZ_TARGETS ?=
+build/fuzz: csrc/test/fuzz.h $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
+	@sh tools/deps.sh build fuzz
 	@mkdir -p build
-	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -o $@ csrc/test/fuzz_target.c $(SRC) $(GRAY_LIBS)
+	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -DFUZZ_LIBFUZZER -o $@ $(FUZZ_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
 
 fuzz: build/fuzz
-	@mkdir -p build/fuzz-corpus
-	./build/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=2048 build/fuzz-corpus
+	FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/fuzz.sh build/fuzz csrc/test/corpus build $(FUZZ_TARGETS)
+
+# The fault soak (bench/soak.lua): wrk with SOAK_CLIENTS (100,000) distinct
+# clients against nginx + memcached for SOAK_SECONDS (240) while memcached is
+# killed, restarted, replaced by a trickling then a garbage-answering server
+# (build/fake-mc); one table, also build/soak-results.txt
+SOAK_SECONDS ?= 240
+.PHONY: soak
+soak:
+	@sh tools/deps.sh build bench
+	@$(MAKE) --no-print-directory build/libgray.so build/fake-mc
+	SOAK_SECONDS=$(SOAK_SECONDS) LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/soak.lua
 
 # ---- demo ------------------------------------------------------------------
 

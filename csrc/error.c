@@ -19,6 +19,11 @@ const char *gray_strerror(int code)
     case GRAY_EREPLY:   return "unknown reply";
     case GRAY_EMAC:     return "bad signature";
     case GRAY_EEXPIRED: return "expired";
+    case GRAY_ENOMEM:   return "out of memory";
+    case GRAY_EIO:      return "file error";
+    case GRAY_EIMAGE:   return "not a list image of this format";
+    case GRAY_ECORRUPT: return "truncated or corrupt list image";
+    case GRAY_ECANCELED: return "compile canceled";
     default:            return "unknown error";
     }
 }

@@ -563,6 +563,153 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
  * too), or GRAY_ESPACE when cap is short. */
 int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
                          char *out, size_t cap);
+/* ---- compiled list images (image.c, idlist.c, imagejob.c) -------------- */
+
+/* A list image is one flat byte buffer holding a compiled id list or ranges
+ * list: a fixed header, the target names, then the list's arrays, found by
+ * offsets only (no pointers), each section 8-byte aligned, integers in the
+ * compiling machine's byte order (an image never leaves its node). One
+ * process compiles it to "<path>.tmp.<pid>.<n>" and renames that into
+ * place; every worker maps the file read-only and looks up in the mapped
+ * bytes. An image is never written in place: a new one is a new file. */
+
+#define GRAY_IMAGE_IDS         1           /* kind: "id [target]" lines */
+#define GRAY_IMAGE_RANGES      2           /* kind: "address|CIDR [target]" lines */
+#define GRAY_IMAGE_FORMAT      1           /* the layout version written and read */
+#define GRAY_IMAGE_REPORT      8           /* bad / unknown line numbers kept */
+#define GRAY_ID_MAX            200         /* longest id (bytes); longer is a bad line */
+#define GRAY_IMAGE_PARTS_MAX   1024        /* parts of one split list */
+#define GRAY_IMAGE_PATH_MAX    4000        /* longest image path */
+#define GRAY_IMAGE_VERIFY      1           /* gray_image_open flag: check every byte */
+
+/* -20..-29: list images */
+#define GRAY_ENOMEM    -20  /* out of memory */
+#define GRAY_EIO       -21  /* a file could not be written, renamed, read or mapped */
+#define GRAY_EIMAGE    -22  /* not a list image of this format (magic, version, kind) */
+#define GRAY_ECORRUPT  -23  /* a truncated or corrupt list image */
+#define GRAY_ECANCELED -24  /* a compile job was canceled */
+
+/* One piece of a list's text. Parts are joined with a line break after any
+ * non-empty part that does not end with one, so no line spans two parts. */
+typedef struct gray_image_part {
+    const char *buf;
+    size_t len;
+} gray_image_part_t;
+
+typedef struct gray_image_stats {
+    uint32_t lines;             /* lines in the (joined) text */
+    uint32_t taken;             /* lines compiled */
+    uint32_t entries;           /* ids: distinct ids; ranges: lines compiled */
+    uint32_t runs;              /* ranges: runs in the set; ids: 0 */
+    uint32_t bad;               /* lines skipped as malformed */
+    uint32_t unknown;           /* lines naming a target name not in names */
+    uint32_t bad_lines[8];      /* the first GRAY_IMAGE_REPORT bad line numbers */
+    uint32_t unknown_lines[8];  /* the first GRAY_IMAGE_REPORT unknown-name ones */
+    uint32_t ntargets;          /* target names in the image */
+    int32_t sys_errno;          /* errno of a GRAY_EIO, else 0 */
+    uint64_t bytes;             /* the image's size */
+    uint64_t wall_ns;           /* compile time, wall clock */
+    uint64_t cpu_ns;            /* compile time, the compiling thread's CPU */
+} gray_image_stats_t;
+
+/* The image's hash of bytes: 64 bits, 8 bytes a step (murmur3's 64-bit
+ * mixing); ids are found by it and the body checksum is it. */
+uint64_t gray_image_hash(const char *buf, size_t len);
+
+/* Compiles a list into a new image in memory (mapped for it: give it back
+ * with gray_image_free_buf()). kind is GRAY_IMAGE_IDS or GRAY_IMAGE_RANGES; the
+ * text is parts[0..nparts) joined as gray_image_part_t says; cas (the list's
+ * memcached CAS) is stored as the image's version.
+ * Both kinds: one entry per line, LF or CRLF, fields split by spaces, tabs
+ * and CRs (for ids also VT and FF, as Lua's %s split them), '#' starts a
+ * comment anywhere, blank lines are skipped, a third field or a name that
+ * is not a target name (gray_target_name_ok) makes a bad line. Ids:
+ * 1..GRAY_ID_MAX bytes, any bytes but those; of equal ids the later line
+ * wins. Ranges: as gray_ranges_parse().
+ * names: the target names separated by '\n' (the k-th, from 1, has index k,
+ * a line without a name gets 1), each a target name (else GRAY_EINVAL), as
+ * gray_ranges_parse() takes them; or NULL/0: collected from the list
+ * itself, index 1 = "1", then each other name in order of first use (up to
+ * GRAY_TARGETS_MAX). A name not in names makes the line unknown: it gets
+ * index `unknown` (which may be past the names: the caller's "unknown
+ * target"), or is skipped when that is 0. Returns GRAY_OK, GRAY_EINVAL (bad
+ * kind, names, unknown over GRAY_TARGETS_MAX, sizes), GRAY_ENOMEM or
+ * GRAY_ECANCELED; st is filled. */
+int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
+                     const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                     void **out, size_t *out_len, gray_image_stats_t *st);
+
+void gray_image_free_buf(void *buf);
+
+/* gray_image_build(), then the image written to "<path>.tmp.<pid>.<n>" and
+ * renamed onto path (atomic for readers). Blocks: for tests, tools and
+ * threads. GRAY_EIO with st->sys_errno when the file fails. */
+int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       const char *path, gray_image_stats_t *st);
+
+/* ---- compiling off the event loop (imagejob.c) ---- */
+
+typedef struct gray_image_job gray_image_job_t;
+
+#define GRAY_JOB_RUNNING 1      /* gray_image_poll(): not done yet */
+
+/* Starts gray_image_compile() in a detached thread (all signals blocked in
+ * it). The parts array, names and path are copied; the bytes the parts
+ * point to are not: the caller keeps them alive and unchanged until the
+ * job is done (poll returns other than GRAY_JOB_RUNNING). *out gets the
+ * job. GRAY_EINVAL, GRAY_ENOMEM, or GRAY_EIO when no thread starts. */
+int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
+                             const char *names, size_t names_len, uint32_t unknown,
+                             uint64_t cas, const char *path, gray_image_job_t **out);
+
+/* GRAY_JOB_RUNNING, or the compile's result (GRAY_OK or an error code)
+ * with *st filled (st may be NULL). Never blocks. */
+int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
+
+/* Frees a finished job and returns GRAY_OK. A running one is asked to stop
+ * (its result becomes GRAY_ECANCELED at its next check) and stays: this
+ * returns GRAY_JOB_RUNNING and the caller frees it (and keeps the text
+ * alive) until a call returns GRAY_OK. */
+int gray_image_job_free(gray_image_job_t *job);
+
+/* ---- mapped images (image.c) ---- */
+
+typedef struct gray_image gray_image_t;
+
+/* Maps path read-only and checks it: size, magic, format, kind, the
+ * header's checksum, every section inside the file and the bucket indexes
+ * in order (O(buckets), no pass over the entries); with GRAY_IMAGE_VERIFY
+ * also the body's checksum (a pass over every byte). *out gets the handle.
+ * GRAY_EIO (with errno set), GRAY_EIMAGE, GRAY_ECORRUPT, GRAY_ENOMEM. */
+int gray_image_open(const char *path, int flags, gray_image_t **out);
+
+/* The same over an image in memory (8-byte aligned, kept alive and
+ * unchanged by the caller until gray_image_close()). */
+int gray_image_open_mem(const void *buf, size_t len, int flags, gray_image_t **out);
+
+/* Reads only the header of the image at path: its CAS into *cas and its
+ * kind (> 0) returned, or a negative code. For "has it changed?" checks. */
+int gray_image_peek(const char *path, uint64_t *cas);
+
+void gray_image_close(gray_image_t *img);
+
+/* Lookups in the mapped bytes, no allocation, O(1) expected (a bucket of a
+ * few entries, O(log n) at worst): the target index (1..ntargets, or the
+ * compile's unknown index), 0 when not listed. find_id on a ranges image, or find_ip on an id image, is
+ * GRAY_EINVAL; find_text is GRAY_EADDR for text that is not an address. */
+int gray_image_find_id(const gray_image_t *img, const char *id, size_t len);
+int gray_image_find_ip(const gray_image_t *img, const gray_ip_t *ip);
+int gray_image_find_text(const gray_image_t *img, const char *s, size_t len);
+
+/* The CAS the image was compiled from; its kind; what its compile counted
+ * (wall_ns / cpu_ns / sys_errno are 0 here). */
+uint64_t gray_image_version(const gray_image_t *img);
+int gray_image_kind(const gray_image_t *img);
+void gray_image_info(const gray_image_t *img, gray_image_stats_t *st);
+
+/* Target name k (1..ntargets) into *len, or NULL. Points into the image. */
+const char *gray_image_target(const gray_image_t *img, uint32_t k, size_t *len);
 
 #ifdef __cplusplus
 }

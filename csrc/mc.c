@@ -426,7 +426,9 @@ static int meta_match(const char *buf, const char *keys, size_t keys_len, int qu
 {
     uint64_t target = c->index;
     if (t->has & GRAY_META_HAS_OPAQUE) {
-        if (parse_u64(buf + t->opaque_off, t->opaque_len, UINT32_MAX - 1, &target) != GRAY_OK)
+        /* memcached echoes the O<i> sent, which has no leading zero */
+        if (parse_u64(buf + t->opaque_off, t->opaque_len, UINT32_MAX - 1, &target) != GRAY_OK
+            || (t->opaque_len > 1 && buf[t->opaque_off] == '0'))
             return GRAY_EUNASKED;
         if (target < c->index || (!quiet && target != c->index))
             return GRAY_EUNASKED;

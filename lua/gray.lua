@@ -10,13 +10,16 @@
 --   router:exec()      -- decide() then ngx.exec(target)
 
 local gray_ffi = require "gray.ffi"
-local memcached = require "gray.memcached"
+local options = require "gray.options"
+local util = require "gray.util"
+local option_error, worded = util.option_error, util.worded
 local client = require "gray.client"
 local ids_mod = require "gray.ids"
 local lists_mod = require "gray.lists"
 local metrics = require "gray.metrics"
 local count_decision = metrics.decision
 local count = metrics.incr
+local note_outcome = require("gray.outcome").note
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local lrucache = require "resty.lrucache"
@@ -38,80 +41,29 @@ local list_range, list_listed, in_percent = lists_mod.range, lists_mod.listed,
     lists_mod.in_percent
 local ip_in = gray_ffi.peer_trusted
 local token_check = gray_ffi.token_check
-local read_secret = require("gray.token").read_secret
 local ngx_log = ngx.log
 local WARN = ngx.WARN
-local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local pairs, ipairs, tostring = pairs, ipairs, tostring
 local setmetatable = setmetatable
 local math_max = math.max
 local format, concat, sort = string.format, table.concat, table.sort
+local ok_new, table_new = pcall(require, "table.new")
+if not ok_new then
+    table_new = function() return {} end
+end
 
 local _M = { _VERSION = "0.1.0", VERSION = "0.1.0" }
 local mt = { __index = _M }
 
--- Every option, its default and what it is. Options not listed here are
--- refused, so a typo cannot go unnoticed.
-local DEFAULTS = {
-    memcached = "127.0.0.1:11211",          -- "host:port[, host:port...]" or a table
-    trusted = client.DEFAULTS.trusted,      -- proxies whose headers count ("none")
-    client_headers = client.DEFAULTS.client_headers, -- also "Forwarded"; "none"
-    stable = "@server",                     -- location for everybody else
-    target = "@server_test",                -- location for value "1"
-    targets = false,                        -- { [name] = location, ... }: values naming them
-    ids = false,                            -- "uid=cookie:uid, dev=header:X-Device-Id"
-    lists = false,                          -- id list names: { "dev" } (gray:list:dev)
-    ranges_key = "gray:ranges",             -- address ranges list; false: none
-    percent_key = "gray:percent",           -- sticky percentage; false: none
-    refresh_interval = 2,                   -- s between two checks of the lists
-    refresh_timeout = 2000,                 -- ms for one refresh of them all
-    list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
-    force = false,                          -- tester override: "header:X-Gray" or "cookie:gray"
-    force_from = false,                     -- testers' CIDRs (the resolved client's address)
-    secret_file = false,                    -- file of the HMAC key: signed tokens
-    debug_header = false,                   -- "X-Gray-Debug": target and reason (exec())
-    metrics_shm = "gray_metrics",           -- lua_shared_dict for gray.metrics; false: off
-    key_prefix = "",                        -- prepended to the address key
-    cache_ttl = 1,                          -- s a hit is trusted; 0: no cache
-    neg_ttl = false,                        -- s a miss is trusted (cache_ttl)
-    stale_ttl = 60,                         -- s an expired answer may serve in an outage
-    cache_size = 10000,                     -- entries per worker
-    shm = false,                            -- lua_shared_dict: a cache shared by the workers
-    log_interval = 5,                       -- s between two logs of one error kind
-}
--- the memcached client's own: timeout, value_max, pool_size, ...
-for name, default in pairs(memcached.DEFAULTS) do
-    if name ~= "servers" then
-        DEFAULTS[name] = default
-    end
-end
-_M.DEFAULTS = DEFAULTS
+-- Every option and its default (gray.options, where they are checked).
+_M.DEFAULTS = options.DEFAULTS
+_M.check_location = options.check_location
 
 -- Phases where a cache miss can ask memcached (cosockets are enabled).
 local COSOCKET_PHASES = {
     rewrite = true, access = true, content = true, timer = true,
     ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
-
-local function opt_error(name, what)
-    return nil, "gray.new: option '" .. name .. "' " .. what
-end
-
-local function check_location(name, v)
-    if type(v) ~= "string" or not (v:find("^@%S+$") or v:find("^/%S*$")) then
-        return opt_error(name, "must be a named location ('@name') or a URI ('/path'), got "
-                         .. tostring(v))
-    end
-    return v
-end
-_M.check_location = check_location
-
-local function check_seconds(name, v, max)
-    if type(v) ~= "number" or v ~= v or v < 0 or v > max then
-        return opt_error(name, "must be a number of seconds from 0 to " .. max
-                         .. ", got " .. tostring(v))
-    end
-    return v
-end
 
 -- A decision: where a rule sends the client (location), the target name
 -- that got it there (name: the label of $gray_target_name and the metrics)
@@ -123,201 +75,26 @@ local function new_decision(name, location, reason)
     return { location = location, name = name, reason = reason or false }
 end
 
--- Target names a router may have: "stable" and the unknown-target decision
--- take two of the GRAY_TARGETS_MAX indexes of a compiled ranges list.
-local TARGETS_MAX = 253
-
--- The decisions by target name: "1" (the default target), `targets`, and
--- "stable" (reserved: pinned to the stable location).
-local function build_targets(get, stable)
-    local target, err = check_location("target", get("target"))
-    if not target then
-        return nil, err
-    end
-    local targets = { ["1"] = new_decision("1", target),
-                      stable = new_decision("stable", stable) }
-    local extra = get("targets")
-    if extra then
-        if type(extra) ~= "table" then
-            return opt_error("targets", "must be a table of value = location")
-        end
-        local n = 0
-        for value, loc in pairs(extra) do
-            if type(value) ~= "string" then
-                return opt_error("targets", "keys must be memcached values (strings)")
-            elseif value == "stable" then
-                return opt_error("targets", "names 'stable', which is reserved: a value"
-                                 .. " 'stable' pins a client to the stable location")
-            elseif not gray_ffi.target_name_ok(value) then
-                return opt_error("targets", "names '" .. value .. "', which is not a target"
-                                 .. " name (1 to " .. gray_ffi.TARGET_NAME_MAX .. " printable"
-                                 .. " ASCII bytes without '#', not 0)")
-            end
-            loc, err = check_location("targets[" .. value .. "]", loc)
-            if not loc then
-                return nil, err
-            end
-            targets[value] = new_decision(value, loc)
-            n = n + 1
-            if n > TARGETS_MAX - 1 then
-                return opt_error("targets", "has more than " .. TARGETS_MAX - 1 .. " names")
-            end
-        end
-    end
-    return targets
-end
-
--- cache_ttl, neg_ttl, stale_ttl, cache_size, log_interval into self.
-local function build_cache(self, get)
-    local cache_ttl, neg_ttl, stale_ttl, log_interval, err
-    cache_ttl, err = check_seconds("cache_ttl", get("cache_ttl"), 86400)
-    if not cache_ttl then
-        return nil, err
-    end
-    neg_ttl = get("neg_ttl")
-    if neg_ttl == false then
-        neg_ttl = cache_ttl
-    end
-    neg_ttl, err = check_seconds("neg_ttl", neg_ttl, 86400)
-    if not neg_ttl then
-        return nil, err
-    end
-    stale_ttl, err = check_seconds("stale_ttl", get("stale_ttl"), 86400)
-    if not stale_ttl then
-        return nil, err
-    end
-    log_interval, err = check_seconds("log_interval", get("log_interval"), 3600)
-    if not log_interval then
-        return nil, err
-    end
-    local size = get("cache_size")
-    if type(size) ~= "number" or size < 1 or size > 10000000 or size % 1 ~= 0 then
-        return opt_error("cache_size", "must be an integer from 1 to 10000000")
-    end
-
-    -- lrucache keeps an entry until ttl, then returns it as stale until it
-    -- is evicted; a ttl of 0 would still count as fresh within the same
-    -- millisecond, so "no fresh life" is a slightly negative ttl instead.
-    self.pos_ttl = cache_ttl > 0 and cache_ttl or -0.001
-    self.neg_ttl = neg_ttl > 0 and neg_ttl or -0.001
-    self.use_fresh = cache_ttl > 0 or neg_ttl > 0
-    self.stale_limit = math_max(cache_ttl, neg_ttl) + stale_ttl
-    -- an entry holds a decision (a record of self.targets, the
-    -- unknown-target one, or false), never what memcached sent
-    self.cache = lrucache.new(size)
-    self.log = gray_log.new(log_interval)
-    return true
-end
-
--- The cache shared by the workers (option shm), or false. Its entries are
--- set apart from other routers' in the same dict by a namespace: a hash of
--- what gives a key its decision here (servers, placement, targets).
-local function build_shared(self, get, names)
-    self.shared = false
-    local shm = get("shm")
-    if shm == false then
-        return true
-    end
-    if type(shm) ~= "string" or shm == "" then
-        return opt_error("shm", "must be a lua_shared_dict name or false")
-    end
-    if not self.use_fresh then
-        return opt_error("shm", "needs cache_ttl or neg_ttl above 0 (nothing would be shared)")
-    end
-    -- the servers as parsed ("a,b" and "a, b" are one cluster), their
-    -- placement, what counts as a value (value_max), and the targets
-    local parts = { tostring(get("distribution")), tostring(get("value_max")) }
-    for _, srv in ipairs(self.mc.servers) do
-        parts[#parts + 1] = srv.name .. "/" .. tostring(srv.weight)
-    end
-    -- the decisions by index, as the compiled lists number them; the last
-    -- one is the unknown-target decision
-    for i, name in ipairs(names) do
-        parts[#parts + 1] = name .. "=" .. self.decisions[i].location
-    end
-    parts[#parts + 1] = "?=" .. self.stable
-    local shared, err = shcache.new({
-        dict = shm, locations = self.decisions,
-        namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
-        pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
-        timeout = self.mc.timeout,
-    })
-    if not shared then
-        return opt_error("shm", err)
-    end
-    self.shared = shared
-    return true
-end
-
---- Builds a router. Every option is checked; nil, err names the bad one.
-function _M.new(opts)
-    if opts == nil then
-        opts = {}
-    elseif type(opts) ~= "table" then
-        return nil, "gray.new: options must be a table"
-    end
-    for name in pairs(opts) do
-        if memcached.REPLACED[name] then
-            return opt_error(name, "is gone: 'timeout' (ms) bounds the whole lookup")
-        elseif name == "force_untrusted" then
-            return opt_error(name, "is gone: the override counts only from the addresses in"
-                             .. " 'force_from' or as a token signed with 'secret_file'")
-        elseif DEFAULTS[name] == nil then
-            return nil, "gray.new: unknown option '" .. tostring(name) .. "'"
-        end
-    end
-    local function get(name)
-        local v = opts[name]
-        if v == nil then
-            return DEFAULTS[name]
-        end
-        return v
-    end
-
-    local self = {}
-    local err, ok
-
-    local mc_opts = { servers = get("memcached") }
-    for name in pairs(memcached.DEFAULTS) do
-        if name ~= "servers" then
-            mc_opts[name] = get(name)
-        end
-    end
-    self.mc, err = memcached.new(mc_opts)
-    if not self.mc then
-        return nil, "gray.new: " .. err:gsub("^option 'servers'", "option 'memcached'")
-    end
-
-    local warnings
-    self.client, warnings = client.new({ trusted = get("trusted"),
-                                         client_headers = get("client_headers") })
-    if not self.client then
-        return nil, "gray.new: " .. warnings
-    end
-    for _, w in ipairs(warnings) do
-        ngx_log(WARN, "gray: trusted ", w)
-    end
-
-    self.stable, err = check_location("stable", get("stable"))
-    if not self.stable then
-        return nil, err
-    end
-    -- target name -> decision
-    self.targets, err = build_targets(get, self.stable)
-    if not self.targets then
-        return nil, err
+-- The decisions into self: by target name ("1", the default target,
+-- `targets`, and "stable", reserved: pinned to the stable location), and
+-- by index as the compiled lists number them. Returns the target names in
+-- that order: index 1 is "1", the last "stable"; the unknown-target
+-- decision comes after them.
+local function build_decisions(self, o)
+    self.targets = { ["1"] = new_decision("1", o.target),
+                     stable = new_decision("stable", o.stable) }
+    for name, location in pairs(o.targets) do
+        self.targets[name] = new_decision(name, location)
     end
     self.default_target = self.targets["1"]
     self.stable_target = self.targets.stable
     -- a value naming no target: stable, whatever the later rules say
-    self.unknown_target = new_decision("stable", self.stable, "unknown-target")
+    self.unknown_target = new_decision("stable", o.stable, "unknown-target")
     -- the metrics' labels: target name -> itself
     self.target_names = {}
     for name in pairs(self.targets) do
         self.target_names[name] = name
     end
-    -- target names for compiled lists: index 1 is "1", the default target,
-    -- the last "stable"; the unknown-target decision comes after them
     local names = { "1" }
     for name in pairs(self.targets) do
         if name ~= "1" and name ~= "stable" then
@@ -331,146 +108,24 @@ function _M.new(opts)
         self.decisions[i] = self.targets[name]
     end
     self.decisions[#names + 1] = self.unknown_target
+    return names
+end
 
-    local ids = get("ids")
-    if ids then
-        ids, err = ids_mod.parse(ids)
-        if not ids then
-            return opt_error("ids", err)
-        end
-        -- identity decisions have a cache of their own: self.cache holds
-        -- canonical addresses only (see self.probe below)
-        self.ids = #ids > 0 and ids or false
-    else
-        self.ids = false
-    end
-
-    local lists = get("lists")
-    if lists then
-        if type(lists) == "string" then
-            local t = {}
-            for name in lists:gmatch("[^,%s]+") do
-                t[#t + 1] = name
-            end
-            lists = t
-        end
-        if type(lists) ~= "table" then
-            return opt_error("lists", "must be a list of identity names")
-        end
-        for _, name in ipairs(lists) do
-            local known = false
-            for _, id in ipairs(self.ids or {}) do
-                known = known or id.name == name
-            end
-            if not known then
-                return opt_error("lists", "names '" .. tostring(name) .. "', which is not"
-                                 .. " one of the identities in 'ids'")
-            end
-        end
-    end
-    for _, name in ipairs({ "ranges_key", "percent_key" }) do
-        local key = get(name)
-        if key ~= false and not gray_ffi.mc_key_ok(key) then
-            return opt_error(name, "must be a memcached key or false")
-        end
-    end
-    local interval = get("refresh_interval")
-    if type(interval) ~= "number" or interval < 0.1 or interval > 3600 then
-        return opt_error("refresh_interval", "must be a number of seconds from 0.1 to 3600")
-    end
-    local rtimeout = get("refresh_timeout")
-    if type(rtimeout) ~= "number" or rtimeout < 1 or rtimeout > 60000 then
-        return opt_error("refresh_timeout", "must be a number of ms from 1 to 60000")
-    end
-    local list_max = get("list_max")
-    if type(list_max) ~= "number" or list_max < 1024 or list_max > 1024 * 1024 * 1024 then
-        return opt_error("list_max", "must be a number of bytes from 1024 to 1 GiB")
-    end
-
-    local force = get("force")
-    self.force_var = false
-    if force then
-        local source, field
-        if type(force) == "string" then
-            source, field = force:match("^(%a+):([%w_%-]+)$")
-        end
-        if source == "header" then
-            self.force_var = "http_" .. field:lower():gsub("%-", "_")
-        elseif source == "cookie" then
-            self.force_var = "cookie_" .. field
-        else
-            return opt_error("force", "must be 'header:Name' or 'cookie:name', got "
-                             .. tostring(force))
-        end
-    end
-    -- who may use it: testers' addresses, or anyone holding a signed token
-    local from = get("force_from")
-    self.force_from = false
-    if from then
-        local set
-        set, err = gray_ffi.new_ipset(from)
-        if not set then
-            return opt_error("force_from", err)
-        end
-        for _, w in ipairs(set.warnings) do
-            ngx_log(WARN, "gray: force_from ", w)
-        end
-        self.force_from = set.count > 0 and set or false
-    end
-    local secret_file = get("secret_file")
-    self.secret = false
-    if secret_file then
-        self.secret, err = read_secret(secret_file)
-        if not self.secret then
-            return opt_error("secret_file", err)
-        end
-    end
-    for _, id in ipairs(self.ids or {}) do
-        if id.context and not self.secret then
-            return opt_error("ids", "identity '" .. id.name .. "': signed-cookie: needs"
-                             .. " 'secret_file' (the secret that signs the cookies)")
-        end
-        id.secret = self.secret
-    end
-    if self.force_var and not (self.force_from or self.secret) then
-        return opt_error("force", "needs 'force_from' (the testers' addresses) or"
-                         .. " 'secret_file' (signed tokens): otherwise every client could"
-                         .. " choose its own route")
-    end
-    local debug_header = get("debug_header")
-    if debug_header and (type(debug_header) ~= "string"
-                         or not debug_header:find("^[%w%-]+$")) then
-        return opt_error("debug_header", "must be a header name or false")
-    end
-    self.debug_header = debug_header or false
-    local shm = get("metrics_shm")
-    if shm ~= false and type(shm) ~= "string" then
-        return opt_error("metrics_shm", "must be a lua_shared_dict name or false")
-    end
-    self.metrics_shm = shm
-    self.metrics = false        -- on once started and the dict exists
-    self.started = false        -- the list refresh and the metrics' timers
-
-    local prefix = get("key_prefix")
-    if type(prefix) ~= "string" or #prefix > 200
-       or (prefix ~= "" and not gray_ffi.mc_key_ok(prefix)) then
-        return opt_error("key_prefix", "must be a string of at most 200 bytes without"
-                         .. " spaces or control characters")
-    end
-    -- false, not nil: a field that is present costs the JIT no metatable lookup
-    self.key_prefix = prefix ~= "" and prefix or false
-    if self.ids then
-        err = ids_mod.check_keys(self.ids, { ranges_key = get("ranges_key"),
-                                             percent_key = get("percent_key") }, prefix)
-        if err then
-            return opt_error("ids", err)
-        end
-    end
-
-    ok, err = build_cache(self, get)
-    if not ok then
-        return nil, err
-    end
+-- The per-worker caches into self (its key_prefix and ids set): cache_ttl,
+-- neg_ttl, stale_ttl, cache_size; and the log (log_interval).
+local function build_cache(self, o)
+    local cache_ttl, neg_ttl = o.cache_ttl, o.neg_ttl
+    -- lrucache keeps an entry until ttl, then returns it as stale until it
+    -- is evicted; a ttl of 0 would still count as fresh within the same
+    -- millisecond, so "no fresh life" is a slightly negative ttl instead.
+    self.pos_ttl = cache_ttl > 0 and cache_ttl or -0.001
+    self.neg_ttl = neg_ttl > 0 and neg_ttl or -0.001
+    self.use_fresh = cache_ttl > 0 or neg_ttl > 0
+    self.stale_limit = math_max(cache_ttl, neg_ttl) + o.stale_ttl
+    -- an entry holds a decision (a record of self.targets, the
+    -- unknown-target one, or false), never what memcached sent
+    self.cache = lrucache.new(o.cache_size)
+    self.log = gray_log.new(o.log_interval)
     -- Only canonical addresses are keys of self.cache (identities, lists
     -- and the like must never share it), so a header or peer whose text is
     -- a key there is known to be that address: gray.client then skips its
@@ -480,20 +135,82 @@ function _M.new(opts)
     -- value: a hit needs no key built and no key check (only values that
     -- passed the check get in)
     for _, id in ipairs(self.ids or {}) do
-        id.cache = gray_cache.new(get("cache_size"))
+        id.cache = gray_cache.new(o.cache_size)
     end
-    ok, err = build_shared(self, get, names)
+end
+
+-- The cache shared by the workers (option shm), or false. Its entries are
+-- set apart from other routers' in the same dict by a namespace: a hash of
+-- what gives a key its decision here (servers, placement, targets).
+local function build_shared(self, o, names)
+    self.shared = false
+    if o.shm == false then
+        return true
+    end
+    -- the servers as parsed ("a,b" and "a, b" are one cluster), their
+    -- placement, what counts as a value (value_max), and the targets
+    local parts = { tostring(o.distribution), tostring(o.value_max) }
+    for _, srv in ipairs(self.mc.servers) do
+        parts[#parts + 1] = srv.name .. "/" .. tostring(srv.weight)
+    end
+    -- the decisions by index, as the compiled lists number them; the last
+    -- one is the unknown-target decision
+    for i, name in ipairs(names) do
+        parts[#parts + 1] = name .. "=" .. self.decisions[i].location
+    end
+    parts[#parts + 1] = "?=" .. self.stable
+    local shared, err = shcache.new({
+        dict = o.shm, locations = self.decisions,
+        namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
+        pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
+        timeout = self.mc.timeout,
+    })
+    if not shared then
+        return option_error("shm", err)
+    end
+    self.shared = shared
+    return true
+end
+
+--- Builds a router from options (gray.options checks them); nil and the
+-- refusal record (gray.util) of a bad one, which gray.dep words with the
+-- nginx variable's name.
+local function new_router(opts)
+    local o, err = options.check(opts)
+    if not o then
+        return nil, err
+    end
+    local self = {
+        mc = o.mc, client = o.client, stable = o.stable, ids = o.ids,
+        force_var = o.force_var, force_from = o.force_from, secret = o.secret,
+        debug_header = o.debug_header, metrics_shm = o.metrics_shm,
+        -- false, not nil: a field that is present costs the JIT no metatable lookup
+        key_prefix = o.key_prefix ~= "" and o.key_prefix or false,
+        metrics = false,        -- on once started and the dict exists
+        started = false,        -- the list refresh and the metrics' timers
+    }
+    for _, id in ipairs(self.ids or {}) do
+        id.secret = self.secret
+    end
+    local names = build_decisions(self, o)
+    build_cache(self, o)
+    local ok
+    ok, err = build_shared(self, o, names)
     if not ok then
         return nil, err
     end
     self.lists = lists_mod.new({
-        mc = self.mc, ranges_key = get("ranges_key"), percent_key = get("percent_key"),
-        lists = lists or nil, interval = interval, timeout = rtimeout, max_bytes = list_max,
-        names = names, decisions = self.decisions, unknown = self.unknown_target,
-        log = self.log,
+        mc = self.mc, ranges_key = o.ranges_key, percent_key = o.percent_key,
+        lists = o.lists or nil, interval = o.refresh_interval, timeout = o.refresh_timeout,
+        max_bytes = o.list_max, names = names, decisions = self.decisions,
+        unknown = self.unknown_target, log = self.log,
     })
     return setmetatable(self, mt)
 end
+_M._new = new_router
+
+--- Builds a router. Every option is checked; nil, err names the bad one.
+_M.new = worded(new_router, options.text)
 
 --- The memcached key for this request: the canonical client address (with
 -- key_prefix), or nil when there is none (a unix-socket peer).
@@ -786,33 +503,37 @@ end
 
 -- One identity in the cache-only pass of decide_ids: its gray decision
 -- when no identity before it is unknown, whether any is unknown so far, and
--- the first identity present and its value (for the percentage). id may be
+-- the first identity present and its value (for the percentage), the value
+-- read and its key when built (false: not a key; nil: not built), which the
+-- miss path reuses (an ngx.var read costs ~1,000 instructions). id may be
 -- nil (past the last identity).
 local function id_from_cache(self, now, id, unknown, pid, pv)
     if id == nil then
-        return nil, unknown, pid, pv
+        return nil, unknown, pid, pv, nil, nil
     end
     local v = id_value(id)
     if not v then
-        return nil, unknown, pid, pv
+        return nil, unknown, pid, pv, nil, nil
     end
     local target
     if self.use_fresh then
         target = cache_get(id.cache, v, now)
     end
+    local key
     if target == nil then
         -- not cached: a usable value must be asked for, junk is as absent
-        if not id_key(id, v) then
-            return nil, unknown, pid, pv
+        key = id_key(id, v) or false
+        if not key then
+            return nil, unknown, pid, pv, v, false
         end
         unknown = true
     elseif target and not unknown then
-        return target, unknown, pid or id, pv or v
+        return target, unknown, pid or id, pv or v, v, nil
     end
     if pid then
-        return nil, unknown, pid, pv
+        return nil, unknown, pid, pv, v, key
     end
-    return nil, unknown, id, v
+    return nil, unknown, id, v, v, key
 end
 
 -- The shared cache's part in a multi-key lookup: the keys it knows leave
@@ -896,6 +617,131 @@ local function shared_pass(self, keys, pending, known, now)
     return lost, false, failed, left
 end
 
+-- The miss path of decide_ids without a shared cache: one table per
+-- request, no loop (a loop of a few turns aborts the request's trace), one
+-- lookup (get_keys: one round trip on one server). Slots: the identities
+-- 1 to 4, then the address (5), SLOT fields each from f = (i - 1) * SLOT:
+--   f+1 the memcached key asked (false: none), f+2 its position in the
+--   lookup, f+3 the decision (nil: unknown), f+4 the cache, f+5 the key in
+--   it, f+6 the stale decision, f+7 when that was stored
+local SLOT = 7
+
+-- Opens slot f: the decision when the cache has it (and fresh life is
+-- on), else the key joins the lookup. Returns the lookup's keys and count.
+local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at, keystr, n)
+    st[f + 4], st[f + 5] = cache, ckey
+    if target == nil or not self.use_fresh then
+        n = n + 1
+        st[f + 1], st[f + 2], st[f + 6], st[f + 7] = key, n, stale, stored_at
+        return n == 1 and key or keystr .. " " .. key, n
+    end
+    st[f + 1], st[f + 3] = false, target
+    return keystr, n
+end
+
+-- An identity's slot, from its value v (nil: absent) and its key (nil: not
+-- built yet; false: v is not a key).
+local function slot_id(self, st, f, id, v, key, now, keystr, n)
+    if key == nil then
+        key = v and id_key(id, v)
+    end
+    if not key then
+        st[f + 1] = false
+        return keystr, n
+    end
+    if not self.use_fresh then
+        -- asked whatever the cache holds; a stale decision is looked up
+        -- only if memcached fails (stale_of)
+        return slot_open(self, st, f, id.cache, v, key, nil, nil, nil, keystr, n)
+    end
+    local target, stale, stored_at = id.cache:get(v, now)
+    return slot_open(self, st, f, id.cache, v, key, target, stale, stored_at, keystr, n)
+end
+
+-- Closes slot f with the lookup's answer: the decision (cached), or after
+-- a failure its stale decision if recent enough. Returns failure, source.
+local function slot_close(self, st, f, res, failed, now, failure, source)
+    local key = st[f + 1]
+    if not key then
+        return failure, source
+    end
+    local pos = st[f + 2]
+    local kind = failed and failed[pos]
+    if kind and kind ~= "value" then
+        failure = failure or failure_of(kind)
+        local stale = stale_of(self, st[f + 4], st[f + 5], st[f + 6], st[f + 7])
+        if stale ~= nil then
+            st[f + 3] = stale
+            source = "stale"
+        end
+        return failure, source
+    end
+    -- an oversized value is an answer, just not a membership one
+    local value = res[pos]
+    local target = decision_of(self, key, kind ~= "value" and value or "")
+    st[f + 4]:set(st[f + 5], target, (value or kind) and self.pos_ttl or self.neg_ttl, now)
+    st[f + 3] = target
+    return failure, source
+end
+
+local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
+                                 v1, v2, v3, v4, k1, k2, k3, k4)
+    local ids = self.ids
+    local st = table_new(5 * SLOT, 0)
+    local keystr, n = nil, 0
+    keystr, n = slot_id(self, st, 0, ids[1], v1, k1, now, keystr, n)
+    if ids[2] then keystr, n = slot_id(self, st, SLOT, ids[2], v2, k2, now, keystr, n) end
+    if ids[3] then keystr, n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, keystr, n) end
+    if ids[4] then keystr, n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, keystr, n) end
+    if addr then
+        keystr, n = slot_open(self, st, 4 * SLOT, self.cache, akey, akey, a_target, a_stale,
+                              a_stored, keystr, n)
+    else
+        st[4 * SLOT + 1] = false
+    end
+
+    local failure, source = nil, "memcached"
+    if n > 0 then
+        local res, failed, ferr
+        if n == 1 then
+            -- one key: a plain get (no mn to end a pipeline)
+            local value, kind
+            value, ferr, kind = self.mc:get(keystr)
+            res = { value or false }
+            failed = value == nil and { kind } or nil
+        else
+            res, failed, ferr = self.mc:get_keys(keystr, n)
+        end
+        now = ngx_now()
+        failure, source = slot_close(self, st, 0, res, failed, now, failure, source)
+        if ids[2] then
+            failure, source = slot_close(self, st, SLOT, res, failed, now, failure, source)
+        end
+        if ids[3] then
+            failure, source = slot_close(self, st, 2 * SLOT, res, failed, now, failure, source)
+        end
+        if ids[4] then
+            failure, source = slot_close(self, st, 3 * SLOT, res, failed, now, failure, source)
+        end
+        failure, source = slot_close(self, st, 4 * SLOT, res, failed, now, failure, source)
+        if failure or (failed and ferr) then
+            self.log:report(failure or "value", tostring(ferr))
+        end
+    end
+
+    local d = st[3]
+    if d then return d, d.reason or ids[1].reason, source end
+    d = st[SLOT + 3]
+    if d then return d, d.reason or ids[2].reason, source end
+    d = st[2 * SLOT + 3]
+    if d then return d, d.reason or ids[3].reason, source end
+    d = st[3 * SLOT + 3]
+    if d then return d, d.reason or ids[4].reason, source end
+    d = st[4 * SLOT + 3]
+    if d then return d, d.reason or "ip", source end
+    return decide_lists(self, addr, pid, pv, failure, source)
+end
+
 -- Identities and the address. The first identity (in the order of `ids`)
 -- with a gray entry decides, then the address's entry; the entries not in
 -- the caches are asked for, all of them in one multi-get.
@@ -916,13 +762,14 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     -- loop of one or two turns inside the request's trace (it aborts:
     -- "leaving loop in root trace") and the request would run interpreted.
     local now = ngx_now()
-    local t, unknown, pid, pv = id_from_cache(self, now, ids[1], false, nil, nil)
+    local t, unknown, pid, pv, v1, k1 = id_from_cache(self, now, ids[1], false, nil, nil)
     if t then return t, t.reason or ids[1].reason, "cache" end
-    t, unknown, pid, pv = id_from_cache(self, now, ids[2], unknown, pid, pv)
+    local v2, v3, v4, k2, k3, k4
+    t, unknown, pid, pv, v2, k2 = id_from_cache(self, now, ids[2], unknown, pid, pv)
     if t then return t, t.reason or ids[2].reason, "cache" end
-    t, unknown, pid, pv = id_from_cache(self, now, ids[3], unknown, pid, pv)
+    t, unknown, pid, pv, v3, k3 = id_from_cache(self, now, ids[3], unknown, pid, pv)
     if t then return t, t.reason or ids[3].reason, "cache" end
-    t, unknown, pid, pv = id_from_cache(self, now, ids[4], unknown, pid, pv)
+    t, unknown, pid, pv, v4, k4 = id_from_cache(self, now, ids[4], unknown, pid, pv)
     if t then return t, t.reason or ids[4].reason, "cache" end
     if not unknown then
         if a_target then
@@ -936,6 +783,10 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     local err = needs_cosockets()
     if err then
         return nil, err
+    end
+    if not self.shared then
+        return decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
+                                 v1, v2, v3, v4, k1, k2, k3, k4)
     end
     local keys, known, pending = {}, {}, {}
     for i = 1, #ids do
@@ -1150,7 +1001,8 @@ _M.decide = decide
 -- ("stable", "1" for the default target, or a name of `targets`) and the
 -- reason; each is filled if defined, whether the other is or not. Whether
 -- one is defined is found once per worker; when neither is, this costs two
--- field tests per request.
+-- field tests per request. With the metrics dict, it notes the target for
+-- gray.outcome's log phase (log_by_lua_file .../gray/outcome.lua).
 local log_target_name, log_reason = nil, nil    -- nil: not known yet; then true or false
 
 local function set_log_var(name, value)
@@ -1192,6 +1044,10 @@ function _M.exec(self)
         if log_reason then
             ngx_var.gray_reason = reason
         end
+    end
+    if self.metrics then
+        -- for the log phase's gray.outcome (ngx.exec clears ngx.ctx)
+        note_outcome(target.name)
     end
     return ngx_exec(location)
 end

@@ -132,4 +132,22 @@ describe("gray.client", function()
         assert.truthy(out:find("option 'trusted' bad CIDR '10.0.0.0/33'", 1, true), out)
         assert.truthy(out:find("option 'trusted' must be a list of CIDRs", 1, true), out)
     end)
+
+    -- each return slot has one meaning: picker, err (nil), warnings
+    it("returns the picker, no error and the CIDR warnings apart", function()
+        local out = eval([[
+            local client = require "gray.client"
+            local t = {}
+            for i, trusted in ipairs({ "10.0.0.1/8", "10.0.0.0/8" }) do
+                local picker, err, warnings = client.new({ trusted = trusted })
+                t[i] = type(picker) .. " " .. tostring(err) .. " " .. type(warnings) .. " "
+                       .. #warnings .. " " .. tostring(warnings[1])
+            end
+            return table.concat(t, "\n")
+        ]])
+        local first, second = out:match("^([^\n]*)\n([^\n]*)$")
+        assert.truthy(first and first:find("^table nil table 1 "), out)
+        assert.truthy(first:find("10.0.0.1/8", 1, true), out)
+        assert.equal("table nil table 0 nil", second)
+    end)
 end)

@@ -115,9 +115,7 @@ local function cpu_seconds(pid)
     return (tonumber(fields[12]) + tonumber(fields[13])) / clock_ticks()
 end
 
-local function wall()
-    return tonumber((harness.sh("date +%s.%N")))
-end
+local wall = harness.now
 
 local function alive(pid)
     local stat = harness.read_file("/proc/" .. pid .. "/stat")
@@ -129,12 +127,8 @@ describe("one deadline per memcached lookup", function()
     local fake = {}
 
     setup(function()
-        local servers = SERVERS
-        for _, f in ipairs(FAKES) do
-            fake[f[1]] = harness.fake_memcached(f[2])
-            servers = servers:gsub("%$" .. f[1] .. "%f[^%w_]", tostring(fake[f[1]].port))
-        end
-        nginx = harness.nginx({ servers = servers })
+        fake = harness.fake_memcacheds(FAKES)
+        nginx = harness.nginx({ servers = harness.fake_ports(SERVERS, fake) })
     end)
 
     teardown(function()
@@ -145,15 +139,17 @@ describe("one deadline per memcached lookup", function()
         if nginx then nginx:stop() end
     end)
 
-    -- Runs code in the worker with `memcached` and `gray` required and $NAME
-    -- replaced by the port of the fake server NAME; returns what it returned.
+    -- each test's own error-log lines (the last test reads the whole log)
+    after_each(function()
+        if nginx then
+            assert.same({}, nginx:bad_new_log_lines())
+        end
+    end)
+
+    -- Runs code in the worker (harness.eval_fake: $NAME is the port of the
+    -- fake server NAME); returns what it returned.
     local function eval(code)
-        code = code:gsub("%$([%u_]+)", function(name)
-            return fake[name] and tostring(fake[name].port)
-        end)
-        code = "local memcached = require 'gray.memcached'\nlocal gray = require 'gray'\n"
-               .. "local function clock() ngx.update_time() return ngx.now() end\n" .. code
-        return (nginx:eval(code):gsub("\n$", ""))
+        return harness.eval_fake(nginx, fake, code)
     end
 
     local function get(path, ip, max_time)

@@ -86,7 +86,11 @@ local function parse_decls(text)
     return { functions = functions, structs = structs, other = other }
 end
 
-local CDEF = MODULE:match("ffi%.cdef%s*%[%[(.-)%]%]")
+-- every guarded cdef block of the module, read as one
+local CDEF
+for block in MODULE:gmatch("ffi%.cdef%s*%[%[(.-)%]%]") do
+    CDEF = (CDEF and CDEF .. "\n" or "") .. block
+end
 local H = parse_decls(HEADER)
 local L = parse_decls(CDEF or "")
 
@@ -191,6 +195,10 @@ describe("the constants mirrored in gray/ffi.lua", function()
         { "TARGETS_MAX", "GRAY_TARGETS_MAX", 255 },
         { "RANGES_REPORT", "GRAY_RANGES_REPORT", 8 },
         { "TOKEN_MAX", "GRAY_TOKEN_MAX", 257 },
+        { "IMAGE_VERIFY", "GRAY_IMAGE_VERIFY", 1 },
+        { "JOB_RUNNING", "GRAY_JOB_RUNNING", 1 },
+        { "GRAY_EIO", "GRAY_EIO", -21 },
+        { "IMAGE_PARTS_MAX", "GRAY_IMAGE_PARTS_MAX", 1024 },
     }
     for _, c in ipairs(numbers) do
         local lua_name, c_name, value = c[1], c[2], c[3]
@@ -206,6 +214,18 @@ describe("the constants mirrored in gray/ffi.lua", function()
         local st = ffi.new("gray_ranges_stats_t")
         assert.are.equal(DEFINES.GRAY_RANGES_REPORT * 4, ffi.sizeof(st.bad_lines))
         assert.are.equal(DEFINES.GRAY_RANGES_REPORT * 4, ffi.sizeof(st.unknown_lines))
+    end)
+
+    it("gray_image_stats_t keeps GRAY_IMAGE_REPORT line numbers of each kind", function()
+        local ffi = require "ffi"
+        local st = ffi.new("gray_image_stats_t")
+        assert.are.equal(DEFINES.GRAY_IMAGE_REPORT * 4, ffi.sizeof(st.bad_lines))
+        assert.are.equal(DEFINES.GRAY_IMAGE_REPORT * 4, ffi.sizeof(st.unknown_lines))
+    end)
+
+    it("IMAGE_KINDS names GRAY_IMAGE_IDS and GRAY_IMAGE_RANGES", function()
+        assert.are.same({ ids = DEFINES.GRAY_IMAGE_IDS, ranges = DEFINES.GRAY_IMAGE_RANGES },
+                        module_table("IMAGE_KINDS"))
     end)
 
     it("VERSION in the source equals GRAY_VERSION", function()

@@ -3,6 +3,7 @@
 
 local gray = require "gray.ffi"
 local bit = require "bit"
+local ip_text = require "helpers.ip_text"
 
 local canonical_ip = gray.canonical_ip
 local new_ipset = gray.new_ipset
@@ -35,34 +36,7 @@ local function ref_canonical(g)
         return fmt("%d.%d.%d.%d", rshift(g[7], 8), band(g[7], 0xff),
                    rshift(g[8], 8), band(g[8], 0xff))
     end
-    -- longest run of zero groups, at least two long, the first on a tie
-    local run_start, run_len = nil, 1
-    local i = 1
-    while i <= 8 do
-        if g[i] == 0 then
-            local j = i
-            while j <= 8 and g[j] == 0 do
-                j = j + 1
-            end
-            if j - i > run_len then
-                run_start, run_len = i, j - i
-            end
-            i = j
-        else
-            i = i + 1
-        end
-    end
-    local function hex_list(from, to)
-        local t = {}
-        for k = from, to do
-            t[#t + 1] = fmt("%x", g[k])
-        end
-        return concat(t, ":")
-    end
-    if not run_start then
-        return hex_list(1, 8)
-    end
-    return hex_list(1, run_start - 1) .. "::" .. hex_list(run_start + run_len, 8)
+    return ip_text.rfc5952(g)
 end
 
 -- Random groups biased towards zero runs and short groups, sometimes mapped.

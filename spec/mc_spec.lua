@@ -668,6 +668,8 @@ describe("mc_decode_meta (a pipeline ended by MN)", function()
         { "opaques out of order", "HD O1\r\nHD O0\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
         { "an opaque twice", "HD O0\r\nHD O0\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
         { "an opaque past the last key", "HD O2\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
+        -- not an echo of the O<i> sent (found by the mc_meta fuzz target)
+        { "an opaque with a leading zero", "HD O01\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
         { "an opaque skipping a key without q", "HD O1\r\nMN\r\n", "a b", PIPE, nil, UNASKED },
         { "a key not asked for", "HD kz\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },
         { "keys out of order", "HD kb\r\nHD ka\r\nMN\r\n", "a b", PIPE + QUIET, nil, UNASKED },

@@ -31,6 +31,13 @@ describe("gray.memcached", function()
         if mc2 then mc2:destroy() end
     end)
 
+    -- each test's own error-log lines (the last test reads the whole log)
+    after_each(function()
+        if nginx then
+            assert.same({}, nginx:bad_new_log_lines())
+        end
+    end)
+
     -- runs code in the worker with `memcached` required and $MC, $MC2,
     -- $DOWN, $GARBAGE replaced by ports
     local function eval(code)
@@ -205,13 +212,16 @@ describe("gray.memcached", function()
         for _, mode in ipairs({ "ketama", "ketama-weighted" }) do
             it("reads each key from the server " .. mode .. " picks", function()
                 local gray_ffi = require "gray.ffi"
+                -- 100 keys: with 20, the second server (weight 1 of 4)
+                -- got none for some pairs of the random ports
+                local KEYS = 100
                 local weights = mode == "ketama" and { 1, 1 } or { 3, 1 }
                 local continuum = assert(gray_ffi.new_continuum({
                     { host = "127.0.0.1", port = mc.port, weight = weights[1] },
                     { host = "127.0.0.1", port = mc2.port, weight = weights[2] },
                 }, mode))
                 local servers, counts, values = { mc, mc2 }, { 0, 0 }, { {}, {} }
-                for i = 1, 20 do
+                for i = 1, KEYS do
                     local key = mode .. ":" .. i
                     local n = gray_ffi.server_for(continuum, key)
                     counts[n] = counts[n] + 1
@@ -226,13 +236,13 @@ describe("gray.memcached", function()
                     local client = assert(memcached.new({ distribution = "]] .. mode .. [[",
                         servers = "127.0.0.1:$MC]] .. suffix .. [[, 127.0.0.1:$MC2" }))
                     local t = {}
-                    for i = 1, 20 do
+                    for i = 1, ]] .. KEYS .. [[ do
                         t[i] = tostring(client:get("]] .. mode .. [[:" .. i))
                     end
                     return table.concat(t, " ")
                 ]])
                 local want = {}
-                for i = 1, 20 do want[i] = "v" .. i end
+                for i = 1, KEYS do want[i] = "v" .. i end
                 assert.equal(table.concat(want, " "), out)
             end)
         end
@@ -724,6 +734,76 @@ describe("gray.memcached", function()
                           "mg mm:c v f c q O3", "mn" }, meta_lines_since(mc, offset))
         end)
 
+        it("get_keys: one pipeline, the values by position; refusals by position", function()
+            mc:set_many({ ["gk:a"] = "1", ["gk:b"] = "", ["gk:big"] = string.rep("z", 40),
+                          ["gk:huge"] = string.rep("0123456789", 10240) })
+            local offset = #mc:log()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                      value_max = 16 }))
+                local function show(v, f, err)
+                    local o = {}
+                    for i = 1, 6 do
+                        o[i] = tostring(v[i]) .. "/" .. tostring(f and f[i])
+                    end
+                    return table.concat(o, " ") .. " " .. tostring(err ~= nil)
+                end
+                local r = {}
+                r[1] = show(client:get_keys("gk:a gk:missing gk:b", 3))
+                r[2] = show(client:get_keys("gk:missing gk:big gk:a", 3))
+                r[3] = show(client:get_keys("gk:a", 1))
+                -- six keys: past the unrolled five
+                r[4] = show(client:get_keys("gk:m1 gk:m2 gk:m3 gk:m4 gk:m5 gk:a", 6))
+                -- a reply in several reads
+                local wide = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                    value_max = 200000 }))
+                local v = wide:get_keys("gk:a gk:huge gk:missing", 3)
+                r[5] = v[1] .. " " .. #v[2] .. " " .. tostring(v[3])
+                return table.concat(r, "\n")
+            ]])
+            assert.equal(table.concat({
+                "1/nil false/nil /nil false/nil false/nil nil/nil false",
+                "false/nil false/value 1/nil false/nil false/nil nil/nil true",
+                "1/nil false/nil false/nil false/nil false/nil nil/nil false",
+                "false/nil false/nil false/nil false/nil false/nil 1/nil false",
+                "1 102400 false",
+            }, "\n"), out)
+            local lines = meta_lines_since(mc, offset)
+            assert.equal("mg gk:a v q O0", lines[1])
+            assert.equal("mn", lines[4])
+            assert.equal(3 + 1 + 3 + 1 + 1 + 1 + 6 + 1 + 3 + 1, #lines)
+        end)
+
+        it("get_keys: a refused key fails alone; a dead server fails them all", function()
+            local port = harness.free_port()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local v, f = client:get_keys("gk:a bad\1key gk:missing", 3)
+                local dead = assert(memcached.new({ servers = "127.0.0.1:]] .. port .. [[" }))
+                local dv, df, derr = dead:get_keys("gk:a gk:b", 2)
+                return tostring(v[1]) .. " " .. tostring(f[2]) .. " " .. tostring(v[3]) .. " "
+                       .. tostring(f[1]) .. " " .. tostring(df[1]) .. " " .. tostring(df[2])
+                       .. " " .. tostring(dv[1]) .. " " .. tostring(derr ~= nil)
+            ]])
+            assert.equal("1 key false nil network network nil true", out)
+        end)
+
+        it("get_multi_bulk: get_multi's results", function()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                      value_max = 16 }))
+                local keys = { "gk:a", "gk:big", "gk:missing" }
+                local a = client:get_multi_bulk(keys, { max_bytes = 1000 })
+                local b, fb = client:get_multi(keys, { max_bytes = 1000 })
+                local c, fc = client:get_multi_bulk(keys)
+                return a["gk:a"] .. " " .. #a["gk:big"] .. " " .. tostring(a["gk:missing"]) .. " "
+                       .. tostring(b["gk:big"] == a["gk:big"]) .. " " .. tostring(fb) .. " "
+                       .. tostring(c["gk:a"]) .. " " .. tostring(c["gk:big"]) .. " "
+                       .. fc["gk:big"]
+            ]])
+            assert.equal("1 40 nil true nil 1 nil value", out)
+        end)
+
         -- the failures get meets, met the same way (one deadline, the breaker)
         for _, call in ipairs({ "meta_cas", "get_meta" }) do
             it(call .. ": hung, kind timeout after about the timeout", function()
@@ -852,6 +932,22 @@ describe("gray.memcached", function()
                     return tostring(a) .. " " .. kind .. " " .. cas .. "|" .. value
                 ]])
                 assert.equal("nil value 42|v1", out)
+            end)
+
+            it("get_keys falls back to one get, refused once", function()
+                local out, fake, warned = fake_eval([[
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local a, fa = client:get_keys("present absent", 2)
+                    local b, fb = client:get_keys("present", 1)
+                    return tostring(a[1]) .. " " .. tostring(a[2]) .. " " .. tostring(fa) .. " "
+                           .. tostring(b[1]) .. " " .. tostring(b[2]) .. " " .. tostring(fb)
+                ]])
+                -- (the fake answers a get line's first key only)
+                assert.equal("v1 false nil v1 nil nil", out)
+                -- one pipeline refused (2 mg and the mn), then get each time
+                assert.equal(3, fake:count("refused"))
+                assert.equal(2, fake:count("get"))
+                assert.equal(1, warned)
             end)
 
             it("get_multi_meta falls back to one get per server, with cas to gets", function()

@@ -21,6 +21,7 @@
 local harness = require "helpers.harness"
 local gray = require "gray.ffi"
 local bit = require "bit"
+local ip_text = require "helpers.ip_text"
 
 local band, rshift = bit.band, bit.rshift
 local byte, char, sub, fmt, srep = string.byte, string.char, string.sub, string.format, string.rep
@@ -604,36 +605,8 @@ local function dotted(o)
     return fmt("%d.%d.%d.%d", o[1], o[2], o[3], o[4])
 end
 
--- RFC 5952-like: the longest run of two or more zero groups as "::".
-local function v6_text(g, upper)
-    local best, best_len = nil, 1
-    local i = 1
-    while i <= 8 do
-        if g[i] == 0 then
-            local j = i
-            while j <= 8 and g[j] == 0 do
-                j = j + 1
-            end
-            if j - i > best_len then
-                best, best_len = i, j - i
-            end
-            i = j
-        else
-            i = i + 1
-        end
-    end
-    local function groups(from, to)
-        local t = {}
-        for k = from, to do
-            t[#t + 1] = fmt(upper and "%X" or "%x", g[k])
-        end
-        return concat(t, ":")
-    end
-    if not best then
-        return groups(1, 8)
-    end
-    return groups(1, best - 1) .. "::" .. groups(best + best_len, 8)
-end
+-- RFC 5952: the longest run of two or more zero groups as "::".
+local v6_text = ip_text.rfc5952
 
 local function v6_full(g)
     local t = {}

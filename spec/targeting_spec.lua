@@ -128,9 +128,7 @@ local function is_in(key)
     return gray_ffi.bucket(key) < PERCENT * 100
 end
 
-local function now()
-    return tonumber((harness.sh("date +%s.%N")))
-end
+local now = harness.now
 
 local pick = harness.pick
 
@@ -614,7 +612,7 @@ describe("targeting through nginx and memcached", function()
         local function gets_since(offset)
             local lines = {}
             for line in mcq:log():sub(offset + 1):gmatch("[^\n]+") do
-                local command = line:match("^<%d+ (gets? .*)$")
+                local command = line:match("^<%d+ (gets? .*)$") or line:match("^<%d+ (m[gn].*)$")
                 if command then
                     lines[#lines + 1] = command
                 end
@@ -628,7 +626,9 @@ describe("targeting through nginx and memcached", function()
             local offset, before = #mcq:log(), cmd_get()
             local status, body, debug = request("/r/quiet/", req)
             assert.same({ 200, "v2", "@server_v2; id:dev" }, { status, body, debug })
-            assert.same({ "get uid:trip-u dev:trip-dev 198.51.100.77" }, gets_since(offset))
+            -- one pipeline of meta gets (issue 16), O: each key's position
+            assert.same({ "mg uid:trip-u v q O0", "mg dev:trip-dev v q O1",
+                          "mg 198.51.100.77 v q O2", "mn" }, gets_since(offset))
             assert.equal(3, cmd_get() - before)
 
             -- every key cached: nothing is sent

@@ -1,7 +1,8 @@
 /* check.c - what the router would decide for an address and identities,
- * from the same memcached values and in the same precedence (lua/gray.lua:
- * identity entry > address entry > id list > range > percent > stable; the
- * tester override is per request and left aside). */
+ * from the same memcached values and in the same precedence, a function per
+ * rule: identity entry > address entry > id list > range > percent >
+ * stable (the tester override is per request and left aside).
+ * spec/check_diff_spec.lua compares it with real nginx. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,37 +271,199 @@ long cli_parse_percent(const char *s, size_t len)
     return t > 10000 ? -1 : t;
 }
 
-/* Prints one rule's decision into target/reason when it decides. */
-static void take(int d, const char *name, size_t len, const char *rule, char *target,
-                 size_t tcap, char *reason, size_t rcap)
+/* ---- the rules, in the router's precedence ---------------------------- */
+
+/* A check under way: the request it asks about and what it has decided. */
+typedef struct check {
+    memcached_st *mc;
+    const cli_opts_t *opts;
+    const check_names_t *names;
+    gray_ip_t ip;
+    char canon[GRAY_IP_TEXT_MAX];   /* the address in canonical text */
+    char akey[GRAY_MC_KEY_MAX + 1]; /* its entry key */
+    int nids;
+    char idname[CHECK_IDS_MAX][CLI_ID_NAME_MAX + 1];
+    const char *idval[CHECK_IDS_MAX];
+    char idkey[CHECK_IDS_MAX][GRAY_MC_KEY_MAX + 1];
+    int decided;                    /* DECIDE_* */
+    char target[GRAY_TARGET_NAME_MAX + 1];
+    char reason[160];
+    int rc;                         /* the exit code when a rule failed but the
+                                       others still run */
+    uint32_t bucket;                /* the percentage's bucket of the identity key */
+    int kept;                       /* the percentage is bad: the router keeps its last */
+} check_t;
+
+/* Records a rule's decision d (not DECIDE_NONE): the target name (len
+ * bytes) and the reason, rule or unknown-target. */
+static void take(check_t *c, int d, const char *name, size_t len, const char *rule)
 {
-    snprintf(target, tcap, "%.*s", (int)len, name);
-    snprintf(reason, rcap, "%s", d == DECIDE_UNKNOWN ? "unknown-target" : rule);
+    c->decided = d;
+    snprintf(c->target, sizeof c->target, "%.*s", (int)len, name);
+    snprintf(c->reason, sizeof c->reason, "%s", d == DECIDE_UNKNOWN ? "unknown-target" : rule);
 }
 
-int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
-              char *const *ids, int nids)
+/* The entry under key, for rule ("id:<name>" or "ip"). 0 or EXIT_STORE. */
+static int entry_rule(check_t *c, const char *key, const char *rule)
 {
-    gray_ip_t ip;
-    char canon[GRAY_IP_TEXT_MAX];
-    if (gray_ip_parse(addr, strlen(addr), &ip) != GRAY_OK) {
+    cli_value_t v;
+    if (cli_gets(c->mc, key, &v) != 0)
+        return EXIT_STORE;
+    int d = entry_decides(c->names, &v);
+    if (d == DECIDE_NONE)
+        printf("entry:    %s = %s\n", key, v.value ? "(no match)" : "(none)");
+    else if (d == DECIDE_TARGET)
+        printf("entry:    %s = %.*s\n", key, (int)v.len, v.value);
+    else
+        printf("entry:    %s = '%.*s': names no target in --targets (the stable"
+               " location)\n", key, (int)(v.len > 40 ? 40 : v.len), v.value);
+    if (d == DECIDE_TARGET)
+        take(c, d, v.value, v.len, rule);
+    else if (d == DECIDE_UNKNOWN)
+        take(c, d, "stable", 6, rule);
+    free(v.value);
+    return 0;
+}
+
+/* 1. the identity entries, in the order given */
+static int rule_id_entries(check_t *c)
+{
+    for (int i = 0; i < c->nids && !c->decided; i++) {
+        char rule[CLI_ID_NAME_MAX + 4];
+        snprintf(rule, sizeof rule, "id:%s", c->idname[i]);
+        if (entry_rule(c, c->idkey[i], rule) != 0)
+            return EXIT_STORE;
+    }
+    return 0;
+}
+
+/* 2. the address entry */
+static int rule_address_entry(check_t *c)
+{
+    return c->decided ? 0 : entry_rule(c, c->akey, "ip");
+}
+
+/* 3. the id lists: gray:list:<name> for each identity given whose list the
+ * router reads (--lists) */
+static int rule_id_lists(check_t *c)
+{
+    for (int i = 0; i < c->nids && !c->decided; i++) {
+        char lkey[GRAY_MC_KEY_MAX + 1], buf[GRAY_TARGET_NAME_MAX + 1];
+        snprintf(lkey, sizeof lkey, "gray:list:%s", c->idname[i]);
+        if (!lists_has(c->opts->lists, c->idname[i])) {
+            printf("list:     %s not read (not in --lists)\n", lkey);
+            continue;
+        }
+        cli_list_t list = { .key = lkey };
+        if (cli_list_read(c->mc, &list) != 0)
+            return EXIT_STORE;
+        int d = list.text ? list_lookup(c->names, list.text, list.len, c->idval[i], buf,
+                                        sizeof buf)
+                          : DECIDE_NONE;
+        printf("list:     %s %s\n", lkey, !list.exists ? "(none)" : d == DECIDE_UNKNOWN
+               ? "lists it with a target not in --targets (the stable location)"
+               : d ? "lists it" : "does not list it");
+        if (d) {
+            char rule[CLI_ID_NAME_MAX + 8];
+            snprintf(rule, sizeof rule, "list:%s", c->idname[i]);
+            take(c, d, buf, strlen(buf), rule);
+        }
+        cli_list_free(&list);
+    }
+    return 0;
+}
+
+/* 4. the ranges list (a list that does not compile: exit 3, the rules
+ * after it still shown) */
+static int rule_ranges(check_t *c)
+{
+    if (c->decided || !c->opts->ranges_key[0])
+        return 0;
+    cli_list_t list = { .key = c->opts->ranges_key };
+    if (cli_list_read(c->mc, &list) != 0)
+        return EXIT_STORE;
+    if (!list.exists) {
+        printf("ranges:   %s (none)\n", list.key);
+        return 0;
+    }
+    char buf[GRAY_TARGET_NAME_MAX + 1];
+    uint32_t lines = 0, bad = 0, unknown = 0;
+    int d = range_lookup(c->names, list.text, list.len, &c->ip, buf, sizeof buf, &lines, &bad,
+                         &unknown);
+    if (d < 0) {
+        c->rc = EXIT_STORE;
+    } else {
+        printf("ranges:   %s: %u lines in use (%u naming a target not in --targets:"
+               " the stable location), %u skipped; %s\n", list.key, lines,
+               unknown, bad, d == DECIDE_UNKNOWN
+               ? "a range with an unknown target holds the address"
+               : d ? "a range holds the address" : "no range holds it");
+        if (d)
+            take(c, d, buf, strlen(buf), "range");
+    }
+    cli_list_free(&list);
+    return 0;
+}
+
+/* 5. the percentage, bucketed by the first identity, else the address
+ * (shown even when an earlier rule decided) */
+static int rule_percent(check_t *c)
+{
+    const char *pkey = c->nids > 0 ? c->idkey[0] : c->canon;
+    const char *key = c->opts->percent_key;
+    long threshold = 0;
+    c->bucket = gray_percent_bucket(pkey, strlen(pkey));
+    if (key[0]) {
+        cli_value_t v;
+        if (cli_gets(c->mc, key, &v) != 0)
+            return EXIT_STORE;
+        if (v.value) {
+            threshold = cli_parse_percent(v.value, v.len);
+            if (threshold < 0) {
+                printf("percent:  %s = '%.40s': not a percentage; the router keeps the one it"
+                       " compiled last (0 if none since it started; 0 taken here)\n",
+                       key, v.value);
+                threshold = 0;
+                c->kept = 1;
+            } else {
+                printf("percent:  %s = %ld.%02ld\n", key, threshold / 100, threshold % 100);
+            }
+        } else {
+            printf("percent:  %s (none)\n", key);
+        }
+        free(v.value);
+    }
+    printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, c->bucket,
+           GRAY_PERCENT_BUCKETS, threshold);
+    if (!c->decided && threshold > 0 && c->bucket < (uint32_t)threshold)
+        take(c, DECIDE_TARGET, "1", 1, "percent");
+    return 0;
+}
+
+static int (*const RULES[])(check_t *c) = {
+    rule_id_entries, rule_address_entry, rule_id_lists, rule_ranges, rule_percent,
+};
+
+/* The address into c, and the count of --id checked. 0 or EXIT_USAGE (printed). */
+static int check_request(check_t *c, const char *addr, int nids)
+{
+    if (gray_ip_parse(addr, strlen(addr), &c->ip) != GRAY_OK) {
         fprintf(stderr, "gray-admin: check: '%s' is not an IP address\n", addr);
         return EXIT_USAGE;
     }
-    int cl = gray_ip_format(&ip, canon, sizeof canon);
-    canon[cl] = '\0';
+    int cl = gray_ip_format(&c->ip, c->canon, sizeof c->canon);
+    c->canon[cl] = '\0';
     if (nids > CHECK_IDS_MAX) {
         fprintf(stderr, "gray-admin: check: at most %d --id (a router keys on at most %d"
                 " identities)\n", CHECK_IDS_MAX, CHECK_IDS_MAX);
         return EXIT_USAGE;
     }
-    static check_names_t names;
-    int urc = parse_targets(opts->targets, &names);
-    if (urc != 0)
-        return urc;
-    char idkey[CHECK_IDS_MAX][GRAY_MC_KEY_MAX + 1];
-    const char *idval[CHECK_IDS_MAX];
-    char idname[CHECK_IDS_MAX][CLI_ID_NAME_MAX + 1];
+    return 0;
+}
+
+/* The --id options (name=value) into c. 0 or EXIT_USAGE (printed). */
+static int check_ids(check_t *c, char *const *ids, int nids)
+{
     for (int i = 0; i < nids; i++) {
         const char *eq = strchr(ids[i], '=');
         size_t nl = eq ? (size_t)(eq - ids[i]) : 0;
@@ -313,142 +476,44 @@ int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
                     " or control bytes)\n", ids[i], CLI_ID_VALUE_MAX);
             return EXIT_USAGE;
         }
-        memcpy(idname[i], ids[i], nl);
-        idname[i][nl] = '\0';
-        snprintf(idkey[i], sizeof idkey[i], "%s:%s", idname[i], v);
-        idval[i] = v;
+        memcpy(c->idname[i], ids[i], nl);
+        c->idname[i][nl] = '\0';
+        snprintf(c->idkey[i], sizeof c->idkey[i], "%.*s:%s", (int)nl, ids[i], v);
+        c->idval[i] = v;
     }
-    char akey[GRAY_MC_KEY_MAX + 1];
-    snprintf(akey, sizeof akey, "%s%s", opts->key_prefix, canon);
+    c->nids = nids;
+    return 0;
+}
 
-    int decided = DECIDE_NONE;
-    char target[GRAY_TARGET_NAME_MAX + 1] = "stable";
-    char reason[160] = "default";
-    char buf[GRAY_TARGET_NAME_MAX + 1];
-    int rc = 0;
-    printf("address:  %s\n", canon);
+int cli_cmd_check(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
+{
+    if (args->npos != 2)
+        return cli_usage_error("%s", "check: expected check <ip> [--id name=value ...]");
+    static check_names_t names;
+    static check_t c;
+    memset(&c, 0, sizeof c);
+    c.mc = mc;
+    c.opts = opts;
+    c.names = &names;
+    int rc = check_request(&c, args->pos[1], args->nids);
+    if (rc == 0)
+        rc = parse_targets(opts->targets, &names);
+    if (rc == 0)
+        rc = check_ids(&c, args->ids, args->nids);
+    if (rc != 0)
+        return rc;
+    snprintf(c.akey, sizeof c.akey, "%s%s", opts->key_prefix, c.canon);
+    snprintf(c.target, sizeof c.target, "stable");
+    snprintf(c.reason, sizeof c.reason, "default");
 
-    /* identity entries, in order, then the address entry */
-    for (int i = 0; i <= nids && !decided; i++) {
-        const char *key = i < nids ? idkey[i] : akey;
-        cli_value_t v;
-        if (cli_gets(mc, key, &v) != 0)
-            return EXIT_STORE;
-        decided = entry_decides(&names, &v);
-        if (decided == DECIDE_NONE)
-            printf("entry:    %s = %s\n", key, v.value ? "(no match)" : "(none)");
-        else if (decided == DECIDE_TARGET)
-            printf("entry:    %s = %.*s\n", key, (int)v.len, v.value);
-        else
-            printf("entry:    %s = '%.*s': names no target in --targets (the stable"
-                   " location)\n", key, (int)(v.len > 40 ? 40 : v.len), v.value);
-        if (decided) {
-            char rule[CLI_ID_NAME_MAX + 4];
-            if (i < nids)
-                snprintf(rule, sizeof rule, "id:%s", idname[i]);
-            else
-                snprintf(rule, sizeof rule, "ip");
-            take(decided, decided == DECIDE_TARGET ? v.value : "stable",
-                 decided == DECIDE_TARGET ? v.len : 6, rule, target, sizeof target, reason,
-                 sizeof reason);
-        }
-        free(v.value);
-    }
-    /* id lists: gray:list:<name> for each identity given whose list the
-     * router reads (--lists) */
-    for (int i = 0; i < nids && !decided; i++) {
-        char lkey[GRAY_MC_KEY_MAX + 1], tag[32];
-        snprintf(lkey, sizeof lkey, "gray:list:%s", idname[i]);
-        if (!lists_has(opts->lists, idname[i])) {
-            printf("list:     %s not read (not in --lists)\n", lkey);
-            continue;
-        }
-        char *text;
-        size_t len;
-        uint64_t cas;
-        int exists;
-        unsigned parts;
-        int r = cli_list_read(mc, lkey, &text, &len, &cas, &exists, tag, sizeof tag, &parts);
-        if (r != 0)
-            return EXIT_STORE;
-        decided = text ? list_lookup(&names, text, len, idval[i], buf, sizeof buf) : DECIDE_NONE;
-        printf("list:     %s %s\n", lkey, !exists ? "(none)" : decided == DECIDE_UNKNOWN
-               ? "lists it with a target not in --targets (the stable location)"
-               : decided ? "lists it" : "does not list it");
-        if (decided) {
-            char rule[CLI_ID_NAME_MAX + 8];
-            snprintf(rule, sizeof rule, "list:%s", idname[i]);
-            take(decided, buf, strlen(buf), rule, target, sizeof target, reason, sizeof reason);
-        }
-        free(text);
-    }
-    /* ranges */
-    if (!decided && opts->ranges_key[0]) {
-        char *text, tag[32];
-        size_t len;
-        uint64_t cas;
-        int exists;
-        unsigned parts;
-        int r = cli_list_read(mc, opts->ranges_key, &text, &len, &cas, &exists, tag, sizeof tag,
-                              &parts);
-        if (r != 0)
-            return EXIT_STORE;
-        if (!exists) {
-            printf("ranges:   %s (none)\n", opts->ranges_key);
-        } else {
-            uint32_t lines = 0, bad = 0, unknown = 0;
-            int d = range_lookup(&names, text, len, &ip, buf, sizeof buf, &lines, &bad, &unknown);
-            if (d < 0) {
-                rc = EXIT_STORE;
-            } else {
-                printf("ranges:   %s: %u lines in use (%u naming a target not in --targets:"
-                       " the stable location), %u skipped; %s\n", opts->ranges_key, lines,
-                       unknown, bad, d == DECIDE_UNKNOWN
-                       ? "a range with an unknown target holds the address"
-                       : d ? "a range holds the address" : "no range holds it");
-                decided = d;
-                if (d)
-                    take(d, buf, strlen(buf), "range", target, sizeof target, reason, sizeof reason);
-            }
-        }
-        free(text);
-    }
-    /* the percentage, bucketed by the first identity, else the address */
-    const char *pkey = nids > 0 ? idkey[0] : canon;
-    uint32_t bucket = gray_percent_bucket(pkey, strlen(pkey));
-    long threshold = 0;
-    int kept = 0;
-    if (opts->percent_key[0]) {
-        cli_value_t v;
-        if (cli_gets(mc, opts->percent_key, &v) != 0)
-            return EXIT_STORE;
-        if (v.value) {
-            threshold = cli_parse_percent(v.value, v.len);
-            if (threshold < 0) {
-                printf("percent:  %s = '%.40s': not a percentage; the router keeps the one it"
-                       " compiled last (0 if none since it started; 0 taken here)\n",
-                       opts->percent_key, v.value);
-                threshold = 0;
-                kept = 1;
-            } else {
-                printf("percent:  %s = %ld.%02ld\n", opts->percent_key, threshold / 100,
-                       threshold % 100);
-            }
-        } else {
-            printf("percent:  %s (none)\n", opts->percent_key);
-        }
-        free(v.value);
-    }
-    printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, bucket,
-           GRAY_PERCENT_BUCKETS, threshold);
-    if (!decided && threshold > 0 && bucket < (uint32_t)threshold) {
-        decided = DECIDE_TARGET;
-        take(decided, "1", 1, "percent", target, sizeof target, reason, sizeof reason);
-    }
-    printf("decision: %s (reason %s)\n", target, reason);
-    if (!decided && kept)
+    printf("address:  %s\n", c.canon);
+    for (size_t r = 0; r < sizeof RULES / sizeof RULES[0]; r++)
+        if ((rc = RULES[r](&c)) != 0)
+            return rc;
+    printf("decision: %s (reason %s)\n", c.target, c.reason);
+    if (!c.decided && c.kept)
         printf("note:     a router that compiled a percentage above %u.%02u before '%s' went"
-               " bad sends this client to 1 (reason percent)\n", bucket / 100, bucket % 100,
+               " bad sends this client to 1 (reason percent)\n", c.bucket / 100, c.bucket % 100,
                opts->percent_key);
-    return rc;
+    return c.rc;
 }

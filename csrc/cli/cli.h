@@ -32,9 +32,12 @@
 #define CLI_TARGET_MAX    GRAY_TARGET_NAME_MAX
 
 #define EXIT_NOTFOUND 1             /* get: no such entry */
-#define EXIT_USAGE    2             /* bad arguments */
+#define EXIT_USAGE    2             /* bad arguments, a bad server list, or an
+                                       import file that cannot be read */
 #define EXIT_STORE    3             /* memcached failed */
-#define EXIT_CONFLICT 4             /* CAS retries exhausted */
+#define EXIT_CONFLICT 4             /* CAS retries exhausted, or the list still
+                                       locked by an import (<key>:lock) after
+                                       the 60 s an edit waits for it */
 
 /* ---- the connection and key names (store.c) ------------------------------ */
 
@@ -95,14 +98,27 @@ typedef struct cli_edit {
  * the router matches). out holds GRAY_IP_TEXT_MAX + 4. */
 int cli_cidr_normal(const char *s, size_t len, char *out);
 
-/* The whole text of a list key (parts joined), read with gets. *text is
- * malloc'd (NULL: no key). Returns 0, or -1 on a failure (printed; a part
- * still missing after CLI_READ_TRIES reads is one). */
-int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, uint64_t *cas,
-                  int *exists, char *old_tag, size_t tagcap, unsigned *old_parts);
+/* A list as read for an edit: its whole text (parts joined) and what
+ * writing it back needs. */
+typedef struct cli_list {
+    const char *key;                /* set by the caller */
+    char *text;                     /* malloc'd, NULL: no key */
+    size_t len;
+    uint64_t cas;                   /* of the key (the parts header when split) */
+    int exists;
+    char tag[32];                   /* the parts' tag when split, else "" */
+    unsigned parts;                 /* the parts it is split in, 0: not split */
+} cli_list_t;
+
+/* Reads list->key with gets, parts joined, into list. Returns 0, or -1 on a
+ * failure (printed; a part still missing after CLI_READ_TRIES reads is
+ * one). Free with cli_list_free. */
+int cli_list_read(memcached_st *mc, cli_list_t *list);
+void cli_list_free(cli_list_t *list);
 
 /* Applies edits (in order) to the list under key and writes it back with
- * CAS, split when over opts->part_bytes, retried on conflict. kind says how
+ * CAS, split when over opts->part_bytes, retried on conflict; first waits
+ * (at most 60 s) while an import holds the list's lock <key>:lock. kind says how
  * lines are keyed. *changed counts the lines added, replaced or removed.
  * Returns 0 or an EXIT_* code (printed). */
 int cli_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, int kind,
@@ -119,11 +135,6 @@ int cli_list_edit_locked(memcached_st *mc, const cli_opts_t *opts, const char *k
 size_t cli_line_key(int kind, const char *line, size_t len, char *out, size_t cap);
 
 /* ---- the decision (check.c) ----------------------------------------------- */
-
-/* Prints what the router would decide for addr and the identities
- * ("name=value" each). Returns 0 or an EXIT_* code. */
-int cli_check(memcached_st *mc, const cli_opts_t *opts, const char *addr,
-              char *const *ids, int nids);
 
 /* The router's percentage: "0".."100", at most two decimals, spaces around
  * allowed. Returns percent * 100 (0..10000), or -1 when it is not one. */
@@ -174,21 +185,46 @@ char *cli_list_line(const char *first, const char *target);
 /* A decimal number of at most 9 digits, 0..max; -1 when it is not one. */
 long cli_parse_count(const char *s, long max);
 
-/* ---- commands (commands.c, import.c) --------------------------------------- */
+/* ---- commands (commands.c, import.c, check.c, token.c) --------------------- */
 
-/* Each takes the positional arguments (pos[0] is the command) and returns
- * the exit code, having printed what went wrong. */
-int cli_cmd_add(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos, long ttl);
-int cli_cmd_remove_or_get(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos,
-                          int get);
-int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
-int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
-int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
-int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos);
+/* What a command is given: its positional arguments (pos[0] is the command;
+ * for token, what follows it, its own options included) and the options
+ * only some commands take. */
+typedef struct cli_args {
+    char **pos;
+    int npos;
+    long ttl;                       /* add: --ttl S, -1: not given */
+    char **ids;                     /* check: --id name=value, in order */
+    int nids;
+} cli_args_t;
 
-/* token <subject> --ttl D --secret-file F [--id NAME] (token.c): argv holds
- * what follows "token"; no memcached. Returns the exit code. */
-int cli_cmd_token(int argc, char **argv);
+/* One import line (import.c). */
+typedef struct import_line {
+    int kind;                   /* CLI_THING_*, 0: blank or comment */
+    char key[GRAY_MC_KEY_MAX + 1];  /* the entry key, or the normal CIDR */
+    const char *target;         /* into the line; NULL: "1" */
+    long ttl;                   /* -1: none */
+} import_line_t;
+
+/* Checks an import line (len bytes, NUL-terminated; cut up in place; len
+ * -2: longer than the limit) as add's arguments: 0 with *out (kind 0: a
+ * blank or comment line), or EXIT_USAGE after naming the line. */
+int cli_import_parse_line(const cli_opts_t *opts, char *line, long len, import_line_t *out);
+
+/* A command (main.c's table): returns the exit code, having printed what
+ * went wrong. mc is NULL for token, which needs no memcached. */
+typedef int cli_command_fn(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args);
+
+cli_command_fn cli_cmd_add, cli_cmd_remove, cli_cmd_get, cli_cmd_ranges, cli_cmd_list,
+    cli_cmd_percent, cli_cmd_import;
+
+/* check <ip> [--id name=value ...] (check.c): prints what the router would
+ * decide for the address and the identities. */
+cli_command_fn cli_cmd_check;
+
+/* token <subject> --ttl D --secret-file F [--id NAME] (token.c): no
+ * memcached, the secret file is all it reads. */
+cli_command_fn cli_cmd_token;
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);

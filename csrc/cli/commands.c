@@ -40,37 +40,27 @@ int cli_set_entry(memcached_st *mc, const char *key, const char *target, long tt
 
 static int print_list(memcached_st *mc, const char *key)
 {
-    char *text, tag[32];
-    size_t len;
-    uint64_t cas;
-    int exists;
-    unsigned parts;
-    if (cli_list_read(mc, key, &text, &len, &cas, &exists, tag, sizeof tag, &parts) != 0)
+    cli_list_t list = { .key = key };
+    if (cli_list_read(mc, &list) != 0)
         return EXIT_STORE;
-    if (text) {
-        fwrite(text, 1, len, stdout);
-        if (len && text[len - 1] != '\n')
+    if (list.text) {
+        fwrite(list.text, 1, list.len, stdout);
+        if (list.len && list.text[list.len - 1] != '\n')
             putchar('\n');
     }
-    free(text);
+    cli_list_free(&list);
     return 0;
 }
 
 /* The line of a ranges list whose key is norm, printed; EXIT_NOTFOUND. */
 static int get_range(memcached_st *mc, const cli_opts_t *opts, const char *norm)
 {
-    char *text, tag[32];
-    size_t len;
-    uint64_t cas;
-    int exists;
-    unsigned parts;
-    int rc = cli_list_read(mc, opts->ranges_key, &text, &len, &cas, &exists, tag, sizeof tag,
-                           &parts);
-    if (rc != 0)
+    cli_list_t list = { .key = opts->ranges_key };
+    if (cli_list_read(mc, &list) != 0)
         return EXIT_STORE;
     const char *found = NULL;
     size_t flen = 0;
-    const char *p = text, *end = text ? text + len : NULL;
+    const char *p = list.text, *end = list.text ? list.text + list.len : NULL;
     while (p && p < end) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
         const char *stop = e ? e : end;
@@ -86,12 +76,15 @@ static int get_range(memcached_st *mc, const cli_opts_t *opts, const char *norm)
         printf("%.*s\n", (int)flen, found);
     else
         fprintf(stderr, "gray-admin: %s has no line for %s\n", opts->ranges_key, norm);
-    free(text);
+    cli_list_free(&list);
     return found ? 0 : EXIT_NOTFOUND;
 }
 
-int cli_cmd_add(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos, long ttl)
+int cli_cmd_add(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
+    char **pos = args->pos;
+    int npos = args->npos;
+    long ttl = args->ttl;
     if (npos < 2 || npos > 3)
         return cli_usage_error("%s", "add: expected add <ip|cidr|name:id> [target]"
                                      " [--ttl S]");
@@ -112,8 +105,8 @@ int cli_cmd_add(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos, 
     return cli_set_entry(mc, t.key, target, ttl < 0 ? 0 : ttl);
 }
 
-int cli_cmd_remove_or_get(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos,
-                          int get)
+static int remove_or_get(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos,
+                         int get)
 {
     if (npos != 2)
         return cli_usage_error("%s", get ? "get: expected get <ip|cidr|name:id>"
@@ -149,8 +142,20 @@ int cli_cmd_remove_or_get(memcached_st *mc, const cli_opts_t *opts, char **pos, 
     return 0;
 }
 
-int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
+int cli_cmd_remove(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
+    return remove_or_get(mc, opts, args->pos, args->npos, 0);
+}
+
+int cli_cmd_get(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
+{
+    return remove_or_get(mc, opts, args->pos, args->npos, 1);
+}
+
+int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
+{
+    char **pos = args->pos;
+    int npos = args->npos;
     const char *sub = npos > 1 ? pos[1] : "";
     if (strcmp(sub, "list") == 0 && npos == 2)
         return print_list(mc, opts->ranges_key);
@@ -170,8 +175,10 @@ int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, char **pos, int npo
     return one_list_edit(mc, opts, opts->ranges_key, LIST_RANGES, norm, target, remove);
 }
 
-int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
+int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
+    char **pos = args->pos;
+    int npos = args->npos;
     if (npos < 3)
         return cli_usage_error("%s", "list: expected list <name> add <id> [target],"
                                      " list <name> remove <id> or list <name> show");
@@ -200,8 +207,10 @@ int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
     return one_list_edit(mc, opts, key, LIST_IDS, id, target, remove);
 }
 
-int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
+int cli_cmd_percent(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
+    char **pos = args->pos;
+    int npos = args->npos;
     if (npos > 2)
         return cli_usage_error("%s", "percent: expected percent [N]");
     const char *key = opts->percent_key;

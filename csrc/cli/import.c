@@ -112,23 +112,15 @@ static long next_line(reader_t *r, char *line)
     return too_long ? LINE_TOO_LONG : (long)n;
 }
 
-/* ---- one line ------------------------------------------------------------ */
-
-typedef struct import_line {
-    int kind;                   /* CLI_THING_*, 0: blank or comment */
-    char key[GRAY_MC_KEY_MAX + 1];  /* the entry key, or the normal CIDR */
-    const char *target;         /* into the line; NULL: "1" */
-    long ttl;                   /* -1: none */
-} import_line_t;
+/* ---- one line (import_line_t: cli.h) ------------------------------------ */
 
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* Checks line (len bytes, NUL-terminated; cut up in place) as add's
- * arguments: 0 with *out, or EXIT_USAGE after naming the line. */
-static int parse_line(const cli_opts_t *opts, char *line, long len, import_line_t *out)
+/* Checks line as add's arguments (cli.h). */
+int cli_import_parse_line(const cli_opts_t *opts, char *line, long len, import_line_t *out)
 {
     out->kind = 0;
     out->target = NULL;
@@ -393,7 +385,7 @@ static int write_entries(memcached_st *mc, const cli_opts_t *opts, reader_t *r, 
     size_t seen = 0;
     while (rc == 0 && (len = next_line(r, line)) != LINE_EOF) {
         cli_import_line(r->lineno);
-        if (parse_line(opts, line, len, &il) != 0) {
+        if (cli_import_parse_line(opts, line, len, &il) != 0) {
             rc = EXIT_USAGE;
             break;
         }
@@ -421,165 +413,197 @@ static int write_entries(memcached_st *mc, const cli_opts_t *opts, reader_t *r, 
     return rc;
 }
 
-int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, char **pos, int npos)
+/* An import under way. */
+typedef struct import {
+    memcached_st *mc;
+    const cli_opts_t *opts;
+    const char *path;           /* as messages name it: "stdin" for '-' */
+    int fd;                     /* the file (STDIN_FILENO for '-') */
+    int seekable;               /* a regular file: pass 2 reads it again from start */
+    off_t start;
+    struct stat st0;            /* the file when pass 1 began */
+    reader_t *r;
+    char *line;                 /* IMPORT_LINE_MAX + 1 bytes */
+    batch_t *b;
+    ranges_t rg;
+    size_t changed;             /* ranges lines that changed the list */
+} import_t;
+
+static int out_of_memory(void)
 {
-    if (npos != 2)
-        return cli_usage_error("%s", "import: expected import <file> ('-': stdin)");
-    const char *path = strcmp(pos[1], "-") == 0 ? "stdin" : pos[1];
-    int fd = strcmp(pos[1], "-") == 0 ? STDIN_FILENO : open(pos[1], O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return input_error("open", path, errno);
-    reader_t *r = malloc(sizeof *r);
-    char *line = malloc(IMPORT_LINE_MAX + 1);
-    batch_t *b = calloc(1, sizeof *b);
-    ranges_t rg = { 0 };
-    cli_edit_t *edits = NULL;
-    struct stat st0, st1;
-    off_t start = 0;
-    int rc = 0;
-    if (!r || !line || !b) {
-        fprintf(stderr, "gray-admin: out of memory\n");
-        rc = EXIT_STORE;
-        goto done;
-    }
-    if (memcached_result_create(mc, &b->result) == NULL) {
-        fprintf(stderr, "gray-admin: out of memory\n");
-        rc = EXIT_STORE;
-        goto done;
-    }
-    b->has_result = 1;
-    r->fd = fd;
+    fprintf(stderr, "gray-admin: out of memory\n");
+    return EXIT_STORE;
+}
+
+/* 1 when the file is a regular one and changed since pass 1 began. */
+static int file_changed(const import_t *im)
+{
+    struct stat st1;
+    return im->seekable && (fstat(im->fd, &st1) != 0 || !same_file(&im->st0, &st1));
+}
+
+/* What reads im->fd, and the spool when it cannot be read twice. 0 or an
+ * exit code (printed). */
+static int import_open(import_t *im)
+{
+    im->r = malloc(sizeof *im->r);
+    im->line = malloc(IMPORT_LINE_MAX + 1);
+    im->b = calloc(1, sizeof *im->b);
+    if (!im->r || !im->line || !im->b)
+        return out_of_memory();
+    reader_t *r = im->r;
+    r->fd = im->fd;
     r->spool = -1;
     r->eof = r->err = 0;
     r->lineno = r->start = r->end = 0;
-    if (fstat(fd, &st0) != 0) {
-        rc = input_error("read", path, errno);
-        goto done;
-    }
-    if (S_ISDIR(st0.st_mode)) {
-        rc = input_error("read", path, EISDIR);
-        goto done;
-    }
-    int seekable = S_ISREG(st0.st_mode) && (start = lseek(fd, 0, SEEK_CUR)) >= 0;
-    if (!seekable) {
+    if (memcached_result_create(im->mc, &im->b->result) == NULL)
+        return out_of_memory();
+    im->b->has_result = 1;
+    if (fstat(im->fd, &im->st0) != 0)
+        return input_error("read", im->path, errno);
+    if (S_ISDIR(im->st0.st_mode))
+        return input_error("read", im->path, EISDIR);
+    im->seekable = S_ISREG(im->st0.st_mode) && (im->start = lseek(im->fd, 0, SEEK_CUR)) >= 0;
+    if (!im->seekable) {
         /* read once only (a pipe, a terminal): pass 1 copies it */
         const char *dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
         char tmpl[4096];
         snprintf(tmpl, sizeof tmpl, "%s/gray-admin-import.XXXXXX", dir);
         r->spool = mkstemp(tmpl);
-        if (r->spool < 0) {
-            rc = input_error("create", tmpl, errno);
-            goto done;
-        }
+        if (r->spool < 0)
+            return input_error("create", tmpl, errno);
         unlink(tmpl);
     }
+    return 0;
+}
 
-    /* pass 1: check every line; a bad file writes nothing */
+/* Pass 1: checks every line (a bad file writes nothing), keeps the ranges
+ * lines and counts the entries. 0 or an exit code (printed). */
+static int import_check(import_t *im)
+{
     size_t bad = 0;
     long len;
     import_line_t il;
-    while ((len = next_line(r, line)) != LINE_EOF) {
-        cli_import_line(r->lineno);
-        if (parse_line(opts, line, len, &il) != 0) {
+    while ((len = next_line(im->r, im->line)) != LINE_EOF) {
+        cli_import_line(im->r->lineno);
+        if (cli_import_parse_line(im->opts, im->line, len, &il) != 0) {
             bad++;
         } else if (il.kind == CLI_THING_RANGE) {
-            if (ranges_push(&rg, il.key, il.target) != 0) {
-                fprintf(stderr, "gray-admin: out of memory\n");
-                rc = EXIT_STORE;
-                goto done;
-            }
+            if (ranges_push(&im->rg, il.key, il.target) != 0)
+                return out_of_memory();
         } else if (il.kind) {
-            b->total++;
+            im->b->total++;
         }
     }
     cli_import_line(0);
-    if (r->err) {
-        rc = input_error("read", path, r->err);
-        goto done;
-    }
+    if (im->r->err)
+        return input_error("read", im->path, im->r->err);
     if (bad) {
         fprintf(stderr, "gray-admin: import: %zu bad lines, nothing written\n", bad);
-        rc = EXIT_USAGE;
-        goto done;
+        return EXIT_USAGE;
     }
-    if (seekable && (fstat(fd, &st1) != 0 || !same_file(&st0, &st1))) {
+    if (file_changed(im)) {
         fprintf(stderr, "gray-admin: import: %s changed while it was checked, nothing"
-                " written\n", path);
-        rc = EXIT_USAGE;
-        goto done;
+                " written\n", im->path);
+        return EXIT_USAGE;
     }
+    return 0;
+}
 
-    /* the ranges lines: one edit under the list's import lock, first, as it
-     * is the step that may fail for other reasons than memcached failing */
-    size_t changed = 0;
-    if (rg.n) {
-        edits = malloc(rg.n * sizeof *edits);
-        if (edits == NULL) {
-            fprintf(stderr, "gray-admin: out of memory\n");
-            rc = EXIT_STORE;
-            goto done;
-        }
-        for (size_t i = 0; i < rg.n; i++) {
-            edits[i].key = rg.text + rg.at[i];
+/* The ranges lines: one edit under the list's import lock, first, as it is
+ * the step that may fail for other reasons than memcached failing. Their
+ * text is freed after (their count kept). 0 or an exit code (printed). */
+static int import_ranges(import_t *im)
+{
+    ranges_t *rg = &im->rg;
+    int rc = 0;
+    if (rg->n) {
+        cli_edit_t *edits = malloc(rg->n * sizeof *edits);
+        if (edits == NULL)
+            return out_of_memory();
+        for (size_t i = 0; i < rg->n; i++) {
+            edits[i].key = rg->text + rg->at[i];
             edits[i].line = edits[i].key + strlen(edits[i].key) + 1;
         }
-        if (isatty(STDERR_FILENO) || opts->verbose)
-            fprintf(stderr, "gray-admin: import: %zu ranges lines into %s\n", rg.n,
-                    opts->ranges_key);
-        rc = cli_list_edit_locked(mc, opts, opts->ranges_key, LIST_RANGES, edits, rg.n,
-                                  &changed);
-        if (rc != 0) {
-            fprintf(stderr, "gray-admin: import: nothing written\n");
-            goto done;
-        }
-    }
-    free(edits);
-    edits = NULL;
-    free(rg.text);
-    free(rg.at);
-    rg.text = NULL;
-    rg.at = NULL;
-
-    /* pass 2: the entries */
-    if (b->total) {
-        if (r->spool >= 0) {
-            r->fd = r->spool;
-            r->spool = -1;
-            start = 0;
-        }
-        if (lseek(r->fd, start, SEEK_SET) < 0) {
-            rc = input_error("read", path, errno);
-            goto done;
-        }
-        if (seekable && (fstat(fd, &st1) != 0 || !same_file(&st0, &st1))) {
-            fprintf(stderr, "gray-admin: import: %s changed while it was imported (%zu ranges"
-                    " lines written, no entries)\n", path, rg.n);
-            rc = EXIT_USAGE;
-            goto done;
-        }
-        r->eof = r->err = 0;
-        r->lineno = r->start = r->end = 0;
-        b->tty = isatty(STDERR_FILENO);
-        rc = write_entries(mc, opts, r, line, b, path);
+        if (isatty(STDERR_FILENO) || im->opts->verbose)
+            fprintf(stderr, "gray-admin: import: %zu ranges lines into %s\n", rg->n,
+                    im->opts->ranges_key);
+        rc = cli_list_edit_locked(im->mc, im->opts, im->opts->ranges_key, LIST_RANGES, edits,
+                                  rg->n, &im->changed);
+        free(edits);
         if (rc != 0)
-            goto done;
+            fprintf(stderr, "gray-admin: import: nothing written\n");
     }
-    printf("imported %zu entries and %zu ranges lines (%zu changed the list)\n", b->total,
-           rg.n, changed);
-done:
+    free(rg->text);
+    free(rg->at);
+    rg->text = NULL;
+    rg->at = NULL;
+    return rc;
+}
+
+/* Pass 2: the entries, from the file again (or its spool). 0 or an exit
+ * code (printed). */
+static int import_entries(import_t *im)
+{
+    reader_t *r = im->r;
+    if (im->b->total == 0)
+        return 0;
+    if (r->spool >= 0) {
+        r->fd = r->spool;
+        r->spool = -1;
+        im->start = 0;
+    }
+    if (lseek(r->fd, im->start, SEEK_SET) < 0)
+        return input_error("read", im->path, errno);
+    if (file_changed(im)) {
+        fprintf(stderr, "gray-admin: import: %s changed while it was imported (%zu ranges"
+                " lines written, no entries)\n", im->path, im->rg.n);
+        return EXIT_USAGE;
+    }
+    r->eof = r->err = 0;
+    r->lineno = r->start = r->end = 0;
+    im->b->tty = isatty(STDERR_FILENO);
+    return write_entries(im->mc, im->opts, r, im->line, im->b, im->path);
+}
+
+static void import_close(import_t *im)
+{
+    reader_t *r = im->r;
     if (r && r->spool >= 0)
         close(r->spool);
-    if (r && r->fd != fd && r->fd >= 0)
+    if (r && r->fd != im->fd && r->fd >= 0)
         close(r->fd);
-    if (fd != STDIN_FILENO)
-        close(fd);
-    free(edits);
-    free(rg.text);
-    free(rg.at);
-    if (b && b->has_result)
-        memcached_result_free(&b->result);
-    free(b);
-    free(line);
+    if (im->fd != STDIN_FILENO)
+        close(im->fd);
+    free(im->rg.text);
+    free(im->rg.at);
+    if (im->b && im->b->has_result)
+        memcached_result_free(&im->b->result);
+    free(im->b);
+    free(im->line);
     free(r);
+}
+
+int cli_cmd_import(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
+{
+    if (args->npos != 2)
+        return cli_usage_error("%s", "import: expected import <file> ('-': stdin)");
+    const char *arg = args->pos[1];
+    int is_stdin = strcmp(arg, "-") == 0;
+    import_t im = { .mc = mc, .opts = opts, .path = is_stdin ? "stdin" : arg };
+    im.fd = is_stdin ? STDIN_FILENO : open(arg, O_RDONLY | O_CLOEXEC);
+    if (im.fd < 0)
+        return input_error("open", im.path, errno);
+    int rc = import_open(&im);
+    if (rc == 0)
+        rc = import_check(&im);
+    if (rc == 0)
+        rc = import_ranges(&im);
+    if (rc == 0)
+        rc = import_entries(&im);
+    if (rc == 0)
+        printf("imported %zu entries and %zu ranges lines (%zu changed the list)\n",
+               im.b->total, im.rg.n, im.changed);
+    import_close(&im);
     return rc;
 }

@@ -40,7 +40,9 @@ int cli_cidr_normal(const char *s, size_t len, char *out)
     gray_ip_parse(s, alen, &ip);
     int v4 = gray_ip_is_v4(&ip) && memchr(s, ':', alen) == NULL;
     unsigned bits = v4 ? 32 : 128;
-    unsigned prefix = (unsigned)strtoul(slash + 1, NULL, 10);   /* checked by gray_cidr_parse */
+    unsigned prefix = 0;        /* digits, checked by gray_cidr_parse; read up to len only */
+    for (const char *p = slash + 1; p < s + len; p++)
+        prefix = prefix * 10 + (unsigned)(*p - '0');
     unsigned keep = v4 ? prefix + 96 : prefix;
     for (unsigned i = 0; i < 16; i++) {
         unsigned first = i * 8;
@@ -114,41 +116,13 @@ static unsigned parse_header(const char *v, size_t len, char *tag, size_t tagcap
     return (unsigned)n;
 }
 
-/* One read: 0, -1 on a failure (printed), 1 when part *missing is absent. */
-static int read_once(memcached_st *mc, const char *key, char **text, size_t *len, uint64_t *cas,
-                     int *exists, char *old_tag, size_t tagcap, unsigned *old_parts,
-                     unsigned *missing)
+/* The parts of a split list (list->parts, list->tag) in one multi-get,
+ * joined in order into list->text. 0, -1 on a failure (printed), 1 when
+ * part *missing is absent. */
+static int read_parts(memcached_st *mc, cli_list_t *list, unsigned *missing)
 {
-    cli_value_t v;
-    *text = NULL;
-    *len = 0;
-    *cas = 0;
-    *exists = 0;
-    *old_parts = 0;
-    old_tag[0] = '\0';
-    if (cli_gets(mc, key, &v) != 0)
-        return -1;
-    if (v.value == NULL)
-        return 0;
-    *exists = 1;
-    *cas = v.cas;
-    if (v.len < sizeof PARTS_HEADER - 1 || memcmp(v.value, PARTS_HEADER,
-                                                  sizeof PARTS_HEADER - 1) != 0) {
-        *text = v.value;
-        *len = v.len;
-        return 0;
-    }
-    unsigned n = parse_header(v.value, v.len, old_tag, tagcap);
-    free(v.value);
-    if (n == 0) {
-        fprintf(stderr, "gray-admin: %s: bad parts header (expected '#gray-parts <n> <tag>')\n",
-                key);
-        return -1;
-    }
-    *old_parts = n;
-
-    /* every part in one multi-get, joined in order */
-    size_t klen = strlen(key) + strlen(old_tag) + 16;
+    unsigned n = list->parts;
+    size_t klen = strlen(list->key) + strlen(list->tag) + 16;
     char *names = malloc((size_t)n * klen);
     const char **keys = malloc(n * sizeof *keys);
     size_t *lens = malloc(n * sizeof *lens);
@@ -161,12 +135,13 @@ static int read_once(memcached_st *mc, const char *key, char **text, size_t *len
     }
     for (unsigned i = 0; i < n; i++) {
         char *k = names + (size_t)i * klen;
-        lens[i] = (size_t)snprintf(k, klen, "%s:%s:%u", key, old_tag, i + 1);
+        lens[i] = (size_t)snprintf(k, klen, "%s:%s:%u", list->key, list->tag, i + 1);
         keys[i] = k;
     }
     memcached_return_t mrc = memcached_mget(mc, keys, lens, n);
     if (mrc != MEMCACHED_SUCCESS) {
-        fprintf(stderr, "gray-admin: reading the parts of %s: %s\n", key, cli_mc_error(mc, mrc));
+        fprintf(stderr, "gray-admin: reading the parts of %s: %s\n", list->key,
+                cli_mc_error(mc, mrc));
         goto done;
     }
     memcached_result_st *res;
@@ -191,7 +166,8 @@ static int read_once(memcached_st *mc, const char *key, char **text, size_t *len
         memcached_result_free(res);
     }
     if (mrc != MEMCACHED_END && mrc != MEMCACHED_SUCCESS && mrc != MEMCACHED_NOTFOUND) {
-        fprintf(stderr, "gray-admin: reading the parts of %s: %s\n", key, cli_mc_error(mc, mrc));
+        fprintf(stderr, "gray-admin: reading the parts of %s: %s\n", list->key,
+                cli_mc_error(mc, mrc));
         goto done;
     }
     for (unsigned i = 0; i < n; i++) {
@@ -212,8 +188,8 @@ static int read_once(memcached_st *mc, const char *key, char **text, size_t *len
         off += plens[i];
     }
     all[total] = '\0';
-    *text = all;
-    *len = total;
+    list->text = all;
+    list->len = total;
     rc = 0;
 done:
     if (parts)
@@ -227,13 +203,43 @@ done:
     return rc;
 }
 
-int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, uint64_t *cas,
-                  int *exists, char *old_tag, size_t tagcap, unsigned *old_parts)
+/* One read: 0, -1 on a failure (printed), 1 when part *missing is absent. */
+static int read_once(memcached_st *mc, cli_list_t *list, unsigned *missing)
+{
+    cli_value_t v;
+    list->text = NULL;
+    list->len = 0;
+    list->cas = 0;
+    list->exists = 0;
+    list->parts = 0;
+    list->tag[0] = '\0';
+    if (cli_gets(mc, list->key, &v) != 0)
+        return -1;
+    if (v.value == NULL)
+        return 0;
+    list->exists = 1;
+    list->cas = v.cas;
+    if (v.len < sizeof PARTS_HEADER - 1 || memcmp(v.value, PARTS_HEADER,
+                                                  sizeof PARTS_HEADER - 1) != 0) {
+        list->text = v.value;
+        list->len = v.len;
+        return 0;
+    }
+    list->parts = parse_header(v.value, v.len, list->tag, sizeof list->tag);
+    free(v.value);
+    if (list->parts == 0) {
+        fprintf(stderr, "gray-admin: %s: bad parts header (expected '#gray-parts <n> <tag>')\n",
+                list->key);
+        return -1;
+    }
+    return read_parts(mc, list, missing);
+}
+
+int cli_list_read(memcached_st *mc, cli_list_t *list)
 {
     unsigned missing = 0;
     for (int attempt = 1;; attempt++) {
-        int rc = read_once(mc, key, text, len, cas, exists, old_tag, tagcap, old_parts,
-                           &missing);
+        int rc = read_once(mc, list, &missing);
         if (rc <= 0)
             return rc;
         /* the parts of a version are written before its header and kept a
@@ -241,12 +247,18 @@ int cli_list_read(memcached_st *mc, const char *key, char **text, size_t *len, u
          * is the only repair (the router keeps its last copy meanwhile) */
         if (attempt == CLI_READ_TRIES) {
             fprintf(stderr, "gray-admin: %s: part %s:%s:%u of %u is missing (the router keeps"
-                    " its last good copy; delete the key to start the list anew)\n", key, key,
-                    old_tag, missing, *old_parts);
+                    " its last good copy; delete the key to start the list anew)\n", list->key,
+                    list->key, list->tag, missing, list->parts);
             return -1;
         }
         sleep_ms(20);
     }
+}
+
+void cli_list_free(cli_list_t *list)
+{
+    free(list->text);
+    list->text = NULL;
 }
 
 /* ---- editing ------------------------------------------------------------ */
@@ -636,22 +648,21 @@ static int list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, 
     uint64_t deadline = now_ms() + LOCK_WAIT_MS;
     unsigned backoff = 1;
     for (int attempt = 1; attempt <= CLI_CAS_TRIES; attempt++) {
-        char *text, *out = NULL, tag[32];
-        size_t len, outlen;
-        uint64_t cas;
-        int exists;
-        unsigned old_parts;
+        cli_list_t list = { .key = key };
+        char *out = NULL;
+        size_t outlen;
         int lrc = lock_wait(mc, key, me, deadline);
         if (lrc != 0)
             return lrc;
-        if (cli_list_read(mc, key, &text, &len, &cas, &exists, tag, sizeof tag, &old_parts) != 0)
+        if (cli_list_read(mc, &list) != 0)
             return EXIT_STORE;
-        if (apply(kind, text ? text : "", len, edits, nedits, &out, &outlen, changed) != 0) {
-            free(text);
+        int arc = apply(kind, list.text ? list.text : "", list.len, edits, nedits, &out, &outlen,
+                        changed);
+        cli_list_free(&list);
+        if (arc != 0) {
             fprintf(stderr, "gray-admin: out of memory\n");
             return EXIT_STORE;
         }
-        free(text);
         if (*changed == 0) {
             free(out);
             return 0;
@@ -665,14 +676,14 @@ static int list_edit(memcached_st *mc, const cli_opts_t *opts, const char *key, 
             return lrc;
         }
         int rc = outlen > opts->part_bytes
-            ? put_split(mc, opts, key, out, outlen, exists, cas)
-            : put_main(mc, key, out, outlen, exists, cas);
+            ? put_split(mc, opts, key, out, outlen, list.exists, list.cas)
+            : put_main(mc, key, out, outlen, list.exists, list.cas);
         free(out);
         if (rc < 0)
             return EXIT_STORE;
         if (rc == 0) {
-            if (old_parts)
-                drop_parts(mc, key, tag, old_parts, CLI_OLD_PARTS_TTL);
+            if (list.parts)
+                drop_parts(mc, key, list.tag, list.parts, CLI_OLD_PARTS_TTL);
             if (opts->verbose && attempt > 1)
                 fprintf(stderr, "gray-admin: %s written after %d tries\n", key, attempt);
             return 0;

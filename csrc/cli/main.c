@@ -1,4 +1,7 @@
-/* main.c - gray-admin's command line: options, the command, --help. */
+/* main.c - gray-admin's command line: one table of commands and one of
+ * options, from which the parsing, the dispatch and --help come
+ * (spec/admin_doc_spec.lua checks that gray-admin.1 documents exactly
+ * these commands and options). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,220 +10,388 @@
 #include "cli.h"
 
 #define ARGS_MAX 64                 /* positional arguments and --id options */
+#define DONE     (-1)               /* an option's setter: exit 0 now (--help, --version) */
 
-static const char USAGE[] =
-"usage: gray-admin [options] <command> [arguments]\n"
-"\n"
-"Edits the memcached entries, lists and percentage that lua-resty-gray reads,\n"
-"in the router's formats and with its key placement.\n"
-"\n"
-"Commands:\n"
-"  add <ip|cidr|name:id> [target] [--ttl S]\n"
-"      ip       an address entry: key <key-prefix><canonical address>\n"
-"               (::ffff:1.2.3.4 is written as 1.2.3.4), value the target\n"
-"      name:id  an identity entry, key as given (uid:42)\n"
-"      cidr     a line of the ranges list (as 'ranges add'); no --ttl\n"
-"      target   '1' (the default gray target, the default) or a target name\n"
-"               of the router's targets option; --ttl S expires the entry\n"
-"               after S seconds (0 = never, at most 2592000)\n"
-"  remove <ip|cidr|name:id>   deletes the entry (a cidr: its ranges line)\n"
-"  get <ip|cidr|name:id>      prints the entry's value (a cidr: its ranges\n"
-"                             line); exit 1 when there is none\n"
-"  ranges add <ip|cidr> [target]   adds or retargets a line of the ranges list\n"
-"  ranges remove <ip|cidr>         removes its line(s)\n"
-"  ranges list                     prints the list (parts joined)\n"
-"  list <name> add <id> [target]   adds or retargets an id in gray:list:<name>\n"
-"  list <name> remove <id>         removes it\n"
-"  list <name> show                prints the list (parts joined)\n"
-"  percent [N]     sets the percentage (0 to 100, at most two decimals);\n"
-"                  without N prints it\n"
-"  import <file>   bulk entries, one per line as add's arguments\n"
-"                  ('<ip|cidr|name:id> [target] [--ttl S]'; '#' comments and\n"
-"                  blank lines skipped; '-' reads stdin). Every line is checked\n"
-"                  before anything is written; ranges lines are written in one\n"
-"                  edit. Progress on stderr when it is a terminal.\n"
-"  check <ip> [--id name=value ...] [--targets T] [--lists L]\n"
-"                  prints what the router would decide and why: identity\n"
-"                  entries (in the order given), the address entry, id lists,\n"
-"                  the ranges list, the percentage and the bucket of the\n"
-"                  identity key (the first --id, else the address), with the\n"
-"                  router's targets and lists. The tester override (force) is\n"
-"                  per request and not shown.\n"
-"  token <target> --ttl D --secret-file F [--id NAME]\n"
-"                  prints a signed override token for target (always, never\n"
-"                  or a target name) valid for D (3600, 30m, 1h, 7d; at most\n"
-"                  400d), keyed by the router's secret_file; with --id, a\n"
-"                  signed-cookie value for identity NAME instead. Must be the\n"
-"                  first argument after the options; needs no memcached.\n"
-"\n"
-"List edits read the list, change it and write it back with CAS, again on a\n"
-"conflict (up to 100 times), so concurrent edits never lose a line. A list\n"
-"over one memcached item is written in parts (<key>:<tag>:<i>) under the\n"
-"header '#gray-parts <n> <tag>', as the router reads it; old parts expire\n"
-"60 s after a rewrite.\n"
-"\n"
-"Options:\n"
-"  --servers LIST      memcached servers, $gray_memcached syntax:\n"
-"                      \"127.0.0.1:11211, [::1]:11212\"; hosts are IP addresses,\n"
-"                      hashed as written: give the router the same text.\n"
-"                      Else MEMCACHED_SERVERS (an invalid one is an error),\n"
-"                      else 127.0.0.1:11211 (-v says which)\n"
-"  --distribution M    key placement with several servers, as the router's\n"
-"                      distribution: ketama (default), ketama-weighted\n"
-"                      (weights written host:port/?N) or modula\n"
-"  --key-prefix P      the router's key_prefix for address keys (default none)\n"
-"  --ranges-key K      the router's ranges_key (default gray:ranges)\n"
-"  --percent-key K     the router's percent_key (default gray:percent)\n"
-"  --timeout MS        connect and I/O timeout (default 2000)\n"
-"  --part-size BYTES   split lists above this size (default 921600)\n"
-"  --ttl S             add, import: entry lifetime in seconds\n"
-"  --id name=value     check: an identity (up to 4, in the router's order)\n"
-"  --targets T         check: the router's targets, as $gray_targets\n"
-"                      (\"v2=@server_v2, v3=@server_v3\", or just \"v2, v3\"); a\n"
-"                      value naming none of them (nor 1 or stable) is stable\n"
-"  --lists L           check: the router's id lists, as $gray_lists (\"dev\");\n"
-"                      the lists of other identities are not read\n"
-"  -v, --verbose       more messages on stderr\n"
-"  -h, --help          this text\n"
-"  --version           prints gray-admin <version>\n"
-"\n"
-"Exit status: 0 done, 1 get found nothing, 2 bad arguments (or server list),\n"
-"3 memcached failed, 4 a list edit still conflicted after its retries.\n";
+/* ---- the commands ---------------------------------------------------------- */
 
-/* The value of option argv[*i] ("--name value" or "--name=value"), or NULL. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name)
+enum {
+    TAKES_TTL   = 1,                /* --ttl */
+    TAKES_CHECK = 2,                /* --id, --targets, --lists */
+    OWN_ARGS    = 4,                /* parses what follows it itself (with its own
+                                       options); first argument only; no memcached */
+};
+
+typedef struct command {
+    const char *name;               /* the first argument */
+    cli_command_fn *fn;
+    const char *usage;              /* one form of it */
+    const char *help;               /* what that form does: lines of --help */
+    unsigned flags;                 /* TAKES_*, OWN_ARGS */
+} command_t;
+
+/* In --help's order; a command with several forms has a row for each. */
+static const command_t COMMANDS[] = {
+    { "add", cli_cmd_add, "add <ip|cidr|name:id> [target] [--ttl S]",
+      "ip       an address entry: key <key-prefix><canonical address>\n"
+      "         (::ffff:1.2.3.4 is written as 1.2.3.4), value the target\n"
+      "name:id  an identity entry, key as given (uid:42)\n"
+      "cidr     a line of the ranges list (as 'ranges add'); no --ttl\n"
+      "target   '1' (the default gray target, the default) or a target name\n"
+      "         of the router's targets option; --ttl S expires the entry\n"
+      "         after S seconds (0 = never, at most 2592000)", TAKES_TTL },
+    { "remove", cli_cmd_remove, "remove <ip|cidr|name:id>",
+      "deletes the entry (a cidr: its ranges line)", 0 },
+    { "get", cli_cmd_get, "get <ip|cidr|name:id>",
+      "prints the entry's value (a cidr: its ranges line); exit 1 when there\n"
+      "is none", 0 },
+    { "ranges", cli_cmd_ranges, "ranges add <ip|cidr> [target]",
+      "adds or retargets a line of the ranges list", 0 },
+    { "ranges", cli_cmd_ranges, "ranges remove <ip|cidr>",
+      "removes its line(s)", 0 },
+    { "ranges", cli_cmd_ranges, "ranges list",
+      "prints the list (parts joined)", 0 },
+    { "list", cli_cmd_list, "list <name> add <id> [target]",
+      "adds or retargets an id in gray:list:<name>", 0 },
+    { "list", cli_cmd_list, "list <name> remove <id>",
+      "removes it", 0 },
+    { "list", cli_cmd_list, "list <name> show",
+      "prints the list (parts joined)", 0 },
+    { "percent", cli_cmd_percent, "percent [N]",
+      "sets the percentage (0 to 100, at most two decimals); without N\n"
+      "prints it", 0 },
+    { "import", cli_cmd_import, "import <file>",
+      "bulk entries, one per line as add's arguments\n"
+      "('<ip|cidr|name:id> [target] [--ttl S]'; '#' comments and blank lines\n"
+      "skipped; '-' reads stdin). Every line is checked before anything is\n"
+      "written; ranges lines are written in one edit, holding the list's lock\n"
+      "<key>:lock. Progress on stderr when it is a terminal.", 0 },
+    { "check", cli_cmd_check, "check <ip> [--id name=value ...] [--targets T] [--lists L]",
+      "prints what the router would decide and why: identity entries (in the\n"
+      "order given), the address entry, id lists, the ranges list, the\n"
+      "percentage and the bucket of the identity key (the first --id, else the\n"
+      "address), with the router's targets and lists. The tester override\n"
+      "(force) is per request and not shown.", TAKES_CHECK },
+    { "token", cli_cmd_token, "token <target> --ttl D --secret-file F [--id NAME]",
+      "prints a signed override token for target (always, never or a target\n"
+      "name) valid for D (3600, 30m, 1h, 7d; at most 400d), keyed by the\n"
+      "router's secret_file; with --id, a signed-cookie value for identity\n"
+      "NAME instead. Must be the first argument after the options; needs no\n"
+      "memcached.", OWN_ARGS },
+};
+#define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static const command_t *find_command(const char *name)
 {
-    size_t nl = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, nl) != 0)
-        return NULL;
-    if (a[nl] == '=')
-        return a + nl + 1;
-    if (a[nl] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        cli_usage_error("option %s needs a value", name);
-        exit(EXIT_USAGE);
+    for (size_t k = 0; k < NCOMMANDS; k++)
+        if (strcmp(name, COMMANDS[k].name) == 0)
+            return &COMMANDS[k];
+    return NULL;
+}
+
+/* ---- the options ------------------------------------------------------------ */
+
+/* What the options set. */
+typedef struct parsed {
+    cli_opts_t opts;
+    cli_args_t args;
+    const char *check_only;         /* an option given that only check takes */
+} parsed_t;
+
+typedef struct option {
+    const char *name;               /* "--servers" */
+    const char *alias;              /* "-v", or NULL */
+    const char *arg;                /* the value's name; NULL: takes none */
+    const char *help;               /* lines of --help */
+    int (*set)(parsed_t *p, const char *value); /* 0, DONE or an exit code (printed) */
+} option_t;
+
+static int set_servers(parsed_t *p, const char *v)
+{
+    p->opts.servers = v;
+    p->opts.servers_from = "--servers";
+    return 0;
+}
+
+static int set_distribution(parsed_t *p, const char *v)
+{
+    p->opts.distribution = v;
+    return 0;
+}
+
+static int set_key_prefix(parsed_t *p, const char *v)
+{
+    if (strlen(v) > 200 || (v[0] && !gray_mc_key_ok(v, strlen(v))))
+        return cli_usage_error("bad --key-prefix '%s' (at most 200 bytes without"
+                               " spaces or control bytes)", v);
+    p->opts.key_prefix = v;
+    return 0;
+}
+
+static int set_ranges_key(parsed_t *p, const char *v)
+{
+    if (!gray_mc_key_ok(v, strlen(v)))
+        return cli_usage_error("bad --ranges-key '%s'", v);
+    p->opts.ranges_key = v;
+    return 0;
+}
+
+static int set_percent_key(parsed_t *p, const char *v)
+{
+    if (!gray_mc_key_ok(v, strlen(v)))
+        return cli_usage_error("bad --percent-key '%s'", v);
+    p->opts.percent_key = v;
+    return 0;
+}
+
+static int set_timeout(parsed_t *p, const char *v)
+{
+    long ms = cli_parse_count(v, 600000);
+    if (ms < 1 || ms > 600000)
+        return cli_usage_error("bad --timeout '%s' (milliseconds, 1 to 600000)", v);
+    p->opts.timeout_ms = (unsigned)ms;
+    return 0;
+}
+
+static int set_part_size(parsed_t *p, const char *v)
+{
+    long b = cli_parse_count(v, CLI_PART_BYTES);
+    if (b < 64 || b > (long)CLI_PART_BYTES)
+        return cli_usage_error("bad --part-size '%s' (bytes, 64 to 921600)", v);
+    p->opts.part_bytes = (size_t)b;
+    return 0;
+}
+
+static int set_ttl(parsed_t *p, const char *v)
+{
+    p->args.ttl = cli_parse_count(v, CLI_TTL_MAX);
+    if (p->args.ttl < 0)
+        return cli_usage_error("bad --ttl '%s' (seconds, 0 to 2592000)", v);
+    return 0;
+}
+
+static int set_id(parsed_t *p, const char *v)
+{
+    if (p->args.nids == ARGS_MAX)
+        return cli_usage_error("%s", "too many --id");
+    p->args.ids[p->args.nids++] = (char *)v;
+    return 0;
+}
+
+static int set_targets(parsed_t *p, const char *v)
+{
+    p->opts.targets = v;
+    p->check_only = "--targets";
+    return 0;
+}
+
+static int set_lists(parsed_t *p, const char *v)
+{
+    p->opts.lists = v;
+    p->check_only = "--lists";
+    return 0;
+}
+
+static int set_verbose(parsed_t *p, const char *v)
+{
+    (void)v;
+    p->opts.verbose = 1;
+    return 0;
+}
+
+static int print_help(parsed_t *p, const char *v);
+
+static int print_version(parsed_t *p, const char *v)
+{
+    (void)p;
+    (void)v;
+    puts("gray-admin " GRAY_VERSION);
+    return DONE;
+}
+
+/* In --help's order. */
+static const option_t OPTIONS[] = {
+    { "--servers", NULL, "LIST",
+      "memcached servers, $gray_memcached syntax:\n"
+      "\"127.0.0.1:11211, [::1]:11212\"; hosts are IP addresses,\n"
+      "hashed as written: give the router the same text.\n"
+      "Else MEMCACHED_SERVERS (an invalid one is an error),\n"
+      "else " CLI_SERVERS_DEFAULT " (-v says which)", set_servers },
+    { "--distribution", NULL, "M",
+      "key placement with several servers, as the router's\n"
+      "distribution: ketama (default), ketama-weighted\n"
+      "(weights written host:port/?N) or modula", set_distribution },
+    { "--key-prefix", NULL, "P",
+      "the router's key_prefix for address keys (default none)", set_key_prefix },
+    { "--ranges-key", NULL, "K", "the router's ranges_key (default gray:ranges)",
+      set_ranges_key },
+    { "--percent-key", NULL, "K", "the router's percent_key (default gray:percent)",
+      set_percent_key },
+    { "--timeout", NULL, "MS", "connect and I/O timeout (default 2000)", set_timeout },
+    { "--part-size", NULL, "BYTES", "split lists above this size (default 921600)",
+      set_part_size },
+    { "--ttl", NULL, "S", "add, import: entry lifetime in seconds", set_ttl },
+    { "--id", NULL, "name=value", "check: an identity (up to 4, in the router's order)",
+      set_id },
+    { "--targets", NULL, "T",
+      "check: the router's targets, as $gray_targets\n"
+      "(\"v2=@server_v2, v3=@server_v3\", or just \"v2, v3\"); a\n"
+      "value naming none of them (nor 1 or stable) is stable", set_targets },
+    { "--lists", NULL, "L",
+      "check: the router's id lists, as $gray_lists (\"dev\");\n"
+      "the lists of other identities are not read", set_lists },
+    { "--verbose", "-v", NULL, "more messages on stderr", set_verbose },
+    { "--help", "-h", NULL, "this text", print_help },
+    { "--version", NULL, NULL, "prints gray-admin <version>", print_version },
+};
+#define NOPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
+
+/* ---- --help ------------------------------------------------------------------- */
+
+/* text's lines, the first after what is already on the line, the others
+ * indented by indent. */
+static void print_lines(const char *text, int indent)
+{
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (p != text)
+            printf("%*s", indent, "");
+        printf("%.*s\n", (int)n, p);
+        p += n + (nl != NULL);
     }
-    return argv[++*i];
+}
+
+static int print_help(parsed_t *p, const char *v)
+{
+    (void)p;
+    (void)v;
+    fputs("usage: gray-admin [options] <command> [arguments]\n"
+          "\n"
+          "Edits the memcached entries, lists and percentage that lua-resty-gray reads,\n"
+          "in the router's formats and with its key placement.\n"
+          "\n"
+          "Commands:\n", stdout);
+    for (size_t k = 0; k < NCOMMANDS; k++) {
+        printf("  %s\n      ", COMMANDS[k].usage);
+        print_lines(COMMANDS[k].help, 6);
+    }
+    fputs("\n"
+          "List edits read the list, change it and write it back with CAS, again on a\n"
+          "conflict (up to 100 times), so concurrent edits never lose a line. An edit\n"
+          "first waits while an import holds the list's lock <key>:lock (at most 60 s).\n"
+          "A list over one memcached item is written in parts (<key>:<tag>:<i>) under\n"
+          "the header '#gray-parts <n> <tag>', as the router reads it; old parts\n"
+          "expire 60 s after a rewrite.\n"
+          "\n"
+          "Options:\n", stdout);
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const option_t *o = &OPTIONS[k];
+        char head[64];
+        snprintf(head, sizeof head, "%s%s%s%s%s", o->alias ? o->alias : "",
+                 o->alias ? ", " : "", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        printf("  %-20s", head);
+        if (strlen(head) >= 20)
+            printf("\n%22s", "");
+        print_lines(o->help, 22);
+    }
+    fputs("\n"
+          "Exit status: 0 done, 1 get found nothing, 2 bad arguments (or server list,\n"
+          "or an import file that cannot be read), 3 memcached failed, 4 a list edit\n"
+          "still conflicted after its retries, or the list was still locked by an\n"
+          "import after 60 s.\n", stdout);
+    return DONE;
+}
+
+/* ---- parsing and dispatch ---------------------------------------------------- */
+
+/* The option argv[*i] names ("--name value", "--name=value", or the alias):
+ * its row and in *value its value (NULL: none), or NULL when none does. */
+static const option_t *find_option(int argc, char **argv, int *i, const char **value,
+                                   int *missing)
+{
+    const char *a = argv[*i];
+    *missing = 0;
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const option_t *o = &OPTIONS[k];
+        size_t nl = strlen(o->name);
+        if (o->arg == NULL) {
+            if (strcmp(a, o->name) == 0 || (o->alias && strcmp(a, o->alias) == 0)) {
+                *value = NULL;
+                return o;
+            }
+            continue;
+        }
+        if (strncmp(a, o->name, nl) != 0 || (a[nl] != '=' && a[nl] != '\0'))
+            continue;
+        if (a[nl] == '=') {
+            *value = a + nl + 1;
+        } else if (*i + 1 >= argc) {
+            *missing = 1;
+            return o;
+        } else {
+            *value = argv[++*i];
+        }
+        return o;
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    cli_opts_t opts = {
-        .servers = CLI_SERVERS_DEFAULT, .distribution = "ketama", .key_prefix = "",
-        .ranges_key = "gray:ranges", .percent_key = "gray:percent", .targets = "",
-        .lists = "", .timeout_ms = 2000,
-        .part_bytes = CLI_PART_BYTES, .verbose = 0,
-    };
     char *pos[ARGS_MAX], *ids[ARGS_MAX];
-    int npos = 0, nids = 0, dashdash = 0;
-    const char *check_only = NULL;      /* an option given that only check takes */
-    long ttl = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (dashdash || a[0] != '-' || strcmp(a, "-") == 0) {
-            if (npos == 0 && strcmp(a, "token") == 0)       /* own options: token.c */
-                return cli_cmd_token(argc - i - 1, argv + i + 1);
-            if (npos == ARGS_MAX)
-                return cli_usage_error("%s", "too many arguments");
-            pos[npos++] = argv[i];
-        } else if (strcmp(a, "--") == 0) {
-            dashdash = 1;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (strcmp(a, "--version") == 0) {
-            puts("gray-admin " GRAY_VERSION);
-            return 0;
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            opts.verbose = 1;
-        } else if ((v = opt_value(argc, argv, &i, "--servers"))) {
-            opts.servers = v;
-            opts.servers_from = "--servers";
-        } else if ((v = opt_value(argc, argv, &i, "--distribution"))) {
-            opts.distribution = v;
-        } else if ((v = opt_value(argc, argv, &i, "--key-prefix"))) {
-            if (strlen(v) > 200 || (v[0] && !gray_mc_key_ok(v, strlen(v))))
-                return cli_usage_error("bad --key-prefix '%s' (at most 200 bytes without"
-                                       " spaces or control bytes)", v);
-            opts.key_prefix = v;
-        } else if ((v = opt_value(argc, argv, &i, "--ranges-key"))) {
-            if (!gray_mc_key_ok(v, strlen(v)))
-                return cli_usage_error("bad --ranges-key '%s'", v);
-            opts.ranges_key = v;
-        } else if ((v = opt_value(argc, argv, &i, "--percent-key"))) {
-            if (!gray_mc_key_ok(v, strlen(v)))
-                return cli_usage_error("bad --percent-key '%s'", v);
-            opts.percent_key = v;
-        } else if ((v = opt_value(argc, argv, &i, "--timeout"))) {
-            long ms = cli_parse_count(v, 600000);
-            if (ms < 1 || ms > 600000)
-                return cli_usage_error("bad --timeout '%s' (milliseconds, 1 to 600000)", v);
-            opts.timeout_ms = (unsigned)ms;
-        } else if ((v = opt_value(argc, argv, &i, "--part-size"))) {
-            long b = cli_parse_count(v, CLI_PART_BYTES);
-            if (b < 64 || b > (long)CLI_PART_BYTES)
-                return cli_usage_error("bad --part-size '%s' (bytes, 64 to 921600)", v);
-            opts.part_bytes = (size_t)b;
-        } else if ((v = opt_value(argc, argv, &i, "--ttl"))) {
-            ttl = cli_parse_count(v, CLI_TTL_MAX);
-            if (ttl < 0)
-                return cli_usage_error("bad --ttl '%s' (seconds, 0 to 2592000)", v);
-        } else if ((v = opt_value(argc, argv, &i, "--targets"))) {
-            opts.targets = v;
-            check_only = "--targets";
-        } else if ((v = opt_value(argc, argv, &i, "--lists"))) {
-            opts.lists = v;
-            check_only = "--lists";
-        } else if ((v = opt_value(argc, argv, &i, "--id"))) {
-            if (nids == ARGS_MAX)
-                return cli_usage_error("%s", "too many --id");
-            ids[nids++] = (char *)v;
-        } else {
-            return cli_usage_error("unknown option '%s'", a);
-        }
-    }
-    if (npos == 0)
-        return cli_usage_error("%s", "no command given");
-    const char *cmd = pos[0];
-    static const char *const COMMANDS[] = {
-        "add", "remove", "get", "ranges", "list", "percent", "import", "check", NULL,
+    parsed_t p = {
+        .opts = {
+            .servers = CLI_SERVERS_DEFAULT, .distribution = "ketama", .key_prefix = "",
+            .ranges_key = "gray:ranges", .percent_key = "gray:percent", .targets = "",
+            .lists = "", .timeout_ms = 2000, .part_bytes = CLI_PART_BYTES, .verbose = 0,
+        },
+        .args = { .pos = pos, .npos = 0, .ttl = -1, .ids = ids, .nids = 0 },
     };
-    int known = 0;
-    for (int k = 0; COMMANDS[k]; k++)
-        known |= strcmp(cmd, COMMANDS[k]) == 0;
-    if (!known)
-        return cli_usage_error("unknown command '%s'", cmd);
-    if (ttl >= 0 && strcmp(cmd, "add") != 0)
+    int dashdash = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (dashdash || a[0] != '-' || strcmp(a, "-") == 0) {
+            const command_t *own = p.args.npos == 0 ? find_command(a) : NULL;
+            if (own && (own->flags & OWN_ARGS)) {
+                cli_args_t rest = { .pos = argv + i + 1, .npos = argc - i - 1, .ttl = -1 };
+                return own->fn(NULL, &p.opts, &rest);
+            }
+            if (p.args.npos == ARGS_MAX)
+                return cli_usage_error("%s", "too many arguments");
+            pos[p.args.npos++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            dashdash = 1;
+            continue;
+        }
+        const char *v = NULL;
+        int missing;
+        const option_t *o = find_option(argc, argv, &i, &v, &missing);
+        if (o == NULL)
+            return cli_usage_error("unknown option '%s'", a);
+        if (missing)
+            return cli_usage_error("option %s needs a value", o->name);
+        int rc = o->set(&p, v);
+        if (rc != 0)
+            return rc == DONE ? 0 : rc;
+    }
+    if (p.args.npos == 0)
+        return cli_usage_error("%s", "no command given");
+    const command_t *cmd = find_command(pos[0]);
+    if (cmd == NULL)
+        return cli_usage_error("unknown command '%s'", pos[0]);
+    if (p.args.ttl >= 0 && !(cmd->flags & TAKES_TTL))
         return cli_usage_error("%s", "--ttl is for add (and inside import files)");
-    if (nids > 0 && strcmp(cmd, "check") != 0)
+    if (p.args.nids > 0 && !(cmd->flags & TAKES_CHECK))
         return cli_usage_error("%s", "--id is for check");
-    if (check_only && strcmp(cmd, "check") != 0)
-        return cli_usage_error("%s is for check", check_only);
-    if (strcmp(cmd, "check") == 0 && npos != 2)
-        return cli_usage_error("%s", "check: expected check <ip> [--id name=value ...]");
+    if (p.check_only && !(cmd->flags & TAKES_CHECK))
+        return cli_usage_error("%s is for check", p.check_only);
 
-    memcached_st *mc = cli_connect(&opts);
+    memcached_st *mc = cli_connect(&p.opts);
     if (mc == NULL)
         return EXIT_USAGE;
-    int rc;
-    if (strcmp(cmd, "add") == 0)
-        rc = cli_cmd_add(mc, &opts, pos, npos, ttl);
-    else if (strcmp(cmd, "remove") == 0)
-        rc = cli_cmd_remove_or_get(mc, &opts, pos, npos, 0);
-    else if (strcmp(cmd, "get") == 0)
-        rc = cli_cmd_remove_or_get(mc, &opts, pos, npos, 1);
-    else if (strcmp(cmd, "ranges") == 0)
-        rc = cli_cmd_ranges(mc, &opts, pos, npos);
-    else if (strcmp(cmd, "list") == 0)
-        rc = cli_cmd_list(mc, &opts, pos, npos);
-    else if (strcmp(cmd, "percent") == 0)
-        rc = cli_cmd_percent(mc, &opts, pos, npos);
-    else if (strcmp(cmd, "import") == 0)
-        rc = cli_cmd_import(mc, &opts, pos, npos);
-    else
-        rc = cli_check(mc, &opts, pos[1], ids, nids);
+    int rc = cmd->fn(mc, &p.opts, &p.args);
     memcached_free(mc);
     return rc;
 }

@@ -88,8 +88,12 @@ static int read_secret(const char *path, char *key)
     return len;
 }
 
-int cli_cmd_token(int argc, char **argv)
+int cli_cmd_token(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
+    (void)mc;
+    (void)opts;
+    int argc = args->npos;
+    char **argv = args->pos;
     const char *subject = NULL, *ttl_text = NULL, *secret_file = NULL, *id = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];

@@ -13,6 +13,7 @@
  *   drip          the whole valid reply "VALUE <key> 0 N\r\n<N>\r\nEND\r\n",
  *                 header included, B bytes every I ms
  *   big           the same reply, all at once
+ *   garbage       bytes no memcached sends ("\x00\xff<garbage \x7f>\r\n") at once
  *   valid         "VALUE <key> 0 <len>\r\n<VALUE>\r\nEND\r\n" for a key listed
  *                 in -k, "END\r\n" (a miss) for any other; "gets <key>" the
  *                 same with cas 42 (a memcached without the meta protocol)
@@ -59,11 +60,11 @@
 #define HEADER_MAX  (KEY_MAX + 64)
 #define LOG_MAX     (KEY_MAX + 64)
 
-enum mode { TRICKLE_LINE, TRICKLE_DATA, DRIP, BIG, VALID };
+enum mode { TRICKLE_LINE, TRICKLE_DATA, DRIP, BIG, VALID, GARBAGE };
 
 static const struct { const char *name; enum mode mode; } modes[] = {
     {"trickle-line", TRICKLE_LINE}, {"trickle-data", TRICKLE_DATA}, {"drip", DRIP},
-    {"big", BIG}, {"valid", VALID},
+    {"big", BIG}, {"valid", VALID}, {"garbage", GARBAGE},
 };
 
 static struct {
@@ -259,7 +260,7 @@ static int listed(const char *key, size_t klen)
 
 static int answer_get(conn_t *c, const char *key, size_t klen, int with_cas)
 {
-    static const char end[] = "\r\nEND\r\n";
+    static const char end[] = "\r\nEND\r\n", garbage[] = "\x00\xff<garbage \x7f>\r\n";
     reply_t r = {.n = cfg.length, .trailer = end, .tlen = sizeof end - 1};
     int kl = (int)klen;
     event("%s %lu %.*s", with_cas ? "gets" : "get", c->id, kl, key);
@@ -280,6 +281,13 @@ static int answer_get(conn_t *c, const char *key, size_t klen, int with_cas)
         r.klen = klen;
         r.paced_from = cfg.mode == DRIP ? 0
                        : cfg.mode == TRICKLE_DATA ? r.hlen : UINT64_MAX;
+        break;
+    case GARBAGE:
+        r.hlen = sizeof garbage - 1;        /* the NUL byte counted */
+        memcpy(r.header, garbage, r.hlen);
+        r.n = 0;
+        r.tlen = 0;
+        r.paced_from = UINT64_MAX;
         break;
     case VALID:
         if (!listed(key, klen)) {
@@ -344,7 +352,7 @@ static void serve(conn_t *c)
 
 static int usage(const char *why)
 {
-    fprintf(stderr, "fake-mc: %s\nusage: fake-mc -m trickle-line|trickle-data|drip|big|valid"
+    fprintf(stderr, "fake-mc: %s\nusage: fake-mc -m trickle-line|trickle-data|drip|big|valid|garbage"
             " [-H 127.0.0.1|::1] [-p port] [-i ms] [-b bytes] [-n length] [-f char]"
             " [-k key,key...] [-v value] [-t seconds]\n", why);
     return 2;

@@ -1,7 +1,10 @@
-/* fuzz_target.c - one fuzz entry point for every parser in libgray. The first
- * byte picks the parser; the rest is its input, in a buffer of exactly that
- * size so AddressSanitizer sees any read past the end. Besides memory safety
- * it checks invariants and traps when one fails:
+/* fuzz_target.c - a fuzz target per parser in libgray (the table at the end;
+ * gray-admin's in fuzz_cli.c), each with its seed corpus in
+ * csrc/test/corpus/<name>. libFuzzer runs one per process (FUZZ_TARGET=name,
+ * tools/fuzz.sh); replay.c runs them all under ASan in make test. A target's
+ * input is in a buffer of exactly its size so AddressSanitizer sees any read
+ * past the end. Besides memory safety it checks invariants and traps, naming
+ * the invariant, when one fails:
  *   - canonical text parses back to the same address and is a fixed point;
  *   - a walk's client is the peer, or an address that occurs in the header;
  *   - a decoded reply's offsets stay inside what was consumed, and every
@@ -27,18 +30,21 @@
  *     exactly when in brackets), and the items joined again parse the same;
  *   - a signed token made of the input as its subject checks back to that
  *     subject and expiry, and expires at it; the input itself is never a
- *     valid token (no MAC is guessed). */
+ *     valid token (no MAC is guessed);
+ *   - a list image (ids or ranges, split into parts, with given or
+ *     collected target names) opens and verifies; every id of every line
+ *     finds what a naive scan of the joined lines says (the last good line
+ *     wins), and so does an id that is not listed; a ranges image answers
+ *     as the naive scan of gray_ranges_parse()'s entries does; a flipped
+ *     byte or a cut is refused by a verifying open, and an image with a
+ *     flipped byte that still opens answers lookups without a fault. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../gray.h"
-
-#define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
-
-enum { T_IP, T_XFF, T_FORWARDED, T_MC_GET, T_MC_LINE, T_IPSET, T_CLIENT, T_RANGES, T_HASH,
-       T_DIST, T_SERVERS, T_TOKEN, T_MC_META, T_COUNT };
+#include "fuzz.h"
 
 static gray_range_t trusted[8];
 static size_t ntrusted;
@@ -50,6 +56,7 @@ static void init_trusted(void)
         return;
     size_t used = 0, n;
     for (size_t i = 0; i < 4; i++) {
+        INVARIANT("the harness's trusted CIDRs parse");
         CHECK(gray_cidr_parse(cidrs[i], strlen(cidrs[i]), &trusted[used], &n) >= 0);
         used += n;
     }
@@ -70,6 +77,8 @@ static void fuzz_ipset(const char *s, size_t len)
         if (i == len || s[i] == ',') {
             size_t n;
             if (gray_cidr_parse(s + start, i - start, &raw[nraw], &n) >= 0) {
+                INVARIANT("a CIDR is at most two ranges, lo <= hi, and one written in IPv6 never "
+                          "covers an IPv4 (mapped) address");
                 CHECK(n <= 2);
                 const char *slash = memchr(s + start, '/', i - start);
                 size_t alen = slash ? (size_t)(slash - (s + start)) : i - start;
@@ -88,6 +97,7 @@ static void fuzz_ipset(const char *s, size_t len)
     }
     memcpy(set, raw, nraw * sizeof raw[0]);
     size_t nset = gray_ipset_build(set, nraw);
+    INVARIANT("the merged set answers as a linear scan of the unmerged ranges");
     CHECK(nset <= nraw);
     for (size_t k = 0; k < nraw; k++) {
         const gray_ip_t *probe[2] = {&raw[k].lo, &raw[k].hi};
@@ -123,6 +133,7 @@ static void fuzz_client_key(const char *s, size_t len)
     int n = gray_client_key(part[0], plen[0], part[1], plen[1], part[2], plen[2], part[3],
                             plen[3], trusted, ntrusted, &w, &from, buf, sizeof buf);
     int p = gray_peer_key(part[0], plen[0], trusted, ntrusted, peer_buf, sizeof peer_buf);
+    INVARIANT("gray_client_key and gray_peer_key agree on a bad peer");
     CHECK((n < 0) == (p < 0));
     if (n < 0)
         return;
@@ -133,6 +144,8 @@ static void fuzz_client_key(const char *s, size_t len)
         p &= ~GRAY_KEY_VERBATIM;
     }
     if (part[1] != NULL && (p & GRAY_PEER_TRUSTED)) {
+        INVARIANT("the one-header walk (gray_header_key) agrees with gray_client_key on X-Real-IP"
+                  " alone");
         /* the hot path's one-header walk agrees with the whole choice */
         char hbuf[GRAY_IP_TEXT_MAX], cbuf[GRAY_IP_TEXT_MAX];
         gray_walk_t w2;
@@ -153,6 +166,8 @@ static void fuzz_client_key(const char *s, size_t len)
             CHECK(h == c && memcmp(hbuf, cbuf, (size_t)c) == 0);
         }
     }
+    INVARIANT("an untrusted peer is its own client whatever the headers say; a header decides "
+              "only after a hop");
     CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
     CHECK(from >= GRAY_FROM_PEER && from <= GRAY_FROM_FORWARDED);
     if (p < GRAY_PEER_TRUSTED) {
@@ -178,6 +193,8 @@ static void fuzz_ip(const char *s, size_t len)
     (void)gray_cidr_parse(s, len, r, &nr);
     if (gray_ip_parse_host(s, len, &a) != GRAY_OK)
         return;
+    INVARIANT("round trip: canonical text parses back to the same address, is a fixed point, and "
+              "needs all its room");
     int n = gray_ip_format(&a, text, sizeof text);
     CHECK(n > 0 && n < GRAY_IP_TEXT_MAX);
     CHECK(gray_ip_parse(text, (size_t)n, &b) == GRAY_OK);
@@ -191,6 +208,8 @@ static void fuzz_walk(const char *s, size_t len, int forwarded)
 {
     gray_walk_t w;
     init_trusted();
+    INVARIANT("a walk's client is the peer when no hop was taken, and trusted exactly when the "
+              "walk did not stop at an untrusted hop");
     CHECK(gray_ip_parse("127.0.0.1", 9, &w.addr) == GRAY_OK);
     int stop = forwarded ? gray_forwarded_walk(s, len, trusted, ntrusted, &w)
                          : gray_xff_walk(s, len, trusted, ntrusted, &w);
@@ -222,6 +241,8 @@ static void fuzz_mc_get(const char *s, size_t len)
     gray_mc_value_t vals[8];
     gray_mc_line_t line;
     size_t n = 8, need;
+    INVARIANT("a get reply's values lie inside what was consumed, and every shorter prefix of a "
+              "complete reply is incomplete");
     int rc = gray_mc_parse_get(s, len, keys, sizeof keys - 1, vals, &n, &line, &need);
     CHECK(n <= 8);
     if (rc == GRAY_EAGAIN) {
@@ -284,6 +305,8 @@ static void fuzz_mc_meta(const char *s, size_t len)
     gray_mc_meta_t vals[META_CAP];
     gray_mc_line_t line;
     size_t n = META_CAP, need;
+    INVARIANT("an mg reply's hits lie inside what was consumed, answer requests in order (k and O"
+              " name the request), and every shorter prefix is incomplete");
     int rc = gray_mc_parse_meta(r, rlen, meta_keys, sizeof meta_keys - 1, mode, vals, &n, &line,
                                 &need);
     CHECK(n <= META_CAP);
@@ -304,6 +327,8 @@ static void fuzz_mc_meta(const char *s, size_t len)
                 free(p);
             }
         }
+        INVARIANT("round trip: the hits re-encoded as a quiet pipeline (VA/HD ... O<index>, MN) "
+                  "decode to the same hits");
         /* round trip: the hits re-encoded as a quiet pipeline by position */
         if (line.kind == GRAY_MC_MN || !(mode & GRAY_META_PIPELINE)) {
             size_t room = (size_t)rc + n * 80 + 8;
@@ -346,6 +371,7 @@ static void fuzz_mc_meta(const char *s, size_t len)
             free(e);
         }
     }
+    INVARIANT("a request built from a key list is one line per key, then mn, or GRAY_EINVAL");
     /* the reply bytes as a key list: the request built from it is one line
      * per key, then mn, inside the room the Lua side gives it */
     size_t room = rlen + (rlen + 1) / 2 * (3 + 18) + 4;
@@ -363,6 +389,7 @@ static void fuzz_mc_meta(const char *s, size_t len)
     }
     free(q);
 
+    INVARIANT("an mg reply decoded without keys stays inside what was consumed");
     n = META_CAP;
     rc = gray_mc_parse_meta(r, rlen, NULL, 0, mode, vals, &n, &line, &need);
     if (rc >= 0)
@@ -373,6 +400,7 @@ static void fuzz_mc_meta(const char *s, size_t len)
 static void fuzz_mc_line(const char *s, size_t len)
 {
     gray_mc_line_t line;
+    INVARIANT("a reply line's message lies inside the line consumed");
     int rc = gray_mc_parse_line(s, len, &line);
     if (rc >= 0) {
         CHECK((size_t)rc <= len);
@@ -445,6 +473,7 @@ static void fuzz_ranges(const char *s, size_t len)
 {
     static const char names[] = "1\nv2\nv3";
     gray_ranges_stats_t st, st2;
+    INVARIANT("a ranges list counts as it fills (lines, taken, bad, the room it reports)");
     int rc = gray_ranges_parse(s, len, names, sizeof names - 1, 0, NULL, 0, NULL, 0, &st);
     CHECK(rc == GRAY_OK || rc == GRAY_ESPACE);
     CHECK((rc == GRAY_OK) == (st.n4 == 0 && st.n6 == 0));
@@ -457,6 +486,7 @@ static void fuzz_ranges(const char *s, size_t len)
         CHECK(st.bad_lines[i] >= 1 && st.bad_lines[i] <= st.lines &&
               (i == 0 || st.bad_lines[i] > st.bad_lines[i - 1]));
 
+    INVARIANT("a ranges list fills exactly the room counted, and refuses one entry less");
     /* exactly the room counted; one less must be refused, not overrun */
     gray_rentry4_t *e4 = malloc(st.n4 ? st.n4 * sizeof *e4 : 1);
     gray_rentry6_t *e6 = malloc(st.n6 ? st.n6 * sizeof *e6 : 1);
@@ -474,6 +504,8 @@ static void fuzz_ranges(const char *s, size_t len)
     gray_rentry6_t *c6 = malloc(st.n6 ? st.n6 * sizeof *c6 : 1);
     memcpy(c4, e4, st.n4 * sizeof *e4);
     memcpy(c6, e6, st.n6 * sizeof *e6);
+    INVARIANT("parsed entries are ordered ranges of known targets; nothing written in IPv6 covers"
+              " an IPv4 address");
     for (uint32_t i = 0; i < st.n4; i++)
         CHECK(e4[i].lo <= e4[i].hi && e4[i].target >= 1 && e4[i].target <= 3);
     for (uint32_t i = 0; i < st.n6; i++) {
@@ -489,6 +521,8 @@ static void fuzz_ranges(const char *s, size_t len)
     set.v6 = malloc(2 * st.n6 * sizeof *set.v6 + 1);
     set.v4_index = malloc(ix4 * sizeof *set.v4_index);
     set.v6_index = malloc(ix6 * sizeof *set.v6_index);
+    INVARIANT("a compiled range set is sorted runs of distinct targets with an ascending index "
+              "inside its room");
     CHECK(gray_rangeset_build(&set, e4, st.n4, e6, st.n6) == GRAY_OK);
     CHECK(set.n4 <= 2 * st.n4 && set.n6 <= 2 * st.n6);
     for (uint32_t i = 1; i < set.n4; i++)
@@ -507,6 +541,8 @@ static void fuzz_ranges(const char *s, size_t len)
     CHECK(set.v4_index[(size_t)1 << set.v4_bits] == set.n4);
     CHECK(set.v6_index[(size_t)1 << set.v6_bits] == set.n6);
 
+    INVARIANT("the compiled set answers as a naive scan of the parsed entries (most specific "
+              "range, of equal ones the later line)");
     for (uint32_t i = 0; i < st.n4 && i < PROBE_ENTRIES; i++) {
         uint32_t probe[4] = {c4[i].lo, c4[i].hi, c4[i].lo - 1, c4[i].hi + 1};
         for (int k = 0; k < 4; k++) {
@@ -577,6 +613,8 @@ static uint32_t murmur3_bytewise(const uint8_t *p, size_t len, uint32_t seed)
 
 static void fuzz_hash(const char *s, size_t len)
 {
+    INVARIANT("murmur3 equals a byte-at-a-time reading of the algorithm at any alignment; the "
+              "bucket is its value modulo 10000");
     static const uint32_t seeds[] = {0, 1, 0x9747b28cu, 0xffffffffu};
     for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
         /* every suffix starts at another alignment */
@@ -644,13 +682,18 @@ static void fuzz_dist(const char *s, size_t len)
         if (end - h >= 2 && h[0] == '/' && h[1] == '?')
             for (h += 2; h < end && *h >= '0' && *h <= '9' && sv->weight < 100000000; h++)
                 sv->weight = sv->weight * 10 + (uint32_t)(*h - '0');
-        if (sv->host_len == 0 || memchr(sv->host, '\0', sv->host_len) || sv->port > 65535)
+        /* gray_dist_build's rule: libmemcached keeps a host of at most
+         * GRAY_DIST_HOST_MAX bytes (the 1,244-byte host in corpus/dist) */
+        if (sv->host_len == 0 || sv->host_len > GRAY_DIST_HOST_MAX
+            || memchr(sv->host, '\0', sv->host_len) || sv->port > 65535)
             bad = 1;
         start = i + 1;
     }
     if (n == 0)
         return;
 
+    INVARIANT("ketama placement: a list is refused exactly when a server is bad (empty host, "
+              "longer than GRAY_DIST_HOST_MAX, a NUL, port > 65535)");
     size_t room = gray_dist_room(mode, n);
     CHECK(room <= sizeof points / sizeof points[0]);
     gray_dist_t d = {points, (uint32_t)room, 0, 0, 0};
@@ -660,6 +703,7 @@ static void fuzz_dist(const char *s, size_t len)
         return;
     }
     CHECK(rc == GRAY_OK && d.nservers == n && d.mode == mode);
+    INVARIANT("a continuum is sorted and holds the points its mode gives");
     if (mode == GRAY_DIST_MODULA)
         CHECK(d.npoints == 0);
     else if (mode == GRAY_DIST_KETAMA)
@@ -671,6 +715,7 @@ static void fuzz_dist(const char *s, size_t len)
               || (points[i - 1].value == points[i].value
                   && points[i - 1].server <= points[i].server));
 
+    INVARIANT("the O(log n) lookup answers as a linear scan of the circle does");
     /* the circle's edges, every point and just past it, and key hashes */
     dist_check_hash(&d, 0);
     dist_check_hash(&d, UINT32_MAX);
@@ -683,6 +728,7 @@ static void fuzz_dist(const char *s, size_t len)
         CHECK(k == (n == 1 ? 0 : gray_dist_find(&d, gray_dist_hash(mode, s + off, len - off), NULL)));
     }
 
+    INVARIANT("a continuum one point short fails with GRAY_ESPACE");
     if (d.npoints > 0 && n <= 2) {     /* a second build: kept cheap */
         gray_dist_t small = {points, d.npoints - 1, 0, 0, 0};
         CHECK(gray_dist_build(&small, mode, servers, n) == GRAY_ESPACE);
@@ -701,6 +747,7 @@ static int list_sep(char c)
 static void fuzz_servers(const char *s, size_t len)
 {
     gray_server_spec_t out[SERVERS_FUZZ_MAX], again[SERVERS_FUZZ_MAX], bad;
+    INVARIANT("a refused server list names its bad item inside the text, with a message");
     int n = gray_servers_parse(s, len, out, SERVERS_FUZZ_MAX, &bad);
     if (n < 0) {
         CHECK(n == GRAY_EINVAL || n == GRAY_EADDR || n == GRAY_ERANGE || n == GRAY_EDIGITS
@@ -709,6 +756,8 @@ static void fuzz_servers(const char *s, size_t len)
         CHECK(gray_server_error(n)[0] != '\0');
         return;
     }
+    INVARIANT("a server list's items lie in order in the text, hold no separator, hosts are IP "
+              "text as written");
     CHECK(n >= 1 && n <= SERVERS_FUZZ_MAX);
     char joined[SERVERS_FUZZ_MAX * 64];
     size_t jl = 0, end = 0;
@@ -740,6 +789,7 @@ static void fuzz_servers(const char *s, size_t len)
     }
     if (nj == 0)
         return;
+    INVARIANT("round trip: the items joined by \", \" parse to the same servers");
     int m = gray_servers_parse(joined, jl, again, SERVERS_FUZZ_MAX, &bad);
     CHECK(m == nj);
     for (int i = 0; i < m; i++) {
@@ -754,9 +804,12 @@ static void fuzz_token(const char *s, size_t len)
     static const char key[] = "fuzz-secret-0123456789";
     const size_t klen = sizeof key - 1;
     int64_t exp = -1;
+    INVARIANT("the input itself is never a valid token (no MAC is guessed)");
     CHECK(gray_token_check("force", 5, key, klen, s, len, 0, &exp) < 0 && exp == -1);
     char buf[GRAY_TOKEN_MAX];
     size_t sl = len > GRAY_TOKEN_SUBJECT_MAX ? GRAY_TOKEN_SUBJECT_MAX : len;
+    INVARIANT("round trip: a token made with the input as subject checks back to it, expires at "
+              "its expiry, and fails for another purpose");
     int m = gray_token_make("force", 5, key, klen, s, sl, 1700000000, buf, sizeof buf);
     if (m < 0)
         return;
@@ -768,31 +821,413 @@ static void fuzz_token(const char *s, size_t len)
     CHECK(gray_token_check("id:uid", 6, key, klen, buf, (size_t)m, 0, NULL) == GRAY_EMAC);
 }
 
+/* ---- list images ---------------------------------------------------------- */
+
+#define IMAGE_FUZZ_PARTS 8
+#define IMAGE_NAIVE_LINES 256   /* lists up to this many lines get the naive check */
+
+typedef struct naive_line {
+    const char *id;
+    size_t len;
+    uint32_t target;            /* 0: not taken */
+} naive_line_t;
+
+typedef struct naive_names {
+    const char *name[GRAY_TARGETS_MAX];
+    size_t len[GRAY_TARGETS_MAX];
+    uint32_t n;
+} naive_names_t;
+
+static int naive_blank(char c, int ids)
+{
+    return c == ' ' || c == '\t' || c == '\r' || (ids && (c == '\v' || c == '\f'));
+}
+
+/* Fields of one line, as the list syntax reads them: up to '#', at most 3. */
+static int naive_fields(const char *p, const char *eol, int ids, const char **f, size_t *fl)
+{
+    int n = 0;
+    while (p < eol && *p != '#' && n < 3) {
+        if (naive_blank(*p, ids)) {
+            p++;
+            continue;
+        }
+        f[n] = p;
+        while (p < eol && *p != '#' && !naive_blank(*p, ids))
+            p++;
+        fl[n] = (size_t)(p - f[n]);
+        n++;
+    }
+    return n;
+}
+
+static uint32_t naive_name(const naive_names_t *nn, const char *s, size_t len)
+{
+    for (uint32_t i = 0; i < nn->n; i++)
+        if (nn->len[i] == len && memcmp(nn->name[i], s, len) == 0)
+            return i + 1;
+    return 0;
+}
+
+/* the target-name rule, written out: 1..GRAY_TARGET_NAME_MAX bytes of
+ * 0x21..0x7e but '#', not "0" */
+static int naive_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > GRAY_TARGET_NAME_MAX || (len == 1 && s[0] == '0'))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '#')
+            return 0;
+    return 1;
+}
+
+/* The naive reading of an id list: each line's id and target (0 when the
+ * line is skipped); names collected first when collect is set. */
+static size_t naive_ids(const char *text, size_t len, int collect, uint32_t unknown_index,
+                        naive_names_t *nn, naive_line_t *out, size_t cap, uint32_t *bad,
+                        uint32_t *unknown)
+{
+    static const char *given[] = {"1", "v2", "v3"};
+    nn->n = 0;
+    if (!collect) {
+        for (int i = 0; i < 3; i++) {
+            nn->name[nn->n] = given[i];
+            nn->len[nn->n++] = strlen(given[i]);
+        }
+    } else {
+        nn->name[0] = "1";
+        nn->len[nn->n++] = 1;
+        for (const char *p = text, *end = text + len; p < end;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end;
+            const char *f[3];
+            size_t fl[3];
+            if (naive_fields(p, eol, 1, f, fl) == 2 && naive_name_ok(f[1], fl[1]) &&
+                !naive_name(nn, f[1], fl[1]) && nn->n < GRAY_TARGETS_MAX) {
+                nn->name[nn->n] = f[1];
+                nn->len[nn->n++] = fl[1];
+            }
+            p = nl ? nl + 1 : end;
+        }
+    }
+    size_t n = 0;
+    *bad = *unknown = 0;
+    for (const char *p = text, *end = text + len; p < end && n < cap;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *eol = nl ? nl : end;
+        const char *f[3];
+        size_t fl[3];
+        int k = naive_fields(p, eol, 1, f, fl);
+        p = nl ? nl + 1 : end;
+        out[n].id = NULL;
+        out[n].len = 0;
+        out[n].target = 0;
+        if (k == 0) {
+            n++;
+            continue;
+        }
+        if (k == 3 || fl[0] > GRAY_ID_MAX || (k == 2 && !naive_name_ok(f[1], fl[1]))) {
+            (*bad)++;
+        } else {
+            uint32_t t = k == 2 ? naive_name(nn, f[1], fl[1]) : 1;
+            if (t == 0) {
+                (*unknown)++;
+                t = unknown_index;
+            }
+            out[n].target = t;
+        }
+        out[n].id = f[0];
+        out[n].len = fl[0];
+        n++;
+    }
+    return n;
+}
+
+/* The last taken line with this id decides; 0 when none. */
+static int naive_find(const naive_line_t *l, size_t n, const char *id, size_t len)
+{
+    int t = 0;
+    for (size_t i = 0; i < n; i++)
+        if (l[i].target && l[i].len == len && memcmp(l[i].id, id, len) == 0)
+            t = (int)l[i].target;
+    return t;
+}
+
+/* A flipped byte or a cut: a verifying open refuses it, a plain one may
+ * take it (a byte in the body), and then lookups must stay in bounds. */
+static void image_damage(const uint8_t *img, size_t size, size_t at, int ids,
+                         const char *probe, size_t plen)
+{
+    uint64_t *copy = malloc(size + 8);
+    memcpy(copy, img, size);
+    ((uint8_t *)copy)[at % size] ^= (uint8_t)(1u << (at % 8));
+    gray_image_t *h;
+    INVARIANT("a flipped byte or a cut is refused by a verifying open; an image that still opens "
+              "answers lookups without a fault");
+    CHECK(gray_image_open_mem(copy, size, GRAY_IMAGE_VERIFY, &h) < 0);
+    if (gray_image_open_mem(copy, size, 0, &h) == GRAY_OK) {
+        if (ids) {
+            CHECK(gray_image_find_id(h, probe, plen) >= 0);
+        } else {
+            gray_ip_t ip;
+            for (uint32_t x = 0; x < 64; x++) {
+                ip = v4_ip(x * 0x04000001u);
+                CHECK(gray_image_find_ip(h, &ip) >= 0);
+                memset(ip.b, (int)(x * 4), 16);
+                CHECK(gray_image_find_ip(h, &ip) >= 0);
+            }
+        }
+        gray_image_close(h);
+    }
+    memcpy(copy, img, size);
+    CHECK(gray_image_open_mem(copy, at % size, 0, &h) < 0);
+    free(copy);
+}
+
+/* The first byte: bit 0 the kind (ids, ranges), bit 1 collected names,
+ * bit 2 lines naming an unknown target kept (index 4, past the names);
+ * then parts split at '|'. */
+static void fuzz_image(const char *s, size_t len)
+{
+    if (len == 0)
+        return;
+    int ids = !(s[0] & 1), collect = (s[0] & 2) != 0;
+    uint32_t unknown_index = (s[0] & 4) ? 4 : 0;
+    static const char names[] = "1\nv2\nv3";
+    gray_image_part_t parts[IMAGE_FUZZ_PARTS];
+    size_t nparts = 0, start = 1;
+    for (size_t i = 1; i <= len && nparts < IMAGE_FUZZ_PARTS; i++) {
+        if (i == len || s[i] == '|' || nparts == IMAGE_FUZZ_PARTS - 1) {
+            if (nparts == IMAGE_FUZZ_PARTS - 1)
+                i = len;   /* the last part takes the rest */
+            parts[nparts].buf = s + start;
+            parts[nparts].len = i - start;
+            nparts++;
+            start = i + 1;
+        }
+    }
+    /* the join, done naively */
+    char *text = malloc(len + IMAGE_FUZZ_PARTS + 1);
+    size_t tlen = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        memcpy(text + tlen, parts[i].buf, parts[i].len);
+        tlen += parts[i].len;
+        if (parts[i].len > 0 && parts[i].buf[parts[i].len - 1] != '\n' && nparts > 1)
+            text[tlen++] = '\n';
+    }
+
+    void *img;
+    size_t size;
+    gray_image_stats_t st;
+    INVARIANT("a list image builds, counts its lines, opens verified and reports what it was "
+              "built with");
+    int rc = gray_image_build(ids ? GRAY_IMAGE_IDS : GRAY_IMAGE_RANGES, parts, nparts,
+                              collect ? NULL : names, collect ? 0 : sizeof names - 1,
+                              unknown_index, 42, &img, &size, &st);
+    CHECK(rc == GRAY_OK && st.bytes == size && size % 8 == 0);
+    /* a line naming an unknown target is skipped, or taken with the index */
+    CHECK(st.taken + st.bad + (unknown_index ? 0 : st.unknown) <= st.lines);
+    CHECK(st.entries <= st.taken && (!unknown_index || st.unknown <= st.taken));
+    gray_image_t *h;
+    CHECK(gray_image_open_mem(img, size, GRAY_IMAGE_VERIFY, &h) == GRAY_OK);
+    CHECK(gray_image_version(h) == 42);
+    CHECK(gray_image_kind(h) == (ids ? GRAY_IMAGE_IDS : GRAY_IMAGE_RANGES));
+    gray_image_stats_t info;
+    gray_image_info(h, &info);
+    CHECK(info.entries == st.entries && info.bad == st.bad && info.lines == st.lines &&
+          info.bytes == size && info.ntargets == st.ntargets);
+    size_t nlen;
+    const char *first = gray_image_target(h, 1, &nlen);
+    CHECK(first != NULL && nlen == 1 && first[0] == '1');
+    CHECK(gray_image_target(h, st.ntargets + 1, &nlen) == NULL);
+
+    if (ids) {
+        CHECK(gray_image_find_ip(h, &mapped_first) == GRAY_EINVAL);
+        INVARIANT("an id image finds what a naive scan of the joined lines says (the last good "
+                  "line wins)");
+        naive_line_t *lines = malloc((tlen + 1) * sizeof *lines);
+        naive_names_t nn;
+        uint32_t bad, unknown;
+        size_t n = naive_ids(text, tlen, collect, unknown_index, &nn, lines, tlen + 1, &bad,
+                             &unknown);
+        CHECK(n == st.lines && bad == st.bad && unknown == st.unknown);
+        CHECK(nn.n == st.ntargets);
+        if (n <= IMAGE_NAIVE_LINES) {
+            uint32_t distinct = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (lines[i].id == NULL)
+                    continue;
+                int want = naive_find(lines, n, lines[i].id, lines[i].len);
+                CHECK(gray_image_find_id(h, lines[i].id, lines[i].len) == want);
+                if (lines[i].target && naive_find(lines, i, lines[i].id, lines[i].len) == 0)
+                    distinct++;
+                /* an id one byte shorter is listed or not, as the scan says */
+                if (lines[i].len > 1)
+                    CHECK(gray_image_find_id(h, lines[i].id, lines[i].len - 1) ==
+                          naive_find(lines, n, lines[i].id, lines[i].len - 1));
+            }
+            CHECK(distinct == st.entries);
+        }
+        CHECK(gray_image_find_id(h, s, len) == naive_find(lines, n, s, len));
+        CHECK(gray_image_find_id(h, "", 0) == 0);
+        free(lines);
+    } else {
+        CHECK(gray_image_find_id(h, "x", 1) == GRAY_EINVAL);
+        INVARIANT("a ranges image answers as the naive scan of gray_ranges_parse()'s entries");
+        /* against the entries the ranges parser reads from the same text */
+        const char *nm = names;
+        size_t nm_len = sizeof names - 1;
+        static char collected[GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1)];
+        if (collect) {
+            size_t at = 0;
+            for (uint32_t k = 1; k <= st.ntargets; k++) {
+                const char *t = gray_image_target(h, k, &nlen);
+                if (k > 1)
+                    collected[at++] = '\n';
+                memcpy(collected + at, t, nlen);
+                at += nlen;
+            }
+            nm = collected;
+            nm_len = at;
+        }
+        gray_ranges_stats_t rs;
+        size_t room4, room6;
+        gray_ranges_room(text, tlen, &room4, &room6);
+        gray_rentry4_t *e4 = malloc(room4 ? room4 * sizeof *e4 : 1);
+        gray_rentry6_t *e6 = malloc(room6 ? room6 * sizeof *e6 : 1);
+        CHECK(gray_ranges_parse(text, tlen, nm, nm_len, unknown_index, e4, room4, e6, room6,
+                                &rs) == GRAY_OK);
+        CHECK(rs.taken == st.taken && rs.bad == st.bad && rs.unknown == st.unknown &&
+              rs.lines == st.lines);
+        for (uint32_t i = 0; i < rs.n4 && i < PROBE_ENTRIES; i++) {
+            uint32_t probe[4] = {e4[i].lo, e4[i].hi, e4[i].lo - 1, e4[i].hi + 1};
+            for (int k = 0; k < 4; k++) {
+                gray_ip_t ip = v4_ip(probe[k]);
+                CHECK(gray_image_find_ip(h, &ip) == (int)naive4(e4, rs.n4, probe[k]));
+            }
+        }
+        for (uint32_t i = 0; i < rs.n6 && i < PROBE_ENTRIES; i++) {
+            gray_ip_t probe[4] = {e6[i].lo, e6[i].hi, ip_step(e6[i].lo, 0), ip_step(e6[i].hi, 1)};
+            for (int k = 0; k < 4; k++) {
+                int want = gray_ip_is_v4(&probe[k]) ? (int)naive4(e4, rs.n4, v4_value(&probe[k]))
+                                                    : (int)naive6(e6, rs.n6, &probe[k]);
+                CHECK(gray_image_find_ip(h, &probe[k]) == want);
+            }
+        }
+        CHECK(gray_image_find_text(h, s, len) >= GRAY_EADDR);
+        free(e4);
+        free(e6);
+    }
+    gray_image_close(h);
+    image_damage(img, size, (size_t)gray_murmur3_32(s, len, 7), ids, s, len);
+
+    INVARIANT("the raw input opened as an image is refused without a fault");
+    /* the raw input as an image: refused, without a fault */
+    uint64_t *raw = malloc(len + 8);
+    memcpy(raw, s, len);
+    CHECK(gray_image_open_mem(raw, len, 0, &h) < 0);
+    free(raw);
+    gray_image_free_buf(img);
+    free(text);
+}
+
+/* ---- the targets ----------------------------------------------------------- */
+
+static void fuzz_xff(const char *s, size_t len)
+{
+    fuzz_walk(s, len, 0);
+}
+
+static void fuzz_forwarded(const char *s, size_t len)
+{
+    fuzz_walk(s, len, 1);
+}
+
+/* one per parser; the name is its corpus directory, csrc/test/corpus/<name> */
+static const struct {
+    const char *name;
+    void (*run)(const char *s, size_t len);
+} targets[] = {
+    {"ip", fuzz_ip},                /* IP text: parse, format, canonical, CIDR */
+    {"ipset", fuzz_ipset},          /* CIDR lists merged into a set */
+    {"xff", fuzz_xff},              /* the X-Forwarded-For walk */
+    {"forwarded", fuzz_forwarded},  /* the Forwarded walk */
+    {"client", fuzz_client_key},    /* peer, X-Real-IP, XFF, Forwarded together */
+    {"mc_get", fuzz_mc_get},        /* get/gets replies */
+    {"mc_line", fuzz_mc_line},      /* one-line replies, key check */
+    {"mc_meta", fuzz_mc_meta},      /* mg replies and requests */
+    {"ranges", fuzz_ranges},        /* the ranges-list compiler */
+    {"image", fuzz_image},          /* list images: id-list and ranges compilers */
+    {"hash", fuzz_hash},            /* murmur3 and the percentage bucket */
+    {"dist", fuzz_dist},            /* ketama placement */
+    {"servers", fuzz_servers},      /* server lists */
+    {"token", fuzz_token},          /* the signed-token check */
+    {"cli_args", fuzz_cli_args},    /* gray-admin's argument parsers */
+    {"cli_import", fuzz_cli_import}, /* gray-admin's import lines */
+};
+
+const char *fuzz_invariant = "?";
+static const char *fuzz_current = "?";
+
+void fuzz_check_failed(const char *cond, const char *file, int line)
+{
+    fprintf(stderr, "\nfuzz target %s: invariant broken: %s\n    CHECK(%s) failed at %s:%d\n",
+            fuzz_current, fuzz_invariant, cond, file, line);
+    fflush(stderr);
+    __builtin_trap();
+}
+
+size_t fuzz_target_count(void)
+{
+    return sizeof targets / sizeof targets[0];
+}
+
+const char *fuzz_target_name(size_t i)
+{
+    return i < fuzz_target_count() ? targets[i].name : NULL;
+}
+
+int fuzz_target_find(const char *name)
+{
+    for (size_t i = 0; name && i < fuzz_target_count(); i++)
+        if (strcmp(targets[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+void fuzz_run(size_t i, const uint8_t *data, size_t size)
+{
+    char *s = malloc(size ? size : 1);   /* exactly size bytes: overreads are caught */
+    memcpy(s, data, size);
+    fuzz_current = targets[i].name;
+    fuzz_invariant = "?";
+    targets[i].run(s, size);
+    free(s);
+}
+
+#ifdef FUZZ_LIBFUZZER
+/* libFuzzer: one target per run, named by the environment (tools/fuzz.sh) */
+static int chosen = -1;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    chosen = fuzz_target_find(getenv("FUZZ_TARGET"));
+    if (chosen < 0) {
+        fprintf(stderr, "fuzz: set FUZZ_TARGET to one of:");
+        for (size_t i = 0; i < fuzz_target_count(); i++)
+            fprintf(stderr, " %s", targets[i].name);
+        fprintf(stderr, "\n");
+        exit(2);
+    }
+    return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size == 0)
-        return 0;
-    int target = data[0] % T_COUNT;
-    size_t len = size - 1;
-    char *s = malloc(len ? len : 1);   /* exactly len bytes: overreads are caught */
-    memcpy(s, data + 1, len);
-    switch (target) {
-    case T_IP:        fuzz_ip(s, len); break;
-    case T_XFF:       fuzz_walk(s, len, 0); break;
-    case T_FORWARDED: fuzz_walk(s, len, 1); break;
-    case T_MC_GET:    fuzz_mc_get(s, len); break;
-    case T_MC_LINE:   fuzz_mc_line(s, len); break;
-    case T_IPSET:     fuzz_ipset(s, len); break;
-    case T_CLIENT:    fuzz_client_key(s, len); break;
-    case T_RANGES:    fuzz_ranges(s, len); break;
-    case T_HASH:      fuzz_hash(s, len); break;
-    case T_DIST:      fuzz_dist(s, len); break;
-    case T_SERVERS:   fuzz_servers(s, len); break;
-    case T_TOKEN:     fuzz_token(s, len); break;
-    case T_MC_META:   fuzz_mc_meta(s, len); break;
-    }
-    free(s);
+    fuzz_run((size_t)chosen, data, size);
     return 0;
 }
+#endif

@@ -8,6 +8,7 @@
 --   local key = client:key()    -- "203.0.113.7", or nil for a unix-socket peer
 
 local gray_ffi = require "gray.ffi"
+local util = require "gray.util"
 
 local ngx_var = ngx.var
 local ngx_req = ngx.req
@@ -18,6 +19,7 @@ local peer_trusted = gray_ffi.peer_trusted
 local client_key = gray_ffi.client_key
 local header_key = gray_ffi.header_key
 local peer_key = gray_ffi.peer_key
+local split_list, option_error = util.split_list, util.option_error
 
 -- Peers whose trust is remembered per client picker: proxies are few.
 local PEER_MEMO_MAX = 1024
@@ -37,11 +39,8 @@ local HEADERS = {
     ["forwarded"] = "use_forwarded",
 }
 
---- Builds a client-key picker from `trusted` (CIDRs: a table, a comma or
--- blank separated string, or "none") and `client_headers` (a list of
--- X-Real-IP, X-Forwarded-For, Forwarded; or "none" for the peer only).
--- Returns it and the CIDR warnings, or nil, err naming the option.
-function _M.new(opts)
+-- new(), with a refused option as a gray.util record.
+local function new_picker(opts)
     local trusted = opts.trusted
     if trusted == nil then
         trusted = DEFAULTS.trusted
@@ -50,11 +49,11 @@ function _M.new(opts)
         trusted = {}
     end
     if type(trusted) ~= "table" and type(trusted) ~= "string" then
-        return nil, "option 'trusted' must be a list of CIDRs"
+        return option_error("trusted", "must be a list of CIDRs")
     end
     local set, err = gray_ffi.new_ipset(trusted)
     if not set then
-        return nil, "option 'trusted' " .. err
+        return option_error("trusted", err)
     end
 
     local headers = opts.client_headers
@@ -62,22 +61,18 @@ function _M.new(opts)
         headers = DEFAULTS.client_headers
     elseif headers == "none" then
         headers = {}
-    elseif type(headers) == "string" then
-        local list = {}
-        for h in headers:gmatch("[^,%s]+") do
-            list[#list + 1] = h
-        end
-        headers = list
+    else
+        headers = split_list(headers)
     end
     if type(headers) ~= "table" then
-        return nil, "option 'client_headers' must be a list of header names or 'none'"
+        return option_error("client_headers", "must be a list of header names or 'none'")
     end
     local self = { trusted = set, use_real_ip = false, use_xff = false, use_forwarded = false }
     for _, h in ipairs(headers) do
         local field = type(h) == "string" and HEADERS[h:lower()]
         if not field then
-            return nil, "option 'client_headers' has '" .. tostring(h)
-                        .. "'; known: X-Real-IP, X-Forwarded-For, Forwarded (or 'none')"
+            return option_error("client_headers", "has '" .. tostring(h)
+                                .. "'; known: X-Real-IP, X-Forwarded-For, Forwarded (or 'none')")
         end
         self[field] = true
     end
@@ -85,8 +80,16 @@ function _M.new(opts)
     self.any_header = self.use_real_ip or self.use_xff or self.use_forwarded
     -- peer text -> trusted?, so a proxy's address is not parsed per request
     self.peer_memo, self.peer_memo_size = {}, 0
-    return setmetatable(self, mt), set.warnings
+    return setmetatable(self, mt), nil, set.warnings
 end
+_M._new = new_picker
+
+--- Builds a client-key picker from `trusted` (CIDRs: a table, a comma or
+-- blank separated string, or "none") and `client_headers` (a list of
+-- X-Real-IP, X-Forwarded-For, Forwarded; or "none" for the peer only).
+-- Returns it, nil and the CIDR warnings (a list of strings); or nil, err
+-- naming the option.
+_M.new = util.worded(new_picker)
 
 -- $http_forwarded holds only the first Forwarded line, and a proxy may add
 -- its own line after the client's: all lines, joined as one list.

@@ -183,22 +183,17 @@ local function options(vals)
 end
 _M.options = options
 
--- gray.new's message names the Lua option; the user wrote an nginx variable.
-local function name_variable(err)
-    for i = 1, NVARS do
-        local var = VARS[i]
-        local s, e = err:find("option '" .. var[2] .. "'", 1, true)
-        if s then
-            return "$" .. var[1] .. err:sub(e + 1)
-        end
-    end
-    return err
+-- The nginx variable of each gray.new option ("$gray_cache_ttl"), to name
+-- the variable in a refusal (gray.options).
+local VAR_OF = {}
+for i = 1, NVARS do
+    VAR_OF[VARS[i][2]] = "$" .. VARS[i][1]
 end
 
 -- The router module, loaded on first use. A failed load (libgray.so not
 -- built or not on lua_package_cpath) is retried every RETRY_LOAD seconds,
 -- and meanwhile every request goes to the stable location.
-local gray, load_failed_at
+local gray, gray_options, load_failed_at
 
 local function load_gray()
     local t = ngx_now()
@@ -207,7 +202,7 @@ local function load_gray()
     end
     local ok, mod = pcall(require, "gray")
     if ok and type(mod) == "table" then
-        gray = mod
+        gray, gray_options = mod, require "gray.options"
         return mod
     end
     -- require leaves its loading sentinel behind after an error: without
@@ -303,9 +298,11 @@ local function build(config, svals)
         opts, err = options(vals)
     end
     if opts then
-        opts, err = gray.new(opts)
-        if not opts and err then
-            err = name_variable(err)
+        -- a refusal comes as a record naming the option: worded here with
+        -- the variable's name
+        opts, err = gray._new(opts)
+        if not opts then
+            err = gray_options.text(err, VAR_OF[err.option])
         end
     end
     local router = opts

@@ -5,6 +5,7 @@
 -- between filling one and reading it back.
 
 local ffi = require "ffi"
+local split_list = require("gray.util").split_list
 
 local ffi_new = ffi.new
 local ffi_string = ffi.string
@@ -131,6 +132,45 @@ int gray_token_check(const char *ctx, size_t ctx_len, const char *key, size_t ke
 ]]
 end
 
+-- The list images (image.c, imagejob.c): their own guard, so that a copy
+-- of this file without them and one with them can both load.
+if not pcall(ffi_typeof, "gray_image_stats_t") then
+    ffi.cdef [[
+typedef struct gray_image_part { const char *buf; size_t len; } gray_image_part_t;
+typedef struct gray_image_stats {
+    uint32_t lines; uint32_t taken; uint32_t entries; uint32_t runs; uint32_t bad;
+    uint32_t unknown; uint32_t bad_lines[8]; uint32_t unknown_lines[8]; uint32_t ntargets;
+    int32_t sys_errno; uint64_t bytes; uint64_t wall_ns; uint64_t cpu_ns;
+} gray_image_stats_t;
+typedef struct gray_image_job gray_image_job_t;
+typedef struct gray_image gray_image_t;
+uint64_t gray_image_hash(const char *buf, size_t len);
+int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
+                     const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                     void **out, size_t *out_len, gray_image_stats_t *st);
+void gray_image_free_buf(void *buf);
+int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       const char *path, gray_image_stats_t *st);
+int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
+                             const char *names, size_t names_len, uint32_t unknown,
+                             uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
+int gray_image_job_free(gray_image_job_t *job);
+int gray_image_open(const char *path, int flags, gray_image_t **out);
+int gray_image_open_mem(const void *buf, size_t len, int flags, gray_image_t **out);
+int gray_image_peek(const char *path, uint64_t *cas);
+void gray_image_close(gray_image_t *img);
+int gray_image_find_id(const gray_image_t *img, const char *id, size_t len);
+int gray_image_find_ip(const gray_image_t *img, const gray_ip_t *ip);
+int gray_image_find_text(const gray_image_t *img, const char *s, size_t len);
+uint64_t gray_image_version(const gray_image_t *img);
+int gray_image_kind(const gray_image_t *img);
+void gray_image_info(const gray_image_t *img, gray_image_stats_t *st);
+const char *gray_image_target(const gray_image_t *img, uint32_t k, size_t *len);
+]]
+end
+
 -- Finds libgray.so the way lua-resty-signal finds its library: every
 -- package.cpath template with "?" replaced, first one that loads wins.
 local function load_library()
@@ -240,17 +280,6 @@ function _M.canonical_ip(s)
         return nil, strerror(n)
     end
     return ffi_string(text_buf, n)
-end
-
-local function split_list(list)
-    if type(list) == "string" then
-        local t = {}
-        for item in list:gmatch("[^,%s]+") do
-            t[#t + 1] = item
-        end
-        return t
-    end
-    return list
 end
 
 -- gray_cidr_parse keeps nothing of an IPv6-written CIDR inside
@@ -846,6 +875,61 @@ function Buffer.decode_meta(self, keys, max_values, mode, with_meta)
     return decode_meta_many(self.mem, self.len, keys, max_values, mode, with_meta)
 end
 
+-- One hit of decode_meta_list into out, at its request's position.
+local function put_hit(out, cp, i)
+    local v = metas[i]
+    if v.kind == MC_VA then
+        out[v.index + 1] = ffi_string(cp + v.data_off, v.data_len)
+    else
+        out[v.index + 1] = true
+    end
+end
+
+--- Buffer.decode_meta_list(keys, nkeys): the reply to
+-- mc_meta_request(keys, "v q") (nkeys keys) over the bytes appended so far,
+-- by position: out[i] is the value of the i-th key, false
+-- when memcached lacks it (true for a hit without a value); and the bytes
+-- consumed. nil, "again", need; or nil, err. For the request path: no
+-- table keyed by key, no key copied, no loop for up to 5 keys (a loop of
+-- a few turns would abort the request's trace).
+local function decode_meta_list(p, len, keys, nkeys)
+    if nkeys > metas_cap then
+        metas_cap = nkeys
+        metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
+    end
+    local consumed, n, need = parse_meta(p, len, keys, META_PIPELINE + META_VALUE + META_QUIET,
+                                         nkeys)
+    if not consumed then
+        return nil, n, need
+    end
+    local out = { false, false, false, false, false }
+    local cp = ffi_cast(char_ptr_t, p)
+    if nkeys > 5 then
+        for i = 6, nkeys do
+            out[i] = false
+        end
+        for i = 5, n - 1 do
+            put_hit(out, cp, i)
+        end
+    end
+    if n > 0 then put_hit(out, cp, 0) end
+    if n > 1 then put_hit(out, cp, 1) end
+    if n > 2 then put_hit(out, cp, 2) end
+    if n > 3 then put_hit(out, cp, 3) end
+    if n > 4 then put_hit(out, cp, 4) end
+    return out, consumed
+end
+
+function Buffer.decode_meta_list(self, keys, nkeys)
+    return decode_meta_list(self.mem, self.len, keys, nkeys)
+end
+
+--- Buffer.decode_meta_list over a string (a reply that came in one read:
+-- no buffer needed).
+function _M.mc_decode_meta_list(buf, keys, nkeys)
+    return decode_meta_list(buf, #buf, keys, nkeys)
+end
+
 
 -- ---- server placement: libmemcached 1.1's distributions (dist.c) ----------
 
@@ -1000,6 +1084,323 @@ function _M.md5_hex(s)
         t[i + 1] = ("%02x"):format(md5_buf[i])
     end
     return concat(t)
+end
+
+
+-- ---- compiled list images (image.c, idlist.c, imagejob.c) -----------------
+
+-- Must match gray.h.
+local IMAGE_KINDS = { ids = 1, ranges = 2 }
+local IMAGE_KIND_NAMES = { "ids", "ranges" }
+local IMAGE_VERIFY = 1
+local JOB_RUNNING = 1
+local GRAY_EIO = -21
+local IMAGE_PARTS_MAX = 1024
+local image_stats = ffi_new("gray_image_stats_t")
+local image_out = ffi_new("gray_image_t *[1]")
+local job_out = ffi_new("gray_image_job_t *[1]")
+local u64_buf = ffi_new("uint64_t[1]")
+local parts_array_t = ffi_typeof("gray_image_part_t[?]")
+local u64_t = ffi_typeof("uint64_t")
+local ffi_gc, ffi_errno = ffi.gc, ffi.errno
+local U64_MAX_TEXT = "18446744073709551615"
+
+-- A CAS (a whole number, decimal text as cas_text gives it, or a uint64_t
+-- cdata) as a uint64_t, or nil.
+local function to_u64(v)
+    local t = type(v)
+    if t == "number" then
+        if v >= 0 and v % 1 == 0 and v <= 2 ^ 53 then
+            return ffi_new(u64_t, v)
+        end
+    elseif t == "string" then
+        if v:find("^%d+$") and (#v < 20 or (#v == 20 and v <= U64_MAX_TEXT)) then
+            local x = ffi_new(u64_t, 0)
+            for i = 1, #v do
+                x = x * 10 + (v:byte(i) - 48)
+            end
+            return x
+        end
+    elseif t == "cdata" and ffi.istype(u64_t, v) then
+        return v
+    end
+    return nil
+end
+
+local function u64_text(v)
+    return (tostring(v):gsub("ULL$", ""))
+end
+
+local function image_err(rc)
+    if rc == GRAY_EIO then
+        return strerror(rc) .. ": errno " .. ffi_errno()
+    end
+    return strerror(rc)
+end
+
+-- text (a string, or a list of parts) as a parts array; the strings must
+-- stay reachable while C reads them.
+local function make_parts(text)
+    if type(text) == "string" then
+        local p = ffi_new(parts_array_t, 1)
+        p[0].buf, p[0].len = text, #text
+        return p, 1
+    end
+    if type(text) ~= "table" or #text > IMAGE_PARTS_MAX then
+        return nil, "list text must be a string or a list of at most " .. IMAGE_PARTS_MAX
+                    .. " strings"
+    end
+    local n = #text
+    local p = ffi_new(parts_array_t, n > 0 and n or 1)
+    for i = 1, n do
+        local part = text[i]
+        if type(part) ~= "string" then
+            return nil, "part " .. i .. " is not a string"
+        end
+        p[i - 1].buf, p[i - 1].len = part, #part
+    end
+    return p, n
+end
+
+-- names: nil (the list's own names are collected), a list, or '\n'-separated text.
+local function names_text(names)
+    if names == nil then
+        return nil, 0
+    end
+    if type(names) == "table" then
+        names = concat(names, "\n")
+    end
+    if type(names) ~= "string" or names == "" then
+        return nil, nil, "target names must be a list of names"
+    end
+    return names, #names
+end
+
+local function image_args(kind, text, names, cas, unknown)
+    local k = IMAGE_KINDS[kind]
+    if not k then
+        return nil, "kind must be \"ids\" or \"ranges\""
+    end
+    local parts, n = make_parts(text)
+    if not parts then
+        return nil, n
+    end
+    local ntext, nlen, err = names_text(names)
+    if err then
+        return nil, err
+    end
+    local v = to_u64(cas or 0)
+    if not v then
+        return nil, "cas must be a whole number or its decimal text"
+    end
+    unknown = unknown or 0
+    if type(unknown) ~= "number" or unknown < 0 or unknown > TARGETS_MAX or unknown % 1 ~= 0 then
+        return nil, "unknown must be a target index from 0 to " .. TARGETS_MAX
+    end
+    return { kind = k, parts = parts, n = n, names = ntext, names_len = nlen, cas = v,
+             unknown = unknown }
+end
+
+local function stats_table(st)
+    return {
+        lines = st.lines,
+        taken = st.taken,
+        entries = st.entries,
+        runs = st.runs,
+        bad = st.bad,
+        unknown = st.unknown,
+        bad_lines = line_numbers(st.bad_lines, st.bad),
+        unknown_lines = line_numbers(st.unknown_lines, st.unknown),
+        targets = st.ntargets,
+        bytes = tonumber(st.bytes),
+        compile_ms = tonumber(st.wall_ns) / 1e6,
+        cpu_ms = tonumber(st.cpu_ns) / 1e6,
+    }
+end
+
+--- Compiles a list to an image file and waits (tests, tools; a worker
+-- uses image_compile_start). kind: "ids" or "ranges"; text: a string or a
+-- list of parts (joined with a line break after a part lacking one);
+-- names: the target names (index k = names[k]; a line without a name gets
+-- 1) or nil to take the names the list uses ("1" first); cas: the version
+-- stored (number or decimal text); unknown (default 0): the index a line
+-- naming a target not in names gets (0: the line is skipped), as
+-- new_rangeset's. Returns the stats (lines, taken, entries, runs, bad,
+-- unknown, bad_lines, unknown_lines, targets, bytes, compile_ms, cpu_ms),
+-- or nil, err.
+function _M.image_compile(kind, text, names, cas, path, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
+    if not a then
+        return nil, err
+    end
+    if type(path) ~= "string" then
+        return nil, "path must be a string"
+    end
+    local rc = C.gray_image_compile(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown, a.cas,
+                                    path, image_stats)
+    if rc ~= 0 then
+        return nil, rc == GRAY_EIO and strerror(rc) .. ": errno " .. image_stats.sys_errno
+                    or strerror(rc)
+    end
+    return stats_table(image_stats)
+end
+
+-- jobs whose thread may still read their strings: anchored here until seen
+-- done (a job dropped by its caller is freed by the collector after that)
+local live_jobs = {}
+
+local function reap_jobs()
+    for job in pairs(live_jobs) do
+        if C.gray_image_poll(job.cjob, nil) ~= JOB_RUNNING then
+            live_jobs[job] = nil
+        end
+    end
+end
+
+--- The same compile in a thread: returns a job to poll, or nil, err. The
+-- text's strings are kept reachable by the job until it is done.
+function _M.image_compile_start(kind, text, names, cas, path, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
+    if not a then
+        return nil, err
+    end
+    if type(path) ~= "string" then
+        return nil, "path must be a string"
+    end
+    reap_jobs()
+    local rc = C.gray_image_compile_start(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown,
+                                          a.cas, path, job_out)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    -- the finalizer runs once the job is unreachable, so never while running
+    local job = { cjob = ffi_gc(job_out[0], C.gray_image_job_free), parts = a.parts,
+                  text = text }
+    live_jobs[job] = true
+    return job
+end
+
+--- false while the job runs; true, stats when it is done; nil, err, stats
+-- when it failed.
+function _M.image_poll(job)
+    if job.cjob == nil then
+        return nil, "the job was freed"
+    end
+    local rc = C.gray_image_poll(job.cjob, image_stats)
+    if rc == JOB_RUNNING then
+        return false
+    end
+    live_jobs[job] = nil
+    if rc ~= 0 then
+        return nil, rc == GRAY_EIO and strerror(rc) .. ": errno " .. image_stats.sys_errno
+                    or strerror(rc), stats_table(image_stats)
+    end
+    return true, stats_table(image_stats)
+end
+
+--- Frees a finished job (true); a running one is asked to stop and stays
+-- (false): poll it, then free it again.
+function _M.image_job_free(job)
+    if job.cjob == nil then
+        return true
+    end
+    if C.gray_image_job_free(job.cjob) == JOB_RUNNING then
+        return false
+    end
+    ffi_gc(job.cjob, nil)
+    job.cjob = nil
+    live_jobs[job] = nil
+    return true
+end
+
+--- How many started jobs have not been seen done (their text is anchored).
+function _M.image_jobs_live()
+    reap_jobs()
+    local n = 0
+    for _ in pairs(live_jobs) do
+        n = n + 1
+    end
+    return n
+end
+
+--- Maps an image file read-only and checks it (verify: every byte too).
+-- Returns the image (unmapped when collected, or by image_close), or
+-- nil, err.
+function _M.image_open(path, verify)
+    if type(path) ~= "string" then
+        return nil, "path must be a string"
+    end
+    local rc = C.gray_image_open(path, verify and IMAGE_VERIFY or 0, image_out)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    return ffi_gc(image_out[0], C.gray_image_close)
+end
+
+function _M.image_close(img)
+    ffi_gc(img, nil)
+    C.gray_image_close(img)
+end
+
+--- The version (CAS, decimal text) and kind of the image at path, reading
+-- its header only; nil, err.
+function _M.image_peek(path)
+    local rc = C.gray_image_peek(path, u64_buf)
+    if rc < 0 then
+        return nil, image_err(rc)
+    end
+    return u64_text(u64_buf[0]), IMAGE_KIND_NAMES[rc]
+end
+
+--- The target index an id list image gives id, or nil.
+function _M.image_find_id(img, id)
+    if type(id) ~= "string" then
+        return nil
+    end
+    local t = C.gray_image_find_id(img, id, #id)
+    if t > 0 then
+        return t
+    end
+    return nil
+end
+
+--- The target index a ranges image gives an address (any text form
+-- canonical_ip takes), or nil.
+function _M.image_find_ip(img, addr)
+    if type(addr) ~= "string" then
+        return nil
+    end
+    local t = C.gray_image_find_text(img, addr, #addr)
+    if t > 0 then
+        return t
+    end
+    return nil
+end
+
+--- The image's version: the CAS it was compiled from, as decimal text.
+function _M.image_version(img)
+    return u64_text(C.gray_image_version(img))
+end
+
+--- What the image holds: its compile's stats (compile_ms and cpu_ms are 0),
+-- kind, version and names (index -> target name).
+function _M.image_info(img)
+    C.gray_image_info(img, image_stats)
+    local t = stats_table(image_stats)
+    t.kind = IMAGE_KIND_NAMES[C.gray_image_kind(img)]
+    t.version = u64_text(C.gray_image_version(img))
+    local names = {}
+    for k = 1, t.targets do
+        local p = C.gray_image_target(img, k, count_buf)
+        names[k] = ffi_string(p, count_buf[0])
+    end
+    t.names = names
+    return t
+end
+
+--- gray_image_hash of s (a uint64_t cdata).
+function _M.image_hash(s)
+    return C.gray_image_hash(s, #s)
 end
 
 return _M

@@ -25,9 +25,11 @@
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
+local util = require "gray.util"
 
 local decode_get1 = gray_ffi.mc_decode_get1
 local decode_meta1 = gray_ffi.mc_decode_meta1
+local decode_meta_list = gray_ffi.mc_decode_meta_list
 local meta_request = gray_ffi.mc_meta_request
 local META_PIPELINE, META_VALUE, META_QUIET = gray_ffi.META_PIPELINE, gray_ffi.META_VALUE,
     gray_ffi.META_QUIET
@@ -46,6 +48,7 @@ local concat = table.concat
 local spawn, wait = ngx.thread.spawn, ngx.thread.wait
 local ngx_log, WARN = ngx.log, ngx.WARN
 local EMPTY = {}
+local option_error = util.option_error
 
 -- Servers (by name as configured) that answered ERROR to mg: text protocol
 -- only, for the life of this worker, whichever client asks.
@@ -138,35 +141,34 @@ local function parse_servers(spec)
 end
 _M.parse_servers = parse_servers
 
---- Checks one numeric option against LIMITS; returns the value or nil, err.
+--- Checks one numeric option against LIMITS; returns the value or nil and
+-- a refusal record (gray.util).
 local function check_number(name, v)
     local range = LIMITS[name]
     if type(v) ~= "number" or v ~= v or v < range[1] or v > range[2] then
-        return nil, "option '" .. name .. "' must be a number from " .. range[1] .. " to "
-                    .. range[2] .. " (" .. range[3] .. "), got " .. tostring(v)
+        return option_error(name, "must be a number from " .. range[1] .. " to "
+                            .. range[2] .. " (" .. range[3] .. "), got " .. tostring(v))
     end
     return v
 end
-_M.check_number = check_number
 
---- Creates a client; options and defaults in DEFAULTS. Returns nil, err for
--- a bad option.
-function _M.new(opts)
+-- new(), with a refused option as a gray.util record.
+local function new_client(opts)
     opts = opts or {}
     if type(opts) ~= "table" then
-        return nil, "options must be a table"
+        return option_error(nil, "options must be a table")
     end
     for name in pairs(opts) do
         if REPLACED[name] then
-            return nil, "option '" .. name .. "' is gone: '" .. REPLACED[name]
-                        .. "' bounds the whole lookup"
+            return option_error(name, "is gone: '" .. REPLACED[name]
+                                .. "' bounds the whole lookup")
         elseif DEFAULTS[name] == nil then
-            return nil, "unknown option '" .. tostring(name) .. "'"
+            return option_error(nil, "unknown option '" .. tostring(name) .. "'")
         end
     end
     local servers, err = parse_servers(opts.servers or DEFAULTS.servers)
     if not servers then
-        return nil, "option 'servers': " .. err
+        return option_error("servers", err, nil, ": ")
     end
     local self = { servers = servers, nservers = #servers, continuum = false }
     local dist = opts.distribution or DEFAULTS.distribution
@@ -177,10 +179,10 @@ function _M.new(opts)
         end
         self.continuum, err = new_continuum(list, dist)
         if not self.continuum then
-            return nil, "option 'distribution' / 'servers': " .. err
+            return option_error("distribution", "/ 'servers': " .. err)
         end
     elseif dist ~= "ketama" and dist ~= "ketama-weighted" and dist ~= "modula" then
-        return nil, "option 'distribution' must be ketama, ketama-weighted or modula"
+        return option_error("distribution", "must be ketama, ketama-weighted or modula")
     end
     for name in pairs(LIMITS) do
         local v = opts[name]
@@ -197,6 +199,11 @@ function _M.new(opts)
     self.value_max = floor(self.value_max)
     return setmetatable(self, mt)
 end
+_M._new = new_client
+
+--- Creates a client; options and defaults in DEFAULTS. Returns nil, err for
+-- a bad option.
+_M.new = util.worded(new_client)
 
 local function error_kind(err)
     if err == "timeout" then
@@ -235,14 +242,25 @@ end
 -- come, joined once: receive(n) re-arms its timer on every arrival, so a
 -- server sending a byte just within each timeout would outlive the deadline.
 -- nil, "timeout" once the deadline has passed.
-local function read_some(sock, deadline)
+-- armed: the ms sock's timeout was last set to. It is set again only when
+-- less time is left (a settimeout is a C call the JIT cannot compile: most
+-- lookups need one, before connect). Returns the piece or nil, err, and
+-- the ms armed now.
+local function read_some(sock, deadline, armed)
     local left = time_left(deadline)
     if not left then
-        return nil, "timeout"
+        return nil, "timeout", armed
     end
-    sock:settimeout(left)
-    return sock:receiveany(RECV_CHUNK)
+    if left < armed then
+        sock:settimeout(left)
+        armed = left
+    end
+    local piece, err = sock:receiveany(RECV_CHUNK)
+    return piece, err, armed
 end
+
+-- read_n sets the timeout as it goes: what it left is not tracked
+local ARMED_UNKNOWN = math.huge
 
 local function read_n(sock, n, deadline)
     local parts, count, got = nil, 0, 0
@@ -272,11 +290,12 @@ end
 -- The next piece of a reply: exactly need bytes once a data block's length
 -- is known (never past the reply, so the connection stays in step), else
 -- what the socket has.
-local function read_next(sock, need, deadline)
+local function read_next(sock, need, deadline, armed)
     if need > 2 then
-        return read_n(sock, need, deadline)
+        local piece, err = read_n(sock, need, deadline)
+        return piece, err, ARMED_UNKNOWN
     end
-    return read_some(sock, deadline)
+    return read_some(sock, deadline, armed)
 end
 
 -- After a whole reply: back to the pool, unless bytes followed it (the
@@ -309,7 +328,8 @@ local function meta_refused(srv, err)
 end
 
 -- Connects (or takes a pooled connection) and sends req, before the
--- deadline. Returns the socket, or nil, err, kind, reused.
+-- deadline. Returns the socket, nil, nil, nil and the ms its timeout is
+-- armed for (see read_some); or nil, err, kind, reused.
 local function open(srv, req, deadline)
     local left = time_left(deadline)
     if not left then
@@ -324,22 +344,27 @@ local function open(srv, req, deadline)
         return nil, "connect to " .. srv.name .. ": " .. err, error_kind(err), false
     end
 
+    -- a pooled connection took no time: the timeout set still fits
+    local armed = left
     left = time_left(deadline)
     if not left then
         return nil, fail(sock, "send to " .. srv.name .. ": ", "timeout")
     end
-    sock:settimeout(left)
+    if left < armed then
+        sock:settimeout(left)
+        armed = left
+    end
     ok, err = sock:send(req)
     if not ok then
         return nil, fail(sock, "send to " .. srv.name .. ": ", err)
     end
-    return sock
+    return sock, nil, nil, nil, armed
 end
 
 -- One request on one connection, all of it before the deadline. Returns
 -- value|false, or nil, err, kind, reused.
 local function query(self, srv, req, key, deadline)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
@@ -349,7 +374,7 @@ local function query(self, srv, req, key, deadline)
     local buf, need = nil, 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
@@ -463,7 +488,7 @@ end
 -- collected in a reply buffer (linear however large), values decoded in
 -- place. Returns the decoded table, or nil, err, kind, reused.
 local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_cas, meta_mode)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
@@ -472,7 +497,7 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     local need = 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
@@ -589,12 +614,6 @@ local function group_keys(self, keys)
     return groups, order, failed, first_err
 end
 
--- A loop over a few keys (2 or 3) on a cache miss or in the lists' refresh
--- timer, never on the cached path: LuaJIT would start traces there that
--- abort ("leaving loop in root trace": jit_spec caught one from the refresh
--- timer). Left to the interpreter, like the refresh itself.
-require("jit").off(group_keys)
-
 --- get_multi(keys [, opts]): several keys in one request per server (the
 -- servers asked at once), all within one deadline (`timeout`,
 -- or opts.timeout ms). opts.cas: "gets", values as { value = , cas = }.
@@ -642,7 +661,88 @@ local function get_multi(self, keys, opts, meta)
     return results, failed, first_err
 end
 
+--- get_multi_bulk(keys, opts): get_multi for timers (the lists' refresh):
+-- the same options and results, in functions of its own that the JIT leaves
+-- to the interpreter. Its loops run over many keys now and then; traced,
+-- they would start traces that abort ("leaving loop in root trace") and
+-- make a request that calls the same functions abort with them. The
+-- request path (get_multi, get_keys) runs none of this code.
+local function get_multi_bulk(self, keys, opts)
+    opts = opts or EMPTY
+    local with_cas = opts.cas and true or false
+    local bulk = opts.max_bytes
+    local results, failed, first_err = {}, nil, nil
+    local groups, order = {}, {}
+    for i = 1, #keys do
+        local key = keys[i]
+        if not key_ok(key) then
+            failed = failed or {}
+            failed[key] = "key"
+            first_err = first_err or "refused to send an invalid memcached key"
+        else
+            local n = self.nservers > 1 and server_for(self.continuum, key) or 1
+            local group = groups[n]
+            if not group then
+                group = {}
+                groups[n] = group
+                order[#order + 1] = n
+            end
+            group[#group + 1] = key
+        end
+    end
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
+    local t = now()
+    local deadline = t + (opts.timeout or self.timeout) / 1000
+    -- several servers: asked at once, each in a light thread
+    local threads = {}
+    if #order > 1 then
+        for i, n in ipairs(order) do
+            threads[i] = spawn(ask, self, self.servers[n], groups[n], deadline, t, bulk,
+                               with_cas, false)
+        end
+    end
+    for i, n in ipairs(order) do
+        local srv = self.servers[n]
+        local ok, res, err, kind
+        if #order > 1 then
+            ok, res, err, kind = wait(threads[i])
+        else
+            ok, res, err, kind = true, ask(self, srv, groups[n], deadline, t, bulk, with_cas,
+                                           false)
+        end
+        if not ok then
+            res, err, kind = nil, "memcached " .. srv.name .. ": " .. tostring(res), "protocol"
+        end
+        if res then
+            for key, v in pairs(res) do
+                if not bulk and #(with_cas and v.value or v) > self.value_max then
+                    failed = failed or {}
+                    failed[key] = "value"
+                    first_err = first_err or "reply from " .. srv.name .. ": a value over"
+                                             .. " value_max (" .. self.value_max .. " bytes)"
+                else
+                    results[key] = v
+                end
+            end
+        else
+            failed = failed or {}
+            for _, key in ipairs(groups[n]) do
+                failed[key] = kind
+            end
+            first_err = first_err or err
+        end
+    end
+    return results, failed, first_err
+end
+require("jit").off(get_multi_bulk)
+_M.get_multi_bulk = get_multi_bulk
+
 function _M.get_multi(self, keys, opts)
+    if opts and opts.max_bytes then
+        -- a bulk read (the lists' refresh timer): off the request path
+        return get_multi_bulk(self, keys, opts)
+    end
     return get_multi(self, keys, opts, false)
 end
 
@@ -654,11 +754,146 @@ function _M.get_multi_meta(self, keys, opts)
     return get_multi(self, keys, opts, true)
 end
 
+-- The reply to a get_keys pipeline, decoded by position. Returns the values
+-- (out[i]: the i-th key's value or false), or nil, err, kind, reused.
+local function query_list(self, srv, req, keystr, nkeys, deadline, limit)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
+    end
+    -- the usual reply comes in one read: decoded from that string, a
+    -- buffer only when more must be read
+    local buf, need = nil, 0
+    while true do
+        local more
+        more, err, armed = read_next(sock, need, deadline, armed)
+        if not more then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+        end
+        local res, consumed
+        if not buf then
+            res, consumed, need = decode_meta_list(more, keystr, nkeys)
+            if not res and consumed == "again" then
+                buf = new_reply_buffer(#more + need + 64)
+                buf:append(more)
+            end
+        else
+            buf:append(more)
+            res, consumed, need = buf:decode_meta_list(keystr, nkeys)
+        end
+        if res then
+            release(self, sock, consumed == (buf and buf.len or #more))
+            return res
+        end
+        if consumed ~= "again" then
+            return nil, bad_reply(sock, srv, consumed, true)
+        end
+        if buf.len + need > limit then
+            return nil, fail(sock, "reply from " .. srv.name .. ": ",
+                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
+        end
+    end
+end
+
+-- get_keys where the meta pipeline does not fit: several servers, a
+-- text-only server, a key refused. get_multi, its results by position.
+local function get_keys_split(self, keystr, nkeys, timeout)
+    local keys = {}
+    for key in keystr:gmatch("%S+") do
+        keys[#keys + 1] = key
+    end
+    local res, failed, err = get_multi(self, keys, timeout and { timeout = timeout } or nil,
+                                       false)
+    local out, fails = {}, nil
+    for i = 1, nkeys do
+        local key = keys[i]
+        local kind = key and (failed and failed[key]) or (not key and "key")
+        out[i] = key and res[key] or false
+        if kind then
+            fails = fails or {}
+            fails[i] = kind
+            out[i] = false
+        end
+    end
+    return out, fails, err
+end
+
+-- Every key of a get_keys failed alike.
+local function all_failed(nkeys, kind)
+    local fails = {}
+    for i = 1, nkeys do
+        fails[i] = kind
+    end
+    return fails
+end
+
+--- get_keys(keystr, nkeys [, timeout]): the request path's multi-key
+-- lookup. keystr: nkeys keys, single spaces between them. On one server,
+-- one meta pipeline ("mg <key> v q O<i>" per key, then "mn": a miss sends
+-- nothing), its reply decoded by position in one C call, no table keyed by
+-- key; elsewhere (several servers, a server without mg) as get_multi.
+-- timeout: ms for the whole lookup (default: the client's). Returns:
+--   values  values[i]: the i-th key's value, false when memcached lacks it
+--           (or its value is unknown: see failed)
+--   failed  nil, or i -> kind ("key", "down", "timeout", "value", ...) for
+--           each key whose value is unknown
+--   err     the first error message, for the log
+function _M.get_keys(self, keystr, nkeys, timeout)
+    local srv = self.servers[1]
+    if self.nservers > 1 or text_only[srv.name] then
+        return get_keys_split(self, keystr, nkeys, timeout)
+    end
+    local req = meta_request(keystr, "v q")
+    if not req then
+        return get_keys_split(self, keystr, nkeys, timeout)    -- names the bad key
+    end
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
+    local t = now()
+    if not breaker_allows(self, srv, t) then
+        return EMPTY, all_failed(nkeys, "down"), "memcached " .. srv.name .. " marked down"
+    end
+    local deadline = t + (timeout or self.timeout) / 1000
+    local limit = nkeys * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
+    local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit)
+    if res == nil and retry_worth(reused, kind) then
+        res, err, kind = query_list(self, srv, req, keystr, nkeys, deadline, limit)
+    end
+    if kind == "meta" then
+        meta_refused(srv, err)
+        local left = time_left(deadline)
+        if not left then
+            return EMPTY, all_failed(nkeys, "timeout"), "memcached " .. srv.name .. ": timeout"
+        end
+        return get_keys_split(self, keystr, nkeys, left)
+    end
+    err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
+                             or kind == "partial", err, res == nil and kind or nil)
+    if res == nil then
+        return EMPTY, all_failed(nkeys, kind), err
+    end
+    -- a value over value_max: refused as get_multi refuses it
+    local max, failed = self.value_max, nil
+    if (res[1] and #res[1] > max) or (res[2] and #res[2] > max) or (res[3] and #res[3] > max)
+       or (res[4] and #res[4] > max) or (res[5] and #res[5] > max) or nkeys > 5 then
+        for i = 1, nkeys do
+            if res[i] and #res[i] > max then
+                failed = failed or {}
+                failed[i] = "value"
+                res[i] = false
+                err = err or "reply from " .. srv.name .. ": a value over value_max ("
+                             .. max .. " bytes)"
+            end
+        end
+    end
+    return res, failed, err
+end
+
 -- One "mg" on one connection, all of it before the deadline. Returns the
 -- value (VA), true (HD) or false (EN), and the cas; or nil, err, kind,
 -- reused (kind "meta": the server answered ERROR, it lacks mg).
 local function query_meta(self, srv, req, key, with_value, deadline)
-    local sock, err, kind, reused = open(srv, req, deadline)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
     if not sock then
         return nil, err, kind, reused
     end
@@ -667,7 +902,7 @@ local function query_meta(self, srv, req, key, with_value, deadline)
     local buf, need = nil, 0
     while true do
         local more
-        more, err = read_next(sock, need, deadline)
+        more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end

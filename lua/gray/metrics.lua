@@ -23,7 +23,9 @@ local concat, sort = table.concat, table.sort
 local byte, format = string.byte, string.format
 local floor = math.floor
 
-local _M = { _VERSION = "0.1.0", on = false }   -- on: counting is enabled
+-- on: counting is enabled; exited: this worker's last flush is done (what
+-- is counted later goes straight into the dict)
+local _M = { _VERSION = "0.1.0", on = false, exited = false }
 
 local DEFAULT_SHM = "gray_metrics"
 local flush_interval = 1        -- s between two flushes of a worker's counts
@@ -127,9 +129,16 @@ local function store(key, n)
     return ok, err
 end
 
+-- Functions that move a module's own counts in at each flush, before the
+-- pending ones go (gray.outcome).
+local hooks, nhooks = {}, 0
+
 local function flush()
     if not dict then
         return
+    end
+    for i = 1, nhooks do
+        hooks[i]()
     end
     for i = 1, nleaves do
         local leaf = leaves[i]
@@ -208,6 +217,7 @@ local function on_timer(premature)
     elseif worker_exiting() and not exited then
         flush()
         exited = true
+        _M.exited = true
         for i = 1, nleaves do
             go_direct(leaves[i])
         end
@@ -253,6 +263,7 @@ function _M.enable(shm)
         -- a first decision while the worker exits: no timer, counts go
         -- straight into the dict
         exited = true
+        _M.exited = true
         setmetatable(pending, direct_pending)
     elseif not ok then
         ngx_log(WARN, "gray: metrics: cannot start the flush timer: ", err)
@@ -296,6 +307,24 @@ function _M.decision(location, names, reason, source)
         leaf = new_leaf(by_location, names[location] or "stable", reason, source)
     end
     leaf.n = leaf.n + 1
+end
+
+_M.escape = escape
+
+--- The shared dict counting goes to, once enabled (else nil), and its name.
+function _M.dict()
+    return dict or nil
+end
+
+function _M.dict_name()
+    return dict_name
+end
+
+--- Adds fn to what each flush runs first: it moves a module's own counts
+-- in (with _M.incr, or into _M.dict() itself). Once per module.
+function _M.on_flush(fn)
+    nhooks = nhooks + 1
+    hooks[nhooks] = fn
 end
 
 --- The series key of a name and its labels (a table), built once by the
@@ -349,7 +378,13 @@ local HELP = {
     gray_list_version = "gauge The version of the list in use: memcached's CAS of the copy compiled",
     gray_sticky_ratio = "gauge The share of clients the sticky percentage sends to gray, 0 to 1",
     gray_metrics_dropped_total = "counter Series updates lost because the metrics dict was full",
+    gray_responses_total = "counter Responses by target and status class ($upstream_status's last,"
+                           .. " else the response's; gray.outcome)",
+    gray_response_seconds = "histogram Response time by target: ngx.now() - ngx.req.start_time()"
+                            .. " (gray.outcome)",
 }
+-- a histogram's samples: name_bucket, name_sum, name_count
+local HISTOGRAM_PART = { _bucket = true, _sum = true, _count = true }
 
 -- A sample value as the text format writes it: an integer in full (not
 -- tostring's 14 digits: a large count or CAS stays exact), NaN, +Inf, -Inf.
@@ -366,17 +401,45 @@ local function number(v)
     return tostring(v)
 end
 
--- The metric name of a series key.
+-- The metric name of a series key (nil for a key that is not a series:
+-- gray.outcome's window counts start with "~").
 local function name_of(key)
-    return key:match("^[%w_:]+")
+    return key:match("^[%a_:][%w_:]*")
 end
 
--- Sorts series keys by metric name first, so a name's samples stay
--- together (a '{' sorts after '_').
+-- The family of a sample's name: a histogram's _bucket, _sum and _count
+-- samples belong to the histogram's name.
+local function family_of(name)
+    if HELP[name] then
+        return name
+    end
+    local base, part = name:match("^(.-)(_%a+)$")
+    if base and HISTOGRAM_PART[part] and HELP[base] and HELP[base]:find("^histogram ") then
+        return base
+    end
+    return name
+end
+
+-- A bucket's bound, for the sort: +Inf last.
+local function bound(le)
+    return le == "+Inf" and 1 / 0 or tonumber(le) or 0
+end
+
+-- Sorts series keys by family, then metric name, so a name's samples stay
+-- together (a '{' sorts after '_'), and a histogram's buckets by bound.
 local function by_name(a, b)
     local na, nb = name_of(a), name_of(b)
     if na ~= nb then
+        local fa, fb = family_of(na), family_of(nb)
+        if fa ~= fb then
+            return fa < fb
+        end
         return na < nb
+    end
+    local pa, la = a:match('^(.*),le="([^"]+)"}$')
+    local pb, lb = b:match('^(.*),le="([^"]+)"}$')
+    if pa and pa == pb then
+        return bound(la) < bound(lb)
     end
     return a < b
 end
@@ -393,16 +456,26 @@ function _M.text(shm)
         return "# gray: metrics are off (no lua_shared_dict " .. (shm or dict_name) .. ")\n"
     end
     d:safe_add(DROPPED, 0)
-    local keys = d:get_keys(0)
+    local keys, n = d:get_keys(0), 0
+    for _, key in ipairs(keys) do
+        if name_of(key) then          -- not a window count
+            n = n + 1
+            keys[n] = key
+        end
+    end
+    for i = #keys, n + 1, -1 do
+        keys[i] = nil
+    end
     sort(keys, by_name)
     local out, seen = {}, {}
     for _, key in ipairs(keys) do
         local name = name_of(key)
-        if name and not seen[name] and HELP[name] then
-            seen[name] = true
-            local kind, help = HELP[name]:match("^(%S+) (.*)$")
-            out[#out + 1] = "# HELP " .. name .. " " .. help
-            out[#out + 1] = "# TYPE " .. name .. " " .. kind
+        local family = family_of(name)
+        if not seen[family] and HELP[family] then
+            seen[family] = true
+            local kind, help = HELP[family]:match("^(%S+) (.*)$")
+            out[#out + 1] = "# HELP " .. family .. " " .. help
+            out[#out + 1] = "# TYPE " .. family .. " " .. kind
         end
         local v = d:get(key)
         if name and type(v) == "number" then

@@ -1,7 +1,8 @@
 -- The integration harness shared by every spec that needs real servers: it
 -- starts memcached and nginx (Debian's binaries, Debian's lua module) on free
--- loopback ports in a scratch directory, talks to them (curl, memcached's
--- text protocol over bash's /dev/tcp), and stops them.
+-- loopback ports in a scratch directory, talks to them (HTTP/1.1 and
+-- memcached's text protocol over its own sockets: no process per request),
+-- and stops them.
 --
 --   local harness = require "helpers.harness"
 --   local mc = harness.memcached()                 -- mc.port, mc:cmd(...), mc:stop()
@@ -10,8 +11,270 @@
 --   ngx:stop(); mc:destroy()         -- scratch dirs go unless GRAY_KEEP_TMP is set
 --   local fake = harness.fake_memcached({ mode = "drip" })  -- a hostile one: fake.port,
 --                                                   -- fake:count("accept"), fake:destroy()
+--   local http = ngx:client()                       -- keep-alive: http:request(path, opts)
+--   after_each(function()                           -- per test, as Test::Nginx's
+--       assert.same({}, ngx:bad_new_log_lines())    -- no_error_log
+--   end)
 
 local _M = {}
+
+-- libc through FFI -------------------------------------------------------
+--
+-- Sockets, sleeping, the clock and kill(pid, 0) without a process each (a
+-- shell, curl or bash per call costs ~25 ms; these cost microseconds). The
+-- names are the harness's own (__asm__ points them at libc), so no cdef of
+-- a spec or of lua/gray/ffi.lua can clash with them.
+
+local ffi = require "ffi"
+local bit = require "bit"
+local C = ffi.C
+
+if not pcall(ffi.typeof, "gray_harness_pollfd_t") then
+    ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } gray_harness_timespec_t;
+typedef struct { int fd; short events; short revents; } gray_harness_pollfd_t;
+typedef struct { uint16_t family; uint16_t port; uint8_t addr[4]; uint8_t zero[8]; }
+    gray_harness_sin_t;
+typedef struct { uint16_t family; uint16_t port; uint32_t flowinfo; uint8_t addr[16];
+                 uint32_t scope_id; } gray_harness_sin6_t;
+int gray_harness_socket(int domain, int type, int protocol) __asm__("socket");
+int gray_harness_bind(int fd, const void *addr, uint32_t len) __asm__("bind");
+int gray_harness_connect(int fd, const void *addr, uint32_t len) __asm__("connect");
+int gray_harness_getsockopt(int fd, int level, int name, void *val, uint32_t *len)
+    __asm__("getsockopt");
+int gray_harness_setsockopt(int fd, int level, int name, const void *val, uint32_t len)
+    __asm__("setsockopt");
+long gray_harness_send(int fd, const void *buf, size_t len, int flags) __asm__("send");
+long gray_harness_recv(int fd, void *buf, size_t len, int flags) __asm__("recv");
+int gray_harness_close(int fd) __asm__("close");
+int gray_harness_poll(gray_harness_pollfd_t *fds, unsigned long n, int timeout) __asm__("poll");
+int gray_harness_inet_pton(int af, const char *src, void *dst) __asm__("inet_pton");
+int gray_harness_clock_gettime(int clock, gray_harness_timespec_t *ts)
+    __asm__("clock_gettime");
+int gray_harness_nanosleep(const gray_harness_timespec_t *req, gray_harness_timespec_t *rem)
+    __asm__("nanosleep");
+int gray_harness_kill(int pid, int sig) __asm__("kill");
+unsigned int gray_harness_getuid(void) __asm__("getuid");
+char *gray_harness_mkdtemp(char *template) __asm__("mkdtemp");
+char *gray_harness_strerror(int errnum) __asm__("strerror");
+]]
+end
+
+-- Linux's values (the same on x86-64 and arm64)
+local AF_INET, AF_INET6, SOCK_STREAM = 2, 10, 1
+local SOCK_NONBLOCK, SOCK_CLOEXEC = 0x800, 0x80000
+local SOL_SOCKET, SO_ERROR, IPPROTO_TCP, TCP_NODELAY = 1, 4, 6, 1
+local POLLIN, POLLOUT = 1, 4
+local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
+local MSG_NOSIGNAL = 0x4000
+local CLOCK_MONOTONIC = 1
+
+local ts = ffi.new("gray_harness_timespec_t")
+local pfd = ffi.new("gray_harness_pollfd_t[1]")
+local int1 = ffi.new("int[1]")
+local len1 = ffi.new("uint32_t[1]")
+local RECV_SIZE = 65536
+local recv_buf = ffi.new("uint8_t[?]", RECV_SIZE)
+
+--- Seconds on the monotonic clock (to the nanosecond): for timing, not dates.
+local function now()
+    C.gray_harness_clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+_M.now = now
+
+local function errstr(what)
+    local e = ffi.errno()
+    return what .. ": " .. ffi.string(C.gray_harness_strerror(e)), e
+end
+
+local function sleep(seconds)
+    local s = tonumber(seconds)
+    if s <= 0 then
+        return
+    end
+    ts.tv_sec = math.floor(s)
+    ts.tv_nsec = (s - math.floor(s)) * 1e9
+    C.gray_harness_nanosleep(ts, nil)      -- an EINTR ends it early: callers loop anyway
+end
+_M.sleep = sleep
+
+-- Waits until fd can be read (POLLIN) or written (POLLOUT), or the deadline
+-- (now() seconds) passes: true, or nil and "timeout".
+local function wait_fd(fd, events, deadline)
+    while true do
+        local ms = math.ceil((deadline - now()) * 1000)
+        if ms <= 0 then
+            return nil, "timeout"
+        end
+        pfd[0].fd, pfd[0].events, pfd[0].revents = fd, events, 0
+        local n = C.gray_harness_poll(pfd, 1, ms)
+        if n > 0 then
+            return true
+        elseif n < 0 and ffi.errno() ~= EINTR then
+            return nil, errstr("poll")
+        end
+    end
+end
+
+-- A sockaddr for a numeric IPv4 or IPv6 address and a port; nil, err.
+local function sockaddr(host, port)
+    local sa, af
+    if host:find(":", 1, true) then
+        af, sa = AF_INET6, ffi.new("gray_harness_sin6_t")
+    else
+        af, sa = AF_INET, ffi.new("gray_harness_sin_t")
+    end
+    if C.gray_harness_inet_pton(af, host, sa.addr) ~= 1 then
+        return nil, "not a numeric address: " .. host
+    end
+    sa.family = af
+    sa.port = bit.rshift(bit.bswap(port), 16)          -- network byte order
+    return sa, af
+end
+
+--- A non-blocking TCP connection to host:port (numeric addresses), made
+-- within the deadline (now() seconds), from the local address from (an
+-- address to bind, e.g. "127.0.0.2") if given: the fd, or nil and an error.
+local function tcp_connect(host, port, deadline, from)
+    local sa, af = sockaddr(host, port)
+    if not sa then
+        return nil, af
+    end
+    local fd = C.gray_harness_socket(af, bit.bor(SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC), 0)
+    if fd < 0 then
+        return nil, errstr("socket")
+    end
+    local function fail(err)
+        C.gray_harness_close(fd)
+        return nil, err
+    end
+    if from then
+        local local_sa, err = sockaddr(from, 0)
+        if not local_sa then
+            return fail(err)
+        end
+        if C.gray_harness_bind(fd, local_sa, ffi.sizeof(local_sa)) ~= 0 then
+            return fail(errstr("bind " .. from))
+        end
+    end
+    int1[0] = 1
+    C.gray_harness_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, int1, 4)
+    if C.gray_harness_connect(fd, sa, ffi.sizeof(sa)) ~= 0 then
+        if ffi.errno() ~= EINPROGRESS then
+            return fail(errstr("connect " .. host .. ":" .. port))
+        end
+        local ok, err = wait_fd(fd, POLLOUT, deadline)
+        if not ok then
+            return fail("connect " .. host .. ":" .. port .. ": " .. err)
+        end
+        len1[0] = 4
+        C.gray_harness_getsockopt(fd, SOL_SOCKET, SO_ERROR, int1, len1)
+        if int1[0] ~= 0 then
+            ffi.errno(int1[0])
+            return fail(errstr("connect " .. host .. ":" .. port))
+        end
+    end
+    return fd
+end
+
+-- Sends all of s before the deadline: true, or nil and an error.
+local function send_all(fd, s, deadline)
+    local p, left = ffi.cast("const uint8_t *", s), #s
+    while left > 0 do
+        local n = tonumber(C.gray_harness_send(fd, p, left, MSG_NOSIGNAL))
+        if n > 0 then
+            p, left = p + n, left - n
+        elseif n < 0 and ffi.errno() == EAGAIN then
+            local ok, err = wait_fd(fd, POLLOUT, deadline)
+            if not ok then
+                return nil, "send: " .. err
+            end
+        elseif not (n < 0 and ffi.errno() == EINTR) then
+            return nil, errstr("send")
+        end
+    end
+    return true
+end
+
+-- What arrives next, before the deadline: a string ("" when the peer has
+-- closed), or nil and an error ("timeout").
+local function recv_some(fd, deadline)
+    while true do
+        local n = tonumber(C.gray_harness_recv(fd, recv_buf, RECV_SIZE, 0))
+        if n >= 0 then
+            return ffi.string(recv_buf, n)
+        end
+        local e = ffi.errno()
+        if e == EAGAIN then
+            local ok, err = wait_fd(fd, POLLIN, deadline)
+            if not ok then
+                return nil, err
+            end
+        elseif e ~= EINTR then
+            return nil, errstr("recv")
+        end
+    end
+end
+
+local function tcp_close(fd)
+    C.gray_harness_close(fd)
+end
+
+--- A TCP connection for a spec's own protocol talk: returns an object with
+-- :send(s), :receive() (what arrives next; "" at the end), :receive_all()
+-- (to the peer's close) and :close(); each wait ends at one deadline,
+-- now() + (seconds or 5) from the connect. nil, err when it cannot connect.
+local Tcp = {}
+Tcp.__index = Tcp
+
+function _M.tcp(host, port, seconds, from)
+    local deadline = now() + (seconds or 5)
+    local fd, err = tcp_connect(host, port, deadline, from)
+    if not fd then
+        return nil, err
+    end
+    return setmetatable({ fd = fd, deadline = deadline }, Tcp)
+end
+
+function Tcp:send(s)
+    return send_all(self.fd, s, self.deadline)
+end
+
+function Tcp:receive()
+    return recv_some(self.fd, self.deadline)
+end
+
+function Tcp:receive_all()
+    local parts = {}
+    while true do
+        local s, err = recv_some(self.fd, self.deadline)
+        if not s then
+            return table.concat(parts), err
+        end
+        if s == "" then
+            return table.concat(parts)
+        end
+        parts[#parts + 1] = s
+    end
+end
+
+function Tcp:close()
+    if self.fd then
+        tcp_close(self.fd)
+        self.fd = nil
+    end
+end
+
+local function port_in_use(port, host)
+    local fd = tcp_connect(host or "127.0.0.1", port, now() + 1)
+    if fd then
+        tcp_close(fd)
+        return true
+    end
+    return false
+end
+_M.port_in_use = port_in_use
 
 local REPO = os.getenv("GRAY_REPO") or io.popen("pwd"):read("*l")
 
@@ -32,11 +295,6 @@ local function quote(s)
 end
 _M.quote = quote
 
-local function sleep(seconds)
-    os.execute("sleep " .. seconds)
-end
-_M.sleep = sleep
-
 local function read_file(path)
     local f = io.open(path, "rb")
     if not f then
@@ -47,13 +305,6 @@ local function read_file(path)
     return s
 end
 _M.read_file = read_file
-
-local function port_in_use(port, host)
-    local _, code = sh("timeout 1 bash -c " .. quote("exec 3<>/dev/tcp/" .. (host or "127.0.0.1")
-                                                    .. "/" .. port))
-    return code == 0
-end
-_M.port_in_use = port_in_use
 
 math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
 
@@ -80,20 +331,24 @@ function _M.free_port()
 end
 
 local function wait_for(pred, seconds, what)
-    local deadline = os.time() + seconds
+    local deadline = now() + seconds
     repeat
         if pred() then
             return true
         end
-        sleep(0.02)         -- servers start and stop in a few ms
-    until os.time() > deadline
+        sleep(0.005)        -- servers start and stop in a few ms
+    until now() > deadline
     error("timed out waiting for " .. what)
 end
+_M.wait_for = wait_for
 
 function _M.tmpdir()
-    local dir = sh("mktemp -d /tmp/gray-spec.XXXXXX"):gsub("%s+$", "")
-    return dir
+    local template = ffi.new("char[?]", 32, "/tmp/gray-spec.XXXXXX")
+    assert(C.gray_harness_mkdtemp(template) ~= nil, errstr("mkdtemp"))
+    return ffi.string(template)
 end
+
+local IS_ROOT = C.gray_harness_getuid() == 0
 
 
 local function write_file(path, text)
@@ -133,21 +388,34 @@ function _M.memcached(opts)
 end
 
 local function process_alive(pid)
-    return select(2, sh("kill -0 " .. pid)) == 0
+    return C.gray_harness_kill(pid, 0) == 0
         and not (read_file("/proc/" .. pid .. "/stat") or ""):find("^%d+ %S+ Z")
 end
 _M.process_alive = process_alive
 
 function Memcached:start()
-    local user = sh("id -u"):match("^0") and " -u nobody" or ""
+    local user = IS_ROOT and " -u nobody" or ""
     local out = sh("memcached -l " .. self.host .. " -p " .. self.port .. " -U 0" .. user
                    .. (self.verbose and " -vv" or "")
                    .. (self.memory_mb and " -m " .. self.memory_mb or "")
                    .. (self.no_evict and " -M" or "") .. " >" .. self.dir
                    .. "/memcached.log 2>&1 & echo $!")
     self.pid = assert(tonumber(out:match("(%d+)")), "memcached did not start: " .. out)
+    -- ready when it answers, not when a connect succeeds: a memcached
+    -- restarted on its port was seen refusing connections right after a
+    -- probe had connected (under heavy load)
     wait_for(function()
-        return port_in_use(self.port, self.host) or not process_alive(self.pid)
+        if not process_alive(self.pid) then
+            return true
+        end
+        local conn = _M.tcp(self.host, self.port, 1)
+        if not conn then
+            return false
+        end
+        conn:send("version\r\n")
+        local reply = conn:receive()
+        conn:close()
+        return reply ~= nil and reply:find("^VERSION ") ~= nil
     end, 5, "memcached on " .. self.port)
     if not process_alive(self.pid) then
         self.pid = nil
@@ -159,30 +427,41 @@ end
 --- Sends raw protocol text, returns the reply. A "quit" after it makes
 -- memcached close the connection once it has answered, so the reply is read
 -- to its end without waiting for the line to go quiet.
+-- Every wait within 5 s.
+-- A connection reset before any reply (seen once, under heavy load, on the
+-- first command to a memcached just restarted) is tried once more: nothing
+-- was answered, so nothing was done.
 function Memcached:cmd(text)
-    local script = "exec 3<>/dev/tcp/" .. self.host .. "/" .. self.port
-                   .. "; printf '%s' " .. quote(text .. "quit\r\n") .. " >&3; timeout 5 cat <&3"
-    return (sh("bash -c " .. quote(script)))
+    local reply, err
+    for _ = 1, 2 do
+        local conn
+        conn, err = _M.tcp(self.host, self.port, 5)
+        if not conn then
+            return "harness: " .. err
+        end
+        local _, serr = conn:send(text .. "quit\r\n")
+        local rerr
+        reply, rerr = conn:receive_all()
+        conn:close()
+        err = serr or rerr
+        if not (err and reply == "" and err:find("reset", 1, true)) then
+            break
+        end
+    end
+    return reply .. (err and "\nharness: " .. err or "")
 end
 
--- As cmd, for text too long for one shell argument (128 KB): sent from a file.
-function Memcached:cmd_file(text)
-    local path = self.dir .. "/cmd.in"
-    write_file(path, text .. "quit\r\n")
-    local script = "exec 3<>/dev/tcp/" .. self.host .. "/" .. self.port
-                   .. "; cat " .. quote(path) .. " >&3; timeout 5 cat <&3"
-    return (sh("bash -c " .. quote(script)))
-end
+-- The same as cmd (it was for text too long for one shell argument).
+Memcached.cmd_file = Memcached.cmd
 
 function Memcached:set(key, value, exptime)
     local text = "set " .. key .. " 0 " .. (exptime or 0) .. " " .. #value .. "\r\n" .. value
                  .. "\r\n"
-    local reply = #text > 65536 and self:cmd_file(text) or self:cmd(text)
+    local reply = self:cmd(text)
     assert(reply:find("^STORED"), "set " .. key .. ": " .. reply)
 end
 
---- As set for every key -> value of a table, over one connection (one
--- shell and one bash instead of one each per key).
+--- As set for every key -> value of a table, over one connection.
 function Memcached:set_many(values, exptime)
     local text, n = {}, 0
     for key, value in pairs(values) do
@@ -190,8 +469,7 @@ function Memcached:set_many(values, exptime)
                           .. value .. "\r\n"
         n = n + 1
     end
-    text = table.concat(text)
-    local reply = #text > 65536 and self:cmd_file(text) or self:cmd(text)
+    local reply = self:cmd(table.concat(text))
     local _, stored = reply:gsub("STORED\r\n", "")
     assert(stored == n and #reply == n * #"STORED\r\n", "set_many: " .. reply)
 end
@@ -310,6 +588,279 @@ function FakeMemcached:destroy()
     end
 end
 
+--- Starts a fake memcached for each entry of fakes: name -> options (or a
+-- list of { name, options }), names in upper case (letters, digits, _);
+-- returns name -> server. (A name is written $NAME in server blocks and in
+-- eval_fake's code.)
+function _M.fake_memcacheds(fakes)
+    local servers = {}
+    local ok, err = pcall(function()
+        for key, value in pairs(fakes) do
+            local name, opts = key, value
+            if type(key) == "number" then
+                name, opts = value[1], value[2]
+            end
+            servers[name] = _M.fake_memcached(opts)
+        end
+    end)
+    if not ok then
+        for _, server in pairs(servers) do
+            server:destroy()
+        end
+        error(err, 0)
+    end
+    return servers
+end
+
+--- text with each $NAME of a server in fakes (name -> server) replaced by
+-- its port; other $WORDS stay.
+function _M.fake_ports(text, fakes)
+    return (text:gsub("%$([%u%d_]+)%f[^%w_]", function(name)
+        return fakes[name] and tostring(fakes[name].port)
+    end))
+end
+
+-- What eval_fake's code can use.
+local EVAL_PRELUDE = table.concat({
+    "local memcached = require 'gray.memcached'",
+    "local gray = require 'gray'",
+    "local function clock() ngx.update_time() return ngx.now() end",
+    "local function heap() collectgarbage('collect') collectgarbage('collect')"
+        .. " return collectgarbage('count') * 1024 end",
+    "local function ip(i) return '10.' .. math.floor(i / 65536) % 256 .. '.'"
+        .. " .. math.floor(i / 256) % 256 .. '.' .. i % 256 end",
+    "",
+}, "\n")
+
+--- Runs code in a worker of nginx (Nginx:eval, harness.EVAL_LOCATION) with
+-- $NAME the port of the fake server NAME of fakes, and with `memcached`
+-- (gray.memcached) and `gray` required, clock() (ngx.now, updated), heap()
+-- (the Lua heap's bytes after a full collection) and ip(i) (a distinct
+-- 10.x.y.z for each i); returns what it printed or returned, without the
+-- last newline.
+function _M.eval_fake(nginx, fakes, code)
+    return (nginx:eval(EVAL_PRELUDE .. _M.fake_ports(code, fakes)):gsub("\n$", ""))
+end
+
+-- HTTP/1.1 client -----------------------------------------------------------
+--
+-- A small blocking client over the sockets above, so that a spec sends many
+-- requests without starting a process each. It sends what it is given
+-- (curl's defaults otherwise: Host, User-Agent, Accept) and reads framed
+-- answers (Content-Length, chunked, or to the close).
+
+local function request_text(host, port, path, opts)
+    local method = opts.method or (opts.body and "POST" or "GET")
+    local lines, given = { method .. " " .. path .. " HTTP/1.1" }, {}
+    for name, value in pairs(opts.headers or {}) do
+        given[name:lower()] = true
+        for _, v in ipairs(type(value) == "table" and value or { value }) do
+            v = tostring(v)
+            if v:find("%S") then        -- as curl: a blank value sends no header
+                lines[#lines + 1] = name .. ": " .. v
+            end
+        end
+    end
+    if not given.host then
+        lines[#lines + 1] = "Host: " .. (host:find(":", 1, true) and "[" .. host .. "]" or host)
+                            .. ":" .. port
+    end
+    if not given["user-agent"] then
+        lines[#lines + 1] = "User-Agent: gray-spec-harness"
+    end
+    if not given.accept then
+        lines[#lines + 1] = "Accept: */*"
+    end
+    if opts.body then
+        if not given["content-type"] then
+            lines[#lines + 1] = "Content-Type: application/x-www-form-urlencoded"
+        end
+        lines[#lines + 1] = "Content-Length: " .. #opts.body
+    end
+    lines[#lines + 1] = "\r\n"
+    return table.concat(lines, "\r\n") .. (opts.body or ""), method
+end
+
+-- Reads one answer from conn ({ fd =, buf = bytes read ahead }) before the
+-- deadline: status, headers (lower-case name -> the last value), body,
+-- whether the connection can carry another request; or nil, an error and
+-- whether any byte of an answer came.
+local function read_response(conn, deadline, method)
+    local buf, pos = conn.buf or "", 1
+    local got = #buf > 0
+    conn.buf = nil
+    local function fill()
+        local s, err = recv_some(conn.fd, deadline)
+        if not s then
+            return nil, err
+        end
+        if s == "" then
+            return nil, "closed"
+        end
+        got = true
+        buf = buf:sub(pos) .. s
+        pos = 1
+        return true
+    end
+    local function until_crlf(sep)
+        while true do
+            local s, e = buf:find(sep, pos, true)
+            if s then
+                local text = buf:sub(pos, s - 1)
+                pos = e + 1
+                return text
+            end
+            local ok, err = fill()
+            if not ok then
+                return nil, err
+            end
+        end
+    end
+    local function take(n)
+        while #buf - pos + 1 < n do
+            local ok, err = fill()
+            if not ok then
+                return nil, err
+            end
+        end
+        local text = buf:sub(pos, pos + n - 1)
+        pos = pos + n
+        return text
+    end
+
+    local status, version, headers, head
+    repeat                                      -- past any 1xx interim answer
+        local err
+        head, err = until_crlf("\r\n\r\n")
+        if not head then
+            return nil, err, got
+        end
+        version, status = head:match("^HTTP/(%d%.%d) (%d%d%d)")
+        if not status then
+            return nil, "not an HTTP answer: " .. head:sub(1, 200), true
+        end
+        status = tonumber(status)
+    until status >= 200 or status == 101
+    headers = {}
+    for name, value in head:gmatch("\r\n([^:\r\n]+):[ \t]*([^\r\n]*)") do
+        headers[name:lower()] = value
+    end
+    local keepalive = version == "1.1" and not (headers.connection or ""):lower():find("close")
+    local body, err
+    if method == "HEAD" or status == 204 or status == 304 or status < 200 then
+        body = ""
+    elseif (headers["transfer-encoding"] or ""):lower():find("chunked") then
+        local parts = {}
+        while true do
+            local line
+            line, err = until_crlf("\r\n")
+            local size = line and tonumber(line:match("^%x+"), 16)
+            if not size then
+                return nil, err or "bad chunk size: " .. line, true
+            end
+            if size == 0 then
+                repeat                          -- trailers, to the empty line
+                    line, err = until_crlf("\r\n")
+                    if not line then
+                        return nil, err, true
+                    end
+                until line == ""
+                break
+            end
+            parts[#parts + 1], err = take(size)
+            if not parts[#parts] or not take(2) then
+                return nil, err or "closed", true
+            end
+        end
+        body = table.concat(parts)
+    elseif headers["content-length"] then
+        body, err = take(tonumber(headers["content-length"]))
+        if not body then
+            return nil, err, true
+        end
+    else                                        -- to the close
+        local parts = { buf:sub(pos) }
+        while true do
+            local s
+            s, err = recv_some(conn.fd, deadline)
+            if not s then
+                return nil, err, true
+            end
+            if s == "" then
+                break
+            end
+            parts[#parts + 1] = s
+        end
+        body, pos, buf, keepalive = table.concat(parts), 1, "", false
+    end
+    if pos <= #buf then
+        conn.buf = buf:sub(pos)
+    end
+    return status, headers, body, keepalive
+end
+
+local Http = {}
+Http.__index = Http
+
+--- An HTTP/1.1 client of opts.host (default 127.0.0.1; "::1" for IPv6)
+-- port opts.port over one keep-alive connection, made again when the
+-- server closes it; opts.interface: the local address to connect from
+-- (127.0.0.2...). :request(path, opts) sends one request; :close().
+function _M.http_client(opts)
+    return setmetatable({ host = opts.host or "127.0.0.1", port = assert(opts.port, "port"),
+                          interface = opts.interface }, Http)
+end
+
+function Http:close()
+    if self.conn then
+        tcp_close(self.conn.fd)
+        self.conn = nil
+    end
+end
+
+--- GET (or opts.method; POST when opts.body is given) path; returns
+-- { status = , body = , headers = { lower-case name = value }, time =
+-- seconds }; status 0 and err = "..." when no answer came within
+-- opts.max_time seconds (default 10), as curl's 000. opts.headers: name ->
+-- value (a list: several lines; a blank value sends no header, as curl);
+-- opts.body: the request body.
+function Http:request(path, opts)
+    opts = opts or {}
+    local t0 = now()
+    local deadline = t0 + (opts.max_time or 10)
+    local text, method = request_text(self.host, self.port, path, opts)
+    for attempt = 1, 2 do
+        local reused = self.conn ~= nil
+        if not self.conn then
+            local fd, err = tcp_connect(self.host, self.port, deadline, self.interface)
+            if not fd then
+                return { status = 0, body = "", headers = {}, time = now() - t0, err = err }
+            end
+            self.conn = { fd = fd }
+        end
+        local ok, err = send_all(self.conn.fd, text, deadline)
+        local status, headers, body, keepalive, got
+        if ok then
+            status, headers, body, keepalive = read_response(self.conn, deadline, method)
+            if not status then
+                err, got = headers, body
+            end
+        end
+        if status then
+            if not keepalive then
+                self:close()
+            end
+            return { status = status, headers = headers, body = body, time = now() - t0 }
+        end
+        self:close()
+        -- a kept connection the server closed meanwhile: the request never
+        -- reached it, so it goes once more on a new one
+        if not (reused and not got and err ~= "timeout" and attempt == 1) then
+            return { status = 0, body = "", headers = {}, time = now() - t0, err = err }
+        end
+    end
+end
+
 -- nginx -----------------------------------------------------------------
 
 local Nginx = {}
@@ -359,7 +910,7 @@ function _M.try_nginx(opts)
         self.port2 = opts.port2 or _M.free_port()
     until self.port2 ~= self.port
     local mods = module_dir()
-    local root = sh("id -u"):match("^0")
+    local root = IS_ROOT
     local servers = opts.servers:gsub("%$PORT2", self.port2):gsub("%$PORT", self.port)
                                 :gsub("%$MC", tostring(opts.memcached_port or 11211))
                                 :gsub("%$REPO", REPO):gsub("%$LOGDIR", self.dir)
@@ -424,6 +975,32 @@ function Nginx:error_log()
     return read_file(self.dir .. "/error.log") or ""
 end
 
+--- Marks the end of the error log so far: new_log_lines() starts there.
+function Nginx:log_mark()
+    self.log_offset = #self:error_log()
+end
+
+--- The error log written since the last log_mark() or new_log_lines()
+-- (since the start, the first time), and marks its end.
+function Nginx:new_log_lines()
+    local log = self:error_log()
+    local from = self.log_offset or 0
+    if #log < from then             -- the log started again
+        from = 0
+    end
+    self.log_offset = #log
+    return log:sub(from + 1)
+end
+
+--- The bad lines (harness.bad_log_lines) among new_log_lines(): for an
+-- after_each, so that each test is checked for its own lines, whatever
+-- the order (Test::Nginx's no_error_log):
+--   after_each(function() assert.same({}, nginx:bad_new_log_lines()) end)
+-- A test that expects such a line reads it with new_log_lines() itself.
+function Nginx:bad_new_log_lines()
+    return _M.bad_log_lines(self:new_log_lines())
+end
+
 --- Reloads the configuration (HUP) and waits for the new workers.
 function Nginx:reload()
     sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
@@ -444,62 +1021,28 @@ function Nginx:stop()
     end
 end
 
---- GET (or opts.method) a path; returns { status = , body = , time = seconds }
--- (and headers = { lower-case name = value } with opts.response_headers).
--- opts.headers: a table (a value may be a list: several header lines);
--- opts.interface: the local address to connect from (127.0.0.2...);
--- opts.host / opts.port: where to connect (default 127.0.0.1:self.port);
--- opts.body: a request body.
+--- GET (or opts.method; POST with opts.body) a path on a new connection,
+-- as one curl did; returns { status = , body = , time = seconds, headers =
+-- { lower-case name = value } } (status 0 and err = "..." without an answer
+-- within opts.max_time, default 10 s). opts.headers: a table (a value may
+-- be a list: several header lines; a blank one sends none); opts.interface:
+-- the local address to connect from (127.0.0.2...); opts.host / opts.port:
+-- where to connect (default 127.0.0.1:self.port); opts.body: a request body.
 function Nginx:request(path, opts)
     opts = opts or {}
-    local args = { "curl -s -g --max-time " .. (opts.max_time or 10),
-                   "-o " .. self.dir .. "/body.out",
-                   "-w '%{http_code} %{time_total}'" }
-    for name, value in pairs(opts.headers or {}) do
-        local values = type(value) == "table" and value or { value }
-        for _, v in ipairs(values) do
-            args[#args + 1] = "-H " .. quote(name .. ": " .. v)
-        end
-    end
-    if opts.interface then
-        args[#args + 1] = "--interface " .. opts.interface
-    end
-    if opts.body then
-        write_file(self.dir .. "/body.in", opts.body)
-        args[#args + 1] = "--data-binary @" .. self.dir .. "/body.in"
-    end
-    if opts.method then
-        args[#args + 1] = "-X " .. opts.method
-    end
-    local headers_file = opts.response_headers and self.dir .. "/headers.out"
-    if headers_file then
-        os.remove(headers_file)
-        args[#args + 1] = "-D " .. headers_file
-    end
-    local host = opts.host or "127.0.0.1"
-    if host:find(":", 1, true) then
-        host = "[" .. host .. "]"
-    end
-    args[#args + 1] = quote("http://" .. host .. ":" .. (opts.port or self.port) .. path)
-    local out = sh(table.concat(args, " "))
-    local status, time = out:match("(%d+) ([%d%.]+)%s*$")
-    local headers
-    if headers_file then
-        headers = {}
-        for line in (read_file(headers_file) or ""):gmatch("[^\r\n]+") do
-            local name, value = line:match("^([%w%-]+):[ \t]*(.*)$")
-            if name then
-                headers[name:lower()] = value
-            end
-        end
-    end
-    return {
-        headers = headers,
-        status = tonumber(status),
-        time = tonumber(time),
-        body = read_file(self.dir .. "/body.out") or "",
-        raw = out,
-    }
+    local client = _M.http_client({ host = opts.host, port = opts.port or self.port,
+                                    interface = opts.interface })
+    local res = client:request(path, opts)
+    client:close()
+    return res
+end
+
+--- A keep-alive HTTP client of this nginx (harness.http_client): opts.host,
+-- opts.port (default self.port), opts.interface.
+function Nginx:client(opts)
+    opts = opts or {}
+    return _M.http_client({ host = opts.host, port = opts.port or self.port,
+                            interface = opts.interface })
 end
 
 function Nginx:get(path, opts)
@@ -543,52 +1086,40 @@ _M.EVAL_LOCATION = [[
     }
 ]]
 
---- n GET requests of path on one keepalive connection, in one curl, with
--- the given request headers (a list of "Name: value"); returns the answers
--- as "<count> <status>" lines folded into one ("300 200").
+--- n GET requests of path on one keep-alive connection, with the given
+-- request headers (a list of "Name: value"); returns the answers counted by
+-- status, as "<count> <status>" pairs in the order of the statuses, folded
+-- into one string ("300 200", "2 200 1 502"; no answer counts as 000).
 function Nginx:batch(path, n, headers)
-    local cfg = self.dir .. "/batch.cfg"
-    local f = assert(io.open(cfg, "wb"))
+    local h = {}
+    for _, line in ipairs(headers or {}) do
+        local name, value = line:match("^([^:]+):%s*(.*)$")
+        h[name] = h[name] or {}
+        table.insert(h[name], value)
+    end
+    local client, counts = self:client(), {}
     for _ = 1, n do
-        f:write('url = "http://127.0.0.1:', self.port, path, '"\noutput = "/dev/null"\n')
+        local status = ("%03d"):format(client:request(path, { headers = h }).status)
+        counts[status] = (counts[status] or 0) + 1
     end
-    f:close()
-    local args = {}
-    for _, h in ipairs(headers or {}) do
-        args[#args + 1] = "-H " .. quote(h)
+    client:close()
+    local out = {}
+    for status, count in pairs(counts) do
+        out[#out + 1] = status .. "\0" .. count
     end
-    local out = sh("curl -s " .. table.concat(args, " ") .. " --config " .. cfg
-                   .. " -w '%{http_code}\\n' | sort | uniq -c")
-    return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+    table.sort(out)
+    return (table.concat(out, " "):gsub("(%d+)%z(%d+)", "%2 %1"))
 end
 
---- GET requests one after the other on one keepalive connection, in one
--- curl (a process per request costs ~25 ms): reqs is a list of { path,
--- headers = { name = value } } (printable values only); returns a list of
--- { status = , time = seconds, body = }, in order.
+--- GET requests one after the other on one keep-alive connection: reqs is
+-- a list of { path, headers = { name = value } }; returns a list of
+-- { status = , time = seconds, body = , headers = }, in order.
 function Nginx:sequence(reqs)
-    local cfg, blocks = self.dir .. "/sequence.cfg", {}
+    local client, res = self:client(), {}
     for i, r in ipairs(reqs) do
-        local b = { 'url = "http://127.0.0.1:' .. self.port .. r[1] .. '"',
-                    'output = "' .. self.dir .. "/sequence." .. i .. '.out"',
-                    'write-out = "%{http_code} %{time_total}\\n"', "globoff", "max-time = 10" }
-        for name, value in pairs(r.headers or {}) do
-            assert(not (name .. value):find("[%c\"\\]"), "not printable: " .. name .. value)
-            b[#b + 1] = 'header = "' .. name .. ": " .. value .. '"'
-        end
-        blocks[i] = table.concat(b, "\n")
+        res[i] = client:request(r[1], { headers = r.headers })
     end
-    write_file(cfg, table.concat(blocks, "\nnext\n") .. "\n")
-    local out = sh("curl -s --config " .. cfg)
-    local res = {}
-    for status, time in out:gmatch("(%d+) ([%d.]+)\n") do
-        local i = #res + 1
-        local path = self.dir .. "/sequence." .. i .. ".out"
-        res[i] = { status = tonumber(status), time = tonumber(time),
-                   body = read_file(path) or "" }
-        os.remove(path)
-    end
-    assert(#res == #reqs, "curl answered " .. #res .. " of " .. #reqs .. ": " .. out)
+    client:close()
     return res
 end
 

@@ -1,0 +1,84 @@
+/* image_internal.h - what image.c, idlist.c and imagejob.c share; not part
+ * of the API. */
+#ifndef GRAY_IMAGE_INTERNAL_H
+#define GRAY_IMAGE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gray.h"
+
+/* One id of a compiled list: 16 bytes, sorted by hash (then bytes). off is
+ * into the text while compiling and into the image's pool once written. */
+typedef struct gray_id_entry {
+    uint64_t hash;              /* gray_image_hash() of the id */
+    uint32_t off;
+    uint8_t len;                /* 1..GRAY_ID_MAX */
+    uint8_t target;             /* 1..GRAY_TARGETS_MAX */
+    uint16_t reserved;          /* 0 */
+} gray_id_entry_t;
+
+/* One bucket of the id index: where its entries start, and a filter of
+ * two bits per id in it (from the hash's low bits) that answers most ids
+ * not listed without reading an entry. */
+typedef struct gray_id_bucket {
+    uint32_t start;
+    uint32_t filter;
+} gray_id_bucket_t;
+
+#define GRAY_ID_INDEX_BITS_MAX 24   /* 16M buckets: 128 MB of index at most */
+#define GRAY_NAMES_BYTES_MAX   (GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1))
+
+/* Checks a '\n'-separated name list (1..GRAY_TARGETS_MAX names, each a
+ * target name, gray_target_name_ok): the count, or 0. */
+uint32_t gray_names_check(const char *names, size_t len);
+
+/* Collects the target names a list uses: "1", then every other well-formed
+ * name in order of first use, into out (cap >= GRAY_NAMES_BYTES_MAX),
+ * '\n'-separated. ids picks the field separators. Returns the length. */
+size_t gray_names_collect(const char *text, size_t len, int ids, char *out, size_t cap);
+
+/* An upper bound of the entries gray_ids_parse() writes: the lines. */
+size_t gray_ids_room(const char *text, size_t len);
+
+/* Parses an id list (see gray_image_build()) into e[0..cap) in line order,
+ * counting lines into st (lines, taken, bad, unknown and their first line
+ * numbers). Returns the entries written, or GRAY_ESPACE / GRAY_EINVAL. */
+int gray_ids_parse(const char *text, size_t len, const char *names, size_t names_len,
+                   uint32_t unknown, gray_id_entry_t *e, size_t cap, gray_image_stats_t *st);
+
+/* Sorts e (offsets into text) by hash, then bytes, and keeps the last line
+ * of equal ids. Returns the new count, or GRAY_ENOMEM / GRAY_ECANCELED. */
+long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_int *cancel);
+
+/* The bucket bits of an index for n ids, and the index itself: 2^bits + 1
+ * buckets, index[b].start = the first entry whose hash's top bits are >= b. */
+unsigned gray_ids_index_bits(size_t n);
+void gray_ids_index(const gray_id_entry_t *e, size_t n, unsigned bits, gray_id_bucket_t *index);
+
+/* The target of id in a sorted, indexed list (offsets into pool), 0 when
+ * absent. Reads nothing outside the arrays whatever their content, given
+ * an index whose starts ascend from 0 to n. */
+int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_entry_t *e,
+                  uint32_t n, const uint8_t *pool, uint64_t pool_len, const char *id, size_t len);
+
+/* Zeroed memory straight from mmap, and back with munmap: a compile's
+ * scratch (tens of MB for a large list) leaves nothing in malloc's arenas,
+ * where it would stay counted in the worker's memory. NULL when out of
+ * memory; gray_big_free(NULL) does nothing. */
+void *gray_big_alloc(size_t size);
+void gray_big_free(void *p);
+
+/* gray_image_build() with a cancel flag (NULL: none) polled between steps. */
+int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
+                       const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                       void **out, size_t *out_len, gray_image_stats_t *st,
+                       const atomic_int *cancel);
+
+/* gray_image_compile() with a cancel flag. */
+int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts,
+                         const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
+                         const char *path, gray_image_stats_t *st, const atomic_int *cancel);
+
+#endif

@@ -1,0 +1,307 @@
+-- gray.outcome: what each target answered, counted in the log phase of a
+-- real nginx (2 workers) in front of a real backend, routed by a real
+-- memcached: counts by target and status class that add up to the requests
+-- sent, $upstream_status over the response's status (an intercepted 500
+-- served as 200, a refused connection retried on a backup: "502, 200"), the
+-- histogram, the window accessor, the drop-in (router:exec()) and the Lua
+-- API (decide(), then outcome.note()), and a page that passes the format
+-- checker. Requests that no router noted (the page itself, the backend's
+-- own, with log_by_lua_file at http level) are not counted.
+
+local harness = require "helpers.harness"
+local exposition = require "helpers.exposition"
+
+local GRAY_IP, V2_IP, STABLE_IP = "203.0.113.1", "203.0.113.2", "198.51.100.7"
+local SLOW = 0.6        -- s the gray backend takes on /slow
+
+-- (at http level: every request of both servers runs it)
+local SERVERS = [[
+  log_by_lua_file $REPO/lua/gray/outcome.lua;
+  upstream v2_backend {
+      server 127.0.0.1:1 max_fails=0;                 # refused: 502, then the backup
+      server 127.0.0.1:$PORT2 backup;
+  }
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+        set $gray_memcached 127.0.0.1:$MC;
+        set $gray_cache_ttl 300;
+        set $gray_targets "v2=@server_v2";
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
+    location /api/ {
+        set $be stable;
+        access_by_lua_block {
+            local r = package.loaded.spec_outcome_router
+            if not r then
+                r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                                                 cache_ttl = 300 }))
+                package.loaded.spec_outcome_router = r
+            end
+            local location = assert(r:decide())
+            local name = location == "@server_test" and "1" or "stable"
+            ngx.var.be = name == "1" and "gray" or "stable"
+            require("gray.outcome").note(name)
+        }
+        proxy_set_header X-Backend $be;
+        proxy_pass http://127.0.0.1:$PORT2;
+    }
+    location @server {
+        proxy_set_header X-Backend stable;
+        proxy_pass http://127.0.0.1:$PORT2;
+    }
+    location @server_test {
+        proxy_set_header X-Backend gray;
+        proxy_pass http://127.0.0.1:$PORT2;
+    }
+    location @server_v2 {
+        proxy_set_header X-Backend gray;
+        proxy_pass http://v2_backend;
+        proxy_next_upstream error http_502;
+        proxy_intercept_errors on;
+        error_page 500 =200 /sorry;
+    }
+    location = /sorry { internal; return 200 "sorry\n"; }
+    location = /metrics {
+        content_by_lua_block { require("gray.metrics").render() }
+    }
+    ]] .. harness.EVAL_LOCATION .. [[
+  }
+  server {
+    # the backends: stable answers 200; gray 500 on .../fail, 200 after
+    # SLOW s on .../slow, else 200
+    listen 127.0.0.1:$PORT2;
+    location / {
+        content_by_lua_block {
+            local gray = ngx.var.http_x_backend == "gray"
+            local uri = ngx.var.uri
+            if gray and uri:find("fail", 1, true) then
+                ngx.status = 500
+                ngx.say("gray failed")
+                return
+            elseif gray and uri:find("slow", 1, true) then
+                ngx.sleep(]] .. SLOW .. [[)
+            end
+            ngx.say(gray and "gray" or "stable")
+        }
+    }
+  }
+]]
+
+local HTTP = [[
+    lua_shared_dict gray_metrics 1m;
+    init_by_lua_block { require("gray.metrics").configure({ flush_interval = 0.1 }) }
+]]
+
+-- the value of one series (exact key) on the page, or nil
+local function sample(text, key)
+    local i = text:find("\n" .. key .. " ", 1, true)
+    return i and tonumber(text:match("^(%S+)", i + #key + 2))
+end
+
+local function total(text, name)
+    local sum = 0
+    for v in text:gmatch("\n" .. name .. "%b{} (%S+)") do
+        sum = sum + tonumber(v)
+    end
+    return sum
+end
+
+describe("gray.outcome", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set_many({ [GRAY_IP] = "1", [V2_IP] = "v2" })
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 2,
+                                http = HTTP,
+                                servers = SERVERS })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    local function send(path, n, ip, want)
+        assert.equal(want or (n .. " 200"), nginx:batch(path, n, { "X-Real-IP: " .. ip }))
+    end
+
+    it("counts each target's answers by class and time, $upstream_status first", function()
+        -- the drop-in
+        send("/ok", 30, GRAY_IP)
+        send("/fail", 10, GRAY_IP, "10 500")
+        send("/slow", 5, GRAY_IP)
+        send("/ok", 40, STABLE_IP)
+        send("/fail", 5, STABLE_IP)
+        -- v2: refused then the backup ("502, 200"); its 500s intercepted
+        -- and served as 200: still 5xx
+        send("/ok", 6, V2_IP)
+        send("/fail", 4, V2_IP)
+        -- the Lua API
+        send("/api/ok", 8, GRAY_IP)
+        send("/api/fail", 2, GRAY_IP, "2 500")
+        send("/api/ok", 5, STABLE_IP)
+        local SENT = 30 + 10 + 5 + 40 + 5 + 6 + 4 + 8 + 2 + 5
+        local text
+        for _ = 1, 100 do
+            text = nginx:get("/metrics").body
+            if total(text, "gray_responses_total") >= SENT then
+                break
+            end
+            harness.sleep(0.05)
+        end
+        exposition.valid_page(text)
+        assert.equal(SENT, total(text, "gray_responses_total"), text)
+        local function class(target, c)
+            return sample(text, 'gray_responses_total{target="' .. target .. '",class="' .. c .. '"}')
+        end
+        assert.equal(30 + 5 + 8, class("1", "2xx"), text)
+        assert.equal(10 + 2, class("1", "5xx"), text)
+        assert.equal(40 + 5 + 5, class("stable", "2xx"), text)
+        assert.is_nil(class("stable", "5xx"), text)
+        assert.equal(6, class("v2", "2xx"), text)
+        assert.equal(4, class("v2", "5xx"), text)       -- the client saw 200
+        -- the histogram: every request once, the slow ones above SLOW
+        local function bucket(target, le)
+            return sample(text, 'gray_response_seconds_bucket{target="' .. target .. '",le="'
+                                .. le .. '"}')
+        end
+        assert.equal(55, sample(text, 'gray_response_seconds_count{target="1"}'), text)
+        assert.equal(55, bucket("1", "+Inf"), text)
+        assert.equal(50, bucket("1", "0.5"), text)
+        assert.equal(55, bucket("1", "1"), text)
+        assert.equal(50, sample(text, 'gray_response_seconds_count{target="stable"}'), text)
+        assert.equal(10, sample(text, 'gray_response_seconds_count{target="v2"}'), text)
+        local sum = sample(text, 'gray_response_seconds_sum{target="1"}')
+        assert.truthy(sum >= 5 * SLOW and sum < 5 * SLOW + 50 * 0.5, text)
+        assert.truthy(text:find("# TYPE gray_response_seconds histogram", 1, true), text)
+        assert.truthy(text:find("# TYPE gray_responses_total counter", 1, true), text)
+
+        -- the window: the same counts, a p95 among the slow ones
+        local got = nginx:eval([[
+            local o = require "gray.outcome"
+            local out = {}
+            for _, t in ipairs({ "1", "stable", "v2", "none" }) do
+                local n, e, p95 = o.window(t, 60)
+                out[#out + 1] = t .. " " .. n .. " " .. e .. " " .. tostring(p95)
+            end
+            return table.concat(out, "\n")
+        ]])
+        local n, e, p95 = got:match("^1 (%d+) (%d+) (%S+)")
+        assert.equal("55", n, got)
+        assert.equal("12", e, got)
+        -- rank 52.25 of 55: in the (0.5, 1] bucket that holds the 5 slow ones
+        assert.near(0.5 + 0.5 * (0.95 * 55 - 50) / 5, tonumber(p95), 1e-9, got)
+        n, e, p95 = got:match("\nstable (%d+) (%d+) (%S+)")
+        assert.equal("50", n, got)
+        assert.equal("0", e, got)
+        assert.truthy(tonumber(p95) <= 0.5, got)
+        assert.truthy(got:find("\nv2 10 4 ", 1, true), got)
+        assert.truthy(got:find("\nnone 0 0 nil", 1, true), got)
+        -- it slides: nothing in the last second, a while later
+        harness.sleep(2.1)
+        got = nginx:eval([[
+            local o = require "gray.outcome"
+            local n1, e1 = o.window("1", 1)
+            local n60, e60 = o.window("1")
+            return n1 .. " " .. e1 .. " " .. n60 .. " " .. e60
+        ]])
+        assert.equal("0 0 55 12\n", got)
+        local log = nginx:error_log()
+        assert.same({}, harness.bad_log_lines(log))
+        -- no error but v2's refused first server
+        for line in log:gmatch("[^\n]*%[error%][^\n]*") do
+            assert.truthy(line:find('connect() failed (111: Connection refused) while connecting'
+                                    .. ' to upstream', 1, true)
+                          and line:find('upstream: "http://127.0.0.1:1/', 1, true), line)
+        end
+    end)
+
+    it("refuses a bad window argument with the argument named", function()
+        local got = nginx:eval([[
+            local o = require "gray.outcome"
+            local ok1, e1 = pcall(o.window, "1", 0)
+            local ok2, e2 = pcall(o.window, "1", 61)
+            local ok3, e3 = pcall(o.window, nil)
+            return tostring(ok1 or ok2 or ok3) .. "\n" .. e1 .. "\n" .. e2 .. "\n" .. e3
+        ]])
+        assert.truthy(got:find("^false\n"), got)
+        assert.truthy(got:find("seconds must be a number from 1 to 60", 1, true), got)
+        assert.truthy(got:find("name must be a target name", 1, true), got)
+    end)
+end)
+
+describe("gray.outcome without the metrics dict", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set(GRAY_IP, "1")
+        nginx = harness.nginx({ memcached_port = mc.port, servers = SERVERS })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("routes as usual, counts nothing and logs nothing", function()
+        assert.equal("20 200", nginx:batch("/ok", 20, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("5 500", nginx:batch("/api/fail", 5, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("nil no lua_shared_dict gray_metrics\n", nginx:eval([[
+            local n, err = require("gray.outcome").window("1")
+            return tostring(n) .. " " .. tostring(err)
+        ]]))
+        local log = nginx:error_log()
+        assert.same({}, harness.bad_log_lines(log))
+        assert.falsy(log:find("%[error%]"), log)
+    end)
+end)
+
+describe("gray.outcome over a reload, from a log_by_lua_block", function()
+    local mc, nginx
+    local N = 300
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set(GRAY_IP, "1")
+        -- the block form at server level; a flush every 60 s: counts reach
+        -- the dict only when their worker exits
+        local servers = SERVERS:gsub("  log_by_lua_file %$REPO/lua/gray/outcome.lua;\n", "", 1)
+                               :gsub("listen 127.0.0.1:%$PORT;\n", "%0    log_by_lua_block {"
+                                     .. " require(\"gray.outcome\").log() }\n", 1)
+        assert(not servers:find("log_by_lua_file", 1, true))
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 2, servers = servers,
+            http = "lua_shared_dict gray_metrics 1m;\n init_by_lua_block {"
+                   .. " require('gray.metrics').configure({ flush_interval = 60 }) }" })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("loses no count: the exiting workers flush theirs", function()
+        assert.equal(N .. " 200", nginx:batch("/ok", N, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("10 500", nginx:batch("/fail", 10, { "X-Real-IP: " .. GRAY_IP }))
+        nginx:reload()
+        local text
+        for _ = 1, 100 do
+            text = nginx:get("/metrics").body
+            if total(text, "gray_responses_total") >= N + 10 then
+                break
+            end
+            harness.sleep(0.05)
+        end
+        exposition.valid_page(text)
+        assert.equal(N, sample(text, 'gray_responses_total{target="1",class="2xx"}'), text)
+        assert.equal(10, sample(text, 'gray_responses_total{target="1",class="5xx"}'), text)
+        assert.equal(N + 10, sample(text, 'gray_response_seconds_count{target="1"}'), text)
+        assert.equal("310 10\n", nginx:eval([[
+            local n, e = require("gray.outcome").window("1", 10)
+            return n .. " " .. e
+        ]]))
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
