@@ -47,7 +47,7 @@ local function stop_pidfile(name, file, comm, signal)
     if not text then
         return false
     end
-    local pid = text:match("%d+")
+    local pid = tonumber(text:match("%d+"))
     local running = pid and harness.process_alive(pid)
                     and (read_file("/proc/" .. pid .. "/comm") or ""):match("^(%S+)") == comm
     if running then
