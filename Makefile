@@ -166,17 +166,22 @@ microbench: build/libgray.so
 	@sh tools/deps.sh build test
 	LUA_PATH='lua/?.lua;bench/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/micro.lua
 
-# The seed's scenario (X-Real-IP from a trusted loopback proxy, no $gray_*
-# variables, a cache hit): router instructions/request (callgrind, the median
-# of BENCH_PROCESSES fresh nginx processes per location) and req/s (wrk) for
-# proxy_pass, the floors (ngx.exec alone, with the necessary reads), the Lua
-# API router, the drop-in (cached, uncached) and a seed-style dep.lua; also
-# written to build/bench-results.txt
+# The rows of bench/locations.lua (X-Real-IP from a trusted loopback proxy,
+# no $gray_* variables but where a row says so): router instructions/request
+# (callgrind, the median of BENCH_PROCESSES fresh nginx processes per row)
+# and req/s (wrk) for proxy_pass, the floors (ngx.exec alone, with the
+# necessary reads, a pooled memcached get of 1 and 3 keys), the Lua API
+# router, the drop-in (cached, uncached), the classic dep.lua script and
+# misses from 100,000 clients (bench/bench.lua on the spec harness). Also
+# written to build/bench-results.txt, and the chart to build/bench.svg (the
+# README shows a copy: cp build/bench.svg bench/bench.svg). Settings:
+# BENCH_LOCATIONS, BENCH_PROCESSES, BENCH_REQUESTS, BENCH_WARMUP,
+# BENCH_DURATION, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_KEEP (bench.lua).
 .PHONY: bench
 bench:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
-	bash bench/bench.sh
+	$(if $(BENCH_KEEP),GRAY_KEEP_TMP=1) LUA_PATH='spec/?.lua;bench/?.lua;;' $(LUAJIT) bench/bench.lua
 
 # memcached's load from one 8-worker nginx without and with the shared
 # decision cache (shm), in the same run; also build/bench-shm-results.txt
@@ -195,7 +200,7 @@ build/mc-meta-bench: bench/mc_meta.c $(SRC) $(HDR)
 .PHONY: bench-meta
 bench-meta: build/mc-meta-bench
 	@sh tools/deps.sh build bench
-	sh bench/mc_meta.sh build/mc-meta-bench
+	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/mc_meta_bench.lua build/mc-meta-bench
 
 # one gray-admin import of 1,000,000 entry lines (IPv4, IPv6, uid; mixed
 # targets; --ttl on every 10th) into a real memcached -m 1024: wall time and
@@ -204,7 +209,7 @@ bench-meta: build/mc-meta-bench
 bench-import:
 	@sh tools/deps.sh build bench-import
 	@$(MAKE) --no-print-directory build/gray-admin
-	bash bench/import.sh
+	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/import.lua
 
 # list images (image.c) for 1M ids and 1M ranges: compile time, bytes per
 # entry, map time and lookups, beside today's compile of the same text;
@@ -249,16 +254,18 @@ soak:
 
 # ---- demo ------------------------------------------------------------------
 
-# The seed's memcached demo on loopback (tools/demo.sh); state in build/demo.
+# The classic memcached demo on loopback, then gray-admin, an id in a
+# cookie, a sticky percentage and the metrics page (tools/demo.lua on the
+# spec harness); state in build/demo.
 .PHONY: demo demo-stop
 
 demo:
 	@sh tools/deps.sh build demo
-	@$(MAKE) --no-print-directory build/libgray.so
-	@bash tools/demo.sh start
+	@$(MAKE) --no-print-directory build/libgray.so build/gray-admin
+	@LUA_PATH='spec/?.lua;;' $(LUAJIT) tools/demo.lua start
 
 demo-stop:
-	@bash tools/demo.sh stop
+	@LUA_PATH='spec/?.lua;;' $(LUAJIT) tools/demo.lua stop
 
 # ---- install ---------------------------------------------------------------
 

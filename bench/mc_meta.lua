@@ -3,7 +3,7 @@
 -- as the client does on a lookup.
 --
 --   luajit bench/mc_meta.lua CASE N    decodes CASE's reply N times (for
---                                      callgrind: bench/mc_meta.sh takes
+--                                      callgrind: bench/mc_meta_bench.lua takes
 --                                      the difference of N and 2N runs)
 local gray_ffi = require "gray.ffi"
 

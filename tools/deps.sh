@@ -13,11 +13,11 @@ pkgs_for() {
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
                  lua-resty-core lua-resty-lrucache memcached libmemcached-dev libssl-dev curl
                  man-db groff-base bsdextrautils" ;;
-    demo)  echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
+    demo)  echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached wrk valgrind curl" ;;
-    bench-import) echo "memcached time" ;;
+    bench-import) echo "luajit2 memcached time" ;;
     fuzz)  echo "clang libclang-rt-14-dev" ;;
     *) echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
     esac

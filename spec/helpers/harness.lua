@@ -274,6 +274,7 @@ local function port_in_use(port, host)
     end
     return false
 end
+_M.port_in_use = port_in_use
 
 local REPO = os.getenv("GRAY_REPO") or io.popen("pwd"):read("*l")
 
@@ -365,10 +366,11 @@ Memcached.__index = Memcached
 -- (or opts.host, e.g. "::1"). opts.verbose: run it with -vv, which logs
 -- every command line it receives ("<fd get k1 k2"), read with :log().
 -- opts.memory_mb: its -m (memcached's default: 64); opts.no_evict: -M (a
--- full memcached refuses a set instead of evicting).
+-- full memcached refuses a set instead of evicting). opts.dir: its directory
+-- (memcached.log) instead of a scratch one.
 function _M.memcached(opts)
     opts = opts or {}
-    local self = setmetatable({ dir = _M.tmpdir(), host = opts.host or "127.0.0.1",
+    local self = setmetatable({ dir = opts.dir or _M.tmpdir(), host = opts.host or "127.0.0.1",
                                 verbose = opts.verbose, memory_mb = opts.memory_mb,
                                 no_evict = opts.no_evict },
                          Memcached)
@@ -389,6 +391,7 @@ local function process_alive(pid)
     return C.gray_harness_kill(pid, 0) == 0
         and not (read_file("/proc/" .. pid .. "/stat") or ""):find("^%d+ %S+ Z")
 end
+_M.process_alive = process_alive
 
 function Memcached:start()
     local user = IS_ROOT and " -u nobody" or ""
@@ -878,7 +881,12 @@ end
 -- repository, "$LOGDIR" nginx's scratch directory (self.dir). opts.http
 -- adds http-level directives. opts.package_path and opts.package_cpath
 -- replace the repository's lua paths (the rock check points them at an
--- installed tree).
+-- installed tree). opts.dir: nginx's directory instead of a scratch one;
+-- opts.port, opts.port2: the ports to take instead of free ones.
+-- opts.foreground: one process, no master (daemon off, master_process off),
+-- run in the background under opts.command (a prefix such as "taskset -c 0
+-- valgrind --tool=callgrind"), its pid in self.process; opts.start_seconds
+-- (5) and opts.stop_seconds (10) bound its start and stop (callgrind is slow).
 function _M.nginx(opts)
     local last_err
     for _ = 1, 5 do
@@ -895,10 +903,11 @@ function _M.nginx(opts)
 end
 
 function _M.try_nginx(opts)
-    local self = setmetatable({ dir = _M.tmpdir() }, Nginx)
-    self.port = _M.free_port()
+    local self = setmetatable({ dir = opts.dir or _M.tmpdir(),
+                                stop_seconds = opts.stop_seconds }, Nginx)
+    self.port = opts.port or _M.free_port()
     repeat
-        self.port2 = _M.free_port()
+        self.port2 = opts.port2 or _M.free_port()
     until self.port2 ~= self.port
     local mods = module_dir()
     local root = IS_ROOT
@@ -909,8 +918,8 @@ function _M.try_nginx(opts)
         root and "user root root;" or "",
         "load_module " .. mods .. "/ndk_http_module.so;",
         "load_module " .. mods .. "/ngx_http_lua_module.so;",
-        "daemon on;",
-        "master_process on;",
+        opts.foreground and "daemon off;" or "daemon on;",
+        opts.foreground and "master_process off;" or "master_process on;",
         "worker_processes " .. (opts.workers or 1) .. ";",
         "pid " .. self.dir .. "/nginx.pid;",
         "error_log " .. self.dir .. "/error.log " .. (opts.log_level or "info") .. ";",
@@ -931,12 +940,30 @@ function _M.try_nginx(opts)
     }, "\n")
     self.conf = self.dir .. "/nginx.conf"
     write_file(self.conf, conf)
+    if opts.foreground then
+        return self:start_foreground(opts, conf)
+    end
     local out, code = sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c "
                          .. self.conf)
     if code ~= 0 then
         return nil, "nginx did not start: " .. out .. "\n" .. conf
     end
     wait_for(function() return port_in_use(self.port) end, 5, "nginx on " .. self.port)
+    return self
+end
+
+function Nginx:start_foreground(opts, conf)
+    local out = sh((opts.command or "") .. " nginx -p " .. self.dir .. " -e " .. self.dir
+                   .. "/error.log -c " .. self.conf .. " >" .. self.dir
+                   .. "/stdout.log 2>&1 & echo $!")
+    self.process = assert(tonumber(out:match("(%d+)")), "nginx did not start: " .. out)
+    wait_for(function()
+        return port_in_use(self.port) or not process_alive(self.process)
+    end, opts.start_seconds or 5, "nginx on " .. self.port)
+    if not process_alive(self.process) then
+        return nil, "nginx did not start: " .. (read_file(self.dir .. "/stdout.log") or "")
+                    .. self:error_log() .. "\n" .. conf
+    end
     return self
 end
 
@@ -986,8 +1013,8 @@ function Nginx:stop()
     if pid then
         sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
            .. " -s quit")
-        wait_for(function() return not read_file(self.dir .. "/nginx.pid") end, 10,
-                 "nginx to stop")
+        wait_for(function() return not read_file(self.dir .. "/nginx.pid") end,
+                 self.stop_seconds or 10, "nginx to stop")
     end
     if not os.getenv("GRAY_KEEP_TMP") then
         sh("rm -rf " .. quote(self.dir))

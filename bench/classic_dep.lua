@@ -1,7 +1,7 @@
--- seed_dep: the baseline `make bench` compares the drop-in against. It does
+-- classic_dep: the baseline `make bench` compares the drop-in against. It does
 -- per request what the classic dep.lua recipe does, written plainly:
 --
---   * the client address as the seed takes it: the X-Real-IP header, else
+--   * the client address as the recipe takes it: the X-Real-IP header, else
 --     the whole X-Forwarded-For header, else the peer address (headers read
 --     through ngx.req.get_headers(), twice when X-Real-IP is absent, as the
 --     recipe does), the key escaped as lua-resty-memcached does by default;
@@ -11,11 +11,11 @@
 --     connection pool;
 --   * value "1" -> ngx.exec("@server_test"), anything else -> "@server".
 --
--- The memcached address comes from the location ("set $seed_memcached
+-- The memcached address comes from the location ("set $classic_memcached
 -- host:port;", default 127.0.0.1:11211, the recipe's). Unlike the recipe it
 -- does not print an error page when memcached fails: it goes to @server.
 --
---   location / { content_by_lua_file /path/to/bench/seed_dep.lua; }
+--   location / { content_by_lua_file /path/to/bench/classic_dep.lua; }
 
 local ngx = ngx
 local tcp = ngx.socket.tcp
@@ -40,7 +40,7 @@ local function mc_get(host, port, key)
     sock:settimeout(1000)
     local ok, err = sock:connect(host, port)
     if not ok then
-        ngx.log(ngx.ERR, "seed_dep: connect to memcached: ", err)
+        ngx.log(ngx.ERR, "classic_dep: connect to memcached: ", err)
         return nil
     end
     local value
@@ -72,13 +72,13 @@ local function mc_get(host, port, key)
         end
     end
     if err then
-        ngx.log(ngx.ERR, "seed_dep: memcached get: ", err)
+        ngx.log(ngx.ERR, "classic_dep: memcached get: ", err)
     end
     sock:close()
     return value
 end
 
-local host, port = (ngx.var.seed_memcached or "127.0.0.1:11211"):match("^(.+):(%d+)$")
+local host, port = (ngx.var.classic_memcached or "127.0.0.1:11211"):match("^(.+):(%d+)$")
 local ip = client_ip()
 if type(ip) == "table" then
     ip = ip[1]      -- the header appeared more than once
