@@ -1,8 +1,8 @@
--- helpers.exposition: the Prometheus text format 0.0.4 checker of
--- spec/metrics_spec.lua, with a histogram's rules besides (every series of
--- buckets has an le label, bounds rising to +Inf, counts that never fall,
--- and a +Inf bucket equal to its _count). For the specs of modules that add
--- series to the page (gray.outcome).
+-- helpers.exposition: the Prometheus text format 0.0.4 checker (what
+-- `promtool check metrics` checks), with a histogram's rules (every series
+-- of buckets has an le label, bounds rising to +Inf, counts that never fall,
+-- and a +Inf bucket equal to its _count). The one checker of the specs that
+-- read the metrics page (metrics_spec, which also tests it, outcome_spec).
 
 local assert = require "luassert"
 
