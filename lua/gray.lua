@@ -453,7 +453,7 @@ local function decide_lists(self, addr, pid, pv, failure, source)
     return self.stable_target, failure or "default", source
 end
 
--- The address alone (no identities): the fast path of the seed's setup.
+-- The address alone (no identities): the fast path of the classic dep.lua setup.
 local function decide_address(self, addr, target, stale, stored_at)
     local key = addr
     if target == nil and stale == nil then

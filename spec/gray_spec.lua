@@ -108,7 +108,7 @@ describe("gray router in nginx", function()
         return res.status, res.body:gsub("\n$", ""), res.time
     end
 
-    describe("the seed's demo, step by step", function()
+    describe("the classic dep.lua walk-through, step by step", function()
         it("sends an unknown client to @server, then to @server_test once its address is set", function()
             local client = { ["X-Real-IP"] = "192.168.2.20" }    -- via a trusted proxy
             local status, body = get("/", client)

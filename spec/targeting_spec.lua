@@ -10,7 +10,7 @@
 --   quiet     identities and a cached address against a memcached that
 --             nothing else talks to and that logs every command line (-vv)
 -- /r/<router>/ runs router:exec() (with the X-Gray-Debug response header),
--- /stats/<router> prints router:list_stats(); / is the seed's drop-in.
+-- /stats/<router> prints router:list_stats(); / is the classic dep.lua drop-in.
 
 local harness = require "helpers.harness"
 local gray_ffi = require "gray.ffi"
@@ -66,7 +66,7 @@ local SERVERS = [[
     listen 127.0.0.1:$PORT;
     uninitialized_variable_warn off;    # $gray_* set in some locations only
 
-    # the seed's configuration (its memcached port aside)
+    # the classic dep.lua configuration (its memcached port aside)
     location / {
         set $gray_memcached 127.0.0.1:$MC;
         content_by_lua_file $REPO/lua/gray/dep.lua;
@@ -732,7 +732,7 @@ describe("targeting through nginx and memcached", function()
         end)
     end)
 
-    describe("the seed's configuration", function()
+    describe("the classic dep.lua configuration", function()
         it("routes by `set <ip> 0 0 1` / `1` as before, and nothing else", function()
             mc:set("192.168.2.20", "1")
             mc:set("192.168.2.22", "0")
