@@ -656,10 +656,10 @@ typedef struct gray_image_job gray_image_job_t;
 #define GRAY_JOB_RUNNING 1      /* gray_image_poll(): not done yet */
 
 /* Starts gray_image_compile() in a detached thread (all signals blocked in
- * it). The parts array, names and path are copied; the bytes the parts
- * point to are not: the caller keeps them alive and unchanged until the
- * job is done (poll returns other than GRAY_JOB_RUNNING). *out gets the
- * job. GRAY_EINVAL, GRAY_ENOMEM, or GRAY_EIO when no thread starts. */
+ * it). The parts (their bytes too), names and path are copied: the caller's
+ * memory may go away while the thread runs (an nginx worker's Lua VM is
+ * closed at its exit). *out gets the job. GRAY_EINVAL, GRAY_ENOMEM, or
+ * GRAY_EIO when no thread starts. */
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
                              const char *names, size_t names_len, uint32_t unknown,
                              uint64_t cas, const char *path, gray_image_job_t **out);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
@@ -27,7 +28,10 @@ struct gray_image_job {
     int kind;
     uint32_t unknown;
     uint64_t cas;
-    gray_image_part_t *parts;   /* copied; the bytes they point to are the caller's */
+    gray_image_part_t *parts;   /* copied, pointing into text */
+    char *text;                 /* the parts' bytes, copied: the caller's memory may
+                                   go away under a running thread (a worker's Lua
+                                   VM is closed at its exit, whatever is anchored) */
     size_t nparts;
     char *names;
     size_t names_len;
@@ -38,6 +42,7 @@ struct gray_image_job {
 static void job_release(gray_image_job_t *job)
 {
     free(job->parts);
+    gray_big_free(job->text);
     free(job->names);
     free(job->path);
     free(job);
@@ -84,8 +89,30 @@ int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t np
         job_release(job);
         return GRAY_ENOMEM;
     }
-    if (nparts > 0)
-        memcpy(job->parts, parts, nparts * sizeof *parts);
+    size_t total = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        if (parts[i].buf == NULL && parts[i].len > 0) {
+            job_release(job);
+            return GRAY_EINVAL;
+        }
+        if (parts[i].len > SIZE_MAX - total) {
+            job_release(job);
+            return GRAY_EINVAL;
+        }
+        total += parts[i].len;
+    }
+    job->text = gray_big_alloc(total ? total : 1);
+    if (job->text == NULL) {
+        job_release(job);
+        return GRAY_ENOMEM;
+    }
+    for (size_t i = 0, off = 0; i < nparts; i++) {
+        if (parts[i].len > 0)
+            memcpy(job->text + off, parts[i].buf, parts[i].len);
+        job->parts[i].buf = job->text + off;
+        job->parts[i].len = parts[i].len;
+        off += parts[i].len;
+    }
     if (names_len > 0)
         memcpy(job->names, names, names_len);
     memcpy(job->path, path, plen + 1);

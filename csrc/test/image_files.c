@@ -108,6 +108,21 @@ void image_files_check(void)
         CHECK(gray_image_job_free(job) == GRAY_OK);
     }
 
+    /* the job owns a copy of the text: the caller's memory may go at once
+     * (a worker's Lua VM is closed at its exit while a thread compiles);
+     * under ASan a read of the freed text is a fault */
+    size_t len3;
+    char *text3 = id_text(FILE_IDS, 1, &len3);
+    gray_image_part_t own = {text3, len3};
+    CHECK(gray_image_compile_start(GRAY_IMAGE_IDS, &own, 1, NULL, 0, 0, 5, path, &job) == GRAY_OK);
+    memset(text3, '#', len3);
+    free(text3);
+    CHECK(wait_job(job, &st) == GRAY_OK && st.entries == FILE_IDS);
+    CHECK(gray_image_job_free(job) == GRAY_OK);
+    CHECK(gray_image_open(path, GRAY_IMAGE_VERIFY, &cur) == GRAY_OK && gray_image_version(cur) == 5);
+    CHECK(gray_image_find_id(cur, "id-0", 4) == 2 && gray_image_find_id(cur, "id-1", 4) == 1);
+    gray_image_close(cur);
+
     /* a cut file: refused by open and peek */
     FILE *f = fopen(path, "r+");
     CHECK(f != NULL && ftruncate(fileno(f), 300) == 0);

@@ -477,10 +477,14 @@ function _M.new(opts)
         self.feeds[#self.feeds + 1] = self.ranges_feed
     end
     for _, name in ipairs(opts.lists or {}) do
-        local feed = feed_for(self, opts, "gray:list:" .. name, "ids")
-        self.id_feeds[name] = feed
-        self.id_feed_list[#self.id_feed_list + 1] = feed
-        self.feeds[#self.feeds + 1] = feed
+        -- a name given twice is one list (has_idlists looks at 4 at most:
+        -- the identities' bound)
+        if not self.id_feeds[name] then
+            local feed = feed_for(self, opts, "gray:list:" .. name, "ids")
+            self.id_feeds[name] = feed
+            self.id_feed_list[#self.id_feed_list + 1] = feed
+            self.feeds[#self.feeds + 1] = feed
+        end
     end
     self.started = #self.feeds == 0 and not self.percent_key
     return self
