@@ -1255,8 +1255,10 @@ function _M.image_compile(kind, text, names, cas, path, unknown)
     return stats_table(image_stats)
 end
 
--- jobs whose thread may still read their strings: anchored here until seen
--- done (a job dropped by its caller is freed by the collector after that)
+-- running jobs, anchored here until seen done: the finalizer frees only a
+-- finished job (gray_image_job_free leaves a running one to its caller), so
+-- a job its caller drops is collected, and freed, after its thread ends.
+-- The thread reads a copy of the text (the C job owns it), not these strings.
 local live_jobs = {}
 
 local function reap_jobs()
@@ -1268,7 +1270,7 @@ local function reap_jobs()
 end
 
 --- The same compile in a thread: returns a job to poll, or nil, err. The
--- text's strings are kept reachable by the job until it is done.
+-- job copies the text: the strings may go once this returns.
 function _M.image_compile_start(kind, text, names, cas, path, unknown)
     local a, err = image_args(kind, text, names, cas, unknown)
     if not a then
@@ -1284,8 +1286,7 @@ function _M.image_compile_start(kind, text, names, cas, path, unknown)
         return nil, image_err(rc)
     end
     -- the finalizer runs once the job is unreachable, so never while running
-    local job = { cjob = ffi_gc(job_out[0], C.gray_image_job_free), parts = a.parts,
-                  text = text }
+    local job = { cjob = ffi_gc(job_out[0], C.gray_image_job_free) }
     live_jobs[job] = true
     return job
 end

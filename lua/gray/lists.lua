@@ -246,7 +246,7 @@ local function fetch_parts(feed, header)
         if not left then
             return nil, key .. ": parts: timeout"
         end
-        local res, bad, err = feed.mc:get_multi({ part_key }, { timeout = left,
+        local res, bad, err = feed.mc:get_multi_bulk({ part_key }, { timeout = left,
                                                                max_bytes = feed.max_bytes })
         if bad then
             return nil, key .. ": parts: " .. tostring(err)
@@ -294,7 +294,7 @@ local function holder_refresh(feed)
         if not left then
             return
         end
-        local res, bad, err = feed.mc:get_multi({ key }, { cas = true, timeout = left,
+        local res, bad, err = feed.mc:get_multi_bulk({ key }, { cas = true, timeout = left,
                                                           max_bytes = feed.max_bytes })
         if bad then
             feed.log:report("refresh:" .. key, "refreshing " .. key
@@ -530,7 +530,7 @@ local function refresh_percent(self, deadline)
         if not left then
             return
         end
-        local res, bad, err = self.mc:get_multi({ key }, { cas = true, timeout = left })
+        local res, bad, err = self.mc:get_multi_bulk({ key }, { cas = true, timeout = left })
         if bad then
             self.log:report("refresh:" .. key, "refreshing " .. key
                             .. " failed, the last copy stays: " .. tostring(err))
