@@ -1,6 +1,11 @@
--- README.md's complete examples run as shown: each ```nginx block whose
--- first line is "# /tmp/gray-<name>/nginx.conf", with the ```sh blocks after
--- it (up to the next section) and the ```text blocks that show their output.
+-- The complete examples of README.md and docs/*.md run as shown: each
+-- ```nginx block whose first line is "# /tmp/gray-<name>/nginx.conf", with
+-- the ```sh blocks after it (up to the next section, ## or ###) and the
+-- ```text blocks that show their output. A recipe is a ```nginx block whose
+-- first line is "# /tmp/gray-recipes/gray.conf: <what>": the settings that
+-- the README's /tmp/gray-recipes/nginx.conf includes; it runs on that
+-- nginx.conf, started before its shell lines. (```bash blocks are
+-- illustrations, not run.)
 --
 -- What is changed before running, and nothing else:
 --   - every port written 127.0.0.1:<port> (or memcached's -p <port>) becomes
@@ -10,9 +15,12 @@
 --     can be stopped); a README that relies on the default 127.0.0.1:11211
 --     gets one too, named to the drop-in ($gray_memcached) and to
 --     gray-admin (--servers);
---   - a leading "sleep N;" is dropped: shown output is waited for instead.
+--   - a leading "sleep N;" is dropped: shown output is waited for instead;
+--   - the README's ask() (curl printing the body and the X-Gray-Debug
+--     header) is defined first in every example's shell.
 -- The shell lines run in one bash, from the repository's top directory, as
--- the README says. A curl line's trailing comment is its whole output; a
+-- the README says. A curl or ask line's trailing comment is its whole
+-- output (waited for, as lists take a refresh to show); a
 -- ```text block is the output of the command just before it (metrics with
 -- several workers: the series shown must be there and add up to the same).
 -- The README's own sed line fills in the checkout's path. Also checked: every
@@ -54,7 +62,7 @@ local function blocks(text)
     end
     while i <= #lines do
         local line = lines[i]
-        if line:find("^## ") then
+        if line:find("^##%#? ") then
             heading = line
         end
         local lang = line:match("^```(%S*)%s*$")
@@ -72,25 +80,46 @@ local function blocks(text)
     return out
 end
 
---- The example named name: its nginx.conf and the sh/text blocks after it
--- in the same section.
-local function example(all, name)
-    for i, b in ipairs(all) do
-        if b.lang == "nginx" and b.body:find("^# /tmp/gray%-" .. name .. "/nginx%.conf\n") then
-            local ex = { conf = b.body, steps = {} }
-            for j = i + 1, #all do
-                local c = all[j]
-                if c.heading ~= b.heading or c.lang == "nginx" then
-                    break
-                end
-                if c.lang == "sh" or c.lang == "text" then
-                    ex.steps[#ex.steps + 1] = c
-                end
-            end
-            return ex
+-- The sh/text blocks after all[i] in the same section.
+local function steps_after(all, i)
+    local steps = {}
+    for j = i + 1, #all do
+        local c = all[j]
+        if c.heading ~= all[i].heading or c.lang == "nginx" then
+            break
+        end
+        if c.lang == "sh" or c.lang == "text" then
+            steps[#steps + 1] = c
         end
     end
-    error("README.md has no example /tmp/gray-" .. name .. "/nginx.conf")
+    return steps
+end
+
+--- Every example of a document's blocks, in order: { name = "gray-<x>"
+-- directory name, label = , conf = nginx.conf, gray_conf = a recipe's
+-- settings or nil, steps = }. A recipe's conf is the document's
+-- /tmp/gray-recipes/nginx.conf (base: that block's text, if any).
+local function examples(all, base)
+    for _, b in ipairs(all) do
+        if b.lang == "nginx" and b.body:find("^# /tmp/gray%-recipes/nginx%.conf\n") then
+            base = b.body
+        end
+    end
+    local out = {}
+    for i, b in ipairs(all) do
+        if b.lang == "nginx" then
+            local name = b.body:match("^# /tmp/gray%-([%w_%-]+)/nginx%.conf\n")
+            local what = b.body:match("^# /tmp/gray%-recipes/gray%.conf:%s*([^\n]*)")
+            if name then
+                out[#out + 1] = { name = name, label = name, conf = b.body,
+                                  steps = steps_after(all, i) }
+            elseif what then
+                out[#out + 1] = { name = "recipes", label = "recipe: " .. what, conf = base,
+                                  gray_conf = b.body, steps = steps_after(all, i) }
+            end
+        end
+    end
+    return out, base
 end
 
 -- A shell line split into the command and its trailing comment (a '#'
@@ -148,15 +177,19 @@ end
 
 --- Runs an example; returns a report of what went wrong (empty if nothing).
 -- What it starts is stopped by the functions it adds to `cleanup`.
-local function run(ex, name, cleanup)
+local function run(ex, ask, cleanup)
+    local name = ex.name
     local problems = {}
     local function check(ok, what)
         if not ok then problems[#problems + 1] = what end
         return ok
     end
 
+    if not check(ex.conf, "no /tmp/gray-recipes/nginx.conf for the recipe") then
+        return problems
+    end
     local known = known_variables()
-    for var in ex.conf:gmatch("%$gray_([%w_]+)") do
+    for var in (ex.conf .. (ex.gray_conf or "")):gmatch("%$gray_([%w_]+)") do
         check(known[var], "nginx.conf: the library reads no $gray_" .. var)
     end
 
@@ -177,6 +210,8 @@ local function run(ex, name, cleanup)
 
     -- memcached servers first: their ports are the harness's
     local dir = harness.tmpdir()
+    -- nginx's workers (nobody, when started as root) read a secret there
+    harness.sh("chmod 755 " .. harness.quote(dir))
     cleanup[#cleanup + 1] = function()
         if #problems == 0 and not os.getenv("GRAY_KEEP_TMP") then
             harness.sh("rm -rf " .. harness.quote(dir))
@@ -218,6 +253,13 @@ local function run(ex, name, cleanup)
         conf = conf:gsub("content_by_lua_file ", 'set $gray_memcached "127.0.0.1:'
                          .. default_mc.port .. '"; %0')
     end
+    if ex.gray_conf then
+        -- a recipe: the README's sed line, then its settings
+        conf = conf:gsub("/path/to/lua%-resty%-gray", REPO)
+        local g = assert(io.open(dir .. "/gray.conf", "wb"))
+        g:write(subst(ex.gray_conf))
+        g:close()
+    end
     local f = assert(io.open(dir .. "/nginx.conf", "wb"))
     f:write(conf)
     f:close()
@@ -232,7 +274,12 @@ local function run(ex, name, cleanup)
         end
     end
 
-    local script = { "cd " .. harness.quote(REPO) }
+    local script = { "cd " .. harness.quote(REPO), subst(ask) }
+    -- what a command run again needs: ask() and the shell variables set so far
+    local prelude = { "cd " .. harness.quote(REPO), subst(ask) }
+    if ex.gray_conf then
+        script[#script + 1] = subst("nginx -p /tmp/gray-" .. name .. " -c nginx.conf")
+    end
     for i, c in ipairs(cmds) do
         if not c.skip then
             local cmd = subst(c.cmd):gsub("^sleep [%d.]+; *", "")
@@ -240,10 +287,24 @@ local function run(ex, name, cleanup)
                 cmd = cmd:gsub("^build/gray%-admin ", "%0--servers 127.0.0.1:"
                                .. default_mc.port .. " ")
             end
-            c.run = cmd
+            c.run = table.concat(prelude, "\n") .. "\n" .. cmd
+            if cmd:find("^[%a_][%w_]*=") then
+                prelude[#prelude + 1] = cmd
+            end
             script[#script + 1] = "echo '@@cmd " .. i .. "'"
-            script[#script + 1] = cmd
-            script[#script + 1] = "echo \"@@rc " .. i .. " $?\""
+            if c.comment and (cmd:find("^curl ") or cmd:find("^ask ")) then
+                -- the output shown as the comment: lists and the percentage
+                -- show after a refresh, so it is waited for (in this shell,
+                -- which holds the variables the line may use)
+                c.said = true
+                script[#script + 1] = "for __i in $(seq " .. WAIT * 5 .. "); do __out=$(" .. cmd
+                    .. "); __rc=$?; [ \"$__out\" = " .. harness.quote(c.comment)
+                    .. " ] && break; sleep 0.2; done; printf '%s\\n' \"$__out\""
+                script[#script + 1] = "echo \"@@rc " .. i .. " $__rc\""
+            else
+                script[#script + 1] = cmd
+                script[#script + 1] = "echo \"@@rc " .. i .. " $?\""
+            end
         end
     end
     local out = harness.sh("bash -c " .. harness.quote(table.concat(script, "\n")))
@@ -254,6 +315,7 @@ local function run(ex, name, cleanup)
             local got, rc = out:match("@@cmd " .. i .. "\n(.-)@@rc " .. i .. " (%d+)\n")
             if check(got, "no output for: " .. c.cmd .. "\n" .. out) then
                 rc = tonumber(rc)
+                local said = c.said
                 if c.shown then
                     -- shown output may come later (metrics: each worker
                     -- flushes every second): the command is run again
@@ -261,13 +323,13 @@ local function run(ex, name, cleanup)
                     while not (rc == 0 and matches(c.shown, got, exact))
                           and os.time() <= deadline do
                         harness.sleep(0.1)
-                        got, rc = harness.sh("cd " .. harness.quote(REPO) .. " && " .. c.run)
+                        got, rc = harness.sh("bash -c " .. harness.quote(c.run))
                     end
                     check(matches(c.shown, got, exact), c.cmd .. ": got\n" .. got
                                                         .. "README shows\n" .. c.shown)
                 end
                 check(rc == 0, c.cmd .. ": exit " .. tostring(rc) .. ": " .. got)
-                if c.comment and c.cmd:find("^curl ") then
+                if said then
                     check(trim(got) == c.comment, c.cmd .. ": got '" .. trim(got)
                                                   .. "', README shows '" .. c.comment .. "'")
                 end
@@ -287,8 +349,21 @@ local function run(ex, name, cleanup)
     return problems
 end
 
-describe("README.md examples", function()
-    local all = blocks(read(REPO .. "/README.md"))
+describe("README.md and docs/*.md examples", function()
+    local readme = read(REPO .. "/README.md")
+    local all, base = examples(blocks(readme))
+    local ask = readme:match("\n(ask%(%) {[^\n]-})\n")
+    local docs = {}
+    for path in io.popen("ls " .. REPO .. "/docs/*.md"):lines() do
+        docs[#docs + 1] = path
+    end
+    table.sort(docs)
+    for _, path in ipairs(docs) do
+        for _, ex in ipairs((examples(blocks(read(path)), base))) do
+            ex.label = path:match("docs/.*") .. ": " .. ex.label
+            all[#all + 1] = ex
+        end
+    end
 
     -- hostile inputs for the parts the spec relies on
     it("reads comments and shown output as meant", function()
@@ -303,17 +378,33 @@ describe("README.md examples", function()
         assert.is_false(matches('gray_a{x="1"} 2\n', 'gray_a{x="2"} 2\n', false))
     end)
 
-    for _, name in ipairs({ "cluster", "shm", "metrics" }) do
-        it("runs the " .. name .. " example as shown", function()
-            local ex = example(all, name)
-            assert.is_true(#ex.steps > 0, "no shell block after the " .. name .. " example")
+    it("finds the README's ask() and every recipe", function()
+        assert.truthy(ask, "README.md defines no ask() { ... } on one line")
+        local labels = {}
+        for _, ex in ipairs(all) do
+            labels[#labels + 1] = ex.label
+        end
+        local have = table.concat(labels, "\n")
+        for _, recipe in ipairs({ "a sticky share of users", "beta testers by id",
+                                  "office ranges", "testers' override", "excluding users",
+                                  "pulling a canary back", "moving to a memcached cluster",
+                                  "watching it" }) do
+            assert.truthy(have:find("recipe: " .. recipe, 1, true), "no recipe '" .. recipe
+                          .. "' in:\n" .. have)
+        end
+        assert.truthy(have:find("docs/internals.md: shm", 1, true), have)
+    end)
+
+    for _, ex in ipairs(all) do
+        it("runs " .. ex.label .. " as shown", function()
+            assert.is_true(#ex.steps > 0, "no shell block after " .. ex.label)
             local cleanup = {}
             finally(function()
                 for i = #cleanup, 1, -1 do
                     cleanup[i]()
                 end
             end)
-            local problems = run(ex, name, cleanup)
+            local problems = run(ex, ask, cleanup)
             assert.equal("", table.concat(problems, "\n\n"))
         end)
     end
