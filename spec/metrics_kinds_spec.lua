@@ -1,0 +1,64 @@
+-- What the README says of gray_memcached_errors_total's kinds against the
+-- log's: the metric counts, by the memcached client's kind, only lookups
+-- that got no answer. A value over value_max is an answer (no match): logged
+-- as "value", not counted. A lookup the open breaker skips sends nothing:
+-- logged ("marked down"), not counted. A refused connection is both.
+
+local harness = require "helpers.harness"
+
+local REPO = os.getenv("GRAY_REPO") or io.popen("pwd"):read("*l")
+
+-- gray_memcached_errors_total{...kind="<kind>"...} summed over servers
+local function errors(page, kind)
+    local n = 0
+    for line in page:gmatch("[^\n]+") do
+        local v = line:match('^gray_memcached_errors_total{.-kind="' .. kind .. '".-} (%d+)$')
+        n = n + (tonumber(v) or 0)
+    end
+    return n
+end
+
+describe("the README's metric and log kinds", function()
+    it("hold: value and down are logged, not counted; network is both", function()
+        local readme = assert(harness.read_file(REPO .. "/README.md"))
+        local row = readme:match("\n| `gray_memcached_errors_total` |[^\n]*") or ""
+        assert.truthy(row:find("Not counted: a value over `value_max`", 1, true), row)
+        assert.truthy(row:find("a lookup the open breaker skips", 1, true), row)
+
+        local mc = harness.memcached()
+        local down = harness.free_port()
+        local nginx
+        finally(function()
+            if nginx then nginx:stop() end
+            mc:destroy()
+        end)
+        mc:set("127.0.0.1", string.rep("x", 2000))      -- over value_max (1024)
+        local function dep(settings)
+            return 'content_by_lua_block { require("gray.dep").run("' .. settings .. '") }'
+        end
+        nginx = harness.nginx({ http = "lua_shared_dict gray_metrics 1m;", servers = [[
+            server {
+                listen 127.0.0.1:$PORT;
+                location /big { ]] .. dep("$gray_memcached 127.0.0.1:" .. mc.port
+                                          .. "; $gray_cache_ttl 0") .. [[ }
+                location /down { ]] .. dep("$gray_memcached 127.0.0.1:" .. down
+                                           .. "; $gray_cache_ttl 0; $gray_stale_ttl 0") .. [[ }
+                location @server { return 200 "stable\n"; }
+                location @server_test { return 200 "gray\n"; }
+                location = /metrics { content_by_lua_block { require("gray.metrics").render() } }
+            }
+        ]] })
+        assert.equal("stable\n", nginx:request("/big").body)      -- no match
+        for _ = 1, 7 do         -- 5 refusals open the breaker; 2 lookups skipped
+            assert.equal(200, nginx:request("/down").status)
+        end
+        local page = nginx:request("/metrics").body
+        local log = nginx:error_log()
+        assert.truthy(log:find("a value over value_max (1024 bytes)", 1, true), log)
+        assert.equal(0, errors(page, "value"), page)
+        assert.truthy(log:find("gray: memcached 127.0.0.1:" .. down .. " marked down", 1, true),
+                      log)
+        assert.equal(0, errors(page, "down"), page)
+        assert.equal(5, errors(page, "network"), page)
+    end)
+end)
