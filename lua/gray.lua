@@ -203,6 +203,7 @@ local function new_router(opts)
     end
     self.lists, err = lists_mod.new({
         mc = self.mc, ranges_key = o.ranges_key, percent_key = o.percent_key,
+        ramp_key = o.ramp_key,
         lists = o.lists or nil, interval = o.refresh_interval, timeout = o.refresh_timeout,
         max_bytes = o.list_max, names = names, decisions = self.decisions,
         unknown = self.unknown_target, log = self.log, dir = o.lists_dir,

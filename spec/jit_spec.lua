@@ -9,7 +9,7 @@ local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
                     "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
-                    "token.lua", "options.lua", "util.lua", "outcome.lua" }
+                    "token.lua", "options.lua", "util.lua", "outcome.lua", "ramp.lua" }
 
 -- Code that only timers run (list refresh, metrics and outcome flushes, bulk
 -- reads) is left to the interpreter with jit.off: its loops would make
@@ -23,7 +23,8 @@ local TIMER_ONLY = {
                       "fetch_parts", "holder_refresh", "try_lock", "refresh_feed",
                       "release_all", "image_name", "feed_for", "compile_percent",
                       "refresh_percent", "on_timer", "new", "start", "stats",
-                      "resolve_dir", "resolve" },
+                      "resolve_dir", "resolve", "default_halted", "settle_share", "on_step" },
+    ["ramp.lua"] = { "ms_left", "refresh", "step_at", "share", "info" },
     ["memcached.lua"] = { "get_multi_bulk" },
     ["metrics.lua"] = { "flush", "to_utf8" },
     ["outcome.lua"] = { "flush", "window" },

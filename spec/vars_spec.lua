@@ -23,6 +23,7 @@ local VALUES = {
     gray_lists = "uid",
     gray_ranges_key = "gray:ranges",
     gray_percent_key = "gray:percent",
+    gray_ramp_key = "gray:ramp",
     gray_force = "header:X-Gray",
     gray_debug_header = "X-Gray-Debug",
     gray_distribution = "modula",

@@ -27,6 +27,7 @@
 --     set $gray_lists          "dev";            # gray:list:dev, for identity dev
 --     set $gray_ranges_key     "gray:ranges";    # "off": no ranges
 --     set $gray_percent_key    "gray:percent";   # "off": no percentage
+--     set $gray_ramp_key       "gray:ramp";      # "off": no timed ramp
 --     set $gray_force          "header:X-Gray";  # tester override, with one of:
 --     set $gray_force_from     "10.1.2.0/24";    #   testers' client addresses
 --     set $gray_secret_file    /etc/nginx/gray.secret;  # signed tokens (gray-admin token)
@@ -134,6 +135,7 @@ local VARS = {
     { "gray_stale_ttl", "stale_ttl", 1, "a bare number is seconds" },
     { "gray_force_from", "force_from" },
     { "gray_secret_file", "secret_file" },
+    { "gray_ramp_key", "ramp_key" },
 }
 local NVARS = #VARS      -- a row added above is read, parsed and named: nothing else to do
 _M.VARS = VARS
@@ -145,7 +147,7 @@ for i = 1, NVARS do
 end
 
 -- Options a variable can turn off with "off".
-local OFF = { ranges_key = true, percent_key = true, shm = true, force = true,
+local OFF = { ranges_key = true, percent_key = true, ramp_key = true, shm = true, force = true,
               debug_header = true }
 
 --- The gray.new options for the variables' values (vals[i] for VARS[i], ""

@@ -44,6 +44,7 @@ local DEFAULTS = {
                                             -- (checked: a table, or false)
     ranges_key = "gray:ranges",             -- address ranges list; false: none
     percent_key = "gray:percent",           -- sticky percentage; false: none
+    ramp_key = "gray:ramp",                 -- timed ramp (replaces the percentage); false: none
     refresh_interval = 2,                   -- s between two checks of the lists
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
@@ -215,7 +216,7 @@ local function check_targets(o)
     return true
 end
 
--- ids, lists (names of ids), ranges_key, percent_key, and the refresh of
+-- ids, lists (names of ids), ranges_key, percent_key, ramp_key, and the refresh of
 -- the lists: refresh_interval, refresh_timeout, list_max.
 local function check_lists(o)
     if o.ids then
@@ -242,7 +243,7 @@ local function check_lists(o)
         end
     end
     o.lists = lists
-    for _, name in ipairs({ "ranges_key", "percent_key" }) do
+    for _, name in ipairs({ "ranges_key", "percent_key", "ramp_key" }) do
         local key = o[name]
         if key ~= false and not gray_ffi.mc_key_ok(key) then
             return option_error(name, "must be a memcached key or false")
@@ -336,7 +337,8 @@ local function check_outputs(o)
     end
     if o.ids then
         local err = ids_mod.check_keys(o.ids, { ranges_key = o.ranges_key,
-                                               percent_key = o.percent_key }, prefix)
+                                               percent_key = o.percent_key,
+                                               ramp_key = o.ramp_key }, prefix)
         if err then
             return option_error("ids", err)
         end
