@@ -8,6 +8,10 @@
 local harness = require "helpers.harness"
 local gray_ffi = require "gray.ffi"
 
+local sh, quote = harness.sh, harness.quote
+local REPO = os.getenv("GRAY_REPO") or (sh("pwd"):gsub("%s+$", ""))
+local BIN = REPO .. "/build/gray-admin"
+
 local function steps(...)
     local t, args = {}, { ... }
     for i = 1, #args, 2 do
@@ -257,6 +261,92 @@ describe("a ramp over seconds, real nginx and memcached", function()
         -- stopped: the percentage is back
         mc:cmd("delete gray:ramp\r\n")
         share_is("90")
+    end)
+
+    -- gray-admin against mc: its output (stdout and stderr) and exit code
+    local function admin(args)
+        return sh(BIN .. " --servers 127.0.0.1:" .. mc.port .. " " .. args .. " 2>&1")
+    end
+
+    it("gray-admin ramp writes what the routers read; ramp stop deletes it", function()
+        mc:set("gray:percent", "3")
+        local out, code = admin("ramp '40% 60%@1h'")
+        assert.equal(0, code, out)
+        assert.matches("in force: 40.00%% %(step 1 of 2%)", out)
+        assert.matches("next:     60.00%% at %d+%-%d+%-%d+ [%d:]+ UTC %(in 1h%)", out)
+        assert.matches("^%d+ 40%% 60%%@1h$", mc:get("gray:ramp"))
+        share_is("40")
+        out, code = admin("ramp")
+        assert.equal(0, code, out)
+        assert.matches("in force: 40.00%%", out)
+        out, code = admin("ramp stop")
+        assert.equal(0, code, out)
+        assert.is_false(mc:get("gray:ramp"))
+        share_is("3")
+        out, code = admin("ramp stop")
+        assert.equal(0, code, out)
+        assert.matches("no ramp gray:ramp %(nothing stopped%)", out)
+        out, code = admin("--ramp-key a:ramp ramp '7%'")
+        assert.equal(0, code, out)
+        assert.matches("^%d+ 7%%$", mc:get("a:ramp"))
+        mc:cmd("delete a:ramp\r\n")
+    end)
+
+    local refusals = {
+        { "ramp '5% 2%@1m'", "ramp: ramp steps out of order at '2%@1m'" },
+        { "ramp '5% 25%@10'", "ramp: bad ramp step at '25%@10'" },
+        { "ramp '101%'", "ramp: number out of range at '101%'" },
+        { "ramp ''", "ramp: bad ramp step" },
+        { "ramp 5% 25%@10m", "ramp: expected ramp \"<schedule>\"" },
+        { "ramp '5%' --ttl 3", "--ttl is for add" },
+        { "--ramp-key 'a b' ramp '5%'", "bad --ramp-key" },
+        { "status extra", "status: expected status" },
+        { "status --id uid=1", "status: expected status" },
+    }
+    for _, c in ipairs(refusals) do
+        it("gray-admin " .. c[1] .. ": refused, nothing written", function()
+            local out, code = admin(c[1])
+            assert.equal(2, code, out)
+            assert.truthy(out:find(c[2], 1, true), out)
+            assert.is_false(mc:get("gray:ramp"))
+        end)
+    end
+
+    it("gray-admin status prints the halts, the ramp, the percentage and the lists", function()
+        local t = os.time()
+        mc:set("gray:percent", "12.5")
+        mc:set("gray:halt:v2", (t - 90) .. " node-a 5xx 0.21 over stable's 0.01 (p=1e-9)")
+        mc:set("gray:list:dev", "abc\ndef v2\n# a comment\nbad line here\n")
+        mc:set("gray:ranges", "10.0.0.0/8\n")
+        mc:set("gray:ramp", (t - 30) .. " 10% 20%@1m 100%@1h")
+        local out, code = admin("status --targets 'v2=@v2, v3=@v3' --lists dev")
+        assert.equal(0, code, out)
+        local want = {
+            "halt:     gray:halt:gray %(none: routed%)",
+            "halt:     gray:halt:v2: halted since [%d%- :]+ UTC %(1m3%ds ago%) by node%-a: 5xx"
+                .. " 0.21 over stable's 0.01 %(p=1e%-9%)",
+            "halt:     gray:halt:v3 %(none: routed%)",
+            "in force: 10.00%% %(step 1 of 3%)",
+            "next:     20.00%% at [%d%- :]+ UTC %(in 3%ds%)",
+            "percent:  gray:percent = 12.50 %(not in force: the ramp replaces it%)",
+            "ranges:   gray:ranges: version %d+, 1 entries %(0 lines skipped%)",
+            "list:     gray:list:dev: version %d+, 2 entries %(1 lines skipped%)",
+        }
+        for _, pat in ipairs(want) do
+            assert.matches(pat, out)
+        end
+        -- a halt of gray freezes the ramp at the step of the halt's time
+        mc:set("gray:halt:gray", (t - 10) .. " node-b guard: latency")
+        out = admin("status")
+        assert.matches("frozen at 10.00%% %(step 1 of 3%) by the halt of gray since", out)
+        for _, k in ipairs({ "gray:halt:gray", "gray:halt:v2", "gray:list:dev", "gray:ranges",
+                             "gray:ramp" }) do
+            mc:cmd("delete " .. k .. "\r\n")
+        end
+        out = admin("status")
+        assert.matches("ramp:     gray:ramp %(none: the percentage is in force%)", out)
+        assert.matches("percent:  gray:percent = 12.50\n", out)
+        assert.matches("ranges:   gray:ranges %(none%)", out)
     end)
 
     it("logs a bad ramp once and keeps the last good one", function()
