@@ -8,7 +8,7 @@
 local harness = require "helpers.harness"
 local gray_ffi = require "gray.ffi"
 
-local sh, quote = harness.sh, harness.quote
+local sh = harness.sh
 local REPO = os.getenv("GRAY_REPO") or (sh("pwd"):gsub("%s+$", ""))
 local BIN = REPO .. "/build/gray-admin"
 
