@@ -189,6 +189,11 @@ local function upstreams_of(self, ups)
     return of
 end
 
+-- The routers built in this worker (weak: a router dropped is gone), for
+-- the status page (gray.status).
+local made = setmetatable({}, { __mode = "k" })
+_M.routers = made
+
 --- Builds a router from options (gray.options checks them); nil and the
 -- refusal record (gray.util) of a bad one, which gray.dep words with the
 -- nginx variable's name.
@@ -228,6 +233,7 @@ local function new_router(opts)
     if not self.lists then
         return option_error("lists_dir", err)
     end
+    made[self] = true
     return setmetatable(self, mt)
 end
 _M._new = new_router

@@ -730,17 +730,21 @@ function _M.in_percent(self, key)
     return threshold > 0 and bucket(key) < threshold
 end
 
---- What is mapped, for logs and specs: ranges (lines), lists (name ->
--- ids), percent, compiles (new images mapped and percentages read by this
+--- What is mapped, for logs, specs and the status page: ranges (lines),
+-- lists (name -> ids), images ({ key, kind, entries, version (the CAS, or
+-- false: none) } per list), percent (in force), ramp (gray.ramp.info, or
+-- false), compiles (new images mapped and percentages read by this
 -- worker for this router), refreshes, holder (keys this worker fetches).
 function _M.stats(self)
-    local lists, compiles, held = {}, self.percent_compiles, {}
+    local lists, compiles, held, images = {}, self.percent_compiles, {}, {}
     for name, feed in pairs(self.id_feeds) do
         if feed.img then
             lists[name] = feed.entries
         end
     end
     for _, feed in ipairs(self.feeds) do
+        images[#images + 1] = { key = feed.key, kind = feed.kind, entries = feed.entries,
+                                version = feed.img and feed.version or false }
         compiles = compiles + feed.compiles
         if feed.holder or not feed.path then
             held[#held + 1] = feed.key
@@ -752,6 +756,8 @@ function _M.stats(self)
         lists = lists,
         percent = self.threshold / 100,
         ramp = self.ramp and ramp_mod.info(self.ramp, ngx_now(), default_halted()) or false,
+        percent_key = self.percent_key,
+        images = images,
         compiles = compiles,
         refreshes = self.refreshes,
         holder = held,
