@@ -164,7 +164,7 @@ local ROUTER_SERVER = [[
         keepalive 16;
         keepalive_requests 1000000;
     }
-    # the routing-by-variable rows' upstreams (proxy_pass http://$gray_upstream),
+    # the routing-by-variable rows' upstreams (proxy_pass to a variable),
     # named as the other rows' X-Gray-Target
     upstream stable {
         server 127.0.0.1:%d;

@@ -349,6 +349,28 @@ describe("a ramp over seconds, real nginx and memcached", function()
         assert.matches("ranges:   gray:ranges %(none%)", out)
     end)
 
+    it("gray-admin check takes the ramp's share in force for the percentage", function()
+        mc:set("gray:percent", "5")
+        -- an address in 40% but not in 5%
+        local ip
+        for i = 1, 1000 do
+            local a = "10.88." .. math.floor(i / 256) .. "." .. i % 256
+            local b = gray_ffi.bucket(a)
+            if b >= 500 and b < 4000 then
+                ip = a
+                break
+            end
+        end
+        local out = admin("check " .. ip)
+        assert.matches("decision: stable %(reason default%)", out)
+        admin("ramp '40% 60%@1h'")
+        out = admin("check " .. ip)
+        assert.matches("ramp:     gray:ramp: 40.00%% in force %(step 1 of 2%): replaces the"
+                       .. " percentage", out)
+        assert.matches("decision: 1 %(reason percent%)", out)
+        admin("ramp stop")
+    end)
+
     it("logs a bad ramp once and keeps the last good one", function()
         mc:set("gray:percent", "0")
         mc:set("gray:ramp", os.time() .. " 20%")

@@ -232,6 +232,12 @@ cli_command_fn cli_cmd_token;
  * as "<now> <schedule>" or deleted; what the routers read, printed. */
 cli_command_fn cli_cmd_ramp, cli_cmd_status;
 
+/* The share in force of the ramp (ramp_key) now, as the routers take it
+ * (percent * 100; frozen at the halt's time while gray is halted), printed
+ * as a line of check; -1 when there is none (or it does not parse), -2 on
+ * a failure (printed). */
+long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts);
+
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);
 

@@ -84,8 +84,9 @@ static const command_t COMMANDS[] = {
     { "check", cli_cmd_check, "check <ip> [--id name=value ...] [--targets T] [--lists L]",
       "prints what the router would decide and why: identity entries (in the\n"
       "order given), the address entry, id lists, the ranges list, the\n"
-      "percentage and the bucket of the identity key (the first --id, else the\n"
-      "address), with the router's targets and lists. The tester override\n"
+      "percentage (the ramp's share in force while there is one) and the bucket\n"
+      "of the identity key (the first --id, else the address), with the\n"
+      "router's targets and lists. The tester override\n"
       "(force) is per request and not shown.", TAKES_CHECK },
     { "token", cli_cmd_token, "token <target> --ttl D --secret-file F [--id NAME]",
       "prints a signed override token for target (always, never or a target\n"

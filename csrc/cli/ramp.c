@@ -123,6 +123,37 @@ static int print_ramp(memcached_st *mc, const cli_opts_t *opts, int64_t now)
     return 0;
 }
 
+long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts)
+{
+    const char *key = opts->ramp_key;
+    if (!key[0])
+        return -1;
+    cli_value_t v;
+    if (cli_gets(mc, key, &v) != 0)
+        return -2;
+    if (v.value == NULL)
+        return -1;
+    static gray_ramp_step_t steps[GRAY_RAMP_STEPS_MAX];
+    int64_t start = 0, since = 0, now = (int64_t)time(NULL);
+    int n = gray_ramp_value_parse(v.value, v.len, &start, steps, GRAY_RAMP_STEPS_MAX, NULL);
+    if (n < 0) {
+        printf("ramp:     %s = '%.40s': not a ramp; the router keeps the one it read last"
+               " (the percentage taken here)\n", key, v.value);
+        free(v.value);
+        return -1;
+    }
+    free(v.value);
+    int halted = default_halt(mc, opts, &since);
+    if (halted < 0)
+        return -2;
+    size_t i = gray_ramp_at(steps, (size_t)n, halted ? since - start : now - start);
+    char p[16];
+    share_text(steps[i].share, p, sizeof p);
+    printf("ramp:     %s: %s in force (step %zu of %d%s): replaces the percentage\n", key, p,
+           i + 1, n, halted ? ", frozen by the halt of gray" : "");
+    return (long)steps[i].share;
+}
+
 /* `ramp "<schedule>"`: checked, then written as "<now> <schedule>". */
 static int ramp_set(memcached_st *mc, const cli_opts_t *opts, const char *schedule)
 {
