@@ -32,7 +32,7 @@ local function options(name, mc_addr)
     end
     return "{ memcached = " .. ("%q"):format(mc_addr) .. ", " .. table.concat(parts, ", ")
            .. ", client_headers = { 'X-Real-IP' }, targets = { beta = '@beta' },"
-           .. " value_max = 64, ranges_key = false, percent_key = false,"
+           .. " value_max = 64, ranges_key = false, percent_key = false, ramp_key = false,"
            .. " breaker_failures = 3, breaker_cooldown = 600, timeout = 200 }"
 end
 
@@ -221,7 +221,7 @@ describe("the miss path's round trips", function()
             init_by_lua_block {
                 package.loaded.spec_miss_opts = { nocache = { memcached = "127.0.0.1:]] .. mc.port .. [[",
                     cache_ttl = 0, ids = "]] .. IDS .. [[", client_headers = { "X-Real-IP" },
-                    ranges_key = false, percent_key = false } }
+                    ranges_key = false, percent_key = false, ramp_key = false } }
             }
         ]], servers = [[
           server {
