@@ -38,6 +38,11 @@ describe("routing by variable (access phase)", function()
         access_by_lua_file $REPO/lua/gray/route.lua;
         proxy_pass http://$gray_upstream;
     }
+    location /unset/ {
+        set $gray_upstream app_v1;
+        access_by_lua_file $REPO/lua/gray/route.lua;
+        proxy_pass http://$gray_upstream;
+    }
     location /api/ {
         access_by_lua_block {
             local r = package.loaded.spec_route_api
@@ -119,6 +124,12 @@ describe("routing by variable (access phase)", function()
         assert.equal("200 v1 198.51.100.1", (get("/refused/", "198.51.100.1")))
         local log = nginx:new_log_lines()
         assert.matches("%$gray_upstreams has no upstream for target 'v4'", log)
+    end)
+
+    it("without $gray_upstreams: logged naming it, $gray_upstream as set", function()
+        nginx:new_log_lines()
+        assert.equal("200 v1 198.51.100.1", (get("/unset/", "198.51.100.1")))
+        assert.matches("gray/route.lua: %$gray_upstreams is not set", nginx:new_log_lines())
     end)
 
     it("router:upstream() names the upstream (the Lua API)", function()

@@ -462,6 +462,17 @@ function _M.run(settings)
     return router:exec()
 end
 
+-- route()'s router has no upstreams ($gray_upstreams not set): logged, and
+-- the request goes where nginx.conf's `set $gray_upstream` sends it.
+local function no_upstreams(up, err)
+    if not up and err then
+        log:report("upstreams", "gray/route.lua: $gray_upstreams is not set (the upstream of"
+                                .. " every target: \"stable=app_v1, gray=app_v2\"); requests"
+                                .. " go to $gray_upstream as set")
+    end
+    return up
+end
+
 --- The access-phase drop-in (gray/route.lua), per request: the router for
 -- this location's variables, as run(), then $gray_upstream set to the
 -- upstream ($gray_upstreams) of its decision, for proxy_pass
@@ -473,7 +484,7 @@ function _M.route(settings)
         router = by_settings[settings or ""]
         if router then
             last_settings, last_router = settings, router
-            return router:set_upstream()
+            return no_upstreams(router:set_upstream())
         end
     end
     if ndefined > 0 or router == nil or settings ~= last_settings then
@@ -485,7 +496,7 @@ function _M.route(settings)
             end
         end
     end
-    return router:set_upstream()
+    return no_upstreams(router:set_upstream())
 end
 
 -- First run as a content_by_lua_file script: register the module and route

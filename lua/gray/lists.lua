@@ -611,7 +611,8 @@ function _M.settle_share(self)
                     threshold / 10000)
     end
     self.threshold = threshold
-    if next_at and next_at - ngx_now() < self.interval and self.ramp_timer_for ~= next_at then
+    if next_at and next_at - ngx_now() < self.interval and self.ramp_timer_for ~= next_at
+       and not ngx.worker.exiting() then
         local ok, err = timer_at(max(0, next_at - ngx_now()), on_step, self)
         if ok then
             self.ramp_timer_for = next_at
