@@ -145,8 +145,8 @@ function _M.info(r, now, frozen)
     local nxt = next_at and r.steps[i + 1]
     return {
         key = r.key, start = r.start, steps = r.steps, share = share / 100, step = i,
-        next_at = next_at, next_share = nxt and nxt.share / 100 or nil, frozen = frozen and true
-                                                                                or false,
+        next_at = next_at, next_share = nxt and nxt.share / 100 or nil,
+        frozen = frozen and true or false,
     }
 end
 
