@@ -38,7 +38,8 @@ GRAY_CFLAGS := -std=c11 -fPIC -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c csrc/hash.c csrc/dist.c \
-       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c csrc/listdir.c
+       csrc/token.c csrc/idlist.c csrc/image.c csrc/imagejob.c csrc/listdir.c \
+       csrc/ramp.c
 # libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
 # list images compile in a thread (csrc/imagejob.c)
 GRAY_LIBS := -lcrypto -lpthread

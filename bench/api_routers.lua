@@ -7,6 +7,7 @@
 --   api-ids            2 identities, cached: what each identity adds
 --   api-nocache        no identity, cache_ttl 0: one key per request
 --   api-nocache-ids    2 identities, cache_ttl 0: three keys, one multi-get
+--   api-upstream       the single router's options, upstreams: set_upstream()
 --   api-distinct-ids   2 identities from X-Uid and X-Dev, the defaults' 1 s
 --                      cache: every request from a client not seen before,
 --                      so three keys per request, one multi-get
@@ -32,6 +33,10 @@ local OPTS = {
                         refresh_interval = REFRESH },
     ["api-nocache-ids"] = { client_headers = { "X-Real-IP" }, ids = IDS, cache_ttl = 0,
                             timeout = TIMEOUT, refresh_interval = REFRESH },
+    -- the single router's options (api_router.lua), with upstreams
+    ["api-upstream"] = { client_headers = { "X-Real-IP" }, timeout = TIMEOUT,
+                         refresh_interval = REFRESH, cache_ttl = CACHED_TTL,
+                         upstreams = "stable=stable, gray=test" },
     ["api-distinct-ids"] = { client_headers = { "X-Real-IP" },
                              ids = "uid=header:X-Uid, dev=header:X-Dev", timeout = TIMEOUT,
                              refresh_interval = REFRESH },

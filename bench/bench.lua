@@ -164,6 +164,18 @@ local ROUTER_SERVER = [[
         keepalive 16;
         keepalive_requests 1000000;
     }
+    # the routing-by-variable rows' upstreams (proxy_pass to a variable),
+    # named as the other rows' X-Gray-Target
+    upstream stable {
+        server 127.0.0.1:%d;
+        keepalive 16;
+        keepalive_requests 1000000;
+    }
+    upstream test {
+        server 127.0.0.1:%d;
+        keepalive 16;
+        keepalive_requests 1000000;
+    }
 
     server {
         listen 127.0.0.1:$PORT;
@@ -188,7 +200,8 @@ local ROUTER_SERVER = [[
 -- A router for one row: a fresh foreground nginx (one process, no master)
 -- in dir, under command (taskset, valgrind).
 local function start_router(loc, backend_port, dir, command)
-    local servers = ROUTER_SERVER:format(backend_port, loc.body, loc.beside or "")
+    local servers = ROUTER_SERVER:format(backend_port, backend_port, backend_port, loc.body,
+                                         loc.beside or "")
     local http = "keepalive_requests 1000000;\n" .. (loc.http or "")
     if not loc.gray_vars and (servers .. http):find("$gray_", 1, true) then
         die(loc.name .. ": its nginx.conf defines a $gray_* variable")

@@ -149,7 +149,8 @@ local CONF = [[
                 r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
                     client_headers = { "X-Real-IP" }, targets = { v2 = "@v2" },
                     ids = "dev=header:X-Device-Id", lists = "dev", ranges_key = "b:ranges",
-                    percent_key = false, cache_ttl = 60, lists_dir = "$LOGDIR/images",
+                    percent_key = false,
+                    ramp_key = false, cache_ttl = 60, lists_dir = "$LOGDIR/images",
                     metrics_shm = false }))
                 package.loaded.bench_lists = r
             end

@@ -37,6 +37,11 @@ local API_ROUTER = "content_by_lua_block {\n"
                    .. "                (package.loaded.api_router or require(\"api_router\")):exec()"
                    .. "\n            }"
 
+-- routing by variable: $gray_upstream set in the access phase, proxied to
+-- without an internal redirect (upstreams "stable" and "test", bench.lua)
+local ROUTE_TAIL = "\n            add_header X-Gray-Target $gray_upstream always;"
+                   .. "\n            proxy_pass http://$gray_upstream;"
+
 local function floor(fn)
     return "content_by_lua_block {\n"
            .. "                (package.loaded.reads_floor or require(\"reads_floor\"))."
@@ -68,6 +73,16 @@ return {
       http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
     { name = "dropin-set", label = "drop-in, a variable set here",
       body = "set $gray_cache_ttl 1s;\n            " .. DROPIN, gray_vars = true, want = ROUTED },
+    { name = "route", label = "access-phase drop-in (route.lua), $gray_upstreams set here",
+      body = "set $gray_upstream stable;\n            set $gray_upstreams \"stable=stable,"
+             .. " gray=test\";\n            access_by_lua_file $REPO/lua/gray/route.lua;"
+             .. ROUTE_TAIL,
+      gray_vars = true, want = ROUTED },
+    { name = "api-upstream", label = "Lua API set_upstream(), access phase",
+      body = "set $gray_upstream stable;\n            access_by_lua_block {\n"
+             .. "                (package.loaded.api_routers or require(\"api_routers\"))("
+             .. "\"api-upstream\"):set_upstream()\n            }" .. ROUTE_TAIL,
+      gray_vars = true, want = ROUTED },
     { name = "dropin-beside-set", label = "drop-in, a variable set beside", body = DROPIN,
       beside = "location = /b {\n            set $gray_cache_ttl 0;\n            " .. DROPIN
                .. "\n        }",

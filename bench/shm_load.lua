@@ -43,7 +43,8 @@ local function conf(shm)
                 if not r then
                     r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
                         cache_ttl = ]] .. TTL .. [[, client_headers = { "X-Real-IP" },
-                        ranges_key = false, percent_key = false, shm = ]] .. shm .. [[ }))
+                        ranges_key = false, percent_key = false,
+                        ramp_key = false, shm = ]] .. shm .. [[ }))
                     package.loaded.bench_router = r
                 end
                 return r:exec()

@@ -53,7 +53,7 @@ local CONF = [[
             if not r then
                 r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
                     client_headers = { "X-Real-IP" }, ranges_key = false,
-                    percent_key = false }))
+                    percent_key = false, ramp_key = false }))
                 package.loaded.soak_router = r
             end
             return r:exec()

@@ -320,6 +320,47 @@ uint32_t gray_murmur3_32(const char *key, size_t len, uint32_t seed);
  * bucket < percent * 100, so raising the percentage only adds keys. */
 uint32_t gray_percent_bucket(const char *key, size_t len);
 
+/* ---- timed ramps (ramp.c) --------------------------------------------- */
+
+/* A ramp schedule: "5% 25%@10m 50%@30m 100%@1h". Each step is a share (a
+ * percentage as the percentage key takes it: digits, at most two decimals,
+ * 0..100, then '%') and, but for the first (at 0, "@0s" allowed), '@' and
+ * its offset from the start: digits and one unit, s, m or h. Steps are
+ * split by spaces or tabs; offsets rise strictly and shares never fall (a
+ * member of the share stays in it as it rises). A ramp value (the memcached
+ * key gray:ramp) is "<start unix seconds> <schedule>". */
+#define GRAY_RAMP_STEPS_MAX  64                 /* steps of one schedule */
+#define GRAY_RAMP_TEXT_MAX   1024               /* bytes of one ramp value */
+#define GRAY_RAMP_AT_MAX     (366u * 86400u)    /* latest offset: a year, in s */
+#define GRAY_RAMP_START_MAX  99999999999LL      /* latest start (unix seconds) */
+
+/* -30..-39: ramps */
+#define GRAY_ESTEP     -30  /* ramp: a step is not "<share>%" or "<share>%@<offset><s|m|h>" */
+#define GRAY_EORDER    -31  /* ramp: an offset does not rise, or a share falls */
+
+typedef struct gray_ramp_step {
+    uint32_t at;                /* s after the start */
+    uint32_t share;             /* percent * 100: 0..GRAY_PERCENT_BUCKETS */
+} gray_ramp_step_t;
+
+/* Parses a schedule into steps[0..cap). Returns the number of steps (>= 1),
+ * or GRAY_ESTEP, GRAY_EORDER, GRAY_ERANGE (a share over 100, an offset over
+ * GRAY_RAMP_AT_MAX, a text over GRAY_RAMP_TEXT_MAX) or GRAY_ESPACE (more
+ * steps than cap), with *err_at (when not NULL) the offset in s of the
+ * step at fault. */
+int gray_ramp_parse(const char *s, size_t len, gray_ramp_step_t *steps, size_t cap,
+                    size_t *err_at);
+
+/* Parses a ramp value: *start gets its start (1..GRAY_RAMP_START_MAX, else
+ * GRAY_ERANGE; not digits then a space: GRAY_EINVAL), then as
+ * gray_ramp_parse() on the rest (*err_at counts from the value's start). */
+int gray_ramp_value_parse(const char *s, size_t len, int64_t *start, gray_ramp_step_t *steps,
+                          size_t cap, size_t *err_at);
+
+/* The step in force elapsed seconds after the start: the last whose offset
+ * is <= elapsed (the first before the start: a clock behind the writer's). */
+size_t gray_ramp_at(const gray_ramp_step_t *steps, size_t n, int64_t elapsed);
+
 /* ---- server placement: libmemcached 1.1's distributions (dist.c) -------- */
 
 #define GRAY_DIST_MODULA          0  /* hash % n: libmemcached's default */

@@ -174,6 +174,26 @@ local function build_shared(self, o, names)
     return true
 end
 
+-- The upstream of each decision (option upstreams: by target name, the
+-- default target's as "gray"), keyed by the decision record, so that
+-- upstream() costs one table read; false without the option.
+local function upstreams_of(self, ups)
+    if not ups then
+        return false
+    end
+    local of = {}
+    for name, d in pairs(self.targets) do
+        of[d] = ups[name] or (d == self.default_target and ups.gray)
+    end
+    of[self.unknown_target] = ups.stable
+    return of
+end
+
+-- The routers built in this worker (weak: a router dropped is gone), for
+-- the status page (gray.status).
+local made = setmetatable({}, { __mode = "k" })
+_M.routers = made
+
 --- Builds a router from options (gray.options checks them); nil and the
 -- refusal record (gray.util) of a bad one, which gray.dep words with the
 -- nginx variable's name.
@@ -195,6 +215,7 @@ local function new_router(opts)
         id.secret = self.secret
     end
     local names = build_decisions(self, o)
+    self.upstream_of = upstreams_of(self, o.upstreams)
     build_cache(self, o)
     local ok
     ok, err = build_shared(self, o, names)
@@ -203,6 +224,7 @@ local function new_router(opts)
     end
     self.lists, err = lists_mod.new({
         mc = self.mc, ranges_key = o.ranges_key, percent_key = o.percent_key,
+        ramp_key = o.ramp_key,
         lists = o.lists or nil, interval = o.refresh_interval, timeout = o.refresh_timeout,
         max_bytes = o.list_max, names = names, decisions = self.decisions,
         unknown = self.unknown_target, log = self.log, dir = o.lists_dir,
@@ -211,6 +233,7 @@ local function new_router(opts)
     if not self.lists then
         return option_error("lists_dir", err)
     end
+    made[self] = true
     return setmetatable(self, mt)
 end
 _M._new = new_router
@@ -1026,14 +1049,12 @@ local function log_var_defined(name)
     return false
 end
 
-function _M.exec(self)
-    local target, reason = decide_target(self)
-    if not target then
-        target, reason = self.stable_target, "error"
-    end
-    local location = target.location
+-- What exec() and set_upstream() do with a decision besides routing:
+-- the debug header (its first part: a location or an upstream), the log
+-- variables, the outcome's note.
+local function mark(self, target, reason, where)
     if self.debug_header then
-        ngx_header[self.debug_header] = location .. "; " .. reason
+        ngx_header[self.debug_header] = where .. "; " .. reason
     end
     if log_target_name ~= false then
         if log_target_name == nil then
@@ -1055,7 +1076,56 @@ function _M.exec(self)
         -- for the log phase's gray.outcome (ngx.exec clears ngx.ctx)
         note_outcome(target.name)
     end
+end
+
+function _M.exec(self)
+    local target, reason = decide_target(self)
+    if not target then
+        target, reason = self.stable_target, "error"
+    end
+    local location = target.location
+    mark(self, target, reason, location)
     return ngx_exec(location)
+end
+
+--- upstream(): decide(), as the upstream name of the decision's target
+-- (option upstreams), for proxy_pass http://$var without named locations:
+-- the upstream, the reason, the target's name; with the metrics dict it
+-- notes the target for gray.outcome's log phase. nil, err without the
+-- option.
+function _M.upstream(self)
+    local of = self.upstream_of
+    if not of then
+        return nil, "gray: upstream() needs the option 'upstreams'"
+    end
+    local target, reason = decide_target(self)
+    if not target then
+        target, reason = self.stable_target, "error"
+    end
+    if self.metrics then
+        note_outcome(target.name)
+    end
+    return of[target], reason, target.name
+end
+
+--- set_upstream(): upstream(), written to $gray_upstream (which nginx.conf
+-- defines: `set $gray_upstream <stable upstream>;`), with the debug
+-- header, $gray_target_name / $gray_reason and the outcome's note as
+-- exec() does. From the access (or rewrite) phase. Returns the upstream,
+-- or nil, err without the option.
+function _M.set_upstream(self)
+    local of = self.upstream_of
+    if not of then
+        return nil, "gray: set_upstream() needs the option 'upstreams'"
+    end
+    local target, reason = decide_target(self)
+    if not target then
+        target, reason = self.stable_target, "error"
+    end
+    local up = of[target]
+    mark(self, target, reason, up)
+    ngx_var.gray_upstream = up
+    return up
 end
 
 --- What the router's lists hold: ranges, list sizes, percentage, compiles.

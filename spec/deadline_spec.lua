@@ -46,6 +46,10 @@ local SERVERS = [[
     }
     location /breaker/ {
         set $gray_memcached 127.0.0.1:$LINE_C;
+        # no background reads (the lists' mg of the percentage and the ramp
+        # would count for the breaker too): only the requests' lookups
+        set $gray_percent_key off;
+        set $gray_ramp_key off;
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
     location /data/ {

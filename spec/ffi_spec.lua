@@ -199,6 +199,7 @@ describe("the constants mirrored in gray/ffi.lua", function()
         { "JOB_RUNNING", "GRAY_JOB_RUNNING", 1 },
         { "GRAY_EIO", "GRAY_EIO", -21 },
         { "IMAGE_PARTS_MAX", "GRAY_IMAGE_PARTS_MAX", 1024 },
+        { "RAMP_STEPS_MAX", "GRAY_RAMP_STEPS_MAX", 64 },
     }
     for _, c in ipairs(numbers) do
         local lua_name, c_name, value = c[1], c[2], c[3]

@@ -18,7 +18,8 @@ local function servers(extra)
             r = assert(gray.new({
                 memcached = "127.0.0.1:$MC", trusted = "127.0.0.1",
                 targets = { v2 = "@v2" }, ids = "dev=header:X-Device-Id", lists = "dev",
-                ranges_key = "l:ranges", percent_key = false, refresh_interval = 0.2,
+                ranges_key = "l:ranges", percent_key = false, ramp_key = false,
+                refresh_interval = 0.2,
                 cache_ttl = 0, debug_header = "X-Gray-Debug",
                 lists_dir = "$LOGDIR/images",]] .. (extra or "") .. [[
             }))

@@ -250,7 +250,10 @@ local function run(ex, ask, cleanup)
 
     local conf = subst(ex.conf)
     if default_mc then
+        -- the drop-ins: content-phase (dep.lua) and access-phase (route.lua)
         conf = conf:gsub("content_by_lua_file ", 'set $gray_memcached "127.0.0.1:'
+                         .. default_mc.port .. '"; %0')
+                   :gsub("access_by_lua_file ", 'set $gray_memcached "127.0.0.1:'
                          .. default_mc.port .. '"; %0')
     end
     if ex.gray_conf then

@@ -37,13 +37,13 @@ local INIT = [[
         forceall = rules({ force = "cookie:gray", force_from = "10.0.0.0/8, 127.0.0.2" }),
         big = {
             memcached = "127.0.0.1:$MCL", trusted = "127.0.0.1", targets = TARGETS,
-            ranges_key = "t:big", percent_key = false, refresh_interval = 0.5,
+            ranges_key = "t:big", percent_key = false, ramp_key = false, refresh_interval = 0.5,
             refresh_timeout = 300, cache_ttl = 0, debug_header = "X-Gray-Debug",
         },
         quiet = {
             memcached = "127.0.0.1:$MCQ", trusted = "127.0.0.1", targets = TARGETS,
             ids = "uid=cookie:uid, dev=header:X-Device-Id, q=query:q",
-            ranges_key = false, percent_key = false, cache_ttl = 60,
+            ranges_key = false, percent_key = false, ramp_key = false, cache_ttl = 60,
             debug_header = "X-Gray-Debug",
         },
     }

@@ -23,6 +23,8 @@ local VALUES = {
     gray_lists = "uid",
     gray_ranges_key = "gray:ranges",
     gray_percent_key = "gray:percent",
+    gray_ramp_key = "gray:ramp",
+    gray_upstreams = "stable=127.0.0.1:1, gray=127.0.0.1:2, v2=127.0.0.1:3",
     gray_force = "header:X-Gray",
     gray_debug_header = "X-Gray-Debug",
     gray_distribution = "modula",

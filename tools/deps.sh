@@ -12,7 +12,7 @@ pkgs_for() {
     rock)  echo "luarocks lua-resty-lrucache" ;;
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
                  lua-resty-core lua-resty-lrucache memcached libmemcached-dev libssl-dev curl
-                 man-db groff-base bsdextrautils" ;;
+                 man-db groff-base bsdextrautils chromium" ;;
     demo)  echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache

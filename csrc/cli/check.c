@@ -439,6 +439,11 @@ static int rule_percent(check_t *c)
         }
         free(v.value);
     }
+    long ramp = cli_ramp_share(c->mc, c->opts);        /* while it exists, it replaces it */
+    if (ramp == -2)
+        return EXIT_STORE;
+    if (ramp >= 0)
+        threshold = ramp;
     printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, c->bucket,
            GRAY_PERCENT_BUCKETS, threshold);
     if (!c->decided && threshold > 0 && c->bucket < (uint32_t)threshold)

@@ -49,8 +49,10 @@ typedef struct cli_opts {
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */
     const char *percent_key;        /* "gray:percent" */
+    const char *halt_key;           /* "gray:halt": halts are <halt_key>:<target> */
     const char *targets;            /* check: the router's targets ("v2=@a, v3"), or "" */
     const char *lists;              /* check: the router's lists ("dev, uid"), or "" */
+    const char *ramp_key;           /* "gray:ramp" */
     unsigned timeout_ms;            /* connect and poll timeout */
     size_t part_bytes;              /* split lists above this (CLI_PART_BYTES) */
     int verbose;
@@ -225,6 +227,16 @@ cli_command_fn cli_cmd_check;
 /* token <subject> --ttl D --secret-file F [--id NAME] (token.c): no
  * memcached, the secret file is all it reads. */
 cli_command_fn cli_cmd_token;
+
+/* ramp ["<schedule>"|stop], status (ramp.c): the timed ramp's key, written
+ * as "<now> <schedule>" or deleted; what the routers read, printed. */
+cli_command_fn cli_cmd_ramp, cli_cmd_status;
+
+/* The share in force of the ramp (ramp_key) now, as the routers take it
+ * (percent * 100; frozen at the halt's time while gray is halted), printed
+ * as a line of check; -1 when there is none (or it does not parse), -2 on
+ * a failure (printed). */
+long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts);
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);

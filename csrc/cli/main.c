@@ -59,6 +59,22 @@ static const command_t COMMANDS[] = {
     { "percent", cli_cmd_percent, "percent [N]",
       "sets the percentage (0 to 100, at most two decimals); without N\n"
       "prints it", 0 },
+    { "ramp", cli_cmd_ramp, "ramp \"<schedule>\"",
+      "starts a timed ramp now: writes <ramp-key> = '<unix seconds> <schedule>',\n"
+      "the schedule as '5% 25%@10m 50%@30m 100%@1h' (the first step at once,\n"
+      "then rising offsets in s, m or h; shares never fall), checked with the\n"
+      "router's parser. While it exists each router takes the step in force\n"
+      "from its own clock in place of the percentage (same buckets: nobody\n"
+      "leaves as it rises); a halt of gray freezes it. Replaces a ramp there.", 0 },
+    { "ramp", cli_cmd_ramp, "ramp stop",
+      "deletes the ramp: the percentage is in force again", 0 },
+    { "ramp", cli_cmd_ramp, "ramp",
+      "prints the ramp: its start, the share in force and the next step", 0 },
+    { "status", cli_cmd_status, "status [--targets T] [--lists L]",
+      "prints what the routers read: the halts of gray and of the --targets\n"
+      "names (since when, which node, why), the ramp (share in force, next\n"
+      "step), the percentage, the ranges list and the --lists id lists\n"
+      "(version: memcached's CAS; entries)", TAKES_CHECK },
     { "import", cli_cmd_import, "import <file>",
       "bulk entries, one per line as add's arguments\n"
       "('<ip|cidr|name:id> [target] [--ttl S]'; '#' comments and blank lines\n"
@@ -68,8 +84,9 @@ static const command_t COMMANDS[] = {
     { "check", cli_cmd_check, "check <ip> [--id name=value ...] [--targets T] [--lists L]",
       "prints what the router would decide and why: identity entries (in the\n"
       "order given), the address entry, id lists, the ranges list, the\n"
-      "percentage and the bucket of the identity key (the first --id, else the\n"
-      "address), with the router's targets and lists. The tester override\n"
+      "percentage (the ramp's share in force while there is one) and the bucket\n"
+      "of the identity key (the first --id, else the address), with the\n"
+      "router's targets and lists. The tester override\n"
       "(force) is per request and not shown.", TAKES_CHECK },
     { "token", cli_cmd_token, "token <target> --ttl D --secret-file F [--id NAME]",
       "prints a signed override token for target (always, never or a target\n"
@@ -161,6 +178,14 @@ static int set_part_size(parsed_t *p, const char *v)
     return 0;
 }
 
+static int set_ramp_key(parsed_t *p, const char *v)
+{
+    if (!gray_mc_key_ok(v, strlen(v)))
+        return cli_usage_error("bad --ramp-key '%s'", v);
+    p->opts.ramp_key = v;
+    return 0;
+}
+
 static int set_ttl(parsed_t *p, const char *v)
 {
     p->args.ttl = cli_parse_count(v, CLI_TTL_MAX);
@@ -229,15 +254,16 @@ static const option_t OPTIONS[] = {
     { "--timeout", NULL, "MS", "connect and I/O timeout (default 2000)", set_timeout },
     { "--part-size", NULL, "BYTES", "split lists above this size (default 921600)",
       set_part_size },
+    { "--ramp-key", NULL, "K", "the router's ramp_key (default gray:ramp)", set_ramp_key },
     { "--ttl", NULL, "S", "add, import: entry lifetime in seconds", set_ttl },
     { "--id", NULL, "name=value", "check: an identity (up to 4, in the router's order)",
       set_id },
     { "--targets", NULL, "T",
-      "check: the router's targets, as $gray_targets\n"
+      "check, status: the router's targets, as $gray_targets\n"
       "(\"v2=@server_v2, v3=@server_v3\", or just \"v2, v3\"); a\n"
       "value naming none of them (nor 1 or stable) is stable", set_targets },
     { "--lists", NULL, "L",
-      "check: the router's id lists, as $gray_lists (\"dev\");\n"
+      "check, status: the router's id lists, as $gray_lists (\"dev\");\n"
       "the lists of other identities are not read", set_lists },
     { "--verbose", "-v", NULL, "more messages on stderr", set_verbose },
     { "--help", "-h", NULL, "this text", print_help },
@@ -343,7 +369,9 @@ int main(int argc, char **argv)
         .opts = {
             .servers = CLI_SERVERS_DEFAULT, .distribution = "ketama", .key_prefix = "",
             .ranges_key = "gray:ranges", .percent_key = "gray:percent", .targets = "",
+            .halt_key = "gray:halt",
             .lists = "", .timeout_ms = 2000, .part_bytes = CLI_PART_BYTES, .verbose = 0,
+            .ramp_key = "gray:ramp",
         },
         .args = { .pos = pos, .npos = 0, .ttl = -1, .ids = ids, .nids = 0 },
     };

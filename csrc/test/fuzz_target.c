@@ -1141,6 +1141,65 @@ static void fuzz_forwarded(const char *s, size_t len)
     fuzz_walk(s, len, 1);
 }
 
+/* A ramp schedule: steps start at 0, rise strictly in time, never fall in
+ * share, stay in bounds; written back as text they parse to the same
+ * steps; as a value ("<start> <schedule>") it parses alike, its error
+ * offset moved by the start's; the step in force never goes back as time
+ * goes on and is never a step still to come. */
+static void fuzz_ramp(const char *s, size_t len)
+{
+    static gray_ramp_step_t steps[GRAY_RAMP_STEPS_MAX], again[GRAY_RAMP_STEPS_MAX];
+    size_t err_at = (size_t)-1;
+    int n = gray_ramp_parse(s, len, steps, GRAY_RAMP_STEPS_MAX, &err_at);
+
+    char *value = malloc(len + 3);
+    memcpy(value, "7 ", 2);
+    memcpy(value + 2, s, len);
+    int64_t start = 0;
+    size_t verr = (size_t)-1;
+    int vn = gray_ramp_value_parse(value, len + 2, &start, again, GRAY_RAMP_STEPS_MAX, &verr);
+    free(value);
+    int as_value = len + 2 <= GRAY_RAMP_TEXT_MAX;
+    INVARIANT("a schedule parses as a value's the same way (a value too long is refused)");
+    CHECK(as_value ? vn == n : vn == GRAY_ERANGE);
+    if (n < 0) {
+        INVARIANT("a refusal names a step inside the text");
+        CHECK(err_at <= len);
+        if (as_value)
+            CHECK(verr == err_at + 2);
+        return;
+    }
+    CHECK(!as_value || start == 7);
+    INVARIANT("steps: 1..cap, the first at 0, offsets rising, shares never falling, in bounds");
+    CHECK(n >= 1 && n <= GRAY_RAMP_STEPS_MAX && steps[0].at == 0);
+    for (int i = 0; i < n; i++) {
+        CHECK(steps[i].share <= GRAY_PERCENT_BUCKETS && steps[i].at <= GRAY_RAMP_AT_MAX);
+        CHECK(!as_value || (again[i].at == steps[i].at && again[i].share == steps[i].share));
+        if (i > 0)
+            CHECK(steps[i].at > steps[i - 1].at && steps[i].share >= steps[i - 1].share);
+    }
+    INVARIANT("the steps written back parse to the same steps");
+    static char text[GRAY_RAMP_STEPS_MAX * 32];
+    size_t tl = 0;
+    for (int i = 0; i < n; i++)
+        tl += (size_t)snprintf(text + tl, sizeof text - tl, i ? " %u.%02u%%@%us" : "%u.%02u%%",
+                               steps[i].share / 100, steps[i].share % 100, steps[i].at);
+    int m = tl <= GRAY_RAMP_TEXT_MAX ? gray_ramp_parse(text, tl, again, GRAY_RAMP_STEPS_MAX, NULL)
+                                     : n;
+    CHECK(m == n);
+    for (int i = 0; tl <= GRAY_RAMP_TEXT_MAX && i < n; i++)
+        CHECK(again[i].at == steps[i].at && again[i].share == steps[i].share);
+    INVARIANT("the step in force never goes back in time and has begun");
+    size_t last = 0;
+    for (int64_t t = -1; t <= (int64_t)steps[n - 1].at + 1;
+         t += 1 + (int64_t)steps[n - 1].at / 64) {
+        size_t i = gray_ramp_at(steps, (size_t)n, t);
+        CHECK(i < (size_t)n && i >= last && (t < 0 || steps[i].at <= (uint64_t)t));
+        CHECK(i + 1 == (size_t)n || (int64_t)steps[i + 1].at > t);
+        last = i;
+    }
+}
+
 /* one per parser; the name is its corpus directory, csrc/test/corpus/<name> */
 static const struct {
     const char *name;
@@ -1162,6 +1221,7 @@ static const struct {
     {"token", fuzz_token},          /* the signed-token check */
     {"cli_args", fuzz_cli_args},    /* gray-admin's argument parsers */
     {"cli_import", fuzz_cli_import}, /* gray-admin's import lines */
+    {"ramp", fuzz_ramp},            /* timed ramp schedules and values */
 };
 
 const char *fuzz_invariant = "?";

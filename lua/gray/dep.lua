@@ -27,6 +27,7 @@
 --     set $gray_lists          "dev";            # gray:list:dev, for identity dev
 --     set $gray_ranges_key     "gray:ranges";    # "off": no ranges
 --     set $gray_percent_key    "gray:percent";   # "off": no percentage
+--     set $gray_ramp_key       "gray:ramp";      # "off": no timed ramp
 --     set $gray_force          "header:X-Gray";  # tester override, with one of:
 --     set $gray_force_from     "10.1.2.0/24";    #   testers' client addresses
 --     set $gray_secret_file    /etc/nginx/gray.secret;  # signed tokens (gray-admin token)
@@ -34,6 +35,7 @@
 --     set $gray_distribution   ketama;           # several servers: or ketama-weighted, modula
 --     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
 --     set $gray_stale_ttl      1m;      # an old decision may serve this long in an outage
+--     set $gray_upstreams      "stable=app_v1, gray=app_v2";  # gray/route.lua's upstreams
 --
 -- Settings for one location only go to run() instead, in the same syntax:
 -- a variable `set` in some locations is read in all the others too, where
@@ -134,6 +136,8 @@ local VARS = {
     { "gray_stale_ttl", "stale_ttl", 1, "a bare number is seconds" },
     { "gray_force_from", "force_from" },
     { "gray_secret_file", "secret_file" },
+    { "gray_ramp_key", "ramp_key" },
+    { "gray_upstreams", "upstreams" },
 }
 local NVARS = #VARS      -- a row added above is read, parsed and named: nothing else to do
 _M.VARS = VARS
@@ -145,7 +149,7 @@ for i = 1, NVARS do
 end
 
 -- Options a variable can turn off with "off".
-local OFF = { ranges_key = true, percent_key = true, shm = true, force = true,
+local OFF = { ranges_key = true, percent_key = true, ramp_key = true, shm = true, force = true,
               debug_header = true }
 
 --- The gray.new options for the variables' values (vals[i] for VARS[i], ""
@@ -243,9 +247,27 @@ local routers, nrouters = {}, 0
 local vals, last = {}, {}
 local last_router
 
+-- The stable upstream of $gray_upstreams' text (nil when it names none),
+-- for route() while no router can be built.
+local UPSTREAMS = INDEX.gray_upstreams
+local function stable_upstream(svals)
+    local text = svals and svals[UPSTREAMS] or vals[UPSTREAMS]
+    return text and text:match("%f[%w]stable%s*=%s*([^,%s]+)")
+end
+
+-- route()'s fallback: $gray_upstream as nginx.conf set it (its `set` names
+-- the stable upstream), else the stable one of $gray_upstreams.
+local function set_stable_upstream(up)
+    if up then
+        ngx_var.gray_upstream = up
+    end
+end
+
 -- A stand-in for a configuration that gray.new refused.
-local function fallback_router(stable)
-    return { exec = function() return ngx_exec(stable) end }
+local function fallback_router(stable, svals)
+    local up = stable_upstream(svals)
+    return { exec = function() return ngx_exec(stable) end,
+             set_upstream = function() return set_stable_upstream(up) end }
 end
 
 --- Parses run()'s settings, "$gray_cache_ttl 0; $gray_trusted '10.0.0.0/8'"
@@ -314,7 +336,7 @@ local function build(config, svals)
         if not (stable and gray.check_location("stable", stable)) then
             stable = STABLE
         end
-        router = fallback_router(stable)
+        router = fallback_router(stable, svals)
     end
     if nrouters >= ROUTERS_MAX then
         routers, nrouters = {}, 0
@@ -363,7 +385,7 @@ local function configure(settings)
         log:report("settings", "dep.lua: bad configuration, sending everybody to the stable"
                                .. " location: " .. svals.err)
         local stable = vals[4]
-        router = fallback_router(stable and stable:find("^[@/]%S*$") and stable or STABLE)
+        router = fallback_router(stable and stable:find("^[@/]%S*$") and stable or STABLE, nil)
     else
         router = routers[config] or build(config, svals)
         if ndefined == 0 and (settings == nil or type(settings) == "string") then
@@ -438,6 +460,43 @@ function _M.run(settings)
         end
     end
     return router:exec()
+end
+
+-- route()'s router has no upstreams ($gray_upstreams not set): logged, and
+-- the request goes where nginx.conf's `set $gray_upstream` sends it.
+local function no_upstreams(up, err)
+    if not up and err then
+        log:report("upstreams", "gray/route.lua: $gray_upstreams is not set (the upstream of"
+                                .. " every target: \"stable=app_v1, gray=app_v2\"); requests"
+                                .. " go to $gray_upstream as set")
+    end
+    return up
+end
+
+--- The access-phase drop-in (gray/route.lua), per request: the router for
+-- this location's variables, as run(), then $gray_upstream set to the
+-- upstream ($gray_upstreams) of its decision, for proxy_pass
+-- http://$gray_upstream: the same rules, caches, halts and ramp, no
+-- internal redirect. settings: as run()'s.
+function _M.route(settings)
+    local router = last_router
+    if ndefined == 0 and settings ~= last_settings and router ~= nil then
+        router = by_settings[settings or ""]
+        if router then
+            last_settings, last_router = settings, router
+            return no_upstreams(router:set_upstream())
+        end
+    end
+    if ndefined > 0 or router == nil or settings ~= last_settings then
+        if read_all(router == nil or settings ~= last_settings) then
+            router = configure(settings)
+            if not router then
+                -- the router module cannot load: $gray_upstream as set
+                return set_stable_upstream(nil)
+            end
+        end
+    end
+    return no_upstreams(router:set_upstream())
 end
 
 -- First run as a content_by_lua_file script: register the module and route

@@ -171,6 +171,18 @@ const char *gray_image_target(const gray_image_t *img, uint32_t k, size_t *len);
 ]]
 end
 
+-- Timed ramps (ramp.c): their own guard, as the images'.
+if not pcall(ffi_typeof, "gray_ramp_step_t") then
+    ffi.cdef [[
+typedef struct gray_ramp_step { uint32_t at; uint32_t share; } gray_ramp_step_t;
+int gray_ramp_parse(const char *s, size_t len, gray_ramp_step_t *steps, size_t cap,
+                    size_t *err_at);
+int gray_ramp_value_parse(const char *s, size_t len, int64_t *start, gray_ramp_step_t *steps,
+                          size_t cap, size_t *err_at);
+size_t gray_ramp_at(const gray_ramp_step_t *steps, size_t n, int64_t elapsed);
+]]
+end
+
 -- The node's image directory (listdir.c): functions only, which LuaJIT lets
 -- a second load declare again (only types would clash), so no guard.
 ffi.cdef [[
@@ -454,6 +466,57 @@ end
 --- MurmurHash3_x86_32 of s with seed (default 0), a number.
 function _M.murmur3(s, seed)
     return tonumber(C.gray_murmur3_32(s, #s, seed or 0))
+end
+
+-- ---- timed ramps (ramp.c) ---------------------------------------------------
+
+local RAMP_STEPS_MAX = 64
+local ramp_steps = ffi_new("gray_ramp_step_t[?]", RAMP_STEPS_MAX)
+local ramp_start = ffi_new("int64_t[1]")
+local ramp_err_at = ffi_new("size_t[1]")
+_M.RAMP_STEPS_MAX = RAMP_STEPS_MAX
+
+-- The steps parsed into ramp_steps as a list of { at = s, share = percent
+-- * 100 }, or nil and what is wrong, with the step at fault.
+local function ramp_result(text, n)
+    if n < 0 then
+        local at = tonumber(ramp_err_at[0])
+        local step = text:sub(at + 1):match("^%S*")
+        return nil, strerror(n) .. (step ~= "" and " at '" .. step:sub(1, 40) .. "'" or "")
+               .. " (expected steps like '5% 25%@10m 50%@30m 100%@1h': rising offsets in s,"
+               .. " m or h, shares from 0 to 100% with at most two decimals, never falling,"
+               .. " at most " .. RAMP_STEPS_MAX .. ")"
+    end
+    local steps = {}
+    for i = 0, n - 1 do
+        steps[i + 1] = { at = tonumber(ramp_steps[i].at), share = tonumber(ramp_steps[i].share) }
+    end
+    return steps
+end
+
+--- A ramp schedule ("5% 25%@10m 100%@1h") as its steps ({ at = s after
+-- the start, share = percent * 100 }, the first at 0), or nil, err.
+function _M.ramp_parse(text)
+    if type(text) ~= "string" then
+        return nil, "not a string"
+    end
+    return ramp_result(text, C.gray_ramp_parse(text, #text, ramp_steps, RAMP_STEPS_MAX,
+                                               ramp_err_at))
+end
+
+--- A ramp value ("<start> <schedule>"): its start (unix seconds) and
+-- steps, or nil, err.
+function _M.ramp_value_parse(text)
+    if type(text) ~= "string" then
+        return nil, "not a string"
+    end
+    local n = C.gray_ramp_value_parse(text, #text, ramp_start, ramp_steps, RAMP_STEPS_MAX,
+                                      ramp_err_at)
+    local steps, err = ramp_result(text, n)
+    if not steps then
+        return nil, err
+    end
+    return tonumber(ramp_start[0]), steps
 end
 
 --- The percentage bucket of an identity key ("uid:42", "192.168.2.20"),

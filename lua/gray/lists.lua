@@ -23,10 +23,13 @@
 -- its timer for the compile) and says so once in the log.
 --
 -- The percentage is a tiny value: each router checks its CAS with mg and
--- reads it when it changed.
+-- reads it when it changed. So is a timed ramp (`gray:ramp`, gray.ramp):
+-- while it exists its share in force replaces the percentage, taken from
+-- this node's clock at each refresh and at each step's time (a timer).
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
+local ramp_mod = require "gray.ramp"
 
 local image_find_id = gray_ffi.image_find_id
 local image_find_ip = gray_ffi.image_find_ip
@@ -464,7 +467,10 @@ function _M.new(opts)
         ranges_feed = false,
         percent_key = opts.percent_key or false,
         percent_cas = nil,
-        threshold = 0,          -- percent * 100: buckets below it are gray
+        threshold = 0,          -- percent * 100 in force: buckets below it are gray
+        percent_threshold = 0,  -- the percentage's, when no ramp is in force
+        ramp = opts.ramp_key and ramp_mod.new(opts.ramp_key) or false,
+        ramp_timer_for = false, -- the step time a timer is set for
         percent_compiles = 0,
         refreshes = 0,          -- refreshes run
         started = false,
@@ -486,7 +492,7 @@ function _M.new(opts)
             self.feeds[#self.feeds + 1] = feed
         end
     end
-    self.started = #self.feeds == 0 and not self.percent_key
+    self.started = #self.feeds == 0 and not self.percent_key and not self.ramp
     return self
 end
 
@@ -497,7 +503,7 @@ local function compile_percent(self, key, text)
         return nil, key .. ": '" .. text:sub(1, 40) .. "' is not a percentage (0 to 100, at"
                     .. " most two decimals)"
     end
-    self.threshold = floor(pct * 100 + 0.5)
+    self.percent_threshold = floor(pct * 100 + 0.5)
     return true, pct
 end
 
@@ -515,7 +521,7 @@ local function refresh_percent(self, deadline)
     end
     if cas == false then
         if self.percent_cas then
-            self.threshold, self.percent_cas = 0, nil
+            self.percent_threshold, self.percent_cas = 0, nil
             if metrics.on then
                 metrics.set("gray_sticky_ratio", { key = key }, 0)
             end
@@ -576,6 +582,50 @@ function _M.refresh(self)
     end
     if self.percent_key then
         refresh_percent(self, deadline)
+    end
+    if self.ramp then
+        ramp_mod.refresh(self.ramp, self.mc, self.log, deadline)
+    end
+    _M.settle_share(self)
+end
+
+-- MERGE(guard): whether the default target is halted, which freezes the
+-- ramp; at the merge: `return require("gray.halt").halted("gray")`.
+local function default_halted() return false end
+
+local on_step
+
+--- Sets the share in force (the threshold the request path compares):
+-- the ramp's step in force at this node's clock while there is a ramp,
+-- else the percentage's. When the ramp's next step comes before the next
+-- refresh, a timer sets it at its time.
+function _M.settle_share(self)
+    local r = self.ramp
+    local share, next_at
+    if r then
+        share, next_at = ramp_mod.share(r, now_precise(), default_halted())
+    end
+    local threshold = share or self.percent_threshold
+    if threshold ~= self.threshold and metrics.on then
+        metrics.set("gray_sticky_ratio", { key = share and r.key or self.percent_key or "" },
+                    threshold / 10000)
+    end
+    self.threshold = threshold
+    if next_at and next_at - ngx_now() < self.interval and self.ramp_timer_for ~= next_at
+       and not ngx.worker.exiting() then
+        local ok, err = timer_at(max(0, next_at - ngx_now()), on_step, self)
+        if ok then
+            self.ramp_timer_for = next_at
+        else
+            ngx_log(WARN, "gray: cannot time the ramp's next step (the next refresh sets it): ",
+                    err)
+        end
+    end
+end
+
+function on_step(premature, self)
+    if not premature then
+        _M.settle_share(self)
     end
 end
 
@@ -681,17 +731,21 @@ function _M.in_percent(self, key)
     return threshold > 0 and bucket(key) < threshold
 end
 
---- What is mapped, for logs and specs: ranges (lines), lists (name ->
--- ids), percent, compiles (new images mapped and percentages read by this
+--- What is mapped, for logs, specs and the status page: ranges (lines),
+-- lists (name -> ids), images ({ key, kind, entries, version (the CAS, or
+-- false: none) } per list), percent (in force), ramp (gray.ramp.info, or
+-- false), compiles (new images mapped and percentages read by this
 -- worker for this router), refreshes, holder (keys this worker fetches).
 function _M.stats(self)
-    local lists, compiles, held = {}, self.percent_compiles, {}
+    local lists, compiles, held, images = {}, self.percent_compiles, {}, {}
     for name, feed in pairs(self.id_feeds) do
         if feed.img then
             lists[name] = feed.entries
         end
     end
     for _, feed in ipairs(self.feeds) do
+        images[#images + 1] = { key = feed.key, kind = feed.kind, entries = feed.entries,
+                                version = feed.img and feed.version or false }
         compiles = compiles + feed.compiles
         if feed.holder or not feed.path then
             held[#held + 1] = feed.key
@@ -702,6 +756,9 @@ function _M.stats(self)
         ranges = rf and rf.img and rf.entries or 0,
         lists = lists,
         percent = self.threshold / 100,
+        ramp = self.ramp and ramp_mod.info(self.ramp, ngx_now(), default_halted()) or false,
+        percent_key = self.percent_key,
+        images = images,
         compiles = compiles,
         refreshes = self.refreshes,
         holder = held,
@@ -734,6 +791,9 @@ require("jit").off(resolve_dir)
 require("jit").off(resolve)
 require("jit").off(compile_percent)
 require("jit").off(refresh_percent)
+require("jit").off(default_halted)
+require("jit").off(_M.settle_share)
+require("jit").off(on_step)
 require("jit").off(on_timer)
 require("jit").off(_M.new)
 require("jit").off(_M.refresh)

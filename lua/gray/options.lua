@@ -38,12 +38,16 @@ local DEFAULTS = {
     target = "@server_test",                -- location for value "1"
     targets = false,                        -- { [name] = location, ... }: values naming them
                                             -- (checked: a table, maybe empty)
+    upstreams = false,                      -- "stable=app_v1, gray=app_v2, v3=app_v3":
+                                            -- upstream() names them (checked: a table
+                                            -- target name -> upstream, or false)
     ids = false,                            -- "uid=cookie:uid, dev=header:X-Device-Id"
                                             -- (checked: gray.ids.parse's list, or false)
     lists = false,                          -- id list names: { "dev" } (gray:list:dev)
                                             -- (checked: a table, or false)
     ranges_key = "gray:ranges",             -- address ranges list; false: none
     percent_key = "gray:percent",           -- sticky percentage; false: none
+    ramp_key = "gray:ramp",                 -- timed ramp (replaces the percentage); false: none
     refresh_interval = 2,                   -- s between two checks of the lists
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
@@ -215,7 +219,7 @@ local function check_targets(o)
     return true
 end
 
--- ids, lists (names of ids), ranges_key, percent_key, and the refresh of
+-- ids, lists (names of ids), ranges_key, percent_key, ramp_key, and the refresh of
 -- the lists: refresh_interval, refresh_timeout, list_max.
 local function check_lists(o)
     if o.ids then
@@ -242,7 +246,7 @@ local function check_lists(o)
         end
     end
     o.lists = lists
-    for _, name in ipairs({ "ranges_key", "percent_key" }) do
+    for _, name in ipairs({ "ranges_key", "percent_key", "ramp_key" }) do
         local key = o[name]
         if key ~= false and not gray_ffi.mc_key_ok(key) then
             return option_error(name, "must be a memcached key or false")
@@ -336,7 +340,8 @@ local function check_outputs(o)
     end
     if o.ids then
         local err = ids_mod.check_keys(o.ids, { ranges_key = o.ranges_key,
-                                               percent_key = o.percent_key }, prefix)
+                                               percent_key = o.percent_key,
+                                               ramp_key = o.ramp_key }, prefix)
         if err then
             return option_error("ids", err)
         end
@@ -381,8 +386,81 @@ local function check_cache(o)
     return true
 end
 
+-- An upstream name for proxy_pass http://$gray_upstream: an upstream{}
+-- block's name or host:port ([v6]:port).
+local function upstream_ok(v)
+    return type(v) == "string" and #v <= 255 and (v:find("^[%w_][%w_%.%-]*$") ~= nil
+                                                 or v:find("^[%w_][%w_%.%-]*:%d+$") ~= nil
+                                                 or v:find("^%[[%x:%.]+%]:%d+$") ~= nil)
+end
+
+-- upstreams: "stable=app_v1, gray=app_v2, v3=app_v3" (or a table), an
+-- upstream for every target: stable, the default one (gray) and each of
+-- targets. A name not in targets becomes one (a target of upstream() only:
+-- its location is "@<name>", for exec()).
+local function check_upstreams(o)
+    local ups = o.upstreams
+    if not ups then
+        return true
+    end
+    local map = {}
+    if type(ups) == "string" then
+        for item in ups:gmatch("[^,]+") do
+            local name, up = item:match("^%s*([^=%s]+)%s*=%s*(%S+)%s*$")
+            if not name then
+                return option_error("upstreams", "bad entry '" .. item:match("^%s*(.-)%s*$")
+                                    .. "' (expected 'stable=app_v1, gray=app_v2, v3=app_v3')")
+            end
+            if map[name] then
+                return option_error("upstreams", "names target '" .. name .. "' twice")
+            end
+            map[name] = up
+        end
+    elseif type(ups) == "table" then
+        for name, up in pairs(ups) do
+            map[name] = up
+        end
+    else
+        return option_error("upstreams", "must be 'stable=app_v1, gray=app_v2, ...' or a table"
+                            .. " of target name = upstream")
+    end
+    if map["1"] and map.gray == nil then
+        map.gray, map["1"] = map["1"], nil
+    end
+    for name, up in pairs(map) do
+        if type(name) ~= "string" or not (name == "stable" or name == "gray"
+                                          or gray_ffi.target_name_ok(name)) then
+            return option_error("upstreams", "names '" .. tostring(name) .. "', which is not a"
+                                .. " target name")
+        elseif not upstream_ok(up) then
+            return option_error("upstreams", "gives target '" .. name .. "' the upstream '"
+                                .. tostring(up) .. "', which is not an upstream name or"
+                                .. " host:port")
+        end
+        if name ~= "stable" and name ~= "gray" and not o.targets[name] then
+            o.targets[name] = "@" .. name
+        end
+    end
+    local missing = {}
+    if not map.stable then missing[#missing + 1] = "stable" end
+    if not map.gray then missing[#missing + 1] = "gray" end
+    for name in pairs(o.targets) do
+        if not map[name] then
+            missing[#missing + 1] = name
+        end
+    end
+    if #missing > 0 then
+        table.sort(missing)
+        return option_error("upstreams", "has no upstream for target" .. (#missing > 1 and "s"
+                            or "") .. " '" .. table.concat(missing, "', '") .. "' (every"
+                            .. " target needs one: stable, gray and the names of targets)")
+    end
+    o.upstreams = map
+    return true
+end
+
 -- In the order their refusals are reported.
-local CHECKS = { check_peers, check_targets, check_lists, check_trust, check_outputs,
+local CHECKS = { check_peers, check_targets, check_upstreams, check_lists, check_trust, check_outputs,
                  check_cache }
 
 --- Checks gray.new's options. Returns them as the router is built from

@@ -1,0 +1,161 @@
+-- gray.ramp: a timed sticky ramp, the memcached key gray:ramp (option
+-- ramp_key). Its value is "<start unix seconds> <schedule>", the schedule
+-- as "5% 25%@10m 50%@30m 100%@1h" (offsets from the start; gray.h, "timed
+-- ramps", has the syntax; gray-admin ramp writes it). While the key exists
+-- its share in force replaces the percentage (gray:percent): each node
+-- takes it from its own clock (now - start), with the percentage's murmur3
+-- buckets, so a member stays in as the share rises.
+--
+--   local r = ramp.new("gray:ramp")
+--   ramp.refresh(r, mc, log, deadline)    -- in the lists' timer: mg <key> c
+--   local share = ramp.share(r, ngx.now(), frozen)   -- percent * 100, or nil
+--
+-- The value is read as the percentage is: "mg <key> c" each refresh, the
+-- value only when its CAS changed. A value that does not parse is logged
+-- once and the last good ramp stays. Nothing here runs on the request
+-- path: the lists set their threshold from share() at each refresh and at
+-- each step's time (a timer), so a request still compares one number.
+
+local gray_ffi = require "gray.ffi"
+
+local value_parse = gray_ffi.ramp_value_parse
+local tostring = tostring
+local ngx = ngx
+
+local _M = {}
+
+--- A ramp's state for key: nothing read yet.
+function _M.new(key)
+    return {
+        key = key,
+        cas = nil,              -- CAS of the value read (nil: no key)
+        start = false,          -- unix seconds, false while there is no ramp
+        steps = false,          -- { { at = s, share = percent * 100 }, ... }
+        frozen_at = false,      -- the step index a halt froze, or false
+        reads = 0,              -- values parsed
+    }
+end
+
+local function ms_left(deadline)
+    ngx.update_time()
+    local left = (deadline - ngx.now()) * 1000
+    if left < 1 then
+        return nil
+    end
+    return left
+end
+
+--- Checks the key's CAS with mg and reads the value when it changed
+-- (mc: a gray.memcached client; log: a gray.log; deadline: the refresh's,
+-- ngx.now() seconds). Returns true when the ramp changed (set, replaced
+-- or removed).
+function _M.refresh(r, mc, log, deadline)
+    local key = r.key
+    local left = ms_left(deadline)
+    if not left then
+        return false
+    end
+    local cas, value, kind = mc:meta_cas(key, { timeout = left })
+    if cas == nil then
+        log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
+                   .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
+        return false
+    end
+    if cas == false then
+        if r.cas == nil then
+            return false
+        end
+        r.cas, r.start, r.steps, r.frozen_at = nil, false, false, false
+        return true
+    end
+    if cas == r.cas then
+        return false
+    end
+    if value == nil then
+        left = ms_left(deadline)
+        if not left then
+            return false
+        end
+        local res, bad, err = mc:get_multi_bulk({ key }, { cas = true, timeout = left })
+        if bad then
+            log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy"
+                       .. " stays: " .. tostring(err))
+            return false
+        end
+        local entry = res[key]
+        if not entry then
+            return false        -- deleted meanwhile: the next check says so
+        end
+        value, cas = entry.value, entry.cas or cas
+    end
+    r.cas = cas                 -- a bad value is logged once per change
+    local start, steps = value_parse(value)
+    if not start then
+        log:report("compile", key .. ": '" .. value:sub(1, 60) .. "' is not a ramp: "
+                   .. tostring(steps) .. "; the last copy stays")
+        return false
+    end
+    r.start, r.steps, r.frozen_at = start, steps, false
+    r.reads = r.reads + 1
+    return true
+end
+
+-- The index of the step in force at elapsed s after the start (the first
+-- one before the start: a clock behind the writer's).
+local function step_at(steps, elapsed)
+    local i = 1
+    while steps[i + 1] and steps[i + 1].at <= elapsed do
+        i = i + 1
+    end
+    return i
+end
+
+--- The ramp's share in force at now (percent * 100), and the unix time
+-- of its next step (nil: the last step is in force), or nil while there is
+-- no ramp. frozen (the default target is halted): the share stays at the
+-- step in force when the halt was first seen, and no next step comes.
+function _M.share(r, now, frozen)
+    local steps = r.steps
+    if not steps then
+        return nil
+    end
+    local i = r.frozen_at
+    if frozen then
+        if not i then
+            i = step_at(steps, now - r.start)
+            r.frozen_at = i
+        end
+        return steps[i].share, nil
+    end
+    r.frozen_at = false
+    i = step_at(steps, now - r.start)
+    local nxt = steps[i + 1]
+    return steps[i].share, nxt and r.start + nxt.at or nil
+end
+
+--- What a status shows: nil without a ramp, else { key, start, steps,
+-- share (percent), step (index in force), next_at (unix s or nil),
+-- next_share (percent or nil), frozen }.
+function _M.info(r, now, frozen)
+    local share, next_at = _M.share(r, now, frozen)
+    if not share then
+        return nil
+    end
+    local i = r.frozen_at or step_at(r.steps, now - r.start)
+    local nxt = next_at and r.steps[i + 1]
+    return {
+        key = r.key, start = r.start, steps = r.steps, share = share / 100, step = i,
+        next_at = next_at, next_share = nxt and nxt.share / 100 or nil,
+        frozen = frozen and true or false,
+    }
+end
+
+-- Timer-only (the lists' refresh): left to the interpreter, one line each
+-- (spec/jit_spec.lua reads them).
+require("jit").off(ms_left)
+require("jit").off(_M.refresh)
+require("jit").off(step_at)
+require("jit").off(_M.share)
+require("jit").off(_M.info)
+
+return _M
