@@ -119,6 +119,24 @@ describe("the harness's HTTP client", function()
         assert.equal("5 200 2 404", nginx:batch("/every3", 7))
     end)
 
+    it("sends a concurrent batch side by side, one connection each, within its deadline",
+       function()
+        -- /slow takes 1 s: 4 of them one after the other would take 4 s
+        local t0 = harness.now()
+        assert.equal("4 200", nginx:concurrent("/slow", 4))
+        local took = harness.now() - t0
+        assert.truthy(took >= 0.9 and took < 2.5, took)
+        -- each on its own connection: the first request of each (no 404)
+        assert.equal("7 200", nginx:concurrent("/every3", 7))
+        assert.equal("2 200 1 404", nginx:batch("/every3", 3))
+        -- the deadline: no answer counts as 000
+        t0 = harness.now()
+        assert.equal("2 000", nginx:concurrent("/slow", 2, nil, { max_time = 0.3 }))
+        assert.truthy(harness.now() - t0 < 0.8)
+        -- headers go with each request
+        assert.equal("2 200", nginx:concurrent("/headers", 2, { "X-A: v" }))
+    end)
+
     it("runs a sequence in order, on one connection", function()
         local res = nginx:sequence({ { "/len" }, { "/conn" },
                                      { "/headers", headers = { ["X-A"] = "s" } } })

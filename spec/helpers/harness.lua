@@ -1086,29 +1086,68 @@ _M.EVAL_LOCATION = [[
     }
 ]]
 
---- n GET requests of path on one keep-alive connection, with the given
--- request headers (a list of "Name: value"); returns the answers counted by
--- status, as "<count> <status>" pairs in the order of the statuses, folded
--- into one string ("300 200", "2 200 1 502"; no answer counts as 000).
-function Nginx:batch(path, n, headers)
+-- "Name: value" lines as request_text's headers (name -> list of values)
+local function header_table(lines)
     local h = {}
-    for _, line in ipairs(headers or {}) do
+    for _, line in ipairs(lines or {}) do
         local name, value = line:match("^([^:]+):%s*(.*)$")
         h[name] = h[name] or {}
         table.insert(h[name], value)
     end
-    local client, counts = self:client(), {}
-    for _ = 1, n do
-        local status = ("%03d"):format(client:request(path, { headers = h }).status)
+    return h
+end
+
+-- statuses (a list) counted, as "<count> <status>" pairs in status order
+local function status_counts(statuses)
+    local counts, out = {}, {}
+    for _, status in ipairs(statuses) do
+        status = ("%03d"):format(status)
         counts[status] = (counts[status] or 0) + 1
     end
-    client:close()
-    local out = {}
     for status, count in pairs(counts) do
         out[#out + 1] = status .. "\0" .. count
     end
     table.sort(out)
     return (table.concat(out, " "):gsub("(%d+)%z(%d+)", "%2 %1"))
+end
+
+--- n GET requests of path on one keep-alive connection, with the given
+-- request headers (a list of "Name: value"); returns the answers counted by
+-- status, as "<count> <status>" pairs in the order of the statuses, folded
+-- into one string ("300 200", "2 200 1 502"; no answer counts as 000).
+function Nginx:batch(path, n, headers)
+    local h, client, statuses = header_table(headers), self:client(), {}
+    for i = 1, n do
+        statuses[i] = client:request(path, { headers = h }).status
+    end
+    client:close()
+    return status_counts(statuses)
+end
+
+--- As batch, but the n requests at once, each on its own connection: all
+-- are sent before any answer is read, so a server that takes a while per
+-- answer (ngx.sleep) serves them side by side. One deadline for all,
+-- opts.max_time (default 10 s) from now.
+function Nginx:concurrent(path, n, headers, opts)
+    local deadline = now() + (opts and opts.max_time or 10)
+    local text = request_text("127.0.0.1", self.port, path, { headers = header_table(headers) })
+    local conns, statuses = {}, {}
+    for i = 1, n do
+        local fd = tcp_connect("127.0.0.1", self.port, deadline)
+        if fd and send_all(fd, text, deadline) then
+            conns[i] = { fd = fd }
+        elseif fd then
+            tcp_close(fd)
+        end
+    end
+    for i = 1, n do
+        statuses[i] = 0
+        if conns[i] then
+            statuses[i] = read_response(conns[i], deadline, "GET") or 0
+            tcp_close(conns[i].fd)
+        end
+    end
+    return status_counts(statuses)
 end
 
 --- GET requests one after the other on one keep-alive connection: reqs is
