@@ -68,6 +68,7 @@ local POLLIN, POLLOUT = 1, 4
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
 local MSG_NOSIGNAL = 0x4000
 local CLOCK_MONOTONIC = 1
+local SIGHUP, SIGQUIT = 1, 3       -- Linux
 
 local ts = ffi.new("gray_harness_timespec_t")
 local pfd = ffi.new("gray_harness_pollfd_t[1]")
@@ -903,7 +904,7 @@ function _M.nginx(opts)
 end
 
 function _M.try_nginx(opts)
-    local self = setmetatable({ dir = opts.dir or _M.tmpdir(),
+    local self = setmetatable({ dir = opts.dir or _M.tmpdir(), workers = opts.workers or 1,
                                 stop_seconds = opts.stop_seconds }, Nginx)
     self.port = opts.port or _M.free_port()
     repeat
@@ -1001,18 +1002,41 @@ function Nginx:bad_new_log_lines()
     return _M.bad_log_lines(self:new_log_lines())
 end
 
---- Reloads the configuration (HUP) and waits for the new workers.
+--- The master's child processes (its workers; over a reload, the old ones
+-- too until they exit), from /proc: no process started.
+function Nginx:worker_pids()
+    local pid = self:pid()
+    local pids = {}
+    for w in (pid and read_file(("/proc/%d/task/%d/children"):format(pid, pid)) or "")
+             :gmatch("%d+") do
+        pids[#pids + 1] = tonumber(w)
+    end
+    return pids
+end
+
+--- Reloads the configuration (HUP) and waits (5 s at most) until the
+-- master has started as many new workers as the configuration has; the
+-- old ones may still be finishing their requests.
 function Nginx:reload()
-    sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
-       .. " -s reload")
-    sleep(0.5)
+    local old = {}
+    for _, w in ipairs(self:worker_pids()) do
+        old[w] = true
+    end
+    assert(C.gray_harness_kill(assert(self:pid(), "nginx is not running"), SIGHUP) == 0,
+           errstr("kill"))
+    wait_for(function()
+        local new = 0
+        for _, w in ipairs(self:worker_pids()) do
+            new = new + (old[w] and 0 or 1)
+        end
+        return new >= self.workers
+    end, 5, "nginx's new workers after a reload")
 end
 
 function Nginx:stop()
     local pid = self:pid()
     if pid then
-        sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
-           .. " -s quit")
+        C.gray_harness_kill(pid, SIGQUIT)       -- as nginx -s quit, without a process
         wait_for(function() return not read_file(self.dir .. "/nginx.pid") end,
                  self.stop_seconds or 10, "nginx to stop")
     end
