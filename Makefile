@@ -43,6 +43,11 @@ SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c
 # libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
 # list images compile in a thread (csrc/imagejob.c)
 GRAY_LIBS := -lcrypto -lpthread
+# never unmapped (dlclose) while the process lives: a list image's compile
+# thread may still run in it when a worker exits and closes its Lua VM,
+# which unloads what ffi.load loaded (a worker stopped by a reload mid-compile
+# died on SIGSEGV at its exit)
+GRAY_SO_LDFLAGS := -Wl,-z,nodelete
 HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
 
 LUAJIT  ?= luajit
@@ -60,7 +65,7 @@ all: build/libgray.so build/gray-admin
 
 build/libgray.so: $(SRC) $(HDR)
 	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(GRAY_LIBS)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) $(GRAY_SO_LDFLAGS) -o $@ $(SRC) $(GRAY_LIBS)
 
 # ---- tests -----------------------------------------------------------------
 

@@ -56,6 +56,7 @@ local now = harness.now
 local pick = harness.pick
 
 describe("gray-admin", function()
+    after_each(harness.no_error_log)
     local mc, mc2, nginx
 
     -- Runs gray-admin against mc (or opts.servers) with the argument text;

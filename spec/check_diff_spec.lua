@@ -152,6 +152,7 @@ local function config(r)
 end
 
 describe("gray-admin check agrees with the router", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()

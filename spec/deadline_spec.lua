@@ -123,6 +123,7 @@ local function alive(pid)
 end
 
 describe("one deadline per memcached lookup", function()
+    after_each(harness.no_error_log)
     local nginx
     local fake = {}
 

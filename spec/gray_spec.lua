@@ -84,6 +84,7 @@ local SERVERS = [[
 local LATENCY_BOUND = 0.5
 
 describe("gray router in nginx", function()
+    after_each(harness.no_error_log)
     local mc, hung, nginx, down_port
 
     setup(function()
@@ -520,6 +521,7 @@ describe("gray router in nginx", function()
 end)
 
 describe("log variables", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()

@@ -47,6 +47,7 @@ local SERVERS = [[
 ]]
 
 describe("the harness's HTTP client", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()
@@ -148,6 +149,7 @@ describe("the harness's HTTP client", function()
 end)
 
 describe("the harness's error-log marks", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()

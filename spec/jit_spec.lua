@@ -78,6 +78,7 @@ local function aborts_in_library(log)
 end
 
 describe("jit.off in the library", function()
+    after_each(harness.no_error_log)
     it("is on timer-only functions alone, each found in its file", function()
         local unexpected, found = jit_off_functions()
         assert.same({}, unexpected)
@@ -94,6 +95,7 @@ describe("jit.off in the library", function()
 end)
 
 describe("the hot path under LuaJIT", function()
+    after_each(harness.no_error_log)
     local mc, nginx, log_path
 
     setup(function()
@@ -189,6 +191,7 @@ end)
 -- that their traces do not mix with the paths above: a tester's address, an
 -- override token, and a signed cookie, each path compiled once warm.
 describe("the trust paths under LuaJIT", function()
+    after_each(harness.no_error_log)
     local SECRET = "0123456789abcdef0123456789abcdef"
     local mc, nginx, log_path, force_token, cookie
 
@@ -257,6 +260,7 @@ describe("the trust paths under LuaJIT", function()
 end)
 
 describe("the drop-in beside run()'s settings, taking turns", function()
+    after_each(harness.no_error_log)
     local mc, nginx, log_path
 
     setup(function()
@@ -325,6 +329,7 @@ end)
 -- three (the address and two ids) in one multi-get. No trace may abort in
 -- the library's files once warm.
 describe("the miss path under LuaJIT", function()
+    after_each(harness.no_error_log)
     local mc, nginx, log_path
 
     setup(function()

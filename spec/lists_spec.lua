@@ -90,6 +90,7 @@ local function all_workers(nginx, id, want, seconds)
 end
 
 describe("lists as node-wide images (4 workers)", function()
+    after_each(harness.no_error_log)
     local mc, nginx
     setup(function()
         mc = harness.memcached({ verbose = true })
@@ -229,6 +230,7 @@ describe("lists as node-wide images (4 workers)", function()
 end)
 
 describe("lists without the meta protocol (a memcached < 1.6)", function()
+    after_each(harness.no_error_log)
     local fake, nginx
     setup(function()
         fake = harness.fake_memcached({ mode = "valid", keys = { "gray:list:dev" },
@@ -249,6 +251,7 @@ describe("lists without the meta protocol (a memcached < 1.6)", function()
 end)
 
 describe("lists without an image directory", function()
+    after_each(harness.no_error_log)
     local mc, nginx
     setup(function()
         mc = harness.memcached()

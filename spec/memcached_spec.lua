@@ -15,6 +15,7 @@ local SERVERS = [[
 ]]
 
 describe("gray.memcached", function()
+    after_each(harness.no_error_log)
     local mc, mc2, nginx, down_port
 
     setup(function()

@@ -54,6 +54,7 @@ end
 local PER_CLIENT_MAX = 700
 
 describe("memory per router", function()
+    after_each(harness.no_error_log)
     local nginx
     local fake = {}
 

@@ -108,6 +108,7 @@ local function total(text, name)
 end
 
 describe("gray.outcome", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -244,6 +245,7 @@ describe("gray.outcome", function()
 end)
 
 describe("gray.outcome without the metrics dict", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -271,6 +273,7 @@ describe("gray.outcome without the metrics dict", function()
 end)
 
 describe("gray.outcome over a reload, from a log_by_lua_block", function()
+    after_each(harness.no_error_log)
     local mc, nginx
     local N = 300
 

@@ -141,6 +141,7 @@ local function count(text, pattern)
 end
 
 describe("targeting through nginx and memcached", function()
+    after_each(harness.no_error_log)
     local mc, mcl, mcq, nginx
 
     setup(function()

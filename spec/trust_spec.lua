@@ -77,6 +77,7 @@ local SERVERS = [[
 local SECRET = "0123456789abcdef0123456789abcdef"   -- 32 bytes
 
 describe("who can steer the decision", function()
+    after_each(harness.no_error_log)
     local mc, nginx, secret_path
 
     setup(function()

@@ -867,6 +867,9 @@ end
 local Nginx = {}
 Nginx.__index = Nginx
 
+-- the nginx servers started and not yet stopped, for no_error_log
+local running = setmetatable({}, { __mode = "k" })
+
 local function module_dir()
     for _, dir in ipairs({ "/usr/lib/nginx/modules", "/usr/share/nginx/modules" }) do
         if read_file(dir .. "/ngx_http_lua_module.so") then
@@ -950,6 +953,7 @@ function _M.try_nginx(opts)
         return nil, "nginx did not start: " .. out .. "\n" .. conf
     end
     wait_for(function() return port_in_use(self.port) end, 5, "nginx on " .. self.port)
+    running[self] = true
     return self
 end
 
@@ -965,6 +969,7 @@ function Nginx:start_foreground(opts, conf)
         return nil, "nginx did not start: " .. (read_file(self.dir .. "/stdout.log") or "")
                     .. self:error_log() .. "\n" .. conf
     end
+    running[self] = true
     return self
 end
 
@@ -1002,6 +1007,27 @@ function Nginx:bad_new_log_lines()
     return _M.bad_log_lines(self:new_log_lines())
 end
 
+--- Test::Nginx's no_error_log for every spec: fails (naming the server
+-- and the lines) when any nginx still running wrote a bad line
+-- (harness.bad_log_lines) since the last look; each test is checked for its
+-- own lines, whatever the order. In each describe that starts nginx:
+--   after_each(harness.no_error_log)
+-- A test that expects such a line reads it with nginx:new_log_lines().
+-- A server started and stopped inside one test is that test's to check.
+function _M.no_error_log()
+    local found = {}
+    for nginx in pairs(running) do
+        for _, line in ipairs(nginx:bad_new_log_lines()) do
+            found[#found + 1] = "nginx on " .. nginx.port .. ": " .. line
+        end
+    end
+    if #found > 0 then
+        table.sort(found)
+        error("error.log: " .. #found .. " bad line(s) from this test:\n"
+              .. table.concat(found, "\n"), 2)
+    end
+end
+
 --- The master's child processes (its workers; over a reload, the old ones
 -- too until they exit), from /proc: no process started.
 function Nginx:worker_pids()
@@ -1034,6 +1060,7 @@ function Nginx:reload()
 end
 
 function Nginx:stop()
+    running[self] = nil
     local pid = self:pid()
     if pid then
         C.gray_harness_kill(pid, SIGQUIT)       -- as nginx -s quit, without a process
