@@ -140,13 +140,6 @@ describe("one deadline per memcached lookup", function()
         if nginx then nginx:stop() end
     end)
 
-    -- each test's own error-log lines (the last test reads the whole log)
-    after_each(function()
-        if nginx then
-            assert.same({}, nginx:bad_new_log_lines())
-        end
-    end)
-
     -- Runs code in the worker (harness.eval_fake: $NAME is the port of the
     -- fake server NAME); returns what it returned.
     local function eval(code)

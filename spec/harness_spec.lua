@@ -171,4 +171,20 @@ describe("the harness's error-log marks", function()
         -- read once: the next call starts after it
         assert.same({}, nginx:bad_new_log_lines())
     end)
+
+    it("no_error_log fails on a running server's new bad line, naming it, then starts after it",
+       function()
+        harness.no_error_log()
+        assert.equal("ok\n", nginx:get("/alert").body)
+        local ok, err = pcall(harness.no_error_log)
+        assert.is_false(ok)
+        assert.truthy(err:find("nginx on " .. nginx.port .. ": ", 1, true), err)
+        assert.truthy(err:find("[alert]", 1, true) and err:find("spec alert", 1, true), err)
+        harness.no_error_log()
+        -- a stopped server is no longer looked at
+        local other = harness.nginx({ servers = SERVERS })
+        assert.equal("ok\n", other:get("/alert").body)
+        other:stop()
+        harness.no_error_log()
+    end)
 end)

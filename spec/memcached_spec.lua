@@ -32,13 +32,6 @@ describe("gray.memcached", function()
         if mc2 then mc2:destroy() end
     end)
 
-    -- each test's own error-log lines (the last test reads the whole log)
-    after_each(function()
-        if nginx then
-            assert.same({}, nginx:bad_new_log_lines())
-        end
-    end)
-
     -- runs code in the worker with `memcached` required and $MC, $MC2,
     -- $DOWN, $GARBAGE replaced by ports
     local function eval(code)

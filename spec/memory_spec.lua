@@ -70,13 +70,6 @@ describe("memory per router", function()
         if nginx then nginx:stop() end
     end)
 
-    -- each test's own error-log lines (the last test reads the whole log)
-    after_each(function()
-        if nginx then
-            assert.same({}, nginx:bad_new_log_lines())
-        end
-    end)
-
     -- Runs code in the worker (harness.eval_fake: $NAME is the port of the
     -- fake server NAME; heap() and ip(i) at hand).
     local function eval(code)

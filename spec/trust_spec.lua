@@ -100,13 +100,6 @@ describe("who can steer the decision", function()
         if mc then mc:destroy() end
     end)
 
-    -- each test's own error-log lines (the last test reads the whole log)
-    after_each(function()
-        if nginx then
-            assert.same({}, nginx:bad_new_log_lines())
-        end
-    end)
-
     -- status, body (without the newline), X-Gray-Debug
     local function request(path, headers, from)
         local res = nginx:get(path, { headers = headers, interface = from,
