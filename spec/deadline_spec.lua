@@ -128,16 +128,11 @@ describe("one deadline per memcached lookup", function()
     local fake = {}
 
     setup(function()
-        fake = harness.fake_memcacheds(FAKES)
-        nginx = harness.nginx({ servers = harness.fake_ports(SERVERS, fake) })
+        nginx, fake = harness.nginx_with_fakes(FAKES, SERVERS)
     end)
 
     teardown(function()
-        -- the fake servers first: a worker still reading from one is freed
-        for _, f in pairs(fake) do
-            f:destroy()
-        end
-        if nginx then nginx:stop() end
+        harness.stop_with_fakes(nginx, fake)
     end)
 
     -- Runs code in the worker (harness.eval_fake: $NAME is the port of the

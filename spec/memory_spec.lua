@@ -59,15 +59,11 @@ describe("memory per router", function()
     local fake = {}
 
     setup(function()
-        fake = harness.fake_memcacheds(FAKES)
-        nginx = harness.nginx({ servers = harness.fake_ports(SERVERS, fake) })
+        nginx, fake = harness.nginx_with_fakes(FAKES, SERVERS)
     end)
 
     teardown(function()
-        for _, f in pairs(fake) do
-            f:destroy()
-        end
-        if nginx then nginx:stop() end
+        harness.stop_with_fakes(nginx, fake)
     end)
 
     -- Runs code in the worker (harness.eval_fake: $NAME is the port of the

@@ -643,6 +643,31 @@ function _M.eval_fake(nginx, fakes, code)
     return (nginx:eval(EVAL_PRELUDE .. _M.fake_ports(code, fakes)):gsub("\n$", ""))
 end
 
+--- fake_memcacheds(fakes), then an nginx of `servers` with their ports
+-- ($NAME, fake_ports); returns the nginx and the fakes. Stop both with
+-- stop_with_fakes.
+function _M.nginx_with_fakes(fakes, servers, opts)
+    local fake = _M.fake_memcacheds(fakes)
+    local ok, nginx = pcall(_M.nginx, setmetatable({ servers = _M.fake_ports(servers, fake) },
+                                                  { __index = opts }))
+    if not ok then
+        for _, f in pairs(fake) do
+            f:destroy()
+        end
+        error(nginx, 0)
+    end
+    return nginx, fake
+end
+
+--- Stops what nginx_with_fakes started: the fake servers first, so that a
+-- worker still reading from one is freed.
+function _M.stop_with_fakes(nginx, fake)
+    for _, f in pairs(fake or {}) do
+        f:destroy()
+    end
+    if nginx then nginx:stop() end
+end
+
 -- HTTP/1.1 client -----------------------------------------------------------
 --
 -- A small blocking client over the sockets above, so that a spec sends many
