@@ -68,7 +68,8 @@ local POLLIN, POLLOUT = 1, 4
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
 local MSG_NOSIGNAL = 0x4000
 local CLOCK_MONOTONIC = 1
-local SIGHUP, SIGQUIT = 1, 3       -- Linux
+local SIGNALS = { HUP = 1, QUIT = 3, KILL = 9, TERM = 15, CONT = 18, STOP = 19 }  -- Linux
+local SIGHUP, SIGQUIT = SIGNALS.HUP, SIGNALS.QUIT
 
 local ts = ffi.new("gray_harness_timespec_t")
 local pfd = ffi.new("gray_harness_pollfd_t[1]")
@@ -485,8 +486,9 @@ function Memcached:get(key)
     return reply:match("^VALUE %S+ %d+ %d+\r\n(.-)\r\nEND") or false
 end
 
+--- Sends a signal ("STOP", "CONT", ...) through kill(): no process started.
 function Memcached:signal(sig)
-    sh("kill -" .. sig .. " " .. self.pid)
+    assert(C.gray_harness_kill(self.pid, (assert(SIGNALS[sig], sig))) == 0, errstr("kill"))
 end
 
 -- KILL, not TERM: memcached acts on a TERM only at its next once-a-second
@@ -494,7 +496,7 @@ end
 -- a clean exit would save. KILL also ends a process stopped with STOP.
 function Memcached:stop()
     if self.pid then
-        sh("kill -KILL " .. self.pid)
+        C.gray_harness_kill(self.pid, SIGNALS.KILL)
         local pid = self.pid
         self.pid = nil
         wait_for(function() return not process_alive(pid) end, 5, "memcached to exit")
@@ -577,7 +579,7 @@ function FakeMemcached:stop()
     if self.pid then
         local pid = self.pid
         self.pid = nil
-        sh("kill " .. pid)
+        C.gray_harness_kill(pid, SIGNALS.TERM)
         wait_for(function() return not process_alive(pid) end, 5, "fake-mc to exit")
     end
 end
