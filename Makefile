@@ -63,9 +63,15 @@ REPLAY_ITERATIONS_LONG ?= 200000
 
 all: build/libgray.so build/gray-admin
 
-build/libgray.so: $(SRC) $(HDR)
-	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) $(GRAY_SO_LDFLAGS) -o $@ $(SRC) $(GRAY_LIBS)
+# one object per source file, compiled side by side under -j, shared by
+# libgray.so and gray-admin (GRAY_CFLAGS has -fPIC)
+OBJ := $(SRC:csrc/%.c=build/obj/%.o)
+build/obj/%.o: csrc/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -c -o $@ $<
+
+build/libgray.so: $(OBJ)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) $(GRAY_SO_LDFLAGS) -o $@ $(OBJ) $(GRAY_LIBS)
 
 # ---- tests -----------------------------------------------------------------
 
@@ -132,9 +138,10 @@ spec-other-c: $(SPEC_SERVERS)
 
 # the operators' CLI, on libmemcached (Debian's libmemcached-dev) and the C core
 CLI_SRC := $(wildcard csrc/cli/*.c)
-build/gray-admin: $(CLI_SRC) csrc/cli/cli.h $(SRC) $(HDR)
-	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
+CLI_OBJ := $(CLI_SRC:csrc/%.c=build/obj/%.o)
+$(CLI_OBJ): csrc/cli/cli.h
+build/gray-admin: $(CLI_OBJ) $(OBJ)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_OBJ) $(OBJ) -lmemcached $(GRAY_LIBS)
 
 # a scriptable hostile memcached for the deadline and memory specs
 build/fake-mc: csrc/test/fake_mc.c
