@@ -173,15 +173,6 @@ describe("one deadline per memcached lookup", function()
         return out
     end
 
-    local function worker_pids()
-        local pids = {}
-        local out = harness.sh("ps -o pid= --ppid " .. nginx:pid())
-        for pid in out:gmatch("%d+") do
-            pids[#pids + 1] = tonumber(pid)
-        end
-        return pids
-    end
-
     it("control: a well-behaved server answers within the deadline", function()
         local res = get("/valid/", "10.9.9.9")
         assert.equal(200, res.status)
@@ -383,7 +374,7 @@ describe("one deadline per memcached lookup", function()
         end)
 
         it("nginx -s reload while the server trickles: the old worker exits after the deadline", function()
-            local old = worker_pids()
+            local old = nginx:worker_pids()
             assert.is_true(#old >= 1)
             local gets0 = fake.DATA_SLOW:count("get")
             -- one request surely in flight at the reload (a 1 s deadline on
