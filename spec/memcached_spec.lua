@@ -174,6 +174,8 @@ describe("gray.memcached", function()
         end)
     end)
 
+    -- where placement, not time, is the subject, lookups get 2 s (the 50 ms
+    -- default timed out on a machine at load 20)
     describe("several servers", function()
         it("reads each key from the server libmemcached's default placement picks", function()
             -- put each key only on the server gray.ffi.server_index names
@@ -189,7 +191,7 @@ describe("gray.memcached", function()
             end
             local out = eval([[
                 local client = assert(memcached.new({ servers = "127.0.0.1:$MC, 127.0.0.1:$MC2",
-                                                      distribution = "modula" }))
+                                                      distribution = "modula", timeout = 2000 }))
                 local t = {}
                 for i = 1, 20 do
                     t[i] = tostring(client:get("placed:" .. i))
@@ -228,7 +230,8 @@ describe("gray.memcached", function()
                 local suffix = mode == "ketama" and "" or "/?3"
                 local out = eval([[
                     local client = assert(memcached.new({ distribution = "]] .. mode .. [[",
-                        servers = "127.0.0.1:$MC]] .. suffix .. [[, 127.0.0.1:$MC2" }))
+                        servers = "127.0.0.1:$MC]] .. suffix .. [[, 127.0.0.1:$MC2",
+                        timeout = 2000 }))
                     local t = {}
                     for i = 1, ]] .. KEYS .. [[ do
                         t[i] = tostring(client:get("]] .. mode .. [[:" .. i))
@@ -699,7 +702,7 @@ describe("gray.memcached", function()
             mc:set_many({ ["mm:a"] = "1", ["mm:b"] = "", ["mm:c"] = "x y\r\nMN" })
             local offset = #mc:log()
             local out = eval([[
-                local client = assert(memcached.new({ servers = "127.0.0.1:$MC" }))
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC", timeout = 2000 }))
                 local keys = { "mm:a", "mm:missing", "mm:b", "mm:c" }
                 local function dump(t)
                     local ks, o = {}, {}
