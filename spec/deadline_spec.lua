@@ -148,28 +148,17 @@ describe("one deadline per memcached lookup", function()
         return res
     end
 
-    -- Starts curl requests at once (one shell, each in the background) and
-    -- waits for them; returns { status, time, body } in order.
+    -- Sends the requests at once (harness: a connection each, no process)
+    -- and waits for them; returns { status, time, body } in order.
     local function parallel(reqs, max_time)
-        local dir = harness.tmpdir()
-        local lines = {}
+        local list = {}
         for i, r in ipairs(reqs) do
-            lines[#lines + 1] = "curl -s -g --max-time " .. (max_time or 3)
-                .. " -o " .. dir .. "/" .. i .. ".body -w '%{http_code} %{time_total}'"
-                .. " -H " .. harness.quote("X-Real-IP: " .. r.ip)
-                .. " http://127.0.0.1:" .. nginx.port .. r.path
-                .. " >" .. dir .. "/" .. i .. ".out 2>&1 &"
+            list[i] = { r.path, headers = { ["X-Real-IP"] = r.ip } }
         end
-        lines[#lines + 1] = "wait"
-        harness.sh(table.concat(lines, "\n"))
-        local out = {}
-        for i in ipairs(reqs) do
-            local text = harness.read_file(dir .. "/" .. i .. ".out") or ""
-            local status, time = text:match("(%d+) ([%d.]+)")
-            out[i] = { status = tonumber(status), time = tonumber(time),
-                       body = (harness.read_file(dir .. "/" .. i .. ".body") or ""):gsub("\n$", "") }
+        local out = nginx:parallel(list, { max_time = max_time or 3 })
+        for _, r in ipairs(out) do
+            r.body = r.body:gsub("\n$", "")
         end
-        harness.sh("rm -rf " .. harness.quote(dir))
         return out
     end
 

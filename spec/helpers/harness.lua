@@ -1202,28 +1202,76 @@ function Nginx:batch(path, n, headers)
     return status_counts(statuses)
 end
 
---- As batch, but the n requests at once, each on its own connection: all
--- are sent before any answer is read, so a server that takes a while per
--- answer (ngx.sleep) serves them side by side. One deadline for all,
--- opts.max_time (default 10 s) from now.
-function Nginx:concurrent(path, n, headers, opts)
+--- Requests at once, each on its own connection: all are sent before any
+-- answer is read, so the server works on them side by side (curl's
+-- --parallel, or a shell of curls in the background, without a process
+-- each). reqs: a list of { path, headers = { name = value } }; returns a
+-- list of { status = , body = , headers = , time = seconds from the
+-- connect to the answer }, in order (status 0 and err = "..." without an
+-- answer). One deadline for all: opts.max_time (default 10 s) from now.
+function Nginx:parallel(reqs, opts)
     local deadline = now() + (opts and opts.max_time or 10)
-    local text = request_text("127.0.0.1", self.port, path, { headers = header_table(headers) })
-    local conns, statuses = {}, {}
-    for i = 1, n do
-        local fd = tcp_connect("127.0.0.1", self.port, deadline)
-        if fd and send_all(fd, text, deadline) then
-            conns[i] = { fd = fd }
-        elseif fd then
-            tcp_close(fd)
+    local conns, res, waiting = {}, {}, 0
+    for i, r in ipairs(reqs) do
+        local t0 = now()
+        local fd, err = tcp_connect("127.0.0.1", self.port, deadline)
+        if fd then
+            local text = request_text("127.0.0.1", self.port, r[1], { headers = r.headers })
+            local ok
+            ok, err = send_all(fd, text, deadline)
+            if ok then
+                conns[i], waiting = { fd = fd, t0 = t0 }, waiting + 1
+            else
+                tcp_close(fd)
+            end
+        end
+        res[i] = { status = 0, body = "", headers = {}, err = err or "timeout" }
+    end
+    local pfds, at = ffi.new("gray_harness_pollfd_t[?]", math.max(waiting, 1)), {}
+    while waiting > 0 do
+        local ms = math.ceil((deadline - now()) * 1000)
+        if ms <= 0 then
+            break
+        end
+        local n = 0
+        for i, conn in pairs(conns) do
+            pfds[n].fd, pfds[n].events, pfds[n].revents = conn.fd, POLLIN, 0
+            at[n] = i
+            n = n + 1
+        end
+        local got = C.gray_harness_poll(pfds, n, ms)
+        if got < 0 and ffi.errno() ~= EINTR then
+            error(errstr("poll"))
+        end
+        for k = 0, n - 1 do
+            if pfds[k].revents ~= 0 then
+                local i = at[k]
+                local conn = conns[i]
+                local status, headers, body = read_response(conn, deadline, "GET")
+                res[i] = status and { status = status, headers = headers, body = body }
+                         or { status = 0, body = "", headers = {}, err = headers }
+                res[i].time = now() - conn.t0
+                tcp_close(conn.fd)
+                conns[i], waiting = nil, waiting - 1
+            end
         end
     end
+    for i, conn in pairs(conns) do
+        res[i].time = now() - conn.t0
+        tcp_close(conn.fd)
+    end
+    return res
+end
+
+--- As batch, but the n requests at once (Nginx:parallel), each on its own
+-- connection; opts.max_time: one deadline for all (default 10 s).
+function Nginx:concurrent(path, n, headers, opts)
+    local h, reqs, statuses = header_table(headers), {}, {}
     for i = 1, n do
-        statuses[i] = 0
-        if conns[i] then
-            statuses[i] = read_response(conns[i], deadline, "GET") or 0
-            tcp_close(conns[i].fd)
-        end
+        reqs[i] = { path, headers = h }
+    end
+    for i, r in ipairs(self:parallel(reqs, opts)) do
+        statuses[i] = r.status
     end
     return status_counts(statuses)
 end
