@@ -138,6 +138,18 @@ describe("the harness's HTTP client", function()
         assert.equal("2 200", nginx:concurrent("/headers", 2, { "X-A: v" }))
     end)
 
+    it("runs requests in parallel: answers in order, each timed as it came", function()
+        local res = nginx:parallel({ { "/slow" }, { "/len" },
+                                     { "/headers", headers = { ["X-A"] = "p" } } })
+        assert.same({ 200, 200, 200 }, { res[1].status, res[2].status, res[3].status })
+        assert.equal("late\n", res[1].body)
+        assert.equal("abc", res[2].body)
+        assert.truthy(res[3].body:find("^p none "), res[3].body)
+        -- read as they answer: /len is not held up behind /slow
+        assert.truthy(res[1].time >= 0.9, res[1].time)
+        assert.truthy(res[2].time < 0.5 and res[3].time < 0.5, res[2].time .. " " .. res[3].time)
+    end)
+
     it("runs a sequence in order, on one connection", function()
         local res = nginx:sequence({ { "/len" }, { "/conn" },
                                      { "/headers", headers = { ["X-A"] = "s" } } })
