@@ -12,19 +12,26 @@ local SERVERS = [[
     large_client_header_buffers 4 256k;     # room for a 10,000-element XFF
     set $gray_memcached 127.0.0.1:$MC;
 
+    # where routing, not time, is the subject: 2 s lookups, so that a loaded
+    # machine does not turn one into a store-error (/down/, /hung/ and
+    # /garbage/ keep the default)
     location / {
+        set $gray_timeout 2000;
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
     location /nocache/ {
+        set $gray_timeout 2000;
         set $gray_cache_ttl 0;
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
     location /strict/ {
+        set $gray_timeout 2000;
         set $gray_cache_ttl 0;
         set $gray_trusted "127.0.0.1";
         content_by_lua_file $REPO/lua/gray/dep.lua;
     }
     location /custom/ {
+        set $gray_timeout 2000;
         set $gray_cache_ttl 0;
         set $gray_stable "@alt";
         set $gray_target "@alt_test";
