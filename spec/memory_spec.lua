@@ -172,9 +172,9 @@ describe("memory per router", function()
             return ok
         end
 
-        -- the worker's Lua heap after two full collections, read twice: the
-        -- first read can still hold what the request before it left (its
-        -- coroutine is freed after it ends), which made a growth negative
+        -- the worker's Lua heap after two full collections, read twice, so
+        -- that what the request before it left (its coroutine goes after it
+        -- ends) is gone first: one growth came out negative at load 20
         local function heap()
             local code = "collectgarbage('collect') collectgarbage('collect')"
                          .. " return collectgarbage('count') * 1024"
