@@ -16,7 +16,8 @@
 #   make deps       as root: the Debian packages to build and run it
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
 #   make rock-check luarocks make into a scratch tree, then nginx runs from it
-#   make fuzz       libFuzzer on each C parser in turn (FUZZ_SECONDS each), a table
+#   make fuzz       the long ASan replay, then libFuzzer on each C parser in turn
+#                   (FUZZ_SECONDS each), a table
 #   make soak       the router under load while memcached fails (SOAK_SECONDS)
 
 PREFIX      ?= /usr/local
@@ -43,21 +44,35 @@ SRC := csrc/error.c csrc/ip.c csrc/ipset.c csrc/rangelist.c csrc/xff.c csrc/mc.c
 # libcrypto (OpenSSL): HMAC-SHA256 for signed tokens (csrc/token.c); the
 # list images compile in a thread (csrc/imagejob.c)
 GRAY_LIBS := -lcrypto -lpthread
+# never unmapped (dlclose) while the process lives: a list image's compile
+# thread may still run in it when a worker exits and closes its Lua VM,
+# which unloads what ffi.load loaded (a worker stopped by a reload mid-compile
+# died on SIGSEGV at its exit)
+GRAY_SO_LDFLAGS := -Wl,-z,nodelete
 HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
 
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 FUZZ_SECONDS ?= 60
-REPLAY_ITERATIONS ?= 100000
+# seeded mutations per fuzz target: make test's replay, and make fuzz's
+# longer one (see asan below)
+REPLAY_ITERATIONS ?= 20000
+REPLAY_ITERATIONS_LONG ?= 200000
 
 .PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
         microbench fuzz soak clean
 
 all: build/libgray.so build/gray-admin
 
-build/libgray.so: $(SRC) $(HDR)
-	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(GRAY_LIBS)
+# one object per source file, compiled side by side under -j, shared by
+# libgray.so and gray-admin (GRAY_CFLAGS has -fPIC)
+OBJ := $(SRC:csrc/%.c=build/obj/%.o)
+build/obj/%.o: csrc/%.c $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -c -o $@ $<
+
+build/libgray.so: $(OBJ)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) $(GRAY_SO_LDFLAGS) -o $@ $(OBJ) $(GRAY_LIBS)
 
 # ---- tests -----------------------------------------------------------------
 
@@ -71,48 +86,63 @@ deps-rock:
 deps-test:
 	@sh tools/deps.sh build test
 
-# Builds on both cores; then, side by side, the checks that do not time
-# anything (lint, the ASan replay, the rock) and the unit specs (no
-# server); then the specs with servers, in their two lanes.
+# One make graph on both cores: each lane starts as soon as what it needs
+# is built (the specs need libgray.so, gray-admin and fake-mc; the replay
+# its own ASan build), so the specs wait on their servers while the
+# compiler, lint and the replay use the CPU. spec-timed (the specs that
+# assert on latencies) runs at normal priority; everything else under
+# nice 10, so that it yields the CPU to spec-timed's 50 ms deadlines.
+TEST_LANES := spec-timed spec-other-a spec-other-b spec-other-c spec-unit asan lint rock-check
 test: deps-test
-	$(MAKE) -j2 all build/fake-mc build/replay-asan
-	$(MAKE) -j2 --output-sync=target lint asan rock-check spec-unit
-	$(MAKE) -j2 --output-sync=target spec-timed spec-other
+	$(MAKE) -j$(words $(TEST_LANES)) --output-sync=target $(TEST_LANES)
 
 # The specs in busted processes side by side. spec-unit: the specs that
 # start no server. spec-timed: those that assert on latencies (deadlines,
-# timeouts, a refusal's time), at normal priority. spec-other: the rest
-# (imports, generated cases, differential checks: CPU, no tight latency
-# asserted), under nice 10, so that it yields the CPU to spec-timed (on a
-# machine busy with other work it then takes longer, but the 50 ms
-# deadlines of spec-timed keep their room). A new
-# spec file goes in spec-other unless listed here. Each spec takes its own
-# free ports.
+# timeouts, a refusal's time). spec-other-a/-b/-c: the rest (imports,
+# generated cases, differential checks: CPU, no tight latency asserted),
+# in three lanes of about 30 s each on an idle machine (busted's wall time
+# per file, tools/spec_times.lua). A new spec file goes in spec-other-c
+# unless listed here. Each spec takes its own free ports.
 SPEC_UNIT := cache dist ffi hash ip mc rangeset token xff
 SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust
+SPEC_OTHER_A := lists outcome realip miss vars
+SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc
 SPEC_UNIT_FILES := $(SPEC_UNIT:%=spec/%_spec.lua)
 SPEC_TIMED_FILES := $(SPEC_TIMED:%=spec/%_spec.lua)
-SPEC_OTHER_FILES := $(filter-out $(SPEC_UNIT_FILES) $(SPEC_TIMED_FILES),\
-                      $(sort $(wildcard spec/*_spec.lua)))
+SPEC_OTHER_A_FILES := $(SPEC_OTHER_A:%=spec/%_spec.lua)
+SPEC_OTHER_B_FILES := $(SPEC_OTHER_B:%=spec/%_spec.lua)
+SPEC_OTHER_C_FILES := $(filter-out $(SPEC_UNIT_FILES) $(SPEC_TIMED_FILES) $(SPEC_OTHER_A_FILES) \
+                        $(SPEC_OTHER_B_FILES),$(sort $(wildcard spec/*_spec.lua)))
+SPEC_SERVERS := build/libgray.so build/fake-mc build/gray-admin
+NICE := nice -n 10
 
-.PHONY: spec-unit spec-timed spec-other
-spec: build/libgray.so build/fake-mc build/gray-admin
-	$(MAKE) -j2 --output-sync=target spec-timed spec-other spec-unit
+.PHONY: spec-unit spec-timed spec-other spec-other-a spec-other-b spec-other-c
+spec:
+	$(MAKE) -j5 --output-sync=target spec-timed spec-other-a spec-other-b spec-other-c spec-unit
 
 spec-unit: build/libgray.so build/gray-admin
-	$(BUSTED) --lua=$(LUAJIT) $(SPEC_UNIT_FILES)
+	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_UNIT_FILES)
 
-spec-timed: build/libgray.so build/fake-mc build/gray-admin
+spec-timed: $(SPEC_SERVERS)
 	$(BUSTED) --lua=$(LUAJIT) $(SPEC_TIMED_FILES)
 
-spec-other: build/libgray.so build/fake-mc build/gray-admin
-	nice -n 10 $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_FILES)
+spec-other: spec-other-a spec-other-b spec-other-c
+
+spec-other-a: $(SPEC_SERVERS)
+	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_A_FILES)
+
+spec-other-b: $(SPEC_SERVERS)
+	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_B_FILES)
+
+spec-other-c: $(SPEC_SERVERS)
+	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_C_FILES)
 
 # the operators' CLI, on libmemcached (Debian's libmemcached-dev) and the C core
 CLI_SRC := $(wildcard csrc/cli/*.c)
-build/gray-admin: $(CLI_SRC) csrc/cli/cli.h $(SRC) $(HDR)
-	@mkdir -p build
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
+CLI_OBJ := $(CLI_SRC:csrc/%.c=build/obj/%.o)
+$(CLI_OBJ): csrc/cli/cli.h
+build/gray-admin: $(CLI_OBJ) $(OBJ)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_OBJ) $(OBJ) -lmemcached $(GRAY_LIBS)
 
 # a scriptable hostile memcached for the deadline and memory specs
 build/fake-mc: csrc/test/fake_mc.c
@@ -120,37 +150,43 @@ build/fake-mc: csrc/test/fake_mc.c
 	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ csrc/test/fake_mc.c
 
 lint:
-	luacheck --std ngx_lua --codes lua spec bench tools
+	$(NICE) luacheck --std ngx_lua --codes lua spec bench tools
 
 # The C parsers under AddressSanitizer + UndefinedBehaviorSanitizer: every
 # fuzz target (csrc/test/fuzz_target.c's table, gray-admin's parsers in
 # fuzz_cli.c) over its corpus csrc/test/corpus/<target>: each file, every
-# prefix, and REPLAY_ITERATIONS seeded mutations per target, shared by its
-# files (the cost stays put as a corpus grows). This is make
-# test's fuzz smoke: gcc only (no clang), deterministic. One level of
-# quicksort, then heapsort, so that both of the range set's sorts run.
+# prefix, and REPLAY_ITERATIONS (20,000) seeded mutations per target, shared
+# by its files (the cost stays put as a corpus grows). This is make test's
+# fuzz smoke: gcc only (no clang), deterministic, about 4 s of CPU; make
+# fuzz first replays REPLAY_ITERATIONS_LONG (200,000) per target, then runs
+# libFuzzer. One level of quicksort, then heapsort, so that both of the
+# range set's sorts run.
 FUZZ_SRC := csrc/test/fuzz_target.c csrc/test/fuzz_cli.c $(filter-out csrc/cli/main.c,$(CLI_SRC))
 FUZZ_HDR := csrc/test/fuzz.h csrc/cli/cli.h $(HDR)
 FUZZ_CORPUS := $(wildcard csrc/test/corpus/*/*)
 build/replay-asan: csrc/test/replay.c csrc/test/image_files.c $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
 	@mkdir -p build
-	$(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
+	$(NICE) $(CC) -O1 -g $(GRAY_CFLAGS) $(SANITIZE) -DGRAY_SORT_LEVELS=1 -o $@ csrc/test/replay.c \
 	    csrc/test/image_files.c $(FUZZ_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
 
 # The replay is deterministic (fixed seeds, a fixed generator): it runs
 # again only when the binary, the corpus or REPLAY_ITERATIONS changes (the stamp).
 ASAN_STAMP := build/asan-$(REPLAY_ITERATIONS).ok
+.PHONY: asan-long
 asan: $(ASAN_STAMP)
+asan-long:
+	@$(MAKE) --no-print-directory asan REPLAY_ITERATIONS=$(REPLAY_ITERATIONS_LONG)
 $(ASAN_STAMP): build/replay-asan $(FUZZ_CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    ./build/replay-asan $(REPLAY_ITERATIONS) csrc/test/corpus
+	    $(NICE) ./build/replay-asan $(REPLAY_ITERATIONS) csrc/test/corpus
 	@touch $@
 
 # The rockspec installs offline into a scratch tree (Debian's lua-resty-lrucache
 # is registered as provided by tools/deps.sh), then LuaJIT and nginx load the
 # modules, libgray.so and the drop-in from that tree alone (tools/rock_check.lua).
+# luarocks runs "make all" here: it goes after ours, never beside it.
 ROCK_TREE := $(CURDIR)/build/rock-tree
-rock-check:
+rock-check: all
 	@sh tools/deps.sh rock
 	@for r in rockspec/*.rockspec; do \
 	    luarocks --lua-version $(LUA_VERSION) lint $$r || { echo "rock-check: $$r"; exit 1; }; done
@@ -228,7 +264,8 @@ bench-lists: build/libgray.so
 	@sh tools/deps.sh build bench
 	LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/lists_load.lua
 
-# libFuzzer (clang) on each fuzz target in turn, FUZZ_SECONDS each, from its
+# The ASan replay with REPLAY_ITERATIONS_LONG mutations per target (gcc),
+# then libFuzzer (clang) on each fuzz target in turn, FUZZ_SECONDS each, from its
 # seed corpus csrc/test/corpus/<target> (new inputs go to build/fuzz-corpus);
 # then a table of executions and findings per target (tools/fuzz.sh), also in
 # build/fuzz-results.txt. FUZZ_TARGETS picks some: make fuzz FUZZ_TARGETS="ip dist"
@@ -239,7 +276,7 @@ build/fuzz: csrc/test/fuzz.h $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
 	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    -DFUZZ_LIBFUZZER -o $@ $(FUZZ_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
 
-fuzz: build/fuzz
+fuzz: build/fuzz asan-long
 	FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/fuzz.sh build/fuzz csrc/test/corpus build $(FUZZ_TARGETS)
 
 # The fault soak (bench/soak.lua): wrk with SOAK_CLIENTS (100,000) distinct

@@ -6,6 +6,7 @@
 local harness = require "helpers.harness"
 
 describe("gray.client", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()

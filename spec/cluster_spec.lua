@@ -235,6 +235,7 @@ local function describe_req(req)
 end
 
 describe("the cluster end to end", function()
+    after_each(harness.no_error_log)
     -- three servers for both groups: each group starts the one the last
     -- killed again and empties them all
     local mcs

@@ -127,27 +127,16 @@ local function alive(pid)
 end
 
 describe("one deadline per memcached lookup", function()
+    after_each(harness.no_error_log)
     local nginx
     local fake = {}
 
     setup(function()
-        fake = harness.fake_memcacheds(FAKES)
-        nginx = harness.nginx({ servers = harness.fake_ports(SERVERS, fake) })
+        nginx, fake = harness.nginx_with_fakes(FAKES, SERVERS)
     end)
 
     teardown(function()
-        -- the fake servers first: a worker still reading from one is freed
-        for _, f in pairs(fake) do
-            f:destroy()
-        end
-        if nginx then nginx:stop() end
-    end)
-
-    -- each test's own error-log lines (the last test reads the whole log)
-    after_each(function()
-        if nginx then
-            assert.same({}, nginx:bad_new_log_lines())
-        end
+        harness.stop_with_fakes(nginx, fake)
     end)
 
     -- Runs code in the worker (harness.eval_fake: $NAME is the port of the
@@ -163,38 +152,18 @@ describe("one deadline per memcached lookup", function()
         return res
     end
 
-    -- Starts curl requests at once (one shell, each in the background) and
-    -- waits for them; returns { status, time, body } in order.
+    -- Sends the requests at once (harness: a connection each, no process)
+    -- and waits for them; returns { status, time, body } in order.
     local function parallel(reqs, max_time)
-        local dir = harness.tmpdir()
-        local lines = {}
+        local list = {}
         for i, r in ipairs(reqs) do
-            lines[#lines + 1] = "curl -s -g --max-time " .. (max_time or 3)
-                .. " -o " .. dir .. "/" .. i .. ".body -w '%{http_code} %{time_total}'"
-                .. " -H " .. harness.quote("X-Real-IP: " .. r.ip)
-                .. " http://127.0.0.1:" .. nginx.port .. r.path
-                .. " >" .. dir .. "/" .. i .. ".out 2>&1 &"
+            list[i] = { r.path, headers = { ["X-Real-IP"] = r.ip } }
         end
-        lines[#lines + 1] = "wait"
-        harness.sh(table.concat(lines, "\n"))
-        local out = {}
-        for i in ipairs(reqs) do
-            local text = harness.read_file(dir .. "/" .. i .. ".out") or ""
-            local status, time = text:match("(%d+) ([%d.]+)")
-            out[i] = { status = tonumber(status), time = tonumber(time),
-                       body = (harness.read_file(dir .. "/" .. i .. ".body") or ""):gsub("\n$", "") }
+        local out = nginx:parallel(list, { max_time = max_time or 3 })
+        for _, r in ipairs(out) do
+            r.body = r.body:gsub("\n$", "")
         end
-        harness.sh("rm -rf " .. harness.quote(dir))
         return out
-    end
-
-    local function worker_pids()
-        local pids = {}
-        local out = harness.sh("ps -o pid= --ppid " .. nginx:pid())
-        for pid in out:gmatch("%d+") do
-            pids[#pids + 1] = tonumber(pid)
-        end
-        return pids
     end
 
     it("control: a well-behaved server answers within the deadline", function()
@@ -398,7 +367,7 @@ describe("one deadline per memcached lookup", function()
         end)
 
         it("nginx -s reload while the server trickles: the old worker exits after the deadline", function()
-            local old = worker_pids()
+            local old = nginx:worker_pids()
             assert.is_true(#old >= 1)
             local gets0 = fake.DATA_SLOW:count("get")
             -- one request surely in flight at the reload (a 1 s deadline on

@@ -18,6 +18,7 @@ local function body_of(nginx, path, headers)
 end
 
 describe("dep.lua configured through nginx variables", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -234,6 +235,7 @@ describe("dep.lua configured through nginx variables", function()
 end)
 
 describe("dep.lua when libgray.so cannot be loaded", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()

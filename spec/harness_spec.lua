@@ -47,6 +47,7 @@ local SERVERS = [[
 ]]
 
 describe("the harness's HTTP client", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()
@@ -119,6 +120,36 @@ describe("the harness's HTTP client", function()
         assert.equal("5 200 2 404", nginx:batch("/every3", 7))
     end)
 
+    it("sends a concurrent batch side by side, one connection each, within its deadline",
+       function()
+        -- /slow takes 1 s: 4 of them one after the other would take 4 s
+        local t0 = harness.now()
+        assert.equal("4 200", nginx:concurrent("/slow", 4))
+        local took = harness.now() - t0
+        assert.truthy(took >= 0.9 and took < 2.5, took)
+        -- each on its own connection: the first request of each (no 404)
+        assert.equal("7 200", nginx:concurrent("/every3", 7))
+        assert.equal("2 200 1 404", nginx:batch("/every3", 3))
+        -- the deadline: no answer counts as 000
+        t0 = harness.now()
+        assert.equal("2 000", nginx:concurrent("/slow", 2, nil, { max_time = 0.3 }))
+        assert.truthy(harness.now() - t0 < 0.8)
+        -- headers go with each request
+        assert.equal("2 200", nginx:concurrent("/headers", 2, { "X-A: v" }))
+    end)
+
+    it("runs requests in parallel: answers in order, each timed as it came", function()
+        local res = nginx:parallel({ { "/slow" }, { "/len" },
+                                     { "/headers", headers = { ["X-A"] = "p" } } })
+        assert.same({ 200, 200, 200 }, { res[1].status, res[2].status, res[3].status })
+        assert.equal("late\n", res[1].body)
+        assert.equal("abc", res[2].body)
+        assert.truthy(res[3].body:find("^p none "), res[3].body)
+        -- read as they answer: /len is not held up behind /slow
+        assert.truthy(res[1].time >= 0.9, res[1].time)
+        assert.truthy(res[2].time < 0.5 and res[3].time < 0.5, res[2].time .. " " .. res[3].time)
+    end)
+
     it("runs a sequence in order, on one connection", function()
         local res = nginx:sequence({ { "/len" }, { "/conn" },
                                      { "/headers", headers = { ["X-A"] = "s" } } })
@@ -130,6 +161,7 @@ describe("the harness's HTTP client", function()
 end)
 
 describe("the harness's error-log marks", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()
@@ -150,5 +182,21 @@ describe("the harness's error-log marks", function()
         assert.truthy(bad[1]:find("spec alert", 1, true), bad[1])
         -- read once: the next call starts after it
         assert.same({}, nginx:bad_new_log_lines())
+    end)
+
+    it("no_error_log fails on a running server's new bad line, naming it, then starts after it",
+       function()
+        harness.no_error_log()
+        assert.equal("ok\n", nginx:get("/alert").body)
+        local ok, err = pcall(harness.no_error_log)
+        assert.is_false(ok)
+        assert.truthy(err:find("nginx on " .. nginx.port .. ": ", 1, true), err)
+        assert.truthy(err:find("[alert]", 1, true) and err:find("spec alert", 1, true), err)
+        harness.no_error_log()
+        -- a stopped server is no longer looked at
+        local other = harness.nginx({ servers = SERVERS })
+        assert.equal("ok\n", other:get("/alert").body)
+        other:stop()
+        harness.no_error_log()
     end)
 end)

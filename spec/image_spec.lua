@@ -966,6 +966,7 @@ end)
 
 describe("a compile inside an nginx worker", function()
     local harness = require "helpers.harness"
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()

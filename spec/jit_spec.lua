@@ -58,11 +58,16 @@ local function jit_off_functions()
 end
 
 -- The trace aborts in the library's files in a jit.v log, but for traces
--- that ran into a timer-only function.
-local function aborts_in_library(log)
-    local aborts = {}
+-- that ran into a timer-only function; and how many of them were a
+-- cosocket's yield during recording, which the miss path lets pass
+-- (allow_yields: those are counted, not listed).
+local function aborts_in_library(log, allow_yields)
+    local aborts, yields = {}, 0
     for line in log:gmatch("[^\n]+") do
-        if line:find("^%[TRACE %-%-%-") then
+        if allow_yields and line:find("error thrown or hook called during recording", 1, true)
+        then
+            yields = yields + 1
+        elseif line:find("^%[TRACE %-%-%-") then
             -- jit.v names where the trace stood when it ran into the
             -- function (often a callee returning into it), not the function
             if not line:find("JIT compilation disabled for function", 1, true) then
@@ -76,10 +81,57 @@ local function aborts_in_library(log)
             end
         end
     end
-    return aborts
+    return aborts, yields
+end
+
+-- A memcached holding values and an nginx whose workers write LuaJIT's
+-- trace log (jit.v) to t.log_path, serving `locations` (with $MC) beside
+-- the stable and gray named locations; opts.http: more http-level lines,
+-- opts.log_level. Stopped by stop_traced(t).
+local function traced_nginx(values, locations, opts)
+    opts = opts or {}
+    local t = { mc = harness.memcached(), dir = harness.tmpdir() }
+    t.mc:set_many(values)
+    t.log_path = t.dir .. "/jit.log"
+    t.nginx = harness.nginx({ memcached_port = t.mc.port, log_level = opts.log_level,
+        http = (opts.http or "") .. [[
+            init_worker_by_lua_block { require("jit.v").start("]] .. t.log_path .. [[") }
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            ]] .. locations .. [[
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    return t
+end
+
+local function stop_traced(t)
+    if t.nginx then t.nginx:stop() end
+    if t.mc then t.mc:destroy() end
+    harness.sh("rm -rf " .. harness.quote(t.dir))
+end
+
+local function trace_log(t)
+    return harness.read_file(t.log_path) or ""
+end
+
+-- the answers' statuses counted, as "<count> <status>" ("3000 200")
+local function statuses(answers)
+    local counts, out = {}, {}
+    for _, a in ipairs(answers) do
+        counts[a.status] = (counts[a.status] or 0) + 1
+    end
+    for status, count in pairs(counts) do
+        out[#out + 1] = count .. " " .. status
+    end
+    table.sort(out)
+    return table.concat(out, " ")
 end
 
 describe("jit.off in the library", function()
+    after_each(harness.no_error_log)
     it("is on timer-only functions alone, each found in its file", function()
         local unexpected, found = jit_off_functions()
         assert.same({}, unexpected)
@@ -96,19 +148,11 @@ describe("jit.off in the library", function()
 end)
 
 describe("the hot path under LuaJIT", function()
-    local mc, nginx, log_path
+    after_each(harness.no_error_log)
+    local t, nginx
 
     setup(function()
-        mc = harness.memcached()
-        mc:set("192.0.2.10", "1")
-        local dir = harness.tmpdir()
-        log_path = dir .. "/jit.log"
-        nginx = harness.nginx({ memcached_port = mc.port, http = [[
-            lua_shared_dict gray_metrics 1m;    # the counting path is traced too
-            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
-        ]], servers = [[
-          server {
-            listen 127.0.0.1:$PORT;
+        t = traced_nginx({ ["192.0.2.10"] = "1" }, [[
             # the log phase's outcome counting is traced too
             log_by_lua_file $REPO/lua/gray/outcome.lua;
             location = /dropin {
@@ -140,15 +184,12 @@ describe("the hot path under LuaJIT", function()
                     return r:exec()
                 }
             }
-            location @server      { return 200 "stable\n"; }
-            location @server_test { return 200 "gray\n"; }
-          }
-        ]] })
+        ]], { http = "lua_shared_dict gray_metrics 1m;    # the counting path is traced too\n" })
+        nginx = t.nginx
     end)
 
     teardown(function()
-        if nginx then nginx:stop() end
-        if mc then mc:destroy() end
+        stop_traced(t)
     end)
 
     local function batch(path, n, header, header2)
@@ -164,7 +205,7 @@ describe("the hot path under LuaJIT", function()
         assert.equal("500 200", batch("/dropin", 500, "X-Real-IP: 198.51.100.4"))
         assert.equal("1000 200", batch("/ids", 1000, "X-Real-IP: 192.0.2.10",
                                        "Cookie: uid=42; other=1"))
-        local warm = harness.read_file(log_path) or ""
+        local warm = trace_log(t)
         assert.truthy(warm:find("%[TRACE +%d+ dep%.lua:%d+ return%]"), warm)
         -- the log phase: gray.outcome's log() compiled as a whole
         assert.truthy(warm:find("%[TRACE +%d+ outcome%.lua:%d+ return%]"), warm)
@@ -177,7 +218,7 @@ describe("the hot path under LuaJIT", function()
             assert.equal("2000 200", batch("/ids", 2000, "X-Real-IP: 192.0.2.10",
                                            "Cookie: uid=42; other=1"))
         end
-        local log = harness.read_file(log_path) or ""
+        local log = trace_log(t)
         local steady = log:sub(#warm + 1)
         -- no trace aborts in the library once warm, and no steady stream of
         -- new traces either (a path that keeps recording is not compiled)
@@ -246,25 +287,19 @@ end)
 -- that their traces do not mix with the paths above: a tester's address, an
 -- override token, and a signed cookie, each path compiled once warm.
 describe("the trust paths under LuaJIT", function()
+    after_each(harness.no_error_log)
     local SECRET = "0123456789abcdef0123456789abcdef"
-    local mc, nginx, log_path, force_token, cookie
+    local t, nginx, force_token, cookie
 
     setup(function()
-        mc = harness.memcached()
-        mc:set("uid:bob", "1")
         local dir = harness.tmpdir()
-        log_path = dir .. "/jit.log"
         local f = assert(io.open(dir .. "/gray.secret", "wb"))
         f:write(SECRET)
         f:close()
         local gray_ffi = require "gray.ffi"
         force_token = assert(gray_ffi.token_make("force", SECRET, "always", os.time() + 3600))
         cookie = assert(gray_ffi.token_make("id:uid", SECRET, "bob", os.time() + 3600))
-        nginx = harness.nginx({ memcached_port = mc.port, http = [[
-            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
-        ]], servers = [[
-          server {
-            listen 127.0.0.1:$PORT;
+        t = traced_nginx({ ["uid:bob"] = "1" }, [[
             location = /trust {
                 content_by_lua_block {
                     local r = package.loaded.spec_jit_trust_router
@@ -279,17 +314,15 @@ describe("the trust paths under LuaJIT", function()
                     return r:exec()
                 }
             }
-            location @server      { return 200 "stable\n"; }
-            location @server_test { return 200 "gray\n"; }
-          }
-        ]] })
+        ]])
+        t.secret_dir = dir
+        nginx = t.nginx
     end)
 
     teardown(function()
-        if nginx then nginx:stop() end
-        if mc then mc:destroy() end
+        stop_traced(t)
+        harness.sh("rm -rf " .. harness.quote(t.secret_dir))
     end)
-
 
     local function round(n)
         assert.equal(n .. " 200", nginx:batch("/trust", n, { "X-Real-IP: 192.0.2.10",
@@ -303,10 +336,10 @@ describe("the trust paths under LuaJIT", function()
     it("keeps the override and signed-cookie paths compiled once warm", function()
         round(1000)
         round(1000)
-        local warm = harness.read_file(log_path) or ""
+        local warm = trace_log(t)
         round(2000)
         round(2000)
-        local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
+        local steady = trace_log(t):sub(#warm + 1)
         assert.same({}, aborts_in_library(steady))
         local _, recorded = steady:gsub("%[TRACE +%d+", "")
         assert.is_true(recorded <= 4, steady)
@@ -314,54 +347,40 @@ describe("the trust paths under LuaJIT", function()
 end)
 
 describe("the drop-in beside run()'s settings, taking turns", function()
-    local mc, nginx, log_path
+    after_each(harness.no_error_log)
+    local t, nginx
 
     setup(function()
-        mc = harness.memcached()
-        mc:set("192.0.2.10", "1")
-        log_path = harness.tmpdir() .. "/jit.log"
-        nginx = harness.nginx({ memcached_port = mc.port, log_level = "warn", http = [[
-            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
-        ]], servers = [[
-          server {
-            listen 127.0.0.1:$PORT;
+        t = traced_nginx({ ["192.0.2.10"] = "1" }, [[
             location = /plain { content_by_lua_file $REPO/lua/gray/dep.lua; }
             location = /run {
                 content_by_lua_block {
                     require("gray.dep").run("$gray_memcached 127.0.0.1:$MC; $gray_cache_ttl 300")
                 }
             }
-            location @server      { return 200 "stable\n"; }
-            location @server_test { return 200 "gray\n"; }
-          }
-        ]] })
+        ]], { log_level = "warn" })
+        nginx = t.nginx
     end)
 
     teardown(function()
-        if nginx then nginx:stop() end
-        if mc then mc:destroy() end
+        stop_traced(t)
     end)
 
     -- n turns of /plain then /run on one connection: the answers' statuses
     local function turns(n)
-        local cfg = nginx.dir .. "/turns.cfg"
-        local f = assert(io.open(cfg, "wb"))
-        f:write('header = "X-Real-IP: 192.0.2.10"\n')
-        for _ = 1, n do
-            for _, p in ipairs({ "/plain", "/run" }) do
-                f:write('url = "http://127.0.0.1:', nginx.port, p, '"\noutput = "/dev/null"\n')
-            end
+        local reqs, h = {}, { ["X-Real-IP"] = "192.0.2.10" }
+        for i = 1, n do
+            reqs[2 * i - 1] = { "/plain", headers = h }
+            reqs[2 * i] = { "/run", headers = h }
         end
-        f:close()
-        local out = harness.sh("curl -s --config " .. cfg .. " -w '%{http_code}\\n' | sort | uniq -c")
-        return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+        return statuses(nginx:sequence(reqs))
     end
 
     it("stays compiled, and nginx warns of nothing", function()
         assert.equal("2000 200", turns(1000))
-        local warm = harness.read_file(log_path) or ""
+        local warm = trace_log(t)
         assert.equal("4000 200", turns(2000))
-        local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
+        local steady = trace_log(t):sub(#warm + 1)
         local aborts = {}
         for line in steady:gmatch("[^\n]+") do
             if line:find("^%[TRACE %-%-%-") and line:find("dep%.lua:") then
@@ -382,24 +401,17 @@ end)
 -- three (the address and two ids) in one multi-get. No trace may abort in
 -- the library's files once warm.
 describe("the miss path under LuaJIT", function()
-    local mc, nginx, log_path
+    after_each(harness.no_error_log)
+    local t, nginx
 
     setup(function()
-        mc = harness.memcached()
         local values = {}
         for i = 1, 300, 3 do
             values["10.0." .. (i % 250) .. "." .. (i % 200 + 1)] = "1"
             values["uid:u" .. i] = "1"
             values["dev:d" .. (i + 1)] = "stable"
         end
-        mc:set_many(values)
-        log_path = harness.tmpdir() .. "/jit.log"
-        nginx = harness.nginx({ memcached_port = mc.port, http = [[
-            lua_shared_dict gray_metrics 1m;
-            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
-        ]], servers = [[
-          server {
-            listen 127.0.0.1:$PORT;
+        t = traced_nginx(values, [[
             location = /dropin {
                 set $gray_memcached 127.0.0.1:$MC;
                 set $gray_cache_ttl 0;
@@ -419,67 +431,46 @@ describe("the miss path under LuaJIT", function()
                     return r:exec()
                 }
             }
-            location @server      { return 200 "stable\n"; }
-            location @server_test { return 200 "gray\n"; }
-          }
-        ]] })
+        ]], { http = "lua_shared_dict gray_metrics 1m;\n" })
+        nginx = t.nginx
     end)
 
     teardown(function()
-        if nginx then nginx:stop() end
-        if mc then mc:destroy() end
+        stop_traced(t)
     end)
 
     -- n requests of path on one connection, request i from 10.0.x.y with
     -- ids u<i> and d<i> (from base): the statuses, "<count> <status>"
     local function misses(path, base, n)
-        local cfg = nginx.dir .. "/misses.cfg"
-        local f = assert(io.open(cfg, "wb"))
+        local reqs = {}
         for i = base, base + n - 1 do
             local j = i % 300 + 1
-            f:write('url = "http://127.0.0.1:', nginx.port, path, '"\noutput = "/dev/null"\n',
-                    'write-out = "%{http_code}\\n"\n',
-                    'header = "X-Real-IP: 10.0.', j % 250, ".", j % 200 + 1, '"\n',
-                    'header = "X-Uid: u', i % 300 + 1, '"\nheader = "X-Dev: d', i % 301, '"\n',
-                    i < base + n - 1 and "next\n" or "")
+            reqs[#reqs + 1] = { path, headers = {
+                ["X-Real-IP"] = "10.0." .. j % 250 .. "." .. j % 200 + 1,
+                ["X-Uid"] = "u" .. i % 300 + 1, ["X-Dev"] = "d" .. i % 301 } }
         end
-        f:close()
-        local out = harness.sh("curl -s --config " .. cfg .. " | sort | uniq -c")
-        return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+        return statuses(nginx:sequence(reqs))
     end
 
     it("keeps the one-key and three-key misses compiled once warm", function()
         assert.equal("1500 200", misses("/dropin", 0, 1500))
         assert.equal("1500 200", misses("/ids", 0, 1500))
-        local warm = harness.read_file(log_path) or ""
+        local warm = trace_log(t)
         for round = 1, 2 do
             assert.equal("1500 200", misses("/dropin", round * 1500, 1500))
             assert.equal("1500 200", misses("/ids", round * 1500, 1500))
         end
-        local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
+        local steady = trace_log(t):sub(#warm + 1)
         -- a trace being recorded when a cosocket call yields (the wait for
         -- memcached, inside nginx's C code) is abandoned, reported as "error
         -- thrown or hook called during recording": that is the wait itself,
         -- on every miss path including a bare cosocket get, and LuaJIT's
-        -- penalties make it rare. A trace that runs into a timer-only
-        -- (jit.off) function is a timer's, as in aborts_in_library: the
-        -- lists' timer asks memcached with mg (the percentage, the ramp)
-        -- through the same client functions as the request path. Any other
-        -- abort is code left uncompiled.
-        local aborts, yields = {}, 0
-        for line in steady:gmatch("[^\n]+") do
-            if line:find("error thrown or hook called during recording", 1, true) then
-                yields = yields + 1
-            elseif line:find("^%[TRACE %-%-%-")
-                   and not line:find("JIT compilation disabled for function", 1, true) then
-                for _, file in ipairs(LIB_FILES) do
-                    if line:find(" " .. file .. ":", 1, true)
-                       or line:find("/" .. file .. ":", 1, true) then
-                        aborts[#aborts + 1] = line
-                    end
-                end
-            end
-        end
+        -- penalties make it rare. A trace that ran into a timer-only
+        -- function (a flush's timer, or the lists' timer asking memcached
+        -- with mg for the percentage and the ramp through the same client
+        -- functions as the request path) is the timer's. Any other abort is
+        -- code left uncompiled.
+        local aborts, yields = aborts_in_library(steady, true)
         assert.same({}, aborts)
         assert.is_true(yields <= 6, steady)
         local errors = harness.bad_log_lines(nginx:error_log())

@@ -91,6 +91,7 @@ local function all_workers(nginx, id, want, seconds)
 end
 
 describe("lists as node-wide images (4 workers)", function()
+    after_each(harness.no_error_log)
     local mc, nginx
     setup(function()
         mc = harness.memcached({ verbose = true })
@@ -230,6 +231,7 @@ describe("lists as node-wide images (4 workers)", function()
 end)
 
 describe("lists without the meta protocol (a memcached < 1.6)", function()
+    after_each(harness.no_error_log)
     local fake, nginx
     setup(function()
         fake = harness.fake_memcached({ mode = "valid", keys = { "gray:list:dev" },
@@ -250,6 +252,7 @@ describe("lists without the meta protocol (a memcached < 1.6)", function()
 end)
 
 describe("lists without an image directory", function()
+    after_each(harness.no_error_log)
     local mc, nginx
     setup(function()
         mc = harness.memcached()

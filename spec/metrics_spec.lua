@@ -99,6 +99,7 @@ local function http(dict, flush)
 end
 
 describe("the exposition checker of this spec", function()
+    after_each(harness.no_error_log)
     it("passes a good page and flags each fault", function()
         local good = '# HELP a_total x\n# TYPE a_total counter\na_total{k="v\\\\x\\"\\n\xc3\xa9"} 1\n'
                      .. '# TYPE b gauge\nb 0.125\nb{k="1"} -1e-05\nb{k="2"} NaN\nc{} +Inf 123\n'
@@ -132,6 +133,7 @@ describe("the exposition checker of this spec", function()
 end)
 
 describe("gray.metrics", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -336,6 +338,7 @@ describe("gray.metrics", function()
 end)
 
 describe("gray.metrics without the shared dict", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -359,6 +362,7 @@ describe("gray.metrics without the shared dict", function()
 end)
 
 describe("gray.metrics over a reload", function()
+    after_each(harness.no_error_log)
     local mc, nginx
     local N = 1000
 
@@ -424,6 +428,7 @@ describe("gray.metrics over a reload", function()
 end)
 
 describe("gray.metrics with a full dict", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()

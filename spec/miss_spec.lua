@@ -37,6 +37,7 @@ local function options(name, mc_addr)
 end
 
 describe("the miss path, before and after", function()
+    after_each(harness.no_error_log)
     local mc, nginx, dead_port
     local rng_state = 16
 
@@ -216,6 +217,7 @@ describe("the miss path, before and after", function()
 end)
 
 describe("the miss path's round trips", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()

@@ -8,6 +8,7 @@ local harness = require "helpers.harness"
 local util = require "gray.util"
 
 describe("gray.util", function()
+    after_each(harness.no_error_log)
     -- { input, items }
     local splits = {
         { "a", { "a" } },
@@ -49,6 +50,7 @@ describe("gray.util", function()
 end)
 
 describe("gray.options", function()
+    after_each(harness.no_error_log)
     local nginx
 
     setup(function()

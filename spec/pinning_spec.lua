@@ -90,6 +90,7 @@ local LIST = table.concat({
 }, "\n")
 
 describe("pinning to stable", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()

@@ -1206,6 +1206,7 @@ local ELEMENTS = {
 }
 
 describe("the model of nginx's element parsing", function()
+    after_each(harness.no_error_log)
     for _, e in ipairs(ELEMENTS) do
         local text, nginx, lib, kinds = e[1], e[2], e[3], e[4]
         it(show(text) .. ": nginx " .. show_addr(nginx) .. ", library " .. show_addr(lib)
@@ -1219,6 +1220,7 @@ describe("the model of nginx's element parsing", function()
 end)
 
 describe("nginx 1.22 realip beside the library", function()
+    after_each(harness.no_error_log)
     local srv, cases, replies
     local answers = {}      -- id -> { nginx =, lib =, all =, none = }
 

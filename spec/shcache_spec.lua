@@ -32,6 +32,7 @@ local function gets(mc, key)
 end
 
 describe("gray.shcache inside a worker", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -292,6 +293,7 @@ describe("gray.shcache inside a worker", function()
 end)
 
 describe("gray.shcache across four workers", function()
+    after_each(harness.no_error_log)
     local fake, nginx
 
     local function conf(shm)
@@ -384,6 +386,7 @@ describe("gray.shcache across four workers", function()
 end)
 
 describe("gray.shcache with a dict too small for its entries", function()
+    after_each(harness.no_error_log)
     -- issue 12: 8 workers, lua_shared_dict 12k, bursts of 2 requests per key
     -- over 100 gray keys. A write, lock or wait of the dict that fails must
     -- fall back to asking memcached (within the lookup's deadline), never

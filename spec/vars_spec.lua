@@ -148,6 +148,7 @@ local function unexpected_lines(log)
 end
 
 describe("every $gray_* variable alone and in pairs", function()
+    after_each(harness.no_error_log)
     local mc, names, cases
 
     setup(function()
@@ -241,6 +242,7 @@ describe("every $gray_* variable alone and in pairs", function()
 end)
 
 describe("a location's own settings (run) beside locations without", function()
+    after_each(harness.no_error_log)
     local mc, nginx
 
     setup(function()
@@ -310,6 +312,7 @@ describe("a location's own settings (run) beside locations without", function()
 end)
 
 describe("the log variables", function()
+    after_each(harness.no_error_log)
     local mc
 
     setup(function()

@@ -68,6 +68,8 @@ local POLLIN, POLLOUT = 1, 4
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
 local MSG_NOSIGNAL = 0x4000
 local CLOCK_MONOTONIC = 1
+local SIGNALS = { HUP = 1, QUIT = 3, KILL = 9, TERM = 15, CONT = 18, STOP = 19 }  -- Linux
+local SIGHUP, SIGQUIT = SIGNALS.HUP, SIGNALS.QUIT
 
 local ts = ffi.new("gray_harness_timespec_t")
 local pfd = ffi.new("gray_harness_pollfd_t[1]")
@@ -427,15 +429,17 @@ end
 --- Sends raw protocol text, returns the reply. A "quit" after it makes
 -- memcached close the connection once it has answered, so the reply is read
 -- to its end without waiting for the line to go quiet.
--- Every wait within 5 s.
+-- Every wait within one deadline, `seconds` (default 5) from the connect: a
+-- caller that moves megabytes gives more (a 200,000-key read back was cut at
+-- 5 s on a machine at load 20).
 -- A connection reset before any reply (seen once, under heavy load, on the
 -- first command to a memcached just restarted) is tried once more: nothing
 -- was answered, so nothing was done.
-function Memcached:cmd(text)
+function Memcached:cmd(text, seconds)
     local reply, err
     for _ = 1, 2 do
         local conn
-        conn, err = _M.tcp(self.host, self.port, 5)
+        conn, err = _M.tcp(self.host, self.port, seconds or 5)
         if not conn then
             return "harness: " .. err
         end
@@ -484,8 +488,9 @@ function Memcached:get(key)
     return reply:match("^VALUE %S+ %d+ %d+\r\n(.-)\r\nEND") or false
 end
 
+--- Sends a signal ("STOP", "CONT", ...) through kill(): no process started.
 function Memcached:signal(sig)
-    sh("kill -" .. sig .. " " .. self.pid)
+    assert(C.gray_harness_kill(self.pid, (assert(SIGNALS[sig], sig))) == 0, errstr("kill"))
 end
 
 -- KILL, not TERM: memcached acts on a TERM only at its next once-a-second
@@ -493,7 +498,7 @@ end
 -- a clean exit would save. KILL also ends a process stopped with STOP.
 function Memcached:stop()
     if self.pid then
-        sh("kill -KILL " .. self.pid)
+        C.gray_harness_kill(self.pid, SIGNALS.KILL)
         local pid = self.pid
         self.pid = nil
         wait_for(function() return not process_alive(pid) end, 5, "memcached to exit")
@@ -576,7 +581,7 @@ function FakeMemcached:stop()
     if self.pid then
         local pid = self.pid
         self.pid = nil
-        sh("kill " .. pid)
+        C.gray_harness_kill(pid, SIGNALS.TERM)
         wait_for(function() return not process_alive(pid) end, 5, "fake-mc to exit")
     end
 end
@@ -640,6 +645,31 @@ local EVAL_PRELUDE = table.concat({
 -- last newline.
 function _M.eval_fake(nginx, fakes, code)
     return (nginx:eval(EVAL_PRELUDE .. _M.fake_ports(code, fakes)):gsub("\n$", ""))
+end
+
+--- fake_memcacheds(fakes), then an nginx of `servers` with their ports
+-- ($NAME, fake_ports); returns the nginx and the fakes. Stop both with
+-- stop_with_fakes.
+function _M.nginx_with_fakes(fakes, servers, opts)
+    local fake = _M.fake_memcacheds(fakes)
+    local ok, nginx = pcall(_M.nginx, setmetatable({ servers = _M.fake_ports(servers, fake) },
+                                                  { __index = opts }))
+    if not ok then
+        for _, f in pairs(fake) do
+            f:destroy()
+        end
+        error(nginx, 0)
+    end
+    return nginx, fake
+end
+
+--- Stops what nginx_with_fakes started: the fake servers first, so that a
+-- worker still reading from one is freed.
+function _M.stop_with_fakes(nginx, fake)
+    for _, f in pairs(fake or {}) do
+        f:destroy()
+    end
+    if nginx then nginx:stop() end
 end
 
 -- HTTP/1.1 client -----------------------------------------------------------
@@ -866,6 +896,9 @@ end
 local Nginx = {}
 Nginx.__index = Nginx
 
+-- the nginx servers started and not yet stopped, for no_error_log
+local running = setmetatable({}, { __mode = "k" })
+
 local function module_dir()
     for _, dir in ipairs({ "/usr/lib/nginx/modules", "/usr/share/nginx/modules" }) do
         if read_file(dir .. "/ngx_http_lua_module.so") then
@@ -903,7 +936,7 @@ function _M.nginx(opts)
 end
 
 function _M.try_nginx(opts)
-    local self = setmetatable({ dir = opts.dir or _M.tmpdir(),
+    local self = setmetatable({ dir = opts.dir or _M.tmpdir(), workers = opts.workers or 1,
                                 stop_seconds = opts.stop_seconds }, Nginx)
     self.port = opts.port or _M.free_port()
     repeat
@@ -949,6 +982,7 @@ function _M.try_nginx(opts)
         return nil, "nginx did not start: " .. out .. "\n" .. conf
     end
     wait_for(function() return port_in_use(self.port) end, 5, "nginx on " .. self.port)
+    running[self] = true
     return self
 end
 
@@ -964,6 +998,7 @@ function Nginx:start_foreground(opts, conf)
         return nil, "nginx did not start: " .. (read_file(self.dir .. "/stdout.log") or "")
                     .. self:error_log() .. "\n" .. conf
     end
+    running[self] = true
     return self
 end
 
@@ -1001,18 +1036,63 @@ function Nginx:bad_new_log_lines()
     return _M.bad_log_lines(self:new_log_lines())
 end
 
---- Reloads the configuration (HUP) and waits for the new workers.
+--- Test::Nginx's no_error_log for every spec: fails (naming the server
+-- and the lines) when any nginx still running wrote a bad line
+-- (harness.bad_log_lines) since the last look; each test is checked for its
+-- own lines, whatever the order. In each describe that starts nginx:
+--   after_each(harness.no_error_log)
+-- A test that expects such a line reads it with nginx:new_log_lines().
+-- A server started and stopped inside one test is that test's to check.
+function _M.no_error_log()
+    local found = {}
+    for nginx in pairs(running) do
+        for _, line in ipairs(nginx:bad_new_log_lines()) do
+            found[#found + 1] = "nginx on " .. nginx.port .. ": " .. line
+        end
+    end
+    if #found > 0 then
+        table.sort(found)
+        error("error.log: " .. #found .. " bad line(s) from this test:\n"
+              .. table.concat(found, "\n"), 2)
+    end
+end
+
+--- The master's child processes (its workers; over a reload, the old ones
+-- too until they exit), from /proc: no process started.
+function Nginx:worker_pids()
+    local pid = self:pid()
+    local pids = {}
+    for w in (pid and read_file(("/proc/%d/task/%d/children"):format(pid, pid)) or "")
+             :gmatch("%d+") do
+        pids[#pids + 1] = tonumber(w)
+    end
+    return pids
+end
+
+--- Reloads the configuration (HUP) and waits (5 s at most) until the
+-- master has started as many new workers as the configuration has; the
+-- old ones may still be finishing their requests.
 function Nginx:reload()
-    sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
-       .. " -s reload")
-    sleep(0.5)
+    local old = {}
+    for _, w in ipairs(self:worker_pids()) do
+        old[w] = true
+    end
+    assert(C.gray_harness_kill(assert(self:pid(), "nginx is not running"), SIGHUP) == 0,
+           errstr("kill"))
+    wait_for(function()
+        local new = 0
+        for _, w in ipairs(self:worker_pids()) do
+            new = new + (old[w] and 0 or 1)
+        end
+        return new >= self.workers
+    end, 5, "nginx's new workers after a reload")
 end
 
 function Nginx:stop()
+    running[self] = nil
     local pid = self:pid()
     if pid then
-        sh("nginx -p " .. self.dir .. " -e " .. self.dir .. "/error.log -c " .. self.conf
-           .. " -s quit")
+        C.gray_harness_kill(pid, SIGQUIT)       -- as nginx -s quit, without a process
         wait_for(function() return not read_file(self.dir .. "/nginx.pid") end,
                  self.stop_seconds or 10, "nginx to stop")
     end
@@ -1086,29 +1166,116 @@ _M.EVAL_LOCATION = [[
     }
 ]]
 
---- n GET requests of path on one keep-alive connection, with the given
--- request headers (a list of "Name: value"); returns the answers counted by
--- status, as "<count> <status>" pairs in the order of the statuses, folded
--- into one string ("300 200", "2 200 1 502"; no answer counts as 000).
-function Nginx:batch(path, n, headers)
+-- "Name: value" lines as request_text's headers (name -> list of values)
+local function header_table(lines)
     local h = {}
-    for _, line in ipairs(headers or {}) do
+    for _, line in ipairs(lines or {}) do
         local name, value = line:match("^([^:]+):%s*(.*)$")
         h[name] = h[name] or {}
         table.insert(h[name], value)
     end
-    local client, counts = self:client(), {}
-    for _ = 1, n do
-        local status = ("%03d"):format(client:request(path, { headers = h }).status)
+    return h
+end
+
+-- statuses (a list) counted, as "<count> <status>" pairs in status order
+local function status_counts(statuses)
+    local counts, out = {}, {}
+    for _, status in ipairs(statuses) do
+        status = ("%03d"):format(status)
         counts[status] = (counts[status] or 0) + 1
     end
-    client:close()
-    local out = {}
     for status, count in pairs(counts) do
         out[#out + 1] = status .. "\0" .. count
     end
     table.sort(out)
     return (table.concat(out, " "):gsub("(%d+)%z(%d+)", "%2 %1"))
+end
+
+--- n GET requests of path on one keep-alive connection, with the given
+-- request headers (a list of "Name: value"); returns the answers counted by
+-- status, as "<count> <status>" pairs in the order of the statuses, folded
+-- into one string ("300 200", "2 200 1 502"; no answer counts as 000).
+function Nginx:batch(path, n, headers)
+    local h, client, statuses = header_table(headers), self:client(), {}
+    for i = 1, n do
+        statuses[i] = client:request(path, { headers = h }).status
+    end
+    client:close()
+    return status_counts(statuses)
+end
+
+--- Requests at once, each on its own connection: all are sent before any
+-- answer is read, so the server works on them side by side (curl's
+-- --parallel, or a shell of curls in the background, without a process
+-- each). reqs: a list of { path, headers = { name = value } }; returns a
+-- list of { status = , body = , headers = , time = seconds from the
+-- connect to the answer }, in order (status 0 and err = "..." without an
+-- answer). One deadline for all: opts.max_time (default 10 s) from now.
+function Nginx:parallel(reqs, opts)
+    local deadline = now() + (opts and opts.max_time or 10)
+    local conns, res, waiting = {}, {}, 0
+    for i, r in ipairs(reqs) do
+        local t0 = now()
+        local fd, err = tcp_connect("127.0.0.1", self.port, deadline)
+        if fd then
+            local text = request_text("127.0.0.1", self.port, r[1], { headers = r.headers })
+            local ok
+            ok, err = send_all(fd, text, deadline)
+            if ok then
+                conns[i], waiting = { fd = fd, t0 = t0 }, waiting + 1
+            else
+                tcp_close(fd)
+            end
+        end
+        res[i] = { status = 0, body = "", headers = {}, err = err or "timeout" }
+    end
+    local pfds, at = ffi.new("gray_harness_pollfd_t[?]", math.max(waiting, 1)), {}
+    while waiting > 0 do
+        local ms = math.ceil((deadline - now()) * 1000)
+        if ms <= 0 then
+            break
+        end
+        local n = 0
+        for i, conn in pairs(conns) do
+            pfds[n].fd, pfds[n].events, pfds[n].revents = conn.fd, POLLIN, 0
+            at[n] = i
+            n = n + 1
+        end
+        local got = C.gray_harness_poll(pfds, n, ms)
+        if got < 0 and ffi.errno() ~= EINTR then
+            error(errstr("poll"))
+        end
+        for k = 0, n - 1 do
+            if pfds[k].revents ~= 0 then
+                local i = at[k]
+                local conn = conns[i]
+                local status, headers, body = read_response(conn, deadline, "GET")
+                res[i] = status and { status = status, headers = headers, body = body }
+                         or { status = 0, body = "", headers = {}, err = headers }
+                res[i].time = now() - conn.t0
+                tcp_close(conn.fd)
+                conns[i], waiting = nil, waiting - 1
+            end
+        end
+    end
+    for i, conn in pairs(conns) do
+        res[i].time = now() - conn.t0
+        tcp_close(conn.fd)
+    end
+    return res
+end
+
+--- As batch, but the n requests at once (Nginx:parallel), each on its own
+-- connection; opts.max_time: one deadline for all (default 10 s).
+function Nginx:concurrent(path, n, headers, opts)
+    local h, reqs, statuses = header_table(headers), {}, {}
+    for i = 1, n do
+        reqs[i] = { path, headers = h }
+    end
+    for i, r in ipairs(self:parallel(reqs, opts)) do
+        statuses[i] = r.status
+    end
+    return status_counts(statuses)
 end
 
 --- GET requests one after the other on one keep-alive connection: reqs is
