@@ -391,11 +391,12 @@ describe("README.md and docs/*.md examples", function()
         for _, recipe in ipairs({ "a sticky share of users", "beta testers by id",
                                   "office ranges", "testers' override", "excluding users",
                                   "pulling a canary back", "moving to a memcached cluster",
-                                  "watching it" }) do
+                                  "watching it", "a timed ramp" }) do
             assert.truthy(have:find("recipe: " .. recipe, 1, true), "no recipe '" .. recipe
                           .. "' in:\n" .. have)
         end
         assert.truthy(have:find("docs/internals.md: shm", 1, true), have)
+        assert.truthy(have:find("docs/progressive.md: ramp", 1, true), have)
     end)
 
     for _, ex in ipairs(all) do
