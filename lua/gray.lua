@@ -22,7 +22,6 @@ local count_decision = metrics.decision
 local note_outcome = require("gray.outcome").note
 local client_key_of = client.key
 local gray_log = require "gray.log"
-local lrucache = require "resty.lrucache"
 local gray_cache = require "gray.cache"
 local shcache = require "gray.shcache"
 
@@ -104,8 +103,9 @@ local function build_cache(self, o)
     self.use_fresh = cache_ttl > 0 or neg_ttl > 0
     self.stale_limit = math_max(cache_ttl, neg_ttl) + o.stale_ttl
     -- an entry holds a decision (a record of self.targets, the
-    -- unknown-target one, or false), never what memcached sent
-    self.cache = lrucache.new(o.cache_size)
+    -- unknown-target one, or false) and when it was stored, never what
+    -- memcached sent
+    self.cache = gray_cache.lru(o.cache_size)
     self.log = gray_log.new(o.log_interval)
     -- Only canonical addresses are keys of self.cache (identities, lists
     -- and the like must never share it), so a header or peer whose text is

@@ -1,5 +1,5 @@
--- gray.cache: a bounded decision cache with a cheap hit, for the
--- identities (one per identity, keyed by the raw value). A hit costs one or
+-- gray.cache: the worker's bounded decision caches. new(): a cache with a
+-- cheap hit, for the identities (one per identity, keyed by the raw value). A hit costs one or
 -- two table lookups and a compare with a clock the caller read once per
 -- request: no queue to reorder, no clock call per lookup. Eviction is by
 -- generations: new entries go to the young table; when it holds `size / 2`
@@ -7,6 +7,10 @@
 -- in the old table moves the entry back. So an entry used again within
 -- size / 2 insertions survives, and at most `size` entries live. Expired entries stay until evicted, for use
 -- as stale decisions while memcached fails, as in lua-resty-lrucache.
+--
+-- lru(): the addresses' cache, least recently used first out (over
+-- resty.lrucache), with the same get and set. Both keep when each entry was
+-- stored, to the fraction of a second (it bounds an entry's stale use).
 --
 --   local cache = require("gray.cache").new(10000)
 --   cache:set(key, decision, ttl, now)
@@ -68,6 +72,41 @@ function _M.set(self, key, decision, ttl, now)
         entry = { decision, now + ttl, now }
     end
     put(self, key, entry)
+end
+
+local lru = {}
+local lru_mt = { __index = lru }
+-- on the first lru(): new() runs in plain Lua too, without nginx
+local lrucache, lrucache_get, lrucache_set, ngx_now
+
+--- An LRU cache for at most `size` entries, with get and set as above.
+-- An entry is a record { decision, stored_at }: resty.lrucache's own slot
+-- for a number beside the value (its flags) is a uint32, which would drop
+-- the fraction of stored_at. A hit allocates nothing.
+function _M.lru(size)
+    if not lrucache then
+        lrucache = require "resty.lrucache"
+        lrucache_get, lrucache_set, ngx_now = lrucache.get, lrucache.set, ngx.now
+    end
+    return setmetatable({ lru = lrucache.new(size) }, lru_mt)
+end
+
+--- As get above (now is not needed: resty.lrucache reads the clock).
+local function lru_get(self, key)
+    local entry, stale = lrucache_get(self.lru, key)
+    if entry then
+        return entry.decision, nil, entry.stored_at
+    elseif stale then
+        return nil, stale.decision, stale.stored_at
+    end
+    return nil
+end
+lru.get = lru_get
+_M.lru_get = lru_get
+
+--- As set above: fresh until now + ttl, then stale until evicted.
+function lru.set(self, key, decision, ttl, now)
+    lrucache_set(self.lru, key, { decision = decision, stored_at = now }, now + ttl - ngx_now())
 end
 
 return _M

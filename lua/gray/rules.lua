@@ -14,10 +14,9 @@ local lists_mod = require "gray.lists"
 local metrics = require "gray.metrics"
 local count = metrics.incr
 local client_key_of = client.key
-local lrucache = require "resty.lrucache"
 local gray_cache = require "gray.cache"
 -- looked up once: a method call would go through the metatables
-local lru_get, cache_get = lrucache.get, gray_cache.get
+local lru_get, cache_get = gray_cache.lru_get, gray_cache.get
 
 local ngx = ngx
 local ngx_now = ngx.now
@@ -76,12 +75,8 @@ end
 -- Keeps a decision taken from the shared cache in this worker's cache
 -- (self.cache, or an identity's) for as long as it is fresh there (ttl from
 -- stored_at: the TTL its writer gave it). An expired one goes in as stale.
-local function keep_shared(self, cache, ckey, decision, stored_at, ttl)
-    if cache == self.cache then
-        cache:set(ckey, decision, stored_at + ttl - ngx_now(), stored_at)
-    else
-        cache:set(ckey, decision, ttl, stored_at)
-    end
+local function keep_shared(_, cache, ckey, decision, stored_at, ttl)
+    cache:set(ckey, decision, ttl, stored_at)
 end
 
 -- A shared-dict write, lock or wait that failed (a dict too small for its
