@@ -144,7 +144,7 @@ local function build_shared(self, o, names)
         dict = o.shm, locations = self.decisions,
         namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
         pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
-        timeout = self.mc.timeout,
+        timeout = self.mc.timeout, log = self.log,
     })
     if not shared then
         return option_error("shm", err)
@@ -228,6 +228,9 @@ local function start(self)
     end
     if self.metrics_shm then
         self.metrics = metrics.enable(self.metrics_shm)
+        if self.metrics and self.shared then
+            self.shared:count_waits()
+        end
     end
 end
 

@@ -11,10 +11,10 @@ local gray_ffi = require "gray.ffi"
 local client = require "gray.client"
 local ids_mod = require "gray.ids"
 local lists_mod = require "gray.lists"
-local metrics = require "gray.metrics"
-local count = metrics.incr
 local client_key_of = client.key
 local gray_cache = require "gray.cache"
+local shcache = require "gray.shcache"
+local shared_look, shared_fetch, fetch_many = shcache.look, shcache.fetch, shcache.fetch_many
 -- looked up once: a method call would go through the metatables
 local lru_get, cache_get = gray_cache.lru_get, gray_cache.get
 
@@ -72,71 +72,28 @@ local function decision_of(self, key, value)
     return self.unknown_target
 end
 
--- Keeps a decision taken from the shared cache in this worker's cache
--- (self.cache, or an identity's) for as long as it is fresh there (ttl from
--- stored_at: the TTL its writer gave it). An expired one goes in as stale.
-local function keep_shared(_, cache, ckey, decision, stored_at, ttl)
-    cache:set(ckey, decision, ttl, stored_at)
-end
-
--- A shared-dict write, lock or wait that failed (a dict too small for its
--- entries): the request asks memcached instead, and this is logged once per
--- log_interval.
-local function shm_failed(self, what, err)
-    self.log:report("shm", "lua_shared_dict " .. self.shared.name .. ": " .. what .. " ("
-                    .. tostring(err) .. "), so memcached was asked instead: make the dict"
-                    .. " larger")
-end
-
--- Milliseconds left before deadline, or nil when none is (less than 1 ms).
-local function ms_left(deadline)
-    local left = (deadline - ngx_now()) * 1000
-    if left < 1 then
-        return nil
-    end
-    return left
-end
-
--- Waits for the worker that asks memcached about key (it holds the shared
--- lock): its decision, kept in cache under ckey, or nil, failure
--- ("store-down", "store-error") when its lookup failed or time ran out, or
--- nil, "lost" when the lock went without a decision (logged: the caller
--- asks memcached itself in the time left).
-local function wait_shared(self, cache, ckey, key, deadline, seen)
-    local shared = self.shared
-    if self.metrics then
-        count("gray_shm_waits_total")
-    end
-    local target, stored_at, ttl = shared:wait(key, deadline, seen)
-    if target == nil then
-        if stored_at == "lost" then
-            shm_failed(self, "another worker's decision for " .. key .. " is not in it",
-                       "not stored, or evicted")
-        end
-        return nil, stored_at
-    end
-    keep_shared(self, cache, ckey, target, stored_at, ttl)
-    return target
-end
-
--- After trying key's lock (held: whether this worker took it): the decision
--- another worker stored between this worker's look and its lock, kept in
--- cache under ckey (the lock is let go); else nil.
-local function shared_since(self, cache, ckey, key, held)
-    local target, _, stored_at, ttl = self.shared:get(key, ngx_now())
-    if target ~= nil then
-        if held then
-            self.shared:unlock(key)
-        end
-        keep_shared(self, cache, ckey, target, stored_at, ttl)
-    end
-    return target
-end
-
 -- The failure reason of a memcached error kind: "store-down" while the
 -- server's breaker is open, else "store-error".
 local function failure_of(kind)
     return kind == "down" and "store-down" or "store-error"
+end
+
+-- Asks memcached about one key (timeout: ms, nil for the whole one):
+-- the decision (a location or false), nil, and whether memcached had a
+-- value; or nil, failure reason ("store-error", "store-down") when it
+-- failed (logged). The shared cache's fetch calls it under the key's lock.
+local function ask_one(self, key, timeout)
+    local value, err, kind = self.mc:get(key, timeout)
+    if kind == "value" then
+        -- an oversized value is an answer, just not a membership one
+        self.log:report(kind, err)
+        value = ""
+    end
+    if value == nil then
+        self.log:report(kind, err)
+        return nil, failure_of(kind)
+    end
+    return decision_of(self, key, value), nil, value and true
 end
 
 -- Asks memcached for one key and caches the decision. Returns the decision
@@ -147,59 +104,15 @@ end
 -- expired entry found in the shared cache, if any.
 local function fetch_one(self, cache, key, seen)
     local shared = self.shared
-    local held, timeout = false, nil
     if shared then
-        local lerr
-        held, lerr = shared:lock(key)
-        if held == false then
-            local deadline = ngx_now() + self.mc.timeout / 1000
-            local target, failure = wait_shared(self, cache, key, key, deadline, seen)
-            if failure ~= "lost" then
-                return target, failure, "shm"
-            end
-            -- the holder's decision is lost: ask memcached within the
-            -- same deadline, holding nothing
-            timeout = ms_left(deadline)
-            if not timeout then
-                return nil, "store-error", "shm"
-            end
-            held = nil
-        elseif held == nil then
-            shm_failed(self, "no lock for " .. key, lerr)
-        end
-        local target = shared_since(self, cache, key, key, held)
-        if target ~= nil then
-            return target, nil, "shm"
-        end
+        return shared_fetch(shared, cache, key, seen, ask_one, self)
     end
-    local value, err, kind = self.mc:get(key, timeout)
-    if kind == "value" then
-        -- an oversized value is an answer, just not a membership one
-        self.log:report(kind, err)
-        value = ""
-    end
-    if value == nil then
-        local failure = failure_of(kind)
-        if held and not shared:unlock(key, failure) then
-            shm_failed(self, "no room to tell the waiting workers why " .. key .. " failed",
-                       "no memory")
-        end
-        self.log:report(kind, err)
+    local target, failure, found = ask_one(self, key, nil)
+    if target == nil then
         return nil, failure
     end
-    local target = decision_of(self, key, value)
     -- the entry keeps when it was stored, which bounds its stale use
-    local now = ngx_now()
-    cache:set(key, target, value and self.pos_ttl or self.neg_ttl, now)
-    if shared then
-        local ok, serr = shared:set(key, target, now, value and true)
-        if not ok then
-            shm_failed(self, "the decision for " .. key .. " could not be stored", serr)
-        end
-        if held then
-            shared:unlock(key)
-        end
-    end
+    cache:set(key, target, found and self.pos_ttl or self.neg_ttl, ngx_now())
     return target, nil, "memcached"
 end
 
@@ -285,10 +198,9 @@ local function decide_address(self, addr, target, stale, stored_at)
     local shared, seen = self.shared, nil
     if shared then
         -- another worker may have asked memcached already
-        local s_stale, s_ttl
-        target, s_stale, seen, s_ttl = shared:get(key, ngx_now())
+        local s_stale
+        target, s_stale, seen = shared_look(shared, self.cache, key, key, ngx_now())
         if target ~= nil then
-            keep_shared(self, self.cache, key, target, seen, s_ttl)
             if target then
                 return target, target.reason or "ip", "shm"
             end
@@ -352,87 +264,6 @@ local function id_from_cache(self, now, id, unknown, pid, pv)
         return nil, unknown, pid, pv, v, key
     end
     return nil, unknown, id, v, v, key
-end
-
--- The shared cache's part in a multi-key lookup: the keys it knows leave
--- pending for known (and this worker's cache); their stale decisions stand
--- in for missing ones of this worker. Of the rest, this worker takes the
--- lock of every key it can. If it took none (other workers ask about them
--- all) it waits for their decisions; otherwise it asks memcached about all
--- of them in one multi-get, as it would have anyway. Returns the keys to ask
--- memcached for, the keys locked (or false), the keys that failed while
--- waiting (or nil), and the ms left for asking (nil: the whole timeout).
--- A key whose holder's decision was lost is asked for after the waits.
-local function shared_pass(self, keys, pending, known, now)
-    local shared = self.shared
-    local rest, others, mine, ask = {}, {}, false, false
-    for i = 1, #keys do
-        local key = keys[i]
-        local p = pending[key]
-        local target, stale, stored_at, ttl = shared:get(key, now)
-        local held, lerr
-        if target == nil then
-            held, lerr = shared:lock(key)   -- nil: a full dict, ask holding nothing
-            if held == nil then
-                shm_failed(self, "no lock for " .. key, lerr)
-            end
-        end
-        if target == nil and held ~= false then
-            target = shared_since(self, p[1], p[2], key, held)
-            if target == nil then
-                if held then
-                    mine = mine or {}
-                    mine[#mine + 1] = key
-                end
-                ask = true
-                rest[#rest + 1] = key
-            end
-        elseif target == nil then
-            others[#others + 1] = key
-            rest[#rest + 1] = key
-            p[5] = stored_at            -- what it saw: wait for a newer one
-        else
-            keep_shared(self, p[1], p[2], target, stored_at, ttl)
-        end
-        if target ~= nil then
-            known[key] = target
-            pending[key] = nil
-        elseif stale ~= nil and (p[3] == nil or stored_at > p[4]) then
-            p[3], p[4] = stale, stored_at   -- the newer stale decision
-        end
-    end
-    if ask or #rest == 0 then
-        return rest, mine, nil
-    end
-    -- one deadline for all the waits and what is asked after them, as for
-    -- one multi-get
-    local failed, lost, deadline = nil, {}, ngx_now() + self.mc.timeout / 1000
-    for i = 1, #others do
-        local key = others[i]
-        local p = pending[key]
-        local target, failure = wait_shared(self, p[1], p[2], key, deadline, p[5])
-        if failure == "lost" then
-            lost[#lost + 1] = key
-        elseif target == nil then
-            failed = failed or {}
-            failed[key] = failure == "store-down" and "down" or "error"
-        else
-            known[key] = target
-            pending[key] = nil
-        end
-    end
-    if #lost == 0 then
-        return lost, false, failed
-    end
-    local left = ms_left(deadline)
-    if not left then
-        failed = failed or {}
-        for i = 1, #lost do
-            failed[lost[i]] = "error"
-        end
-        return {}, false, failed
-    end
-    return lost, false, failed, left
 end
 
 -- The miss path of decide_ids without a shared cache: one table per
@@ -560,6 +391,61 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
     return decide_lists(self, addr, pid, pv, failure, source)
 end
 
+-- decide_ids' lookup under the shared cache's locks (its fetch_many
+-- calls it): asks memcached about keys (timeout: ms, nil for the whole
+-- one), then settles every key still pending into known: its decision
+-- (stored at both levels) or, when memcached failed for it (or the wait
+-- for it did: waited), its stale decision if recent enough, and the
+-- failure in its record. Returns failure, source.
+local function ask_many(self, keys, pending, known, waited, timeout)
+    local failure, source = nil, "memcached"
+    local shared = self.shared
+    if #keys == 0 then
+        source = "shm"
+    end
+    local res, failed
+    local ferr = waited and "the worker asking memcached failed or timed out" or nil
+    if #keys == 1 then
+        local value, kind
+        value, ferr, kind = self.mc:get(keys[1], timeout)
+        res = { [keys[1]] = value or nil }
+        failed = value == nil and { [keys[1]] = kind } or nil
+    elseif #keys > 1 then
+        res, failed, ferr = self.mc:get_multi(keys, timeout and { timeout = timeout } or nil)
+    end
+    if waited and failed ~= waited then
+        failed = failed or {}
+        for key, kind in pairs(waited) do
+            failed[key] = kind
+        end
+    end
+    res = res or {}
+    local now = ngx_now()
+    for key, p in pairs(pending) do
+        local kind = failed and failed[key]
+        if kind and kind ~= "value" then
+            p.failure = failure_of(kind)
+            failure = failure or p.failure
+            -- its stale decision, when recent enough
+            local stale = stale_of(self, p.cache, p.ckey, p.stale, p.stored_at)
+            if stale ~= nil then
+                known[key] = stale
+                source = "stale"
+            end
+        else
+            -- an oversized value is an answer, just not a membership one
+            local value = kind ~= "value" and res[key] or ""
+            local target = decision_of(self, key, value)
+            shared:store(p.cache, p.ckey, key, target, now, (res[key] or kind) and true)
+            known[key] = target
+        end
+    end
+    if failure or (failed and ferr) then
+        self.log:report(failure or "value", tostring(ferr))
+    end
+    return failure, source
+end
+
 -- Identities and the address. The first identity (in the order of `ids`)
 -- with a gray entry decides, then the address's entry; the entries not in
 -- the caches are asked for, all of them in one multi-get.
@@ -615,7 +501,8 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
             local target, stale, stored_at = id.cache:get(v, now)
             if target == nil or not self.use_fresh then
                 keys[#keys + 1] = key
-                pending[key] = { id.cache, v, stale, stored_at }
+                pending[key] = { cache = id.cache, ckey = v, stale = stale, stored_at = stored_at,
+                                 seen = false, failure = false }
             else
                 known[key] = target
             end
@@ -623,75 +510,13 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
     end
     if addr and (a_target == nil or not self.use_fresh) then
         keys[#keys + 1] = akey
-        pending[akey] = { self.cache, akey, a_stale, a_stored }
+        pending[akey] = { cache = self.cache, ckey = akey, stale = a_stale, stored_at = a_stored,
+                          seen = false, failure = false }
     elseif addr then
         known[akey] = a_target
     end
 
-    local failure, source = nil, "memcached"
-    local res, failed, ferr, mine, timeout
-    if self.shared then
-        keys, mine, failed, timeout = shared_pass(self, keys, pending, known, now)
-        if #keys == 0 then
-            source = "shm"
-        end
-        ferr = failed and "the worker asking memcached failed or timed out" or nil
-    end
-    local waited = failed       -- keys whose wait failed (none asked below)
-    if #keys == 1 then
-        local value, kind
-        value, ferr, kind = self.mc:get(keys[1], timeout)
-        res = { [keys[1]] = value or nil }
-        failed = value == nil and { [keys[1]] = kind } or nil
-    elseif #keys > 1 then
-        res, failed, ferr = self.mc:get_multi(keys, timeout and { timeout = timeout } or nil)
-    end
-    if waited and failed ~= waited then
-        failed = failed or {}
-        for key, kind in pairs(waited) do
-            failed[key] = kind
-        end
-    end
-    res = res or {}
-    now = ngx_now()
-    for key, p in pairs(pending) do
-        local kind = failed and failed[key]
-        if kind and kind ~= "value" then
-            failure = failure or failure_of(kind)
-            -- its stale decision, when recent enough
-            local stale = stale_of(self, p[1], p[2], p[3], p[4])
-            if stale ~= nil then
-                known[key] = stale
-                source = "stale"
-            end
-        else
-            -- an oversized value is an answer, just not a membership one
-            local value = kind ~= "value" and res[key] or ""
-            local target = decision_of(self, key, value)
-            p[1]:set(p[2], target, (res[key] or kind) and self.pos_ttl or self.neg_ttl, now)
-            if self.shared then
-                local ok, serr = self.shared:set(key, target, now, (res[key] or kind) and true)
-                if not ok then
-                    shm_failed(self, "the decision for " .. key .. " could not be stored", serr)
-                end
-            end
-            known[key] = target
-        end
-    end
-    if mine then
-        for i = 1, #mine do
-            local kind = failed and failed[mine[i]]
-            -- a failed lookup's lock tells the waiting workers why
-            if not self.shared:unlock(mine[i], kind and kind ~= "value" and failure_of(kind)) then
-                shm_failed(self, "no room to tell the waiting workers why " .. mine[i]
-                           .. " failed", "no memory")
-            end
-        end
-    end
-    if failure or (failed and ferr) then
-        self.log:report(failure or "value", tostring(ferr))
-    end
-
+    local failure, source = fetch_many(self.shared, keys, pending, known, now, ask_many, self)
     for i = 1, #ids do
         local id = ids[i]
         local v = id_value(id)
