@@ -14,6 +14,7 @@ local options = require "gray.options"
 local util = require "gray.util"
 local option_error, worded = util.option_error, util.worded
 local client = require "gray.client"
+local ids_mod = require "gray.ids"
 local lists_mod = require "gray.lists"
 local rules = require "gray.rules"
 local decide_rules = rules.decide
@@ -116,7 +117,7 @@ local function build_cache(self, o)
     -- value: a hit needs no key built and no key check (only values that
     -- passed the check get in)
     for _, id in ipairs(self.ids or {}) do
-        id.cache = gray_cache.new(o.cache_size)
+        ids_mod.bind(id, self.secret, gray_cache.new(o.cache_size))
     end
 end
 
@@ -131,8 +132,8 @@ local function build_shared(self, o, names)
     -- the servers as parsed ("a,b" and "a, b" are one cluster), their
     -- placement, what counts as a value (value_max), and the targets
     local parts = { tostring(o.distribution), tostring(o.value_max) }
-    for _, srv in ipairs(self.mc.servers) do
-        parts[#parts + 1] = srv.name .. "/" .. tostring(srv.weight)
+    for _, name in ipairs(self.mc:server_names()) do
+        parts[#parts + 1] = name
     end
     -- the decisions by index, as the compiled lists number them; the last
     -- one is the unknown-target decision
@@ -144,7 +145,7 @@ local function build_shared(self, o, names)
         dict = o.shm, locations = self.decisions,
         namespace = format("g%08x", gray_ffi.murmur3(concat(parts, "\n"))),
         pos_ttl = self.pos_ttl, neg_ttl = self.neg_ttl, keep = self.stale_limit,
-        timeout = self.mc.timeout, log = self.log,
+        timeout = self.mc:timeout_ms(), log = self.log,
     })
     if not shared then
         return option_error("shm", err)
@@ -170,9 +171,6 @@ local function new_router(opts)
         metrics = false,        -- on once started and the dict exists
         started = false,        -- the list refresh and the metrics' timers
     }
-    for _, id in ipairs(self.ids or {}) do
-        id.secret = self.secret
-    end
     local names = build_decisions(self, o)
     build_cache(self, o)
     local ok
@@ -219,12 +217,9 @@ _M.client_key = client_key
 -- a cache miss cannot ask memcached (a phase without cosockets).
 local function start(self)
     self.started = true
-    local lists = self.lists
-    if not lists.started then
-        local ok, err = lists:start()
-        if not ok then
-            self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
-        end
+    local ok, err = self.lists:start()
+    if not ok then
+        self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
     end
     if self.metrics_shm then
         self.metrics = metrics.enable(self.metrics_shm)

@@ -450,8 +450,8 @@ function _M.new(opts)
     -- what names the memcached cluster: the servers as parsed and their
     -- placement (two routers naming them alike share the images)
     local ident = { tostring(opts.distribution) }
-    for _, srv in ipairs(opts.mc.servers or {}) do
-        ident[#ident + 1] = tostring(srv.name) .. "/" .. tostring(srv.weight)
+    for _, name in ipairs(opts.mc:server_names()) do
+        ident[#ident + 1] = name
     end
     local self = setmetatable({
         mc = opts.mc, interval = opts.interval, timeout = opts.timeout,
@@ -597,8 +597,11 @@ end
 --- Maps the node's current images (at once: a worker started by a reload
 -- decides with them from its first request), then starts the refresh
 -- timer (and a first refresh now); from a phase where timers may be
--- created. Returns true, or nil, err.
+-- created. Returns true (at once when started already), or nil, err.
 function _M.start(self)
+    if self.started then
+        return true
+    end
     for _, feed in ipairs(self.feeds) do
         resolve(feed)
         if feed.path and not feed.img then
