@@ -490,6 +490,8 @@ function _M.new(opts)
     return self
 end
 
+-- The percentage in key's text, now in use: pct, or nil, err (the last
+-- one stays in use).
 local function compile_percent(self, key, text)
     text = text:match("^%s*(.-)%s*$")
     local pct = (text:find("^%d+$") or text:find("^%d+%.%d%d?$")) and tonumber(text)
@@ -498,7 +500,7 @@ local function compile_percent(self, key, text)
                     .. " most two decimals)"
     end
     self.threshold = floor(pct * 100 + 0.5)
-    return true, pct
+    return pct
 end
 
 local function refresh_percent(self, deadline)
@@ -542,10 +544,10 @@ local function refresh_percent(self, deadline)
         end
         value, cas = entry.value, entry.cas or cas
     end
-    local ok, pct = compile_percent(self, key, value)
-    if not ok then
+    local pct, err = compile_percent(self, key, value)
+    if not pct then
         self.percent_cas = cas      -- logged once per change
-        self.log:report("compile", pct .. "; the last copy stays")
+        self.log:report("compile", err .. "; the last copy stays")
         return
     end
     self.percent_cas = cas
@@ -557,8 +559,8 @@ local function refresh_percent(self, deadline)
 end
 
 --- One refresh: each image checked (at most once per half interval,
--- whichever router of the worker asks), then the percentage. Returns the
--- number of images this router's worker mapped anew.
+-- whichever router of the worker asks), then the percentage. Failures are
+-- logged (the last copies stay); nothing is returned.
 function _M.refresh(self)
     self.refreshes = self.refreshes + 1
     local t = now_precise()
