@@ -206,15 +206,8 @@ local function client_key(self)
 end
 _M.client_key = client_key
 
---- Decides without side effects on the request: returns the location, the
--- reason and where the entry came from ("cache", "memcached", "stale", or
--- nil). Reasons, in precedence order: "force" (the tester override),
--- "id:<name>" (an identity's entry), "ip" (the address's entry),
--- "list:<name>" (an id list), "range", "percent", then "default" (not
--- gray), "store-error" / "store-down" (memcached failed, nothing else
--- matched) or "no-client" (no address: a unix-socket peer); an entry or
--- line naming no target is "unknown-target" (stable). nil, err where
--- a cache miss cannot ask memcached (a phase without cosockets).
+-- Starts what runs beside the requests, once per worker: the list refresh
+-- and the metrics' timers.
 local function start(self)
     self.started = true
     local ok, err = self.lists:start()
@@ -244,6 +237,15 @@ local function decide_target(self)
     return target, reason, source
 end
 
+--- Decides without side effects on the request: returns the location, the
+-- reason and where the entry came from ("cache", "shm", "memcached", "stale", or
+-- nil). Reasons, in precedence order: "force" (the tester override),
+-- "id:<name>" (an identity's entry), "ip" (the address's entry),
+-- "list:<name>" (an id list), "range", "percent", then "default" (not
+-- gray), "store-error" / "store-down" (memcached failed, nothing else
+-- matched) or "no-client" (no address: a unix-socket peer); an entry or
+-- line naming no target is "unknown-target" (stable). nil, err where
+-- a cache miss cannot ask memcached (a phase without cosockets).
 local function decide(self)
     local target, reason, source = decide_target(self)
     if not target then

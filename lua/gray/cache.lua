@@ -1,12 +1,13 @@
 -- gray.cache: the worker's bounded decision caches. new(): a cache with a
--- cheap hit, for the identities (one per identity, keyed by the raw value). A hit costs one or
--- two table lookups and a compare with a clock the caller read once per
--- request: no queue to reorder, no clock call per lookup. Eviction is by
--- generations: new entries go to the young table; when it holds `size / 2`
--- entries it becomes the old one and the previous old one is dropped; a hit
--- in the old table moves the entry back. So an entry used again within
--- size / 2 insertions survives, and at most `size` entries live. Expired entries stay until evicted, for use
--- as stale decisions while memcached fails, as in lua-resty-lrucache.
+-- cheap hit, for the identities (one per identity, keyed by the raw
+-- value). A hit costs one or two table lookups and a compare with a clock
+-- the caller read once per request: no queue to reorder, no clock call per
+-- lookup. Eviction is by generations: new entries go to the young table;
+-- when it holds `size / 2` entries it becomes the old one and the previous
+-- old one is dropped; a hit in the old table moves the entry back. So an
+-- entry used again within size / 2 insertions survives, and at most `size`
+-- entries live. Expired entries stay until evicted, for use as stale
+-- decisions while memcached fails, as in lua-resty-lrucache.
 --
 -- lru(): the addresses' cache, least recently used first out (over
 -- resty.lrucache), with the same get and set. Both keep when each entry was

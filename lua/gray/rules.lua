@@ -44,7 +44,7 @@ local COSOCKET_PHASES = {
     ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
 
-
+-- nil where a cache miss can ask memcached, else the error that says why not.
 local function needs_cosockets()
     local phase = get_phase()
     if COSOCKET_PHASES[phase] then
@@ -133,10 +133,6 @@ local function stale_of(self, cache, key, stale, stored_at)
     return stale
 end
 
--- The rules below the memcached entries: id lists, ranges, percentage.
--- pkey is the percentage's identity key (the first identity present, else
--- the canonical address); failure, when memcached failed for an entry,
--- replaces "default".
 -- The location an id list gives this request's value of identity id, or
 -- nil (id may be nil: past the last identity).
 local function listed(lists, id)
@@ -147,6 +143,10 @@ local function listed(lists, id)
     return v and list_listed(lists, id.name, v)
 end
 
+-- The rules below the memcached entries: id lists, ranges, percentage.
+-- The percentage's key is the first identity present (pid, its value pv),
+-- else the canonical address (addr); failure, when memcached failed for an
+-- entry, replaces "default"; source is returned as it is.
 local function decide_lists(self, addr, pid, pv, failure, source)
     local lists = self.lists
     local ids = self.ids
@@ -446,6 +446,52 @@ local function ask_many(self, keys, pending, known, waited, timeout)
     return failure, source
 end
 
+-- The miss path of decide_ids with a shared cache: the identities' and
+-- the address's keys not in this worker's caches, through the shared
+-- cache's fetch_many (its locks, then one multi-get: ask_many).
+local function decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now)
+    local ids = self.ids
+    local keys, known, pending = {}, {}, {}
+    for i = 1, #ids do
+        local id = ids[i]
+        local v = id_value(id)
+        local key = v and id_key(id, v)
+        if key then
+            local target, stale, stored_at = id.cache:get(v, now)
+            if target == nil or not self.use_fresh then
+                keys[#keys + 1] = key
+                pending[key] = { cache = id.cache, ckey = v, stale = stale, stored_at = stored_at,
+                                 seen = false, failure = false }
+            else
+                known[key] = target
+            end
+        end
+    end
+    if addr and (a_target == nil or not self.use_fresh) then
+        keys[#keys + 1] = akey
+        pending[akey] = { cache = self.cache, ckey = akey, stale = a_stale, stored_at = a_stored,
+                          seen = false, failure = false }
+    elseif addr then
+        known[akey] = a_target
+    end
+
+    local failure, source = fetch_many(self.shared, keys, pending, known, now, ask_many, self)
+    for i = 1, #ids do
+        local id = ids[i]
+        local v = id_value(id)
+        local key = v and id_key(id, v)
+        local target = key and known[key]
+        if target then
+            return target, target.reason or id.reason, source
+        end
+    end
+    local a = addr and known[akey]
+    if a then
+        return a, a.reason or "ip", source
+    end
+    return decide_lists(self, addr, pid, pv, failure, source)
+end
+
 -- Identities and the address. The first identity (in the order of `ids`)
 -- with a gray entry decides, then the address's entry; the entries not in
 -- the caches are asked for, all of them in one multi-get.
@@ -492,45 +538,7 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         return decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
                                  v1, v2, v3, v4, k1, k2, k3, k4)
     end
-    local keys, known, pending = {}, {}, {}
-    for i = 1, #ids do
-        local id = ids[i]
-        local v = id_value(id)
-        local key = v and id_key(id, v)
-        if key then
-            local target, stale, stored_at = id.cache:get(v, now)
-            if target == nil or not self.use_fresh then
-                keys[#keys + 1] = key
-                pending[key] = { cache = id.cache, ckey = v, stale = stale, stored_at = stored_at,
-                                 seen = false, failure = false }
-            else
-                known[key] = target
-            end
-        end
-    end
-    if addr and (a_target == nil or not self.use_fresh) then
-        keys[#keys + 1] = akey
-        pending[akey] = { cache = self.cache, ckey = akey, stale = a_stale, stored_at = a_stored,
-                          seen = false, failure = false }
-    elseif addr then
-        known[akey] = a_target
-    end
-
-    local failure, source = fetch_many(self.shared, keys, pending, known, now, ask_many, self)
-    for i = 1, #ids do
-        local id = ids[i]
-        local v = id_value(id)
-        local key = v and id_key(id, v)
-        local target = key and known[key]
-        if target then
-            return target, target.reason or id.reason, source
-        end
-    end
-    local a = addr and known[akey]
-    if a then
-        return a, a.reason or "ip", source
-    end
-    return decide_lists(self, addr, pid, pv, failure, source)
+    return decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now)
 end
 
 -- The location an override value names: "always" / "never" (any case) or
@@ -570,6 +578,9 @@ local function forced(self, addr)
     return nil
 end
 
+--- The decision for this request, as gray.decide documents it: the
+-- decision record (location, name, reason), the reason, the source; nil,
+-- err in a phase without cosockets on a cache miss.
 local function decide_rules(self)
     -- the probe hands back the entry of an address already in the cache
     local addr, target, stale, stored_at = client_key_of(self.client, self.probe)
