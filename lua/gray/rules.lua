@@ -178,8 +178,11 @@ local function decide_lists(self, addr, pid, pv, failure, source)
     return self.stable_target, failure or "default", source
 end
 
--- The address alone (no identities): the fast path of the classic dep.lua setup.
-local function decide_address(self, addr, target, stale, stored_at)
+-- The address's key (addr, under key_prefix) and its entry in this
+-- worker's cache: decision, stale decision, stored_at; unless the client's
+-- probe found that entry already (target or stale given: returned as they
+-- are).
+local function address_entry(self, addr, target, stale, stored_at)
     local key = addr
     if target == nil and stale == nil then
         if self.key_prefix then
@@ -190,6 +193,13 @@ local function decide_address(self, addr, target, stale, stored_at)
             target, stale, stored_at = lru_get(self.cache, key)
         end
     end
+    return key, target, stale, stored_at
+end
+
+-- The address alone (no identities): the fast path of the classic dep.lua setup.
+local function decide_address(self, addr, target, stale, stored_at)
+    local key
+    key, target, stale, stored_at = address_entry(self, addr, target, stale, stored_at)
     if target then
         return target, target.reason or "ip", "cache"
     elseif target == false then
@@ -498,13 +508,8 @@ end
 local function decide_ids(self, addr, a_target, a_stale, a_stored)
     local ids = self.ids
     local akey = addr
-    if addr and a_target == nil and a_stale == nil then
-        if self.key_prefix then
-            akey = self.key_prefix .. addr
-        end
-        if self.use_fresh then
-            a_target, a_stale, a_stored = lru_get(self.cache, akey)
-        end
+    if addr then
+        akey, a_target, a_stale, a_stored = address_entry(self, addr, a_target, a_stale, a_stored)
     end
 
     -- from the caches alone, while nothing before is unknown. Straight-line
