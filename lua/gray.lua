@@ -8,6 +8,17 @@
 --   local router = assert(gray.new({ memcached = "127.0.0.1:11211" }))
 --   local target, reason, source = router:decide()
 --   router:exec()      -- decide() then ngx.exec(target)
+--
+-- This file builds the router (new) and answers for it (decide, exec);
+-- the parts live in their own modules:
+--   gray.options    the options, their defaults and checks
+--   gray.client     the client's address (trusted proxies' headers)
+--   gray.rules      the decision rules, in precedence order
+--   gray.cache      the worker's decision caches (addresses, identities)
+--   gray.shcache    the cache shared by the workers, and its lock protocol
+--   gray.memcached  the store client
+--   gray.lists      id lists, ranges and the percentage
+--   gray.metrics    the counters (gray.outcome: the log phase's)
 
 local gray_ffi = require "gray.ffi"
 local options = require "gray.options"
@@ -162,6 +173,8 @@ local function new_router(opts)
     if not o then
         return nil, err
     end
+    -- the router record: what gray.rules decides with (its caches, lists,
+    -- decisions and clients), built here; after, only start() changes it
     local self = {
         mc = o.mc, client = o.client, stable = o.stable, ids = o.ids,
         force_var = o.force_var, force_from = o.force_from, secret = o.secret,
