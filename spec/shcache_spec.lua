@@ -163,6 +163,75 @@ describe("gray.shcache inside a worker", function()
                      .. "deadline nil true\n", out)
     end)
 
+    -- the protocol itself, with an ask function standing for memcached:
+    -- every way out of code holding a lock lets go of it, saying why when
+    -- the lookup failed
+    it("fetch asks under the lock, stores at both levels, and always lets go", function()
+        local out = run([[
+            local a = assert(shcache.new({ dict = "gray_cache", locations = { "@g" },
+                namespace = "gF", pos_ttl = 5, neg_ttl = 5, keep = 60, timeout = 300,
+                log = require("gray.log").new(60) }))
+            local c = require("gray.cache").new(10)
+            local asked = 0
+            local function ask(answer)
+                asked = asked + 1
+                if answer == "fail" then
+                    return nil, "store-down"
+                end
+                return answer, nil, true
+            end
+            local function show(...)
+                local r = { ... }
+                for i = 1, 3 do r[i] = tostring(r[i]) end
+                return table.concat(r, ",")
+            end
+            local function free(key)        -- whether the lock was free (let go again)
+                local held = a:lock(key)
+                if held then a:unlock(key) end
+                return tostring(held)
+            end
+            local now = ngx.now()
+            say("answer", show(a:fetch(c, "f1", nil, ask, "@g")), free("f1"),
+                tostring(c:get("f1", now)), tostring(a:get("f1", now)), asked)
+            say("failed", show(a:fetch(c, "f2", nil, ask, "fail")), free("f2"),
+                show(a:wait("f2")), asked)
+            a:set("f3", "@g", now, true)    -- another worker stored it meanwhile
+            say("since", show(a:fetch(c, "f3", nil, ask, "@g")), free("f3"), asked)
+            assert(a:lock("f4"))            -- another worker holds it, then answers
+            ngx.timer.at(0.02, function() a:set("f4", "@g", ngx.now(), true) a:unlock("f4") end)
+            say("waited", show(a:fetch(c, "f4", nil, ask, "@g")), free("f4"), asked)
+
+            -- several keys: m1 answered, m2 failed, m3 known to the dict
+            a:set("m3", "@g", now, true)
+            local pending, known = {}, {}
+            for _, key in ipairs({ "m1", "m2", "m3" }) do
+                pending[key] = { cache = c, ckey = key, stale = nil, stored_at = nil,
+                                 seen = false, failure = false }
+            end
+            local function ask_many(_, rest, p, k)
+                for _, key in ipairs(rest) do
+                    if key == "m2" then
+                        p[key].failure = "store-error"
+                    else
+                        k[key] = "@g"
+                        a:store(p[key].cache, p[key].ckey, key, "@g", ngx.now(), true)
+                    end
+                end
+                return "store-error", "memcached"
+            end
+            say("many", show(a:fetch_many({ "m1", "m2", "m3" }, pending, known, now, ask_many)),
+                free("m1"), free("m2"), show(a:wait("m2")), tostring(known.m3),
+                tostring(pending.m3))
+        ]])
+        assert.equal(table.concat({
+            "answer @g,nil,memcached true @g @g 1",
+            "failed nil,store-down,nil false nil,store-down,nil 2",
+            "since @g,nil,shm true 2",
+            "waited @g,nil,shm true 2",
+            "many store-error,memcached,nil true false nil,store-error,nil @g nil",
+        }, "\n") .. "\n", out)
+    end)
+
     it("one worker asks memcached; the next finds the decision in the shared dict", function()
         mc:set("192.0.2.10", "1")
         mc:set("192.0.2.11", "v2")
