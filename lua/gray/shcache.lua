@@ -349,6 +349,40 @@ function _M.fetch(self, cache, key, seen, ask, arg)
     return unlock_and_ret(self, key, held, target, nil, "memcached")
 end
 
+-- shared_pass when other workers ask memcached about every key left
+-- (others): waits for their decisions (known, this worker's cache), within
+-- one deadline for all the waits and what is asked after them, as for one
+-- multi-get. Returns what shared_pass does (no key is locked).
+local function wait_all(self, others, pending, known)
+    local failed, lost, deadline = nil, {}, ngx_now() + self.wait_max
+    for i = 1, #others do
+        local key = others[i]
+        local p = pending[key]
+        local target, failure = wait_shared(self, p.cache, p.ckey, key, deadline, p.seen)
+        if failure == "lost" then
+            lost[#lost + 1] = key
+        elseif target == nil then
+            failed = failed or {}
+            failed[key] = failure == "store-down" and "down" or "error"
+        else
+            known[key] = target
+            pending[key] = nil
+        end
+    end
+    if #lost == 0 then
+        return lost, false, failed
+    end
+    local left = ms_left(deadline)
+    if not left then
+        failed = failed or {}
+        for i = 1, #lost do
+            failed[lost[i]] = "error"
+        end
+        return {}, false, failed
+    end
+    return lost, false, failed, left
+end
+
 -- The dict's part in a multi-key lookup: the keys it knows leave
 -- pending for known (and the worker's cache); their stale decisions stand
 -- in for missing ones of the worker. Of the rest, this worker takes the
@@ -398,35 +432,7 @@ local function shared_pass(self, keys, pending, known, now)
     if ask or #rest == 0 then
         return rest, mine, nil
     end
-    -- one deadline for all the waits and what is asked after them, as for
-    -- one multi-get
-    local failed, lost, deadline = nil, {}, ngx_now() + self.wait_max
-    for i = 1, #others do
-        local key = others[i]
-        local p = pending[key]
-        local target, failure = wait_shared(self, p.cache, p.ckey, key, deadline, p.seen)
-        if failure == "lost" then
-            lost[#lost + 1] = key
-        elseif target == nil then
-            failed = failed or {}
-            failed[key] = failure == "store-down" and "down" or "error"
-        else
-            known[key] = target
-            pending[key] = nil
-        end
-    end
-    if #lost == 0 then
-        return lost, false, failed
-    end
-    local left = ms_left(deadline)
-    if not left then
-        failed = failed or {}
-        for i = 1, #lost do
-            failed[lost[i]] = "error"
-        end
-        return {}, false, failed
-    end
-    return lost, false, failed, left
+    return wait_all(self, others, pending, known)
 end
 
 -- The one way out of fetch_many: lets go of the keys locked (mine), each
