@@ -114,10 +114,10 @@ local function build_cache(self, o)
     self.neg_ttl = neg_ttl > 0 and neg_ttl or -0.001
     self.use_fresh = cache_ttl > 0 or neg_ttl > 0
     self.stale_limit = math_max(cache_ttl, neg_ttl) + o.stale_ttl
-    -- an entry holds a decision (a record of self.targets, the
-    -- unknown-target one, or false) and when it was stored, never what
+    -- an entry holds a decision (a record of self.decisions: a target's,
+    -- the unknown-target one, or false) and when it was stored, never what
     -- memcached sent
-    self.cache = gray_cache.lru(o.cache_size)
+    self.cache = gray_cache.lru(o.cache_size, self.decisions)
     self.log = gray_log.new(o.log_interval)
     -- Only canonical addresses are keys of self.cache (identities, lists
     -- and the like must never share it), so a header or peer whose text is
