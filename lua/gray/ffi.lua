@@ -1186,10 +1186,9 @@ local function names_text(names)
     return names, #names
 end
 
--- The arguments of image_compile and image_compile_start, checked and in
--- C's form: a record (kind, parts, n, names, names_len, cas, unknown,
--- path), or nil, err.
-local function image_args(kind, text, names, cas, path, unknown)
+-- A compile's arguments, checked and in C's form: a record (kind, parts,
+-- n, names, names_len, cas, unknown), or nil, err.
+local function image_args(kind, text, names, cas, unknown)
     local k = IMAGE_KINDS[kind]
     if not k then
         return nil, "kind must be \"ids\" or \"ranges\""
@@ -1210,11 +1209,22 @@ local function image_args(kind, text, names, cas, path, unknown)
     if type(unknown) ~= "number" or unknown < 0 or unknown > TARGETS_MAX or unknown % 1 ~= 0 then
         return nil, "unknown must be a target index from 0 to " .. TARGETS_MAX
     end
+    return { kind = k, parts = parts, n = n, names = ntext, names_len = nlen, cas = v,
+             unknown = unknown }
+end
+
+-- The arguments of image_compile and image_compile_start (a compile to the
+-- file at path): image_args' record and its path, or nil, err.
+local function file_image_args(kind, text, names, cas, path, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
+    if not a then
+        return nil, err
+    end
     if type(path) ~= "string" then
         return nil, "path must be a string"
     end
-    return { kind = k, parts = parts, n = n, names = ntext, names_len = nlen, cas = v,
-             unknown = unknown, path = path }
+    a.path = path
+    return a
 end
 
 -- The error of a compile that failed with rc: an I/O error names the errno
@@ -1254,7 +1264,7 @@ end
 -- unknown, bad_lines, unknown_lines, targets, bytes, compile_ms, cpu_ms),
 -- or nil, err.
 function _M.image_compile(kind, text, names, cas, path, unknown)
-    local a, err = image_args(kind, text, names, cas, path, unknown)
+    local a, err = file_image_args(kind, text, names, cas, path, unknown)
     if not a then
         return nil, err
     end
@@ -1283,7 +1293,7 @@ end
 --- The same compile in a thread: returns a job to poll, or nil, err. The
 -- job copies the text: the strings may go once this returns.
 function _M.image_compile_start(kind, text, names, cas, path, unknown)
-    local a, err = image_args(kind, text, names, cas, path, unknown)
+    local a, err = file_image_args(kind, text, names, cas, path, unknown)
     if not a then
         return nil, err
     end
