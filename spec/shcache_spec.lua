@@ -360,6 +360,58 @@ describe("gray.shcache inside a worker", function()
     end)
 end)
 
+-- With the metrics dict, a wait for another worker's decision counts in
+-- gray_shm_waits_total (the router tells its shared cache: count_waits).
+describe("gray.shcache with metrics", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        nginx = harness.nginx({ memcached_port = mc.port,
+                                http = "lua_shared_dict gray_cache 1m;\n"
+                                       .. "lua_shared_dict gray_metrics 1m;\n"
+                                       .. "init_by_lua_block { require('gray.metrics')"
+                                       .. ".configure({ flush_interval = 0.05 }) }",
+                                servers = eval_server() })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("counts each wait in gray_shm_waits_total", function()
+        mc:set("192.0.2.41", "1")
+        local code = [[
+            local r = package.loaded.spec_counted
+            if not r then
+                r = assert(require("gray").new({ memcached = "127.0.0.1:]] .. mc.port .. [[",
+                                                 shm = "gray_cache", cache_ttl = 5 }))
+                package.loaded.spec_counted = r
+            end
+            local function waits()
+                ngx.sleep(0.15)     -- a flush or two
+                return require("gray.metrics").text():match("\ngray_shm_waits_total (%d+)")
+            end
+            if ngx.var.http_x_real_ip == "192.0.2.41" then
+                -- another worker (a timer here) holds the lock and answers in 20 ms
+                assert(r.shared:lock("192.0.2.41"))
+                ngx.timer.at(0.02, function()
+                    r.shared:set("192.0.2.41", r.decisions[1], ngx.now(), true)
+                    r.shared:unlock("192.0.2.41")
+                end)
+            end
+            local loc, reason, source = r:decide()
+            ngx.say(loc, " ", reason, " ", source, " ", tostring(waits()))
+        ]]
+        -- the first decision starts the metrics
+        assert.equal("@server default memcached nil\n",
+                     nginx:eval(code, nil, { ["X-Real-IP"] = "192.0.2.40" }))
+        assert.equal("@server_test ip shm 1\n",
+                     nginx:eval(code, nil, { ["X-Real-IP"] = "192.0.2.41" }))
+    end)
+end)
+
 describe("gray.shcache across four workers", function()
     local fake, nginx
 
