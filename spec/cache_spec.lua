@@ -60,3 +60,60 @@ describe("gray.cache", function()
         assert.same({}, { c:get("b", 1) })
     end)
 end)
+
+describe("gray.cache.lru", function()
+    local DECISIONS = { "@gray", "@a", "@b", "@c" }
+    local saved_ngx, clock = _G.ngx, 1000.25
+    setup(function()
+        -- resty.lrucache reads the clock through ngx.now
+        _G.ngx = { now = function() return clock end }
+        package.loaded["resty.lrucache"] = nil
+    end)
+    teardown(function()
+        _G.ngx = saved_ngx
+        package.loaded["resty.lrucache"] = nil
+    end)
+
+    it("keeps stored_at to the fraction of a second, fresh then stale", function()
+        local c = gray_cache.lru(10, DECISIONS)
+        clock = 1000.25
+        c:set("192.0.2.1", "@gray", 1, 1000.25)
+        c:set("192.0.2.2", false, 1, 1000.25)
+        assert.same({ "@gray", nil, 1000.25 }, { c:get("192.0.2.1") })
+        assert.same({ false, nil, 1000.25 }, { c:get("192.0.2.2") })
+        clock = 1001.5
+        assert.same({ nil, "@gray", 1000.25 }, { c:get("192.0.2.1") })
+        assert.same({}, { c:get("192.0.2.3") })
+    end)
+
+    it("is fresh until stored_at + ttl when stored_at is past (a shared entry)", function()
+        local c = gray_cache.lru(10, DECISIONS)
+        clock = 2000.5
+        c:set("k", "@gray", 1, 1999.75)     -- stored 0.75 s ago: fresh 0.25 s more
+        assert.same({ "@gray", nil, 1999.75 }, { c:get("k") })
+        clock = 2000.8
+        assert.same({ nil, "@gray", 1999.75 }, { c:get("k") })
+    end)
+
+    it("keeps today's times to the millisecond, and only the decisions it was given", function()
+        local c = gray_cache.lru(10, DECISIONS)
+        clock = 1764882000.123
+        c:set("k", "@c", 60, clock)
+        c:set("x", "@elsewhere", 60, clock)
+        local d, stale, stored_at = c:get("k")
+        assert.same({ "@c", nil }, { d, stale })
+        assert.is_true(math.abs(stored_at - 1764882000.123) < 1e-6, tostring(stored_at))
+        assert.same({}, { c:get("x") })
+    end)
+
+    it("holds at most size entries, the least recently used going first", function()
+        local c = gray_cache.lru(2, DECISIONS)
+        clock = 10
+        c:set("a", "@a", 5, 10)
+        c:set("b", "@b", 5, 10)
+        c:get("a")
+        c:set("c", "@c", 5, 10)
+        assert.same({}, { c:get("b") })
+        assert.same({ "@a", nil, 10 }, { c:get("a") })
+    end)
+end)

@@ -10,7 +10,7 @@ local harness = require "helpers.harness"
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
                     "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
                     "token.lua", "options.lua", "util.lua", "outcome.lua", "ramp.lua",
-                    "route.lua" }
+                    "route.lua", "rules.lua" }
 
 -- Code that only timers run (list refresh, metrics and outcome flushes, bulk
 -- reads) is left to the interpreter with jit.off: its loops would make

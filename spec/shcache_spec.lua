@@ -164,6 +164,75 @@ describe("gray.shcache inside a worker", function()
                      .. "deadline nil true\n", out)
     end)
 
+    -- the protocol itself, with an ask function standing for memcached:
+    -- every way out of code holding a lock lets go of it, saying why when
+    -- the lookup failed
+    it("fetch asks under the lock, stores at both levels, and always lets go", function()
+        local out = run([[
+            local a = assert(shcache.new({ dict = "gray_cache", locations = { "@g" },
+                namespace = "gF", pos_ttl = 5, neg_ttl = 5, keep = 60, timeout = 300,
+                log = require("gray.log").new(60) }))
+            local c = require("gray.cache").new(10)
+            local asked = 0
+            local function ask(answer)
+                asked = asked + 1
+                if answer == "fail" then
+                    return nil, "store-down"
+                end
+                return answer, nil, true
+            end
+            local function show(...)
+                local r = { ... }
+                for i = 1, 3 do r[i] = tostring(r[i]) end
+                return table.concat(r, ",")
+            end
+            local function free(key)        -- whether the lock was free (let go again)
+                local held = a:lock(key)
+                if held then a:unlock(key) end
+                return tostring(held)
+            end
+            local now = ngx.now()
+            say("answer", show(a:fetch(c, "f1", nil, ask, "@g")), free("f1"),
+                tostring(c:get("f1", now)), tostring(a:get("f1", now)), asked)
+            say("failed", show(a:fetch(c, "f2", nil, ask, "fail")), free("f2"),
+                show(a:wait("f2")), asked)
+            a:set("f3", "@g", now, true)    -- another worker stored it meanwhile
+            say("since", show(a:fetch(c, "f3", nil, ask, "@g")), free("f3"), asked)
+            assert(a:lock("f4"))            -- another worker holds it, then answers
+            ngx.timer.at(0.02, function() a:set("f4", "@g", ngx.now(), true) a:unlock("f4") end)
+            say("waited", show(a:fetch(c, "f4", nil, ask, "@g")), free("f4"), asked)
+
+            -- several keys: m1 answered, m2 failed, m3 known to the dict
+            a:set("m3", "@g", now, true)
+            local pending, known = {}, {}
+            for _, key in ipairs({ "m1", "m2", "m3" }) do
+                pending[key] = { cache = c, ckey = key, stale = nil, stored_at = nil,
+                                 seen = false, failure = false }
+            end
+            local function ask_many(_, rest, p, k)
+                for _, key in ipairs(rest) do
+                    if key == "m2" then
+                        p[key].failure = "store-error"
+                    else
+                        k[key] = "@g"
+                        a:store(p[key].cache, p[key].ckey, key, "@g", ngx.now(), true)
+                    end
+                end
+                return "store-error", "memcached"
+            end
+            say("many", show(a:fetch_many({ "m1", "m2", "m3" }, pending, known, now, ask_many)),
+                free("m1"), free("m2"), show(a:wait("m2")), tostring(known.m3),
+                tostring(pending.m3))
+        ]])
+        assert.equal(table.concat({
+            "answer @g,nil,memcached true @g @g 1",
+            "failed nil,store-down,nil false nil,store-down,nil 2",
+            "since @g,nil,shm true 2",
+            "waited @g,nil,shm true 2",
+            "many store-error,memcached,nil true false nil,store-error,nil @g nil",
+        }, "\n") .. "\n", out)
+    end)
+
     it("one worker asks memcached; the next finds the decision in the shared dict", function()
         mc:set("192.0.2.10", "1")
         mc:set("192.0.2.11", "v2")
@@ -289,6 +358,58 @@ describe("gray.shcache inside a worker", function()
         -- and with nothing stored anywhere, the stable location
         out = run("say(router('s3', { cache_ttl = 0.2 }):decide())", "192.0.2.41")
         assert.truthy(out:find("^@server store%-") , out)
+    end)
+end)
+
+-- With the metrics dict, a wait for another worker's decision counts in
+-- gray_shm_waits_total (the router tells its shared cache: count_waits).
+describe("gray.shcache with metrics", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        nginx = harness.nginx({ memcached_port = mc.port,
+                                http = "lua_shared_dict gray_cache 1m;\n"
+                                       .. "lua_shared_dict gray_metrics 1m;\n"
+                                       .. "init_by_lua_block { require('gray.metrics')"
+                                       .. ".configure({ flush_interval = 0.05 }) }",
+                                servers = eval_server() })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("counts each wait in gray_shm_waits_total", function()
+        mc:set("192.0.2.41", "1")
+        local code = [[
+            local r = package.loaded.spec_counted
+            if not r then
+                r = assert(require("gray").new({ memcached = "127.0.0.1:]] .. mc.port .. [[",
+                                                 shm = "gray_cache", cache_ttl = 5 }))
+                package.loaded.spec_counted = r
+            end
+            local function waits()
+                ngx.sleep(0.15)     -- a flush or two
+                return require("gray.metrics").text():match("\ngray_shm_waits_total (%d+)")
+            end
+            if ngx.var.http_x_real_ip == "192.0.2.41" then
+                -- another worker (a timer here) holds the lock and answers in 20 ms
+                assert(r.shared:lock("192.0.2.41"))
+                ngx.timer.at(0.02, function()
+                    r.shared:set("192.0.2.41", r.decisions[1], ngx.now(), true)
+                    r.shared:unlock("192.0.2.41")
+                end)
+            end
+            local loc, reason, source = r:decide()
+            ngx.say(loc, " ", reason, " ", source, " ", tostring(waits()))
+        ]]
+        -- the first decision starts the metrics
+        assert.equal("@server default memcached nil\n",
+                     nginx:eval(code, nil, { ["X-Real-IP"] = "192.0.2.40" }))
+        assert.equal("@server_test ip shm 1\n",
+                     nginx:eval(code, nil, { ["X-Real-IP"] = "192.0.2.41" }))
     end)
 end)
 

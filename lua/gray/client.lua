@@ -116,7 +116,7 @@ end
 
 -- A text already among the cache's keys is a canonical address (nothing
 -- else gets in), so it needs no parse: found, then the entry as cache:get
--- returns it (value, stale value, flags).
+-- returns it (value, stale value, stored_at).
 local function probe(cache, text)
     local value, stale, flags = cache:get(text)
     if value ~= nil or stale ~= nil then
@@ -129,9 +129,9 @@ end
 -- peer is not an IP address (a unix socket). In the common cases (a proxy's
 -- X-Real-IP or one-element X-Forwarded-For in canonical form, or a direct
 -- client) the key is the nginx variable's own string: nothing is copied.
--- With `cache` (a resty.lrucache whose keys are canonical addresses only),
--- a text found there is returned with its entry (key, value, stale, flags)
--- and not parsed at all.
+-- With `cache` (a gray.cache whose keys are canonical addresses only), a
+-- text found there is returned with its entry (key, value, stale,
+-- stored_at) and not parsed at all.
 function _M.key(self, cache)
     local peer = ngx_var.remote_addr
     if peer == nil then

@@ -1249,6 +1249,8 @@ local function names_text(names)
     return names, #names
 end
 
+-- A compile's arguments, checked and in C's form: a record (kind, parts,
+-- n, names, names_len, cas, unknown), or nil, err.
 local function image_args(kind, text, names, cas, unknown)
     local k = IMAGE_KINDS[kind]
     if not k then
@@ -1272,6 +1274,29 @@ local function image_args(kind, text, names, cas, unknown)
     end
     return { kind = k, parts = parts, n = n, names = ntext, names_len = nlen, cas = v,
              unknown = unknown }
+end
+
+-- The arguments of image_compile and image_compile_start (a compile to the
+-- file at path): image_args' record and its path, or nil, err.
+local function file_image_args(kind, text, names, cas, path, unknown)
+    local a, err = image_args(kind, text, names, cas, unknown)
+    if not a then
+        return nil, err
+    end
+    if type(path) ~= "string" then
+        return nil, "path must be a string"
+    end
+    a.path = path
+    return a
+end
+
+-- The error of a compile that failed with rc: an I/O error names the errno
+-- its stats hold.
+local function compile_err(rc)
+    if rc == GRAY_EIO then
+        return strerror(rc) .. ": errno " .. image_stats.sys_errno
+    end
+    return strerror(rc)
 end
 
 local function stats_table(st)
@@ -1302,18 +1327,14 @@ end
 -- unknown, bad_lines, unknown_lines, targets, bytes, compile_ms, cpu_ms),
 -- or nil, err.
 function _M.image_compile(kind, text, names, cas, path, unknown)
-    local a, err = image_args(kind, text, names, cas, unknown)
+    local a, err = file_image_args(kind, text, names, cas, path, unknown)
     if not a then
         return nil, err
     end
-    if type(path) ~= "string" then
-        return nil, "path must be a string"
-    end
     local rc = C.gray_image_compile(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown, a.cas,
-                                    path, image_stats)
+                                    a.path, image_stats)
     if rc ~= 0 then
-        return nil, rc == GRAY_EIO and strerror(rc) .. ": errno " .. image_stats.sys_errno
-                    or strerror(rc)
+        return nil, compile_err(rc)
     end
     return stats_table(image_stats)
 end
@@ -1335,16 +1356,13 @@ end
 --- The same compile in a thread: returns a job to poll, or nil, err. The
 -- job copies the text: the strings may go once this returns.
 function _M.image_compile_start(kind, text, names, cas, path, unknown)
-    local a, err = image_args(kind, text, names, cas, unknown)
+    local a, err = file_image_args(kind, text, names, cas, path, unknown)
     if not a then
         return nil, err
     end
-    if type(path) ~= "string" then
-        return nil, "path must be a string"
-    end
     reap_jobs()
     local rc = C.gray_image_compile_start(a.kind, a.parts, a.n, a.names, a.names_len, a.unknown,
-                                          a.cas, path, job_out)
+                                          a.cas, a.path, job_out)
     if rc ~= 0 then
         return nil, image_err(rc)
     end
@@ -1366,8 +1384,7 @@ function _M.image_poll(job)
     end
     live_jobs[job] = nil
     if rc ~= 0 then
-        return nil, rc == GRAY_EIO and strerror(rc) .. ": errno " .. image_stats.sys_errno
-                    or strerror(rc), stats_table(image_stats)
+        return nil, compile_err(rc), stats_table(image_stats)
     end
     return true, stats_table(image_stats)
 end

@@ -92,6 +92,7 @@ function _M.parse(spec)
         ids[#ids + 1] = { name = name, prefix = name .. ":", var = var, source = source,
                           field = field, reason = "id:" .. name, list_reason = "list:" .. name,
                           context = signed and "id:" .. name or false, secret = false,
+                          cache = false,    -- bind(): the router's cache of its decisions
                           memo_raw = false, memo_value = false, memo_expiry = 0 }
     end
     if #ids > IDS_MAX then
@@ -120,6 +121,13 @@ function _M.check_keys(ids, keys, key_prefix)
         end
     end
     return nil
+end
+
+--- Gives an identity parsed above its router's parts: the secret (or
+-- false) that checks its signed cookies, and the cache of its decisions
+-- (a gray.cache, keyed by the raw value).
+function _M.bind(id, secret, cache)
+    id.secret, id.cache = secret, cache
 end
 
 -- The id in a signed cookie's value v, or nil when v is no token of this

@@ -453,8 +453,8 @@ function _M.new(opts)
     -- what names the memcached cluster: the servers as parsed and their
     -- placement (two routers naming them alike share the images)
     local ident = { tostring(opts.distribution) }
-    for _, srv in ipairs(opts.mc.servers or {}) do
-        ident[#ident + 1] = tostring(srv.name) .. "/" .. tostring(srv.weight)
+    for _, name in ipairs(opts.mc:server_names()) do
+        ident[#ident + 1] = name
     end
     local self = setmetatable({
         mc = opts.mc, interval = opts.interval, timeout = opts.timeout,
@@ -496,6 +496,8 @@ function _M.new(opts)
     return self
 end
 
+-- The percentage in key's text, now in use: pct, or nil, err (the last
+-- one stays in use).
 local function compile_percent(self, key, text)
     text = text:match("^%s*(.-)%s*$")
     local pct = (text:find("^%d+$") or text:find("^%d+%.%d%d?$")) and tonumber(text)
@@ -504,7 +506,7 @@ local function compile_percent(self, key, text)
                     .. " most two decimals)"
     end
     self.percent_threshold = floor(pct * 100 + 0.5)
-    return true, pct
+    return pct
 end
 
 local function refresh_percent(self, deadline)
@@ -548,10 +550,10 @@ local function refresh_percent(self, deadline)
         end
         value, cas = entry.value, entry.cas or cas
     end
-    local ok, pct = compile_percent(self, key, value)
-    if not ok then
+    local pct, err = compile_percent(self, key, value)
+    if not pct then
         self.percent_cas = cas      -- logged once per change
-        self.log:report("compile", pct .. "; the last copy stays")
+        self.log:report("compile", err .. "; the last copy stays")
         return
     end
     self.percent_cas = cas
@@ -563,8 +565,8 @@ local function refresh_percent(self, deadline)
 end
 
 --- One refresh: each image checked (at most once per half interval,
--- whichever router of the worker asks), then the percentage. Returns the
--- number of images this router's worker mapped anew.
+-- whichever router of the worker asks), then the percentage. Failures are
+-- logged (the last copies stay); nothing is returned.
 function _M.refresh(self)
     self.refreshes = self.refreshes + 1
     local t = now_precise()
@@ -647,8 +649,11 @@ end
 --- Maps the node's current images (at once: a worker started by a reload
 -- decides with them from its first request), then starts the refresh
 -- timer (and a first refresh now); from a phase where timers may be
--- created. Returns true, or nil, err.
+-- created. Returns true (at once when started already), or nil, err.
 function _M.start(self)
+    if self.started then
+        return true
+    end
     for _, feed in ipairs(self.feeds) do
         resolve(feed)
         if feed.path and not feed.img then

@@ -451,6 +451,21 @@ local function retry_worth(reused, kind)
     return reused and (kind == "closed" or kind == "network")
 end
 
+--- The servers as this client places keys on them, in order: "name/weight"
+-- each (two clients given "a,b" and "a, b" name them alike).
+function _M.server_names(self)
+    local names = {}
+    for i, srv in ipairs(self.servers) do
+        names[i] = srv.name .. "/" .. tostring(srv.weight)
+    end
+    return names
+end
+
+--- The client's timeout: ms for one lookup, whole.
+function _M.timeout_ms(self)
+    return self.timeout
+end
+
 --- get(key [, timeout]): the value (a string), false on a miss, or nil,
 -- err, kind. timeout: ms for this lookup (default: the client's timeout),
 -- for a caller that already spent part of its deadline.
