@@ -49,6 +49,7 @@ typedef struct cli_opts {
     const char *key_prefix;         /* prepended to address keys ("") */
     const char *ranges_key;         /* "gray:ranges" */
     const char *percent_key;        /* "gray:percent" */
+    const char *halt_key;           /* "gray:halt": halts are <halt_key>:<target> */
     const char *targets;            /* check: the router's targets ("v2=@a, v3"), or "" */
     const char *lists;              /* check: the router's lists ("dev, uid"), or "" */
     unsigned timeout_ms;            /* connect and poll timeout */
@@ -196,6 +197,7 @@ typedef struct cli_args {
     long ttl;                       /* add: --ttl S, -1: not given */
     char **ids;                     /* check: --id name=value, in order */
     int nids;
+    const char *reason;             /* halt: --reason TEXT, NULL: not given */
 } cli_args_t;
 
 /* One import line (import.c). */
@@ -225,6 +227,10 @@ cli_command_fn cli_cmd_check;
 /* token <subject> --ttl D --secret-file F [--id NAME] (token.c): no
  * memcached, the secret file is all it reads. */
 cli_command_fn cli_cmd_token;
+
+/* halt <target> [--reason TEXT], resume <target> (halt.c): the fleet-wide
+ * halt key <halt_key>:<target>, added or deleted. */
+cli_command_fn cli_cmd_halt, cli_cmd_resume;
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);

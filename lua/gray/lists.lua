@@ -23,10 +23,12 @@
 -- its timer for the compile) and says so once in the log.
 --
 -- The percentage is a tiny value: each router checks its CAS with mg and
--- reads it when it changed.
+-- reads it when it changed. The halts (gray.halt, <halt_key>:<target>) are
+-- read after it, all in one multi-get: "END" alone while none is set.
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
+local halt = require "gray.halt"
 
 local image_find_id = gray_ffi.image_find_id
 local image_find_ip = gray_ffi.image_find_ip
@@ -46,8 +48,8 @@ local timer_at = ngx.timer.at
 local sleep = ngx.sleep
 local ngx_log = ngx.log
 local WARN, ERR = ngx.WARN, ngx.ERR
-local tonumber, tostring, pairs, ipairs, pcall, type = tonumber, tostring, pairs, ipairs, pcall,
-    type
+local tonumber, tostring, pairs, ipairs, pcall, type, next = tonumber, tostring, pairs, ipairs,
+    pcall, type, next
 local concat = table.concat
 local floor, min, max = math.floor, math.min, math.max
 local update_time, ngx_now = ngx.update_time, ngx.now
@@ -428,7 +430,8 @@ end
 --- The lists of one router. opts: mc (a gray.memcached client),
 -- ranges_key and percent_key (false: none), lists (id list names), interval
 -- (s), timeout (ms for one refresh), max_bytes (one list's limit), names
--- (target names, index 1 = "1"), decisions (the router's decision for each
+-- (target names, index 1 = "1"), halts (target name -> halt key: read each
+-- refresh, gray.halt; nil: none), decisions (the router's decision for each
 -- of them, by index), unknown (the decision for a name not in names: its
 -- index is #names + 1), log (a gray.log), dir (the image directory; false:
 -- in memory), distribution (the servers' placement). Returns the lists, or nil, err (about dir).
@@ -466,6 +469,7 @@ function _M.new(opts)
         percent_cas = nil,
         threshold = 0,          -- percent * 100: buckets below it are gray
         percent_compiles = 0,
+        halts = opts.halts or false,    -- target name -> halt key (gray.halt)
         refreshes = 0,          -- refreshes run
         started = false,
     }, mt)
@@ -486,7 +490,7 @@ function _M.new(opts)
             self.feeds[#self.feeds + 1] = feed
         end
     end
-    self.started = #self.feeds == 0 and not self.percent_key
+    self.started = #self.feeds == 0 and not self.percent_key and not self.halts
     return self
 end
 
@@ -576,6 +580,12 @@ function _M.refresh(self)
     end
     if self.percent_key then
         refresh_percent(self, deadline)
+    end
+    if self.halts and next(self.halts) then
+        local left = ms_left(deadline)
+        if left then
+            halt.refresh(self.halts, self.mc, left, self.log)
+        end
     end
 end
 
