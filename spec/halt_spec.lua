@@ -1,0 +1,260 @@
+-- gray.halt and gray.guard in real nginx: two nginx "nodes" share one real
+-- memcached and one pair of backends (stable, gray). Node A runs the guard
+-- (2 workers: worker 0 guards) under load from wrk, 50% of the clients in
+-- the percentage; node B runs none. A gray backend that answers 500 to 20%
+-- is halted by A's guard within 15 s, B follows the halt key within
+-- refresh_interval + 1 s; the tester override still reaches the halted
+-- target; gray-admin resume restores routing; a gray backend slower by
+-- 200 ms is halted for its latency. The A/A run: spec/guard_aa_spec.lua.
+
+local harness = require "helpers.harness"
+
+local REFRESH = 2           -- s: the lists' (and halts') refresh_interval default
+local REPO = harness.sh("pwd"):gsub("%s+$", "")
+
+-- the front of a node: $GUARD is its guard setting; $BACKEND the backends
+local FRONT = [[
+  log_by_lua_file $REPO/lua/gray/outcome.lua;
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+        set $gray_memcached 127.0.0.1:$MC;
+        set $gray_cache_ttl 300;
+        set $gray_guard "$GUARD";
+        set $gray_force "header:X-Gray";
+        set $gray_force_from "127.0.0.1";
+        set $gray_debug_header "X-Gray-Debug";
+        content_by_lua_file $REPO/lua/gray/dep.lua;
+    }
+    location @server {
+        proxy_set_header X-Backend stable;
+        proxy_pass http://127.0.0.1:$BACKEND;
+    }
+    location @server_test {
+        proxy_set_header X-Backend gray;
+        proxy_pass http://127.0.0.1:$BACKEND;
+    }
+    location = /metrics {
+        content_by_lua_block { require("gray.metrics").render() }
+    }
+  }
+]]
+
+-- the backends (node A's second port): the gray one as /mode says: "fail"
+-- answers 500 to 20%, "slow" takes 200 ms more, "aa" behaves as stable
+-- (1% 500s and 0..20 ms, both), else 200 at once
+local BACKENDS = [[
+  server {
+    listen 127.0.0.1:$PORT2;
+    location = /mode {
+        content_by_lua_block {
+            ngx.shared.spec_mode:set("mode", ngx.var.arg_m)
+            ngx.say(ngx.var.arg_m)
+        }
+    }
+    location / {
+        content_by_lua_block {
+            local mode = ngx.shared.spec_mode:get("mode")
+            local gray = ngx.var.http_x_backend == "gray"
+            if mode == "aa" then
+                ngx.sleep(math.random() * 0.02)
+                if math.random() < 0.01 then
+                    return ngx.exit(500)
+                end
+            elseif gray and mode == "fail" and math.random() < 0.2 then
+                return ngx.exit(500)
+            elseif gray and mode == "slow" then
+                ngx.sleep(0.2)
+            end
+            ngx.say(gray and "gray" or "stable")
+        }
+    }
+  }
+]]
+
+local HTTP = [[
+    lua_shared_dict gray_metrics 4m;
+    lua_shared_dict spec_mode 64k;
+]]
+
+local function front(guard, backend)
+    return FRONT:gsub("%$GUARD", guard):gsub("%$BACKEND", tostring(backend))
+end
+
+--- Starts two nodes on one memcached: a (guard, backends) and b (no guard).
+local function two_nodes(mc, guard)
+    local a = harness.nginx({ memcached_port = mc.port, workers = 2, http = HTTP,
+                              servers = front(guard, "$PORT2") .. BACKENDS })
+    local b = harness.nginx({ memcached_port = mc.port, workers = 2, http = HTTP,
+                              servers = front("off", a.port2) })
+    return a, b
+end
+
+--- wrk on node's front for seconds, clients from a pool of 1000 addresses
+-- (X-Real-IP); returns its pid.
+local function load(node, seconds)
+    local script = node.dir .. "/clients.lua"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+        local n = 0
+        request = function()
+            n = n + 1
+            local i = n % 1000
+            return wrk.format(nil, nil, { ["X-Real-IP"] = "10.7." .. math.floor(i / 256) .. "."
+                                          .. (i % 256) })
+        end
+    ]])
+    f:close()
+    local out = harness.sh("wrk -t1 -c8 -d" .. seconds .. "s -s " .. script
+                           .. " http://127.0.0.1:" .. node.port .. "/ >" .. node.dir
+                           .. "/wrk.out 2>&1 & echo $!")
+    return assert(tonumber(out:match("(%d+)")), out)
+end
+
+local function stop_load(pid)
+    if pid then
+        harness.sh("kill " .. pid .. " 2>/dev/null; true")
+    end
+end
+
+local function debug_of(node, ip, headers)
+    headers = headers or {}
+    headers["X-Real-IP"] = ip
+    local res = node:get("/", { headers = headers })
+    return res.headers["x-gray-debug"], res
+end
+
+-- an address in the percentage (50%) at node
+local function in_percent(node)
+    return harness.pick("10.9.0.%d", function(ip)
+        return debug_of(node, ip) == "@server_test; percent"
+    end)
+end
+
+local function admin(mc, args)
+    return harness.sh(REPO .. "/build/gray-admin --servers 127.0.0.1:" .. mc.port .. " " .. args
+                      .. " 2>&1")
+end
+
+describe("the fleet-wide halt and the guard (two nodes, one memcached)", function()
+    local mc, a, b, wrk
+    local ip        -- a client in the percentage
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("gray:percent", "50")
+        a, b = two_nodes(mc, "error_delta=0.02, latency_ratio=2, min_requests=200,"
+                             .. " window=10, node=node-a")
+    end)
+
+    teardown(function()
+        stop_load(wrk)
+        if a then a:stop() end
+        if b then b:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    after_each(function()
+        stop_load(wrk)
+        wrk = nil
+        assert.same({}, b:bad_new_log_lines())
+        assert.same({}, a:bad_new_log_lines())
+    end)
+
+    local function wait_key(seconds)
+        local t0 = harness.now()
+        local v
+        harness.wait_for(function()
+            v = mc:get("gray:halt:gray")
+            return v ~= false
+        end, seconds, "gray:halt:gray")
+        return v, harness.now() - t0
+    end
+
+    it("halts a gray target answering 500 to 20%; the other node follows", function()
+        ip = in_percent(b)
+        harness.wait_for(function()             -- both of a's workers read the percentage
+            for _ = 1, 10 do
+                if debug_of(a, ip) ~= "@server_test; percent" then
+                    return false
+                end
+            end
+            return true
+        end, REFRESH + 1, "node a to read the percentage")
+        a:get("/mode?m=fail", { port = a.port2 })
+        local t0 = harness.now()
+        wrk = load(a, 30)
+        local value = wait_key(20)
+        local t_key = harness.now()
+        assert.is_true(t_key - t0 <= 15, ("halted after %.1f s"):format(t_key - t0))
+        assert.matches("^%d+ node%-a guard: errors: 5xx ", value)
+        -- node b: within refresh_interval + 1 s of the key
+        harness.wait_for(function()
+            return debug_of(b, ip) == "@server; halted"
+        end, REFRESH + 1, "node b to send the client to stable")
+        print(("\n  halt %.1f s after the load started; node b followed in %.2f s"):format(
+              t_key - t0, harness.now() - t_key))
+        assert.equal("@server; halted", (debug_of(a, ip)))
+        -- logged once per node, and the gauge
+        harness.wait_for(function()
+            return b:get("/metrics").body:find('gray_halted{target="gray"} 1', 1, true)
+        end, 3, "the gauge")
+        local log = b:new_log_lines()
+        local _, n = log:gsub("target gray is halted", "")
+        assert.equal(1, n)
+        assert.matches("guard halts target gray", a:new_log_lines(), 1, true)
+    end)
+
+    it("lets the tester override reach the halted target", function()
+        assert.equal("@server_test; force", (debug_of(b, "127.0.0.1", { ["X-Gray"] = "always" })))
+        assert.equal("@server_test; force", (debug_of(a, "127.0.0.1", { ["X-Gray"] = "always" })))
+    end)
+
+    it("routes to the target again after gray-admin resume", function()
+        a:get("/mode?m=ok", { port = a.port2 })
+        assert.equal("", admin(mc, "resume gray"))
+        assert.equal(false, mc:get("gray:halt:gray"))
+        harness.wait_for(function()
+            return debug_of(b, ip) == "@server_test; percent"
+        end, REFRESH + 1, "node b to route the client to gray again")
+        harness.wait_for(function()
+            return debug_of(a, ip) == "@server_test; percent"
+        end, REFRESH + 1, "node a to route the client to gray again")
+        local _, n = b:new_log_lines():gsub("target gray is resumed", "")
+        assert.equal(1, n)
+        -- a halt by hand, with its reason; a second one changes nothing
+        assert.equal("", admin(mc, "halt gray --reason 'deploy 42 is bad'"))
+        local value = mc:get("gray:halt:gray")
+        assert.matches("^%d+ gray%-admin@%S+ deploy 42 is bad$", value)
+        assert.matches("halted already", admin(mc, "halt gray --reason other"))
+        assert.equal(value, mc:get("gray:halt:gray"))
+        harness.wait_for(function()
+            return debug_of(b, ip) == "@server; halted"
+        end, REFRESH + 1, "node b to halt")
+        assert.equal("", admin(mc, "resume 1"))     -- the default target's value: gray
+        assert.matches("not halted", admin(mc, "resume gray"))
+        harness.wait_for(function()
+            return debug_of(b, ip) == "@server_test; percent"
+        end, REFRESH + 1, "node b to resume")
+        assert.matches("bad target", admin(mc, "halt stable"))
+        assert.matches("%-%-reason is for halt", admin(mc, "resume gray --reason x"))
+    end)
+
+    it("halts a gray target slower by 200 ms", function()
+        -- the guard's window starts again at the resume: the errors before
+        -- it do not count
+        a:get("/mode?m=slow", { port = a.port2 })
+        local t0 = harness.now()
+        wrk = load(a, 30)
+        local value = wait_key(20)
+        assert.is_true(harness.now() - t0 <= 15, ("halted after %.1f s"):format(harness.now() - t0))
+        assert.matches("^%d+ node%-a guard: latency: p95 ", value)
+        print(("\n  latency halt %.1f s after the load started: %s"):format(harness.now() - t0,
+                                                                        value))
+        harness.wait_for(function()
+            return debug_of(b, ip) == "@server; halted"
+        end, REFRESH + 1, "node b to halt")
+        a:get("/mode?m=ok", { port = a.port2 })
+        admin(mc, "resume gray")
+    end)
+end)
