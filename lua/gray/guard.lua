@@ -10,7 +10,7 @@
 --   latency  its p95 (from the histogram's buckets) exceeds latency_ratio x
 --            stable's p95.
 --
---   gray.new({ guard = "on" })    -- or "error_delta=0.02, latency_ratio=2,
+--   gray.new({ guard = "on" })    -- or "error_delta=0.03, latency_ratio=2,
 --                                 --  min_requests=200, window=60, node=web1"
 --
 -- After a halt or a resume the window starts again from that moment: what
@@ -26,7 +26,9 @@ local format = string.format
 local _M = { _VERSION = "0.1.0" }
 
 local DEFAULTS = {
-    error_delta = 0.02,     -- 5xx ratio above stable's that can halt (with p < 0.001)
+    error_delta = 0.03,     -- 5xx ratio above stable's that can halt (with p < 0.001):
+                            -- an A/A window of 500 requests a side at 1% 5xx halts with
+                            -- p = 1.6e-6 (0.02: 1.7e-4; spec/guard_spec.lua)
     latency_ratio = 2,      -- p95 / stable's p95 that halts
     min_requests = 200,     -- requests in the window, each side, before any judgement
     window = 60,            -- s of the sliding window (gray.outcome keeps 60)
