@@ -569,7 +569,7 @@ describe("log variables", function()
             if select(2, log:gsub("\n", "")) >= 3 then break end
             harness.sleep(0.1)
         end
-        assert.truthy(log:find("203.0.113.40 1 ip\n", 1, true), log)
+        assert.truthy(log:find("203.0.113.40 gray ip\n", 1, true), log)
         assert.truthy(log:find("203.0.113.41 v2 ip\n", 1, true), log)
         assert.truthy(log:find("203.0.113.42 stable default\n", 1, true), log)
     end)

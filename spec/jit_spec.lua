@@ -9,7 +9,8 @@ local harness = require "helpers.harness"
 
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
                     "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
-                    "token.lua", "options.lua", "util.lua", "outcome.lua" }
+                    "token.lua", "options.lua", "util.lua", "outcome.lua", "halt.lua",
+                    "guard.lua" }
 
 -- Code that only timers run (list refresh, metrics and outcome flushes, bulk
 -- reads) is left to the interpreter with jit.off: its loops would make
@@ -24,7 +25,10 @@ local TIMER_ONLY = {
                       "release_all", "image_name", "feed_for", "compile_percent",
                       "refresh_percent", "on_timer", "new", "start", "stats",
                       "resolve_dir", "resolve" },
-    ["memcached.lua"] = { "get_multi_bulk" },
+    ["memcached.lua"] = { "get_multi_bulk", "add" },
+    ["halt.lua"] = { "set", "refresh", "keys", "value", "parse", "log_once", "gauge" },
+    ["guard.lua"] = { "parse", "z_test", "judge", "erfc", "node_name", "check", "on_timer",
+                      "start" },
     ["metrics.lua"] = { "flush", "to_utf8" },
     ["outcome.lua"] = { "flush", "window" },
 }

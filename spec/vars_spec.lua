@@ -322,8 +322,8 @@ describe("the log variables", function()
     -- { defined, the log_format, what a gray client's line reads }
     local cases = {
         { { "gray_reason" }, "$gray_reason", "ip" },
-        { { "gray_target_name" }, "$gray_target_name", "1" },
-        { { "gray_target_name", "gray_reason" }, "$gray_target_name $gray_reason", "1 ip" },
+        { { "gray_target_name" }, "$gray_target_name", "gray" },
+        { { "gray_target_name", "gray_reason" }, "$gray_target_name $gray_reason", "gray ip" },
     }
     for _, c in ipairs(cases) do
         it("$" .. table.concat(c[1], " and $") .. " alone: 200, and filled", function()
