@@ -299,7 +299,7 @@ describe("gray.outcome over a reload, from a log_by_lua_block", function()
         assert.equal(10, sample(text, 'gray_responses_total{target="gray",class="5xx"}'), text)
         assert.equal(N + 10, sample(text, 'gray_response_seconds_count{target="gray"}'), text)
         assert.equal("310 10\n", nginx:eval([[
-            local n, e = require("gray.outcome").window("1", 10)
+            local n, e = require("gray.outcome").window("gray", 10)
             return n .. " " .. e
         ]]))
         assert.same({}, harness.bad_log_lines(nginx:error_log()))

@@ -31,6 +31,8 @@ local VALUES = {
     gray_force_from = "127.0.0.1",
     gray_secret_file = "$REPO/spec/fixtures/test.secret",   -- a test-only secret
     gray_lists_dir = "/dev/shm/lua-resty-gray",
+    gray_guard = "min_requests=100, window=30",
+    gray_halt_key = "gray:halt",
 }
 
 -- Sets that are refused whatever the values (logged, routed to stable):

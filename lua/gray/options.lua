@@ -408,11 +408,15 @@ local function check_guard(o)
         end
     end
     if o.halt_key then
+        if not gray_ffi.mc_key_ok(o.halt_key .. ":gray") then
+            return option_error("halt_key", "must leave room for ':<target>' in a memcached"
+                                .. " key (250 bytes)")
+        end
         for name in pairs(o.targets) do
             if not gray_ffi.mc_key_ok(o.halt_key .. ":" .. name) then
                 return option_error("targets", "names '" .. name .. "', which cannot end a"
                                     .. " memcached key (" .. o.halt_key .. ":<target>: no"
-                                    .. " spaces); or set 'halt_key' false", name)
+                                    .. " spaces); or set 'halt_key' false")
             end
         end
     end
