@@ -18,7 +18,10 @@
 --   if halt.halted("gray") then ... end      -- a table lookup: the request path
 --
 -- The state is the worker's, by target name: the routers of a worker share
--- it (a fleet names its targets alike).
+-- it (a fleet names its targets alike). Each change a worker reads is also
+-- kept in the metrics dict ("~halt|now|<target>"), from which a worker
+-- starting later (a reload, a respawn) takes the node's last known halts
+-- before its first decision (seed), not at its first refresh.
 
 local metrics = require "gray.metrics"
 
@@ -92,6 +95,34 @@ local function log_once(name, mark, text)
     ngx.log(ngx.WARN, "gray: ", text)
 end
 
+-- The node's copy of a change (see seed), in the metrics dict if there is one.
+local function keep(name, value)
+    local dict = metrics.dict() or ngx.shared[metrics.dict_name()]
+    if dict then
+        if value then
+            dict:set("~halt|now|" .. name, value)
+        else
+            dict:delete("~halt|now|" .. name)
+        end
+    end
+end
+
+--- Takes the node's last known halts of the targets of keys (target name
+-- -> halt key) from the metrics dict: at a router's start, before its
+-- first decision and its first refresh.
+function _M.seed(keys)
+    local dict = metrics.dict() or ngx.shared[metrics.dict_name()]
+    if not dict then
+        return
+    end
+    for name in pairs(keys) do
+        local v = dict:get("~halt|now|" .. name)
+        if v and not values[name] then
+            state[name], values[name] = true, v
+        end
+    end
+end
+
 local function gauge(name, v)
     if metrics.on then
         metrics.set("gray_halted", { target = name }, v)
@@ -110,6 +141,7 @@ function _M.set(name, value, key)
         return
     end
     changed_at[name] = ngx.now()
+    keep(name, value)
     if value then
         state[name], values[name] = true, value
         gauge(name, 1)
@@ -174,5 +206,7 @@ require("jit").off(_M.value)
 require("jit").off(_M.parse)
 require("jit").off(log_once)
 require("jit").off(gauge)
+require("jit").off(keep)
+require("jit").off(_M.seed)
 
 return _M

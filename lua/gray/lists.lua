@@ -615,6 +615,9 @@ function _M.start(self)
             pcall(map_file, feed)
         end
     end
+    if self.halts then
+        halt.seed(self.halts)
+    end
     local ok, err = timer_at(0, on_timer, self)
     if ok then
         ok, err = timer_every(self.interval, on_timer, self)
