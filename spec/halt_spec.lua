@@ -90,6 +90,17 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         assert.equal("@server_test; force", (debug_of(a, "127.0.0.1", { ["X-Gray"] = "always" })))
     end)
 
+    it("follows the halt from a new worker's first request (a reload)", function()
+        -- an address entry: a new worker asks memcached for it at once (the
+        -- percentage it only learns at its first refresh)
+        mc:set("10.9.9.9", "gray")
+        b:reload()
+        for _ = 1, 20 do
+            assert.equal("@server; halted", (debug_of(b, "10.9.9.9")))
+        end
+        assert.same({}, b:bad_new_log_lines())
+    end)
+
     it("routes to the target again after gray-admin resume", function()
         a:get("/mode?m=ok", { port = a.port2 })
         assert.equal("", admin(mc, "resume gray"))
