@@ -66,11 +66,13 @@ return {
       body = api("api-nocache-ids"), want = ROUTED },
     { name = "api-metrics", label = "Lua API + metrics", body = API_ROUTER,
       http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
+    -- log_by_lua at server level: the log phase runs in the location the
+    -- request ends in (@server_test after ngx.exec), not in /r
     { name = "api-emptylog", label = "Lua API + metrics + empty log_by_lua (floor)",
-      body = API_ROUTER .. "\n            log_by_lua_block { }",
+      body = API_ROUTER, beside = "log_by_lua_block { }",
       http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
     { name = "api-outcome", label = "Lua API + metrics + outcome.lua",
-      body = API_ROUTER .. "\n            log_by_lua_file $REPO/lua/gray/outcome.lua;",
+      body = API_ROUTER, beside = "log_by_lua_file $REPO/lua/gray/outcome.lua;",
       http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
     { name = "dropin-set", label = "drop-in, a variable set here",
       body = "set $gray_cache_ttl 1s;\n            " .. DROPIN, gray_vars = true, want = ROUTED },

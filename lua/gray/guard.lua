@@ -39,6 +39,7 @@ _M.DEFAULTS = DEFAULTS
 local Z_CRIT = 3.090232306167813
 _M.Z_CRIT = Z_CRIT
 local INTERVAL = 1          -- s between two checks
+local watches = {}          -- this worker's guards, by what they watch (start)
 
 -- { min, max, integer } of the numeric settings
 local LIMITS = {
@@ -227,11 +228,24 @@ function _M.start(opts)
     if id ~= nil and id ~= 0 then
         return true
     end
-    local names = {}
+    local names, sig = {}, {}
     for name in pairs(opts.keys) do
         names[#names + 1] = name
     end
     table.sort(names)
+    -- one watch per distinct guard in a worker: routers built again for the
+    -- same configuration (the drop-in's) start no second timer
+    for _, name in ipairs(names) do
+        sig[#sig + 1] = opts.keys[name]
+    end
+    for _, k in ipairs({ "error_delta", "latency_ratio", "min_requests", "window", "node" }) do
+        sig[#sig + 1] = tostring(opts.guard[k])
+    end
+    sig[#sig + 1] = tostring(opts.shm)
+    sig = table.concat(sig, "\n")
+    if watches[sig] then
+        return true
+    end
     local w = {
         guard = opts.guard, keys = opts.keys, names = names, mc = opts.mc, shm = opts.shm,
         halt = require "gray.halt", outcome = require "gray.outcome",
@@ -241,6 +255,7 @@ function _M.start(opts)
     if not ok then
         return nil, err
     end
+    watches[sig] = w
     return true
 end
 
