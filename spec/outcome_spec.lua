@@ -250,7 +250,7 @@ describe("gray.outcome without the metrics dict", function()
         assert.equal("20 200", nginx:batch("/ok", 20, { "X-Real-IP: " .. GRAY_IP }))
         assert.equal("5 500", nginx:batch("/api/fail", 5, { "X-Real-IP: " .. GRAY_IP }))
         assert.equal("nil no lua_shared_dict gray_metrics\n", nginx:eval([[
-            local n, err = require("gray.outcome").window("1")
+            local n, err = require("gray.outcome").window("gray")
             return tostring(n) .. " " .. tostring(err)
         ]]))
         local log = nginx:error_log()
@@ -303,5 +303,52 @@ describe("gray.outcome over a reload, from a log_by_lua_block", function()
             return n .. " " .. e
         ]]))
         assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
+
+describe("gray.outcome.configure({ upstream_status = false })", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set_many({ [GRAY_IP] = "1", [V2_IP] = "v2" })
+        nginx = harness.nginx({ memcached_port = mc.port, servers = SERVERS,
+            http = "lua_shared_dict gray_metrics 1m;\n init_by_lua_block {"
+                   .. " require('gray.metrics').configure({ flush_interval = 0.1 })"
+                   .. " require('gray.outcome').configure({ upstream_status = false }) }" })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("counts the response's status alone (an intercepted 500 served as 200: 2xx)", function()
+        assert.equal("10 500", nginx:batch("/fail", 10, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("4 200", nginx:batch("/fail", 4, { "X-Real-IP: " .. V2_IP }))
+        local text
+        for _ = 1, 100 do
+            text = nginx:get("/metrics").body
+            if total(text, "gray_responses_total") >= 14 then
+                break
+            end
+            harness.sleep(0.05)
+        end
+        assert.equal(10, sample(text, 'gray_responses_total{target="gray",class="5xx"}'), text)
+        -- what the client got: the upstream's 500 is not seen
+        assert.equal(4, sample(text, 'gray_responses_total{target="v2",class="2xx"}'), text)
+        assert.is_nil(sample(text, 'gray_responses_total{target="v2",class="5xx"}'), text)
+    end)
+
+    it("refuses a bad option with the option named", function()
+        local got = nginx:eval([[
+            local o = require "gray.outcome"
+            local ok1, e1 = pcall(o.configure, { upstream_status = "no" })
+            local ok2, e2 = pcall(o.configure, "off")
+            return tostring(ok1 or ok2) .. "\n" .. e1 .. "\n" .. e2
+        ]])
+        assert.truthy(got:find("^false\n"), got)
+        assert.truthy(got:find("upstream_status must be true or false", 1, true), got)
+        assert.truthy(got:find("opts must be a table", 1, true), got)
     end)
 end)
