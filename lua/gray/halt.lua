@@ -155,25 +155,32 @@ function _M.set(name, value, key)
     end
 end
 
---- Reads the halt keys (keys: target name -> memcached key) in one
--- multi-get within timeout ms, through mc (a gray.memcached client); a key
--- whose lookup failed keeps its last state. log: a gray.log, for failures.
+--- Reads the halt keys (keys: target name -> memcached key), one "mg
+-- <key> v" each (a miss is answered "EN": 4 bytes), all within timeout
+-- ms, through mc (a gray.memcached client); a key whose read failed keeps
+-- its last state. log: a gray.log, for failures. (The lists' timer code
+-- path: the request path's multi-get code is left alone, so that no timer
+-- makes it record new traces.)
 function _M.refresh(keys, mc, timeout, log)
-    local list = {}
-    for _, key in pairs(keys) do
-        list[#list + 1] = key
-    end
-    local res, failed, err = mc:get_multi_bulk(list, { timeout = timeout,
-                                                      max_bytes = VALUE_MAX * #list + 1024 })
+    local deadline = ngx.now() + timeout / 1000
     for name, key in pairs(keys) do
-        if failed and failed[key] then
+        local left = (deadline - ngx.now()) * 1000
+        if left < 1 then
             if log then
-                log:report("refresh:halt", "reading the halts failed, the last state stays: "
-                           .. tostring(err))
+                log:report("refresh:halt", "reading the halts failed, the last state stays:"
+                           .. " no time left in refresh_timeout")
+            end
+            return
+        end
+        local v, err, kind = mc:get_meta(key, { timeout = left })
+        if v == nil and kind ~= "value" then
+            if log then
+                log:report("refresh:halt", "reading " .. key .. " failed, the last state"
+                           .. " stays: " .. tostring(err))
             end
         else
-            local v = res[key]
-            _M.set(name, v ~= nil and tostring(v) or false, key)
+            -- a value over value_max ("value") is a halt all the same
+            _M.set(name, v ~= false and tostring(v or "(too long)") or false, key)
         end
     end
 end

@@ -1022,11 +1022,12 @@ function _M.meta_cas(self, key, opts)
     return cas, v
 end
 
---- get_meta(key): as get, with "mg <key> v" (a shorter reply, no END
--- line); get on a server without the meta protocol.
-function _M.get_meta(self, key)
+--- get_meta(key [, opts]): as get, with "mg <key> v" (a shorter reply,
+-- no END line; a miss is "EN"); get on a server without the meta
+-- protocol. opts.timeout: ms for the whole call (default: timeout).
+function _M.get_meta(self, key, opts)
     local v, err, kind = lookup_meta(self, key, "mg " .. tostring(key) .. " v\r\n", true,
-                                     text_get, EMPTY)
+                                     text_get, opts or EMPTY)
     if v == nil then
         return nil, err, kind
     end
