@@ -87,8 +87,8 @@ test: deps-test
 # deadlines of spec-timed keep their room). A new
 # spec file goes in spec-other unless listed here. Each spec takes its own
 # free ports.
-SPEC_UNIT := cache dist ffi hash ip mc rangeset token xff
-SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust
+SPEC_UNIT := cache dist ffi guard hash ip mc rangeset token xff
+SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust halt
 SPEC_UNIT_FILES := $(SPEC_UNIT:%=spec/%_spec.lua)
 SPEC_TIMED_FILES := $(SPEC_TIMED:%=spec/%_spec.lua)
 SPEC_OTHER_FILES := $(filter-out $(SPEC_UNIT_FILES) $(SPEC_TIMED_FILES),\
