@@ -85,6 +85,23 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         assert.matches("guard halts target gray", a:new_log_lines(), 1, true)
     end)
 
+    it("tells the halts and their records (gray.halt.all, record)", function()
+        local code = [[
+            local halt = require "gray.halt"
+            local r = halt.record("gray")
+            local all = halt.all()
+            return tostring(halt.halted("gray")) .. " " .. tostring(halt.halted("stable"))
+                   .. " " .. r.node .. " " .. tostring(r.at > 0) .. " "
+                   .. tostring(all.gray.reason == r.reason) .. " " .. r.reason:sub(1, 13)
+        ]]
+        local want, got = "true false node-a true true guard: errors\n", nil
+        harness.wait_for(function()          -- whichever worker answers
+            got = b:eval(code)
+            return got == want and b:eval(code) == want
+        end, REFRESH + 1, "the halt's record in node b")
+        assert.equal(want, got)
+    end)
+
     it("lets the tester override reach the halted target", function()
         assert.equal("@server_test; force", (debug_of(b, "127.0.0.1", { ["X-Gray"] = "always" })))
         assert.equal("@server_test; force", (debug_of(a, "127.0.0.1", { ["X-Gray"] = "always" })))

@@ -27,7 +27,7 @@ local TIMER_ONLY = {
                       "resolve_dir", "resolve" },
     ["memcached.lua"] = { "get_multi_bulk", "add" },
     ["halt.lua"] = { "set", "refresh", "keys", "value", "parse", "log_once", "gauge", "keep",
-                     "seed" },
+                     "seed", "all" },
     ["guard.lua"] = { "parse", "z_test", "judge", "erfc", "node_name", "check", "on_timer",
                       "start" },
     ["metrics.lua"] = { "flush", "to_utf8" },

@@ -59,6 +59,16 @@ function _M.record(name)
     return _M.parse(v)
 end
 
+--- Every halt this worker knows: target name -> record (see record()),
+-- for a status page.
+function _M.all()
+    local out = {}
+    for name, v in pairs(values) do
+        out[name] = _M.parse(v)
+    end
+    return out
+end
+
 --- Parses a halt value "<unix seconds> <node> <reason>": a record, or a
 -- record with at = nil for a value not in that form (still a halt: a key
 -- that exists halts, whatever it holds).
@@ -215,5 +225,6 @@ require("jit").off(log_once)
 require("jit").off(gauge)
 require("jit").off(keep)
 require("jit").off(_M.seed)
+require("jit").off(_M.all)
 
 return _M

@@ -35,6 +35,7 @@ local FRONT = [[
     location = /metrics {
         content_by_lua_block { require("gray.metrics").render() }
     }
+    ]] .. harness.EVAL_LOCATION .. [[
   }
 ]]
 
