@@ -43,7 +43,7 @@ local INIT = [[
         quiet = {
             memcached = "127.0.0.1:$MCQ", trusted = "127.0.0.1", targets = TARGETS,
             ids = "uid=cookie:uid, dev=header:X-Device-Id, q=query:q",
-            ranges_key = false, percent_key = false, cache_ttl = 60,
+            ranges_key = false, percent_key = false, halt_key = false, cache_ttl = 60,
             debug_header = "X-Gray-Debug",
         },
     }

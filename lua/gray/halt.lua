@@ -182,15 +182,17 @@ function _M.refresh(keys, mc, timeout, log)
             end
             return
         end
-        local v, err, kind = mc:get_meta(key, { timeout = left })
-        if v == nil and kind ~= "value" then
+        -- a value over value_max is a failed read too (a halt's value is at
+        -- most VALUE_MAX bytes): a server that answers every key with junk
+        -- halts nothing
+        local v, err = mc:get_meta(key, { timeout = left })
+        if v == nil then
             if log then
                 log:report("refresh:halt", "reading " .. key .. " failed, the last state"
                            .. " stays: " .. tostring(err))
             end
         else
-            -- a value over value_max ("value") is a halt all the same
-            _M.set(name, v ~= false and tostring(v or "(too long)") or false, key)
+            _M.set(name, v ~= false and v or false, key)
         end
     end
 end

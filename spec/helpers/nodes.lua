@@ -18,6 +18,7 @@ local FRONT = [[
     location / {
         set $gray_memcached 127.0.0.1:$MC;
         set $gray_cache_ttl 300;
+        set $gray_timeout 500ms;      # the machine is loaded: no store-error
         set $gray_guard "$GUARD";
         set $gray_force "header:X-Gray";
         set $gray_force_from "127.0.0.1";
