@@ -103,8 +103,8 @@ test: deps-test
 # in three lanes of about 30 s each on an idle machine (busted's wall time
 # per file, tools/spec_times.lua). A new spec file goes in spec-other-c
 # unless listed here. Each spec takes its own free ports.
-SPEC_UNIT := cache dist ffi hash ip mc rangeset token xff
-SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust
+SPEC_UNIT := cache dist ffi guard hash ip mc rangeset token xff
+SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust halt
 SPEC_OTHER_A := lists outcome realip miss vars
 SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc
 SPEC_UNIT_FILES := $(SPEC_UNIT:%=spec/%_spec.lua)

@@ -71,6 +71,23 @@ return {
       body = api("api-nocache-ids"), want = ROUTED },
     { name = "api-metrics", label = "Lua API + metrics", body = API_ROUTER,
       http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
+    -- log_by_lua at server level: the log phase runs in the location the
+    -- request ends in (@server_test after ngx.exec), not in /r
+    { name = "api-emptylog", label = "Lua API + metrics + empty log_by_lua (floor)",
+      body = API_ROUTER, beside = "log_by_lua_block { }",
+      http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
+    { name = "api-outcome", label = "Lua API + metrics + outcome.lua",
+      body = API_ROUTER, beside = "log_by_lua_file $REPO/lua/gray/outcome.lua;",
+      http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
+    { name = "api-outcome-status", label = "... outcome.lua, upstream_status = false",
+      body = API_ROUTER, beside = "log_by_lua_file $REPO/lua/gray/outcome.lua;",
+      http = "lua_shared_dict gray_metrics 1m;\n"
+             .. "init_by_lua_block { require('gray.outcome').configure({ upstream_status = false }) }",
+      want = ROUTED },
+    { name = "api-outcome-block", label = "... outcome in log_by_lua_block",
+      body = API_ROUTER,
+      beside = "log_by_lua_block { (package.loaded[\"gray.outcome\"] or require(\"gray.outcome\")).log() }",
+      http = "lua_shared_dict gray_metrics 1m;", want = ROUTED },
     { name = "dropin-set", label = "drop-in, a variable set here",
       body = "set $gray_cache_ttl 1s;\n            " .. DROPIN, gray_vars = true, want = ROUTED },
     { name = "route", label = "access-phase drop-in (route.lua), $gray_upstreams set here",

@@ -32,6 +32,8 @@ local decide_rules = rules.decide
 local metrics = require "gray.metrics"
 local count_decision = metrics.decision
 local note_outcome = require("gray.outcome").note
+local halt = require "gray.halt"
+local halted = halt.halted
 local client_key_of = client.key
 local gray_log = require "gray.log"
 local gray_cache = require "gray.cache"
@@ -67,34 +69,41 @@ local function new_decision(name, location, reason)
     return { location = location, name = name, reason = reason or false }
 end
 
--- The decisions into self: by target name ("1", the default target,
--- `targets`, and "stable", reserved: pinned to the stable location), and
--- by index as the compiled lists number them. Returns the target names in
--- that order: index 1 is "1", the last "stable"; the unknown-target
--- decision comes after them.
+-- The decisions into self: by target name ("gray", the default target,
+-- also value "1"; `targets`; and "stable", reserved: pinned to the stable
+-- location), and by index as the compiled lists number them. Returns the
+-- target names in that order: index 1 is "1" and index 2 "gray" (one
+-- decision: a list line may name either), the last "stable"; the
+-- unknown-target decision comes after them.
 local function build_decisions(self, o)
-    self.targets = { ["1"] = new_decision("1", o.target),
+    self.targets = { gray = new_decision("gray", o.target),
                      stable = new_decision("stable", o.stable) }
     for name, location in pairs(o.targets) do
         self.targets[name] = new_decision(name, location)
     end
-    self.default_target = self.targets["1"]
+    self.default_target = self.targets.gray
     self.stable_target = self.targets.stable
     -- a value naming no target: stable, whatever the later rules say
     self.unknown_target = new_decision("stable", o.stable, "unknown-target")
+    -- a halted target's requests: stable, reason "halted"
+    self.halted_target = new_decision("stable", o.stable, "halted")
     -- the metrics' labels: target name -> itself
     self.target_names = {}
     for name in pairs(self.targets) do
         self.target_names[name] = name
     end
-    local names = { "1" }
+    local names = {}
     for name in pairs(self.targets) do
-        if name ~= "1" and name ~= "stable" then
+        if name ~= "gray" and name ~= "stable" then
             names[#names + 1] = name
         end
     end
-    sort(names, function(a, b) return a == "1" or (b ~= "1" and a < b) end)
+    sort(names)
+    table.insert(names, 1, "gray")
+    table.insert(names, 1, "1")
     names[#names + 1] = "stable"
+    -- value "1", the classic recipe's: the default target
+    self.targets["1"] = self.default_target
     self.decisions = {}
     for i, name in ipairs(names) do
         self.decisions[i] = self.targets[name]
@@ -177,6 +186,7 @@ local function upstreams_of(self, ups)
         of[d] = ups[name] or (d == self.default_target and ups.gray)
     end
     of[self.unknown_target] = ups.stable
+    of[self.halted_target] = ups.stable
     return of
 end
 
@@ -219,11 +229,15 @@ local function new_router(opts)
         max_bytes = o.list_max, names = names, decisions = self.decisions,
         unknown = self.unknown_target, log = self.log, dir = o.lists_dir,
         distribution = o.distribution,
+        halts = o.halt_key and halt.keys(o.halt_key, names) or nil,
     })
     if not self.lists then
         return option_error("lists_dir", err)
     end
     made[self] = true
+    self.halts = o.halt_key and true or false
+    self.guard = o.guard and { guard = o.guard, keys = self.lists.halts, mc = self.mc,
+                               shm = o.metrics_shm } or false
     return setmetatable(self, mt)
 end
 _M._new = new_router
@@ -256,6 +270,12 @@ local function start(self)
             self.shared:count_waits()
         end
     end
+    if self.guard then
+        local gok, gerr = require("gray.guard").start(self.guard)
+        if not gok then
+            self.log:report("timer", "cannot start the guard: " .. tostring(gerr))
+        end
+    end
 end
 
 -- decide_rules, counted for gray.metrics when the dict is there: the
@@ -267,6 +287,11 @@ local function decide_target(self)
         start(self)
     end
     local target, reason, source = decide_rules(self)
+    -- a halted target's requests go to stable; the tester override still
+    -- reaches it
+    if self.halts and target and reason ~= "force" and halted(target.name) then
+        target, reason = self.halted_target, "halted"
+    end
     if self.metrics and target then
         count_decision(target.name, self.target_names, reason, source)
     end
@@ -297,7 +322,7 @@ _M.decide = decide
 --
 -- When nginx.conf defines $gray_target_name or $gray_reason (`set` at
 -- server level), exec() fills them for log_format: the target's name
--- ("stable", "1" for the default target, or a name of `targets`) and the
+-- ("stable", "gray" for the default target, or a name of `targets`) and the
 -- reason; each is filled if defined, whether the other is or not. Whether
 -- one is defined is found once per worker; when neither is, this costs two
 -- field tests per request. With the metrics dict, it notes the target for

@@ -80,9 +80,10 @@ describe("gray-admin.1 and gray-admin's tables", function()
 
     it("--help shows the tables", function()
         local commands, options = from_help(help)
-        assert.same({ "add", "check", "get", "import", "list", "percent", "ramp", "ranges",
-                      "remove", "status", "token" }, sorted_keys(commands))
-        for _, opt in ipairs({ "--servers", "--ttl", "--id", "--secret-file", "-v",
+        assert.same({ "add", "check", "get", "halt", "import", "list", "percent", "ramp",
+                      "ranges", "remove", "resume", "status", "token" }, sorted_keys(commands))
+        for _, opt in ipairs({ "--servers", "--ttl", "--id", "--secret-file", "--reason",
+                               "--halt-key", "-v",
                                "--verbose", "-h", "--help", "--version" }) do
             assert.is_true(options[opt], opt .. " not in --help")
         end

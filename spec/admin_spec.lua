@@ -52,7 +52,7 @@ local SERVERS = [[
 ]]
 
 -- router location -> check's target
-local TARGET_OF = { ["@server"] = "stable", ["@server_test"] = "1", ["@server_v2"] = "v2" }
+local TARGET_OF = { ["@server"] = "stable", ["@server_test"] = "gray", ["@server_v2"] = "v2" }
 
 local now = harness.now
 
@@ -161,6 +161,10 @@ describe("gray-admin", function()
                 ok("add " .. quote(c[1]))
                 assert.equal("1", mc:get(c[2]), c[1])
                 assert.equal("1\n", ok("get " .. quote(c[1])), c[1])
+                -- the default target by its name: written as 1 (every
+                -- router version reads that)
+                ok("add " .. quote(c[1]) .. " gray")
+                assert.equal("1", mc:get(c[2]), c[1])
                 ok("add " .. quote(c[1]) .. " v2")
                 assert.equal("v2", mc:get(c[2]), c[1])
                 ok("remove " .. quote(c[1]))
@@ -674,18 +678,18 @@ describe("gray-admin", function()
             end
             local uid_out = pick("uo%d", function(v) return not is_in("uid:" .. v) end)
             local cases = {
-                { "id:uid", ip = ip_out("10.9.1.%d"), uid = "u1", want = "1" },
+                { "id:uid", ip = ip_out("10.9.1.%d"), uid = "u1", want = "gray" },
                 { "id:dev after uid", ip = ip_out("10.9.2.%d"), uid = uid_out, dev = "d2",
                   want = "v2" },
                 { "ip", ip = "10.9.3.3", want = "v2" },
-                { "ip over a range", ip = "10.1.3.3", uid = uid_out, want = "1" },
+                { "ip over a range", ip = "10.1.3.3", uid = uid_out, want = "gray" },
                 { "list:dev", ip = ip_out("10.9.4.%d"), dev = "dl", want = "v2" },
-                { "range, the most specific", ip = ip_out("10.1.2.%d"), want = "1" },
+                { "range, the most specific", ip = ip_out("10.1.2.%d"), want = "gray" },
                 { "range, the enclosing", ip = ip_out("10.1.9.%d"), want = "v2" },
                 { "range, IPv6", ip = "2001:db8:1::5", want = "v2" },
                 { "percent by uid", ip = ip_out("10.9.5.%d"),
-                  uid = pick("ui%d", function(v) return is_in("uid:" .. v) end), want = "1" },
-                { "percent by the address", ip = pick("10.9.6.%d", is_in), want = "1" },
+                  uid = pick("ui%d", function(v) return is_in("uid:" .. v) end), want = "gray" },
+                { "percent by the address", ip = pick("10.9.6.%d", is_in), want = "gray" },
                 { "default", ip = ip_out("10.9.7.%d"), uid = uid_out, want = "stable" },
             }
             ok("add uid:u1")

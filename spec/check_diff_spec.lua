@@ -49,9 +49,9 @@ local SERVERS = [[
 -- what configurations, entries and lines are made of
 local NAMES = { "v2", "v3", "beta", "x-1" }             -- target names a router may have
 local LOCATIONS = { "@t_a", "@t_b", "@server_test" }
-local VALUES = { "1", "1", "0", "", "stable", "v9", "x#y", "\195\169", "v2", "v3", "beta",
+local VALUES = { "1", "gray", "0", "", "stable", "v9", "x#y", "\195\169", "v2", "v3", "beta",
                  "x-1", "V2" }
-local LINE_NAMES = { "", "", "", "1", "stable", "v9", "0", "a#b", "\195\169", ("n"):rep(65),
+local LINE_NAMES = { "", "", "gray", "1", "stable", "v9", "0", "a#b", "\195\169", ("n"):rep(65),
                      "v2", "v3", "beta", "x-1" }
 local PERCENTS = { false, "0", "25", "37.5", "100", "abc", "150", " 50 ", "12.345", "60" }
 local UIDS, DEVS = {}, {}
@@ -110,7 +110,7 @@ end
 
 -- One configuration and its memcached values.
 local function config(r)
-    local c = { targets = {}, location = { ["1"] = "@server_test", stable = "@server" } }
+    local c = { targets = {}, location = { gray = "@server_test", stable = "@server" } }
     for _, name in ipairs(NAMES) do
         if r(2) == 1 then
             local loc = pick(r, LOCATIONS)

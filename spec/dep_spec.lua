@@ -81,6 +81,14 @@ describe("dep.lua configured through nginx variables", function()
                 set $gray_stale_ttl 1x;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
+            location /bad-guard/ {
+                set $gray_guard "error_delta=2";
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location /bad-halt-key/ {
+                set $gray_halt_key "a b";
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
             location /bad-headers/ {
                 set $gray_client_headers "X-Client-IP";
                 content_by_lua_file $REPO/lua/gray/dep.lua;
@@ -155,6 +163,8 @@ describe("dep.lua configured through nginx variables", function()
             { "/bad-headers/", "$gray_client_headers has 'X-Client-IP'", "stable" },
             { "/bad-shm/", "$gray_shm names no lua_shared_dict 'nope'", "stable" },
             { "/bad-stale/", "$gray_stale_ttl: bad time '1x'", "stable" },
+            { "/bad-guard/", "$gray_guard error_delta must be a number from 0 to 1", "stable" },
+            { "/bad-halt-key/", "$gray_halt_key must be a memcached key or false", "stable" },
         }
         for _, c in ipairs(cases) do
             it(c[1] .. ": routes to the stable location, logged once naming " .. c[2], function()

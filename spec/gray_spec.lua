@@ -453,9 +453,23 @@ describe("gray router in nginx", function()
               "option 'targets' names '0'" },
             { "the reserved target name stable", "{ targets = { stable = '@v2' } }",
               "option 'targets' names 'stable', which is reserved" },
-            { "253 target names (with 1, stable and unknown targets: over 255)",
-              "(function() local t = {} for i = 1, 253 do t['t' .. i] = '@t' end"
-              .. " return { targets = t } end)()", "option 'targets' has more than 252 names" },
+            { "252 target names (with 1, gray, stable and unknown targets: over 255)",
+              "(function() local t = {} for i = 1, 252 do t['t' .. i] = '@t' end"
+              .. " return { targets = t } end)()", "option 'targets' has more than 251 names" },
+            { "a target named gray (the default target's name)", "{ targets = { gray = '@t' } }",
+              "option 'targets' names 'gray', which is reserved" },
+            { "a target named 1", "{ targets = { ['1'] = '@t' } }",
+              "option 'targets' names '1', which is reserved" },
+            { "a guard that is not a setting", "{ guard = 'yes' }",
+              "option 'guard' bad setting 'yes'" },
+            { "a guard window over 60 s", "{ guard = 'window=61' }",
+              "option 'guard' window must be an integer from 1 to 60" },
+            { "a guard without halts", "{ guard = 'on', halt_key = false }",
+              "option 'guard' needs 'halt_key'" },
+            { "a halt_key with a space", "{ halt_key = 'a b' }", "option 'halt_key'" },
+            { "a target name no halt key can end",
+              "{ halt_key = ('k'):rep(245), targets = { abcdef = '@t' } }",
+              "option 'targets' names 'abcdef', which cannot end a memcached key" },
             { "an unknown client header", "{ client_headers = { 'X-Client' } }",
               "option 'client_headers'" },
             { "a negative cache_ttl", "{ cache_ttl = -1 }", "option 'cache_ttl'" },
@@ -578,7 +592,7 @@ describe("log variables", function()
             if select(2, log:gsub("\n", "")) >= 3 then break end
             harness.sleep(0.1)
         end
-        assert.truthy(log:find("203.0.113.40 1 ip\n", 1, true), log)
+        assert.truthy(log:find("203.0.113.40 gray ip\n", 1, true), log)
         assert.truthy(log:find("203.0.113.41 v2 ip\n", 1, true), log)
         assert.truthy(log:find("203.0.113.42 stable default\n", 1, true), log)
     end)

@@ -10,7 +10,7 @@ local harness = require "helpers.harness"
 local LIB_FILES = { "gray.lua", "client.lua", "dep.lua", "ffi.lua", "memcached.lua", "log.lua",
                     "ids.lua", "lists.lua", "metrics.lua", "cache.lua", "shcache.lua",
                     "token.lua", "options.lua", "util.lua", "outcome.lua", "ramp.lua",
-                    "route.lua", "rules.lua" }
+                    "route.lua", "rules.lua", "halt.lua", "guard.lua" }
 
 -- Code that only timers run (list refresh, metrics and outcome flushes, bulk
 -- reads) is left to the interpreter with jit.off: its loops would make
@@ -26,7 +26,11 @@ local TIMER_ONLY = {
                       "refresh_percent", "on_timer", "new", "start", "stats",
                       "resolve_dir", "resolve", "default_halted", "settle_share", "on_step" },
     ["ramp.lua"] = { "ms_left", "refresh", "step_at", "share", "info" },
-    ["memcached.lua"] = { "get_multi_bulk" },
+    ["memcached.lua"] = { "get_multi_bulk", "add" },
+    ["halt.lua"] = { "set", "refresh", "keys", "value", "parse", "log_once", "gauge", "keep",
+                     "seed", "all" },
+    ["guard.lua"] = { "parse", "z_test", "judge", "erfc", "node_name", "check", "on_timer",
+                      "start" },
     ["metrics.lua"] = { "flush", "to_utf8" },
     ["outcome.lua"] = { "flush", "window" },
 }
@@ -467,9 +471,9 @@ describe("the miss path under LuaJIT", function()
         -- on every miss path including a bare cosocket get, and LuaJIT's
         -- penalties make it rare. A trace that ran into a timer-only
         -- function (a flush's timer, or the lists' timer asking memcached
-        -- with mg for the percentage and the ramp through the same client
-        -- functions as the request path) is the timer's. Any other abort is
-        -- code left uncompiled.
+        -- with mg for the percentage, the ramp and the halts through the
+        -- same client functions as the request path) is the timer's. Any
+        -- other abort is code left uncompiled.
         local aborts, yields = aborts_in_library(steady, true)
         assert.same({}, aborts)
         assert.is_true(yields <= 6, steady)

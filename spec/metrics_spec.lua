@@ -175,7 +175,7 @@ describe("gray.metrics", function()
         local text = scrape_until(nginx, function(t)
             return total(t, "gray_decisions_total") >= 1000
         end)
-        local gray = total(text, "gray_decisions_total", 'target="1",reason="ip"')
+        local gray = total(text, "gray_decisions_total", 'target="gray",reason="ip"')
         local v2 = total(text, "gray_decisions_total", 'target="v2",reason="ip"')
         local stable = total(text, "gray_decisions_total", 'target="stable"')
         assert.equal(300, gray, text)
@@ -399,7 +399,7 @@ describe("gray.metrics over a reload", function()
         local text = scrape_until(nginx, function(t)
             return total(t, "gray_decisions_total") >= N
         end)
-        assert.equal(N, total(text, "gray_decisions_total", 'target="1",reason="ip"'), text)
+        assert.equal(N, total(text, "gray_decisions_total", 'target="gray",reason="ip"'), text)
         for i = 1, 20 do
             local page = nginx:get("/metrics")
             assert.equal(200, page.status)

@@ -88,10 +88,12 @@ describe("the miss path, before and after", function()
                     local pair = routers[name]
                     if not pair then
                         local opts = package.loaded.spec_miss_opts[name]
-                        -- the old router has no ramp: neither has the new one
-                        -- (its mg would count against a dead server's breaker)
-                        local new_opts = { ramp_key = false }
+                        -- the old router has no ramp and no halts: neither has
+                        -- the new one (their mg would count as traffic, and
+                        -- against a dead server's breaker)
+                        local new_opts = {}
                         for k, v in pairs(opts) do new_opts[k] = v end
+                        new_opts.ramp_key, new_opts.halt_key = false, false
                         pair = { assert(require("gray").new(new_opts)),
                                  assert(require("fixtures.miss_old.gray").new(opts)) }
                         routers[name] = pair
@@ -227,7 +229,7 @@ describe("the miss path's round trips", function()
             init_by_lua_block {
                 package.loaded.spec_miss_opts = { nocache = { memcached = "127.0.0.1:]] .. mc.port .. [[",
                     cache_ttl = 0, ids = "]] .. IDS .. [[", client_headers = { "X-Real-IP" },
-                    ranges_key = false, percent_key = false, ramp_key = false } }
+                    ranges_key = false, percent_key = false, ramp_key = false, halt_key = false } }
             }
         ]], servers = [[
           server {

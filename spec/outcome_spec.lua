@@ -42,8 +42,8 @@ local SERVERS = [[
                 package.loaded.spec_outcome_router = r
             end
             local location = assert(r:decide())
-            local name = location == "@server_test" and "1" or "stable"
-            ngx.var.be = name == "1" and "gray" or "stable"
+            local name = location == "@server_test" and "gray" or "stable"
+            ngx.var.be = name
             require("gray.outcome").note(name)
         }
         proxy_set_header X-Backend $be;
@@ -165,8 +165,8 @@ describe("gray.outcome", function()
         local function class(target, c)
             return sample(text, 'gray_responses_total{target="' .. target .. '",class="' .. c .. '"}')
         end
-        assert.equal(30 + 5 + 8, class("1", "2xx"), text)
-        assert.equal(10 + 2, class("1", "5xx"), text)
+        assert.equal(30 + 5 + 8, class("gray", "2xx"), text)
+        assert.equal(10 + 2, class("gray", "5xx"), text)
         assert.equal(40 + 5 + 5, class("stable", "2xx"), text)
         assert.is_nil(class("stable", "5xx"), text)
         assert.equal(6, class("v2", "2xx"), text)
@@ -176,13 +176,13 @@ describe("gray.outcome", function()
             return sample(text, 'gray_response_seconds_bucket{target="' .. target .. '",le="'
                                 .. le .. '"}')
         end
-        assert.equal(55, sample(text, 'gray_response_seconds_count{target="1"}'), text)
-        assert.equal(55, bucket("1", "+Inf"), text)
-        assert.equal(50, bucket("1", "0.5"), text)
-        assert.equal(55, bucket("1", "1"), text)
+        assert.equal(55, sample(text, 'gray_response_seconds_count{target="gray"}'), text)
+        assert.equal(55, bucket("gray", "+Inf"), text)
+        assert.equal(50, bucket("gray", "0.5"), text)
+        assert.equal(55, bucket("gray", "1"), text)
         assert.equal(50, sample(text, 'gray_response_seconds_count{target="stable"}'), text)
         assert.equal(10, sample(text, 'gray_response_seconds_count{target="v2"}'), text)
-        local sum = sample(text, 'gray_response_seconds_sum{target="1"}')
+        local sum = sample(text, 'gray_response_seconds_sum{target="gray"}')
         assert.truthy(sum >= 5 * SLOW and sum < 5 * SLOW + 50 * 0.5, text)
         assert.truthy(text:find("# TYPE gray_response_seconds histogram", 1, true), text)
         assert.truthy(text:find("# TYPE gray_responses_total counter", 1, true), text)
@@ -191,13 +191,13 @@ describe("gray.outcome", function()
         local got = nginx:eval([[
             local o = require "gray.outcome"
             local out = {}
-            for _, t in ipairs({ "1", "stable", "v2", "none" }) do
+            for _, t in ipairs({ "gray", "stable", "v2", "none" }) do
                 local n, e, p95 = o.window(t, 60)
                 out[#out + 1] = t .. " " .. n .. " " .. e .. " " .. tostring(p95)
             end
             return table.concat(out, "\n")
         ]])
-        local n, e, p95 = got:match("^1 (%d+) (%d+) (%S+)")
+        local n, e, p95 = got:match("^gray (%d+) (%d+) (%S+)")
         assert.equal("55", n, got)
         assert.equal("12", e, got)
         -- rank 52.25 of 55: in the (0.5, 1] bucket that holds the 5 slow ones
@@ -213,8 +213,8 @@ describe("gray.outcome", function()
         repeat
             got = nginx:eval([[
                 local o = require "gray.outcome"
-                local n1, e1 = o.window("1", 1)
-                local n60, e60 = o.window("1")
+                local n1, e1 = o.window("gray", 1)
+                local n60, e60 = o.window("gray")
                 return n1 .. " " .. e1 .. " " .. n60 .. " " .. e60
             ]])
             if got:find("^0 0 ") or harness.now() > deadline then
@@ -266,7 +266,7 @@ describe("gray.outcome without the metrics dict", function()
         assert.equal("20 200", nginx:batch("/ok", 20, { "X-Real-IP: " .. GRAY_IP }))
         assert.equal("5 500", nginx:batch("/api/fail", 5, { "X-Real-IP: " .. GRAY_IP }))
         assert.equal("nil no lua_shared_dict gray_metrics\n", nginx:eval([[
-            local n, err = require("gray.outcome").window("1")
+            local n, err = require("gray.outcome").window("gray")
             return tostring(n) .. " " .. tostring(err)
         ]]))
         local log = nginx:error_log()
@@ -312,13 +312,60 @@ describe("gray.outcome over a reload, from a log_by_lua_block", function()
             harness.sleep(0.05)
         end
         exposition.valid_page(text)
-        assert.equal(N, sample(text, 'gray_responses_total{target="1",class="2xx"}'), text)
-        assert.equal(10, sample(text, 'gray_responses_total{target="1",class="5xx"}'), text)
-        assert.equal(N + 10, sample(text, 'gray_response_seconds_count{target="1"}'), text)
+        assert.equal(N, sample(text, 'gray_responses_total{target="gray",class="2xx"}'), text)
+        assert.equal(10, sample(text, 'gray_responses_total{target="gray",class="5xx"}'), text)
+        assert.equal(N + 10, sample(text, 'gray_response_seconds_count{target="gray"}'), text)
         assert.equal("310 10\n", nginx:eval([[
-            local n, e = require("gray.outcome").window("1", 10)
+            local n, e = require("gray.outcome").window("gray", 10)
             return n .. " " .. e
         ]]))
         assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
+
+describe("gray.outcome.configure({ upstream_status = false })", function()
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set_many({ [GRAY_IP] = "1", [V2_IP] = "v2" })
+        nginx = harness.nginx({ memcached_port = mc.port, servers = SERVERS,
+            http = "lua_shared_dict gray_metrics 1m;\n init_by_lua_block {"
+                   .. " require('gray.metrics').configure({ flush_interval = 0.1 })"
+                   .. " require('gray.outcome').configure({ upstream_status = false }) }" })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("counts the response's status alone (an intercepted 500 served as 200: 2xx)", function()
+        assert.equal("10 500", nginx:batch("/fail", 10, { "X-Real-IP: " .. GRAY_IP }))
+        assert.equal("4 200", nginx:batch("/fail", 4, { "X-Real-IP: " .. V2_IP }))
+        local text
+        for _ = 1, 100 do
+            text = nginx:get("/metrics").body
+            if total(text, "gray_responses_total") >= 14 then
+                break
+            end
+            harness.sleep(0.05)
+        end
+        assert.equal(10, sample(text, 'gray_responses_total{target="gray",class="5xx"}'), text)
+        -- what the client got: the upstream's 500 is not seen
+        assert.equal(4, sample(text, 'gray_responses_total{target="v2",class="2xx"}'), text)
+        assert.is_nil(sample(text, 'gray_responses_total{target="v2",class="5xx"}'), text)
+    end)
+
+    it("refuses a bad option with the option named", function()
+        local got = nginx:eval([[
+            local o = require "gray.outcome"
+            local ok1, e1 = pcall(o.configure, { upstream_status = "no" })
+            local ok2, e2 = pcall(o.configure, "off")
+            return tostring(ok1 or ok2) .. "\n" .. e1 .. "\n" .. e2
+        ]])
+        assert.truthy(got:find("^false\n"), got)
+        assert.truthy(got:find("upstream_status must be true or false", 1, true), got)
+        assert.truthy(got:find("opts must be a table", 1, true), got)
     end)
 end)

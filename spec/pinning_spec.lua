@@ -156,10 +156,10 @@ describe("pinning to stable", function()
         { "two names for one location: the entry's name v2",
           "10.1.0.9", nil, nil, "@server_v2; ip", "v2 v2" },
         { "control: a listed id without a name is gray",
-          "10.1.0.10", nil, "pin-d2", "@server_test; list:dev", "gray 1" },
-        { "control: the enclosing range", "10.1.0.11", nil, nil, "@server_test; range", "gray 1" },
+          "10.1.0.10", nil, "pin-d2", "@server_test; list:dev", "gray gray" },
+        { "control: the enclosing range", "10.1.0.11", nil, nil, "@server_test; range", "gray gray" },
         { "control: outside every range, the percentage",
-          "192.0.2.1", nil, nil, "@server_test; percent", "gray 1" },
+          "192.0.2.1", nil, nil, "@server_test; percent", "gray gray" },
     }
 
     for _, router in ipairs({ "pin", "cached" }) do

@@ -367,7 +367,7 @@ describe("a ramp over seconds, real nginx and memcached", function()
         out = admin("check " .. ip)
         assert.matches("ramp:     gray:ramp: 40.00%% in force %(step 1 of 2%): replaces the"
                        .. " percentage", out)
-        assert.matches("decision: 1 %(reason percent%)", out)
+        assert.matches("decision: gray %(reason percent%)", out)
         admin("ramp stop")
     end)
 

@@ -46,8 +46,8 @@ local INIT = [[
         quiet = {
             memcached = "127.0.0.1:$MCQ", trusted = "127.0.0.1", targets = TARGETS,
             ids = "uid=cookie:uid, dev=header:X-Device-Id, q=query:q",
-            ranges_key = false, percent_key = false, ramp_key = false, cache_ttl = 60,
-            debug_header = "X-Gray-Debug", timeout = 2000,
+            ranges_key = false, percent_key = false, ramp_key = false, halt_key = false,
+            cache_ttl = 60, debug_header = "X-Gray-Debug", timeout = 2000,
         },
     }
     local routers = {}

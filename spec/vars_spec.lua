@@ -33,6 +33,8 @@ local VALUES = {
     gray_force_from = "127.0.0.1",
     gray_secret_file = "$REPO/spec/fixtures/test.secret",   -- a test-only secret
     gray_lists_dir = "/dev/shm/lua-resty-gray",
+    gray_guard = "min_requests=100, window=30",
+    gray_halt_key = "gray:halt",
 }
 
 -- Sets that are refused whatever the values (logged, routed to stable):
@@ -327,8 +329,8 @@ describe("the log variables", function()
     -- { defined, the log_format, what a gray client's line reads }
     local cases = {
         { { "gray_reason" }, "$gray_reason", "ip" },
-        { { "gray_target_name" }, "$gray_target_name", "1" },
-        { { "gray_target_name", "gray_reason" }, "$gray_target_name $gray_reason", "1 ip" },
+        { { "gray_target_name" }, "$gray_target_name", "gray" },
+        { { "gray_target_name", "gray_reason" }, "$gray_target_name $gray_reason", "gray ip" },
     }
     for _, c in ipairs(cases) do
         it("$" .. table.concat(c[1], " and $") .. " alone: 200, and filled", function()

@@ -11,8 +11,9 @@
 #include "cli.h"
 
 #define CHECK_IDS_MAX 4             /* identities a router keys on */
-#define CHECK_TARGETS_MAX 253       /* "1" and the names of --targets, as the router's
-                                       (with stable and the unknown-target index: 255) */
+#define CHECK_TARGETS_MAX 254       /* "1", "gray" and the names of --targets, as the
+                                       router's (with stable and the unknown-target
+                                       index: 255) */
 #define CHECK_LISTS_MAX 4           /* names in --lists (identities) */
 
 /* isspace() in the C locale: what Lua's %s matches in the router's patterns */
@@ -21,8 +22,9 @@ static int lua_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
-/* The router's target names, "1\n<targets...>\nstable", as its compiled
- * ranges list numbers them (the unknown-target index comes after). */
+/* The router's target names, "1\ngray\n<targets...>\nstable", as its
+ * compiled ranges list numbers them (the unknown-target index comes after);
+ * "1" and "gray" both name the default target, named gray. */
 typedef struct check_names {
     char text[(CHECK_TARGETS_MAX + 2) * (GRAY_TARGET_NAME_MAX + 1)];
     size_t len;
@@ -59,6 +61,7 @@ static int parse_targets(const char *spec, check_names_t *k)
     k->len = 0;
     k->count = 0;
     names_add(k, "1", 1);
+    names_add(k, "gray", 4);
     const char *p = spec;
     while (p && *p) {
         const char *comma = strchr(p, ',');
@@ -75,12 +78,15 @@ static int parse_targets(const char *spec, check_names_t *k)
         if (nl == 6 && memcmp(n0, "stable", 6) == 0)
             return cli_usage_error("--targets names '%s', which is reserved (a value 'stable'"
                                    " pins a client to the stable location)", "stable");
+        if ((nl == 4 && memcmp(n0, "gray", 4) == 0) || (nl == 1 && n0[0] == '1'))
+            return cli_usage_error("--targets names '%s', which is reserved (the default"
+                                   " target, named gray: value 1 or gray)", name);
         if (nl > 0 && !gray_target_name_ok(n0, nl))
             return cli_usage_error("--targets names '%s', which is not a target name (1 to 64"
                                    " printable ASCII bytes without '#', not 0)", name);
         if (nl > 0 && !names_has(k, n0, nl)) {
             if (k->count >= CHECK_TARGETS_MAX)
-                return cli_usage_error("%s", "--targets has more than 252 names");
+                return cli_usage_error("%s", "--targets has more than 251 names");
             names_add(k, n0, nl);
         }
         p = comma ? comma + 1 : stop;
@@ -300,6 +306,10 @@ typedef struct check {
  * bytes) and the reason, rule or unknown-target. */
 static void take(check_t *c, int d, const char *name, size_t len, const char *rule)
 {
+    if (len == 1 && name[0] == '1') {       /* value 1: the default target, gray */
+        name = "gray";
+        len = 4;
+    }
     c->decided = d;
     snprintf(c->target, sizeof c->target, "%.*s", (int)len, name);
     snprintf(c->reason, sizeof c->reason, "%s", d == DECIDE_UNKNOWN ? "unknown-target" : rule);
@@ -447,7 +457,7 @@ static int rule_percent(check_t *c)
     printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, c->bucket,
            GRAY_PERCENT_BUCKETS, threshold);
     if (!c->decided && threshold > 0 && c->bucket < (uint32_t)threshold)
-        take(c, DECIDE_TARGET, "1", 1, "percent");
+        take(c, DECIDE_TARGET, "gray", 4, "percent");
     return 0;
 }
 

@@ -198,6 +198,7 @@ typedef struct cli_args {
     long ttl;                       /* add: --ttl S, -1: not given */
     char **ids;                     /* check: --id name=value, in order */
     int nids;
+    const char *reason;             /* halt: --reason TEXT, NULL: not given */
 } cli_args_t;
 
 /* One import line (import.c). */
@@ -237,6 +238,9 @@ cli_command_fn cli_cmd_ramp, cli_cmd_status;
  * as a line of check; -1 when there is none (or it does not parse), -2 on
  * a failure (printed). */
 long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts);
+/* halt <target> [--reason TEXT], resume <target> (halt.c): the fleet-wide
+ * halt key <halt_key>:<target>, added or deleted. */
+cli_command_fn cli_cmd_halt, cli_cmd_resume;
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl);

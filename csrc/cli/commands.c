@@ -26,9 +26,16 @@ static int one_list_edit(memcached_st *mc, const cli_opts_t *opts, const char *k
     return rc;
 }
 
+/* The default target's names, gray and 1: written as 1 (or no target in a
+ * list line), the value every router version reads. */
+static int default_target(const char *target)
+{
+    return target && (strcmp(target, "1") == 0 || strcmp(target, "gray") == 0);
+}
+
 int cli_set_entry(memcached_st *mc, const char *key, const char *target, long ttl)
 {
-    const char *value = target ? target : "1";
+    const char *value = target && !default_target(target) ? target : "1";
     memcached_return_t rc = memcached_set(mc, key, strlen(key), value, strlen(value),
                                           (time_t)ttl, 0);
     if (rc != MEMCACHED_SUCCESS) {
@@ -98,7 +105,7 @@ int cli_cmd_add(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args
     if (t.kind == CLI_THING_RANGE) {
         if (ttl >= 0)
             return cli_usage_error("%s", "add: a ranges line has no --ttl");
-        if (target && strcmp(target, "1") == 0)
+        if (default_target(target))
             target = NULL;
         return one_list_edit(mc, opts, opts->ranges_key, LIST_RANGES, t.key, target, 0);
     }
@@ -170,7 +177,7 @@ int cli_cmd_ranges(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *a
     const char *target = npos == 4 ? pos[3] : NULL;
     if (cli_check_target(target) != 0)
         return EXIT_USAGE;
-    if (target && strcmp(target, "1") == 0)
+    if (default_target(target))
         target = NULL;
     return one_list_edit(mc, opts, opts->ranges_key, LIST_RANGES, norm, target, remove);
 }
@@ -202,7 +209,7 @@ int cli_cmd_list(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *arg
     const char *target = npos == 5 ? pos[4] : NULL;
     if (cli_check_target(target) != 0)
         return EXIT_USAGE;
-    if (target && strcmp(target, "1") == 0)
+    if (default_target(target))
         target = NULL;
     return one_list_edit(mc, opts, key, LIST_IDS, id, target, remove);
 }

@@ -178,7 +178,9 @@ int cli_import_parse_line(const cli_opts_t *opts, char *line, long len, import_l
         return cli_usage_error("%s", "a ranges line has no --ttl");
     out->kind = t.kind;
     memcpy(out->key, t.key, sizeof out->key);
-    out->target = target && strcmp(target, "1") != 0 ? target : NULL;
+    /* the default target (1 or gray): the value 1 */
+    out->target = target && strcmp(target, "1") != 0 && strcmp(target, "gray") != 0 ? target
+                                                                                    : NULL;
     return 0;
 }
 

@@ -19,6 +19,7 @@ enum {
     TAKES_CHECK = 2,                /* --id, --targets, --lists */
     OWN_ARGS    = 4,                /* parses what follows it itself (with its own
                                        options); first argument only; no memcached */
+    TAKES_REASON = 8,               /* --reason */
 };
 
 typedef struct command {
@@ -94,6 +95,16 @@ static const command_t COMMANDS[] = {
       "router's secret_file; with --id, a signed-cookie value for identity\n"
       "NAME instead. Must be the first argument after the options; needs no\n"
       "memcached.", OWN_ARGS },
+    { "halt", cli_cmd_halt, "halt <target> [--reason TEXT]",
+      "halts target (gray, the default one, or a name of the router's targets)\n"
+      "on every node: adds <halt-key>:<target> = '<unix seconds> <node> <reason>'\n"
+      "(node: gray-admin@<host>). Each router reads it within its\n"
+      "refresh_interval and sends the target's requests to stable (reason\n"
+      "halted; the tester override still reaches it). A halt already there\n"
+      "stands and is printed.", TAKES_REASON },
+    { "resume", cli_cmd_resume, "resume <target>",
+      "deletes the halt of target: the routers route to it again within their\n"
+      "refresh_interval", 0 },
 };
 #define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -157,6 +168,20 @@ static int set_percent_key(parsed_t *p, const char *v)
     if (!gray_mc_key_ok(v, strlen(v)))
         return cli_usage_error("bad --percent-key '%s'", v);
     p->opts.percent_key = v;
+    return 0;
+}
+
+static int set_halt_key(parsed_t *p, const char *v)
+{
+    if (!gray_mc_key_ok(v, strlen(v)))
+        return cli_usage_error("bad --halt-key '%s'", v);
+    p->opts.halt_key = v;
+    return 0;
+}
+
+static int set_reason(parsed_t *p, const char *v)
+{
+    p->args.reason = v;
     return 0;
 }
 
@@ -251,6 +276,8 @@ static const option_t OPTIONS[] = {
       set_ranges_key },
     { "--percent-key", NULL, "K", "the router's percent_key (default gray:percent)",
       set_percent_key },
+    { "--halt-key", NULL, "K", "the router's halt_key (default gray:halt)", set_halt_key },
+    { "--reason", NULL, "TEXT", "halt: why (one line, in the halt's value)", set_reason },
     { "--timeout", NULL, "MS", "connect and I/O timeout (default 2000)", set_timeout },
     { "--part-size", NULL, "BYTES", "split lists above this size (default 921600)",
       set_part_size },
@@ -373,7 +400,7 @@ int main(int argc, char **argv)
             .lists = "", .timeout_ms = 2000, .part_bytes = CLI_PART_BYTES, .verbose = 0,
             .ramp_key = "gray:ramp",
         },
-        .args = { .pos = pos, .npos = 0, .ttl = -1, .ids = ids, .nids = 0 },
+        .args = { .pos = pos, .npos = 0, .ttl = -1, .ids = ids, .nids = 0, .reason = NULL },
     };
     int dashdash = 0;
     for (int i = 1; i < argc; i++) {
@@ -413,6 +440,8 @@ int main(int argc, char **argv)
         return cli_usage_error("%s", "--ttl is for add (and inside import files)");
     if (p.args.nids > 0 && !(cmd->flags & TAKES_CHECK))
         return cli_usage_error("%s", "--id is for check");
+    if (p.args.reason && !(cmd->flags & TAKES_REASON))
+        return cli_usage_error("%s", "--reason is for halt");
     if (p.check_only && !(cmd->flags & TAKES_CHECK))
         return cli_usage_error("%s is for check", p.check_only);
 

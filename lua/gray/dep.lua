@@ -7,7 +7,8 @@
 --     location @server_test { proxy_pass http://127.0.0.1:5002; }
 --
 -- Same behaviour by default (memcached at 127.0.0.1:11211, the client
--- address as key, value "1" = @server_test, else @server), without its
+-- address as key, value "1" = @server_test (the target named "gray"),
+-- else @server), without its
 -- faults: the address comes from X-Real-IP/X-Forwarded-For only through
 -- trusted proxies, connections are pooled, decisions are cached for a
 -- second, each lookup has one 50 ms deadline, and any trouble (memcached
@@ -36,6 +37,9 @@
 --     set $gray_shm            gray_cache;       # lua_shared_dict: a cache for all workers
 --     set $gray_stale_ttl      1m;      # an old decision may serve this long in an outage
 --     set $gray_upstreams      "stable=app_v1, gray=app_v2";  # gray/route.lua's upstreams
+--     set $gray_guard          "on";     # or "error_delta=0.02, latency_ratio=2,
+--                                        #     min_requests=200, window=60" (gray.guard)
+--     set $gray_halt_key       "gray:halt";   # halts: gray:halt:<target>; "off": none
 --
 -- Settings for one location only go to run() instead, in the same syntax:
 -- a variable `set` in some locations is read in all the others too, where
@@ -138,6 +142,8 @@ local VARS = {
     { "gray_secret_file", "secret_file" },
     { "gray_ramp_key", "ramp_key" },
     { "gray_upstreams", "upstreams" },
+    { "gray_guard", "guard" },
+    { "gray_halt_key", "halt_key" },
 }
 local NVARS = #VARS      -- a row added above is read, parsed and named: nothing else to do
 _M.VARS = VARS
@@ -150,7 +156,7 @@ end
 
 -- Options a variable can turn off with "off".
 local OFF = { ranges_key = true, percent_key = true, ramp_key = true, shm = true, force = true,
-              debug_header = true }
+              debug_header = true, guard = true, halt_key = true }
 
 --- The gray.new options for the variables' values (vals[i] for VARS[i], ""
 -- and nil meaning not set), or nil, err naming the nginx variable.

@@ -26,10 +26,13 @@
 -- reads it when it changed. So is a timed ramp (`gray:ramp`, gray.ramp):
 -- while it exists its share in force replaces the percentage, taken from
 -- this node's clock at each refresh and at each step's time (a timer).
+-- The halts (gray.halt, <halt_key>:<target>) are read after the
+-- percentage, all in one multi-get: "END" alone while none is set.
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
 local ramp_mod = require "gray.ramp"
+local halt = require "gray.halt"
 
 local image_find_id = gray_ffi.image_find_id
 local image_find_ip = gray_ffi.image_find_ip
@@ -49,8 +52,8 @@ local timer_at = ngx.timer.at
 local sleep = ngx.sleep
 local ngx_log = ngx.log
 local WARN, ERR = ngx.WARN, ngx.ERR
-local tonumber, tostring, pairs, ipairs, pcall, type = tonumber, tostring, pairs, ipairs, pcall,
-    type
+local tonumber, tostring, pairs, ipairs, pcall, type, next = tonumber, tostring, pairs, ipairs,
+    pcall, type, next
 local concat = table.concat
 local floor, min, max = math.floor, math.min, math.max
 local update_time, ngx_now = ngx.update_time, ngx.now
@@ -431,7 +434,8 @@ end
 --- The lists of one router. opts: mc (a gray.memcached client),
 -- ranges_key and percent_key (false: none), lists (id list names), interval
 -- (s), timeout (ms for one refresh), max_bytes (one list's limit), names
--- (target names, index 1 = "1"), decisions (the router's decision for each
+-- (target names, index 1 = "1"), halts (target name -> halt key: read each
+-- refresh, gray.halt; nil: none), decisions (the router's decision for each
 -- of them, by index), unknown (the decision for a name not in names: its
 -- index is #names + 1), log (a gray.log), dir (the image directory; false:
 -- in memory), distribution (the servers' placement). Returns the lists, or nil, err (about dir).
@@ -472,6 +476,7 @@ function _M.new(opts)
         ramp = opts.ramp_key and ramp_mod.new(opts.ramp_key) or false,
         ramp_timer_for = false, -- the step time a timer is set for
         percent_compiles = 0,
+        halts = opts.halts or false,    -- target name -> halt key (gray.halt)
         refreshes = 0,          -- refreshes run
         started = false,
     }, mt)
@@ -492,7 +497,7 @@ function _M.new(opts)
             self.feeds[#self.feeds + 1] = feed
         end
     end
-    self.started = #self.feeds == 0 and not self.percent_key and not self.ramp
+    self.started = #self.feeds == 0 and not self.percent_key and not self.ramp and not self.halts
     return self
 end
 
@@ -585,15 +590,22 @@ function _M.refresh(self)
     if self.percent_key then
         refresh_percent(self, deadline)
     end
+    if self.halts and next(self.halts) then
+        local left = ms_left(deadline)
+        if left then
+            halt.refresh(self.halts, self.mc, left, self.log)
+        end
+    end
     if self.ramp then
         ramp_mod.refresh(self.ramp, self.mc, self.log, deadline)
     end
     _M.settle_share(self)
 end
 
--- MERGE(guard): whether the default target is halted, which freezes the
--- ramp; at the merge: `return require("gray.halt").halted("gray")`.
-local function default_halted() return false end
+-- Whether the default target is halted (gray.halt), which freezes the ramp.
+local function default_halted()
+    return halt.halted("gray")
+end
 
 local on_step
 
@@ -659,6 +671,9 @@ function _M.start(self)
         if feed.path and not feed.img then
             pcall(map_file, feed)
         end
+    end
+    if self.halts then
+        halt.seed(self.halts)
     end
     local ok, err = timer_at(0, on_timer, self)
     if ok then

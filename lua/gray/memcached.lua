@@ -1037,15 +1037,59 @@ function _M.meta_cas(self, key, opts)
     return cas, v
 end
 
---- get_meta(key): as get, with "mg <key> v" (a shorter reply, no END
--- line); get on a server without the meta protocol.
-function _M.get_meta(self, key)
+--- get_meta(key [, opts]): as get, with "mg <key> v" (a shorter reply,
+-- no END line; a miss is "EN"); get on a server without the meta
+-- protocol. opts.timeout: ms for the whole call (default: timeout).
+function _M.get_meta(self, key, opts)
     local v, err, kind = lookup_meta(self, key, "mg " .. tostring(key) .. " v\r\n", true,
-                                     text_get, EMPTY)
+                                     text_get, opts or EMPTY)
     if v == nil then
         return nil, err, kind
     end
     return v
 end
+
+
+--- add(key, value [, opts]): stores value under key only if memcached has
+-- no such key ("add <key> 0 0 <n>"; it never expires). Returns true when
+-- stored, false when the key exists (NOT_STORED), or nil, err, kind.
+-- opts.timeout: ms for the whole call (default: timeout). For timers (a
+-- guard's halt), not the request path.
+local parse_line = gray_ffi.mc_parse_line
+local function add(self, key, value, opts)
+    if not key_ok(key) then
+        return nil, "refused to send an invalid memcached key", "key"
+    end
+    value = tostring(value)
+    local n = self.nservers > 1 and server_for(self.continuum, key) or 1
+    local srv = self.servers[n]
+    update_time()
+    local deadline = now() + ((opts and opts.timeout) or self.timeout) / 1000
+    local sock, err, kind = open(srv, "add " .. key .. " 0 0 " .. #value .. "\r\n" .. value
+                                      .. "\r\n", deadline)
+    if not sock then
+        return nil, err, kind
+    end
+    local buf, armed = "", ARMED_UNKNOWN
+    while true do
+        local more
+        more, err, armed = read_some(sock, deadline, armed)
+        if not more then
+            return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+        end
+        buf = buf .. more
+        local reply, text, consumed = parse_line(buf)
+        if reply == "STORED" or reply == "NOT_STORED" then
+            release(self, sock, consumed == #buf)
+            return reply == "STORED"
+        elseif reply then
+            return nil, bad_reply(sock, srv, reply .. (text and " " .. text or ""))
+        elseif text ~= "again" or #buf > 1024 then
+            return nil, bad_reply(sock, srv, tostring(text))
+        end
+    end
+end
+require("jit").off(add)
+_M.add = add
 
 return _M

@@ -19,6 +19,7 @@ local client = require "gray.client"
 local ids_mod = require "gray.ids"
 local util = require "gray.util"
 local read_secret = require("gray.token").read_secret
+local guard_mod = require "gray.guard"
 
 local ngx_log = ngx.log
 local WARN = ngx.WARN
@@ -35,7 +36,8 @@ local DEFAULTS = {
     trusted = client.DEFAULTS.trusted,      -- proxies whose headers count ("none")
     client_headers = client.DEFAULTS.client_headers, -- also "Forwarded"; "none"
     stable = "@server",                     -- location for everybody else
-    target = "@server_test",                -- location for value "1"
+    target = "@server_test",                -- location of the default target, named
+                                            -- "gray" (values "1" and "gray")
     targets = false,                        -- { [name] = location, ... }: values naming them
                                             -- (checked: a table, maybe empty)
     upstreams = false,                      -- "stable=app_v1, gray=app_v2, v3=app_v3":
@@ -48,6 +50,10 @@ local DEFAULTS = {
     ranges_key = "gray:ranges",             -- address ranges list; false: none
     percent_key = "gray:percent",           -- sticky percentage; false: none
     ramp_key = "gray:ramp",                 -- timed ramp (replaces the percentage); false: none
+    halt_key = "gray:halt",                 -- halts: <halt_key>:<target>; false: none
+    guard = false,                          -- "on", or "error_delta=0.02, latency_ratio=2,
+                                            -- min_requests=200, window=60" (or a table)
+                                            -- (checked: gray.guard.parse's record, or false)
     refresh_interval = 2,                   -- s between two checks of the lists
     refresh_timeout = 2000,                 -- ms for one refresh of them all
     list_max = 32 * 1024 * 1024,            -- bytes of one list (all its parts)
@@ -76,9 +82,10 @@ for name, default in pairs(memcached.DEFAULTS) do
 end
 _M.DEFAULTS = DEFAULTS
 
--- Target names a router may have: "stable" and the unknown-target decision
--- take two of the GRAY_TARGETS_MAX indexes of a compiled ranges list.
-local TARGETS_MAX = 253
+-- Target names a router may have: "stable", the unknown-target decision and
+-- "1" (the default target's other name) take three of the GRAY_TARGETS_MAX
+-- (255) indexes of a compiled ranges list.
+local TARGETS_MAX = 252
 
 --- A refusal record as gray.new says it ("gray.new: option 'x' ..."), or
 -- with the option named as `name` (say "$gray_x").
@@ -201,6 +208,10 @@ local function check_targets(o)
         elseif value == "stable" then
             return option_error("targets", "names 'stable', which is reserved: a value"
                                 .. " 'stable' pins a client to the stable location")
+        elseif value == "gray" or value == "1" then
+            return option_error("targets", "names '" .. value .. "', which is reserved: the"
+                                .. " default target ('target') is named 'gray' (value 1 or"
+                                .. " gray)")
         elseif not gray_ffi.target_name_ok(value) then
             return option_error("targets", "names '" .. value .. "', which is not a target"
                                 .. " name (1 to " .. gray_ffi.TARGET_NAME_MAX .. " printable"
@@ -246,7 +257,7 @@ local function check_lists(o)
         end
     end
     o.lists = lists
-    for _, name in ipairs({ "ranges_key", "percent_key", "ramp_key" }) do
+    for _, name in ipairs({ "ranges_key", "percent_key", "ramp_key", "halt_key" }) do
         local key = o[name]
         if key ~= false and not gray_ffi.mc_key_ok(key) then
             return option_error(name, "must be a memcached key or false")
@@ -459,9 +470,40 @@ local function check_upstreams(o)
     return true
 end
 
+-- guard (a record), and the halt keys it and the refresh use: every target
+-- name must make a memcached key under halt_key.
+local function check_guard(o)
+    if o.guard then
+        local g, err = parse_option(o, "guard", guard_mod.parse)
+        if not g then
+            return nil, err
+        end
+        o.guard = g
+        if not o.halt_key then
+            return option_error("guard", "needs 'halt_key' (a guard halts by writing it)")
+        elseif not o.metrics_shm then
+            return option_error("guard", "needs 'metrics_shm' (the outcomes it compares)")
+        end
+    end
+    if o.halt_key then
+        if not gray_ffi.mc_key_ok(o.halt_key .. ":gray") then
+            return option_error("halt_key", "must leave room for ':<target>' in a memcached"
+                                .. " key (250 bytes)")
+        end
+        for name in pairs(o.targets) do
+            if not gray_ffi.mc_key_ok(o.halt_key .. ":" .. name) then
+                return option_error("targets", "names '" .. name .. "', which cannot end a"
+                                    .. " memcached key (" .. o.halt_key .. ":<target>: no"
+                                    .. " spaces); or set 'halt_key' false")
+            end
+        end
+    end
+    return true
+end
+
 -- In the order their refusals are reported.
 local CHECKS = { check_peers, check_targets, check_upstreams, check_lists, check_trust, check_outputs,
-                 check_cache }
+                 check_cache, check_guard }
 
 --- Checks gray.new's options. Returns them as the router is built from
 -- them (see the top of this file), or nil and a refusal record (gray.util)

@@ -67,7 +67,7 @@ local function decision_of(self, key, value)
         return target
     end
     self.log:report("target", "the value of " .. key .. " names no target: '"
-                    .. value:sub(1, 40) .. "' (known: 1, stable and the names in targets);"
+                    .. value:sub(1, 40) .. "' (known: 1, gray, stable and the names in targets);"
                     .. " sent to the stable location")
     return self.unknown_target
 end
