@@ -169,6 +169,60 @@ local CONF = [[
   }
 ]]
 
+-- The event-loop lag probe: a timer in each worker that asks to run every
+-- LAG_PERIOD s and records how late it ran (ngx.now() after update_time,
+-- so in ms): the longest time that worker's event loop did not come back,
+-- whatever held it (Lua, a syscall, the kernel's scheduler). /lag answers
+-- the max over the workers and the count of lags of 5 ms and more, and
+-- starts them again.
+local LAG_HTTP = [[
+  lua_shared_dict bench_lag 1m;
+  init_worker_by_lua_block {
+    local dict, PERIOD = ngx.shared.bench_lag, 0.002
+    local id = ngx.worker.id()
+    local function tick(premature, expect)
+        if premature then return end
+        ngx.update_time()
+        local t = ngx.now()
+        local lag = (t - expect) * 1000
+        if lag > (dict:get("max:" .. id) or 0) then dict:set("max:" .. id, lag) end
+        if lag >= 5 then dict:incr("n5:" .. id, 1, 0) end
+        if lag >= 20 then
+            dict:incr("n20:" .. id, 1, 0)
+            ngx.log(ngx.INFO, string.format("lag %.0f ms at %.3f", lag, t))
+        end
+        ngx.timer.at(PERIOD, tick, t + PERIOD)
+    end
+    ngx.update_time()
+    ngx.timer.at(PERIOD, tick, ngx.now() + PERIOD)
+  }
+]]
+local LAG_LOCATION = [[
+    location = /lag {
+        content_by_lua_block {
+            local dict, max, n5, n20, per = ngx.shared.bench_lag, 0, 0, 0, {}
+            for _, k in ipairs(dict:get_keys(0)) do
+                local v = dict:get(k)
+                if k:find("^max:") then
+                    max = math.max(max, v)
+                    per[#per + 1] = string.format("%.0f", v)
+                elseif k:find("^n5:") then n5 = n5 + v
+                elseif k:find("^n20:") then n20 = n20 + v end
+            end
+            if ngx.var.arg_reset then dict:flush_all() end
+            ngx.say(string.format("%.1f %d %d %s", max, n5, n20, table.concat(per, "/")))
+        }
+    }
+    location = /stats {]]
+CONF = CONF:gsub("    location = /stats {", function() return LAG_LOCATION end, 1)
+
+local function lag(nginx, reset)
+    local body = nginx:get("/lag" .. (reset and "?reset=1" or ""),
+                           { headers = { Connection = "close" } }).body
+    local max, n5, n20, per = body:match("([%d.]+) (%d+) (%d+) (%S*)")
+    return { max = tonumber(max), n5 = tonumber(n5), n20 = tonumber(n20), per = per }
+end
+
 local function workers_of(nginx)
     local pids = {}
     for pid in harness.sh("ps -o pid= --ppid " .. nginx:pid()):gmatch("%d+") do
@@ -251,7 +305,8 @@ say("")
 publish("gray:list:dev", id_text(0))
 publish("b:ranges", range_text(0))
 local nginx = harness.nginx({ servers = CONF, memcached_port = mc.port, workers = 4,
-                              log_level = "warn" })
+                              log_level = "info",
+                              http = LAG_HTTP })
 all_mapped(nginx, 4, N, N, 60)
 local script = scratch .. "/mix.lua"
 local f = assert(io.open(script, "wb"))
@@ -268,6 +323,7 @@ f:close()
 local function wrk_run(changes)
     local out = scratch .. "/wrk.out"
     os.remove(out)
+    lag(nginx, true)
     harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. DURATION .. "s --latency -s " .. script
                .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo")
     local t0 = now()
@@ -305,7 +361,7 @@ local function wrk_run(changes)
     local max = ms(text:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
     local p99 = ms(text:match("99%%%s+([%d.]+)(%a+)"))
     local rps = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
-    return { p99 = p99, max = max, rps = rps }
+    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true) }
 end
 
 local changes = { ids = {}, ranges = {} }
@@ -321,12 +377,33 @@ all_mapped(nginx, 4, N, N, 60)
 say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request):", CONNS,
     DURATION)
 say("")
-say("| run | req/s | p99 | max |")
-say("|---|---|---|---|")
-say("| no change | %.0f | %.2f ms | %.2f ms |", quiet.rps, quiet.p99, quiet.max)
-say("| 1M ids and 1M ranges, 5 changes each | %.0f | %.2f ms | %.2f ms |", busy.rps, busy.p99,
-    busy.max)
-say("| added | | %+.2f ms | %+.2f ms |", busy.p99 - quiet.p99, busy.max - quiet.max)
+say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 ms / >= 20 ms |")
+say("|---|---|---|---|---|---|")
+say("| no change | %.0f | %.2f ms | %.2f ms | %.1f ms (%s) | %d / %d |", quiet.rps, quiet.p99,
+    quiet.max, quiet.lag.max, quiet.lag.per, quiet.lag.n5, quiet.lag.n20)
+say("| 1M ids and 1M ranges, 5 changes each | %.0f | %.2f ms | %.2f ms | %.1f ms (%s) | %d / %d |",
+    busy.rps, busy.p99, busy.max, busy.lag.max, busy.lag.per, busy.lag.n5, busy.lag.n20)
+say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | |", busy.p99 - quiet.p99, busy.max - quiet.max,
+    busy.lag.max - quiet.lag.max)
+say("")
+
+-- each change's steps, from the fetching worker's log (info)
+local steps = { fetch = 0, start = 0, compile = 0, thread = 0, map = 0, n = 0, bytes = 0 }
+for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
+        "fetched in (%d+) ms %(%d+ parts, (%d+) bytes%), job started in ([%d.]+) ms, compiled"
+        .. " in (%d+) ms %(thread: (%d+) ms%), mapped in ([%d.]+) ms") do
+    steps.n = steps.n + 1
+    steps.fetch = math.max(steps.fetch, tonumber(fetch))
+    steps.bytes = math.max(steps.bytes, tonumber(bytes))
+    steps.start = math.max(steps.start, tonumber(start))
+    steps.compile = math.max(steps.compile, tonumber(comp))
+    steps.thread = math.max(steps.thread, tonumber(thread))
+    steps.map = math.max(steps.map, tonumber(map))
+end
+say("a change's steps, the longest of %d (the fetching worker's log): fetch %d ms (%.1f MB,"
+    .. " yielding between reads), the job's start %.1f ms and the map %.1f ms (on the event"
+    .. " loop), the compile %d ms (%d ms of the thread's own)", steps.n, steps.fetch,
+    steps.bytes / 1e6, steps.start, steps.map, steps.compile, steps.thread)
 say("")
 
 harness.sleep(2)

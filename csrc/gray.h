@@ -655,8 +655,18 @@ typedef struct gray_image_job gray_image_job_t;
 
 #define GRAY_JOB_RUNNING 1      /* gray_image_poll(): not done yet */
 
-/* Starts gray_image_compile() in a detached thread (all signals blocked in
- * it). The parts (their bytes too), names and path are copied: the caller's
+/* A job built in steps, so that no call copies a whole list: a new job
+ * (names and path copied; GRAY_EINVAL, GRAY_ENOMEM), then each part added
+ * as it arrives (its bytes copied; a part may come in several slices cut
+ * after a line break: they are joined as parts are), then run: gray_image_compile() in a detached thread at
+ * SCHED_IDLE (nice 19 where refused), all signals blocked in it (GRAY_EIO
+ * when no thread starts). A job not run is freed by gray_image_job_free(). */
+int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t unknown,
+                       uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
+int gray_image_job_run(gray_image_job_t *job);
+
+/* The three at once: starts gray_image_compile() in a thread. The parts (their bytes too), names and path are copied: the caller's
  * memory may go away while the thread runs (an nginx worker's Lua VM is
  * closed at its exit). *out gets the job. GRAY_EINVAL, GRAY_ENOMEM, or
  * GRAY_EIO when no thread starts. */

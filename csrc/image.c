@@ -172,7 +172,7 @@ static int join_parts(const gray_image_part_t *parts, size_t nparts, const char 
     *owned = NULL;
     *text = NULL;
     *len = 0;
-    if (nparts > GRAY_IMAGE_PARTS_MAX || (parts == NULL && nparts > 0))
+    if (nparts > GRAY_JOB_PIECES_MAX || (parts == NULL && nparts > 0))
         return GRAY_EINVAL;
     uint64_t total = 0;
     for (size_t i = 0; i < nparts; i++) {
@@ -460,6 +460,12 @@ int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
                      const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                      void **out, size_t *out_len, gray_image_stats_t *st)
 {
+    if (nparts > GRAY_IMAGE_PARTS_MAX) {
+        memset(st, 0, sizeof *st);
+        *out = NULL;
+        *out_len = 0;
+        return GRAY_EINVAL;
+    }
     return gray_image_build_c(kind, parts, nparts, names, names_len, unknown, cas, out,
                               out_len, st, NULL);
 }
@@ -539,6 +545,10 @@ int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
                        const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                        const char *path, gray_image_stats_t *st)
 {
+    if (nparts > GRAY_IMAGE_PARTS_MAX) {
+        memset(st, 0, sizeof *st);
+        return GRAY_EINVAL;
+    }
     return gray_image_compile_c(kind, parts, nparts, names, names_len, unknown, cas, path, st,
                                 NULL);
 }

@@ -27,6 +27,10 @@ typedef struct gray_id_bucket {
     uint32_t filter;
 } gray_id_bucket_t;
 
+/* The pieces a job may hold: its caller adds a split list's parts in
+ * slices of about 1 MB (a part of several MB is several pieces). */
+#define GRAY_JOB_PIECES_MAX    16384
+
 #define GRAY_ID_INDEX_BITS_MAX 24   /* 16M buckets: 128 MB of index at most */
 #define GRAY_NAMES_BYTES_MAX   (GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1))
 

@@ -155,6 +155,10 @@ int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
                              const char *names, size_t names_len, uint32_t unknown,
                              uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t unknown,
+                       uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
+int gray_image_job_run(gray_image_job_t *job);
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
 int gray_image_job_free(gray_image_job_t *job);
 int gray_image_open(const char *path, int flags, gray_image_t **out);
@@ -1289,6 +1293,59 @@ function _M.image_compile_start(kind, text, names, cas, path, unknown)
     local job = { cjob = ffi_gc(job_out[0], C.gray_image_job_free) }
     live_jobs[job] = true
     return job
+end
+
+--- A job built in steps (the lists' fetch adds each part as it arrives,
+-- so that no call copies a whole list): returns a job to add parts to,
+-- then run, or nil, err. Arguments as image_compile_start's, less text.
+function _M.image_job_new(kind, names, cas, path, unknown)
+    local a, err = image_args(kind, "", names, cas, unknown)
+    if not a then
+        return nil, err
+    end
+    if type(path) ~= "string" then
+        return nil, "path must be a string"
+    end
+    local rc = C.gray_image_job_new(a.kind, a.names, a.names_len, a.unknown, a.cas, path,
+                                    job_out)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    -- not running yet: the finalizer frees it
+    return { cjob = ffi_gc(job_out[0], C.gray_image_job_free) }
+end
+
+--- Copies a part (a string; or its bytes first..last) into a job not yet
+-- run: true, or nil, err. A part given in slices is cut after its line
+-- breaks (a slice that lacks one ends its part).
+function _M.image_job_add(job, part, first, last)
+    if job.cjob == nil or type(part) ~= "string" then
+        return nil, "the job was freed, or the part is not a string"
+    end
+    first, last = first or 1, last or #part
+    if first < 1 or last > #part or last < first - 1 then
+        return nil, "slice out of the part"
+    end
+    local rc = C.gray_image_job_add(job.cjob, ffi_cast(char_ptr_t, part) + (first - 1),
+                                    last - first + 1)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    return true
+end
+
+--- Starts the job's compile in its thread: true, or nil, err.
+function _M.image_job_run(job)
+    if job.cjob == nil then
+        return nil, "the job was freed"
+    end
+    reap_jobs()
+    local rc = C.gray_image_job_run(job.cjob)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    live_jobs[job] = true
+    return true
 end
 
 --- false while the job runs; true, stats when it is done; nil, err, stats

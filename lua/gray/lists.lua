@@ -37,6 +37,9 @@ local image_version = gray_ffi.image_version
 local image_compile_start = gray_ffi.image_compile_start
 local image_poll = gray_ffi.image_poll
 local image_job_free = gray_ffi.image_job_free
+local image_job_new = gray_ffi.image_job_new
+local image_job_add = gray_ffi.image_job_add
+local image_job_run = gray_ffi.image_job_run
 local image_build_open = gray_ffi.image_build_open
 local image_hash = gray_ffi.image_hash
 local lock_try, lock_release = gray_ffi.lock_try, gray_ffi.lock_release
@@ -45,7 +48,7 @@ local timer_every = ngx.timer.every
 local timer_at = ngx.timer.at
 local sleep = ngx.sleep
 local ngx_log = ngx.log
-local WARN, ERR = ngx.WARN, ngx.ERR
+local WARN, ERR, INFO = ngx.WARN, ngx.ERR, ngx.INFO
 local tonumber, tostring, pairs, ipairs, pcall, type = tonumber, tostring, pairs, ipairs, pcall,
     type
 local concat = table.concat
@@ -59,6 +62,7 @@ local mt = { __index = _M }
 local PARTS_MAX = 1024
 local BACKOFF_MAX = 60          -- s between two retries of a list with a part missing
 local POLL_EVERY = 0.02         -- s between two polls of a running compile
+local SLICE = 1024 * 1024       -- bytes copied into a compile job at a time (~0.3 ms)
 local ABSENT = "0"              -- the version of "no list" (memcached never hands out CAS 0)
 _M.DEFAULT_DIR = "/dev/shm/lua-resty-gray"
 
@@ -100,7 +104,9 @@ local function map_file(feed)
         feed.img, feed.entries, feed.version = nil, 0, v
         return true
     end
+    local t0 = now_precise()
     local img, err = image_open(feed.path)
+    feed.map_ms = (now_precise() - t0) * 1000
     if not img then
         feed.log:report("image:" .. feed.key, "cannot map the image of " .. feed.key .. " ("
                         .. feed.path .. "): " .. tostring(err))
@@ -182,6 +188,15 @@ local function poll_feed(feed)
     if ok then
         compiled(feed, feed.job_cas, err)
         map_file(feed)
+        -- what a change cost, step by step (the event loop waits only for
+        -- the job's start and the map; the fetch yields, the compile is a
+        -- thread's)
+        ngx_log(INFO, "gray: new image of ", feed.key, ", version ", feed.job_cas, " at ",
+                feed.fetch_t0, " fetched in ",
+                floor(feed.fetch_ms), " ms (", feed.fetch_parts, " parts, ", feed.fetch_bytes,
+                " bytes), job started in ", feed.start_ms, " ms, compiled in ",
+                floor((now_precise() - feed.job_t0) * 1000), " ms (thread: ", err.compile_ms,
+                " ms), mapped in ", feed.map_ms, " ms")
     else
         failed(feed, feed.job_cas, feed.key .. ": compile failed: " .. tostring(err))
     end
@@ -219,8 +234,11 @@ local function compile(feed, text, cas)
         feed.compiles = feed.compiles + 1
         return
     end
+    local t0 = now_precise()
     local job, err = image_compile_start(feed.kind, text, feed.names_text, cas, feed.path,
                                          feed.unknown)
+    feed.job_t0 = now_precise()
+    feed.start_ms = (feed.job_t0 - t0) * 1000
     if not job then
         return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(err))
     end
@@ -228,8 +246,51 @@ local function compile(feed, text, cas)
     poll_later(feed)
 end
 
--- The parts of a split list, or nil, err when one is missing.
-local function fetch_parts(feed, header)
+-- Copies text into a compile job in slices of about SLICE bytes, each cut
+-- after a line break, yielding between them: no event-loop turn copies a
+-- whole list. true, or nil, err.
+local function add_text(job, text)
+    local len, pos = #text, 1
+    if len == 0 then
+        return image_job_add(job, text)
+    end
+    while pos <= len do
+        local stop = pos + SLICE - 1
+        if stop < len then
+            stop = text:find("\n", stop, true) or len
+        else
+            stop = len
+        end
+        local ok, err = image_job_add(job, text, pos, stop)
+        if not ok then
+            return nil, err
+        end
+        pos = stop + 1
+        if pos <= len then
+            sleep(0)
+        end
+    end
+    return true
+end
+
+-- Runs a job whose text is in (see holder_refresh) as version cas.
+local function run_job(feed, job, cas)
+    local t0 = now_precise()
+    local ok, err = image_job_run(job)
+    feed.job_t0 = now_precise()
+    feed.start_ms = (feed.job_t0 - t0) * 1000
+    if not ok then
+        image_job_free(job)
+        return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(err))
+    end
+    feed.job, feed.job_cas, feed.job_text = job, cas, nil
+    poll_later(feed)
+end
+
+-- The parts of a split list, or nil, err when one is missing. With a job,
+-- each part goes into it as it arrives (and is garbage at once); returns
+-- the part count then.
+local function fetch_parts(feed, header, job)
     local key = feed.key
     local n, tag = header:match("^#gray%-parts (%d+) (%S+)")
     n = tonumber(n)
@@ -255,7 +316,16 @@ local function fetch_parts(feed, header)
         if part == nil then
             return nil, key .. ": part " .. part_key .. " is missing"
         end
-        parts[i] = part
+        feed.fetch_bytes = feed.fetch_bytes + #part
+        if job then
+            local ok, aerr = add_text(job, part)
+            if not ok then
+                return nil, key .. ": compile failed: " .. tostring(aerr)
+            end
+            parts = i
+        else
+            parts[i] = part
+        end
         sleep(0)
     end
     return parts
@@ -288,6 +358,8 @@ local function holder_refresh(feed)
     if cas == feed.cas or (cas == feed.pending and ngx_now() < feed.retry_at) then
         return
     end
+    local fetch_t0 = now_precise()
+    feed.fetch_t0 = fetch_t0
     local text = value
     if text == nil then
         left = ms_left(feed.deadline)
@@ -307,12 +379,40 @@ local function holder_refresh(feed)
         end
         text, cas = entry.value, entry.cas or cas
     end
+    -- with an image directory, the text goes into a compile job as it
+    -- arrives, a slice at a time (in memory: collected, then compiled)
+    local job
+    if feed.path then
+        local err
+        job, err = image_job_new(feed.kind, feed.names_text, cas, feed.path, feed.unknown)
+        if not job then
+            return failed(feed, cas, key .. ": compile failed: " .. tostring(err))
+        end
+    end
+    feed.fetch_bytes, feed.fetch_parts = 0, 1
     if text:find("^#gray%-parts ") then
-        local parts, err = fetch_parts(feed, text:match("^[^\n]*"))
+        local parts, err = fetch_parts(feed, text:match("^[^\n]*"), job)
         if not parts then
+            if job then
+                image_job_free(job)
+            end
             return failed(feed, cas, err)
         end
+        feed.fetch_parts = job and parts or #parts
         text = parts
+    else
+        feed.fetch_bytes = #text
+        if job then
+            local ok, err = add_text(job, text)
+            if not ok then
+                image_job_free(job)
+                return failed(feed, cas, key .. ": compile failed: " .. tostring(err))
+            end
+        end
+    end
+    feed.fetch_ms = (now_precise() - fetch_t0) * 1000
+    if job then
+        return run_job(feed, job, cas)
     end
     compile(feed, text, cas)
 end
@@ -417,6 +517,9 @@ local function feed_for(self, opts, key, kind)
         img = nil, version = nil, entries = 0,
         holder = false, cas = nil, pending = nil, retry_at = 0, backoff = 0,
         job = nil, job_cas = nil, job_text = nil,
+        -- the last change's steps, for the log: fetch (wall, yielding),
+        -- the job's start and the map (both on the event loop)
+        fetch_t0 = 0, fetch_ms = 0, fetch_parts = 0, fetch_bytes = 0, start_ms = 0, job_t0 = 0, map_ms = 0,
         busy = false, checked_at = -1,
         compiles = 0,           -- images this worker mapped
         node_compiles = 0,      -- compiles this worker ran
@@ -723,6 +826,8 @@ require("jit").off(poll_later)
 require("jit").off(poll_feed)
 require("jit").off(poll_job)
 require("jit").off(compile)
+require("jit").off(add_text)
+require("jit").off(run_job)
 require("jit").off(fetch_parts)
 require("jit").off(holder_refresh)
 require("jit").off(try_lock)
