@@ -335,10 +335,26 @@ end
 ]])
 f:close()
 
+-- CPU seconds (user + system, every thread) of the processes pids
+local function cpu_s(pids)
+    local sum = 0
+    for _, pid in ipairs(pids) do
+        local stat = harness.read_file("/proc/" .. pid .. "/stat") or ""
+        local fields = {}
+        for f in stat:gsub("^.*%) ", ""):gmatch("%S+") do
+            fields[#fields + 1] = f
+        end
+        sum = sum + (tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)
+    end
+    return sum / 100            -- USER_HZ
+end
+
 local function wrk_run(changes)
     local out = scratch .. "/wrk.out"
     os.remove(out)
     lag(nginx, true)
+    local workers = workers_of(nginx)
+    local cpu0, mc0 = cpu_s(workers), cpu_s({ mc.pid })
     harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. DURATION .. "s --latency -s " .. script
                .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo")
     local t0 = now()
@@ -376,7 +392,8 @@ local function wrk_run(changes)
     local max = ms(text:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
     local p99 = ms(text:match("99%%%s+([%d.]+)(%a+)"))
     local rps = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
-    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true) }
+    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true),
+             cpu = cpu_s(workers) - cpu0, mc_cpu = cpu_s({ mc.pid }) - mc0 }
 end
 
 local changes = { ids = {}, ranges = {} }
@@ -402,6 +419,10 @@ for _, r in ipairs({ { "no change", quiet }, { "1M ids and 1M ranges, 5 changes 
 end
 say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms |", busy.p99 - quiet.p99,
     busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu)
+say("")
+say("CPU during the runs (s): the workers (their threads too) %.1f without changes, %.1f with;"
+    .. " memcached %.1f, %.1f; per request: %.0f us, %.0f us", quiet.cpu, busy.cpu, quiet.mc_cpu,
+    busy.mc_cpu, quiet.cpu / (quiet.rps * DURATION) * 1e6, busy.cpu / (busy.rps * DURATION) * 1e6)
 say("")
 
 -- each change's steps, from the fetching worker's log (info)

@@ -22,8 +22,9 @@
 -- cannot be used, each worker compiles its own images in memory (blocking
 -- its timer for the compile) and says so once in the log.
 --
--- The percentage is a tiny value: each router checks its CAS with mg and
--- reads it when it changed.
+-- The percentage is a tiny value: each worker checks its CAS with mg once
+-- per interval (whichever of its routers comes first; the others share
+-- the value) and reads it when it changed.
 
 local gray_ffi = require "gray.ffi"
 local metrics = require "gray.metrics"
@@ -87,6 +88,11 @@ end
 
 -- This worker's images: image name -> feed (shared by its routers).
 local feeds = {}
+-- This worker's percentages: servers and key -> { key, threshold, cas,
+-- compiles, checked_at, busy }, shared by its routers (one mg per interval
+-- per worker, not per router).
+local percents = {}
+local NO_PERCENT = { threshold = 0, compiles = 0 }
 -- directories already reported unusable (logged once per worker)
 local dir_warned = {}
 
@@ -572,12 +578,22 @@ function _M.new(opts)
         id_feed_list = {},
         ranges_feed = false,
         percent_key = opts.percent_key or false,
-        percent_cas = nil,
-        threshold = 0,          -- percent * 100: buckets below it are gray
-        percent_compiles = 0,
+        pct = NO_PERCENT,       -- the percentage, shared by the worker's routers
         refreshes = 0,          -- refreshes run
         started = false,
     }, mt)
+    if self.percent_key then
+        local id = self.ident .. "\n" .. self.percent_key
+        local p = percents[id]
+        if not p then
+            -- threshold: percent * 100 (buckets below it are gray);
+            -- compiles: the values this worker read
+            p = { key = self.percent_key, threshold = 0, cas = nil, compiles = 0,
+                  checked_at = -1, busy = false }
+            percents[id] = p
+        end
+        self.pct = p
+    end
     local decisions = self.decisions
     self.unknown_index = #self.names + 1
     decisions[self.unknown_index] = self.unknown
@@ -599,39 +615,41 @@ function _M.new(opts)
     return self
 end
 
-local function compile_percent(self, key, text)
+local function compile_percent(p, key, text)
     text = text:match("^%s*(.-)%s*$")
     local pct = (text:find("^%d+$") or text:find("^%d+%.%d%d?$")) and tonumber(text)
     if not pct or pct > 100 then
         return nil, key .. ": '" .. text:sub(1, 40) .. "' is not a percentage (0 to 100, at"
                     .. " most two decimals)"
     end
-    self.threshold = floor(pct * 100 + 0.5)
+    p.threshold = floor(pct * 100 + 0.5)
     return true, pct
 end
 
-local function refresh_percent(self, deadline)
-    local key = self.percent_key
+-- The percentage's check, once per worker and interval whichever router
+-- asks (p: the record the routers with this key and servers share).
+local function refresh_percent(p, mc, log, deadline)
+    local key = p.key
     local left = ms_left(deadline)
     if not left then
         return
     end
-    local cas, value, kind = self.mc:meta_cas(key, { timeout = left })
+    local cas, value, kind = mc:meta_cas(key, { timeout = left })
     if cas == nil then
-        self.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
+        log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
                         .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
         return
     end
     if cas == false then
-        if self.percent_cas then
-            self.threshold, self.percent_cas = 0, nil
+        if p.cas then
+            p.threshold, p.cas = 0, nil
             if metrics.on then
                 metrics.set("gray_sticky_ratio", { key = key }, 0)
             end
         end
         return
     end
-    if cas == self.percent_cas then
+    if cas == p.cas then
         return
     end
     if value == nil then
@@ -639,9 +657,9 @@ local function refresh_percent(self, deadline)
         if not left then
             return
         end
-        local res, bad, err = self.mc:get_multi_bulk({ key }, { cas = true, timeout = left })
+        local res, bad, err = mc:get_multi_bulk({ key }, { cas = true, timeout = left })
         if bad then
-            self.log:report("refresh:" .. key, "refreshing " .. key
+            log:report("refresh:" .. key, "refreshing " .. key
                             .. " failed, the last copy stays: " .. tostring(err))
             return
         end
@@ -651,14 +669,14 @@ local function refresh_percent(self, deadline)
         end
         value, cas = entry.value, entry.cas or cas
     end
-    local ok, pct = compile_percent(self, key, value)
+    local ok, pct = compile_percent(p, key, value)
     if not ok then
-        self.percent_cas = cas      -- logged once per change
-        self.log:report("compile", pct .. "; the last copy stays")
+        p.cas = cas      -- logged once per change
+        log:report("compile", pct .. "; the last copy stays")
         return
     end
-    self.percent_cas = cas
-    self.percent_compiles = self.percent_compiles + 1
+    p.cas = cas
+    p.compiles = p.compiles + 1
     if metrics.on then
         metrics.add("gray_list_compiles_total", { key = key })
         metrics.set("gray_sticky_ratio", { key = key }, pct / 100)
@@ -683,8 +701,14 @@ function _M.refresh(self)
             end
         end
     end
-    if self.percent_key then
-        refresh_percent(self, deadline)
+    local p = self.pct
+    if self.percent_key and not p.busy and t - p.checked_at >= self.interval * 0.5 then
+        p.busy, p.checked_at = true, t
+        local ok, err = pcall(refresh_percent, p, self.mc, self.log, deadline)
+        p.busy = false
+        if not ok then
+            ngx_log(WARN, "gray: refreshing ", p.key, " failed: ", err)
+        end
     end
 end
 
@@ -781,12 +805,12 @@ end
 
 --- Whether a percentage is set (above 0).
 function _M.percent_on(self)
-    return self.threshold > 0
+    return self.pct.threshold > 0
 end
 
 --- Whether an identity key falls in the percentage.
 function _M.in_percent(self, key)
-    local threshold = self.threshold
+    local threshold = self.pct.threshold
     return threshold > 0 and bucket(key) < threshold
 end
 
@@ -794,7 +818,7 @@ end
 -- ids), percent, compiles (new images mapped and percentages read by this
 -- worker for this router), refreshes, holder (keys this worker fetches).
 function _M.stats(self)
-    local lists, compiles, held = {}, self.percent_compiles, {}
+    local lists, compiles, held = {}, self.pct.compiles, {}
     for name, feed in pairs(self.id_feeds) do
         if feed.img then
             lists[name] = feed.entries
@@ -810,7 +834,7 @@ function _M.stats(self)
     return {
         ranges = rf and rf.img and rf.entries or 0,
         lists = lists,
-        percent = self.threshold / 100,
+        percent = self.pct.threshold / 100,
         compiles = compiles,
         refreshes = self.refreshes,
         holder = held,
