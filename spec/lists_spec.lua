@@ -289,3 +289,73 @@ describe("lists without an image directory", function()
         assert.is_true(n >= 1 and n <= 2, n .. " logs")
     end)
 end)
+
+describe("the percentage, with three routers in one worker", function()
+    local mc, nginx
+    setup(function()
+        mc = harness.memcached({ verbose = true })
+        -- three routers (three location configurations: their targets
+        -- differ), one percent_key on the same servers
+        local conf = { "  init_by_lua_block { package.loaded.spec_pct = {} }",
+                       "  server {", "    listen 127.0.0.1:$PORT;" }
+        for i = 1, 3 do
+            conf[#conf + 1] = ([[
+    location /r%d {
+        content_by_lua_block {
+            local r = package.loaded.spec_pct[%d]
+            if not r then
+                r = assert(require("gray").new({
+                    memcached = "127.0.0.1:$MC", trusted = "127.0.0.1",
+                    targets = { t%d = "@v2" }, ids = "dev=header:X-Device-Id",
+                    ranges_key = false, percent_key = "p:percent", refresh_interval = 0.2,
+                    cache_ttl = 0, lists_dir = "$LOGDIR/images" }))
+                package.loaded.spec_pct[%d] = r
+            end
+            r:exec()
+        }
+    }]]):format(i, i, i, i)
+        end
+        conf[#conf + 1] = [[
+    location @server      { return 200 "stable\n"; }
+    location @server_test { return 200 "gray\n"; }
+    location @v2          { return 200 "v2\n"; }
+  }]]
+        nginx = harness.nginx({ servers = table.concat(conf, "\n"), memcached_port = mc.port,
+                                workers = 1 })
+    end)
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    local function route(i)
+        return (nginx:get("/r" .. i, { headers = { ["X-Device-Id"] = "d42",
+                                                   ["X-Real-IP"] = "192.0.2.1" } })
+                     .body:gsub("\n$", ""))
+    end
+
+    it("is checked once per worker and interval, and reaches every router", function()
+        mc:set("p:percent", "0")
+        for i = 1, 3 do
+            assert.equal("stable", route(i))
+        end
+        -- 2 s of refreshes every 0.2 s: about 10 checks for the worker (30
+        -- when each router made its own)
+        harness.sleep(0.5)
+        local n0 = count(mc, "mg p:percent")
+        harness.sleep(2)
+        local n = count(mc, "mg p:percent") - n0
+        assert.is_true(n >= 5 and n <= 14, n .. " mg of p:percent in 2 s")
+        -- a change reaches the three routers
+        mc:set("p:percent", "100")
+        wait(function()
+            for i = 1, 3 do
+                if route(i) ~= "gray" then
+                    return false, "router " .. i .. ": " .. route(i)
+                end
+            end
+            return true
+        end, 5, "100% on every router")
+        assert.equal(0, #harness.bad_log_lines(nginx:error_log()), nginx:error_log())
+    end)
+end)
