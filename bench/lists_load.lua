@@ -341,8 +341,8 @@ local function cpu_s(pids)
     for _, pid in ipairs(pids) do
         local stat = harness.read_file("/proc/" .. pid .. "/stat") or ""
         local fields = {}
-        for f in stat:gsub("^.*%) ", ""):gmatch("%S+") do
-            fields[#fields + 1] = f
+        for field in stat:gsub("^.*%) ", ""):gmatch("%S+") do
+            fields[#fields + 1] = field
         end
         sum = sum + (tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)
     end

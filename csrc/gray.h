@@ -736,6 +736,16 @@ int gray_dir_prepare(const char *path);
 int gray_lock_try(const char *path);
 int gray_lock_release(int fd);
 
+/* Sets the held lock file's mtime to now: the holder says, each refresh,
+ * that the list is in use (gray_image_clean_stale() spares it). */
+int gray_lock_touch(int fd);
+
+/* Removes the images of dir no process has used for max_age seconds: for
+ * each "<name>.lock" older than that whose flock is free, "<name>.img"
+ * then the lock file (a worker that still maps the image keeps its
+ * mapping). Returns the images removed, or GRAY_EINVAL / GRAY_EIO. */
+int gray_image_clean_stale(const char *dir, unsigned int max_age);
+
 /* Removes "<path>.tmp.<pid>.<n>" files left by dead processes (and by this
  * one: call it with no job of yours running on path). Returns how many,
  * or GRAY_EINVAL / GRAY_EIO. */

@@ -181,6 +181,8 @@ ffi.cdef [[
 int gray_dir_prepare(const char *path);
 int gray_lock_try(const char *path);
 int gray_lock_release(int fd);
+int gray_lock_touch(int fd);
+int gray_image_clean_stale(const char *dir, unsigned int max_age);
 int gray_image_clean_tmp(const char *path);
 unsigned int gray_euid(void);
 ]]
@@ -1532,6 +1534,24 @@ end
 
 function _M.lock_release(fd)
     return C.gray_lock_release(fd) == 0
+end
+
+--- Sets a held lock file's mtime to now (the list is in use).
+function _M.lock_touch(fd)
+    return C.gray_lock_touch(fd) == 0
+end
+
+--- Removes the images in dir whose lock file is free and older than
+-- max_age seconds (no worker used them): how many, or nil, err.
+function _M.image_clean_stale(dir, max_age)
+    if type(dir) ~= "string" or type(max_age) ~= "number" or max_age < 0 then
+        return nil, "dir must be a string, max_age a number of seconds"
+    end
+    local n = C.gray_image_clean_stale(dir, max_age)
+    if n < 0 then
+        return nil, image_err(n)
+    end
+    return n
 end
 
 --- Removes the temporary files of path's compiles that dead processes (or

@@ -68,6 +68,10 @@ local SLICE = 256 * 1024        -- bytes copied into a compile job at a time (~0
 -- delayed-events patch, which Debian's nginx lacks)
 local YIELD = 0.001
 local ABSENT = "0"              -- the version of "no list" (memcached never hands out CAS 0)
+-- an image whose lock no worker has held (nor touched) for STALE_AGE s is
+-- removed, by a holder, at most every SWEEP_EVERY s per directory
+local STALE_AGE = 3600
+local SWEEP_EVERY = 600
 _M.DEFAULT_DIR = "/dev/shm/lua-resty-gray"
 
 local function now_precise()
@@ -93,6 +97,8 @@ local feeds = {}
 -- per worker, not per router).
 local percents = {}
 local NO_PERCENT = { threshold = 0, compiles = 0 }
+-- directory -> when this worker may next remove stale images from it
+local next_sweep = {}
 -- directories already reported unusable (logged once per worker)
 local dir_warned = {}
 
@@ -442,6 +448,24 @@ local function try_lock(feed)
     return true
 end
 
+-- Removes the images of the feed's directory no worker has used for
+-- STALE_AGE (another configuration's, or a list no longer named): at most
+-- every SWEEP_EVERY per directory, by a holder.
+local function sweep(feed)
+    local dir = feed.path:match("^(.*)/[^/]*$")
+    local t = ngx_now()
+    if (next_sweep[dir] or 0) > t then
+        return
+    end
+    next_sweep[dir] = t + SWEEP_EVERY
+    local n, err = gray_ffi.image_clean_stale(dir, max(STALE_AGE, feed.interval * 10))
+    if not n then
+        ngx_log(WARN, "gray: cannot remove stale images from ", dir, ": ", err)
+    elseif n > 0 then
+        ngx_log(INFO, "gray: removed ", n, " images no worker used from ", dir)
+    end
+end
+
 local function refresh_feed(feed)
     if feed.job and not poll_feed(feed) then
         return
@@ -449,6 +473,11 @@ local function refresh_feed(feed)
     if feed.path and not feed.holder and not try_lock(feed) then
         map_file(feed)
         return
+    end
+    if feed.holder then
+        -- in use: gray_image_clean_stale spares it
+        gray_ffi.lock_touch(feed.holder)
+        sweep(feed)
     end
     holder_refresh(feed)
 end
@@ -861,6 +890,7 @@ require("jit").off(run_job)
 require("jit").off(fetch_parts)
 require("jit").off(holder_refresh)
 require("jit").off(try_lock)
+require("jit").off(sweep)
 require("jit").off(refresh_feed)
 require("jit").off(release_all)
 require("jit").off(image_name)
