@@ -23,7 +23,7 @@ local TIMER_ONLY = {
                       "fetch_parts", "holder_refresh", "try_lock", "refresh_feed",
                       "release_all", "image_name", "feed_for", "compile_percent",
                       "refresh_percent", "on_timer", "new", "start", "stats",
-                      "resolve_dir", "resolve" },
+                      "resolve_dir", "resolve", "add_text", "run_job", "sweep" },
     ["memcached.lua"] = { "get_multi_bulk" },
     ["metrics.lua"] = { "flush", "to_utf8" },
     ["outcome.lua"] = { "flush", "window" },
