@@ -87,7 +87,7 @@ _Static_assert(sizeof(gray_run4_t) == RUN4_BYTES && sizeof(gray_run6_t) == RUN6_
 struct gray_image {
     const uint8_t *base;
     size_t size;
-    int mapped;                 /* 1: munmap on close */
+    int mapped;                 /* 1: munmap on close; 2: gray_big_free (adopted) */
     img_header_t h;             /* a copy: read once */
     const char *names;
     /* ids */
@@ -685,6 +685,16 @@ int gray_image_open_mem(const void *buf, size_t len, int flags, gray_image_t **o
     return open_over(buf, len, 0, flags, out);
 }
 
+int gray_image_adopt(void *buf, size_t len, gray_image_t **out)
+{
+    *out = NULL;
+    if (buf == NULL || (uintptr_t)buf % 8 != 0)
+        return GRAY_EINVAL;
+    if (len < HEADER_BYTES)
+        return GRAY_ECORRUPT;
+    return open_over(buf, len, 2, 0, out);
+}
+
 int gray_image_open(const char *path, int flags, gray_image_t **out)
 {
     *out = NULL;
@@ -748,7 +758,9 @@ void gray_image_close(gray_image_t *img)
 {
     if (img == NULL)
         return;
-    if (img->mapped)
+    if (img->mapped == 2)
+        gray_big_free((void *)(uintptr_t)img->base);
+    else if (img->mapped)
         munmap((void *)(uintptr_t)img->base, img->size);
     free(img);
 }

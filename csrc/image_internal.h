@@ -80,6 +80,10 @@ int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
                        void **out, size_t *out_len, gray_image_stats_t *st,
                        const atomic_int *cancel);
 
+/* gray_image_open_mem() over a gray_image_build_c() buffer the image then
+ * owns: gray_image_close() frees it (on success only). */
+int gray_image_adopt(void *buf, size_t len, gray_image_t **out);
+
 /* gray_image_compile() with a cancel flag. */
 int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts,
                          const char *names, size_t names_len, uint32_t unknown, uint64_t cas,

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -43,7 +44,9 @@ struct gray_image_job {
     size_t total;
     char *names;
     size_t names_len;
-    char *path;
+    char *path;                 /* NULL: built in memory (gray_image_job_image) */
+    void *out;                  /* a memory job's image, until taken */
+    size_t out_len;
     gray_image_stats_t st;
 };
 
@@ -53,6 +56,7 @@ static void job_release(gray_image_job_t *job)
         for (size_t i = 0; i < job->nparts; i++)
             gray_big_free((void *)(uintptr_t)job->parts[i].buf);
     free(job->parts);
+    gray_big_free(job->out);
     free(job->names);
     free(job->path);
     free(job);
@@ -71,9 +75,24 @@ static void *job_run(void *arg)
     if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
         (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
 #endif
-    job->rc = gray_image_compile_c(job->kind, job->parts, job->nparts, job->names,
-                                   job->names_len, job->unknown, job->cas, job->path, &job->st,
-                                   &job->cancel);
+    if (job->path != NULL) {
+        job->rc = gray_image_compile_c(job->kind, job->parts, job->nparts, job->names,
+                                       job->names_len, job->unknown, job->cas, job->path,
+                                       &job->st, &job->cancel);
+    } else {
+        struct timespec w0, c0, w1, c1;
+        clock_gettime(CLOCK_MONOTONIC, &w0);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+        job->rc = gray_image_build_c(job->kind, job->parts, job->nparts, job->names,
+                                     job->names_len, job->unknown, job->cas, &job->out,
+                                     &job->out_len, &job->st, &job->cancel);
+        clock_gettime(CLOCK_MONOTONIC, &w1);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        job->st.wall_ns = (uint64_t)(w1.tv_sec - w0.tv_sec) * 1000000000u +
+                          (uint64_t)(w1.tv_nsec - w0.tv_nsec);
+        job->st.cpu_ns = (uint64_t)(c1.tv_sec - c0.tv_sec) * 1000000000u +
+                         (uint64_t)(c1.tv_nsec - c0.tv_nsec);
+    }
     /* release: rc and st are visible to whoever sees running == 0 */
     atomic_store_explicit(&job->running, 0, memory_order_release);
     return NULL;
@@ -84,7 +103,7 @@ int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t u
 {
     *out = NULL;
     size_t plen = path ? strlen(path) : 0;
-    if ((kind != GRAY_IMAGE_IDS && kind != GRAY_IMAGE_RANGES) || plen == 0 ||
+    if ((kind != GRAY_IMAGE_IDS && kind != GRAY_IMAGE_RANGES) || (path != NULL && plen == 0) ||
         plen > GRAY_IMAGE_PATH_MAX || unknown > GRAY_TARGETS_MAX ||
         (names == NULL && names_len > 0) || names_len > GRAY_NAMES_BYTES_MAX)
         return GRAY_EINVAL;
@@ -99,14 +118,15 @@ int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t u
     job->cap = 16;
     job->parts = calloc(job->cap, sizeof *job->parts);
     job->names = malloc(names_len ? names_len : 1);
-    job->path = malloc(plen + 1);
-    if (job->parts == NULL || job->names == NULL || job->path == NULL) {
+    job->path = path ? malloc(plen + 1) : NULL;
+    if (job->parts == NULL || job->names == NULL || (path != NULL && job->path == NULL)) {
         job_release(job);
         return GRAY_ENOMEM;
     }
     if (names_len > 0)
         memcpy(job->names, names, names_len);
-    memcpy(job->path, path, plen + 1);
+    if (path != NULL)
+        memcpy(job->path, path, plen + 1);
     atomic_init(&job->running, 0);
     atomic_init(&job->cancel, 0);
     *out = job;
@@ -169,6 +189,19 @@ int gray_image_job_run(gray_image_job_t *job)
         return GRAY_EIO;
     }
     return GRAY_OK;
+}
+
+int gray_image_job_image(gray_image_job_t *job, gray_image_t **out)
+{
+    *out = NULL;
+    if (job == NULL || !job->started ||
+        atomic_load_explicit(&job->running, memory_order_acquire) || job->rc != GRAY_OK ||
+        job->path != NULL || job->out == NULL)
+        return GRAY_EINVAL;
+    int rc = gray_image_adopt(job->out, job->out_len, out);
+    if (rc == GRAY_OK)
+        job->out = NULL;        /* the image's now */
+    return rc;
 }
 
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,

@@ -159,6 +159,7 @@ int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t u
                        uint64_t cas, const char *path, gray_image_job_t **out);
 int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
 int gray_image_job_run(gray_image_job_t *job);
+int gray_image_job_image(gray_image_job_t *job, gray_image_t **out);
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
 int gray_image_job_free(gray_image_job_t *job);
 int gray_image_open(const char *path, int flags, gray_image_t **out);
@@ -1299,17 +1300,18 @@ end
 
 --- A job built in steps (the lists' fetch adds each part as it arrives,
 -- so that no call copies a whole list): returns a job to add parts to,
--- then run, or nil, err. Arguments as image_compile_start's, less text.
+-- then run, or nil, err. Arguments as image_compile_start's, less text;
+-- path nil or false: the image is built in memory (image_job_image).
 function _M.image_job_new(kind, names, cas, path, unknown)
     local a, err = image_args(kind, "", names, cas, unknown)
     if not a then
         return nil, err
     end
-    if type(path) ~= "string" then
-        return nil, "path must be a string"
+    if path ~= nil and path ~= false and type(path) ~= "string" then
+        return nil, "path must be a string (or nil: in memory)"
     end
-    local rc = C.gray_image_job_new(a.kind, a.names, a.names_len, a.unknown, a.cas, path,
-                                    job_out)
+    local rc = C.gray_image_job_new(a.kind, a.names, a.names_len, a.unknown, a.cas,
+                                    path or nil, job_out)
     if rc ~= 0 then
         return nil, image_err(rc)
     end
@@ -1348,6 +1350,19 @@ function _M.image_job_run(job)
     end
     live_jobs[job] = true
     return true
+end
+
+--- The image a finished in-memory job built (freed when collected), or
+-- nil, err; once per job.
+function _M.image_job_image(job)
+    if job.cjob == nil then
+        return nil, "the job was freed"
+    end
+    local rc = C.gray_image_job_image(job.cjob, image_out)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    return ffi_gc(image_out[0], C.gray_image_close)
 end
 
 --- false while the job runs; true, stats when it is done; nil, err, stats

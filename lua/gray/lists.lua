@@ -19,8 +19,8 @@
 --
 -- A failed refresh keeps the last good image; a split list with a part
 -- missing is retried with a backoff, not each interval. When the directory
--- cannot be used, each worker compiles its own images in memory (blocking
--- its timer for the compile) and says so once in the log.
+-- cannot be used, each worker compiles its own images in memory (in a
+-- thread too) and says so once in the log.
 --
 -- The percentage is a tiny value: each worker checks its CAS with mg once
 -- per interval (whichever of its routers comes first; the others share
@@ -41,7 +41,7 @@ local image_job_free = gray_ffi.image_job_free
 local image_job_new = gray_ffi.image_job_new
 local image_job_add = gray_ffi.image_job_add
 local image_job_run = gray_ffi.image_job_run
-local image_build_open = gray_ffi.image_build_open
+local image_job_image = gray_ffi.image_job_image
 local image_hash = gray_ffi.image_hash
 local lock_try, lock_release = gray_ffi.lock_try, gray_ffi.lock_release
 local bucket = gray_ffi.bucket
@@ -198,11 +198,24 @@ local function poll_feed(feed)
     if ok == false then
         return false
     end
+    local img, img_err
+    if ok and not feed.path then
+        -- in memory (no image directory): this worker's own image
+        img, img_err = image_job_image(job)
+        if not img then
+            ok, err = nil, img_err
+        end
+    end
     feed.job, feed.job_text = nil, nil
     image_job_free(job)
     if ok then
         compiled(feed, feed.job_cas, err)
-        map_file(feed)
+        if img then
+            feed.img, feed.version, feed.entries = img, feed.job_cas, err.entries
+            feed.compiles = feed.compiles + 1
+        else
+            map_file(feed)
+        end
         -- what a change cost, step by step (the event loop waits only for
         -- the job's start and the map; the fetch yields, the compile is a
         -- thread's)
@@ -232,21 +245,11 @@ function poll_job(premature, feed)
     end
 end
 
--- Starts compiling text (a string, or the parts) as version cas.
+-- "No list" (the key is not in memcached) as version ABSENT: an empty
+-- image every worker maps (in memory: none).
 local function compile(feed, text, cas)
     if not feed.path then
-        if cas == ABSENT then
-            feed.cas, feed.img, feed.version, feed.entries = cas, nil, cas, 0
-            return
-        end
-        -- no image directory: this worker's own copy, in memory
-        local img, st = image_build_open(feed.kind, text, feed.names_text, cas, feed.unknown)
-        if not img then
-            return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(st))
-        end
-        compiled(feed, cas, st)
-        feed.img, feed.version, feed.entries = img, cas, st.entries
-        feed.compiles = feed.compiles + 1
+        feed.cas, feed.img, feed.version, feed.entries = cas, nil, cas, 0
         return
     end
     local t0 = now_precise()
@@ -302,9 +305,8 @@ local function run_job(feed, job, cas)
     poll_later(feed)
 end
 
--- The parts of a split list, or nil, err when one is missing. With a job,
--- each part goes into it as it arrives (and is garbage at once); returns
--- the part count then.
+-- Reads a split list's parts into job, each as it arrives (and garbage at
+-- once): the part count, or nil, err when one is missing.
 local function fetch_parts(feed, header, job)
     local key = feed.key
     local n, tag = header:match("^#gray%-parts (%d+) (%S+)")
@@ -315,7 +317,6 @@ local function fetch_parts(feed, header, job)
     -- one part at a time, yielding between them: a read and decode of a
     -- part (under 1 MB) is the longest this worker's requests wait, not
     -- the whole list's; all within one deadline (refresh_timeout)
-    local parts = {}
     for i = 1, n do
         local part_key = key .. ":" .. tag .. ":" .. i
         local left = ms_left(feed.deadline)
@@ -332,21 +333,16 @@ local function fetch_parts(feed, header, job)
             return nil, key .. ": part " .. part_key .. " is missing"
         end
         feed.fetch_bytes = feed.fetch_bytes + #part
-        if job then
-            -- the turn that took the reply (its decode, the string) ends
-            -- here: the copies into the job come in turns of their own
-            sleep(YIELD)
-            local ok, aerr = add_text(job, part)
-            if not ok then
-                return nil, key .. ": compile failed: " .. tostring(aerr)
-            end
-            parts = i
-        else
-            parts[i] = part
+        -- the turn that took the reply (its decode, the string) ends here:
+        -- the copies into the job come in turns of their own
+        sleep(YIELD)
+        local ok, aerr = add_text(job, part)
+        if not ok then
+            return nil, key .. ": compile failed: " .. tostring(aerr)
         end
         sleep(YIELD)
     end
-    return parts
+    return n
 end
 
 -- The holder's check: mg <key> c; a new CAS is fetched and compiled.
@@ -397,42 +393,31 @@ local function holder_refresh(feed)
         end
         text, cas = entry.value, entry.cas or cas
     end
-    -- with an image directory, the text goes into a compile job as it
-    -- arrives, a slice at a time (in memory: collected, then compiled)
-    local job
-    if feed.path then
-        local err
-        job, err = image_job_new(feed.kind, feed.names_text, cas, feed.path, feed.unknown)
-        if not job then
-            return failed(feed, cas, key .. ": compile failed: " .. tostring(err))
-        end
+    -- the text goes into a compile job as it arrives, a slice at a time;
+    -- its thread writes the image (or, without an image directory, builds
+    -- it in this worker's memory)
+    local job, jerr = image_job_new(feed.kind, feed.names_text, cas, feed.path, feed.unknown)
+    if not job then
+        return failed(feed, cas, key .. ": compile failed: " .. tostring(jerr))
     end
     feed.fetch_bytes, feed.fetch_parts = 0, 1
     if text:find("^#gray%-parts ") then
-        local parts, err = fetch_parts(feed, text:match("^[^\n]*"), job)
-        if not parts then
-            if job then
-                image_job_free(job)
-            end
+        local n, err = fetch_parts(feed, text:match("^[^\n]*"), job)
+        if not n then
+            image_job_free(job)
             return failed(feed, cas, err)
         end
-        feed.fetch_parts = job and parts or #parts
-        text = parts
+        feed.fetch_parts = n
     else
         feed.fetch_bytes = #text
-        if job then
-            local ok, err = add_text(job, text)
-            if not ok then
-                image_job_free(job)
-                return failed(feed, cas, key .. ": compile failed: " .. tostring(err))
-            end
+        local ok, err = add_text(job, text)
+        if not ok then
+            image_job_free(job)
+            return failed(feed, cas, key .. ": compile failed: " .. tostring(err))
         end
     end
     feed.fetch_ms = (now_precise() - fetch_t0) * 1000
-    if job then
-        return run_job(feed, job, cas)
-    end
-    compile(feed, text, cas)
+    return run_job(feed, job, cas)
 end
 
 local function try_lock(feed)
