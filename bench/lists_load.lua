@@ -419,7 +419,9 @@ say("")
 say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 / >= 20 ms"
     .. " | longest own CPU between two ticks |")
 say("|---|---|---|---|---|---|---|")
-for _, r in ipairs({ { "no change", quiet }, { "1M ids and 1M ranges, 5 changes each", busy } }) do
+local label = N % 1000000 == 0 and math.floor(N / 1000000) .. "M" or tostring(N)
+for _, r in ipairs({ { "no change", quiet },
+                     { label .. " ids and " .. label .. " ranges, 5 changes each", busy } }) do
     local v = r[2]
     say("| %s | %.0f | %.2f ms | %.2f ms | %.1f ms (%s) | %d / %d | %.1f ms |", r[1], v.rps,
         v.p99, v.max, v.lag.max, v.lag.per, v.lag.n5, v.lag.n20, v.lag.cpu)
