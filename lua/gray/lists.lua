@@ -593,6 +593,8 @@ function _M.new(opts)
         ranges_feed = false,
         percent_key = opts.percent_key or false,
         pct = NO_PERCENT,       -- the percentage, shared by the worker's routers
+        threshold = 0,          -- its percent * 100 (buckets below it are gray), as of
+                                -- this router's last refresh
         refreshes = 0,          -- refreshes run
         started = false,
     }, mt)
@@ -607,6 +609,7 @@ function _M.new(opts)
             percents[id] = p
         end
         self.pct = p
+        self.threshold = p.threshold
     end
     local decisions = self.decisions
     self.unknown_index = #self.names + 1
@@ -724,6 +727,7 @@ function _M.refresh(self)
             ngx_log(WARN, "gray: refreshing ", p.key, " failed: ", err)
         end
     end
+    self.threshold = p.threshold
 end
 
 -- A refresh runs every few seconds, never often enough to be worth a
@@ -819,12 +823,12 @@ end
 
 --- Whether a percentage is set (above 0).
 function _M.percent_on(self)
-    return self.pct.threshold > 0
+    return self.threshold > 0
 end
 
 --- Whether an identity key falls in the percentage.
 function _M.in_percent(self, key)
-    local threshold = self.pct.threshold
+    local threshold = self.threshold
     return threshold > 0 and bucket(key) < threshold
 end
 
@@ -848,7 +852,7 @@ function _M.stats(self)
     return {
         ranges = rf and rf.img and rf.entries or 0,
         lists = lists,
-        percent = self.pct.threshold / 100,
+        percent = self.threshold / 100,
         compiles = compiles,
         refreshes = self.refreshes,
         holder = held,
