@@ -148,6 +148,14 @@ void *gray_big_alloc(size_t size)
     return (char *)p + BIG_HEADER;
 }
 
+/* The deferral list of the calling thread (a compile job's), or NULL. */
+static _Thread_local gray_big_defer_t *big_defer;
+
+void gray_big_defer(gray_big_defer_t *d)
+{
+    big_defer = d;
+}
+
 void gray_big_free(void *p)
 {
     if (p == NULL)
@@ -158,8 +166,29 @@ void gray_big_free(void *p)
 #else
     size_t total;
     memcpy(&total, base, sizeof total);
+    gray_big_defer_t *d = big_defer;
+    if (d != NULL && d->n < GRAY_BIG_DEFER_MAX) {
+        /* the pages go back now (MADV_DONTNEED takes the mapping's own
+         * lock, not the process's mmap_lock on this kernel line); the
+         * munmap, which holds mmap_lock while it runs, is left to the
+         * caller of gray_big_defer_release(): a low-priority thread
+         * preempted inside it would stall every thread of the process
+         * that maps memory (a worker's event loop: 100-500 ms measured) */
+        (void)madvise(base, total, MADV_DONTNEED);
+        d->base[d->n] = base;
+        d->len[d->n] = total;
+        d->n++;
+        return;
+    }
     munmap(base, total);
 #endif
+}
+
+void gray_big_defer_release(gray_big_defer_t *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        munmap(d->base[i], d->len[i]);
+    d->n = 0;
 }
 
 /* ---- building ------------------------------------------------------------------ */

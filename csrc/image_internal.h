@@ -74,6 +74,19 @@ int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_en
 void *gray_big_alloc(size_t size);
 void gray_big_free(void *p);
 
+/* Frees a thread defers: gray_big_defer(d) makes this thread's later
+ * gray_big_free() calls give the pages back at once but leave the unmap
+ * to gray_big_defer_release(d), called by another thread (see image.c);
+ * gray_big_defer(NULL) ends it. */
+#define GRAY_BIG_DEFER_MAX 64
+typedef struct gray_big_defer {
+    size_t n;
+    void *base[GRAY_BIG_DEFER_MAX];
+    size_t len[GRAY_BIG_DEFER_MAX];
+} gray_big_defer_t;
+void gray_big_defer(gray_big_defer_t *d);
+void gray_big_defer_release(gray_big_defer_t *d);
+
 /* gray_image_build() with a cancel flag (NULL: none) polled between steps. */
 int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
                        const char *names, size_t names_len, uint32_t unknown, uint64_t cas,

@@ -45,6 +45,7 @@ struct gray_image_job {
     char *names;
     size_t names_len;
     char *path;                 /* NULL: built in memory (gray_image_job_image) */
+    gray_big_defer_t defer;     /* the thread's frees, unmapped by job_release() */
     void *out;                  /* a memory job's image, until taken */
     size_t out_len;
     gray_image_stats_t st;
@@ -56,6 +57,7 @@ static void job_release(gray_image_job_t *job)
         for (size_t i = 0; i < job->nparts; i++)
             gray_big_free((void *)(uintptr_t)job->parts[i].buf);
     free(job->parts);
+    gray_big_defer_release(&job->defer);
     gray_big_free(job->out);
     free(job->names);
     free(job->path);
@@ -75,6 +77,7 @@ static void *job_run(void *arg)
     if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
         (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
 #endif
+    gray_big_defer(&job->defer);
     if (job->path != NULL) {
         job->rc = gray_image_compile_c(job->kind, job->parts, job->nparts, job->names,
                                        job->names_len, job->unknown, job->cas, job->path,
@@ -93,6 +96,7 @@ static void *job_run(void *arg)
         job->st.cpu_ns = (uint64_t)(c1.tv_sec - c0.tv_sec) * 1000000000u +
                          (uint64_t)(c1.tv_nsec - c0.tv_nsec);
     }
+    gray_big_defer(NULL);
     /* release: rc and st are visible to whoever sees running == 0 */
     atomic_store_explicit(&job->running, 0, memory_order_release);
     return NULL;
