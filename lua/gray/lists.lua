@@ -11,8 +11,9 @@
 -- holds a lock file (flock, freed by the kernel when the worker dies: the
 -- next worker to try takes over). The holder asks memcached "mg <key> c"
 -- (the CAS alone, ~30 bytes) every refresh_interval; only a new CAS is
--- fetched (a split list's parts in one multi-get) and compiled, in a C
--- thread, then renamed into place. The other workers read the image's
+-- fetched (a split list's parts one at a time, each copied into the
+-- compile job in 256 kB slices, one event-loop turn each) and compiled in
+-- a C thread at SCHED_IDLE, then renamed into place. The other workers read the image's
 -- header (its version, the CAS) every interval and map a new one; a worker
 -- maps the current image when its router starts, before its first
 -- decision. No request waits for a fetch or a compile.
@@ -20,7 +21,8 @@
 -- A failed refresh keeps the last good image; a split list with a part
 -- missing is retried with a backoff, not each interval. When the directory
 -- cannot be used, each worker compiles its own images in memory (in a
--- thread too) and says so once in the log.
+-- thread too) and says so once in the log. Images no worker has used for
+-- an hour (their lock free and untouched) are removed by a holder.
 --
 -- The percentage is a tiny value: each worker checks its CAS with mg once
 -- per interval (whichever of its routers comes first; the others share
