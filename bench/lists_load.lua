@@ -189,34 +189,51 @@ local LAG_HTTP = [[
         ffi.C.clock_gettime(3, ts)
         return tonumber(ts.sec) * 1000 + tonumber(ts.nsec) / 1e6
     end
+    -- /proc/thread-self/schedstat: the time this thread waited runnable
+    -- for a CPU; the rest of a lag, neither running nor runnable, is time
+    -- blocked (a lock such as mmap_lock, a page in)
+    local function run_delay_ms()
+        local f = io.open("/proc/thread-self/schedstat", "r")
+        if not f then return 0 end
+        local line = f:read("*l") or ""
+        f:close()
+        local wait = line:match("^%d+ (%d+)")
+        return (tonumber(wait) or 0) / 1e6
+    end
     local dict, PERIOD = ngx.shared.bench_lag, 0.002
     local id = ngx.worker.id()
-    local function tick(premature, expect, cpu0)
+    local function tick(premature, expect, cpu0, wait0, t0)
         if premature then return end
         ngx.update_time()
-        local t, cpu = ngx.now(), cpu_ms()
+        local t, cpu, wait = ngx.now(), cpu_ms(), run_delay_ms()
         local lag, own = (t - expect) * 1000, cpu - cpu0
+        local blocked = (t - t0) * 1000 - own - (wait - wait0)
         if lag > (dict:get("max:" .. id) or 0) then dict:set("max:" .. id, lag) end
         if own > (dict:get("cpu:" .. id) or 0) then dict:set("cpu:" .. id, own) end
+        if blocked > (dict:get("blk:" .. id) or 0) then dict:set("blk:" .. id, blocked) end
         if lag >= 5 then dict:incr("n5:" .. id, 1, 0) end
         if lag >= 20 then
             dict:incr("n20:" .. id, 1, 0)
-            ngx.log(ngx.INFO, string.format("lag %.0f ms (own CPU %.1f ms) at %.3f", lag, own, t))
+            ngx.log(ngx.INFO, string.format("lag %.0f ms (own CPU %.1f ms, blocked %.1f ms) at %.3f",
+                                            lag, own, blocked, t))
         end
-        ngx.timer.at(PERIOD, tick, t + PERIOD, cpu)
+        ngx.timer.at(PERIOD, tick, t + PERIOD, cpu, wait, t)
     end
     ngx.update_time()
-    ngx.timer.at(PERIOD, tick, ngx.now() + PERIOD, cpu_ms())
+    ngx.timer.at(PERIOD, tick, ngx.now() + PERIOD, cpu_ms(), run_delay_ms(), ngx.now())
   }
 ]]
 local LAG_LOCATION = [[
     location = /lag {
         content_by_lua_block {
             local dict, max, cpu, n5, n20, per = ngx.shared.bench_lag, 0, 0, 0, 0, {}
+            local blk = 0
             for _, k in ipairs(dict:get_keys(0)) do
                 local v = dict:get(k)
                 if k:find("^cpu:") then
                     cpu = math.max(cpu, v)
+                elseif k:find("^blk:") then
+                    blk = math.max(blk, v)
                 elseif k:find("^max:") then
                     max = math.max(max, v)
                     per[#per + 1] = string.format("%.0f", v)
@@ -224,7 +241,8 @@ local LAG_LOCATION = [[
                 elseif k:find("^n20:") then n20 = n20 + v end
             end
             if ngx.var.arg_reset then dict:flush_all() end
-            ngx.say(string.format("%.1f %d %d %s %.1f", max, n5, n20, table.concat(per, "/"), cpu))
+            ngx.say(string.format("%.1f %d %d %s %.1f %.1f", max, n5, n20, table.concat(per, "/"),
+                                  cpu, blk))
         }
     }
     location = /stats {]]
@@ -233,9 +251,9 @@ CONF = CONF:gsub("    location = /stats {", function() return LAG_LOCATION end, 
 local function lag(nginx, reset)
     local body = nginx:get("/lag" .. (reset and "?reset=1" or ""),
                            { headers = { Connection = "close" } }).body
-    local max, n5, n20, per, cpu = body:match("([%d.]+) (%d+) (%d+) (%S*) ([%d.]+)")
+    local max, n5, n20, per, cpu, blk = body:match("([%d.]+) (%d+) (%d+) (%S*) ([%d.]+) ([%d.-]+)")
     return { max = tonumber(max), n5 = tonumber(n5), n20 = tonumber(n20), per = per,
-             cpu = tonumber(cpu) }
+             cpu = tonumber(cpu), blocked = tonumber(blk) }
 end
 
 local function workers_of(nginx)
@@ -417,17 +435,18 @@ say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request):
     DURATION)
 say("")
 say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 / >= 20 ms"
-    .. " | longest own CPU between two ticks |")
-say("|---|---|---|---|---|---|---|")
+    .. " | longest own CPU between two ticks | longest blocked between two ticks |")
+say("|---|---|---|---|---|---|---|---|")
 local label = N % 1000000 == 0 and math.floor(N / 1000000) .. "M" or tostring(N)
 for _, r in ipairs({ { "no change", quiet },
                      { label .. " ids and " .. label .. " ranges, 5 changes each", busy } }) do
     local v = r[2]
-    say("| %s | %.0f | %.2f ms | %.2f ms | %.1f ms (%s) | %d / %d | %.1f ms |", r[1], v.rps,
-        v.p99, v.max, v.lag.max, v.lag.per, v.lag.n5, v.lag.n20, v.lag.cpu)
+    say("| %s | %.0f | %.2f ms | %.2f ms | %.1f ms (%s) | %d / %d | %.1f ms | %.1f ms |", r[1],
+        v.rps, v.p99, v.max, v.lag.max, v.lag.per, v.lag.n5, v.lag.n20, v.lag.cpu, v.lag.blocked)
 end
-say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms |", busy.p99 - quiet.p99,
-    busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu)
+say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms | %+.1f ms |", busy.p99 - quiet.p99,
+    busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu,
+    busy.lag.blocked - quiet.lag.blocked)
 say("")
 say("CPU during the runs (s): the workers (their threads too) %.1f without changes, %.1f with;"
     .. " memcached %.2f, %.2f; per request: %.0f us, %.0f us", quiet.cpu, busy.cpu, quiet.mc_cpu,
