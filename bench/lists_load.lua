@@ -170,6 +170,93 @@ local CONF = [[
   }
 ]]
 
+-- The event-loop lag probe: a timer in each worker that asks to run every
+-- LAG_PERIOD s and records how late it ran (ngx.now() after update_time,
+-- so in ms): the longest time that worker's event loop did not come back,
+-- whatever held it (Lua, a syscall, the kernel's scheduler). /lag answers
+-- the max over the workers and the count of lags of 5 ms and more, and
+-- starts them again.
+local LAG_HTTP = [[
+  lua_shared_dict bench_lag 1m;
+  init_worker_by_lua_block {
+    -- the worker's main-thread CPU time (CLOCK_THREAD_CPUTIME_ID): what
+    -- its own work took between two ticks, apart from the time the kernel
+    -- ran something else (a lag with little CPU is the machine's, not ours)
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "typedef struct { long sec; long nsec; } bench_ts_t;"
+                    .. " int clock_gettime(int clock, bench_ts_t *ts);")
+    local ts = ffi.new("bench_ts_t")
+    local function cpu_ms()
+        ffi.C.clock_gettime(3, ts)
+        return tonumber(ts.sec) * 1000 + tonumber(ts.nsec) / 1e6
+    end
+    -- /proc/thread-self/schedstat: the time this thread waited runnable
+    -- for a CPU; the rest of a lag, neither running nor runnable, is time
+    -- blocked (a lock such as mmap_lock, a page in)
+    local function run_delay_ms()
+        local f = io.open("/proc/thread-self/schedstat", "r")
+        if not f then return 0 end
+        local line = f:read("*l") or ""
+        f:close()
+        local wait = line:match("^%d+ (%d+)")
+        return (tonumber(wait) or 0) / 1e6
+    end
+    local dict, PERIOD = ngx.shared.bench_lag, 0.002
+    local id = ngx.worker.id()
+    local function tick(premature, expect, cpu0, wait0, t0)
+        if premature then return end
+        ngx.update_time()
+        local t, cpu, wait = ngx.now(), cpu_ms(), run_delay_ms()
+        local lag, own = (t - expect) * 1000, cpu - cpu0
+        local blocked = (t - t0) * 1000 - own - (wait - wait0)
+        if lag > (dict:get("max:" .. id) or 0) then dict:set("max:" .. id, lag) end
+        if own > (dict:get("cpu:" .. id) or 0) then dict:set("cpu:" .. id, own) end
+        if blocked > (dict:get("blk:" .. id) or 0) then dict:set("blk:" .. id, blocked) end
+        if lag >= 5 then dict:incr("n5:" .. id, 1, 0) end
+        if lag >= 20 then
+            dict:incr("n20:" .. id, 1, 0)
+            ngx.log(ngx.INFO, string.format("lag %.0f ms (own CPU %.1f ms, blocked %.1f ms) at %.3f",
+                                            lag, own, blocked, t))
+        end
+        ngx.timer.at(PERIOD, tick, t + PERIOD, cpu, wait, t)
+    end
+    ngx.update_time()
+    ngx.timer.at(PERIOD, tick, ngx.now() + PERIOD, cpu_ms(), run_delay_ms(), ngx.now())
+  }
+]]
+local LAG_LOCATION = [[
+    location = /lag {
+        content_by_lua_block {
+            local dict, max, cpu, n5, n20, per = ngx.shared.bench_lag, 0, 0, 0, 0, {}
+            local blk = 0
+            for _, k in ipairs(dict:get_keys(0)) do
+                local v = dict:get(k)
+                if k:find("^cpu:") then
+                    cpu = math.max(cpu, v)
+                elseif k:find("^blk:") then
+                    blk = math.max(blk, v)
+                elseif k:find("^max:") then
+                    max = math.max(max, v)
+                    per[#per + 1] = string.format("%.0f", v)
+                elseif k:find("^n5:") then n5 = n5 + v
+                elseif k:find("^n20:") then n20 = n20 + v end
+            end
+            if ngx.var.arg_reset then dict:flush_all() end
+            ngx.say(string.format("%.1f %d %d %s %.1f %.1f", max, n5, n20, table.concat(per, "/"),
+                                  cpu, blk))
+        }
+    }
+    location = /stats {]]
+CONF = CONF:gsub("    location = /stats {", function() return LAG_LOCATION end, 1)
+
+local function lag(nginx, reset)
+    local body = nginx:get("/lag" .. (reset and "?reset=1" or ""),
+                           { headers = { Connection = "close" } }).body
+    local max, n5, n20, per, cpu, blk = body:match("([%d.]+) (%d+) (%d+) (%S*) ([%d.]+) ([%d.-]+)")
+    return { max = tonumber(max), n5 = tonumber(n5), n20 = tonumber(n20), per = per,
+             cpu = tonumber(cpu), blocked = tonumber(blk) }
+end
+
 local function workers_of(nginx)
     local pids = {}
     for pid in harness.sh("ps -o pid= --ppid " .. nginx:pid()):gmatch("%d+") do
@@ -225,8 +312,8 @@ end
 say("memory per node, %d ids and %d ranges mapped (sum of the workers' PSS, after minus"
     .. " before the lists):", N, N)
 say("")
-say("| workers | before | after | the lists |")
-say("|---|---|---|---|")
+say("| workers | before | after | the lists | image files (page cache, once per node) |")
+say("|---|---|---|---|---|")
 for _, w in ipairs(ONLY and {} or { 1, 4, 8 }) do
     -- before: the same router, its list keys not in memcached
     mc:cmd("delete gray:list:dev\r\n")
@@ -241,8 +328,15 @@ for _, w in ipairs(ONLY and {} or { 1, 4, 8 }) do
     all_mapped(nginx, w, N, N, 60)
     harness.sleep(1)
     local after = pss_kb(workers_of(nginx))
-    say("| %d | %.1f MB | %.1f MB | %.1f MB |", w, before / 1024, after / 1024,
-        (after - before) / 1024)
+    -- a worker's PSS counts the image pages it has touched, not the rest
+    -- of the files: their bytes are the node's too
+    local files = 0
+    for size in harness.sh("find " .. nginx.dir .. "/images -name '*.img' -printf '%s\\n'")
+                        :gmatch("%d+") do
+        files = files + tonumber(size)
+    end
+    say("| %d | %.1f MB | %.1f MB | %.1f MB | %.1f MB |", w, before / 1024, after / 1024,
+        (after - before) / 1024, files / 1048576)
     nginx:stop()
 end
 say("")
@@ -252,7 +346,8 @@ say("")
 publish("gray:list:dev", id_text(0))
 publish("b:ranges", range_text(0))
 local nginx = harness.nginx({ servers = CONF, memcached_port = mc.port, workers = 4,
-                              log_level = "warn" })
+                              log_level = "info",
+                              http = LAG_HTTP })
 all_mapped(nginx, 4, N, N, 60)
 local script = scratch .. "/mix.lua"
 local f = assert(io.open(script, "wb"))
@@ -266,9 +361,26 @@ end
 ]])
 f:close()
 
+-- CPU seconds (user + system, every thread) of the processes pids
+local function cpu_s(pids)
+    local sum = 0
+    for _, pid in ipairs(pids) do
+        local stat = harness.read_file("/proc/" .. pid .. "/stat") or ""
+        local fields = {}
+        for field in stat:gsub("^.*%) ", ""):gmatch("%S+") do
+            fields[#fields + 1] = field
+        end
+        sum = sum + (tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)
+    end
+    return sum / 100            -- USER_HZ
+end
+
 local function wrk_run(changes)
     local out = scratch .. "/wrk.out"
     os.remove(out)
+    lag(nginx, true)
+    local workers = workers_of(nginx)
+    local cpu0, mc0 = cpu_s(workers), cpu_s({ mc.pid })
     harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. DURATION .. "s --latency -s " .. script
                .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo")
     local t0 = now()
@@ -306,7 +418,8 @@ local function wrk_run(changes)
     local max = ms(text:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
     local p99 = ms(text:match("99%%%s+([%d.]+)(%a+)"))
     local rps = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
-    return { p99 = p99, max = max, rps = rps }
+    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true),
+             cpu = cpu_s(workers) - cpu0, mc_cpu = cpu_s({ mc.pid }) - mc0 }
 end
 
 local changes = { ids = {}, ranges = {} }
@@ -322,12 +435,42 @@ all_mapped(nginx, 4, N, N, 60)
 say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request):", CONNS,
     DURATION)
 say("")
-say("| run | req/s | p99 | max |")
-say("|---|---|---|---|")
-say("| no change | %.0f | %.2f ms | %.2f ms |", quiet.rps, quiet.p99, quiet.max)
-say("| 1M ids and 1M ranges, 5 changes each | %.0f | %.2f ms | %.2f ms |", busy.rps, busy.p99,
-    busy.max)
-say("| added | | %+.2f ms | %+.2f ms |", busy.p99 - quiet.p99, busy.max - quiet.max)
+say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 / >= 20 ms"
+    .. " | longest own CPU between two ticks | longest blocked between two ticks |")
+say("|---|---|---|---|---|---|---|---|")
+local label = N % 1000000 == 0 and math.floor(N / 1000000) .. "M" or tostring(N)
+for _, r in ipairs({ { "no change", quiet },
+                     { label .. " ids and " .. label .. " ranges, 5 changes each", busy } }) do
+    local v = r[2]
+    say("| %s | %.0f | %.2f ms | %.2f ms | %.1f ms (%s) | %d / %d | %.1f ms | %.1f ms |", r[1],
+        v.rps, v.p99, v.max, v.lag.max, v.lag.per, v.lag.n5, v.lag.n20, v.lag.cpu, v.lag.blocked)
+end
+say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms | %+.1f ms |", busy.p99 - quiet.p99,
+    busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu,
+    busy.lag.blocked - quiet.lag.blocked)
+say("")
+say("CPU during the runs (s): the workers (their threads too) %.1f without changes, %.1f with;"
+    .. " memcached %.2f, %.2f; per request: %.0f us, %.0f us", quiet.cpu, busy.cpu, quiet.mc_cpu,
+    busy.mc_cpu, quiet.cpu / (quiet.rps * DURATION) * 1e6, busy.cpu / (busy.rps * DURATION) * 1e6)
+say("")
+
+-- each change's steps, from the fetching worker's log (info)
+local steps = { fetch = 0, start = 0, compile = 0, thread = 0, map = 0, n = 0, bytes = 0 }
+for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
+        "fetched in (%d+) ms %(%d+ parts, (%d+) bytes%), job started in ([%d.]+) ms, compiled"
+        .. " in (%d+) ms %(thread: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
+    steps.n = steps.n + 1
+    steps.fetch = math.max(steps.fetch, tonumber(fetch))
+    steps.bytes = math.max(steps.bytes, tonumber(bytes))
+    steps.start = math.max(steps.start, tonumber(start))
+    steps.compile = math.max(steps.compile, tonumber(comp))
+    steps.thread = math.max(steps.thread, tonumber(thread))
+    steps.map = math.max(steps.map, tonumber(map))
+end
+say("a change's steps, the longest of %d (the fetching worker's log): fetch %d ms (%.1f MB,"
+    .. " yielding between reads), the job's start %.1f ms and the map %.1f ms (on the event"
+    .. " loop), the compile %d ms (%d ms of the thread's CPU)", steps.n, steps.fetch,
+    steps.bytes / 1e6, steps.start, steps.map, steps.compile, steps.thread)
 say("")
 
 harness.sleep(2)

@@ -693,11 +693,28 @@ int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
 /* ---- compiling off the event loop (imagejob.c) ---- */
 
 typedef struct gray_image_job gray_image_job_t;
+typedef struct gray_image gray_image_t;
 
 #define GRAY_JOB_RUNNING 1      /* gray_image_poll(): not done yet */
 
-/* Starts gray_image_compile() in a detached thread (all signals blocked in
- * it). The parts (their bytes too), names and path are copied: the caller's
+/* A job built in steps, so that no call copies a whole list: a new job
+ * (names and path copied, path NULL: in memory; GRAY_EINVAL, GRAY_ENOMEM), then each part added
+ * as it arrives (its bytes copied; a part may come in several slices cut
+ * after a line break: they are joined as parts are), then run: gray_image_compile() in a detached thread at
+ * SCHED_IDLE (nice 19 where refused), all signals blocked in it (GRAY_EIO
+ * when no thread starts). A job not run is freed by gray_image_job_free(). */
+int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t unknown,
+                       uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
+int gray_image_job_run(gray_image_job_t *job);
+
+/* A job made with path NULL builds the image in memory (for a worker whose
+ * image directory cannot be used). Once it is done (GRAY_OK), this opens
+ * that image: *out owns the memory, gray_image_close() frees it. GRAY_EINVAL
+ * for a job not done, failed, written to a file or already taken. */
+int gray_image_job_image(gray_image_job_t *job, gray_image_t **out);
+
+/* The three at once: starts gray_image_compile() in a thread. The parts (their bytes too), names and path are copied: the caller's
  * memory may go away while the thread runs (an nginx worker's Lua VM is
  * closed at its exit). *out gets the job. GRAY_EINVAL, GRAY_ENOMEM, or
  * GRAY_EIO when no thread starts. */
@@ -717,7 +734,6 @@ int gray_image_job_free(gray_image_job_t *job);
 
 /* ---- mapped images (image.c) ---- */
 
-typedef struct gray_image gray_image_t;
 
 /* Maps path read-only and checks it: size, magic, format, kind, the
  * header's checksum, every section inside the file and the bucket indexes
@@ -766,6 +782,16 @@ int gray_dir_prepare(const char *path);
  * file holds it, GRAY_EIO. The kernel frees it when the process dies. */
 int gray_lock_try(const char *path);
 int gray_lock_release(int fd);
+
+/* Sets the held lock file's mtime to now: the holder says, each refresh,
+ * that the list is in use (gray_image_clean_stale() spares it). */
+int gray_lock_touch(int fd);
+
+/* Removes the images of dir no process has used for max_age seconds: for
+ * each "<name>.lock" older than that whose flock is free, "<name>.img"
+ * then the lock file (a worker that still maps the image keeps its
+ * mapping). Returns the images removed, or GRAY_EINVAL / GRAY_EIO. */
+int gray_image_clean_stale(const char *dir, unsigned int max_age);
 
 /* Removes "<path>.tmp.<pid>.<n>" files left by dead processes (and by this
  * one: call it with no job of yours running on path). Returns how many,

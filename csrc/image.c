@@ -87,7 +87,7 @@ _Static_assert(sizeof(gray_run4_t) == RUN4_BYTES && sizeof(gray_run6_t) == RUN6_
 struct gray_image {
     const uint8_t *base;
     size_t size;
-    int mapped;                 /* 1: munmap on close */
+    int mapped;                 /* 1: munmap on close; 2: gray_big_free (adopted) */
     img_header_t h;             /* a copy: read once */
     const char *names;
     /* ids */
@@ -148,6 +148,14 @@ void *gray_big_alloc(size_t size)
     return (char *)p + BIG_HEADER;
 }
 
+/* The deferral list of the calling thread (a compile job's), or NULL. */
+static _Thread_local gray_big_defer_t *big_defer;
+
+void gray_big_defer(gray_big_defer_t *d)
+{
+    big_defer = d;
+}
+
 void gray_big_free(void *p)
 {
     if (p == NULL)
@@ -158,8 +166,29 @@ void gray_big_free(void *p)
 #else
     size_t total;
     memcpy(&total, base, sizeof total);
+    gray_big_defer_t *d = big_defer;
+    if (d != NULL && d->n < GRAY_BIG_DEFER_MAX) {
+        /* the pages go back now (MADV_DONTNEED takes the mapping's own
+         * lock, not the process's mmap_lock on this kernel line); the
+         * munmap, which holds mmap_lock while it runs, is left to the
+         * caller of gray_big_defer_release(): a low-priority thread
+         * preempted inside it would stall every thread of the process
+         * that maps memory (a worker's event loop: 100-500 ms measured) */
+        (void)madvise(base, total, MADV_DONTNEED);
+        d->base[d->n] = base;
+        d->len[d->n] = total;
+        d->n++;
+        return;
+    }
     munmap(base, total);
 #endif
+}
+
+void gray_big_defer_release(gray_big_defer_t *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        munmap(d->base[i], d->len[i]);
+    d->n = 0;
 }
 
 /* ---- building ------------------------------------------------------------------ */
@@ -172,7 +201,7 @@ static int join_parts(const gray_image_part_t *parts, size_t nparts, const char 
     *owned = NULL;
     *text = NULL;
     *len = 0;
-    if (nparts > GRAY_IMAGE_PARTS_MAX || (parts == NULL && nparts > 0))
+    if (nparts > GRAY_JOB_PIECES_MAX || (parts == NULL && nparts > 0))
         return GRAY_EINVAL;
     uint64_t total = 0;
     for (size_t i = 0; i < nparts; i++) {
@@ -460,6 +489,12 @@ int gray_image_build(int kind, const gray_image_part_t *parts, size_t nparts,
                      const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                      void **out, size_t *out_len, gray_image_stats_t *st)
 {
+    if (nparts > GRAY_IMAGE_PARTS_MAX) {
+        memset(st, 0, sizeof *st);
+        *out = NULL;
+        *out_len = 0;
+        return GRAY_EINVAL;
+    }
     return gray_image_build_c(kind, parts, nparts, names, names_len, unknown, cas, out,
                               out_len, st, NULL);
 }
@@ -539,6 +574,10 @@ int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
                        const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                        const char *path, gray_image_stats_t *st)
 {
+    if (nparts > GRAY_IMAGE_PARTS_MAX) {
+        memset(st, 0, sizeof *st);
+        return GRAY_EINVAL;
+    }
     return gray_image_compile_c(kind, parts, nparts, names, names_len, unknown, cas, path, st,
                                 NULL);
 }
@@ -675,6 +714,16 @@ int gray_image_open_mem(const void *buf, size_t len, int flags, gray_image_t **o
     return open_over(buf, len, 0, flags, out);
 }
 
+int gray_image_adopt(void *buf, size_t len, gray_image_t **out)
+{
+    *out = NULL;
+    if (buf == NULL || (uintptr_t)buf % 8 != 0)
+        return GRAY_EINVAL;
+    if (len < HEADER_BYTES)
+        return GRAY_ECORRUPT;
+    return open_over(buf, len, 2, 0, out);
+}
+
 int gray_image_open(const char *path, int flags, gray_image_t **out)
 {
     *out = NULL;
@@ -738,7 +787,9 @@ void gray_image_close(gray_image_t *img)
 {
     if (img == NULL)
         return;
-    if (img->mapped)
+    if (img->mapped == 2)
+        gray_big_free((void *)(uintptr_t)img->base);
+    else if (img->mapped)
         munmap((void *)(uintptr_t)img->base, img->size);
     free(img);
 }

@@ -27,6 +27,10 @@ typedef struct gray_id_bucket {
     uint32_t filter;
 } gray_id_bucket_t;
 
+/* The pieces a job may hold: its caller adds a split list's parts in
+ * slices of about 1 MB (a part of several MB is several pieces). */
+#define GRAY_JOB_PIECES_MAX    16384
+
 #define GRAY_ID_INDEX_BITS_MAX 24   /* 16M buckets: 128 MB of index at most */
 #define GRAY_NAMES_BYTES_MAX   (GRAY_TARGETS_MAX * (GRAY_TARGET_NAME_MAX + 1))
 
@@ -70,11 +74,28 @@ int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_en
 void *gray_big_alloc(size_t size);
 void gray_big_free(void *p);
 
+/* Frees a thread defers: gray_big_defer(d) makes this thread's later
+ * gray_big_free() calls give the pages back at once but leave the unmap
+ * to gray_big_defer_release(d), called by another thread (see image.c);
+ * gray_big_defer(NULL) ends it. */
+#define GRAY_BIG_DEFER_MAX 64
+typedef struct gray_big_defer {
+    size_t n;
+    void *base[GRAY_BIG_DEFER_MAX];
+    size_t len[GRAY_BIG_DEFER_MAX];
+} gray_big_defer_t;
+void gray_big_defer(gray_big_defer_t *d);
+void gray_big_defer_release(gray_big_defer_t *d);
+
 /* gray_image_build() with a cancel flag (NULL: none) polled between steps. */
 int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
                        const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                        void **out, size_t *out_len, gray_image_stats_t *st,
                        const atomic_int *cancel);
+
+/* gray_image_open_mem() over a gray_image_build_c() buffer the image then
+ * owns: gray_image_close() frees it (on success only). */
+int gray_image_adopt(void *buf, size_t len, gray_image_t **out);
 
 /* gray_image_compile() with a cancel flag. */
 int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts,

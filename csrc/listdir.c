@@ -1,6 +1,6 @@
 /* listdir.c - the node's list image directory: its checks, the lock file
  * that makes one worker per node the fetcher of a list, and the cleanup of
- * temporary files a dead compiler left. */
+ * temporary files a dead compiler left and of images no worker uses. */
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
 
@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gray.h"
@@ -40,6 +41,14 @@ int gray_dir_prepare(const char *path)
     return GRAY_OK;
 }
 
+/* Whether fd is still the file at path (not unlinked by a cleaner). */
+static int same_file(int fd, const char *path)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
 int gray_lock_try(const char *path)
 {
     if (path == NULL)
@@ -53,7 +62,61 @@ int gray_lock_try(const char *path)
         errno = e;
         return e == EWOULDBLOCK ? GRAY_ELOCKED : GRAY_EIO;
     }
+    /* a cleaner (gray_image_clean_stale) removed the file between our open
+     * and our flock: this lock is of no one's; the next try makes anew */
+    if (!same_file(fd, path)) {
+        close(fd);
+        return GRAY_ELOCKED;
+    }
+    (void)futimens(fd, NULL);
     return fd;
+}
+
+int gray_lock_touch(int fd)
+{
+    if (fd < 0)
+        return GRAY_EINVAL;
+    return futimens(fd, NULL) == 0 ? GRAY_OK : GRAY_EIO;
+}
+
+int gray_image_clean_stale(const char *dir, unsigned int max_age)
+{
+    if (dir == NULL || dir[0] != '/' || strlen(dir) > GRAY_IMAGE_PATH_MAX - 64)
+        return GRAY_EINVAL;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return GRAY_EIO;
+    int removed = 0;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= 5 || n > 250 || strcmp(e->d_name + n - 5, ".lock") != 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+            sb.st_mtime > now - (time_t)max_age)
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        /* held: a worker fetches this list (and touches the file each
+         * refresh); free and old: no worker has used it for max_age */
+        struct stat now_sb;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &now_sb) == 0 &&
+            now_sb.st_ino == sb.st_ino && now_sb.st_mtime <= now - (time_t)max_age) {
+            char img[256];
+            memcpy(img, e->d_name, n - 5);
+            memcpy(img + n - 5, ".img", 5);
+            /* a worker may have it mapped: its mapping stays valid */
+            if (unlinkat(dirfd(d), img, 0) == 0)
+                removed++;
+            unlinkat(dirfd(d), e->d_name, 0);
+        }
+        close(fd);
+    }
+    closedir(d);
+    return removed;
 }
 
 int gray_lock_release(int fd)

@@ -687,6 +687,41 @@ describe("a compile in a thread", function()
         assert.is_nil(find_id(img, "user-200001"))
     end)
 
+    it("builds a job in steps: parts in slices cut after line breaks, as the parts", function()
+        local path = new_path()
+        local part1 = "a\nb v2\nc # three\nd"          -- no line end: joined with one
+        local part2 = "e v3\nf\n"
+        local job = assert(gray.image_job_new("ids", NAMES, "7", path))
+        -- part1 in two slices, the first cut after a line break
+        assert.is_true(gray.image_job_add(job, part1, 1, 7))
+        assert.is_true(gray.image_job_add(job, part1, 8, #part1))
+        collectgarbage()                                -- the job owns copies
+        assert.is_true(gray.image_job_add(job, part2))
+        assert.is_nil((gray.image_job_add(job, part2, 3, #part2 + 1)))  -- out of the part
+        assert.is_true(gray.image_job_run(job))
+        assert.is_nil((gray.image_job_run(job)))        -- once
+        assert.is_nil((gray.image_job_add(job, "g\n"))) -- not after its run
+        local done, st = wait(job)
+        assert.is_true(done, st)
+        assert.equal(6, st.entries)
+        assert.is_true(gray.image_job_free(job))
+        local img = assert(open_image(path, true))
+        assert.equal("7", gray.image_version(img))
+        for id, want in pairs({ a = 1, b = 2, c = 1, d = 1, e = 3, f = 1 }) do
+            assert.equal(want, find_id(img, id), id)
+        end
+        assert.is_nil(find_id(img, "de"))               -- not glued
+    end)
+
+    it("frees a job never run, and refuses bad arguments", function()
+        local job = assert(gray.image_job_new("ranges", NAMES, 1, new_path()))
+        assert.is_true(gray.image_job_add(job, "10.0.0.0/8\n"))
+        assert.is_true(gray.image_job_free(job))
+        assert.is_nil((gray.image_job_new("nope", NAMES, 1, new_path())))
+        assert.is_nil((gray.image_job_new("ids", NAMES, 1, 42)))
+        assert.is_nil((gray.image_job_new("ids", NAMES, "x", new_path())))
+    end)
+
     it("keeps the text alive while the collector runs", function()
         local path = new_path()
         local job
@@ -797,6 +832,69 @@ end)
 
 -------------------------------------------------------------------------------
 -- 1M ids against a Lua table
+
+describe("the image directory's stale images", function()
+    local function touch_old(path, seconds)
+        assert(os.execute(("touch -d '@%d' '%s'"):format(os.time() - seconds, path)))
+    end
+    local function exists(path)
+        local f = io.open(path, "rb")
+        if f then
+            f:close()
+        end
+        return f ~= nil
+    end
+
+    it("removes an image whose lock is free and old, never a held or a recent one", function()
+        local dir = DIR .. "/stale-" .. seq
+        seq = seq + 1
+        assert(os.execute("mkdir -p '" .. dir .. "'"))
+        local cases = {
+            -- name, lock held, lock age (s), removed
+            { "old-free", false, 7200, true },
+            { "old-held", true, 7200, false },
+            { "new-free", false, 10, false },
+        }
+        local held = {}
+        for _, c in ipairs(cases) do
+            local base = dir .. "/" .. c[1]
+            assert(compile("ids", "a\n", NAMES, 1, base .. ".img"))
+            local fd = assert(gray.lock_try(base .. ".lock"))
+            if c[2] then
+                held[#held + 1] = fd
+            else
+                gray.lock_release(fd)
+            end
+            touch_old(base .. ".lock", c[3])
+        end
+        -- a worker still mapping the old image keeps reading it
+        local img = assert(open_image(dir .. "/old-free.img"))
+        assert.equal(1, gray.image_clean_stale(dir, 3600))
+        for _, c in ipairs(cases) do
+            local base = dir .. "/" .. c[1]
+            assert.equal(not c[4], exists(base .. ".img"), c[1])
+            assert.equal(not c[4], exists(base .. ".lock"), c[1])
+        end
+        assert.equal(1, find_id(img, "a"))
+        -- a held lock's holder touches it: it stays however long it lives
+        assert.is_true(gray.lock_touch(held[1]))
+        touch_old(dir .. "/old-held.lock", 7200)
+        assert.equal(0, gray.image_clean_stale(dir, 3600))
+        for _, fd in ipairs(held) do
+            gray.lock_release(fd)
+        end
+        assert.is_nil((gray.image_clean_stale("relative", 1)))
+    end)
+
+    it("takes a lock, refuses it while held, takes it again once released", function()
+        local path = new_path() .. ".lock"
+        local fd = assert(gray.lock_try(path))
+        gray.lock_release(fd)
+        fd = assert(gray.lock_try(path))
+        assert.is_false(gray.lock_try(path))            -- held
+        gray.lock_release(fd)
+    end)
+end)
 
 describe("1,000,000 generated ids", function()
     local N = 1000000

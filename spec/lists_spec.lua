@@ -251,6 +251,24 @@ describe("lists without the meta protocol (a memcached < 1.6)", function()
     end)
 end)
 
+-- A 5 ms timer in each worker recording how late it ran (the max in a
+-- shared dict: /eval reads it from any worker)
+local LAG_TIMER = [[
+  lua_shared_dict spec_lag 1m;
+  init_worker_by_lua_block {
+    local dict = ngx.shared.spec_lag
+    local function tick(premature, expect)
+        if premature then return end
+        ngx.update_time()
+        local late = ngx.now() - expect
+        if late > (dict:get("max") or 0) then dict:set("max", late) end
+        ngx.timer.at(0.005, tick, ngx.now() + 0.005)
+    end
+    ngx.update_time()
+    ngx.timer.at(0.005, tick, ngx.now() + 0.005)
+  }
+]]
+
 describe("lists without an image directory", function()
     after_each(harness.no_error_log)
     local mc, nginx
@@ -264,7 +282,7 @@ describe("lists without an image directory", function()
         nginx = harness.nginx({
             servers = servers():gsub('lists_dir = "%$LOGDIR/images"',
                                      'lists_dir = "' .. dir .. '/file"')
-                      :gsub("  server {", "  server {\n" .. harness.EVAL_LOCATION, 1),
+                      :gsub("  server {", LAG_TIMER .. "  server {\n" .. harness.EVAL_LOCATION, 1),
             memcached_port = mc.port, workers = 2 })
     end)
     teardown(function()
@@ -291,5 +309,104 @@ describe("lists without an image directory", function()
             n = n + 1
         end
         assert.is_true(n >= 1 and n <= 2, n .. " logs")
+    end)
+
+    it("compiles a 1M list in a thread there too: the worker's timers keep running", function()
+        local lines = {}
+        for i = 1, 1000000 do
+            lines[i] = "m" .. i
+        end
+        local text = table.concat(lines, "\n") .. "\n"
+        local n, pos = 0, 1
+        while pos <= #text do
+            local cut = text:find("\n", math.min(#text, pos + 900 * 1000), true) or #text
+            n = n + 1
+            mc:set("gray:list:dev:mem:" .. n, text:sub(pos, cut))
+            pos = cut + 1
+        end
+        -- the workers' 5 ms timers (LAG_TIMER), while the list compiles (in
+        -- the refresh timer, before: 0.3-2.4 s late)
+        nginx:eval("ngx.shared.spec_lag:flush_all() return 'ok'")
+        mc:set("gray:list:dev", "#gray-parts " .. n .. " mem")
+        all_workers(nginx, "m999999", "gray", 30)
+        -- the compile ran in a job (its steps logged), in each worker
+        local jobs = 0
+        for _ in nginx:error_log():gmatch("new image of gray:list:dev, version %d+") do
+            jobs = jobs + 1
+        end
+        assert.is_true(jobs >= 1, nginx:error_log():sub(-2000))
+        local lag = tonumber(nginx:eval("return ngx.shared.spec_lag:get('max') or -1"))
+        -- loose (this machine is shared): the compile is not on the loop
+        assert.is_true(lag >= 0 and lag < 0.25, "a timer ran " .. lag .. " s late")
+    end)
+end)
+
+describe("the percentage, with three routers in one worker", function()
+    local mc, nginx
+    setup(function()
+        mc = harness.memcached({ verbose = true })
+        -- three routers (three location configurations: their targets
+        -- differ), one percent_key on the same servers
+        local conf = { "  init_by_lua_block { package.loaded.spec_pct = {} }",
+                       "  server {", "    listen 127.0.0.1:$PORT;" }
+        for i = 1, 3 do
+            conf[#conf + 1] = ([[
+    location /r%d {
+        content_by_lua_block {
+            local r = package.loaded.spec_pct[%d]
+            if not r then
+                r = assert(require("gray").new({
+                    memcached = "127.0.0.1:$MC", trusted = "127.0.0.1",
+                    targets = { t%d = "@v2" }, ids = "dev=header:X-Device-Id",
+                    ranges_key = false, percent_key = "p:percent", refresh_interval = 0.2,
+                    cache_ttl = 0, lists_dir = "$LOGDIR/images" }))
+                package.loaded.spec_pct[%d] = r
+            end
+            r:exec()
+        }
+    }]]):format(i, i, i, i)
+        end
+        conf[#conf + 1] = [[
+    location @server      { return 200 "stable\n"; }
+    location @server_test { return 200 "gray\n"; }
+    location @v2          { return 200 "v2\n"; }
+  }]]
+        nginx = harness.nginx({ servers = table.concat(conf, "\n"), memcached_port = mc.port,
+                                workers = 1 })
+    end)
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    local function route(i)
+        return (nginx:get("/r" .. i, { headers = { ["X-Device-Id"] = "d42",
+                                                   ["X-Real-IP"] = "192.0.2.1" } })
+                     .body:gsub("\n$", ""))
+    end
+
+    it("is checked once per worker and interval, and reaches every router", function()
+        mc:set("p:percent", "0")
+        for i = 1, 3 do
+            assert.equal("stable", route(i))
+        end
+        -- 2 s of refreshes every 0.2 s: about 10 checks for the worker (30
+        -- when each router made its own)
+        harness.sleep(0.5)
+        local n0 = count(mc, "mg p:percent")
+        harness.sleep(2)
+        local n = count(mc, "mg p:percent") - n0
+        assert.is_true(n >= 5 and n <= 14, n .. " mg of p:percent in 2 s")
+        -- a change reaches the three routers
+        mc:set("p:percent", "100")
+        wait(function()
+            for i = 1, 3 do
+                if route(i) ~= "gray" then
+                    return false, "router " .. i .. ": " .. route(i)
+                end
+            end
+            return true
+        end, 5, "100% on every router")
+        assert.equal(0, #harness.bad_log_lines(nginx:error_log()), nginx:error_log())
     end)
 end)

@@ -123,6 +123,34 @@ void image_files_check(void)
     CHECK(gray_image_find_id(cur, "id-0", 4) == 2 && gray_image_find_id(cur, "id-1", 4) == 1);
     gray_image_close(cur);
 
+    /* a job built in steps (slices cut after a line break, each copied at
+     * once), then one built in memory whose image the caller takes; a
+     * job never run is freed */
+    size_t len4;
+    char *text4 = id_text(FILE_IDS, 0, &len4);
+    char *mid = strchr(text4 + len4 / 3, '\n') + 1;
+    CHECK(gray_image_job_new(GRAY_IMAGE_IDS, names, sizeof names - 1, 0, 6, path, &job) == GRAY_OK);
+    CHECK(gray_image_job_add(job, text4, (size_t)(mid - text4)) == GRAY_OK);
+    CHECK(gray_image_job_add(job, mid, len4 - (size_t)(mid - text4)) == GRAY_OK);
+    CHECK(gray_image_job_run(job) == GRAY_OK && gray_image_job_run(job) == GRAY_EINVAL);
+    CHECK(gray_image_job_add(job, "x", 1) == GRAY_EINVAL);
+    CHECK(wait_job(job, &st) == GRAY_OK && st.entries == FILE_IDS);
+    CHECK(gray_image_job_image(job, &cur) == GRAY_EINVAL);     /* written to a file */
+    CHECK(gray_image_job_free(job) == GRAY_OK);
+    CHECK(gray_image_job_new(GRAY_IMAGE_IDS, names, sizeof names - 1, 0, 7, NULL, &job) == GRAY_OK);
+    CHECK(gray_image_job_add(job, text4, len4) == GRAY_OK);
+    free(text4);
+    CHECK(gray_image_job_run(job) == GRAY_OK);
+    CHECK(wait_job(job, &st) == GRAY_OK && st.entries == FILE_IDS);
+    CHECK(gray_image_job_image(job, &cur) == GRAY_OK && gray_image_version(cur) == 7);
+    CHECK(gray_image_job_image(job, &old) == GRAY_EINVAL);     /* taken */
+    CHECK(gray_image_job_free(job) == GRAY_OK);
+    CHECK(gray_image_find_id(cur, "id-0", 4) == 1 && gray_image_find_id(cur, "id-1", 4) == 2);
+    gray_image_close(cur);
+    CHECK(gray_image_job_new(GRAY_IMAGE_RANGES, NULL, 0, 0, 8, NULL, &job) == GRAY_OK);
+    CHECK(gray_image_job_add(job, ranges, sizeof ranges - 1) == GRAY_OK);
+    CHECK(gray_image_job_free(job) == GRAY_OK);
+
     /* a cut file: refused by open and peek */
     FILE *f = fopen(path, "r+");
     CHECK(f != NULL && ftruncate(fileno(f), 300) == 0);

@@ -155,6 +155,11 @@ int gray_image_compile(int kind, const gray_image_part_t *parts, size_t nparts,
 int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t nparts,
                              const char *names, size_t names_len, uint32_t unknown,
                              uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t unknown,
+                       uint64_t cas, const char *path, gray_image_job_t **out);
+int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
+int gray_image_job_run(gray_image_job_t *job);
+int gray_image_job_image(gray_image_job_t *job, gray_image_t **out);
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
 int gray_image_job_free(gray_image_job_t *job);
 int gray_image_open(const char *path, int flags, gray_image_t **out);
@@ -189,6 +194,8 @@ ffi.cdef [[
 int gray_dir_prepare(const char *path);
 int gray_lock_try(const char *path);
 int gray_lock_release(int fd);
+int gray_lock_touch(int fd);
+int gray_image_clean_stale(const char *dir, unsigned int max_age);
 int gray_image_clean_tmp(const char *path);
 unsigned int gray_euid(void);
 ]]
@@ -1372,6 +1379,73 @@ function _M.image_compile_start(kind, text, names, cas, path, unknown)
     return job
 end
 
+--- A job built in steps (the lists' fetch adds each part as it arrives,
+-- so that no call copies a whole list): returns a job to add parts to,
+-- then run, or nil, err. Arguments as image_compile_start's, less text;
+-- path nil or false: the image is built in memory (image_job_image).
+function _M.image_job_new(kind, names, cas, path, unknown)
+    local a, err = image_args(kind, "", names, cas, unknown)
+    if not a then
+        return nil, err
+    end
+    if path ~= nil and path ~= false and type(path) ~= "string" then
+        return nil, "path must be a string (or nil: in memory)"
+    end
+    local rc = C.gray_image_job_new(a.kind, a.names, a.names_len, a.unknown, a.cas,
+                                    path or nil, job_out)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    -- not running yet: the finalizer frees it
+    return { cjob = ffi_gc(job_out[0], C.gray_image_job_free) }
+end
+
+--- Copies a part (a string; or its bytes first..last) into a job not yet
+-- run: true, or nil, err. A part given in slices is cut after its line
+-- breaks (a slice that lacks one ends its part).
+function _M.image_job_add(job, part, first, last)
+    if job.cjob == nil or type(part) ~= "string" then
+        return nil, "the job was freed, or the part is not a string"
+    end
+    first, last = first or 1, last or #part
+    if first < 1 or last > #part or last < first - 1 then
+        return nil, "slice out of the part"
+    end
+    local rc = C.gray_image_job_add(job.cjob, ffi_cast(char_ptr_t, part) + (first - 1),
+                                    last - first + 1)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    return true
+end
+
+--- Starts the job's compile in its thread: true, or nil, err.
+function _M.image_job_run(job)
+    if job.cjob == nil then
+        return nil, "the job was freed"
+    end
+    reap_jobs()
+    local rc = C.gray_image_job_run(job.cjob)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    live_jobs[job] = true
+    return true
+end
+
+--- The image a finished in-memory job built (freed when collected), or
+-- nil, err; once per job.
+function _M.image_job_image(job)
+    if job.cjob == nil then
+        return nil, "the job was freed"
+    end
+    local rc = C.gray_image_job_image(job.cjob, image_out)
+    if rc ~= 0 then
+        return nil, image_err(rc)
+    end
+    return ffi_gc(image_out[0], C.gray_image_close)
+end
+
 --- false while the job runs; true, stats when it is done; nil, err, stats
 -- when it failed.
 function _M.image_poll(job)
@@ -1555,6 +1629,24 @@ end
 
 function _M.lock_release(fd)
     return C.gray_lock_release(fd) == 0
+end
+
+--- Sets a held lock file's mtime to now (the list is in use).
+function _M.lock_touch(fd)
+    return C.gray_lock_touch(fd) == 0
+end
+
+--- Removes the images in dir whose lock file is free and older than
+-- max_age seconds (no worker used them): how many, or nil, err.
+function _M.image_clean_stale(dir, max_age)
+    if type(dir) ~= "string" or type(max_age) ~= "number" or max_age < 0 then
+        return nil, "dir must be a string, max_age a number of seconds"
+    end
+    local n = C.gray_image_clean_stale(dir, max_age)
+    if n < 0 then
+        return nil, image_err(n)
+    end
+    return n
 end
 
 --- Removes the temporary files of path's compiles that dead processes (or

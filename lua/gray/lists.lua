@@ -11,22 +11,25 @@
 -- holds a lock file (flock, freed by the kernel when the worker dies: the
 -- next worker to try takes over). The holder asks memcached "mg <key> c"
 -- (the CAS alone, ~30 bytes) every refresh_interval; only a new CAS is
--- fetched (a split list's parts in one multi-get) and compiled, in a C
--- thread, then renamed into place. The other workers read the image's
+-- fetched (a split list's parts one at a time, each copied into the
+-- compile job in 256 kB slices, one event-loop turn each) and compiled in
+-- a C thread at SCHED_IDLE, then renamed into place. The other workers read the image's
 -- header (its version, the CAS) every interval and map a new one; a worker
 -- maps the current image when its router starts, before its first
 -- decision. No request waits for a fetch or a compile.
 --
 -- A failed refresh keeps the last good image; a split list with a part
 -- missing is retried with a backoff, not each interval. When the directory
--- cannot be used, each worker compiles its own images in memory (blocking
--- its timer for the compile) and says so once in the log.
+-- cannot be used, each worker compiles its own images in memory (in a
+-- thread too) and says so once in the log. Images no worker has used for
+-- an hour (their lock free and untouched) are removed by a holder.
 --
--- The percentage is a tiny value: each router checks its CAS with mg and
--- reads it when it changed. So is a timed ramp (`gray:ramp`, gray.ramp):
--- while it exists its share in force replaces the percentage, taken from
--- this node's clock at each refresh and at each step's time (a timer).
--- The halts (gray.halt, <halt_key>:<target>) are read after the
+-- The percentage is a tiny value: each worker checks its CAS with mg once
+-- per interval (whichever of its routers comes first; the others share
+-- the value) and reads it when it changed. So is a timed ramp (`gray:ramp`,
+-- gray.ramp): while it exists its share in force replaces the percentage,
+-- taken from this node's clock at each refresh and at each step's time (a
+-- timer). The halts (gray.halt, <halt_key>:<target>) are read after the
 -- percentage, all in one multi-get: "END" alone while none is set.
 
 local gray_ffi = require "gray.ffi"
@@ -43,7 +46,10 @@ local image_version = gray_ffi.image_version
 local image_compile_start = gray_ffi.image_compile_start
 local image_poll = gray_ffi.image_poll
 local image_job_free = gray_ffi.image_job_free
-local image_build_open = gray_ffi.image_build_open
+local image_job_new = gray_ffi.image_job_new
+local image_job_add = gray_ffi.image_job_add
+local image_job_run = gray_ffi.image_job_run
+local image_job_image = gray_ffi.image_job_image
 local image_hash = gray_ffi.image_hash
 local lock_try, lock_release = gray_ffi.lock_try, gray_ffi.lock_release
 local bucket = gray_ffi.bucket
@@ -51,7 +57,7 @@ local timer_every = ngx.timer.every
 local timer_at = ngx.timer.at
 local sleep = ngx.sleep
 local ngx_log = ngx.log
-local WARN, ERR = ngx.WARN, ngx.ERR
+local WARN, ERR, INFO = ngx.WARN, ngx.ERR, ngx.INFO
 local tonumber, tostring, pairs, ipairs, pcall, type, next = tonumber, tostring, pairs, ipairs,
     pcall, type, next
 local concat = table.concat
@@ -65,7 +71,15 @@ local mt = { __index = _M }
 local PARTS_MAX = 1024
 local BACKOFF_MAX = 60          -- s between two retries of a list with a part missing
 local POLL_EVERY = 0.02         -- s between two polls of a running compile
+local SLICE = 256 * 1024        -- bytes copied into a compile job at a time (~0.2 ms)
+-- s slept between two reads or slices (sleep(0) warns without OpenResty's
+-- delayed-events patch, which Debian's nginx lacks)
+local YIELD = 0.001
 local ABSENT = "0"              -- the version of "no list" (memcached never hands out CAS 0)
+-- an image whose lock no worker has held (nor touched) for STALE_AGE s is
+-- removed, by a holder, at most every SWEEP_EVERY s per directory
+local STALE_AGE = 3600
+local SWEEP_EVERY = 600
 _M.DEFAULT_DIR = "/dev/shm/lua-resty-gray"
 
 local function now_precise()
@@ -86,6 +100,13 @@ end
 
 -- This worker's images: image name -> feed (shared by its routers).
 local feeds = {}
+-- This worker's percentages: servers and key -> { key, threshold, cas,
+-- compiles, checked_at, busy }, shared by its routers (one mg per interval
+-- per worker, not per router).
+local percents = {}
+local NO_PERCENT = { threshold = 0, compiles = 0 }
+-- directory -> when this worker may next remove stale images from it
+local next_sweep = {}
 -- directories already reported unusable (logged once per worker)
 local dir_warned = {}
 
@@ -106,7 +127,9 @@ local function map_file(feed)
         feed.img, feed.entries, feed.version = nil, 0, v
         return true
     end
+    local t0 = now_precise()
     local img, err = image_open(feed.path)
+    feed.map_ms = (now_precise() - t0) * 1000
     if not img then
         feed.log:report("image:" .. feed.key, "cannot map the image of " .. feed.key .. " ("
                         .. feed.path .. "): " .. tostring(err))
@@ -183,11 +206,33 @@ local function poll_feed(feed)
     if ok == false then
         return false
     end
+    local img, img_err
+    if ok and not feed.path then
+        -- in memory (no image directory): this worker's own image
+        img, img_err = image_job_image(job)
+        if not img then
+            ok, err = nil, img_err
+        end
+    end
     feed.job, feed.job_text = nil, nil
     image_job_free(job)
     if ok then
         compiled(feed, feed.job_cas, err)
-        map_file(feed)
+        if img then
+            feed.img, feed.version, feed.entries = img, feed.job_cas, err.entries
+            feed.compiles = feed.compiles + 1
+        else
+            map_file(feed)
+        end
+        -- what a change cost, step by step (the event loop waits only for
+        -- the job's start and the map; the fetch yields, the compile is a
+        -- thread's)
+        ngx_log(INFO, "gray: new image of ", feed.key, ", version ", feed.job_cas, " at ",
+                feed.fetch_t0, " fetched in ",
+                floor(feed.fetch_ms), " ms (", feed.fetch_parts, " parts, ", feed.fetch_bytes,
+                " bytes), job started in ", feed.start_ms, " ms, compiled in ",
+                floor((now_precise() - feed.job_t0) * 1000), " ms (thread: ", err.compile_ms,
+                " ms, ", err.cpu_ms, " ms CPU), mapped in ", feed.map_ms, " ms")
     else
         failed(feed, feed.job_cas, feed.key .. ": compile failed: " .. tostring(err))
     end
@@ -208,25 +253,18 @@ function poll_job(premature, feed)
     end
 end
 
--- Starts compiling text (a string, or the parts) as version cas.
+-- "No list" (the key is not in memcached) as version ABSENT: an empty
+-- image every worker maps (in memory: none).
 local function compile(feed, text, cas)
     if not feed.path then
-        if cas == ABSENT then
-            feed.cas, feed.img, feed.version, feed.entries = cas, nil, cas, 0
-            return
-        end
-        -- no image directory: this worker's own copy, in memory
-        local img, st = image_build_open(feed.kind, text, feed.names_text, cas, feed.unknown)
-        if not img then
-            return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(st))
-        end
-        compiled(feed, cas, st)
-        feed.img, feed.version, feed.entries = img, cas, st.entries
-        feed.compiles = feed.compiles + 1
+        feed.cas, feed.img, feed.version, feed.entries = cas, nil, cas, 0
         return
     end
+    local t0 = now_precise()
     local job, err = image_compile_start(feed.kind, text, feed.names_text, cas, feed.path,
                                          feed.unknown)
+    feed.job_t0 = now_precise()
+    feed.start_ms = (feed.job_t0 - t0) * 1000
     if not job then
         return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(err))
     end
@@ -234,8 +272,50 @@ local function compile(feed, text, cas)
     poll_later(feed)
 end
 
--- The parts of a split list, or nil, err when one is missing.
-local function fetch_parts(feed, header)
+-- Copies text into a compile job in slices of about SLICE bytes, each cut
+-- after a line break, yielding between them: no event-loop turn copies a
+-- whole list. true, or nil, err.
+local function add_text(job, text)
+    local len, pos = #text, 1
+    if len == 0 then
+        return image_job_add(job, text)
+    end
+    while pos <= len do
+        local stop = pos + SLICE - 1
+        if stop < len then
+            stop = text:find("\n", stop, true) or len
+        else
+            stop = len
+        end
+        local ok, err = image_job_add(job, text, pos, stop)
+        if not ok then
+            return nil, err
+        end
+        pos = stop + 1
+        if pos <= len then
+            sleep(YIELD)
+        end
+    end
+    return true
+end
+
+-- Runs a job whose text is in (see holder_refresh) as version cas.
+local function run_job(feed, job, cas)
+    local t0 = now_precise()
+    local ok, err = image_job_run(job)
+    feed.job_t0 = now_precise()
+    feed.start_ms = (feed.job_t0 - t0) * 1000
+    if not ok then
+        image_job_free(job)
+        return failed(feed, cas, feed.key .. ": compile failed: " .. tostring(err))
+    end
+    feed.job, feed.job_cas, feed.job_text = job, cas, nil
+    poll_later(feed)
+end
+
+-- Reads a split list's parts into job, each as it arrives (and garbage at
+-- once): the part count, or nil, err when one is missing.
+local function fetch_parts(feed, header, job)
     local key = feed.key
     local n, tag = header:match("^#gray%-parts (%d+) (%S+)")
     n = tonumber(n)
@@ -245,7 +325,6 @@ local function fetch_parts(feed, header)
     -- one part at a time, yielding between them: a read and decode of a
     -- part (under 1 MB) is the longest this worker's requests wait, not
     -- the whole list's; all within one deadline (refresh_timeout)
-    local parts = {}
     for i = 1, n do
         local part_key = key .. ":" .. tag .. ":" .. i
         local left = ms_left(feed.deadline)
@@ -261,10 +340,17 @@ local function fetch_parts(feed, header)
         if part == nil then
             return nil, key .. ": part " .. part_key .. " is missing"
         end
-        parts[i] = part
-        sleep(0)
+        feed.fetch_bytes = feed.fetch_bytes + #part
+        -- the turn that took the reply (its decode, the string) ends here:
+        -- the copies into the job come in turns of their own
+        sleep(YIELD)
+        local ok, aerr = add_text(job, part)
+        if not ok then
+            return nil, key .. ": compile failed: " .. tostring(aerr)
+        end
+        sleep(YIELD)
     end
-    return parts
+    return n
 end
 
 -- The holder's check: mg <key> c; a new CAS is fetched and compiled.
@@ -294,6 +380,8 @@ local function holder_refresh(feed)
     if cas == feed.cas or (cas == feed.pending and ngx_now() < feed.retry_at) then
         return
     end
+    local fetch_t0 = now_precise()
+    feed.fetch_t0 = fetch_t0
     local text = value
     if text == nil then
         left = ms_left(feed.deadline)
@@ -313,14 +401,31 @@ local function holder_refresh(feed)
         end
         text, cas = entry.value, entry.cas or cas
     end
+    -- the text goes into a compile job as it arrives, a slice at a time;
+    -- its thread writes the image (or, without an image directory, builds
+    -- it in this worker's memory)
+    local job, jerr = image_job_new(feed.kind, feed.names_text, cas, feed.path, feed.unknown)
+    if not job then
+        return failed(feed, cas, key .. ": compile failed: " .. tostring(jerr))
+    end
+    feed.fetch_bytes, feed.fetch_parts = 0, 1
     if text:find("^#gray%-parts ") then
-        local parts, err = fetch_parts(feed, text:match("^[^\n]*"))
-        if not parts then
+        local n, err = fetch_parts(feed, text:match("^[^\n]*"), job)
+        if not n then
+            image_job_free(job)
             return failed(feed, cas, err)
         end
-        text = parts
+        feed.fetch_parts = n
+    else
+        feed.fetch_bytes = #text
+        local ok, err = add_text(job, text)
+        if not ok then
+            image_job_free(job)
+            return failed(feed, cas, key .. ": compile failed: " .. tostring(err))
+        end
     end
-    compile(feed, text, cas)
+    feed.fetch_ms = (now_precise() - fetch_t0) * 1000
+    return run_job(feed, job, cas)
 end
 
 local function try_lock(feed)
@@ -336,6 +441,24 @@ local function try_lock(feed)
     return true
 end
 
+-- Removes the images of the feed's directory no worker has used for
+-- STALE_AGE (another configuration's, or a list no longer named): at most
+-- every SWEEP_EVERY per directory, by a holder.
+local function sweep(feed)
+    local dir = feed.path:match("^(.*)/[^/]*$")
+    local t = ngx_now()
+    if (next_sweep[dir] or 0) > t then
+        return
+    end
+    next_sweep[dir] = t + SWEEP_EVERY
+    local n, err = gray_ffi.image_clean_stale(dir, max(STALE_AGE, feed.interval * 10))
+    if not n then
+        ngx_log(WARN, "gray: cannot remove stale images from ", dir, ": ", err)
+    elseif n > 0 then
+        ngx_log(INFO, "gray: removed ", n, " images no worker used from ", dir)
+    end
+end
+
 local function refresh_feed(feed)
     if feed.job and not poll_feed(feed) then
         return
@@ -343,6 +466,11 @@ local function refresh_feed(feed)
     if feed.path and not feed.holder and not try_lock(feed) then
         map_file(feed)
         return
+    end
+    if feed.holder then
+        -- in use: gray_image_clean_stale spares it
+        gray_ffi.lock_touch(feed.holder)
+        sweep(feed)
     end
     holder_refresh(feed)
 end
@@ -423,6 +551,9 @@ local function feed_for(self, opts, key, kind)
         img = nil, version = nil, entries = 0,
         holder = false, cas = nil, pending = nil, retry_at = 0, backoff = 0,
         job = nil, job_cas = nil, job_text = nil,
+        -- the last change's steps, for the log: fetch (wall, yielding),
+        -- the job's start and the map (both on the event loop)
+        fetch_t0 = 0, fetch_ms = 0, fetch_parts = 0, fetch_bytes = 0, start_ms = 0, job_t0 = 0, map_ms = 0,
         busy = false, checked_at = -1,
         compiles = 0,           -- images this worker mapped
         node_compiles = 0,      -- compiles this worker ran
@@ -470,16 +601,29 @@ function _M.new(opts)
         id_feed_list = {},
         ranges_feed = false,
         percent_key = opts.percent_key or false,
-        percent_cas = nil,
-        threshold = 0,          -- percent * 100 in force: buckets below it are gray
-        percent_threshold = 0,  -- the percentage's, when no ramp is in force
+        pct = NO_PERCENT,       -- the percentage, shared by the worker's routers
+        threshold = 0,          -- percent * 100 in force (buckets below it are gray): the
+                                -- ramp's share, else the percentage's as of this
+                                -- router's last refresh
         ramp = opts.ramp_key and ramp_mod.new(opts.ramp_key) or false,
         ramp_timer_for = false, -- the step time a timer is set for
-        percent_compiles = 0,
         halts = opts.halts or false,    -- target name -> halt key (gray.halt)
         refreshes = 0,          -- refreshes run
         started = false,
     }, mt)
+    if self.percent_key then
+        local id = self.ident .. "\n" .. self.percent_key
+        local p = percents[id]
+        if not p then
+            -- threshold: percent * 100 (buckets below it are gray);
+            -- compiles: the values this worker read
+            p = { key = self.percent_key, threshold = 0, cas = nil, compiles = 0,
+                  checked_at = -1, busy = false }
+            percents[id] = p
+        end
+        self.pct = p
+        self.threshold = p.threshold
+    end
     local decisions = self.decisions
     self.unknown_index = #self.names + 1
     decisions[self.unknown_index] = self.unknown
@@ -501,41 +645,43 @@ function _M.new(opts)
     return self
 end
 
--- The percentage in key's text, now in use: pct, or nil, err (the last
--- one stays in use).
-local function compile_percent(self, key, text)
+-- The percentage in key's text, now in use in p (the record the worker's
+-- routers share): pct, or nil, err (the last one stays in use).
+local function compile_percent(p, key, text)
     text = text:match("^%s*(.-)%s*$")
     local pct = (text:find("^%d+$") or text:find("^%d+%.%d%d?$")) and tonumber(text)
     if not pct or pct > 100 then
         return nil, key .. ": '" .. text:sub(1, 40) .. "' is not a percentage (0 to 100, at"
                     .. " most two decimals)"
     end
-    self.percent_threshold = floor(pct * 100 + 0.5)
+    p.threshold = floor(pct * 100 + 0.5)
     return pct
 end
 
-local function refresh_percent(self, deadline)
-    local key = self.percent_key
+-- The percentage's check, once per worker and interval whichever router
+-- asks (p: the record the routers with this key and servers share).
+local function refresh_percent(p, mc, log, deadline)
+    local key = p.key
     local left = ms_left(deadline)
     if not left then
         return
     end
-    local cas, value, kind = self.mc:meta_cas(key, { timeout = left })
+    local cas, value, kind = mc:meta_cas(key, { timeout = left })
     if cas == nil then
-        self.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
+        log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy stays: "
                         .. tostring(value) .. (kind and " (" .. kind .. ")" or ""))
         return
     end
     if cas == false then
-        if self.percent_cas then
-            self.percent_threshold, self.percent_cas = 0, nil
+        if p.cas then
+            p.threshold, p.cas = 0, nil
             if metrics.on then
                 metrics.set("gray_sticky_ratio", { key = key }, 0)
             end
         end
         return
     end
-    if cas == self.percent_cas then
+    if cas == p.cas then
         return
     end
     if value == nil then
@@ -543,9 +689,9 @@ local function refresh_percent(self, deadline)
         if not left then
             return
         end
-        local res, bad, err = self.mc:get_multi_bulk({ key }, { cas = true, timeout = left })
+        local res, bad, err = mc:get_multi_bulk({ key }, { cas = true, timeout = left })
         if bad then
-            self.log:report("refresh:" .. key, "refreshing " .. key
+            log:report("refresh:" .. key, "refreshing " .. key
                             .. " failed, the last copy stays: " .. tostring(err))
             return
         end
@@ -555,14 +701,14 @@ local function refresh_percent(self, deadline)
         end
         value, cas = entry.value, entry.cas or cas
     end
-    local pct, err = compile_percent(self, key, value)
+    local pct, err = compile_percent(p, key, value)
     if not pct then
-        self.percent_cas = cas      -- logged once per change
-        self.log:report("compile", err .. "; the last copy stays")
+        p.cas = cas      -- logged once per change
+        log:report("compile", err .. "; the last copy stays")
         return
     end
-    self.percent_cas = cas
-    self.percent_compiles = self.percent_compiles + 1
+    p.cas = cas
+    p.compiles = p.compiles + 1
     if metrics.on then
         metrics.add("gray_list_compiles_total", { key = key })
         metrics.set("gray_sticky_ratio", { key = key }, pct / 100)
@@ -587,8 +733,14 @@ function _M.refresh(self)
             end
         end
     end
-    if self.percent_key then
-        refresh_percent(self, deadline)
+    local p = self.pct
+    if self.percent_key and not p.busy and t - p.checked_at >= self.interval * 0.5 then
+        p.busy, p.checked_at = true, t
+        local ok, err = pcall(refresh_percent, p, self.mc, self.log, deadline)
+        p.busy = false
+        if not ok then
+            ngx_log(WARN, "gray: refreshing ", p.key, " failed: ", err)
+        end
     end
     if self.halts and next(self.halts) then
         local left = ms_left(deadline)
@@ -619,7 +771,7 @@ function _M.settle_share(self)
     if r then
         share, next_at = ramp_mod.share(r, now_precise(), default_halted())
     end
-    local threshold = share or self.percent_threshold
+    local threshold = share or self.pct.threshold
     if threshold ~= self.threshold and metrics.on then
         metrics.set("gray_sticky_ratio", { key = share and r.key or self.percent_key or "" },
                     threshold / 10000)
@@ -757,7 +909,7 @@ end
 -- false), compiles (new images mapped and percentages read by this
 -- worker for this router), refreshes, holder (keys this worker fetches).
 function _M.stats(self)
-    local lists, compiles, held, images = {}, self.percent_compiles, {}, {}
+    local lists, compiles, held, images = {}, self.pct.compiles, {}, {}
     for name, feed in pairs(self.id_feeds) do
         if feed.img then
             lists[name] = feed.entries
@@ -800,9 +952,12 @@ require("jit").off(poll_later)
 require("jit").off(poll_feed)
 require("jit").off(poll_job)
 require("jit").off(compile)
+require("jit").off(add_text)
+require("jit").off(run_job)
 require("jit").off(fetch_parts)
 require("jit").off(holder_refresh)
 require("jit").off(try_lock)
+require("jit").off(sweep)
 require("jit").off(refresh_feed)
 require("jit").off(release_all)
 require("jit").off(image_name)
