@@ -409,7 +409,11 @@ describe("the miss path under LuaJIT", function()
         for line in steady:gmatch("[^\n]+") do
             if line:find("error thrown or hook called during recording", 1, true) then
                 yields = yields + 1
-            elseif line:find("^%[TRACE %-%-%-") then
+            elseif line:find("^%[TRACE %-%-%-")
+                   and not line:find("JIT compilation disabled for function", 1, true) then
+                -- (a trace that ran into a timer-only function is the
+                -- timer's: see aborts_in_library; it failed 1 run in 2 on
+                -- main with the lists' meta_cas)
                 for _, file in ipairs(LIB_FILES) do
                     if line:find(" " .. file .. ":", 1, true)
                        or line:find("/" .. file .. ":", 1, true) then
