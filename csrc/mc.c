@@ -25,14 +25,25 @@ int gray_mc_key_ok(const char *key, size_t len)
 {
     if (key == NULL || len == 0 || len > GRAY_MC_KEY_MAX)
         return 0;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, key + i, 8);
-        if (key_bad8(w))
-            return 0;
+    uint64_t w;
+    if (len >= 8) {
+        /* whole words, then the last 8 bytes (overlapping the last word) */
+        for (size_t i = 0; i + 8 < len; i += 8) {
+            memcpy(&w, key + i, 8);
+            if (key_bad8(w))
+                return 0;
+        }
+        memcpy(&w, key + len - 8, 8);
+        return key_bad8(w) == 0;
     }
-    for (; i < len; i++) {
+    if (len >= 4) {
+        /* the first 4 and the last 4 bytes (overlapping) in one word */
+        uint32_t a, b;
+        memcpy(&a, key, 4);
+        memcpy(&b, key + len - 4, 4);
+        return key_bad8((uint64_t)a | (uint64_t)b << 32) == 0;
+    }
+    for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c <= 0x20 || c == 0x7f)
             return 0;
