@@ -2,15 +2,47 @@
  * (doc/protocol.txt: retrieval replies, the one-line replies, and the meta
  * protocol's replies to mg and mn). */
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "gray.h"
 #include "internal.h"
 
+/* Bytes a key may not hold, 8 at a time (SWAR): a nonzero result when some
+ * byte of w is <= 0x20 (a control byte or a space) or is 0x7f. Bytes from
+ * 0x80 up pass, as in the bytewise test. */
+#define KEY_ONES  0x0101010101010101ULL
+#define KEY_HIGHS 0x8080808080808080ULL
+static inline uint64_t key_bad8(uint64_t w)
+{
+    uint64_t low = (w - KEY_ONES * 0x21) & ~w;          /* a byte < 0x21 */
+    uint64_t del = w ^ (KEY_ONES * 0x7f);
+    uint64_t is_del = (del - KEY_ONES) & ~del;           /* a byte == 0x7f */
+    return (low | is_del) & KEY_HIGHS;
+}
+
 int gray_mc_key_ok(const char *key, size_t len)
 {
     if (key == NULL || len == 0 || len > GRAY_MC_KEY_MAX)
         return 0;
+    uint64_t w;
+    if (len >= 8) {
+        /* whole words, then the last 8 bytes (overlapping the last word) */
+        for (size_t i = 0; i + 8 < len; i += 8) {
+            memcpy(&w, key + i, 8);
+            if (key_bad8(w))
+                return 0;
+        }
+        memcpy(&w, key + len - 8, 8);
+        return key_bad8(w) == 0;
+    }
+    if (len >= 4) {
+        /* the first 4 and the last 4 bytes (overlapping) in one word */
+        uint32_t a, b;
+        memcpy(&a, key, 4);
+        memcpy(&b, key + len - 4, 4);
+        return key_bad8((uint64_t)a | (uint64_t)b << 32) == 0;
+    }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c <= 0x20 || c == 0x7f)

@@ -59,6 +59,37 @@ describe("gray.cache", function()
         assert.equal(1, (c:get("a", 1)))
         assert.same({}, { c:get("b", 1) })
     end)
+    -- against a model (a table of entries), over a generated mix of sets,
+    -- gets, hits in the old generation, stale entries and false decisions
+    it("agrees with a model over generated sets and gets", function()
+        math.randomseed(16)
+        local c = gray_cache.new(8)
+        local model = {}        -- key -> { decision, expires, stored_at }, all ever set
+        local now = 0
+        for _ = 1, 5000 do
+            now = now + math.random() * 0.2
+            local key = "k" .. math.random(1, 12)
+            if math.random() < 0.4 then
+                local d = math.random() < 0.3 and false or "@t" .. math.random(1, 3)
+                local ttl = math.random() < 0.2 and 0 or math.random() * 2
+                c:set(key, d, ttl, now)
+                model[key] = { d, now + ttl, now }
+            else
+                local d, stale, at = c:get(key, now)
+                local m = model[key]
+                if d ~= nil or stale ~= nil then
+                    -- evicted entries may be gone; present ones must be right
+                    assert.is_truthy(m, key)
+                    assert.equal(m[3], at)
+                    if m[2] < now then
+                        assert.same({ nil, m[1] }, { d, stale })
+                    else
+                        assert.same({ m[1], nil }, { d, stale })
+                    end
+                end
+            end
+        end
+    end)
 end)
 
 describe("gray.cache.lru", function()

@@ -482,3 +482,85 @@ describe("the miss path under LuaJIT", function()
         assert.same({}, errors)
     end)
 end)
+
+-- The miss path with the shared cache (lua_shared_dict, issue 16): the
+-- drop-in with $gray_shm and the default 1 s ttl, every request from a
+-- client not seen before (request i from an address of its own), so each
+-- one misses this worker's cache and the shared one, takes the key's lock,
+-- asks memcached, stores and unlocks; present and absent keys. In an nginx
+-- of its own: a second drop-in location with other variables would make
+-- the drop-in build its routers anew at each switch. No trace may abort in
+-- the library's files once warm.
+describe("the shared-cache miss path under LuaJIT", function()
+    local mc, nginx, log_path
+
+    setup(function()
+        mc = harness.memcached()
+        local values = {}
+        for i = 0, 9000, 7 do
+            values["10.1." .. math.floor(i / 250) % 250 .. "." .. i % 250 + 1] = "1"
+        end
+        mc:set_many(values)
+        log_path = harness.tmpdir() .. "/jit.log"
+        nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            lua_shared_dict gray_metrics 1m;
+            lua_shared_dict gray_shm 4m;
+            init_worker_by_lua_block { require("jit.v").start("]] .. log_path .. [[") }
+        ]], servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            location = /dropin {
+                set $gray_memcached 127.0.0.1:$MC;
+                set $gray_shm gray_shm;
+                set $gray_trusted 127.0.0.1;
+                set $gray_client_headers X-Real-IP;
+                content_by_lua_file $REPO/lua/gray/dep.lua;
+            }
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    -- n requests on one connection, request i from 10.1.x.y (its own
+    -- address): the statuses, "<count> <status>"
+    local function misses(base, n)
+        local cfg = nginx.dir .. "/misses.cfg"
+        local f = assert(io.open(cfg, "wb"))
+        for i = base, base + n - 1 do
+            f:write('url = "http://127.0.0.1:', nginx.port, '/dropin"\noutput = "/dev/null"\n',
+                    'write-out = "%{http_code}\\n"\n',
+                    'header = "X-Real-IP: 10.1.', math.floor(i / 250) % 250, ".",
+                    i % 250 + 1, '"\n', i < base + n - 1 and "next\n" or "")
+        end
+        f:close()
+        local out = harness.sh("curl -s --config " .. cfg .. " | sort | uniq -c")
+        return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+    end
+
+    it("keeps the one-key miss through the shared cache compiled once warm", function()
+        assert.equal("1500 200", misses(0, 1500))
+        local warm = harness.read_file(log_path) or ""
+        assert.equal("1500 200", misses(1500, 1500))
+        assert.equal("1500 200", misses(3000, 1500))
+        local steady = (harness.read_file(log_path) or ""):sub(#warm + 1)
+        -- as above: a trace cut by the cosocket's yield is the wait itself
+        local aborts, yields = {}, 0
+        for _, line in ipairs(aborts_in_library(steady)) do
+            if line:find("error thrown or hook called during recording", 1, true) then
+                yields = yields + 1
+            else
+                aborts[#aborts + 1] = line
+            end
+        end
+        assert.same({}, aborts)
+        assert.is_true(yields <= 6, steady)
+        local errors = harness.bad_log_lines(nginx:error_log())
+        assert.same({}, errors)
+    end)
+end)

@@ -87,6 +87,29 @@ describe("mc_key_ok", function()
         end)
     end
 
+    -- the check reads 8 bytes at a time (the last 8 overlapping the words
+    -- before; under 8 bytes, the first and last 4): every byte at every
+    -- position of keys of 1 to 17 bytes, beside neighbours at the edges of
+    -- the ranges (0x21, 0x80, 0xff, 0x7e)
+    it("agrees with the bytewise rule at every position of a key", function()
+        local wrong = {}
+        for _, fill in ipairs({ "k", "\33", "\128", "\255", "\126" }) do
+            for len = 1, 17 do
+            for pos = 1, len do
+                for b = 0, 255 do
+                    local key = rep(fill, pos - 1) .. char(b) .. rep(fill, len - pos)
+                    local ok = b > 0x20 and b ~= 0x7f
+                    if gray.mc_key_ok(key) ~= ok then
+                        wrong[#wrong + 1] = fmt("fill 0x%02x len %d pos %d byte 0x%02x",
+                                                fill:byte(), len, pos, b)
+                    end
+                end
+            end
+            end
+        end
+        assert.same({}, wrong)
+    end)
+
     local not_strings = {
         { "nil", nil }, { "a number", 12 }, { "a boolean", true },
         { "a table", { "a" } }, { "a function", print },

@@ -279,7 +279,8 @@ end
 -- The miss path of decide_ids without a shared cache: one table per
 -- request, no loop (a loop of a few turns aborts the request's trace), one
 -- lookup (get_keys: one round trip on one server). Slots: the identities
--- 1 to 4, then the address (5), SLOT fields each from f = (i - 1) * SLOT:
+-- in order, then the address (right after the last one), SLOT fields each
+-- from f = (i - 1) * SLOT:
 --   f+1 the memcached key asked (false: none), f+2 its position in the
 --   lookup, f+3 the decision (nil: unknown), f+4 the cache, f+5 the key in
 --   it, f+6 the stale decision, f+7 when that was stored
@@ -346,17 +347,20 @@ end
 local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
                                  v1, v2, v3, v4, k1, k2, k3, k4)
     local ids = self.ids
-    local st = table_new(5 * SLOT, 0)
+    -- the address's slot right after the last identity's: no room for
+    -- identities the router does not have (the table is the miss's garbage)
+    local af = #ids * SLOT
+    local st = table_new(af + SLOT, 0)
     local keystr, n = nil, 0
     keystr, n = slot_id(self, st, 0, ids[1], v1, k1, now, keystr, n)
     if ids[2] then keystr, n = slot_id(self, st, SLOT, ids[2], v2, k2, now, keystr, n) end
     if ids[3] then keystr, n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, keystr, n) end
     if ids[4] then keystr, n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, keystr, n) end
     if addr then
-        keystr, n = slot_open(self, st, 4 * SLOT, self.cache, akey, akey, a_target, a_stale,
+        keystr, n = slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale,
                               a_stored, keystr, n)
     else
-        st[4 * SLOT + 1] = false
+        st[af + 1] = false
     end
 
     local failure, source = nil, "memcached"
@@ -382,7 +386,7 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
         if ids[4] then
             failure, source = slot_close(self, st, 3 * SLOT, res, failed, now, failure, source)
         end
-        failure, source = slot_close(self, st, 4 * SLOT, res, failed, now, failure, source)
+        failure, source = slot_close(self, st, af, res, failed, now, failure, source)
         if failure or (failed and ferr) then
             self.log:report(failure or "value", tostring(ferr))
         end
@@ -390,13 +394,13 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
 
     local d = st[3]
     if d then return d, d.reason or ids[1].reason, source end
-    d = st[SLOT + 3]
+    d = ids[2] and st[SLOT + 3]
     if d then return d, d.reason or ids[2].reason, source end
-    d = st[2 * SLOT + 3]
+    d = ids[3] and st[2 * SLOT + 3]
     if d then return d, d.reason or ids[3].reason, source end
-    d = st[3 * SLOT + 3]
+    d = ids[4] and st[3 * SLOT + 3]
     if d then return d, d.reason or ids[4].reason, source end
-    d = st[4 * SLOT + 3]
+    d = st[af + 3]
     if d then return d, d.reason or "ip", source end
     return decide_lists(self, addr, pid, pv, failure, source)
 end
