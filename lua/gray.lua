@@ -222,6 +222,8 @@ local function new_router(opts)
     if not ok then
         return nil, err
     end
+    -- target name -> its halt key: the lists' refresh reads them, the guard writes them
+    local halt_keys = o.halt_key and halt.keys(o.halt_key, names) or nil
     self.lists, err = lists_mod.new({
         mc = self.mc, ranges_key = o.ranges_key, percent_key = o.percent_key,
         ramp_key = o.ramp_key,
@@ -229,14 +231,14 @@ local function new_router(opts)
         max_bytes = o.list_max, names = names, decisions = self.decisions,
         unknown = self.unknown_target, log = self.log, dir = o.lists_dir,
         distribution = o.distribution,
-        halts = o.halt_key and halt.keys(o.halt_key, names) or nil,
+        halts = halt_keys,
     })
     if not self.lists then
         return option_error("lists_dir", err)
     end
     made[self] = true
     self.halts = o.halt_key and true or false
-    self.guard = o.guard and { guard = o.guard, keys = self.lists.halts, mc = self.mc,
+    self.guard = o.guard and { guard = o.guard, keys = halt_keys, mc = self.mc,
                                shm = o.metrics_shm } or false
     return setmetatable(self, mt)
 end
