@@ -8,7 +8,8 @@
 # libFuzzer stops a target at its first finding; the next target runs anyway.
 # Inputs are cut at the target's max_len (below: the longest input its
 # parser's limits make interesting; FUZZ_MAX_LEN overrides it for all).
-# Then one table: executions, exec/s, seconds, corpus and findings per
+# Then one table: executions, exec/s and seconds (wall clock), CPU seconds
+# (user + system: the machine may be shared), corpus and findings per
 # target, in OUT/fuzz-results.txt and as markdown in OUT/fuzz-results.md,
 # both rewritten after each target. Exits 1 when anything was found.
 set -eu
@@ -48,6 +49,15 @@ else
     limit="-max_total_time=$seconds"
 fi
 
+# the CPU seconds (user + system) of this shell's children so far, in
+# hundredths (times must run in this shell, not in a $(...) subshell)
+cpu_used() {
+    times > "$out/fuzz-times.txt"
+    cpu=$(awk 'NR == 2 { t = 0
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
+        printf "%d\n", t * 100 }' "$out/fuzz-times.txt")
+}
+
 results=$out/fuzz-results.txt
 markdown=$out/fuzz-results.md
 rows=$out/fuzz-rows.txt
@@ -60,20 +70,21 @@ started=$(date -u '+%Y-%m-%d %H:%M UTC')
 tables() {
     {
         echo "libFuzzer, $mode (started $started, $(nproc) cores$1)"
-        printf '%-12s %14s %10s %9s %8s %9s %s\n' target executions exec/s seconds corpus \
-            findings max_len
+        printf '%-12s %14s %10s %9s %9s %8s %9s %s\n' target executions exec/s seconds cpu-s \
+            corpus findings max_len
         cat "$rows"
-        awk '{ e += $2; t += $4; f += $6 }
-             END { printf "%-12s %14d %10s %9d %8s %9d\n", "total", e, "", t, "", f }' "$rows"
+        awk '{ e += $2; t += $4; c += $5; f += $7 }
+             END { printf "%-12s %14d %10s %9d %9d %8s %9d\n", "total", e, "", t, c, "", f }' \
+            "$rows"
     } > "$results"
     {
         echo "libFuzzer, $mode (started $started, $(nproc) cores$1)"
         echo
-        echo "| target | executions | exec/s | seconds | max_len | corpus | findings |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
-        awk '{ printf "| %s | %d | %s | %d | %s | %s | %d |\n", $1, $2, $3, $4, $7, $5, $6
-               e += $2; t += $4; f += $6 }
-             END { printf "| total | %d | | %d | | | %d |\n", e, t, f }' "$rows"
+        echo "| target | executions | exec/s | seconds | CPU seconds | max_len | corpus | findings |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        awk '{ printf "| %s | %d | %s | %d | %d | %s | %s | %d |\n", $1, $2, $3, $4, $5, $8, $6, $7
+               e += $2; t += $4; c += $5; f += $7 }
+             END { printf "| total | %d | | %d | %d | | | %d |\n", e, t, c, f }' "$rows"
     } > "$markdown"
 }
 
@@ -88,11 +99,15 @@ for t in "$@"; do
     before=$(ls "$findings" | wc -l)
     echo "fuzz: $t, $mode, max_len $len (log $log)"
     t0=$(date +%s)
+    cpu_used
+    c0=$cpu
     # a finding is a non-zero exit: counted below, not fatal here
     FUZZ_TARGET=$t "$bin" "$limit" -max_len="$len" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$findings/" \
         "$corpus" "$seeds/$t" > "$log" 2>&1 || true
     took=$(( $(date +%s) - t0 ))
+    cpu_used
+    cpu=$(( (cpu - c0 + 50) / 100 ))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9][0-9]*\).*/\1/p' "$log" | tail -n 1)
     [ -n "$execs" ] || execs=0
@@ -104,13 +119,13 @@ for t in "$@"; do
         grep -m 3 -e "invariant broken" -e "ERROR: " -e "CHECK(" "$log" \
             | sed "s/^/    $t: /" || true
     fi
-    printf '%-12s %14s %10s %9s %8s %9s %s\n' "$t" "$execs" "$rate" "$took" \
+    printf '%-12s %14s %10s %9s %9s %8s %9s %s\n' "$t" "$execs" "$rate" "$took" "$cpu" \
         "$(ls "$corpus" | wc -l)" "$found" "$len" >> "$rows"
     tables ", running"
 done
 
 tables ", finished $(date -u '+%Y-%m-%d %H:%M UTC')"
-rm -f "$rows"
+rm -f "$rows" "$out/fuzz-times.txt"
 cat "$results"
 if [ "$total_found" -gt 0 ]; then
     echo "fuzz: $total_found finding(s): $out/fuzz-findings/<target>/ (replay one:" \
