@@ -8,6 +8,8 @@
 # libFuzzer stops a target at its first finding; the next target runs anyway.
 # Inputs are cut at the target's max_len (below: the longest input its
 # parser's limits make interesting; FUZZ_MAX_LEN overrides it for all).
+# An input running FUZZ_TIMEOUT (10) seconds is a finding: raise it for a
+# run at low priority on a busy machine (libFuzzer counts wall-clock time).
 # Then one table: executions, exec/s and seconds (wall clock), CPU seconds
 # (user + system: the machine may be shared), corpus and findings per
 # target, in OUT/fuzz-results.txt and as markdown in OUT/fuzz-results.md,
@@ -102,7 +104,7 @@ for t in "$@"; do
     cpu_used
     c0=$cpu
     # a finding is a non-zero exit: counted below, not fatal here
-    FUZZ_TARGET=$t "$bin" "$limit" -max_len="$len" -timeout=10 \
+    FUZZ_TARGET=$t "$bin" "$limit" -max_len="$len" -timeout="${FUZZ_TIMEOUT:-10}" \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$findings/" \
         "$corpus" "$seeds/$t" > "$log" 2>&1 || true
     took=$(( $(date +%s) - t0 ))
