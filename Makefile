@@ -17,7 +17,7 @@
 #   make deps-rock  as root: those, LuaRocks, and lrucache registered in LuaRocks
 #   make rock-check luarocks make into a scratch tree, then nginx runs from it
 #   make fuzz       the long ASan replay, then libFuzzer on each C parser in turn
-#                   (FUZZ_SECONDS each), a table
+#                   (FUZZ_SECONDS or FUZZ_RUNS each), a table
 #   make soak       the router under load while memcached fails (SOAK_SECONDS)
 
 PREFIX      ?= /usr/local
@@ -54,6 +54,7 @@ HDR := csrc/gray.h csrc/internal.h csrc/image_internal.h
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
 # seeded mutations per fuzz target: make test's replay, and make fuzz's
 # longer one (see asan below)
 REPLAY_ITERATIONS ?= 20000
@@ -265,19 +266,28 @@ bench-lists: build/libgray.so
 	LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/lists_load.lua
 
 # The ASan replay with REPLAY_ITERATIONS_LONG mutations per target (gcc),
-# then libFuzzer (clang) on each fuzz target in turn, FUZZ_SECONDS each, from its
-# seed corpus csrc/test/corpus/<target> (new inputs go to build/fuzz-corpus);
-# then a table of executions and findings per target (tools/fuzz.sh), also in
-# build/fuzz-results.txt. FUZZ_TARGETS picks some: make fuzz FUZZ_TARGETS="ip dist"
+# then libFuzzer (clang) on each fuzz target in turn, FUZZ_SECONDS each, or
+# FUZZ_RUNS executions each when set (make fuzz FUZZ_RUNS=10000000), from its
+# seed corpus csrc/test/corpus/<target> (new inputs go to
+# $(FUZZ_OUT)/fuzz-corpus, never into the seeds); then a table of executions,
+# exec/s, seconds and findings per target (tools/fuzz.sh), also in
+# $(FUZZ_OUT)/fuzz-results.txt and .md. FUZZ_TARGETS picks some:
+# make fuzz FUZZ_TARGETS="ip dist"; FUZZ_OUT (build) takes the run elsewhere;
+# FUZZ_TIMEOUT (10 s) and FUZZ_MAX_LEN (per target) as tools/fuzz.sh says.
 FUZZ_TARGETS ?=
-build/fuzz: csrc/test/fuzz.h $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
+FUZZ_OUT ?= build
+# csrc/test/fuzz-nocov.txt: code left out of the coverage tracing (the
+# harness's references, MD5's rounds), still under the sanitizers.
+build/fuzz: csrc/test/fuzz.h csrc/test/fuzz-nocov.txt $(FUZZ_SRC) $(FUZZ_HDR) $(SRC)
 	@sh tools/deps.sh build fuzz
 	@mkdir -p build
 	clang -O1 -g -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -fsanitize-coverage-ignorelist=csrc/test/fuzz-nocov.txt \
 	    -DFUZZ_LIBFUZZER -o $@ $(FUZZ_SRC) $(SRC) -lmemcached $(GRAY_LIBS)
 
 fuzz: build/fuzz asan-long
-	FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/fuzz.sh build/fuzz csrc/test/corpus build $(FUZZ_TARGETS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_TIMEOUT=$(FUZZ_TIMEOUT) \
+	    FUZZ_MAX_LEN=$(FUZZ_MAX_LEN) sh tools/fuzz.sh build/fuzz csrc/test/corpus $(FUZZ_OUT) $(FUZZ_TARGETS)
 
 # The fault soak (bench/soak.lua): wrk with SOAK_CLIENTS (100,000) distinct
 # clients against nginx + memcached for SOAK_SECONDS (240) while memcached is

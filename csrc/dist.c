@@ -184,8 +184,10 @@ static inline int point_less(const gray_dist_point_t *a, const gray_dist_point_t
 }
 
 /* Heapsort by (value, server), libmemcached's order: equal points of one
- * server are interchangeable, so the result is the same whatever the sort. */
-static void sort_points(gray_dist_point_t *a, size_t n)
+ * server are interchangeable, so the result is the same whatever the sort.
+ * Not inlined, so that make fuzz can leave it out of the coverage tracing
+ * (csrc/test/fuzz-nocov.txt): called once per build. */
+__attribute__((noinline)) static void sort_points(gray_dist_point_t *a, size_t n)
 {
     for (size_t end = n, start = n / 2; end > 1;) {
         size_t root;
