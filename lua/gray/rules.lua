@@ -287,35 +287,35 @@ end
 local SLOT = 7
 
 -- Opens slot f: the decision when the cache has it (and fresh life is
--- on), else the key joins the lookup. Returns the lookup's keys and count.
-local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at, keystr, n)
+-- on), else the key joins the lookup. Returns the lookup's key count.
+local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at, n)
     st[f + 4], st[f + 5] = cache, ckey
     if target == nil or not self.use_fresh then
         n = n + 1
         st[f + 1], st[f + 2], st[f + 6], st[f + 7] = key, n, stale, stored_at
-        return n == 1 and key or keystr .. " " .. key, n
+        return n
     end
     st[f + 1], st[f + 3] = false, target
-    return keystr, n
+    return n
 end
 
 -- An identity's slot, from its value v (nil: absent) and its key (nil: not
 -- built yet; false: v is not a key).
-local function slot_id(self, st, f, id, v, key, now, keystr, n)
+local function slot_id(self, st, f, id, v, key, now, n)
     if key == nil then
         key = v and id_key(id, v)
     end
     if not key then
         st[f + 1] = false
-        return keystr, n
+        return n
     end
     if not self.use_fresh then
         -- asked whatever the cache holds; a stale decision is looked up
         -- only if memcached fails (stale_of)
-        return slot_open(self, st, f, id.cache, v, key, nil, nil, nil, keystr, n)
+        return slot_open(self, st, f, id.cache, v, key, nil, nil, nil, n)
     end
     local target, stale, stored_at = id.cache:get(v, now)
-    return slot_open(self, st, f, id.cache, v, key, target, stale, stored_at, keystr, n)
+    return slot_open(self, st, f, id.cache, v, key, target, stale, stored_at, n)
 end
 
 -- Closes slot f with the lookup's answer: the decision (cached), or after
@@ -351,14 +351,12 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
     -- identities the router does not have (the table is the miss's garbage)
     local af = #ids * SLOT
     local st = table_new(af + SLOT, 0)
-    local keystr, n = nil, 0
-    keystr, n = slot_id(self, st, 0, ids[1], v1, k1, now, keystr, n)
-    if ids[2] then keystr, n = slot_id(self, st, SLOT, ids[2], v2, k2, now, keystr, n) end
-    if ids[3] then keystr, n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, keystr, n) end
-    if ids[4] then keystr, n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, keystr, n) end
+    local n = slot_id(self, st, 0, ids[1], v1, k1, now, 0)
+    if ids[2] then n = slot_id(self, st, SLOT, ids[2], v2, k2, now, n) end
+    if ids[3] then n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, n) end
+    if ids[4] then n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, n) end
     if addr then
-        keystr, n = slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale,
-                              a_stored, keystr, n)
+        n = slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale, a_stored, n)
     else
         st[af + 1] = false
     end
@@ -369,11 +367,20 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
         if n == 1 then
             -- one key: a plain get (no mn to end a pipeline)
             local value, kind
-            value, ferr, kind = self.mc:get(keystr)
+            value, ferr, kind = self.mc:get(st[1] or (ids[2] and st[SLOT + 1])
+                                            or (ids[3] and st[2 * SLOT + 1])
+                                            or (ids[4] and st[3 * SLOT + 1]) or st[af + 1])
             res = { value or false }
             failed = value == nil and { kind } or nil
         else
-            res, failed, ferr = self.mc:get_keys(keystr, n)
+            -- the asked keys in slot order (nil: not asked), each its
+            -- position in the pipeline; the request built from them in C.
+            -- res is the client's table, read below before any yield.
+            res, failed, ferr = self.mc:get_list(n, st[1] or nil,
+                                                 ids[2] and st[SLOT + 1] or nil,
+                                                 ids[3] and st[2 * SLOT + 1] or nil,
+                                                 ids[4] and st[3 * SLOT + 1] or nil,
+                                                 st[af + 1] or nil)
         end
         now = ngx_now()
         failure, source = slot_close(self, st, 0, res, failed, now, failure, source)
