@@ -607,11 +607,13 @@ describe("the shared-cache miss path under LuaJIT", function()
         assert.is_true(yields <= 6, steady)
         -- and no loop on the request path at all, warm-up included: LuaJIT
         -- gives up on a looping trace after a few aborts (the code then
-        -- runs interpreted, and the steady log is silent about it)
+        -- runs interpreted, and the steady log is silent about it). ("loop
+        -- unroll limit reached" is not one: LuaJIT says so of more than 15
+        -- tail calls in one trace, resty.core's shdict and ngx.now make
+        -- them, and the trace is split there.)
         local loops = {}
-        for _, line in ipairs(aborts_in_library(steady == "" and warm:sub(#before + 1)
-                                                or warm:sub(#before + 1) .. steady)) do
-            if line:find("loop", 1, true) then
+        for _, line in ipairs(aborts_in_library(warm:sub(#before + 1) .. steady)) do
+            if line:find("loop in root trace", 1, true) then
                 loops[#loops + 1] = line
             end
         end

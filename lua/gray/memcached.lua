@@ -780,45 +780,60 @@ function _M.get_multi_meta(self, keys, opts)
     return get_multi(self, keys, opts, true)
 end
 
--- The reply to a get_keys pipeline, decoded by position. Returns the values
--- (out[i]: the i-th key's value or false), or nil, err, kind, reused.
-local function query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
-    local sock, err, kind, reused, armed = open(srv, req, deadline)
-    if not sock then
-        return nil, err, kind, reused
-    end
-    -- the usual reply comes in one read: decoded from that string, a
-    -- buffer only when more must be read
-    local buf, need = nil, 0
+-- query_list after a first read that did not hold the whole reply (first:
+-- its bytes, need: what the decoder wants more): reads on into a buffer.
+local function query_list_more(self, srv, sock, first, need, keystr, nkeys, deadline, limit,
+                               into, armed)
+    local buf = new_reply_buffer(#first + need + 64)
+    buf:append(first)
     while true do
-        local more
+        if buf.len + need > limit then
+            return nil, fail(sock, "reply from " .. srv.name .. ": ",
+                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
+        end
+        local more, err
         more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
+        buf:append(more)
         local res, consumed
-        if not buf then
-            res, consumed, need = decode_meta_list(more, keystr, nkeys, into)
-            if not res and consumed == "again" then
-                buf = new_reply_buffer(#more + need + 64)
-                buf:append(more)
-            end
-        else
-            buf:append(more)
-            res, consumed, need = buf:decode_meta_list(keystr, nkeys, into)
-        end
+        res, consumed, need = buf:decode_meta_list(keystr, nkeys, into)
         if res then
-            release(self, sock, consumed == (buf and buf.len or #more))
+            release(self, sock, consumed == buf.len)
             return res
         end
         if consumed ~= "again" then
             return nil, bad_reply(sock, srv, consumed, true)
         end
-        if buf.len + need > limit then
-            return nil, fail(sock, "reply from " .. srv.name .. ": ",
-                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
-        end
     end
+end
+
+-- The reply to a get_keys pipeline, decoded by position. Returns the values
+-- (out[i]: the i-th key's value or false; into: the table to fill, else a
+-- new one), or nil, err, kind, reused. The usual reply comes in one read:
+-- decoded from that string, no loop (a loop of one turn would abort the
+-- request's trace), a buffer only when more must be read.
+local function query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
+    end
+    local more
+    more, err, armed = read_some(sock, deadline, armed)
+    if not more then
+        return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+    end
+    local res, consumed, need = decode_meta_list(more, keystr, nkeys, into)
+    if res then
+        release(self, sock, consumed == #more)
+        return res
+    end
+    if consumed ~= "again" then
+        return nil, bad_reply(sock, srv, consumed, true)
+    end
+    return query_list_more(self, srv, sock, more, need, keystr, nkeys, deadline, limit, into,
+                           armed)
 end
 
 -- get_keys where the meta pipeline does not fit: several servers, a
