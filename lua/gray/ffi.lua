@@ -970,7 +970,10 @@ function _M.mc_meta_list(k1, k2, k3, k4, k5)
     if n < 0 then
         return nil, strerror(n)
     end
-    return ffi_string(list_buf, n)
+    -- not a tail call: LuaJIT aborts a trace past 15 of them (the request's
+    -- path makes many: resty.core's shdict, ngx.now)
+    local req = ffi_string(list_buf, n)
+    return req
 end
 
 -- Stand-ins for the keys of an mc_meta_list pipeline, by count: its replies
@@ -1035,13 +1038,15 @@ local function decode_meta_list(p, len, keys, nkeys, into)
 end
 
 function Buffer.decode_meta_list(self, keys, nkeys, into)
-    return decode_meta_list(self.mem, self.len, keys, nkeys, into)
+    local out, consumed, need = decode_meta_list(self.mem, self.len, keys, nkeys, into)
+    return out, consumed, need
 end
 
 --- Buffer.decode_meta_list over a string (a reply that came in one read:
 -- no buffer needed). into: a table to fill instead of a new one.
 function _M.mc_decode_meta_list(buf, keys, nkeys, into)
-    return decode_meta_list(buf, #buf, keys, nkeys, into)
+    local out, consumed, need = decode_meta_list(buf, #buf, keys, nkeys, into)  -- not a tail call
+    return out, consumed, need
 end
 
 

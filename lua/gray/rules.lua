@@ -293,7 +293,7 @@ local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at
     st[f + 4], st[f + 5] = cache, ckey
     if target == nil or not self.use_fresh then
         n = n + 1
-        st[f + 1], st[f + 2], st[f + 6], st[f + 7] = key, n, stale, stored_at
+        st[f + 1], st[f + 2], st[f + 3], st[f + 6], st[f + 7] = key, n, nil, stale, stored_at
         return n
     end
     st[f + 1], st[f + 3] = false, target
@@ -307,7 +307,7 @@ local function slot_id(self, st, f, id, v, key, now, n)
         key = v and id_key(id, v)
     end
     if not key then
-        st[f + 1] = false
+        st[f + 1], st[f + 3] = false, nil
         return n
     end
     if not self.use_fresh then
@@ -347,13 +347,47 @@ local function slot_close(self, st, f, res, failed, now, failure, source)
     return failure, source
 end
 
+-- The decision from the slots (stride S, the address's at af), in
+-- precedence order: the identities', the address's, then the lists.
+local function slots_decide(self, st, S, af, addr, pid, pv, failure, source)
+    local ids = self.ids
+    local d = st[3]
+    if d then return d, d.reason or ids[1].reason, source end
+    d = ids[2] and st[S + 3]
+    if d then return d, d.reason or ids[2].reason, source end
+    d = ids[3] and st[2 * S + 3]
+    if d then return d, d.reason or ids[3].reason, source end
+    d = ids[4] and st[3 * S + 3]
+    if d then return d, d.reason or ids[4].reason, source end
+    d = st[af + 3]
+    if d then return d, d.reason or "ip", source end
+    local reason
+    d, reason, source = decide_lists(self, addr, pid, pv, failure, source)  -- not a tail call
+    return d, reason, source
+end
+
+-- Slot tables to reuse, by the number of identities (a table's layout
+-- depends on nothing else): a request holds one across its lookup's yield,
+-- so each worker keeps as many as it has misses in flight, at most
+-- POOL_MAX per count. Every field a request reads it has written first
+-- (slot_open, slot_id: the decision's field too).
+local POOL_MAX = 64
+local pools = { { n = 0 }, { n = 0 }, { n = 0 }, { n = 0 } }
+
 local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
                                  v1, v2, v3, v4, k1, k2, k3, k4)
     local ids = self.ids
     -- the address's slot right after the last identity's: no room for
-    -- identities the router does not have (the table is the miss's garbage)
+    -- identities the router does not have
     local af = #ids * SLOT
-    local st = table_new(af + SLOT, 0)
+    local pool = pools[#ids]
+    local st = pool[pool.n]
+    if st then
+        pool[pool.n] = nil
+        pool.n = pool.n - 1
+    else
+        st = table_new(af + SLOT, 0)
+    end
     local n = slot_id(self, st, 0, ids[1], v1, k1, now, 0)
     if ids[2] then n = slot_id(self, st, SLOT, ids[2], v2, k2, now, n) end
     if ids[3] then n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, n) end
@@ -361,7 +395,7 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
     if addr then
         n = slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale, a_stored, n)
     else
-        st[af + 1] = false
+        st[af + 1], st[af + 3] = false, nil
     end
 
     local failure, source = nil, "memcached"
@@ -402,17 +436,13 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
         end
     end
 
-    local d = st[3]
-    if d then return d, d.reason or ids[1].reason, source end
-    d = ids[2] and st[SLOT + 3]
-    if d then return d, d.reason or ids[2].reason, source end
-    d = ids[3] and st[2 * SLOT + 3]
-    if d then return d, d.reason or ids[3].reason, source end
-    d = ids[4] and st[3 * SLOT + 3]
-    if d then return d, d.reason or ids[4].reason, source end
-    d = st[af + 3]
-    if d then return d, d.reason or "ip", source end
-    return decide_lists(self, addr, pid, pv, failure, source)
+    local d, reason
+    d, reason, source = slots_decide(self, st, SLOT, af, addr, pid, pv, failure, source)
+    if pool.n < POOL_MAX then
+        pool.n = pool.n + 1
+        pool[pool.n] = st
+    end
+    return d, reason, source
 end
 
 -- The miss path of decide_ids with a shared cache: decide_ids_direct's
@@ -513,23 +543,6 @@ local function slot_settle(self, st, f, res, failed, now, failure, source)
     st[f + 3] = target
     shared_release(self.shared, key, st[f + 8], nil)
     return failure, source
-end
-
--- The decision from the slots (stride S, the address's at af), in
--- precedence order: the identities', the address's, then the lists.
-local function slots_decide(self, st, S, af, addr, pid, pv, failure, source)
-    local ids = self.ids
-    local d = st[3]
-    if d then return d, d.reason or ids[1].reason, source end
-    d = ids[2] and st[S + 3]
-    if d then return d, d.reason or ids[2].reason, source end
-    d = ids[3] and st[2 * S + 3]
-    if d then return d, d.reason or ids[3].reason, source end
-    d = ids[4] and st[3 * S + 3]
-    if d then return d, d.reason or ids[4].reason, source end
-    d = st[af + 3]
-    if d then return d, d.reason or "ip", source end
-    return decide_lists(self, addr, pid, pv, failure, source)
 end
 
 local function decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
