@@ -604,6 +604,18 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
  * too), or GRAY_ESPACE when cap is short. */
 int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
                          char *out, size_t cap);
+
+/* The request path's pipeline: "mg <key> v q O<i>\r\n" for each of the
+ * (at most GRAY_MC_LIST_MAX) keys k1..k5 that is not NULL, in that order (i
+ * its position among them from 0), then "mn\r\n", to out. The keys come
+ * separate (no joined list to build) and already checked by the caller
+ * with gray_mc_key_ok(): only their lengths are checked here. Returns the
+ * length, GRAY_EINVAL for no key or a length out of 1..GRAY_MC_KEY_MAX, or
+ * GRAY_ESPACE when cap is short. */
+#define GRAY_MC_LIST_MAX   5
+int gray_mc_meta_list(const char *k1, size_t l1, const char *k2, size_t l2, const char *k3,
+                      size_t l3, const char *k4, size_t l4, const char *k5, size_t l5,
+                      char *out, size_t cap);
 /* ---- compiled list images (image.c, idlist.c, imagejob.c) -------------- */
 
 /* A list image is one flat byte buffer holding a compiled id list or ranges

@@ -695,3 +695,34 @@ int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, s
     memcpy(out + n, "mn\r\n", 4);
     return (int)(n + 4);
 }
+
+int gray_mc_meta_list(const char *k1, size_t l1, const char *k2, size_t l2, const char *k3,
+                      size_t l3, const char *k4, size_t l4, const char *k5, size_t l5,
+                      char *out, size_t cap)
+{
+    const char *keys[GRAY_MC_LIST_MAX] = {k1, k2, k3, k4, k5};
+    size_t lens[GRAY_MC_LIST_MAX] = {l1, l2, l3, l4, l5};
+    size_t n = 0;
+    char digit = '0';
+    for (int i = 0; i < GRAY_MC_LIST_MAX; i++) {
+        if (keys[i] == NULL)
+            continue;
+        size_t klen = lens[i];
+        if (klen == 0 || klen > GRAY_MC_KEY_MAX)
+            return GRAY_EINVAL;
+        /* "mg " key " v q O" digit CRLF */
+        if (3 + klen + 6 + 1 + 2 > cap - n)
+            return GRAY_ESPACE;
+        memcpy(out + n, "mg ", 3);
+        memcpy(out + n + 3, keys[i], klen);
+        n += 3 + klen;
+        memcpy(out + n, " v q O", 6);
+        out[n + 6] = digit++;
+        memcpy(out + n + 7, "\r\n", 2);
+        n += 9;
+    }
+    if (n == 0 || cap - n < 4)
+        return n == 0 ? GRAY_EINVAL : GRAY_ESPACE;
+    memcpy(out + n, "mn\r\n", 4);
+    return (int)(n + 4);
+}

@@ -847,3 +847,59 @@ describe("mc_meta_request", function()
         end)
     end
 end)
+
+describe("mc_meta_list", function()
+    -- { name, k1..k5 (false: not given), request }
+    local good = {
+        { "one key", { "a", false, false, false, false }, "mg a v q O0\r\nmn\r\n" },
+        { "three keys with holes", { "uid:1", false, "dev:2", false, "203.0.113.7" },
+          "mg uid:1 v q O0\r\nmg dev:2 v q O1\r\nmg 203.0.113.7 v q O2\r\nmn\r\n" },
+        { "the address alone, last", { false, false, false, false, "192.0.2.1" },
+          "mg 192.0.2.1 v q O0\r\nmn\r\n" },
+        { "five 250-byte keys (the whole room)", { rep("a", 250), rep("b", 250), rep("c", 250),
+                                                  rep("d", 250), rep("e", 250) },
+          "mg " .. rep("a", 250) .. " v q O0\r\nmg " .. rep("b", 250) .. " v q O1\r\nmg "
+          .. rep("c", 250) .. " v q O2\r\nmg " .. rep("d", 250) .. " v q O3\r\nmg "
+          .. rep("e", 250) .. " v q O4\r\nmn\r\n" },
+    }
+    local function args(k)
+        return k[1] or nil, k[2] or nil, k[3] or nil, k[4] or nil, k[5] or nil
+    end
+    for _, c in ipairs(good) do
+        it("builds " .. c[1], function()
+            assert.are.equal(c[3], gray.mc_meta_list(args(c[2])))
+        end)
+        it("builds what mc_decode_meta_list matches back by position, for " .. c[1], function()
+            local req = gray.mc_meta_list(args(c[2]))
+            local _, n = req:gsub("mg ", "")
+            -- memcached's answer: a value echoing each opaque, its position
+            local reply = req:gsub("mg %S+ v q O(%d+)\r\n", "VA 1 O%1\r\n%1\r\n")
+                             :gsub("mn\r\n", "MN\r\n")
+            local into = { "x", "x", "x", "x", "x" }
+            local out = gray.mc_decode_meta_list(reply, gray.LIST_KEYS[n], n, into)
+            assert.are.equal(into, out)
+            for i = 1, 5 do
+                assert.are.equal(i <= n and tostring(i - 1) or false, out[i])
+            end
+        end)
+    end
+    it("refuses an opaque past the keys asked", function()
+        local out, err = gray.mc_decode_meta_list("VA 1 O2\r\n1\r\nMN\r\n", gray.LIST_KEYS[2], 2)
+        assert.is_nil(out)
+        assert.is_string(err)
+    end)
+
+    -- { name, k1..k5 }
+    local bad = {
+        { "no key", {} },
+        { "an empty key", { "" } },
+        { "a 251-byte key", { "a", rep("k", 251) } },
+    }
+    for _, c in ipairs(bad) do
+        it("refuses " .. c[1], function()
+            local r, err = gray.mc_meta_list(c[2][1], c[2][2], c[2][3], c[2][4], c[2][5])
+            assert.is_nil(r)
+            assert.is_string(err)
+        end)
+    end
+end)

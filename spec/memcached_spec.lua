@@ -771,6 +771,42 @@ describe("gray.memcached", function()
             assert.equal(3 + 1 + 3 + 1 + 1 + 1 + 6 + 1 + 3 + 1, #lines)
         end)
 
+        it("get_list: separate keys (nil: skipped), one pipeline, values by position", function()
+            mc:set_many({ ["gl:a"] = "1", ["gl:b"] = "", ["gl:big"] = string.rep("z", 40) })
+            local offset = #mc:log()
+            local out = eval([[
+                local client = assert(memcached.new({ servers = "127.0.0.1:$MC",
+                                                      value_max = 16 }))
+                local function show(v, f, err)
+                    local o = {}
+                    for i = 1, 5 do
+                        o[i] = tostring(v[i]) .. "/" .. tostring(f and f[i])
+                    end
+                    return table.concat(o, " ") .. " " .. tostring(err ~= nil)
+                end
+                local r = {}
+                r[1] = show(client:get_list(3, "gl:a", nil, "gl:missing", nil, "gl:b"))
+                r[2] = show(client:get_list(2, nil, "gl:big", nil, nil, "gl:a"))
+                -- the values' table is the client's, refilled by each call
+                local v1 = client:get_list(2, "gl:a", "gl:b")
+                local v2 = client:get_list(2, "gl:missing", "gl:a")
+                r[3] = tostring(v1 == v2) .. " " .. tostring(v2[1]) .. " " .. tostring(v2[2])
+                local dead = assert(memcached.new({ servers = "127.0.0.1:1" }))
+                local _, df = dead:get_list(2, "gl:a", "gl:b")
+                r[4] = tostring(df[1]) .. " " .. tostring(df[2])
+                return table.concat(r, "\n")
+            ]])
+            assert.equal(table.concat({
+                "1/nil false/nil /nil false/nil false/nil false",
+                "false/value 1/nil false/nil false/nil false/nil true",
+                "true false 1",
+                "network network",
+            }, "\n"), out)
+            local lines = meta_lines_since(mc, offset)
+            assert.same({ "mg gl:a v q O0", "mg gl:missing v q O1", "mg gl:b v q O2", "mn" },
+                        { lines[1], lines[2], lines[3], lines[4] })
+        end)
+
         it("get_keys: a refused key fails alone; a dead server fails them all", function()
             local port = harness.free_port()
             local out = eval([[

@@ -21,6 +21,10 @@ local VARIANTS = {
     prefix = { cache_ttl = 0, key_prefix = "ip-", ids = "uid=header:X-Uid" },
     four = { cache_ttl = 0, ids = IDS .. ", acct=header:X-Acct, sess=header:X-Sess" },
     address = { cache_ttl = 0 },
+    -- the shared cache (each router its own dict: the old one's is
+    -- gray_miss_old); four ids, so that every slot runs its dict steps
+    shared = { cache_ttl = 30, neg_ttl = 0, shm = "gray_miss",
+               ids = IDS .. ", acct=header:X-Acct, sess=header:X-Sess" },
 }
 local VALUES = { false, false, false, "1", "beta", "stable", "0", "", "junk", string.rep("x", 80) }
 
@@ -74,6 +78,8 @@ describe("the miss path, before and after", function()
         routers[#routers + 1] = ("dead = %s,"):format(options("nocache", "127.0.0.1:"
                                                                    .. dead_port))
         nginx = harness.nginx({ memcached_port = mc.port, http = [[
+            lua_shared_dict gray_miss 1m;
+            lua_shared_dict gray_miss_old 1m;
             init_by_lua_block {
                 package.loaded.spec_miss_opts = {]] .. table.concat(routers, "\n") .. [[ }
             }
@@ -94,8 +100,14 @@ describe("the miss path, before and after", function()
                         local new_opts = {}
                         for k, v in pairs(opts) do new_opts[k] = v end
                         new_opts.ramp_key, new_opts.halt_key = false, false
+                        local old_opts = opts
+                        if opts.shm then
+                            old_opts = {}
+                            for k, v in pairs(opts) do old_opts[k] = v end
+                            old_opts.shm = "gray_miss_old"
+                        end
                         pair = { assert(require("gray").new(new_opts)),
-                                 assert(require("fixtures.miss_old.gray").new(opts)) }
+                                 assert(require("fixtures.miss_old.gray").new(old_opts)) }
                         routers[name] = pair
                     end
                     local out = {}
@@ -185,7 +197,7 @@ describe("the miss path, before and after", function()
 
     it("decides as before on hits, misses, targets and partial caches", function()
         local seen = {}
-        for i, variant in ipairs({ "nocache", "cached", "prefix", "four", "address" }) do
+        for i, variant in ipairs({ "nocache", "cached", "prefix", "four", "address", "shared" }) do
             assert.same({}, compare(mix(variant, 200, i), seen))
             -- again: the cached variant now holds some entries, not all
             assert.same({}, compare(mix(variant, 200, i + 100), seen))

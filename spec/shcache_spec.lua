@@ -26,6 +26,8 @@ local function gets(mc, key)
         if line:find("^<%d+ get ") and (" " .. line:match("^<%d+ get (.*)$") .. " ")
                                            :find(" " .. key .. " ", 1, true) then
             n = n + 1
+        elseif line:match("^<%d+ mg (%S+)") == key then
+            n = n + 1       -- one line of the request path's mg pipeline
         end
     end
     return n

@@ -103,6 +103,9 @@ int gray_mc_parse_meta(const char *buf, size_t len, const char *keys, size_t key
                        size_t *need);
 int gray_mc_meta_request(const char *keys, size_t keys_len, const char *flags, size_t flags_len,
                          char *out, size_t cap);
+int gray_mc_meta_list(const char *k1, size_t l1, const char *k2, size_t l2, const char *k3,
+                      size_t l3, const char *k4, size_t l4, const char *k5, size_t l5,
+                      char *out, size_t cap);
 typedef struct gray_dist_server {
     const char *host; uint32_t host_len; uint32_t port; uint32_t weight;
 } gray_dist_server_t;
@@ -950,6 +953,34 @@ function _M.mc_meta_request(keys, flags)
     return ffi_string(request_buf, n)
 end
 
+-- room for 5 keys of at most 250 bytes, each line "mg " .. key .. " v q O<i>\r\n", then "mn\r\n"
+local LIST_CAP = 5 * (3 + 250 + 9) + 4
+local list_buf = ffi_new("char[?]", LIST_CAP)
+
+--- The request path's pipeline, "mg <key> v q O<i>\r\n" for each key given
+-- (k1..k5, each a string or nil: skipped; i its position among the keys
+-- given, from 0), then "mn\r\n": built in C from the separate keys, no
+-- joined list. The keys must be checked already (mc_key_ok): only their
+-- lengths are checked here. nil, err for no key or a bad length. Its
+-- reply: mc_decode_meta_list with list_keys(n) for the keys.
+function _M.mc_meta_list(k1, k2, k3, k4, k5)
+    local n = C.gray_mc_meta_list(k1, k1 and #k1 or 0, k2, k2 and #k2 or 0, k3,
+                                  k3 and #k3 or 0, k4, k4 and #k4 or 0, k5, k5 and #k5 or 0,
+                                  list_buf, LIST_CAP)
+    if n < 0 then
+        return nil, strerror(n)
+    end
+    -- not a tail call: LuaJIT aborts a trace past 15 of them (the request's
+    -- path makes many: resty.core's shdict, ngx.now)
+    local req = ffi_string(list_buf, n)
+    return req
+end
+
+-- Stand-ins for the keys of an mc_meta_list pipeline, by count: its replies
+-- carry O<i> and no key (no k flag is asked), matched by position alone.
+local LIST_KEYS = { "k", "k k", "k k k", "k k k k", "k k k k k" }
+_M.LIST_KEYS = LIST_KEYS
+
 --- mc_decode_meta over the bytes appended so far.
 function Buffer.decode_meta(self, keys, max_values, mode, with_meta)
     return decode_meta_many(self.mem, self.len, keys, max_values, mode, with_meta)
@@ -972,7 +1003,7 @@ end
 -- consumed. nil, "again", need; or nil, err. For the request path: no
 -- table keyed by key, no key copied, no loop for up to 5 keys (a loop of
 -- a few turns would abort the request's trace).
-local function decode_meta_list(p, len, keys, nkeys)
+local function decode_meta_list(p, len, keys, nkeys, into)
     if nkeys > metas_cap then
         metas_cap = nkeys
         metas = ffi_new("gray_mc_meta_t[?]", metas_cap)
@@ -982,7 +1013,13 @@ local function decode_meta_list(p, len, keys, nkeys)
     if not consumed then
         return nil, n, need
     end
-    local out = { false, false, false, false, false }
+    -- into: the caller's table, refilled (no table per reply)
+    local out = into
+    if out then
+        out[1], out[2], out[3], out[4], out[5] = false, false, false, false, false
+    else
+        out = { false, false, false, false, false }
+    end
     local cp = ffi_cast(char_ptr_t, p)
     if nkeys > 5 then
         for i = 6, nkeys do
@@ -1000,14 +1037,16 @@ local function decode_meta_list(p, len, keys, nkeys)
     return out, consumed
 end
 
-function Buffer.decode_meta_list(self, keys, nkeys)
-    return decode_meta_list(self.mem, self.len, keys, nkeys)
+function Buffer.decode_meta_list(self, keys, nkeys, into)
+    local out, consumed, need = decode_meta_list(self.mem, self.len, keys, nkeys, into)
+    return out, consumed, need
 end
 
 --- Buffer.decode_meta_list over a string (a reply that came in one read:
--- no buffer needed).
-function _M.mc_decode_meta_list(buf, keys, nkeys)
-    return decode_meta_list(buf, #buf, keys, nkeys)
+-- no buffer needed). into: a table to fill instead of a new one.
+function _M.mc_decode_meta_list(buf, keys, nkeys, into)
+    local out, consumed, need = decode_meta_list(buf, #buf, keys, nkeys, into)  -- not a tail call
+    return out, consumed, need
 end
 
 

@@ -31,6 +31,7 @@ local decode_get1 = gray_ffi.mc_decode_get1
 local decode_meta1 = gray_ffi.mc_decode_meta1
 local decode_meta_list = gray_ffi.mc_decode_meta_list
 local meta_request = gray_ffi.mc_meta_request
+local meta_list, LIST_KEYS = gray_ffi.mc_meta_list, gray_ffi.LIST_KEYS
 local META_PIPELINE, META_VALUE, META_QUIET = gray_ffi.META_PIPELINE, gray_ffi.META_VALUE,
     gray_ffi.META_QUIET
 local key_ok = gray_ffi.mc_key_ok
@@ -779,45 +780,60 @@ function _M.get_multi_meta(self, keys, opts)
     return get_multi(self, keys, opts, true)
 end
 
--- The reply to a get_keys pipeline, decoded by position. Returns the values
--- (out[i]: the i-th key's value or false), or nil, err, kind, reused.
-local function query_list(self, srv, req, keystr, nkeys, deadline, limit)
-    local sock, err, kind, reused, armed = open(srv, req, deadline)
-    if not sock then
-        return nil, err, kind, reused
-    end
-    -- the usual reply comes in one read: decoded from that string, a
-    -- buffer only when more must be read
-    local buf, need = nil, 0
+-- query_list after a first read that did not hold the whole reply (first:
+-- its bytes, need: what the decoder wants more): reads on into a buffer.
+local function query_list_more(self, srv, sock, first, need, keystr, nkeys, deadline, limit,
+                               into, armed)
+    local buf = new_reply_buffer(#first + need + 64)
+    buf:append(first)
     while true do
-        local more
+        if buf.len + need > limit then
+            return nil, fail(sock, "reply from " .. srv.name .. ": ",
+                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
+        end
+        local more, err
         more, err, armed = read_next(sock, need, deadline, armed)
         if not more then
             return nil, fail(sock, "read from " .. srv.name .. ": ", err)
         end
+        buf:append(more)
         local res, consumed
-        if not buf then
-            res, consumed, need = decode_meta_list(more, keystr, nkeys)
-            if not res and consumed == "again" then
-                buf = new_reply_buffer(#more + need + 64)
-                buf:append(more)
-            end
-        else
-            buf:append(more)
-            res, consumed, need = buf:decode_meta_list(keystr, nkeys)
-        end
+        res, consumed, need = buf:decode_meta_list(keystr, nkeys, into)
         if res then
-            release(self, sock, consumed == (buf and buf.len or #more))
+            release(self, sock, consumed == buf.len)
             return res
         end
         if consumed ~= "again" then
             return nil, bad_reply(sock, srv, consumed, true)
         end
-        if buf.len + need > limit then
-            return nil, fail(sock, "reply from " .. srv.name .. ": ",
-                             "over " .. limit .. " bytes", nkeys == 1 and "value" or "partial")
-        end
     end
+end
+
+-- The reply to a get_keys pipeline, decoded by position. Returns the values
+-- (out[i]: the i-th key's value or false; into: the table to fill, else a
+-- new one), or nil, err, kind, reused. The usual reply comes in one read:
+-- decoded from that string, no loop (a loop of one turn would abort the
+-- request's trace), a buffer only when more must be read.
+local function query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
+    local sock, err, kind, reused, armed = open(srv, req, deadline)
+    if not sock then
+        return nil, err, kind, reused
+    end
+    local more
+    more, err, armed = read_some(sock, deadline, armed)
+    if not more then
+        return nil, fail(sock, "read from " .. srv.name .. ": ", err)
+    end
+    local res, consumed, need = decode_meta_list(more, keystr, nkeys, into)
+    if res then
+        release(self, sock, consumed == #more)
+        return res
+    end
+    if consumed ~= "again" then
+        return nil, bad_reply(sock, srv, consumed, true)
+    end
+    return query_list_more(self, srv, sock, more, need, keystr, nkeys, deadline, limit, into,
+                           armed)
 end
 
 -- get_keys where the meta pipeline does not fit: several servers, a
@@ -852,6 +868,53 @@ local function all_failed(nkeys, kind)
     return fails
 end
 
+-- get_keys' and get_list's pipeline req on srv, decoded against keystr
+-- (nkeys keys, or their stand-ins), the values into `into` (or a new
+-- table). Returns what get_keys does; or nil, nil, nil, ms left when srv
+-- refused mg (the caller asks again as get_multi, in that time).
+local function pipeline(self, srv, req, keystr, nkeys, timeout, into)
+    -- the cached clock may be a whole event-loop iteration old
+    update_time()
+    local t = now()
+    if not breaker_allows(self, srv, t) then
+        return EMPTY, all_failed(nkeys, "down"), "memcached " .. srv.name .. " marked down"
+    end
+    local deadline = t + (timeout or self.timeout) / 1000
+    local limit = nkeys * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
+    local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
+    if res == nil and retry_worth(reused, kind) then
+        res, err, kind = query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
+    end
+    if kind == "meta" then
+        meta_refused(srv, err)
+        local left = time_left(deadline)
+        if not left then
+            return EMPTY, all_failed(nkeys, "timeout"), "memcached " .. srv.name .. ": timeout"
+        end
+        return nil, nil, nil, left
+    end
+    err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
+                             or kind == "partial", err, res == nil and kind or nil)
+    if res == nil then
+        return EMPTY, all_failed(nkeys, kind), err
+    end
+    -- a value over value_max: refused as get_multi refuses it
+    local max, failed = self.value_max, nil
+    if (res[1] and #res[1] > max) or (res[2] and #res[2] > max) or (res[3] and #res[3] > max)
+       or (res[4] and #res[4] > max) or (res[5] and #res[5] > max) or nkeys > 5 then
+        for i = 1, nkeys do
+            if res[i] and #res[i] > max then
+                failed = failed or {}
+                failed[i] = "value"
+                res[i] = false
+                err = err or "reply from " .. srv.name .. ": a value over value_max ("
+                             .. max .. " bytes)"
+            end
+        end
+    end
+    return res, failed, err
+end
+
 --- get_keys(keystr, nkeys [, timeout]): the request path's multi-key
 -- lookup. keystr: nkeys keys, single spaces between them. On one server,
 -- one meta pipeline ("mg <key> v q O<i>" per key, then "mn": a miss sends
@@ -872,44 +935,47 @@ function _M.get_keys(self, keystr, nkeys, timeout)
     if not req then
         return get_keys_split(self, keystr, nkeys, timeout)    -- names the bad key
     end
-    -- the cached clock may be a whole event-loop iteration old
-    update_time()
-    local t = now()
-    if not breaker_allows(self, srv, t) then
-        return EMPTY, all_failed(nkeys, "down"), "memcached " .. srv.name .. " marked down"
-    end
-    local deadline = t + (timeout or self.timeout) / 1000
-    local limit = nkeys * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
-    local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit)
-    if res == nil and retry_worth(reused, kind) then
-        res, err, kind = query_list(self, srv, req, keystr, nkeys, deadline, limit)
-    end
-    if kind == "meta" then
-        meta_refused(srv, err)
-        local left = time_left(deadline)
-        if not left then
-            return EMPTY, all_failed(nkeys, "timeout"), "memcached " .. srv.name .. ": timeout"
-        end
+    local res, failed, err, left = pipeline(self, srv, req, keystr, nkeys, timeout, nil)
+    if left then
         return get_keys_split(self, keystr, nkeys, left)
     end
-    err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
-                             or kind == "partial", err, res == nil and kind or nil)
-    if res == nil then
-        return EMPTY, all_failed(nkeys, kind), err
+    return res, failed, err
+end
+
+-- get_list's keys joined, for get_keys_split.
+local function joined(k1, k2, k3, k4, k5)
+    local keys = {}
+    if k1 then keys[#keys + 1] = k1 end
+    if k2 then keys[#keys + 1] = k2 end
+    if k3 then keys[#keys + 1] = k3 end
+    if k4 then keys[#keys + 1] = k4 end
+    if k5 then keys[#keys + 1] = k5 end
+    return concat(keys, " ")
+end
+
+-- get_list's values: one table per worker, refilled by each call
+local list_out = { false, false, false, false, false }
+
+--- get_list(nkeys, k1, k2, k3, k4, k5 [, timeout]): get_keys for the
+-- request path, its keys separate: each a key already checked (gray.ffi's
+-- mc_key_ok; gray.ids' key does) or nil (skipped); nkeys: how many are
+-- given (1 to 5). The request is built in C from them (no joined list),
+-- the reply decoded by position. Returns what get_keys does, but the
+-- values table is the worker's one, refilled by the next call: read it
+-- before anything that may yield.
+function _M.get_list(self, nkeys, k1, k2, k3, k4, k5, timeout)
+    local srv = self.servers[1]
+    if self.nservers > 1 or text_only[srv.name] then
+        return get_keys_split(self, joined(k1, k2, k3, k4, k5), nkeys, timeout)
     end
-    -- a value over value_max: refused as get_multi refuses it
-    local max, failed = self.value_max, nil
-    if (res[1] and #res[1] > max) or (res[2] and #res[2] > max) or (res[3] and #res[3] > max)
-       or (res[4] and #res[4] > max) or (res[5] and #res[5] > max) or nkeys > 5 then
-        for i = 1, nkeys do
-            if res[i] and #res[i] > max then
-                failed = failed or {}
-                failed[i] = "value"
-                res[i] = false
-                err = err or "reply from " .. srv.name .. ": a value over value_max ("
-                             .. max .. " bytes)"
-            end
-        end
+    local req, rerr = meta_list(k1, k2, k3, k4, k5)
+    if not req then
+        return EMPTY, all_failed(nkeys, "key"), rerr
+    end
+    local res, failed, err, left = pipeline(self, srv, req, LIST_KEYS[nkeys], nkeys, timeout,
+                                            list_out)
+    if left then
+        return get_keys_split(self, joined(k1, k2, k3, k4, k5), nkeys, left)
     end
     return res, failed, err
 end

@@ -14,7 +14,7 @@ local lists_mod = require "gray.lists"
 local client_key_of = client.key
 local gray_cache = require "gray.cache"
 local shcache = require "gray.shcache"
-local shared_look, shared_fetch, fetch_many = shcache.look, shcache.fetch, shcache.fetch_many
+local shared_look, shared_fetch = shcache.look, shcache.fetch
 -- looked up once: a method call would go through the metatables
 local lru_get, cache_get = gray_cache.lru_get, gray_cache.get
 
@@ -30,7 +30,8 @@ local has_list, has_idlists, has_ranges, percent_on = lists_mod.has_list,
     lists_mod.has_idlists, lists_mod.has_ranges, lists_mod.percent_on
 local ip_in = gray_ffi.peer_trusted
 local token_check = gray_ffi.token_check
-local pairs, tostring = pairs, tostring
+local tostring = tostring
+local EMPTY = {}
 local ok_new, table_new = pcall(require, "table.new")
 if not ok_new then
     table_new = function() return {} end
@@ -287,35 +288,37 @@ end
 local SLOT = 7
 
 -- Opens slot f: the decision when the cache has it (and fresh life is
--- on), else the key joins the lookup. Returns the lookup's keys and count.
-local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at, keystr, n)
+-- on), else the key joins the lookup. Returns the lookup's key count.
+local function slot_open(self, st, f, cache, ckey, key, target, stale, stored_at, n)
     st[f + 4], st[f + 5] = cache, ckey
     if target == nil or not self.use_fresh then
         n = n + 1
-        st[f + 1], st[f + 2], st[f + 6], st[f + 7] = key, n, stale, stored_at
-        return n == 1 and key or keystr .. " " .. key, n
+        st[f + 1], st[f + 2], st[f + 3], st[f + 6], st[f + 7] = key, n, nil, stale, stored_at
+        return n
     end
     st[f + 1], st[f + 3] = false, target
-    return keystr, n
+    return n
 end
 
 -- An identity's slot, from its value v (nil: absent) and its key (nil: not
 -- built yet; false: v is not a key).
-local function slot_id(self, st, f, id, v, key, now, keystr, n)
+local function slot_id(self, st, f, id, v, key, now, n)
     if key == nil then
         key = v and id_key(id, v)
     end
     if not key then
-        st[f + 1] = false
-        return keystr, n
+        st[f + 1], st[f + 3] = false, nil
+        return n
     end
     if not self.use_fresh then
         -- asked whatever the cache holds; a stale decision is looked up
         -- only if memcached fails (stale_of)
-        return slot_open(self, st, f, id.cache, v, key, nil, nil, nil, keystr, n)
+        n = slot_open(self, st, f, id.cache, v, key, nil, nil, nil, n)
+        return n    -- not a tail call: see decide_rules
     end
     local target, stale, stored_at = id.cache:get(v, now)
-    return slot_open(self, st, f, id.cache, v, key, target, stale, stored_at, keystr, n)
+    n = slot_open(self, st, f, id.cache, v, key, target, stale, stored_at, n)
+    return n
 end
 
 -- Closes slot f with the lookup's answer: the decision (cached), or after
@@ -344,23 +347,55 @@ local function slot_close(self, st, f, res, failed, now, failure, source)
     return failure, source
 end
 
+-- The decision from the slots (stride S, the address's at af), in
+-- precedence order: the identities', the address's, then the lists.
+local function slots_decide(self, st, S, af, addr, pid, pv, failure, source)
+    local ids = self.ids
+    local d = st[3]
+    if d then return d, d.reason or ids[1].reason, source end
+    d = ids[2] and st[S + 3]
+    if d then return d, d.reason or ids[2].reason, source end
+    d = ids[3] and st[2 * S + 3]
+    if d then return d, d.reason or ids[3].reason, source end
+    d = ids[4] and st[3 * S + 3]
+    if d then return d, d.reason or ids[4].reason, source end
+    d = st[af + 3]
+    if d then return d, d.reason or "ip", source end
+    local reason
+    d, reason, source = decide_lists(self, addr, pid, pv, failure, source)  -- not a tail call
+    return d, reason, source
+end
+
+-- Slot tables to reuse, by the number of identities (a table's layout
+-- depends on nothing else): a request holds one across its lookup's yield,
+-- so each worker keeps as many as it has misses in flight, at most
+-- POOL_MAX per count. Every field a request reads it has written first
+-- (slot_open, slot_id: the decision's field too).
+local POOL_MAX = 64
+local pools = { { n = 0 }, { n = 0 }, { n = 0 }, { n = 0 } }
+
 local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
                                  v1, v2, v3, v4, k1, k2, k3, k4)
     local ids = self.ids
     -- the address's slot right after the last identity's: no room for
-    -- identities the router does not have (the table is the miss's garbage)
+    -- identities the router does not have
     local af = #ids * SLOT
-    local st = table_new(af + SLOT, 0)
-    local keystr, n = nil, 0
-    keystr, n = slot_id(self, st, 0, ids[1], v1, k1, now, keystr, n)
-    if ids[2] then keystr, n = slot_id(self, st, SLOT, ids[2], v2, k2, now, keystr, n) end
-    if ids[3] then keystr, n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, keystr, n) end
-    if ids[4] then keystr, n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, keystr, n) end
-    if addr then
-        keystr, n = slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale,
-                              a_stored, keystr, n)
+    local pool = pools[#ids]
+    local st = pool[pool.n]
+    if st then
+        pool[pool.n] = nil
+        pool.n = pool.n - 1
     else
-        st[af + 1] = false
+        st = table_new(af + SLOT, 0)
+    end
+    local n = slot_id(self, st, 0, ids[1], v1, k1, now, 0)
+    if ids[2] then n = slot_id(self, st, SLOT, ids[2], v2, k2, now, n) end
+    if ids[3] then n = slot_id(self, st, 2 * SLOT, ids[3], v3, k3, now, n) end
+    if ids[4] then n = slot_id(self, st, 3 * SLOT, ids[4], v4, k4, now, n) end
+    if addr then
+        n = slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale, a_stored, n)
+    else
+        st[af + 1], st[af + 3] = false, nil
     end
 
     local failure, source = nil, "memcached"
@@ -369,11 +404,20 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
         if n == 1 then
             -- one key: a plain get (no mn to end a pipeline)
             local value, kind
-            value, ferr, kind = self.mc:get(keystr)
+            value, ferr, kind = self.mc:get(st[1] or (ids[2] and st[SLOT + 1])
+                                            or (ids[3] and st[2 * SLOT + 1])
+                                            or (ids[4] and st[3 * SLOT + 1]) or st[af + 1])
             res = { value or false }
             failed = value == nil and { kind } or nil
         else
-            res, failed, ferr = self.mc:get_keys(keystr, n)
+            -- the asked keys in slot order (nil: not asked), each its
+            -- position in the pipeline; the request built from them in C.
+            -- res is the client's table, read below before any yield.
+            res, failed, ferr = self.mc:get_list(n, st[1] or nil,
+                                                 ids[2] and st[SLOT + 1] or nil,
+                                                 ids[3] and st[2 * SLOT + 1] or nil,
+                                                 ids[4] and st[3 * SLOT + 1] or nil,
+                                                 st[af + 1] or nil)
         end
         now = ngx_now()
         failure, source = slot_close(self, st, 0, res, failed, now, failure, source)
@@ -392,118 +436,203 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
         end
     end
 
-    local d = st[3]
-    if d then return d, d.reason or ids[1].reason, source end
-    d = ids[2] and st[SLOT + 3]
-    if d then return d, d.reason or ids[2].reason, source end
-    d = ids[3] and st[2 * SLOT + 3]
-    if d then return d, d.reason or ids[3].reason, source end
-    d = ids[4] and st[3 * SLOT + 3]
-    if d then return d, d.reason or ids[4].reason, source end
-    d = st[af + 3]
-    if d then return d, d.reason or "ip", source end
-    return decide_lists(self, addr, pid, pv, failure, source)
+    local d, reason
+    d, reason, source = slots_decide(self, st, SLOT, af, addr, pid, pv, failure, source)
+    if pool.n < POOL_MAX then
+        pool.n = pool.n + 1
+        pool[pool.n] = st
+    end
+    return d, reason, source
 end
 
--- decide_ids' lookup under the shared cache's locks (its fetch_many
--- calls it): asks memcached about keys (timeout: ms, nil for the whole
--- one), then settles every key still pending into known: its decision
--- (stored at both levels) or, when memcached failed for it (or the wait
--- for it did: waited), its stale decision if recent enough, and the
--- failure in its record. Returns failure, source.
-local function ask_many(self, keys, pending, known, waited, timeout)
-    local failure, source = nil, "memcached"
-    local shared = self.shared
-    if #keys == 0 then
-        source = "shm"
+-- The miss path of decide_ids with a shared cache: decide_ids_direct's
+-- slots (SHARED_SLOT fields each: SLOT's, then f+8 the lock (true: this
+-- worker's; nil: none could be taken; false: another worker's), f+9 the
+-- stored_at of the expired dict entry seen, f+10 the memcached error kind
+-- of a failed wait), each key through the shared cache's protocol one call
+-- at a time, straight-line: the dict, the key's lock; waits for the other
+-- workers' decisions only when this worker holds no lock (as fetch_many);
+-- then one lookup for the keys left, each stored at both levels and
+-- unlocked.
+local SHARED_SLOT = 10
+local shared_pass_one, shared_wait_one, shared_release, ms_left = shcache.pass_one,
+    shcache.wait_one, shcache.release, shcache.ms_left
+local WAIT_FAILED = "the worker asking memcached failed or timed out"
+
+-- Slot f's step in the dict: its decision, or its lock. Returns the counts
+-- of keys this worker asks about (nask) and of keys others do (nother).
+local function slot_share(self, st, f, now, nask, nother)
+    local key = st[f + 1]
+    if not key then
+        return nask, nother
     end
-    local res, failed
-    local ferr = waited and "the worker asking memcached failed or timed out" or nil
-    if #keys == 1 then
-        local value, kind
-        value, ferr, kind = self.mc:get(keys[1], timeout)
-        res = { [keys[1]] = value or nil }
-        failed = value == nil and { [keys[1]] = kind } or nil
-    elseif #keys > 1 then
-        res, failed, ferr = self.mc:get_multi(keys, timeout and { timeout = timeout } or nil)
+    local target, held, seen, stale, stored_at = shared_pass_one(self.shared, st[f + 4],
+                                                                 st[f + 5], key, now)
+    if target ~= nil then
+        st[f + 1], st[f + 3] = false, target
+        return nask, nother
     end
-    if waited and failed ~= waited then
-        failed = failed or {}
-        for key, kind in pairs(waited) do
-            failed[key] = kind
+    st[f + 8], st[f + 9] = held, seen
+    if stale ~= nil and (st[f + 6] == nil or stored_at > st[f + 7]) then
+        st[f + 6], st[f + 7] = stale, stored_at     -- the newer stale decision
+    end
+    if held == false then
+        return nask, nother + 1
+    end
+    return nask + 1, nother
+end
+
+-- Slot f, another worker's key: waits for that worker's decision (until
+-- deadline). A failed wait leaves the lookup (f+10: its kind); a lost
+-- decision stays in it, asked for in the time left (slot_lost: none).
+local function slot_wait(self, st, f, deadline)
+    local key = st[f + 1]
+    if not key or st[f + 8] ~= false then
+        return
+    end
+    local target, kind = shared_wait_one(self.shared, st[f + 4], st[f + 5], key, deadline,
+                                         st[f + 9])
+    if target ~= nil then
+        st[f + 1], st[f + 3] = false, target
+    elseif kind ~= "lost" then
+        st[f + 1], st[f + 10] = false, kind
+    end
+end
+
+-- Slot f after the waits with no time left: a lost decision is a failure.
+local function slot_lost(st, f)
+    if st[f + 1] and st[f + 8] == false then
+        st[f + 1], st[f + 10] = false, "error"
+    end
+end
+
+-- Slot f's position in the lookup, if it is in it. Returns the count.
+local function slot_place(st, f, n)
+    if st[f + 1] then
+        n = n + 1
+        st[f + 2] = n
+    end
+    return n
+end
+
+-- Closes slot f as slot_close does, storing its decision at both levels
+-- and letting go of its lock (saying why the lookup failed, if it did).
+local function slot_settle(self, st, f, res, failed, now, failure, source)
+    local key, wkind = st[f + 1], st[f + 10]
+    if not key and not wkind then
+        return failure, source
+    end
+    local kind = wkind or (failed and failed[st[f + 2]])
+    if kind and kind ~= "value" then
+        local why = failure_of(kind)
+        failure = failure or why
+        local stale = stale_of(self, st[f + 4], st[f + 5], st[f + 6], st[f + 7])
+        if stale ~= nil then
+            st[f + 3] = stale
+            source = "stale"
         end
-    end
-    res = res or {}
-    local now = ngx_now()
-    for key, p in pairs(pending) do
-        local kind = failed and failed[key]
-        if kind and kind ~= "value" then
-            p.failure = failure_of(kind)
-            failure = failure or p.failure
-            -- its stale decision, when recent enough
-            local stale = stale_of(self, p.cache, p.ckey, p.stale, p.stored_at)
-            if stale ~= nil then
-                known[key] = stale
-                source = "stale"
-            end
-        else
-            -- an oversized value is an answer, just not a membership one
-            local value = kind ~= "value" and res[key] or ""
-            local target = decision_of(self, key, value)
-            shared:store(p.cache, p.ckey, key, target, now, (res[key] or kind) and true)
-            known[key] = target
+        if key then
+            shared_release(self.shared, key, st[f + 8], why)
         end
+        return failure, source
     end
-    if failure or (failed and ferr) then
-        self.log:report(failure or "value", tostring(ferr))
-    end
+    -- an oversized value is an answer, just not a membership one
+    local value = res[st[f + 2]]
+    local target = decision_of(self, key, kind ~= "value" and value or "")
+    self.shared:store(st[f + 4], st[f + 5], key, target, now, (value or kind) and true)
+    st[f + 3] = target
+    shared_release(self.shared, key, st[f + 8], nil)
     return failure, source
 end
 
--- The miss path of decide_ids with a shared cache: the identities' and
--- the address's keys not in this worker's caches, through the shared
--- cache's fetch_many (its locks, then one multi-get: ask_many).
-local function decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now)
+local function decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
+                                 v1, v2, v3, v4, k1, k2, k3, k4)
     local ids = self.ids
-    local keys, known, pending = {}, {}, {}
-    for i = 1, #ids do
-        local id = ids[i]
-        local v = id_value(id)
-        local key = v and id_key(id, v)
-        if key then
-            local target, stale, stored_at = id.cache:get(v, now)
-            if target == nil or not self.use_fresh then
-                keys[#keys + 1] = key
-                pending[key] = { cache = id.cache, ckey = v, stale = stale, stored_at = stored_at,
-                                 seen = false, failure = false }
-            else
-                known[key] = target
-            end
-        end
-    end
-    if addr and (a_target == nil or not self.use_fresh) then
-        keys[#keys + 1] = akey
-        pending[akey] = { cache = self.cache, ckey = akey, stale = a_stale, stored_at = a_stored,
-                          seen = false, failure = false }
-    elseif addr then
-        known[akey] = a_target
+    local S = SHARED_SLOT
+    local af = #ids * S
+    local st = table_new(af + S, 0)
+    slot_id(self, st, 0, ids[1], v1, k1, now, 0)
+    if ids[2] then slot_id(self, st, S, ids[2], v2, k2, now, 0) end
+    if ids[3] then slot_id(self, st, 2 * S, ids[3], v3, k3, now, 0) end
+    if ids[4] then slot_id(self, st, 3 * S, ids[4], v4, k4, now, 0) end
+    if addr then
+        slot_open(self, st, af, self.cache, akey, akey, a_target, a_stale, a_stored, 0)
+    else
+        st[af + 1] = false
     end
 
-    local failure, source = fetch_many(self.shared, keys, pending, known, now, ask_many, self)
-    for i = 1, #ids do
-        local id = ids[i]
-        local v = id_value(id)
-        local key = v and id_key(id, v)
-        local target = key and known[key]
-        if target then
-            return target, target.reason or id.reason, source
+    -- the dict, and the locks (positions in the lookup: slot_place below)
+    local nask, nother = slot_share(self, st, 0, now, 0, 0)
+    if ids[2] then nask, nother = slot_share(self, st, S, now, nask, nother) end
+    if ids[3] then nask, nother = slot_share(self, st, 2 * S, now, nask, nother) end
+    if ids[4] then nask, nother = slot_share(self, st, 3 * S, now, nask, nother) end
+    nask, nother = slot_share(self, st, af, now, nask, nother)
+
+    -- other workers ask about every key left: their decisions, within one
+    -- deadline for the waits and what is asked after them
+    local timeout, ferr = nil, nil
+    if nask == 0 and nother > 0 then
+        local deadline = ngx_now() + self.shared.wait_max
+        slot_wait(self, st, 0, deadline)
+        if ids[2] then slot_wait(self, st, S, deadline) end
+        if ids[3] then slot_wait(self, st, 2 * S, deadline) end
+        if ids[4] then slot_wait(self, st, 3 * S, deadline) end
+        slot_wait(self, st, af, deadline)
+        timeout = ms_left(deadline)
+        if not timeout then
+            -- the lost decisions have no time left to be asked for
+            slot_lost(st, 0)
+            if ids[2] then slot_lost(st, S) end
+            if ids[3] then slot_lost(st, 2 * S) end
+            if ids[4] then slot_lost(st, 3 * S) end
+            slot_lost(st, af)
+        end
+        if st[10] or (ids[2] and st[S + 10]) or (ids[3] and st[2 * S + 10])
+           or (ids[4] and st[3 * S + 10]) or st[af + 10] then
+            ferr = WAIT_FAILED
         end
     end
-    local a = addr and known[akey]
-    if a then
-        return a, a.reason or "ip", source
+
+    -- the keys left, in one lookup
+    local n = slot_place(st, 0, 0)
+    if ids[2] then n = slot_place(st, S, n) end
+    if ids[3] then n = slot_place(st, 2 * S, n) end
+    if ids[4] then n = slot_place(st, 3 * S, n) end
+    n = slot_place(st, af, n)
+    local failure, source = nil, "memcached"
+    local res, failed = EMPTY, nil
+    if n == 0 then
+        source = "shm"
+    elseif n == 1 then
+        local value, kind
+        value, ferr, kind = self.mc:get(st[1] or (ids[2] and st[S + 1])
+                                        or (ids[3] and st[2 * S + 1])
+                                        or (ids[4] and st[3 * S + 1]) or st[af + 1], timeout)
+        res = { value or false }
+        failed = value == nil and { kind } or nil
+    else
+        -- res is the client's table, read below before any yield
+        res, failed, ferr = self.mc:get_list(n, st[1] or nil, ids[2] and st[S + 1] or nil,
+                                             ids[3] and st[2 * S + 1] or nil,
+                                             ids[4] and st[3 * S + 1] or nil, st[af + 1] or nil,
+                                             timeout)
     end
-    return decide_lists(self, addr, pid, pv, failure, source)
+    now = ngx_now()
+    failure, source = slot_settle(self, st, 0, res, failed, now, failure, source)
+    if ids[2] then failure, source = slot_settle(self, st, S, res, failed, now, failure, source) end
+    if ids[3] then
+        failure, source = slot_settle(self, st, 2 * S, res, failed, now, failure, source)
+    end
+    if ids[4] then
+        failure, source = slot_settle(self, st, 3 * S, res, failed, now, failure, source)
+    end
+    failure, source = slot_settle(self, st, af, res, failed, now, failure, source)
+    if failure or (failed and ferr) then
+        self.log:report(failure or "value", tostring(ferr))
+    end
+    local d, reason
+    d, reason, source = slots_decide(self, st, S, af, addr, pid, pv, failure, source)
+    return d, reason, source
 end
 
 -- Identities and the address. The first identity (in the order of `ids`)
@@ -547,7 +676,10 @@ local function decide_ids(self, addr, a_target, a_stale, a_stored)
         return decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
                                  v1, v2, v3, v4, k1, k2, k3, k4)
     end
-    return decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now)
+    local reason, source
+    t, reason, source = decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, pid, pv,
+                                          now, v1, v2, v3, v4, k1, k2, k3, k4)
+    return t, reason, source
 end
 
 -- The location an override value names: "always" / "never" (any case) or
@@ -600,7 +732,11 @@ local function decide_rules(self)
         end
     end
     if self.ids then
-        return decide_ids(self, addr, target, stale, stored_at)
+        -- not tail calls: LuaJIT counts more than 15 in one trace as a
+        -- loop (and aborts it); resty.core's shdict and ngx.now make many
+        local reason, source
+        target, reason, source = decide_ids(self, addr, target, stale, stored_at)
+        return target, reason, source
     end
     if not addr then
         return self.stable_target, "no-client"

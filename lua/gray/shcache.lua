@@ -299,8 +299,8 @@ end
 -- After trying key's lock (held: whether this worker took it): the decision
 -- another worker stored between this worker's look and its lock, kept in
 -- cache under ckey (the lock is let go); else nil (the lock kept).
-local function shared_since(self, cache, ckey, key, held)
-    local target, _, stored_at, ttl = _M.get(self, key, ngx_now())
+local function shared_since(self, cache, ckey, key, held, now)
+    local target, _, stored_at, ttl = _M.get(self, key, now or ngx_now())
     if target == nil then
         return nil
     end
@@ -447,6 +447,59 @@ local function unlock_all_and_ret(self, mine, pending, failure, source)
     end
     return failure, source
 end
+
+-- ---- one key at a time, for the request path --------------------------
+-- The same protocol as fetch_many, a key per call: the router calls these
+-- once per key, straight-line (a loop of a few turns would abort the
+-- request's trace), then asks memcached about the keys left in one lookup.
+
+--- A key's step after a miss in the worker's cache (cache, ckey): the
+-- dict's decision (kept in cache), or the key's lock. Returns decision;
+-- or nil, held (true: this worker took the lock and asks; nil: no lock
+-- could be taken, it asks holding nothing; false: another worker asks),
+-- seen (the stored_at of the expired entry found, for wait_one), and that
+-- entry's stale decision and stored_at.
+function _M.pass_one(self, cache, ckey, key, now)
+    local target, stale, stored_at, ttl = _M.get(self, key, now)
+    if target ~= nil then
+        keep_shared(cache, ckey, target, stored_at, ttl)
+        return target
+    end
+    local held, lerr = _M.lock(self, key)   -- nil: a full dict, ask holding nothing
+    if held == nil then
+        shm_failed(self, "no lock for " .. key, lerr)
+    end
+    if held ~= false then
+        -- the time cached by nginx, as ngx.now() would give it here
+        target = shared_since(self, cache, ckey, key, held, now)
+        if target ~= nil then
+            return target
+        end
+    end
+    return nil, held, stored_at, stale, stored_at
+end
+
+--- Waits until deadline for the decision of the worker holding key's lock
+-- (pass_one's held false; seen: its seen): the decision (kept in cache);
+-- or nil, "down" or "error" when that worker's lookup or the wait failed;
+-- or nil, "lost" when its decision is lost (ask memcached, holding nothing).
+function _M.wait_one(self, cache, ckey, key, deadline, seen)
+    local target, failure = wait_shared(self, cache, ckey, key, deadline, seen)
+    if target ~= nil then
+        return target
+    elseif failure == "lost" then
+        return nil, "lost"
+    end
+    return nil, failure == "store-down" and "down" or "error"
+end
+
+--- After the lookup: lets go of key's lock when this worker holds it
+-- (held true), saying why the lookup failed (failure, or nil).
+function _M.release(self, key, held, failure)
+    unlock_and_ret(self, key, held, nil, failure)
+end
+
+_M.ms_left = ms_left
 
 --- fetch for several keys at once (the identities and the address): keys,
 -- and pending, a record per key: { cache, ckey, stale, stored_at (its
