@@ -454,7 +454,7 @@ static int rule_percent(check_t *c)
         return EXIT_STORE;
     if (ramp >= 0)
         threshold = ramp;
-    printf("bucket:   %s -> %u of %u (in the percentage below %ld)\n", pkey, c->bucket,
+    printf("bucket:   %s -> %u of %u (the percentage takes buckets below %ld)\n", pkey, c->bucket,
            GRAY_PERCENT_BUCKETS, threshold);
     if (!c->decided && threshold > 0 && c->bucket < (uint32_t)threshold)
         take(c, DECIDE_TARGET, "gray", 4, "percent");
