@@ -329,8 +329,8 @@ static void check_metas(const char *s, const gray_mc_meta_t *v, size_t n, size_t
 /* The request path's pipeline builder (gray_mc_meta_list). Byte 0's low 5
  * bits say which of k1..k5 are present, its top 3 bits how much room the
  * buffer has (0: all it needs, 1..7: 0 to 6 sixths of it); the rest of the
- * input, split at '\n', gives the keys' texts in order. The buffer is exactly cap bytes: ASan sees a
- * write past it. */
+ * input, split at '\n', gives the keys' texts in order. The buffer is
+ * exactly cap bytes: ASan sees a write past it. */
 static void check_meta_list(const char *s, size_t len)
 {
     INVARIANT("the mg pipeline built from separate keys equals the naive build, refuses no key or"
