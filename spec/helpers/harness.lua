@@ -489,8 +489,24 @@ function Memcached:get(key)
 end
 
 --- Sends a signal ("STOP", "CONT", ...) through kill(): no process started.
+-- A STOP returns once every thread of memcached is stopped: kill() only
+-- makes the signal pending, the stop begins when one thread takes it, and
+-- until then the others run on (on a busy machine a worker thread answered
+-- a get after kill() had returned, and a "hung" server said END).
 function Memcached:signal(sig)
     assert(C.gray_harness_kill(self.pid, (assert(SIGNALS[sig], sig))) == 0, errstr("kill"))
+    if sig == "STOP" then
+        local tids = sh("ls /proc/" .. self.pid .. "/task")
+        wait_for(function()
+            for tid in tids:gmatch("%d+") do
+                local stat = read_file(("/proc/%d/task/%s/stat"):format(self.pid, tid))
+                if stat and not stat:find("^%d+ %(.*%) [Tt] ") then
+                    return false
+                end
+            end
+            return true
+        end, 10, "memcached " .. self.pid .. " to stop")
+    end
 end
 
 -- KILL, not TERM: memcached acts on a TERM only at its next once-a-second
