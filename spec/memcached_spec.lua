@@ -915,6 +915,9 @@ describe("gray.memcached", function()
 
         describe("a server without it (fake-mc: ERROR to mg and mn)", function()
             -- each test its own fake server: what the worker remembers is per server
+            -- (the clients here have 2 s timeouts: these are not timing
+            -- tests, the fake forks for each connection, and under load an
+            -- answer took longer than the default 50 ms)
             local function fake_eval(code)
                 local fake = harness.fake_memcached({ mode = "valid", keys = { "present" },
                                                       value = "v1" })
@@ -928,7 +931,7 @@ describe("gray.memcached", function()
 
             it("meta_cas and get_meta fall back to gets and get, refused once, logged once", function()
                 local out, fake, warned = fake_eval([[
-                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE", timeout = 2000 }))
                     local r = {}
                     for _ = 1, 3 do
                         r[#r + 1] = tostring(client:meta_cas("present"))
@@ -937,7 +940,7 @@ describe("gray.memcached", function()
                         r[#r + 1] = tostring(client:get_meta("absent"))
                     end
                     -- remembered for the worker, not the client; gets brought the value
-                    local other = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local other = assert(memcached.new({ servers = "127.0.0.1:$FAKE", timeout = 2000 }))
                     local cas, value = other:meta_cas("present")
                     r[#r + 1] = cas .. "|" .. value
                     return table.concat(r, " ")
@@ -951,7 +954,7 @@ describe("gray.memcached", function()
 
             it("meta_cas's gets is bounded by value_max, or by max_bytes when given", function()
                 local out = fake_eval([[
-                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE",
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE", timeout = 2000,
                                                           value_max = 1 }))
                     local a, err, kind = client:meta_cas("present")
                     local cas, value = client:meta_cas("present", { max_bytes = 1000 })
@@ -962,7 +965,7 @@ describe("gray.memcached", function()
 
             it("get_keys falls back to one get, refused once", function()
                 local out, fake, warned = fake_eval([[
-                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE", timeout = 2000 }))
                     local a, fa = client:get_keys("present absent", 2)
                     local b, fb = client:get_keys("present", 1)
                     return tostring(a[1]) .. " " .. tostring(a[2]) .. " " .. tostring(fa) .. " "
@@ -978,7 +981,7 @@ describe("gray.memcached", function()
 
             it("get_multi_meta falls back to one get per server, with cas to gets", function()
                 local out, fake, warned = fake_eval([[
-                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE" }))
+                    local client = assert(memcached.new({ servers = "127.0.0.1:$FAKE", timeout = 2000 }))
                     local a, fa = client:get_multi_meta({ "present", "absent" })
                     local b = client:get_multi_meta({ "present", "absent" }, { cas = true })
                     return tostring(a.present) .. " " .. tostring(a.absent) .. " " .. tostring(fa)
