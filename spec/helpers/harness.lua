@@ -1148,11 +1148,14 @@ end
 --- Runs Lua code inside an nginx worker through the /eval location that
 -- harness.EVAL_LOCATION defines (in the server on port, default self.port),
 -- with extra request headers if given; returns what the code printed with
--- ngx.say, or what it returned.
+-- ngx.say, or what it returned. It may take 60 s: what an eval measures it
+-- measures inside the worker, and memory_spec's 1000 lookups of 900 KB
+-- values took over the client's default 10 s at load 18 ("eval failed (0)").
 function Nginx:eval(code, port, headers)
     local res = self:request("/eval", { method = "POST", body = code, port = port,
-                                        headers = headers })
-    assert(res.status == 200, "eval failed (" .. tostring(res.status) .. "): " .. res.body
+                                        headers = headers, max_time = 60 })
+    assert(res.status == 200, "eval failed (" .. tostring(res.status)
+                              .. (res.err and ", " .. res.err or "") .. "): " .. res.body
                               .. "\n" .. self:error_log():sub(-2000))
     return res.body
 end
