@@ -30,6 +30,7 @@ local function servers(extra)
   }
   server {
     listen 127.0.0.1:$PORT;
+    add_header X-Worker-Pid $pid always;    # which worker answered (all_workers)
     location / { content_by_lua_block { package.loaded.spec_lists():exec() } }
     location /stats {
         content_by_lua_block {
@@ -45,10 +46,15 @@ local function servers(extra)
 ]]
 end
 
-local function dev(nginx, id)
+-- the answer to id, and the pid of the worker that gave it
+local function dev_from(nginx, id)
     local res = nginx:get("/", { headers = { ["X-Device-Id"] = id,
                                              ["X-Real-IP"] = "192.0.2.1" } })
-    return (res.body:gsub("\n$", ""))
+    return (res.body:gsub("\n$", "")), tonumber(res.headers["x-worker-pid"])
+end
+
+local function dev(nginx, id)
+    return (dev_from(nginx, id))
 end
 
 local function ip(nginx, addr)
@@ -77,13 +83,26 @@ local function count(mc, pattern)
     return n
 end
 
--- every worker answers id with want (many requests: they spread over workers)
+-- Waits (seconds, default 5) until every worker answers id with want, each
+-- seen by its pid (X-Worker-Pid) among the right answers: which worker takes a connection is
+-- the kernel's choice, and on a busy machine one worker can take all of a
+-- round's requests while another has not compiled the list yet (seen:
+-- "def" read "stable" right after 12 answers of "abc" from one worker).
+-- The workers are those running at each round (a reload's old ones leave).
 local function all_workers(nginx, id, want, seconds)
+    local right = {}
     wait(function()
         for _ = 1, 12 do
-            local got = dev(nginx, id)
+            local got, pid = dev_from(nginx, id)
             if not got:find(want, 1, true) then
+                right[pid or 0] = nil
                 return false, got
+            end
+            right[pid or 0] = true
+        end
+        for _, pid in ipairs(nginx:worker_pids()) do
+            if not right[pid] then
+                return false, "no answer yet from worker " .. pid
             end
         end
         return true

@@ -185,7 +185,7 @@ describe("a ramp over seconds, real nginx and memcached", function()
             local r = package.loaded.spec_ramp()
             r:decide()      -- starts the refresh
             local s = r:list_stats()
-            ngx.say(s.percent, " ", s.ramp and s.ramp.next_at or "-")
+            ngx.say(s.percent, " ", s.ramp and s.ramp.next_at or "-", " ", ngx.worker.pid())
         }
     }
     location @server      { return 200 "stable"; }
@@ -220,14 +220,27 @@ describe("a ramp over seconds, real nginx and memcached", function()
         end
         return want
     end
+    -- waits until every worker has said it routes share want: each seen by
+    -- its pid, for which worker takes a connection is the kernel's choice
+    -- (6 answers in a row once came from one worker while the other still
+    -- routed the old share, and the first measure() differed)
     local function share_is(want)
+        local right = {}
         harness.wait_for(function()
-            local ok = true
-            for _ = 1, 6 do      -- both workers
+            for _ = 1, 6 do
                 local body = nginx:get("/share").body
-                ok = ok and body:match("^(%S+)") == want
+                local share, pid = body:match("^(%S+) %S+ (%d+)")
+                right[tonumber(pid) or 0] = share == want or nil
+                if share ~= want then
+                    return false
+                end
             end
-            return ok
+            for _, pid in ipairs(nginx:worker_pids()) do
+                if not right[pid] then
+                    return false
+                end
+            end
+            return true
         end, 5, "share " .. want .. " (/share: " .. nginx:get("/share").body .. ")")
     end
     local function count(set)

@@ -16,6 +16,9 @@
 --     gets one too, named to the drop-in ($gray_memcached) and to
 --     gray-admin (--servers);
 --   - a leading "sleep N;" is dropped: shown output is waited for instead;
+--   - each server {} block sets $gray_timeout 2000 first (LOOKUP_MS), unless
+--     the conf names $gray_timeout: a setting of its own (location, gray.conf,
+--     run()) comes later and wins;
 --   - the README's ask() (curl printing the body and the X-Gray-Debug
 --     header) is defined first in every example's shell.
 -- The shell lines run in one bash, from the repository's top directory, as
@@ -31,6 +34,11 @@ local harness = require "helpers.harness"
 
 local REPO = os.getenv("GRAY_REPO") or io.popen("pwd"):read("*l")
 local WAIT = 4          -- s to wait for shown output (metrics flush every second)
+-- ms for one memcached lookup while the examples run: they show what a
+-- request gets, not how long it takes, and with the default 50 ms a lookup
+-- under nice 10 on a busy machine timed out (a "read ... timeout" error in
+-- error.log, a store-error answer) where the README shows none
+local LOOKUP_MS = 2000
 
 local function read(path)
     return assert(harness.read_file(path), "cannot read " .. path)
@@ -255,6 +263,9 @@ local function run(ex, ask, cleanup)
                          .. default_mc.port .. '"; %0')
                    :gsub("access_by_lua_file ", 'set $gray_memcached "127.0.0.1:'
                          .. default_mc.port .. '"; %0')
+    end
+    if not conf:find("gray_timeout", 1, true) then
+        conf = conf:gsub("(\n[ \t]*server[ \t]*{)", "%1 set $gray_timeout " .. LOOKUP_MS .. ";")
     end
     if ex.gray_conf then
         -- a recipe: the README's sed line, then its settings

@@ -463,8 +463,13 @@ end
 _M.FROM_PEER, _M.FROM_REAL_IP, _M.FROM_XFF, _M.FROM_FORWARDED = 0, FROM_REAL_IP, 2, 3
 
 --- libmemcached's default key hash (Jenkins one-at-a-time), a number.
+-- (The hash functions keep their number in a local: a trace that LuaJIT
+-- begins at such a function's entry, as it does when interpreted code calls
+-- it often, cannot end in a tail call to tonumber; it aborts, "leaving loop
+-- in root trace at tonumber", and the function stays interpreted there.)
 function _M.hash(key)
-    return tonumber(C.gray_hash_oaat(key, #key))
+    local h = tonumber(C.gray_hash_oaat(key, #key))
+    return h
 end
 
 --- The 1-based index of the server holding key among n, as libmemcached's
@@ -475,7 +480,8 @@ end
 
 --- MurmurHash3_x86_32 of s with seed (default 0), a number.
 function _M.murmur3(s, seed)
-    return tonumber(C.gray_murmur3_32(s, #s, seed or 0))
+    local h = tonumber(C.gray_murmur3_32(s, #s, seed or 0))
+    return h
 end
 
 -- ---- timed ramps (ramp.c) ---------------------------------------------------
@@ -533,7 +539,8 @@ end
 -- 0..9999: murmur3 (seed 0) modulo 10000. The key is in at percent p when
 -- bucket < p * 100.
 function _M.bucket(s)
-    return tonumber(C.gray_percent_bucket(s, #s))
+    local b = tonumber(C.gray_percent_bucket(s, #s))
+    return b
 end
 
 local DEFAULT_TARGET_NAMES = { "1" }
@@ -1186,7 +1193,8 @@ end
 
 --- The key hash of a distribution mode (a number).
 function _M.dist_hash(key, mode)
-    return tonumber(C.gray_dist_hash(DIST_MODES[mode or "ketama"], key, #key))
+    local h = tonumber(C.gray_dist_hash(DIST_MODES[mode or "ketama"], key, #key))
+    return h
 end
 
 --- The 1-based server for a hash value, and the points compared to find it.

@@ -129,14 +129,18 @@ local function new_record(name)
     return rec
 end
 
--- The request's address as a number (a table key).
+-- The request's address as a number (a table key). Kept in a local, not
+-- returned by a tail call to tonumber: a trace begun at this function's
+-- entry (interpreted code calling it, as after a cosocket's yield) could
+-- not end there and would abort, "leaving loop in root trace at tonumber".
 local uintptr = ffi.typeof("uintptr_t")
 local function request_key()
     local r = get_request()
     if r == nil then
         return nil
     end
-    return tonumber(ffi_cast(uintptr, r))
+    local key = tonumber(ffi_cast(uintptr, r))
+    return key
 end
 
 --- Notes the target that serves this request (its name: "stable", "1" or a

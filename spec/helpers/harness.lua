@@ -489,8 +489,24 @@ function Memcached:get(key)
 end
 
 --- Sends a signal ("STOP", "CONT", ...) through kill(): no process started.
+-- A STOP returns once every thread of memcached is stopped: kill() only
+-- makes the signal pending, the stop begins when one thread takes it, and
+-- until then the others run on (on a busy machine a worker thread answered
+-- a get after kill() had returned, and a "hung" server said END).
 function Memcached:signal(sig)
     assert(C.gray_harness_kill(self.pid, (assert(SIGNALS[sig], sig))) == 0, errstr("kill"))
+    if sig == "STOP" then
+        local tids = sh("ls /proc/" .. self.pid .. "/task")
+        wait_for(function()
+            for tid in tids:gmatch("%d+") do
+                local stat = read_file(("/proc/%d/task/%s/stat"):format(self.pid, tid))
+                if stat and not stat:find("^%d+ %(.*%) [Tt] ") then
+                    return false
+                end
+            end
+            return true
+        end, 10, "memcached " .. self.pid .. " to stop")
+    end
 end
 
 -- KILL, not TERM: memcached acts on a TERM only at its next once-a-second
@@ -1132,11 +1148,14 @@ end
 --- Runs Lua code inside an nginx worker through the /eval location that
 -- harness.EVAL_LOCATION defines (in the server on port, default self.port),
 -- with extra request headers if given; returns what the code printed with
--- ngx.say, or what it returned.
+-- ngx.say, or what it returned. It may take 60 s: what an eval measures it
+-- measures inside the worker, and memory_spec's 1000 lookups of 900 KB
+-- values took over the client's default 10 s at load 18 ("eval failed (0)").
 function Nginx:eval(code, port, headers)
     local res = self:request("/eval", { method = "POST", body = code, port = port,
-                                        headers = headers })
-    assert(res.status == 200, "eval failed (" .. tostring(res.status) .. "): " .. res.body
+                                        headers = headers, max_time = 60 })
+    assert(res.status == 200, "eval failed (" .. tostring(res.status)
+                              .. (res.err and ", " .. res.err or "") .. "): " .. res.body
                               .. "\n" .. self:error_log():sub(-2000))
     return res.body
 end
