@@ -712,8 +712,8 @@ typedef struct gray_image gray_image_t;
 /* A job built in steps, so that no call copies a whole list: a new job
  * (names and path copied, path NULL: in memory; GRAY_EINVAL, GRAY_ENOMEM), then each part added
  * as it arrives (its bytes copied; a part may come in several slices cut
- * after a line break: they are joined as parts are), then run: gray_image_compile() in a detached thread at
- * SCHED_IDLE (nice 19 where refused), all signals blocked in it (GRAY_EIO
+ * after a line break: they are joined as parts are), then run:
+ * gray_image_compile() in a detached thread at nice 19, all signals blocked in it (GRAY_EIO
  * when no thread starts). A job not run is freed by gray_image_job_free(). */
 int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t unknown,
                        uint64_t cas, const char *path, gray_image_job_t **out);

@@ -13,7 +13,7 @@
 -- (the CAS alone, ~30 bytes) every refresh_interval; only a new CAS is
 -- fetched (a split list's parts one at a time, each copied into the
 -- compile job in 256 kB slices, one event-loop turn each) and compiled in
--- a C thread at SCHED_IDLE, then renamed into place. The other workers read the image's
+-- a C thread at nice 19, then renamed into place. The other workers read the image's
 -- header (its version, the CAS) every interval and map a new one; a worker
 -- maps the current image when its router starts, before its first
 -- decision. No request waits for a fetch or a compile.
