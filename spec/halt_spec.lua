@@ -111,6 +111,17 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         -- an address entry: a new worker asks memcached for it at once (the
         -- percentage it only learns at its first refresh)
         mc:set("10.9.9.9", "gray")
+        -- every worker of b knows the halt before the reload (one may have
+        -- answered the earlier checks alone): what follows is about the
+        -- new workers, not an old one that had not refreshed yet
+        harness.wait_for(function()
+            for _ = 1, 12 do
+                if debug_of(b, "10.9.9.9") ~= "@server; halted" then
+                    return false
+                end
+            end
+            return true
+        end, REFRESH + 1, "every worker of node b to know the halt")
         b:reload()
         for _ = 1, 20 do
             assert.equal("@server; halted", (debug_of(b, "10.9.9.9")))
