@@ -109,8 +109,8 @@ test: deps-test
 # unless listed here. Each spec takes its own free ports.
 SPEC_UNIT := cache dist ffi guard hash ip mc rangeset token xff
 SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust halt
-SPEC_OTHER_A := lists outcome realip miss vars
-SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc
+SPEC_OTHER_A := lists outcome realip miss vars image
+SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc ramp route
 SPEC_SLOW := guard_aa
 SPEC_UNIT_FILES := $(SPEC_UNIT:%=spec/%_spec.lua)
 SPEC_TIMED_FILES := $(SPEC_TIMED:%=spec/%_spec.lua)
