@@ -390,7 +390,7 @@ describe("gray router in nginx", function()
             mc:set("127.0.0.1", "1")
             local out = eval([[
                 local gray = require "gray"
-                local r = assert(gray.new({ memcached = "127.0.0.1:$MC" }))
+                local r = assert(gray.new({ memcached = "127.0.0.1:$MC", timeout = 2000 }))
                 local a = table.concat({ r:decide() }, " ")
                 local b = table.concat({ r:decide() }, " ")
                 return a .. " | " .. b
