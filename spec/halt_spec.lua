@@ -89,6 +89,9 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         local code = [[
             local halt = require "gray.halt"
             local r = halt.record("gray")
+            if not r then
+                return "this worker has not read the halt yet"
+            end
             local all = halt.all()
             return tostring(halt.halted("gray")) .. " " .. tostring(halt.halted("stable"))
                    .. " " .. r.node .. " " .. tostring(r.at > 0) .. " "

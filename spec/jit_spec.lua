@@ -734,7 +734,10 @@ describe("the shared-cache miss path under LuaJIT", function()
         end
         assert.same({}, aborts)
         assert.is_true(yields <= 6, steady)
-        assert.is_true(splits <= 8, steady)
+        -- resty.core's shdict calls, not the router's: their count once warm
+        -- grows with the machine's load (8 on an idle machine, more beside
+        -- other lanes); a loop abort in the library fails above whatever it is
+        assert.is_true(splits <= 40, steady)
         -- and no loop on the request path at all, warm-up included: LuaJIT
         -- gives up on a looping trace after a few aborts (the code then
         -- runs interpreted, and the steady log is silent about it). ("loop
