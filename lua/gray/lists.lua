@@ -943,6 +943,7 @@ end
 -- helper would abort on returning into an interpreted caller). One line
 -- each: spec/jit_spec.lua reads them (TIMER_ONLY).
 require("jit").off(now_precise)
+require("jit").off(ms_left)
 require("jit").off(metric_labels)
 require("jit").off(map_file)
 require("jit").off(log_lines)
