@@ -213,6 +213,7 @@ local function new_router(opts)
         key_prefix = o.key_prefix ~= "" and o.key_prefix or false,
         metrics = false,        -- on once started and the dict exists
         started = false,        -- the list refresh and the metrics' timers
+        mapped = false,         -- images and halts taken by a worker shutting down
     }
     local names = build_decisions(self, o)
     self.upstream_of = upstreams_of(self, o.upstreams)
@@ -285,8 +286,16 @@ end
 local function decide_target(self)
     -- no timers from a worker that is shutting down: a refresh started
     -- then leaves a socket open at its exit (nginx alerts "open socket")
-    if not self.started and get_phase() ~= "init" and not worker_exiting() then
-        start(self)
+    if not self.started and get_phase() ~= "init" then
+        if not worker_exiting() then
+            start(self)
+        elseif not self.mapped then
+            -- no timers from a worker that is shutting down, but its first
+            -- decision uses the node's images and halts all the same (an
+            -- old worker over a reload may never have decided before)
+            self.mapped = true
+            self.lists:start(true)
+        end
     end
     local target, reason, source = decide_rules(self)
     -- a halted target's requests go to stable; the tester override still

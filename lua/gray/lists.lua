@@ -814,7 +814,7 @@ end
 -- decides with them from its first request), then starts the refresh
 -- timer (and a first refresh now); from a phase where timers may be
 -- created. Returns true (at once when started already), or nil, err.
-function _M.start(self)
+function _M.start(self, no_timers)
     if self.started then
         return true
     end
@@ -826,6 +826,11 @@ function _M.start(self)
     end
     if self.halts then
         halt.seed(self.halts)
+    end
+    if no_timers then
+        -- a worker that is shutting down (an old one over a reload) starts
+        -- no timer, but decides with the node's images and halts
+        return true
     end
     local ok, err = timer_at(0, on_timer, self)
     if ok then
