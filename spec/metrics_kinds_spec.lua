@@ -41,7 +41,8 @@ describe("the documented metric and log kinds", function()
             server {
                 listen 127.0.0.1:$PORT;
                 location /big { ]] .. dep("$gray_memcached 127.0.0.1:" .. mc.port
-                                          .. "; $gray_cache_ttl 0") .. [[ }
+                                          .. "; $gray_cache_ttl 0; $gray_timeout 2000")
+                                  .. [[ }
                 location /down { ]] .. dep("$gray_memcached 127.0.0.1:" .. down
                                            .. "; $gray_cache_ttl 0; $gray_stale_ttl 0") .. [[ }
                 location @server { return 200 "stable\n"; }
