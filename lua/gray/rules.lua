@@ -374,6 +374,28 @@ end
 local POOL_MAX = 64
 local pools = { { n = 0 }, { n = 0 }, { n = 0 }, { n = 0 } }
 
+-- The one lookup of a miss with identities: the n (>= 1) keys asked, in
+-- the slots of st (S fields each, the address's at af; a key false: not
+-- asked), a plain get for one (no mn to end a pipeline), else the meta
+-- pipeline built from them in C, each key its position in it. Returns the
+-- answers and the failures by position (nil: none) and an error text; the
+-- answers of several are the client's table: read them before any yield.
+local function ask_slots(self, st, S, af, n, timeout)
+    local ids = self.ids
+    if n == 1 then
+        local value, err, kind = self.mc:get(st[1] or (ids[2] and st[S + 1])
+                                             or (ids[3] and st[2 * S + 1])
+                                             or (ids[4] and st[3 * S + 1]) or st[af + 1],
+                                             timeout)
+        return { value or false }, value == nil and { kind } or nil, err
+    end
+    local res, failed, err = self.mc:get_list(n, st[1] or nil, ids[2] and st[S + 1] or nil,
+                                              ids[3] and st[2 * S + 1] or nil,
+                                              ids[4] and st[3 * S + 1] or nil,
+                                              st[af + 1] or nil, timeout)
+    return res, failed, err
+end
+
 local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, pid, pv, now,
                                  v1, v2, v3, v4, k1, k2, k3, k4)
     local ids = self.ids
@@ -400,25 +422,7 @@ local function decide_ids_direct(self, addr, akey, a_target, a_stale, a_stored, 
 
     local failure, source = nil, "memcached"
     if n > 0 then
-        local res, failed, ferr
-        if n == 1 then
-            -- one key: a plain get (no mn to end a pipeline)
-            local value, kind
-            value, ferr, kind = self.mc:get(st[1] or (ids[2] and st[SLOT + 1])
-                                            or (ids[3] and st[2 * SLOT + 1])
-                                            or (ids[4] and st[3 * SLOT + 1]) or st[af + 1])
-            res = { value or false }
-            failed = value == nil and { kind } or nil
-        else
-            -- the asked keys in slot order (nil: not asked), each its
-            -- position in the pipeline; the request built from them in C.
-            -- res is the client's table, read below before any yield.
-            res, failed, ferr = self.mc:get_list(n, st[1] or nil,
-                                                 ids[2] and st[SLOT + 1] or nil,
-                                                 ids[3] and st[2 * SLOT + 1] or nil,
-                                                 ids[4] and st[3 * SLOT + 1] or nil,
-                                                 st[af + 1] or nil)
-        end
+        local res, failed, ferr = ask_slots(self, st, SLOT, af, n, nil)
         now = ngx_now()
         failure, source = slot_close(self, st, 0, res, failed, now, failure, source)
         if ids[2] then
@@ -603,19 +607,8 @@ local function decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, 
     local res, failed = EMPTY, nil
     if n == 0 then
         source = "shm"
-    elseif n == 1 then
-        local value, kind
-        value, ferr, kind = self.mc:get(st[1] or (ids[2] and st[S + 1])
-                                        or (ids[3] and st[2 * S + 1])
-                                        or (ids[4] and st[3 * S + 1]) or st[af + 1], timeout)
-        res = { value or false }
-        failed = value == nil and { kind } or nil
     else
-        -- res is the client's table, read below before any yield
-        res, failed, ferr = self.mc:get_list(n, st[1] or nil, ids[2] and st[S + 1] or nil,
-                                             ids[3] and st[2 * S + 1] or nil,
-                                             ids[4] and st[3 * S + 1] or nil, st[af + 1] or nil,
-                                             timeout)
+        res, failed, ferr = ask_slots(self, st, S, af, n, timeout)
     end
     now = ngx_now()
     failure, source = slot_settle(self, st, 0, res, failed, now, failure, source)
