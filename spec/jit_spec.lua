@@ -205,6 +205,24 @@ local function aborts_in_library(log, allow_yields)
     return aborts, yields
 end
 
+-- A location of one Lua API router over r:exec(), built at its first
+-- request and kept in package.loaded (opts: its options, as Lua text).
+local function api_location(path, opts)
+    local slot = "spec_jit_router" .. (path:gsub("%W", "_"))
+    return ([[
+            location = %s {
+                content_by_lua_block {
+                    local r = package.loaded.%s
+                    if not r then
+                        r = assert(require("gray").new({ %s }))
+                        package.loaded.%s = r
+                    end
+                    return r:exec()
+                }
+            }
+]]):format(path, slot, opts, slot)
+end
+
 -- A memcached holding values and an nginx whose workers write LuaJIT's
 -- trace log (jit.v) to t.log_path, serving `locations` (with $MC) beside
 -- the stable and gray named locations; opts.http: more http-level lines,
@@ -281,30 +299,11 @@ describe("the hot path under LuaJIT", function()
                 set $gray_cache_ttl 300;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
-            location = /api {
-                content_by_lua_block {
-                    local r = package.loaded.spec_jit_router
-                    if not r then
-                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                                                         client_headers = { "X-Real-IP" },
-                                                         cache_ttl = 300 }))
-                        package.loaded.spec_jit_router = r
-                    end
-                    return r:exec()
-                }
-            }
-            location = /ids {
-                content_by_lua_block {
-                    local r = package.loaded.spec_jit_ids_router
-                    if not r then
-                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                            client_headers = { "X-Real-IP" }, cache_ttl = 300,
-                            ids = "uid=cookie:uid, dev=header:X-Device-Id" }))
-                        package.loaded.spec_jit_ids_router = r
-                    end
-                    return r:exec()
-                }
-            }
+            ]] .. api_location("/api", [=[ memcached = "127.0.0.1:$MC",
+                client_headers = { "X-Real-IP" }, cache_ttl = 300 ]=]) .. [[
+            ]] .. api_location("/ids", [=[ memcached = "127.0.0.1:$MC",
+                client_headers = { "X-Real-IP" }, cache_ttl = 300,
+                ids = "uid=cookie:uid, dev=header:X-Device-Id" ]=]) .. [[
         ]], { http = "lua_shared_dict gray_metrics 1m;    # the counting path is traced too\n" })
         nginx = t.nginx
     end)
@@ -421,20 +420,10 @@ describe("the trust paths under LuaJIT", function()
         force_token = assert(gray_ffi.token_make("force", SECRET, "always", os.time() + 3600))
         cookie = assert(gray_ffi.token_make("id:uid", SECRET, "bob", os.time() + 3600))
         t = traced_nginx({ ["uid:bob"] = "1" }, [[
-            location = /trust {
-                content_by_lua_block {
-                    local r = package.loaded.spec_jit_trust_router
-                    if not r then
-                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                            client_headers = { "X-Real-IP" }, cache_ttl = 300,
-                            ids = "uid=signed-cookie:uid",
-                            force = "header:X-Gray", force_from = "192.0.2.0/24",
-                            secret_file = "]] .. dir .. [[/gray.secret" }))
-                        package.loaded.spec_jit_trust_router = r
-                    end
-                    return r:exec()
-                }
-            }
+            ]] .. api_location("/trust", [=[ memcached = "127.0.0.1:$MC",
+                client_headers = { "X-Real-IP" }, cache_ttl = 300,
+                ids = "uid=signed-cookie:uid", force = "header:X-Gray",
+                force_from = "192.0.2.0/24", secret_file = "]=] .. dir .. [=[/gray.secret" ]=]) .. [[
         ]])
         t.secret_dir = dir
         nginx = t.nginx
@@ -540,18 +529,9 @@ describe("the miss path under LuaJIT", function()
                 set $gray_client_headers X-Real-IP;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
-            location = /ids {
-                content_by_lua_block {
-                    local r = package.loaded.spec_jit_miss_router
-                    if not r then
-                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                            client_headers = { "X-Real-IP" }, cache_ttl = 0,
-                            ids = "uid=header:X-Uid, dev=header:X-Dev" }))
-                        package.loaded.spec_jit_miss_router = r
-                    end
-                    return r:exec()
-                }
-            }
+            ]] .. api_location("/ids", [=[ memcached = "127.0.0.1:$MC",
+                client_headers = { "X-Real-IP" }, cache_ttl = 0,
+                ids = "uid=header:X-Uid, dev=header:X-Dev" ]=]) .. [[
         ]], { http = "lua_shared_dict gray_metrics 1m;\n" })
         nginx = t.nginx
     end)
@@ -636,18 +616,9 @@ describe("the shared-cache miss path under LuaJIT", function()
                 set $gray_client_headers X-Real-IP;
                 content_by_lua_file $REPO/lua/gray/dep.lua;
             }
-            location = /ids {
-                content_by_lua_block {
-                    local r = package.loaded.spec_jit_shm_router
-                    if not r then
-                        r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                            client_headers = { "X-Real-IP" }, shm = "gray_shm",
-                            ids = "uid=header:X-Uid, dev=header:X-Dev" }))
-                        package.loaded.spec_jit_shm_router = r
-                    end
-                    return r:exec()
-                }
-            }
+            ]] .. api_location("/ids", [=[ memcached = "127.0.0.1:$MC",
+                client_headers = { "X-Real-IP" }, shm = "gray_shm",
+                ids = "uid=header:X-Uid, dev=header:X-Dev" ]=]) .. [[
             location @server      { return 200 "stable\n"; }
             location @server_test { return 200 "gray\n"; }
           }
