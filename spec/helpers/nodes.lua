@@ -91,10 +91,13 @@ function _M.two_nodes(mc, guard)
 end
 
 --- wrk on node's front for seconds, clients from a pool of 1000 addresses
--- (X-Real-IP); returns its pid.
-function _M.load(node, seconds)
+-- (X-Real-IP); returns its pid. delay_ms: each of wrk's 8 connections waits
+-- that long before each request (wrk's delay()), a lighter load (default:
+-- none, as fast as the node answers).
+function _M.load(node, seconds, delay_ms)
     local script = node.dir .. "/clients.lua"
     local f = assert(io.open(script, "w"))
+    f:write(delay_ms and ("delay = function() return " .. tonumber(delay_ms) .. " end\n") or "")
     f:write([[
         local n = 0
         request = function()
