@@ -31,7 +31,7 @@ describe("the guard on an A/A run of 60 s under load", function()
 
     it("does not halt", function()
         a:get("/mode?m=aa", { port = a.port2 })
-        wrk = nodes.load(a, SECONDS, DELAY_MS)
+        wrk = nodes.load(a, SECONDS, { delay_ms = DELAY_MS })
         local t0 = harness.now()
         -- no halt while the load runs, nor at the guard's first check
         -- after it (it checks every second)
