@@ -97,7 +97,7 @@ deps-test:
 # use the CPU. spec-timed (the specs that assert on latencies) runs at
 # normal priority; everything else under nice 10, so that it yields the
 # CPU to spec-timed's 50 ms deadlines.
-TEST_LANES := spec-slow spec-timed spec-other-a spec-other-b spec-other-c spec-readme spec-unit \
+TEST_LANES := spec-slow spec-timed spec-other-a spec-other-b spec-other-c spec-other-d spec-unit \
               asan lint rock-check
 BUILD_JOBS := $(shell nproc 2>/dev/null || echo 2)
 test: deps-test
@@ -106,22 +106,23 @@ test: deps-test
 
 # The specs in busted processes side by side. spec-unit: the specs that
 # start no server. spec-timed: those that assert on latencies (deadlines,
-# timeouts, a refusal's time). spec-other-a/-b/-c: the rest (imports,
+# timeouts, a refusal's time). spec-other-a/-b/-c/-d: the rest (imports,
 # generated cases, differential checks: CPU, no tight latency asserted),
-# in three lanes of 30-40 s each on an idle machine (busted's wall time
-# per file, tools/spec_times.lua; spec-other-c: outcome, miss, vars,
-# route, jit, status, troubleshooting, metrics_kinds, half of readme). readme_spec waits on its examples
+# in four lanes of 30-35 s each on an idle machine (busted's wall time per
+# file, tools/spec_times.lua). readme_spec waits on its examples
 # (refreshes, ramps: about 40 s, little CPU), so its examples are split by
-# name over two lanes: spec-readme runs the recipes whose name starts with
-# a to o (busted --filter), spec-other-c the others (--filter-out of the
-# same pattern: together, every test). spec-slow: the guard's A/A run, 60 s
-# of load by design (issue 14), in a lane of its own from the start: it
-# bounds make test's wall time from below. A new spec file goes in
-# spec-other-c unless listed here. Each spec takes its own free ports.
+# name over two lanes: spec-other-d runs the recipes whose name starts with
+# a to o (busted --filter), then ramp_spec; spec-other-c the others
+# (--filter-out of the same pattern: together, every test), then every
+# spec file not listed here (a new one goes there). spec-slow: the guard's
+# A/A run, 60 s of load by design (issue 14), in a lane of its own from
+# the start: it bounds make test's wall time from below. Each spec takes
+# its own free ports.
 SPEC_UNIT := cache dist ffi guard hash ip mc rangeset token xff
 SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust halt
-SPEC_OTHER_A := lists realip image
-SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc ramp
+SPEC_OTHER_A := lists image
+SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc realip
+SPEC_OTHER_D := ramp
 SPEC_SLOW := guard_aa
 # a Lua pattern without spaces: busted's launcher splits its arguments again
 README_PART := examples%sruns%srecipe:%s[a-o]
@@ -129,17 +130,18 @@ SPEC_UNIT_FILES := $(SPEC_UNIT:%=spec/%_spec.lua)
 SPEC_TIMED_FILES := $(SPEC_TIMED:%=spec/%_spec.lua)
 SPEC_OTHER_A_FILES := $(SPEC_OTHER_A:%=spec/%_spec.lua)
 SPEC_OTHER_B_FILES := $(SPEC_OTHER_B:%=spec/%_spec.lua)
+SPEC_OTHER_D_FILES := $(SPEC_OTHER_D:%=spec/%_spec.lua)
 SPEC_SLOW_FILES := $(SPEC_SLOW:%=spec/%_spec.lua)
 SPEC_OTHER_C_FILES := $(filter-out $(SPEC_UNIT_FILES) $(SPEC_TIMED_FILES) $(SPEC_OTHER_A_FILES) \
-                        $(SPEC_OTHER_B_FILES) $(SPEC_SLOW_FILES),$(sort $(wildcard spec/*_spec.lua)))
+                        $(SPEC_OTHER_B_FILES) $(SPEC_OTHER_D_FILES) $(SPEC_SLOW_FILES),$(sort $(wildcard spec/*_spec.lua)))
 SPEC_SERVERS := build/libgray.so build/fake-mc build/gray-admin
 NICE := nice -n 10
 
-.PHONY: spec-unit spec-timed spec-other spec-other-a spec-other-b spec-other-c spec-readme \
+.PHONY: spec-unit spec-timed spec-other spec-other-a spec-other-b spec-other-c spec-other-d \
         spec-slow
 spec:
 	$(MAKE) -j7 --output-sync=target spec-slow spec-timed spec-other-a spec-other-b spec-other-c \
-	    spec-readme spec-unit
+	    spec-other-d spec-unit
 
 spec-unit: build/libgray.so build/gray-admin
 	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_UNIT_FILES)
@@ -147,7 +149,7 @@ spec-unit: build/libgray.so build/gray-admin
 spec-timed: $(SPEC_SERVERS)
 	$(BUSTED) --lua=$(LUAJIT) $(SPEC_TIMED_FILES)
 
-spec-other: spec-other-a spec-other-b spec-other-c spec-readme
+spec-other: spec-other-a spec-other-b spec-other-c spec-other-d
 
 spec-other-a: $(SPEC_SERVERS)
 	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_A_FILES)
@@ -158,8 +160,9 @@ spec-other-b: $(SPEC_SERVERS)
 spec-other-c: $(SPEC_SERVERS)
 	$(NICE) $(BUSTED) --lua=$(LUAJIT) --filter-out='$(README_PART)' $(SPEC_OTHER_C_FILES)
 
-spec-readme: $(SPEC_SERVERS)
+spec-other-d: $(SPEC_SERVERS)
 	$(NICE) $(BUSTED) --lua=$(LUAJIT) --filter='$(README_PART)' spec/readme_spec.lua
+	$(NICE) $(BUSTED) --lua=$(LUAJIT) $(SPEC_OTHER_D_FILES)
 
 # libgray.so alone: the A/A run starts no fake-mc and no gray-admin
 spec-slow: build/libgray.so
