@@ -113,7 +113,7 @@ test: deps-test
 # (refreshes, ramps: about 40 s, little CPU), so its examples are split by
 # name over two lanes: spec-other-d runs the recipes whose name starts with
 # a to o (busted --filter), then ramp_spec; spec-other-c the others
-# (--filter-out of the same pattern: together, every test), then every
+# (--filter-out of the same pattern: together, every test), beside every
 # spec file not listed here (a new one goes there). spec-slow: the guard's
 # A/A run, 60 s of load by design (issue 14), in a lane of its own from
 # the start: it bounds make test's wall time from below. Each spec takes
