@@ -111,9 +111,9 @@ function _M.load(node, seconds, opts)
         end
     ]])
     f:close()
-    local out = harness.sh("wrk -t1 -c" .. (opts.connections or 8) .. " -d" .. seconds .. "s -s " .. script
-                           .. " http://127.0.0.1:" .. node.port .. "/ >" .. node.dir
-                           .. "/wrk.out 2>&1 & echo $!")
+    local out = harness.sh("wrk -t1 -c" .. (opts.connections or 8) .. " -d" .. seconds
+                           .. "s -s " .. script .. " http://127.0.0.1:" .. node.port .. "/ >"
+                           .. node.dir .. "/wrk.out 2>&1 & echo $!")
     return assert(tonumber(out:match("(%d+)")), out)
 end
 
