@@ -301,6 +301,70 @@ describe("a ramp over seconds, real nginx and memcached", function()
         return sh(BIN .. " --servers 127.0.0.1:" .. mc.port .. " " .. args .. " 2>&1")
     end
 
+    -- gray-admin resume and the ramp, table-driven: { what, ramp value,
+    -- halt key and value, resume's arguments, the ramp's start after it
+    -- (relative to now; nil: the value unchanged), resume's output pattern }
+    local resumes = {
+        { "halted 80 s ago, 20 s into the ramp", "-100 10% 50%@60s 100%@1h",
+          "gray:halt:gray", "-80 node-a guard: errors", "resume gray", -20,
+          "^ramp:     gray:ramp goes on at 10%.00%% %(step 1 of 3%): its later steps come"
+          .. " 1m%d+s later %(the halt's duration%)\n$" },
+        { "halted 70 s into the ramp: the second step", "-100 10% 50%@60s 100%@1h",
+          "gray:halt:gray", "-30 node-a x", "resume gray", -70,
+          "goes on at 50%.00%% %(step 2 of 3%): its later steps come %d+s later" },
+        { "a ramp written while halted starts at the resume", "-10 10% 50%@60s",
+          "gray:halt:gray", "-50 node-a x", "resume 1", 0, "goes on at 10%.00%% %(step 1 of 2%)" },
+        { "a halt value without a time moves nothing", "-100 10% 50%@60s",
+          "gray:halt:gray", "junk", "resume gray", nil, "^$" },
+        { "a halt in the future (a clock ahead) moves nothing", "-100 10% 50%@60s",
+          "gray:halt:gray", "+100 node-a x", "resume gray", nil, "^$" },
+        { "a ramp that does not parse is left as it is", "abc",
+          "gray:halt:gray", "-80 node-a x", "resume gray", nil,
+          "resume: gray:ramp = 'abc' is not a ramp: left as it is" },
+        { "the resume of another target moves nothing", "-100 10% 50%@60s",
+          "gray:halt:v2", "-80 node-a x", "resume v2", nil, "^$" },
+        { "--halt-key", "-100 10% 50%@60s", "h:gray", "-80 node-a x",
+          "--halt-key h resume gray", -20, "goes on at 10%.00%%" },
+    }
+    for _, c in ipairs(resumes) do
+        it("gray-admin resume and the ramp: " .. c[1], function()
+            local t = os.time()
+            local function at(v)
+                return (v:gsub("^([+-]%d+)", function(d) return tostring(t + tonumber(d)) end))
+            end
+            local ramp_value = at(c[2])
+            mc:set("gray:ramp", ramp_value)
+            mc:set(c[3], at(c[4]))
+            local out, code = admin(c[5])
+            assert.equal(0, code, out)
+            assert.matches(c[7], out)
+            assert.is_false(mc:get(c[3]), "the halt deleted")
+            local got = mc:get("gray:ramp")
+            if c[6] == nil then
+                assert.equal(ramp_value, got)
+            else
+                local start, rest = got:match("^(%d+)( .*)$")
+                assert.equal(ramp_value:match("^%d+( .*)$"), rest)
+                assert.is_true(math.abs(tonumber(start) - (t + c[6])) <= 1,
+                               "start " .. got .. ", expected about " .. (t + c[6]))
+            end
+            mc:cmd("delete gray:ramp\r\n")
+        end)
+    end
+
+    it("gray-admin resume moves --ramp-key's ramp, not gray:ramp", function()
+        local t = os.time()
+        mc:set("gray:ramp", (t - 100) .. " 10% 50%@60s")
+        mc:set("a:ramp", (t - 100) .. " 10% 50%@60s")
+        mc:set("gray:halt:gray", (t - 80) .. " node-a x")
+        local out, code = admin("--ramp-key a:ramp resume gray")
+        assert.equal(0, code, out)
+        assert.matches("a:ramp goes on at 10%.00%%", out)
+        assert.equal((t - 100) .. " 10% 50%@60s", mc:get("gray:ramp"))
+        assert.is_true(math.abs(tonumber(mc:get("a:ramp"):match("^%d+")) - (t - 20)) <= 1)
+        mc:cmd("delete gray:ramp\r\ndelete a:ramp\r\n")
+    end)
+
     it("a halt of gray freezes the ramp; after resume it goes on from that step", function()
         mc:set("gray:percent", "0")
         share_is("0")
