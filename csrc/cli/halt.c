@@ -106,7 +106,8 @@ int cli_cmd_resume(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *a
         if (v.value != NULL) {
             char *end = NULL;
             long long at = strtoll(v.value, &end, 10);
-            int timed = end != v.value && *end == ' ' && at > 0;
+            /* "<unix seconds> ...", as the routers read it (gray.halt.since) */
+            int timed = v.value[0] >= '0' && v.value[0] <= '9' && *end == ' ' && at > 0;
             free(v.value);
             if (timed) {
                 rc = cli_ramp_resume(mc, opts, (int64_t)at);

@@ -85,7 +85,8 @@ function _M.since(name)
     if not v then
         return false
     end
-    return tonumber(v:match("^(%d+) ")) or true
+    local at = tonumber(v:match("^(%d+) "))
+    return at and at > 0 and at or true
 end
 
 --- The seconds (ngx.now()) of the last halt or resume of name this worker
