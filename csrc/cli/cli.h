@@ -244,6 +244,9 @@ long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts);
  * halt's time (now - start becomes halted_at - start) and its later steps
  * come that much later; a line says so. 0, or EXIT_STORE (printed). */
 int cli_ramp_resume(memcached_st *mc, const cli_opts_t *opts, int64_t halted_at);
+/* A halt value's time, "<unix seconds> <node> <reason>", as the routers
+ * read it (gray.halt.since): digits first, then a blank; 0 when it has none. */
+int64_t cli_halt_at(const char *value);
 /* halt <target> [--reason TEXT], resume <target> (halt.c): the fleet-wide
  * halt key <halt_key>:<target>, added or deleted (resume gray: the ramp's
  * clock moved on first, cli_ramp_resume). */

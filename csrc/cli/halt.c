@@ -50,6 +50,15 @@ static void node_name(char *out, size_t size)
     snprintf(out, size, "gray-admin@%s", host);
 }
 
+int64_t cli_halt_at(const char *value)
+{
+    char *end = NULL;
+    long long at = strtoll(value, &end, 10);
+    if (value[0] < '0' || value[0] > '9' || *end != ' ' || at <= 0)
+        return 0;
+    return (int64_t)at;
+}
+
 int cli_cmd_halt(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
     if (args->npos != 2)
@@ -104,13 +113,10 @@ int cli_cmd_resume(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *a
         if (cli_gets(mc, key, &v) != 0)
             return EXIT_STORE;
         if (v.value != NULL) {
-            char *end = NULL;
-            long long at = strtoll(v.value, &end, 10);
-            /* "<unix seconds> ...", as the routers read it (gray.halt.since) */
-            int timed = v.value[0] >= '0' && v.value[0] <= '9' && *end == ' ' && at > 0;
+            int64_t at = cli_halt_at(v.value);
             free(v.value);
-            if (timed) {
-                rc = cli_ramp_resume(mc, opts, (int64_t)at);
+            if (at > 0) {
+                rc = cli_ramp_resume(mc, opts, at);
                 if (rc != 0)
                     return rc;
             }

@@ -65,7 +65,11 @@ static int default_halt(memcached_st *mc, const cli_opts_t *opts, int64_t *since
         return -1;
     if (v.value == NULL)
         return 0;
-    *since = strtoll(v.value, NULL, 10);
+    /* "<unix seconds> ..." as the routers read it (gray.halt.since); a
+     * value without a time freezes a router at the step it first saw: now,
+     * as near as can be told here */
+    int64_t at = cli_halt_at(v.value);
+    *since = at > 0 ? at : (int64_t)time(NULL);
     free(v.value);
     return 1;
 }
