@@ -449,17 +449,19 @@ static int sweep6(const gray_rentry6_t *e, size_t n, gray_run6_t *runs, size_t *
 
 #define INDEX_BITS_MAX 18
 
-static unsigned index_bits(size_t runs)
+/* The bits of an index for runs runs, at most room: the bits an address
+ * has past the ones all the runs share. */
+static unsigned index_bits(size_t runs, unsigned room)
 {
     unsigned bits = 0;
-    while (bits < INDEX_BITS_MAX && ((size_t)8 << bits) <= runs)
+    while (bits < INDEX_BITS_MAX && bits < room && ((size_t)8 << bits) <= runs)
         bits++;
     return bits;
 }
 
 size_t gray_rangeset_index_len(size_t runs)
 {
-    return ((size_t)1 << index_bits(runs)) + 1;
+    return ((size_t)1 << index_bits(runs, INDEX_BITS_MAX)) + 1;
 }
 
 static unsigned common_bits64(uint64_t a, uint64_t b)
@@ -491,9 +493,7 @@ static void index4(gray_rangeset_t *set)
     if (m >= 2) {
         skip = common_bits64((uint64_t)load_be32(r[0].start) << 32,
                              (uint64_t)load_be32(r[m - 1].start) << 32);
-        bits = index_bits(m);
-        if (bits > 32 - skip)
-            bits = 32 - skip;
+        bits = index_bits(m, 32 - skip);
     }
     set->v4_skip = (uint8_t)skip;
     set->v4_bits = (uint8_t)bits;
@@ -514,9 +514,7 @@ static void index6(gray_rangeset_t *set)
         uint64_t h0 = load_be64(r[0].start.b), l0 = load_be64(r[0].start.b + 8);
         uint64_t h1 = load_be64(r[m - 1].start.b), l1 = load_be64(r[m - 1].start.b + 8);
         skip = h0 != h1 ? common_bits64(h0, h1) : 64 + common_bits64(l0, l1);
-        bits = index_bits(m);
-        if (bits > 128 - skip)
-            bits = 128 - skip;
+        bits = index_bits(m, 128 - skip);
     }
     set->v6_skip = (uint8_t)skip;
     set->v6_bits = (uint8_t)bits;
