@@ -204,30 +204,28 @@ static gray_always_inline void swap_elem(char *a, char *b, size_t size)
     memcpy(b, tmp, size);
 }
 
+/* The entry at root moved down the heap a[0 .. n) until no child is larger. */
+static gray_always_inline void sift_down(char *a, size_t root, size_t n, size_t size,
+                                         less_fn less)
+{
+    for (size_t child; (child = 2 * root + 1) < n; root = child) {
+        if (child + 1 < n && less(a + child * size, a + (child + 1) * size))
+            child++;
+        if (!less(a + root * size, a + child * size))
+            break;
+        swap_elem(a + root * size, a + child * size, size);
+    }
+}
+
 static gray_always_inline void heap_sort(char *a, size_t n, size_t size, less_fn less)
 {
     /* heapify */
-    for (size_t start = n / 2; start-- > 0;) {
-        size_t root = start;
-        for (size_t child; (child = 2 * root + 1) < n; root = child) {
-            if (child + 1 < n && less(a + child * size, a + (child + 1) * size))
-                child++;
-            if (!less(a + root * size, a + child * size))
-                break;
-            swap_elem(a + root * size, a + child * size, size);
-        }
-    }
+    for (size_t start = n / 2; start-- > 0;)
+        sift_down(a, start, n, size, less);
     /* move the largest to the end, one at a time */
     for (size_t last = n; last-- > 1;) {
         swap_elem(a, a + last * size, size);
-        size_t root = 0;
-        for (size_t child; (child = 2 * root + 1) < last; root = child) {
-            if (child + 1 < last && less(a + child * size, a + (child + 1) * size))
-                child++;
-            if (!less(a + root * size, a + child * size))
-                break;
-            swap_elem(a + root * size, a + child * size, size);
-        }
+        sift_down(a, 0, last, size, less);
     }
 }
 
