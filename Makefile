@@ -259,7 +259,7 @@ bench:
 bench-shm:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so
-	LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/shm_load.lua
+	LUA_PATH='spec/?.lua;bench/?.lua;;' $(LUAJIT) bench/shm_load.lua
 
 # get vs mg (the meta protocol) for 1 and 3 keys and for "has it changed?":
 # bytes each way, and the C decoder's instructions per lookup (callgrind)
@@ -330,7 +330,7 @@ SOAK_SECONDS ?= 240
 soak:
 	@sh tools/deps.sh build bench
 	@$(MAKE) --no-print-directory build/libgray.so build/fake-mc
-	SOAK_SECONDS=$(SOAK_SECONDS) LUA_PATH='spec/?.lua;;' $(LUAJIT) bench/soak.lua
+	SOAK_SECONDS=$(SOAK_SECONDS) LUA_PATH='spec/?.lua;bench/?.lua;;' $(LUAJIT) bench/soak.lua
 
 # ---- demo ------------------------------------------------------------------
 

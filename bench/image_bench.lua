@@ -105,6 +105,25 @@ local function map_times(path)
     return t_open * 1e3, t_verify * 1e3
 end
 
+-- kind's image of text compiled (best of 3) into DIR, then mapped: its
+-- path, the open image, compile's stats, wall s, map ms, map-and-verify ms
+local function compile_image(kind, text)
+    local path = DIR .. "/" .. kind
+    local wall, r = best_of(3, function()
+        return assert(gray.image_compile(kind, text, NAMES, 1, path))
+    end)
+    local t_open, t_verify = map_times(path)
+    return path, assert(gray.image_open(path)), r[1], wall, t_open, t_verify
+end
+
+-- best_of(runs, f) for an f that builds one value: wall s, the value, CPU s,
+-- and the Lua heap it holds (MB)
+local function best_of_heap(runs, f)
+    local h0 = heap_mb()
+    local wall, r, cpu = best_of(runs, f)
+    return wall, r[1], cpu, heap_mb() - h0
+end
+
 local function lookups(f, keys)
     local n = #keys
     local t0 = clock()
@@ -141,21 +160,10 @@ do
     end
     local text = concat(lines, "\n")
     lines = nil   -- luacheck: ignore
-    local path = DIR .. "/ids"
-
-    local wall, r = best_of(3, function()
-        return assert(gray.image_compile("ids", text, NAMES, 1, path))
-    end)
-    local st = r[1]
-    local t_open, t_verify = map_times(path)
-    local img = assert(gray.image_open(path))
-
-    local h0 = heap_mb()
-    local t_lua, lr, c_lua = best_of(1, function()
+    local path, img, st, wall, t_open, t_verify = compile_image("ids", text)
+    local t_lua, ids, c_lua, lua_heap = best_of_heap(1, function()
         return today_compile_list(text)
     end)
-    local ids = lr[1]
-    local lua_heap = heap_mb() - h0
 
     local ns_img = lookups(function(k) return gray.image_find_id(img, k) end, sample)
     local ns_lua = lookups(function(k) return ids[k] end, sample)
@@ -203,21 +211,10 @@ do
         lines[i] = t == 1 and line or line .. " " .. NAMES[t]
     end
     local text = concat(lines, "\n")
-    local path = DIR .. "/ranges"
-
-    local wall, r = best_of(3, function()
-        return assert(gray.image_compile("ranges", text, NAMES, 1, path))
-    end)
-    local st = r[1]
-    local t_open, t_verify = map_times(path)
-    local img = assert(gray.image_open(path))
-
-    local h0 = heap_mb()
-    local t_today, tr, c_today = best_of(3, function()
+    local path, img, st, wall, t_open, t_verify = compile_image("ranges", text)
+    local t_today, set, c_today, today_heap = best_of_heap(3, function()
         return assert(gray.new_rangeset(text, NAMES))
     end)
-    local set = tr[1]
-    local today_heap = heap_mb() - h0
 
     local sample = {}
     for i = 1, 100000 do

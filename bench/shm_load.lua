@@ -14,13 +14,14 @@
 -- once per worker per TTL without the shared cache (8 x clients / ttl), at
 -- most once per node per TTL with it (clients / ttl).
 --
---   LUA_PATH='spec/?.lua;;' luajit bench/shm_load.lua
+--   LUA_PATH='spec/?.lua;bench/?.lua;;' luajit bench/shm_load.lua
 --
 -- Settings (environment): BENCH_WORKERS (8), BENCH_CLIENTS (200),
 -- BENCH_DURATION (10 s), BENCH_CONNECTIONS (64), BENCH_ROUNDS (2: the
 -- configurations take turns).
 
 local harness = require "helpers.harness"
+local wrk_load = require "wrk_load"
 
 local WORKERS = tonumber(os.getenv("BENCH_WORKERS") or "8")
 local CLIENTS = tonumber(os.getenv("BENCH_CLIENTS") or "200")
@@ -34,48 +35,12 @@ local function address(i)
 end
 
 local function conf(shm)
-    return [[
-      server {
-        listen 127.0.0.1:$PORT;
-        location / {
-            content_by_lua_block {
-                local r = package.loaded.bench_router
-                if not r then
-                    r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                        cache_ttl = ]] .. TTL .. [[, client_headers = { "X-Real-IP" },
-                        ranges_key = false, percent_key = false,
-                        ramp_key = false, shm = ]] .. shm .. [[ }))
-                    package.loaded.bench_router = r
-                end
-                return r:exec()
-            }
-        }
-        location @server      { return 200 "stable\n"; }
-        location @server_test { return 200 "gray\n"; }
-      }
-    ]]
+    return wrk_load.server("cache_ttl = " .. TTL .. ", shm = " .. shm .. ", ", "")
 end
 
 -- wrk's request script: the addresses in turn, each thread from its own
 -- starting point
-local WRK_SCRIPT = [[
-local n = 0
-local clients = ]] .. CLIENTS .. [[
-
-function setup(thread)
-    thread:set("start", math.random(0, clients - 1))
-end
-
-function init()
-    n = tonumber(wrk.thread:get("start")) or 0
-end
-
-function request()
-    n = (n + 1) % clients
-    return wrk.format(nil, "/", { ["X-Real-IP"] = "198.18." .. math.floor(n / 256) .. "."
-                                                   .. n % 256 })
-end
-]]
+local WRK_SCRIPT = wrk_load.walk(CLIENTS, '"198.18." .. math.floor(n / 256) .. "." .. n % 256')
 
 local function stats(mc)
     local out = {}
@@ -86,18 +51,9 @@ local function stats(mc)
 end
 
 local mc = harness.memcached()
-local scratch = harness.tmpdir()
-local script = scratch .. "/rotate.lua"
-local f = assert(io.open(script, "wb"))
-f:write(WRK_SCRIPT)
-f:close()
+local script = wrk_load.script_file("rotate.lua", WRK_SCRIPT)
 -- one in ten gray
-local sets = {}
-for i = 0, CLIENTS - 1, 10 do
-    sets[#sets + 1] = "set " .. address(i) .. " 0 0 1 noreply\r\n1\r\n"
-end
-mc:cmd_file(table.concat(sets))
-assert(mc:get(address(0)) == "1", "memcached did not take the entries")
+wrk_load.set_members(mc, CLIENTS, 10, address)
 
 local results = { without = {}, with = {} }
 for round = 1, ROUNDS do
@@ -169,10 +125,4 @@ for _, which in ipairs({ "without", "with" }) do
     lines[#lines + 1] = string.format("| %s shm | %.0f | %.0f | %.0f | %.2f |", which, rps, gets,
                                       bound, gets * TTL / CLIENTS)
 end
-local text = table.concat(lines, "\n") .. "\n"
-io.write(text)
-local out = io.open("build/bench-shm-results.txt", "wb")
-if out then
-    out:write(text)
-    out:close()
-end
+wrk_load.write_results(table.concat(lines, "\n") .. "\n", "build/bench-shm-results.txt")

@@ -22,12 +22,13 @@
 -- of the phase, and error.log lines (the library's, "gray: ...", apart from
 -- nginx's own). One table; also build/soak-results.txt.
 --
---   LUA_PATH='spec/?.lua;;' luajit bench/soak.lua
+--   LUA_PATH='spec/?.lua;bench/?.lua;;' luajit bench/soak.lua
 --
 -- Settings (environment): SOAK_SECONDS (240), SOAK_CLIENTS (100000),
 -- SOAK_WORKERS (2), SOAK_CONNECTIONS (32), SOAK_THREADS (2).
 
 local harness = require "helpers.harness"
+local wrk_load = require "wrk_load"
 
 local SECONDS = tonumber(os.getenv("SOAK_SECONDS") or "240")
 local CLIENTS = tonumber(os.getenv("SOAK_CLIENTS") or "100000")
@@ -44,49 +45,22 @@ local function address(i)
     return fmt("198.%d.%d.%d", 18 + math.floor(i / 65536), math.floor(i / 256) % 256, i % 256)
 end
 
-local CONF = [[
-  server {
-    listen 127.0.0.1:$PORT;
-    location / {
-        content_by_lua_block {
-            local r = package.loaded.soak_router
-            if not r then
-                r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
-                    client_headers = { "X-Real-IP" }, ranges_key = false,
-                    percent_key = false, ramp_key = false }))
-                package.loaded.soak_router = r
-            end
-            return r:exec()
-        }
-    }
-    location @server      { return 200 "stable $http_x_real_ip\n"; }
-    location @server_test { return 200 "gray $http_x_real_ip\n"; }
-  }
-]]
+local CONF = wrk_load.server("", " $http_x_real_ip")
 
 -- wrk: each thread walks the clients from its own start; response() sorts
 -- every answer; done() prints the phase's counts and latencies on one line
-local WRK_SCRIPT = [[
-local clients, every = ]] .. CLIENTS .. ", " .. MEMBER_EVERY .. [[
+local WRK_SCRIPT = wrk_load.walk(CLIENTS, '"198." .. (18 + math.floor(n / 65536)) .. "."'
+                                 .. ' .. math.floor(n / 256) % 256 .. "." .. n % 256') .. [[
+local every = ]] .. MEMBER_EVERY .. [[
 
 -- the counters are globals of each thread's state: done() reads them
-local n = 0
 wrong, non2xx, member_stable, member_gray, stable = 0, 0, 0, 0, 0
 local threads = {}
+local walk_setup = setup
 
 function setup(thread)
-    thread:set("start", math.random(0, clients - 1))
+    walk_setup(thread)
     threads[#threads + 1] = thread
-end
-
-function init()
-    n = tonumber(wrk.thread:get("start")) or 0
-end
-
-function request()
-    n = (n + 1) % clients
-    return wrk.format(nil, "/", { ["X-Real-IP"] = "198." .. (18 + math.floor(n / 65536)) .. "."
-                                  .. math.floor(n / 256) % 256 .. "." .. n % 256 })
 end
 
 function response(status, headers, body)
@@ -127,20 +101,11 @@ function done(summary, latency, requests)
 end
 ]]
 
-local scratch = harness.tmpdir()
-local script = scratch .. "/soak_wrk.lua"
-local f = assert(io.open(script, "wb"))
-f:write(WRK_SCRIPT)
-f:close()
+local script = wrk_load.script_file("soak_wrk.lua", WRK_SCRIPT)
 
 -- the members' entries, one pipelined file
 local function set_members(mc)
-    local sets = {}
-    for i = 0, CLIENTS - 1, MEMBER_EVERY do
-        sets[#sets + 1] = "set " .. address(i) .. " 0 0 1 noreply\r\n1\r\n"
-    end
-    mc:cmd_file(table.concat(sets))
-    assert(mc:get(address(0)) == "1", "memcached did not take the entries")
+    wrk_load.set_members(mc, CLIENTS, MEMBER_EVERY, address)
 end
 
 local mc = harness.memcached()
@@ -280,13 +245,7 @@ table.sort(sorted, function(a, b) return a.n > b.n end)
 for _, e in ipairs(sorted) do
     lines[#lines + 1] = fmt("  %6d  %s", e.n, e.k)
 end
-local text = table.concat(lines, "\n") .. "\n"
-io.write(text)
-local out = io.open("build/soak-results.txt", "wb")
-if out then
-    out:write(text)
-    out:close()
-end
+wrk_load.write_results(table.concat(lines, "\n") .. "\n", "build/soak-results.txt")
 if total.wrong > 0 or total.errors > 0 or #bad > 0 then
     io.stderr:write("soak: " .. total.wrong .. " wrong answers, " .. total.errors
                     .. " socket errors; bad log lines:\n"

@@ -204,30 +204,28 @@ static gray_always_inline void swap_elem(char *a, char *b, size_t size)
     memcpy(b, tmp, size);
 }
 
+/* The entry at root moved down the heap a[0 .. n) until no child is larger. */
+static gray_always_inline void sift_down(char *a, size_t root, size_t n, size_t size,
+                                         less_fn less)
+{
+    for (size_t child; (child = 2 * root + 1) < n; root = child) {
+        if (child + 1 < n && less(a + child * size, a + (child + 1) * size))
+            child++;
+        if (!less(a + root * size, a + child * size))
+            break;
+        swap_elem(a + root * size, a + child * size, size);
+    }
+}
+
 static gray_always_inline void heap_sort(char *a, size_t n, size_t size, less_fn less)
 {
     /* heapify */
-    for (size_t start = n / 2; start-- > 0;) {
-        size_t root = start;
-        for (size_t child; (child = 2 * root + 1) < n; root = child) {
-            if (child + 1 < n && less(a + child * size, a + (child + 1) * size))
-                child++;
-            if (!less(a + root * size, a + child * size))
-                break;
-            swap_elem(a + root * size, a + child * size, size);
-        }
-    }
+    for (size_t start = n / 2; start-- > 0;)
+        sift_down(a, start, n, size, less);
     /* move the largest to the end, one at a time */
     for (size_t last = n; last-- > 1;) {
         swap_elem(a, a + last * size, size);
-        size_t root = 0;
-        for (size_t child; (child = 2 * root + 1) < last; root = child) {
-            if (child + 1 < last && less(a + child * size, a + (child + 1) * size))
-                child++;
-            if (!less(a + root * size, a + child * size))
-                break;
-            swap_elem(a + root * size, a + child * size, size);
-        }
+        sift_down(a, 0, last, size, less);
     }
 }
 
@@ -449,17 +447,19 @@ static int sweep6(const gray_rentry6_t *e, size_t n, gray_run6_t *runs, size_t *
 
 #define INDEX_BITS_MAX 18
 
-static unsigned index_bits(size_t runs)
+/* The bits of an index for runs runs, at most room: the bits an address
+ * has past the ones all the runs share. */
+static unsigned index_bits(size_t runs, unsigned room)
 {
     unsigned bits = 0;
-    while (bits < INDEX_BITS_MAX && ((size_t)8 << bits) <= runs)
+    while (bits < INDEX_BITS_MAX && bits < room && ((size_t)8 << bits) <= runs)
         bits++;
     return bits;
 }
 
 size_t gray_rangeset_index_len(size_t runs)
 {
-    return ((size_t)1 << index_bits(runs)) + 1;
+    return ((size_t)1 << index_bits(runs, INDEX_BITS_MAX)) + 1;
 }
 
 static unsigned common_bits64(uint64_t a, uint64_t b)
@@ -491,9 +491,7 @@ static void index4(gray_rangeset_t *set)
     if (m >= 2) {
         skip = common_bits64((uint64_t)load_be32(r[0].start) << 32,
                              (uint64_t)load_be32(r[m - 1].start) << 32);
-        bits = index_bits(m);
-        if (bits > 32 - skip)
-            bits = 32 - skip;
+        bits = index_bits(m, 32 - skip);
     }
     set->v4_skip = (uint8_t)skip;
     set->v4_bits = (uint8_t)bits;
@@ -514,9 +512,7 @@ static void index6(gray_rangeset_t *set)
         uint64_t h0 = load_be64(r[0].start.b), l0 = load_be64(r[0].start.b + 8);
         uint64_t h1 = load_be64(r[m - 1].start.b), l1 = load_be64(r[m - 1].start.b + 8);
         skip = h0 != h1 ? common_bits64(h0, h1) : 64 + common_bits64(l0, l1);
-        bits = index_bits(m);
-        if (bits > 128 - skip)
-            bits = 128 - skip;
+        bits = index_bits(m, 128 - skip);
     }
     set->v6_skip = (uint8_t)skip;
     set->v6_bits = (uint8_t)bits;

@@ -234,6 +234,15 @@ th.n{text-align:right;white-space:nowrap}
 .step.done{color:#7a8394}
 ]]
 
+-- The end of a section's table of `rows` rows and `cols` columns: a row
+-- saying `none` when it has no rows.
+local function end_table(out, rows, cols, none)
+    if rows == 0 then
+        out[#out + 1] = format('<tr><td colspan="%d" class="muted">%s</td></tr>', cols, none)
+    end
+    out[#out + 1] = "</table></section>"
+end
+
 local function targets_html(d, out)
     out[#out + 1] = '<section id="targets"><h2>Targets, last ' .. d.window .. ' s</h2><table>'
                     .. '<tr><th>target</th><th class="n">requests/s</th><th class="n">5xx'
@@ -255,10 +264,7 @@ local function targets_html(d, out)
                                t.p95 and format("%d ms", floor(t.p95 * 1000 + 0.5))
                                or "&ndash;", state)
     end
-    if #d.targets == 0 then
-        out[#out + 1] = '<tr><td colspan="5" class="muted">no router in this worker yet</td></tr>'
-    end
-    out[#out + 1] = "</table></section>"
+    end_table(out, #d.targets, 5, "no router in this worker yet")
 end
 
 local function ramp_html(d, out)
@@ -305,10 +311,7 @@ local function lists_html(d, out)
                                l.version and esc(l.version) or '<span class="muted">none</span>',
                                l.entries or 0)
     end
-    if #d.lists == 0 then
-        out[#out + 1] = '<tr><td colspan="4" class="muted">no lists configured</td></tr>'
-    end
-    out[#out + 1] = "</table></section>"
+    end_table(out, #d.lists, 4, "no lists configured")
 end
 
 --- The data as the HTML page (meta refresh every d.refresh s).
