@@ -110,6 +110,29 @@ local next_sweep = {}
 -- directories already reported unusable (logged once per worker)
 local dir_warned = {}
 
+-- ---- the node's copies ------------------------------------------------------
+
+-- What a refresh read last on this node (the percentage's threshold, the
+-- ramp's value) is also kept in the metrics dict, as gray.halt keeps the
+-- halts: a worker started later (a reload, a respawn) decides with it from
+-- its first request (start), not from its first refresh. Until that refresh
+-- confirms it, it is the node's last known value: the first refresh reads
+-- the value itself (no CAS is copied), whatever the copy said.
+local function node_dict()
+    return metrics.dict() or ngx.shared[metrics.dict_name()]
+end
+
+local function keep_copy(key, value)
+    local dict = node_dict()
+    if dict then
+        if value == nil then
+            dict:delete(key)
+        else
+            dict:set(key, value)
+        end
+    end
+end
+
 -- ---- images ----------------------------------------------------------------
 
 local function metric_labels(feed)
@@ -606,6 +629,9 @@ function _M.new(opts)
                                 -- ramp's share, else the percentage's as of this
                                 -- router's last refresh
         ramp = opts.ramp_key and ramp_mod.new(opts.ramp_key) or false,
+        -- the node's copy of the ramp's value (see keep_copy)
+        ramp_copy = opts.ramp_key and "~ramp|" .. concat(ident, ",") .. "\n" .. opts.ramp_key
+                    or false,
         ramp_timer_for = false, -- the step time a timer is set for
         halts = opts.halts or false,    -- target name -> halt key (gray.halt)
         refreshes = 0,          -- refreshes run
@@ -618,7 +644,7 @@ function _M.new(opts)
             -- threshold: percent * 100 (buckets below it are gray);
             -- compiles: the values this worker read
             p = { key = self.percent_key, threshold = 0, cas = nil, compiles = 0,
-                  checked_at = -1, busy = false }
+                  checked_at = -1, busy = false, copy = "~pct|" .. id, seeded = false }
             percents[id] = p
         end
         self.pct = p
@@ -673,8 +699,10 @@ local function refresh_percent(p, mc, log, deadline)
         return
     end
     if cas == false then
-        if p.cas then
+        -- a threshold taken from the node's copy (seeded, no CAS) goes too
+        if p.cas or p.threshold ~= 0 then
             p.threshold, p.cas = 0, nil
+            keep_copy(p.copy, nil)
             if metrics.on then
                 metrics.set("gray_sticky_ratio", { key = key }, 0)
             end
@@ -709,6 +737,7 @@ local function refresh_percent(p, mc, log, deadline)
     end
     p.cas = cas
     p.compiles = p.compiles + 1
+    keep_copy(p.copy, p.threshold)
     if metrics.on then
         metrics.add("gray_list_compiles_total", { key = key })
         metrics.set("gray_sticky_ratio", { key = key }, pct / 100)
@@ -748,8 +777,8 @@ function _M.refresh(self)
             halt.refresh(self.halts, self.mc, left, self.log)
         end
     end
-    if self.ramp then
-        ramp_mod.refresh(self.ramp, self.mc, self.log, deadline)
+    if self.ramp and ramp_mod.refresh(self.ramp, self.mc, self.log, deadline) then
+        keep_copy(self.ramp_copy, self.ramp.value or nil)
     end
     _M.settle_share(self)
 end
@@ -810,6 +839,28 @@ local function on_timer(premature, self)
     end
 end
 
+-- Takes the node's last known percentage and ramp (keep_copy) into a
+-- worker that has read neither yet, and sets the share in force from them:
+-- at start, before the first decision.
+local function seed(self)
+    local dict = node_dict()
+    if not dict then
+        return
+    end
+    local p = self.pct
+    if self.percent_key and p.cas == nil and p.compiles == 0 and not p.seeded then
+        p.seeded = true
+        local v = dict:get(p.copy)
+        if type(v) == "number" and v >= 0 and v <= 10000 then
+            p.threshold = v
+        end
+    end
+    if self.ramp then
+        ramp_mod.seed(self.ramp, dict:get(self.ramp_copy))
+    end
+    _M.settle_share(self)
+end
+
 --- Maps the node's current images (at once: a worker started by a reload
 -- decides with them from its first request), then starts the refresh
 -- timer (and a first refresh now); from a phase where timers may be
@@ -827,6 +878,7 @@ function _M.start(self, no_timers)
     if self.halts then
         halt.seed(self.halts)
     end
+    seed(self)
     if no_timers then
         -- a worker that is shutting down (an old one over a reload) starts
         -- no timer, but decides with the node's images and halts
@@ -976,6 +1028,9 @@ require("jit").off(default_halted)
 require("jit").off(_M.settle_share)
 require("jit").off(on_step)
 require("jit").off(on_timer)
+require("jit").off(node_dict)
+require("jit").off(keep_copy)
+require("jit").off(seed)
 require("jit").off(_M.new)
 require("jit").off(_M.refresh)
 require("jit").off(_M.start)
