@@ -18,10 +18,10 @@
 --   if halt.halted("gray") then ... end      -- a table lookup: the request path
 --
 -- The state is the worker's, by target name: the routers of a worker share
--- it (a fleet names its targets alike). Each change a worker reads is also
--- kept in the metrics dict ("~halt|now|<target>"), from which a worker
--- starting later (a reload, a respawn) takes the node's last known halts
--- before its first decision (seed), not at its first refresh.
+-- it (a fleet names its targets alike). What each read finds is also kept
+-- in the metrics dict ("~halt|now|<target>", written when it differs), from
+-- which a worker starting later (a reload, a respawn) takes the node's last
+-- known halts before its first decision (seed), not at its first refresh.
 
 local metrics = require "gray.metrics"
 
@@ -105,14 +105,24 @@ local function log_once(name, mark, text)
     ngx.log(ngx.WARN, "gray: ", text)
 end
 
--- The node's copy of a change (see seed), in the metrics dict if there is one.
+-- The node's copy of what a read found (see seed), in the metrics dict if
+-- there is one: made right at every read that differs from it, not only at
+-- this worker's own changes. Each worker's view moves on by itself, so a
+-- copy written only at changes could stay wrong for good: two workers' reads
+-- across a resume and a new halt land in either order (the older read's
+-- delete last: the halt stands, its copy is gone), and a worker started then
+-- (a reload) decided without the halt until its first refresh read it.
 local function keep(name, value)
     local dict = metrics.dict() or ngx.shared[metrics.dict_name()]
     if dict then
+        local key = "~halt|now|" .. name
+        local copy = dict:get(key)
         if value then
-            dict:set("~halt|now|" .. name, value)
-        else
-            dict:delete("~halt|now|" .. name)
+            if copy ~= value then
+                dict:set(key, value)
+            end
+        elseif copy ~= nil then
+            dict:delete(key)
         end
     end
 end
@@ -147,11 +157,11 @@ function _M.set(name, value, key)
         gauge(name, value and 1 or 0)
     end
     local old = values[name]
+    keep(name, value)
     if value == (old or false) then
         return
     end
     changed_at[name] = ngx.now()
-    keep(name, value)
     if value then
         state[name], values[name] = true, value
         gauge(name, 1)
