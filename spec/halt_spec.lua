@@ -174,6 +174,29 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         assert.same({}, b:bad_new_log_lines())
     end)
 
+    -- Two reads of one halt key in flight at once (a refresh slower than
+    -- refresh_interval on a loaded machine, or two routers of a worker):
+    -- the older one, a "not halted" sent before the halt, came back last
+    -- and was taken in, resuming the target (logging its resume, so that
+    -- the real one later was not) and deleting the node's copy.
+    it("takes a read sent before the one in force for older news", function()
+        local got = b:eval([[
+            local halt = require "gray.halt"
+            local d = ngx.shared.gray_metrics
+            halt.set("zz", "1 spec newer", "gray:halt:zz", 1000.002)
+            halt.set("zz", false, "gray:halt:zz", 1000.001)      -- sent before, back after
+            local out = { tostring(halt.halted("zz")), tostring(d:get("~halt|now|zz")) }
+            halt.set("zz", false, "gray:halt:zz", 1000.003)      -- a resume, sent after
+            out[3] = tostring(halt.halted("zz"))
+            out[4] = tostring(d:get("~halt|now|zz"))
+            return table.concat(out, ", ")
+        ]])
+        assert.equal("true, 1 spec newer, false, nil\n", got)
+        local log = b:new_log_lines()
+        local _, n = log:gsub("target zz is resumed", "")
+        assert.equal(1, n, log)
+    end)
+
     it("routes to the target again after gray-admin resume", function()
         a:get("/mode?m=ok", { port = a.port2 })
         assert.equal("", admin(mc, "resume gray"))

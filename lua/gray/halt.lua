@@ -40,6 +40,10 @@ local values = {}
 local changed_at = {}
 -- target names whose gauge this worker has set once
 local gauged = {}
+-- target name -> when the read in force was sent (ngx.now(), updated): a
+-- read sent before it and back after it (two refreshes at once on a loaded
+-- machine, or two routers' of one worker) is older news, not a change
+local read_at = {}
 
 local VALUE_MAX = 1000          -- bytes of a halt's value (reason included)
 _M.VALUE_MAX = VALUE_MAX
@@ -150,8 +154,21 @@ local function gauge(name, v)
 end
 
 --- Sets a target's state from its halt key's value (a string: halted;
--- false: not). Called by the refresh, and by a guard that just halted.
-function _M.set(name, value, key)
+-- false: not), read by a request sent at `at` (ngx.now(); default: now).
+-- Called by the refresh, and by a guard that just halted. A read sent
+-- before the one in force is dropped: a stale "not halted" taken in last
+-- resumed a halted target (and spent its resume's log line) until the next
+-- refresh, and deleted the node's copy.
+function _M.set(name, value, key, at)
+    if not at then
+        ngx.update_time()
+        at = ngx.now()
+    end
+    local last = read_at[name]
+    if last and at < last then
+        return
+    end
+    read_at[name] = at
     if not gauged[name] then
         gauged[name] = true
         gauge(name, value and 1 or 0)
@@ -195,6 +212,8 @@ function _M.refresh(keys, mc, timeout, log)
         -- a value over value_max is a failed read too (a halt's value is at
         -- most VALUE_MAX bytes): a server that answers every key with junk
         -- halts nothing
+        ngx.update_time()
+        local at = ngx.now()
         local v, err = mc:get_meta(key, { timeout = left })
         if v == nil then
             if log then
@@ -202,7 +221,7 @@ function _M.refresh(keys, mc, timeout, log)
                            .. " stays: " .. tostring(err))
             end
         else
-            _M.set(name, v ~= false and v or false, key)
+            _M.set(name, v ~= false and v or false, key, at)
         end
     end
 end
@@ -221,7 +240,7 @@ end
 
 -- forget everything (specs)
 function _M._reset()
-    for _, t in ipairs({ state, values, changed_at, gauged }) do
+    for _, t in ipairs({ state, values, changed_at, gauged, read_at }) do
         for k in pairs(t) do
             t[k] = nil
         end

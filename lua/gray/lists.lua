@@ -635,6 +635,7 @@ function _M.new(opts)
         ramp_timer_for = false, -- the step time a timer is set for
         halts = opts.halts or false,    -- target name -> halt key (gray.halt)
         refreshes = 0,          -- refreshes run
+        refreshing = false,     -- a timer's refresh is running
         started = false,
     }, mt)
     if self.percent_key then
@@ -833,7 +834,15 @@ local function on_timer(premature, self)
         release_all()
         return
     end
+    -- one refresh of a router at a time: one slower than the interval (a
+    -- loaded machine) is not overlapped by the next, whose reads could come
+    -- back first and be taken over by its older ones (the ramp's, the halts')
+    if self.refreshing then
+        return
+    end
+    self.refreshing = true
     local ok, err = pcall(_M.refresh, self)
+    self.refreshing = false
     if not ok then
         ngx_log(WARN, "gray: refreshing the lists failed: ", err)
     end
