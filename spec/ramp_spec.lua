@@ -489,9 +489,13 @@ describe("the share over a reload (2 workers, the metrics dict)", function()
     end)
 
     it("keeps the ramp from a new worker's first decision", function()
-        mc:set("gray:percent", "0")
-        mc:set("gray:ramp", os.time() .. " 30% 40%@1h")
+        -- no share first, then the ramp: right answers prove that a worker
+        -- has read the ramp (the addresses are in the 50% of before too)
         local addrs = members(3000)
+        mc:set("gray:percent", "0")
+        harness.wait_for(function() return #answers(addrs, "@server; default") == 0 end,
+                         5, "no share")
+        mc:set("gray:ramp", os.time() .. " 30% 40%@1h")
         harness.wait_for(function() return #answers(addrs, "@server_test; percent") == 0 end,
                          5, "the ramp")
         assert.same({}, reloads(addrs, "@server_test; percent"))
