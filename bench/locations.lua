@@ -100,6 +100,29 @@ return {
              .. "                (package.loaded.api_routers or require(\"api_routers\"))("
              .. "\"api-upstream\"):set_upstream()\n            }" .. ROUTE_TAIL,
       gray_vars = true, want = ROUTED },
+    -- routing by variable, cheaper: $gray_upstream declared by an http-level
+    -- map (no `set` run per request), rewrite_by_lua, settings in the block
+    { name = "route-map", label = "route.lua, $gray_upstream from a map, not a set",
+      http = "map $host $gray_upstream { default stable; }",
+      body = "set $gray_upstreams \"stable=stable, gray=test\";\n"
+             .. "            access_by_lua_file $REPO/lua/gray/route.lua;" .. ROUTE_TAIL,
+      gray_vars = true, want = ROUTED },
+    { name = "route-rewrite", label = "route.lua as rewrite_by_lua_file, a map",
+      http = "map $host $gray_upstream { default stable; }",
+      body = "set $gray_upstreams \"stable=stable, gray=test\";\n"
+             .. "            rewrite_by_lua_file $REPO/lua/gray/route.lua;" .. ROUTE_TAIL,
+      gray_vars = true, want = ROUTED },
+    { name = "route-run", label = "route() settings here, a map (no variable read)",
+      http = "map $host $gray_upstream { default stable; }",
+      body = "access_by_lua_block {\n                require(\"gray.dep\").route("
+             .. "\"$gray_upstreams 'stable=stable, gray=test'\")\n            }" .. ROUTE_TAIL,
+      gray_vars = true, want = ROUTED },
+    { name = "api-upstream-map", label = "Lua API set_upstream(), a map, access phase",
+      http = "map $host $gray_upstream { default stable; }",
+      body = "access_by_lua_block {\n"
+             .. "                (package.loaded.api_routers or require(\"api_routers\"))("
+             .. "\"api-upstream\"):set_upstream()\n            }" .. ROUTE_TAIL,
+      gray_vars = true, want = ROUTED },
     { name = "dropin-beside-set", label = "drop-in, a variable set beside", body = DROPIN,
       beside = "location = /b {\n            set $gray_cache_ttl 0;\n            " .. DROPIN
                .. "\n        }",

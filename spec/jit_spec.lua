@@ -26,10 +26,10 @@ local TIMER_ONLY = {
                       "refresh_percent", "on_timer", "new", "start", "stats",
                       "resolve_dir", "resolve", "default_halted", "settle_share", "on_step",
                       "add_text", "run_job", "sweep", "node_dict", "keep_copy", "seed" },
-    ["ramp.lua"] = { "ms_left", "refresh", "step_at", "share", "info", "seed" },
+    ["ramp.lua"] = { "ms_left", "refresh", "step_at", "frozen_step", "share", "info", "seed" },
     ["memcached.lua"] = { "get_multi_bulk", "add" },
     ["halt.lua"] = { "set", "refresh", "keys", "value", "parse", "log_once", "gauge", "keep",
-                     "seed", "all" },
+                     "seed", "all", "since" },
     ["guard.lua"] = { "parse", "z_test", "judge", "erfc", "node_name", "check", "on_timer",
                       "start" },
     ["metrics.lua"] = { "flush", "to_utf8" },
@@ -70,12 +70,13 @@ local function jit_off_functions()
 end
 
 -- file -> a sorted list of { line, name }: where each function of a library
--- file begins (a line belongs to the last one begun before it)
+-- file begins (a line belongs to the last one begun before it); and its
+-- .ends: the lines where a top-level function ends ("end" in column 1)
 local function function_starts()
     local starts = {}
     for _, file in ipairs(LIB_FILES) do
         local path = "lua/" .. (file == "gray.lua" and "" or "gray/") .. file
-        local list, n = {}, 0
+        local list, n = { ends = {} }, 0
         for line in (assert(harness.read_file(path), path) .. "\n"):gmatch("([^\n]*)\n") do
             n = n + 1
             local name = line:match("^local function ([%w_]+)%(")
@@ -84,11 +85,24 @@ local function function_starts()
                 or line:match("^local ([%w_]+) = function%(")
             if name then
                 list[#list + 1] = { line = n, name = name }
+            elseif line:find("^end%s*$") then
+                list.ends[n] = true
             end
         end
         starts[file] = list
     end
     return starts
+end
+
+-- Whether "file:line" is the end of a library function: a trace that
+-- aborts there with "JIT compilation disabled for function" was returning
+-- into a caller turned jit.off, which the library does for timer-only code
+-- alone (jit_off_functions): metrics' incr or outcome's wadd called by a
+-- flush, for example.
+local function returns_into_jit_off(starts, loc)
+    local file, line = loc:match("([%w_]+%.lua):(%d+)")
+    local list = file and starts[file]
+    return list ~= nil and list.ends[tonumber(line)] == true
 end
 
 -- Whether "file:line" lies in a function that only timers run (TIMER_ONLY,
@@ -122,7 +136,9 @@ end
 -- (TIMER_ONLY, TIMER_CODE; a side trace: when its parent is a timer's), or
 -- when it is part of a stitched chain (one flow of execution, "(n/stitch)")
 -- that ran into a timer-only function ("JIT compilation disabled for
--- function at" one), or that a timer's trace began. Code both run (the
+-- function at" one, or at a function's end: returning into one), or that a
+-- timer's trace began; a side trace that ran into one makes its parent a
+-- timer's too (its exit led there). Code both run (the
 -- store client, ngx.now) counts as the request's unless one of these says
 -- otherwise, so a request-path loop or abort still counts.
 local function request_lines(log)
@@ -139,10 +155,11 @@ local function request_lines(log)
                 or (parent and timer[parent]) or false
             if abort and not is_timer then
                 local at = abort:match("JIT compilation disabled for function at ([^ ]+)$")
-                if at and in_timer_code(starts, at) then
+                if at and (in_timer_code(starts, at) or returns_into_jit_off(starts, at)) then
                     is_timer = true
-                    -- the stitched chain that led here is the timer's too
-                    local p = how == "stitch" and parent
+                    -- the chain that led here (a side trace's parent, a
+                    -- stitched chain) is the timer's too
+                    local p = parent
                     while p and not timer[p] do
                         timer[p] = true
                         p = stitched_from[p]

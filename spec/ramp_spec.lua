@@ -152,6 +152,26 @@ describe("the share in force (gray.ramp.share)", function()
         assert.is_nil(next_at)
         assert.equal(10000, (ramp.share(r, 5000, false)))
     end)
+    it("freezes at the step of the halt's time, the same on every node", function()
+        -- halted at 1700 (the halt key's time), seen at 5000: 25%, the
+        -- step at 1700, whenever a worker saw the halt first
+        local share, next_at = ramp.share(r, 5000, 1700)
+        assert.equal(2500, share)
+        assert.is_nil(next_at)
+        local fresh = ramp.new("gray:ramp")
+        fresh.start, fresh.steps = r.start, r.steps
+        assert.equal(2500, (ramp.share(fresh, 9000, 1700)))
+        assert.equal(500, (ramp.share(fresh, 9000, 900)))      -- halted before the start
+        local info = ramp.info(fresh, 9000, 1700)
+        assert.same({ 2, 25, true, 1700 }, { info.step, info.share, info.frozen,
+                                             info.frozen_since })
+        -- gray-admin resume at 5000 moves the start on by 3300 s: the ramp
+        -- goes on at 25%, its next step 3300 s later
+        fresh.start = r.start + 3300
+        share, next_at = ramp.share(fresh, 5000, false)
+        assert.equal(2500, share)
+        assert.equal(1000 + 3300 + 3600, next_at)
+    end)
     it("is nil without a ramp", function()
         assert.is_nil(ramp.share(ramp.new("k"), 1000, false))
     end)
@@ -280,6 +300,135 @@ describe("a ramp over seconds, real nginx and memcached", function()
     local function admin(args)
         return sh(BIN .. " --servers 127.0.0.1:" .. mc.port .. " " .. args .. " 2>&1")
     end
+
+    -- gray-admin resume and the ramp, table-driven: { what, ramp value,
+    -- halt key and value, resume's arguments, the ramp's start after it
+    -- (relative to now; nil: the value unchanged), resume's output pattern }
+    local resumes = {
+        { "halted 80 s ago, 20 s into the ramp", "-100 10% 50%@60s 100%@1h",
+          "gray:halt:gray", "-80 node-a guard: errors", "resume gray", -20,
+          "^ramp:     gray:ramp goes on at 10%.00%% %(step 1 of 3%): its later steps come"
+          .. " 1m%d+s later %(the halt's duration%)\n$" },
+        { "halted 70 s into the ramp: the second step", "-100 10% 50%@60s 100%@1h",
+          "gray:halt:gray", "-30 node-a x", "resume gray", -70,
+          "goes on at 50%.00%% %(step 2 of 3%): its later steps come %d+s later" },
+        { "a ramp written while halted starts at the resume", "-10 10% 50%@60s",
+          "gray:halt:gray", "-50 node-a x", "resume 1", 0, "goes on at 10%.00%% %(step 1 of 2%)" },
+        { "a halt value without a time moves nothing", "-100 10% 50%@60s",
+          "gray:halt:gray", "junk", "resume gray", nil, "^$" },
+        { "a halt at time 0 moves nothing", "-100 10% 50%@60s",
+          "gray:halt:gray", "0 node-a x", "resume gray", nil, "^$" },
+        { "a halt value that starts with a blank moves nothing", "-100 10% 50%@60s",
+          "gray:halt:gray", " 1700000000 node-a x", "resume gray", nil, "^$" },
+        { "a halt in the future (a clock ahead) moves nothing", "-100 10% 50%@60s",
+          "gray:halt:gray", "+100 node-a x", "resume gray", nil, "^$" },
+        { "a ramp that does not parse is left as it is", "abc",
+          "gray:halt:gray", "-80 node-a x", "resume gray", nil,
+          "resume: gray:ramp = 'abc' is not a ramp: left as it is" },
+        { "the resume of another target moves nothing", "-100 10% 50%@60s",
+          "gray:halt:v2", "-80 node-a x", "resume v2", nil, "^$" },
+        { "--halt-key", "-100 10% 50%@60s", "h:gray", "-80 node-a x",
+          "--halt-key h resume gray", -20, "goes on at 10%.00%%" },
+    }
+    for _, c in ipairs(resumes) do
+        it("gray-admin resume and the ramp: " .. c[1], function()
+            local t = os.time()
+            local function at(v)
+                return (v:gsub("^([+-]%d+)", function(d) return tostring(t + tonumber(d)) end))
+            end
+            local ramp_value = at(c[2])
+            mc:set("gray:ramp", ramp_value)
+            mc:set(c[3], at(c[4]))
+            local out, code = admin(c[5])
+            assert.equal(0, code, out)
+            assert.matches(c[7], out)
+            assert.is_false(mc:get(c[3]), "the halt deleted")
+            local got = mc:get("gray:ramp")
+            if c[6] == nil then
+                assert.equal(ramp_value, got)
+            else
+                local start, rest = got:match("^(%d+)( .*)$")
+                assert.equal(ramp_value:match("^%d+( .*)$"), rest)
+                assert.is_true(math.abs(tonumber(start) - (t + c[6])) <= 1,
+                               "start " .. got .. ", expected about " .. (t + c[6]))
+            end
+            mc:cmd("delete gray:ramp\r\n")
+        end)
+    end
+
+    it("gray-admin resume moves --ramp-key's ramp, not gray:ramp", function()
+        local t = os.time()
+        mc:set("gray:ramp", (t - 100) .. " 10% 50%@60s")
+        mc:set("a:ramp", (t - 100) .. " 10% 50%@60s")
+        mc:set("gray:halt:gray", (t - 80) .. " node-a x")
+        local out, code = admin("--ramp-key a:ramp resume gray")
+        assert.equal(0, code, out)
+        assert.matches("a:ramp goes on at 10%.00%%", out)
+        assert.equal((t - 100) .. " 10% 50%@60s", mc:get("gray:ramp"))
+        assert.is_true(math.abs(tonumber(mc:get("a:ramp"):match("^%d+")) - (t - 20)) <= 1)
+        mc:cmd("delete gray:ramp\r\ndelete a:ramp\r\n")
+    end)
+
+    it("a halt of gray freezes the ramp; after resume it goes on from that step", function()
+        mc:set("gray:percent", "0")
+        share_is("0")
+        local start = os.time()
+        mc:set("gray:ramp", start .. " 10% 50%@8s")
+        share_is("10")
+        local before = measure()
+        assert.is_true(os.time() < start + 8, "measured after the step: a slow machine")
+        assert.same(expected(1000), before)
+        local out, code = admin("halt gray --reason 'spec: frozen ramp'")
+        assert.equal(0, code, out)
+        local halted_at = tonumber(mc:get("gray:halt:gray"):match("^%d+"))
+        -- past the clock's step: still 10%, frozen
+        harness.wait_for(function() return os.time() >= start + 9 end, 12, "the step's time")
+        share_is("10")
+        assert.matches("frozen at 10.00%% %(step 1 of 2%) by the halt of gray", admin("status"))
+        out, code = admin("resume gray")
+        local resumed_at = os.time()
+        assert.equal(0, code, out)
+        assert.matches("ramp:     gray:ramp goes on at 10.00%% %(step 1 of 2%): its later steps"
+                       .. " come %d+s later", out)
+        assert.is_false(mc:get("gray:halt:gray"))
+        -- the start moved on by the halt's duration (written with CAS)
+        local moved = tonumber(mc:get("gray:ramp"):match("^(%d+) 10%% 50%%@8s$"))
+        assert.is_true(math.abs(moved - (start + resumed_at - halted_at)) <= 1,
+                       "start " .. start .. " moved to " .. moved)
+        -- just after the resume: the share at the halt's time, the same members
+        -- (once every worker has read the halt's end: a member answered gray
+        -- six times in a row)
+        local member = addr((next(before)))
+        harness.wait_for(function()
+            for _ = 1, 6 do
+                if nginx:get("/", { headers = { ["X-Real-IP"] = member } }).body ~= "gray" then
+                    return false
+                end
+            end
+            return true
+        end, 5, "the resume")
+        share_is("10")
+        local after = measure()
+        assert.is_true(os.time() < moved + 8, "measured after the step: a slow machine")
+        assert.same(before, after)
+        assert.matches("in force: 10.00%% %(step 1 of 2%)", admin("status"))
+        -- the next step, later by the halt's duration; nobody left
+        harness.wait_for(function() return os.time() >= moved + 8 end, 14, "the moved step")
+        harness.sleep(0.15)
+        share_is("50")
+        local later = measure()
+        assert.same(expected(5000), later)
+        for i in pairs(before) do
+            assert.is_true(later[i], addr(i) .. " left the ramp")
+        end
+        -- a resume without a ramp, or of another target, changes no ramp
+        mc:cmd("delete gray:ramp\r\n")
+        admin("halt gray")
+        out = admin("resume gray")
+        assert.equal("", out)
+        assert.is_false(mc:get("gray:ramp"))
+        share_is("0")
+    end)
 
     it("gray-admin ramp writes what the routers read; ramp stop deletes it", function()
         mc:set("gray:percent", "3")

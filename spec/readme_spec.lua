@@ -28,7 +28,8 @@
 -- several workers: the series shown must be there and add up to the same).
 -- The README's own sed line fills in the checkout's path. Also checked: every
 -- $gray_* variable the conf names is one the library reads, and error.log
--- has no warning or error.
+-- has no warning or error but those an example causes on purpose
+-- (EXPECTED_LOG: each must be there, as many times as it says).
 
 local harness = require "helpers.harness"
 
@@ -39,6 +40,21 @@ local WAIT = 4          -- s to wait for shown output (metrics flush every secon
 -- under nice 10 on a busy machine timed out (a "read ... timeout" error in
 -- error.log, a store-error answer) where the README shows none
 local LOOKUP_MS = 2000
+
+-- The warnings an example causes on purpose, by its name (/tmp/gray-<name>):
+-- { pattern, times }. Each must match exactly that many lines of its
+-- error.log, and no other warning or error is allowed. The guard's example
+-- (docs/progressive.md) halts gray once and resumes it once, one node, one
+-- worker: the guard's halt, the node's halt and its end, each logged once.
+local EXPECTED_LOG = {
+    guard = {
+        { "%[warn%] .*gray: guard halts target gray %(gray:halt:gray%): errors: 5xx ", 1 },
+        { "%[warn%] .*gray: target gray is halted %(gray:halt:gray = '%d+ %S+ guard: errors:"
+          .. " 5xx [^']*'%): its requests go to the stable location", 1 },
+        { "%[warn%] .*gray: target gray is resumed %(gray:halt:gray deleted%): its requests are"
+          .. " routed again", 1 },
+    },
+}
 
 local function read(path)
     return assert(harness.read_file(path), "cannot read " .. path)
@@ -352,9 +368,21 @@ local function run(ex, ask, cleanup)
     end
 
     local log = harness.read_file(dir .. "/error.log") or "(no error.log)"
+    local expected, seen = EXPECTED_LOG[name] or {}, {}
     for line in log:gmatch("[^\n]+") do
-        check(not (line:find("%[error%]") or line:find("%[warn%]")
-                   or line:find("uninitialized", 1, true)), "error.log: " .. line)
+        local meant
+        for k, e in ipairs(expected) do
+            if line:find(e[1]) then
+                seen[k], meant = (seen[k] or 0) + 1, true
+                break
+            end
+        end
+        check(meant or not (line:find("%[error%]") or line:find("%[warn%]")
+                            or line:find("uninitialized", 1, true)), "error.log: " .. line)
+    end
+    for k, e in ipairs(expected) do
+        check((seen[k] or 0) == e[2], "error.log: " .. (seen[k] or 0) .. " lines like '" .. e[1]
+                                      .. "', expected " .. e[2] .. ":\n" .. log)
     end
     for _, line in ipairs(harness.bad_log_lines(log)) do
         check(false, "error.log: " .. line)
@@ -408,6 +436,7 @@ describe("README.md and docs/*.md examples", function()
         end
         assert.truthy(have:find("docs/internals.md: shm", 1, true), have)
         assert.truthy(have:find("docs/progressive.md: ramp", 1, true), have)
+        assert.truthy(have:find("docs/progressive.md: guard", 1, true), have)
     end)
 
     for _, ex in ipairs(all) do

@@ -16,6 +16,9 @@ describe("routing by variable (access phase)", function()
   upstream app_v1 { server 127.0.0.1:B1; }
   upstream app_v2 { server 127.0.0.1:B2; }
   upstream app_v3 { server 127.0.0.1:B3; }
+  # $gray_upstream declared by a map, not a `set` run per request (where a
+  # location sets it too, its `set` wins there)
+  map $host $gray_upstream { default app_v1; }
   server { listen 127.0.0.1:B1; location / { return 200 "v1 $http_x_real_ip\n"; } }
   server { listen 127.0.0.1:B2; location / { return 200 "v2 $http_x_real_ip\n"; } }
   server { listen 127.0.0.1:B3; location / { return 200 "v3 $http_x_real_ip\n"; } }
@@ -36,6 +39,17 @@ describe("routing by variable (access phase)", function()
         set $gray_targets "v3=@v3, v4=@v4";
         set $gray_upstreams "stable=app_v1, gray=app_v2, v3=app_v3";
         access_by_lua_file $REPO/lua/gray/route.lua;
+        proxy_pass http://$gray_upstream;
+    }
+    location /map/ {
+        set $gray_upstreams "stable=app_v1, gray=app_v2, v3=app_v3";
+        access_by_lua_file $REPO/lua/gray/route.lua;
+        proxy_pass http://$gray_upstream;
+    }
+    location /map-run/ {
+        access_by_lua_block {
+            require("gray.dep").route("$gray_upstreams 'stable=app_v1, gray=app_v2, v3=app_v3'")
+        }
         proxy_pass http://$gray_upstream;
     }
     location /unset/ {
@@ -98,6 +112,23 @@ describe("routing by variable (access phase)", function()
             assert.equal(c[3], headers["x-gray-debug"])
         end
         assert.matches("names no target: 'v9'", nginx:new_log_lines())
+    end)
+
+    it("routes alike with $gray_upstream from a map and settings in route()", function()
+        mc:set("198.51.100.11", "1")
+        mc:set("198.51.100.13", "v3")
+        for _, path in ipairs({ "/map/", "/map-run/" }) do
+            local cases = {
+                { "198.51.100.11", "200 v2 198.51.100.11", "app_v2; ip" },
+                { "198.51.100.13", "200 v3 198.51.100.13", "app_v3; ip" },
+                { "198.51.100.12", "200 v1 198.51.100.12", "app_v1; default" },
+            }
+            for _, c in ipairs(cases) do
+                local got, headers = get(path, c[1])
+                assert.equal(c[2], got, path)
+                assert.equal(c[3], headers["x-gray-debug"], path)
+            end
+        end
     end)
 
     it("follows the ranges list and the ramp as the content-phase drop-in", function()

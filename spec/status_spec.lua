@@ -163,4 +163,25 @@ describe("the status page", function()
         local head = assert(harness.read_file(png), "no screenshot at " .. png):sub(1, 8)
         assert.equal("\137PNG\r\n\26\n", head)
     end)
+
+    it("shows the ramp frozen by a halt of gray, since the halt's time", function()
+        local since = os.time() - 20
+        mc:set("gray:halt:gray", since .. " node-c spec: frozen ramp")
+        local body
+        harness.wait_for(function()
+            nginx:get("/", { headers = { ["X-Real-IP"] = "198.51.100.1" } })   -- a refresh
+            body = json()
+            return body:find('"frozen":true', 1, true) ~= nil
+        end, 6, "the halt in the status JSON: " .. tostring(body))
+        assert.matches('"ramp":{"frozen":true,"frozen_since":' .. since .. ',"key":"gray:ramp",'
+                       .. '"share":10,', body)
+        local html = nginx:get("/status").body
+        assert.matches('frozen by the halt of gray since [%d%- :]+ UTC', html)
+        assert.matches("No next step while halted: after the resume the ramp goes on", html)
+        mc:cmd("delete gray:halt:gray\r\n")
+        harness.wait_for(function()
+            nginx:get("/", { headers = { ["X-Real-IP"] = "198.51.100.1" } })
+            return json():find('"frozen":false', 1, true) ~= nil
+        end, 6, "the resume in the status JSON")
+    end)
 end)

@@ -68,8 +68,13 @@ local SERVERS = [[
   server {
     listen 127.0.0.1:$PORT;
     uninitialized_variable_warn off;    # $gray_* set in some locations only
+    # the rules, not time, are the subject (cache_ttl 0 in /dep/: each
+    # request asks memcached): 2 s lookups in every drop-in location, so
+    # that a loaded machine does not turn one into a store-error
+    set $gray_timeout 2000;
 
-    # the classic dep.lua configuration (its memcached port aside)
+    # the classic dep.lua configuration (its memcached port and the
+    # timeout above aside)
     location / {
         set $gray_memcached 127.0.0.1:$MC;
         content_by_lua_file $REPO/lua/gray/dep.lua;

@@ -29,6 +29,10 @@ local SERVERS = [[
     set $gray_ranges_key off;
     set $gray_percent_key off;
     set $gray_debug_header X-Gray-Debug;
+    # who may steer, not time, is the subject (cache_ttl 0: each request
+    # asks memcached): 2 s lookups, so that a loaded machine does not turn
+    # one into a store-error
+    set $gray_timeout 2000;
 
     location /lb/ {
         set $gray_force "header:X-Gray";

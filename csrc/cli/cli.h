@@ -238,8 +238,18 @@ cli_command_fn cli_cmd_ramp, cli_cmd_status;
  * as a line of check; -1 when there is none (or it does not parse), -2 on
  * a failure (printed). */
 long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts);
+/* Before the resume of gray, halted since halted_at (unix seconds): the
+ * ramp (ramp_key), if any, has its start moved on by the halt's duration,
+ * written with CAS, so that the routers go on from the step frozen at the
+ * halt's time (now - start becomes halted_at - start) and its later steps
+ * come that much later; a line says so. 0, or EXIT_STORE (printed). */
+int cli_ramp_resume(memcached_st *mc, const cli_opts_t *opts, int64_t halted_at);
+/* A halt value's time, "<unix seconds> <node> <reason>", as the routers
+ * read it (gray.halt.since): digits first, then a blank; 0 when it has none. */
+int64_t cli_halt_at(const char *value);
 /* halt <target> [--reason TEXT], resume <target> (halt.c): the fleet-wide
- * halt key <halt_key>:<target>, added or deleted. */
+ * halt key <halt_key>:<target>, added or deleted (resume gray: the ramp's
+ * clock moved on first, cli_ramp_resume). */
 cli_command_fn cli_cmd_halt, cli_cmd_resume;
 
 /* Sets an entry: value target ("1" when NULL), ttl seconds (0: none). */

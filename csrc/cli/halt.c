@@ -2,7 +2,9 @@
  * the key <halt-key>:<target> (default gray:halt:<target>) that every
  * router reads with its lists (gray.halt). A halt is written with add (the
  * first halt stands: a second one says so and changes nothing), value
- * "<unix seconds> <node> <reason>" on one line; resume deletes it. */
+ * "<unix seconds> <node> <reason>" on one line; resume deletes it (for
+ * gray, after moving the ramp's start on by the halt's duration: a halt
+ * froze the ramp, and it goes on from the step it froze at). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,15 @@ static void node_name(char *out, size_t size)
         if (*p <= ' ' || *p == 0x7f)
             *p = '_';
     snprintf(out, size, "gray-admin@%s", host);
+}
+
+int64_t cli_halt_at(const char *value)
+{
+    char *end = NULL;
+    long long at = strtoll(value, &end, 10);
+    if (value[0] < '0' || value[0] > '9' || *end != ' ' || at <= 0)
+        return 0;
+    return (int64_t)at;
 }
 
 int cli_cmd_halt(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
@@ -94,6 +105,23 @@ int cli_cmd_resume(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *a
     int rc = halt_key(opts, "resume", args->pos[1], key);
     if (rc != 0)
         return rc;
+    /* gray's halt froze the ramp: its clock moves on by the halt's
+     * duration first (the routers read the halts, then the ramp: one that
+     * sees the halt gone sees the moved ramp) */
+    if (strcmp(key + strlen(opts->halt_key), ":gray") == 0) {
+        cli_value_t v;
+        if (cli_gets(mc, key, &v) != 0)
+            return EXIT_STORE;
+        if (v.value != NULL) {
+            int64_t at = cli_halt_at(v.value);
+            free(v.value);
+            if (at > 0) {
+                rc = cli_ramp_resume(mc, opts, at);
+                if (rc != 0)
+                    return rc;
+            }
+        }
+    }
     memcached_return_t mrc = memcached_delete(mc, key, strlen(key), 0);
     if (mrc == MEMCACHED_NOTFOUND) {
         fprintf(stderr, "gray-admin: %s: not halted (nothing to resume)\n", key);

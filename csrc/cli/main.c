@@ -104,7 +104,8 @@ static const command_t COMMANDS[] = {
       "stands and is printed.", TAKES_REASON },
     { "resume", cli_cmd_resume, "resume <target>",
       "deletes the halt of target: the routers route to it again within their\n"
-      "refresh_interval", 0 },
+      "refresh_interval. For gray, a ramp's start moves on by the halt's duration\n"
+      "first (CAS): the ramp goes on from the step the halt froze", 0 },
 };
 #define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

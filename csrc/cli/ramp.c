@@ -15,6 +15,7 @@
 #define TIME_TEXT_MAX 32            /* "2026-12-04 21:30:00 UTC" */
 #define SPAN_TEXT_MAX 32            /* "366d23h59m59s" */
 #define STATUS_TARGETS_MAX 253      /* as check's: the default target and --targets */
+#define RESUME_ATTEMPTS    5        /* CAS writes of the moved ramp before giving up */
 
 static int ramp_present;            /* print_ramp() found a ramp key */
 
@@ -64,7 +65,11 @@ static int default_halt(memcached_st *mc, const cli_opts_t *opts, int64_t *since
         return -1;
     if (v.value == NULL)
         return 0;
-    *since = strtoll(v.value, NULL, 10);
+    /* "<unix seconds> ..." as the routers read it (gray.halt.since); a
+     * value without a time freezes a router at the step it first saw: now,
+     * as near as can be told here */
+    int64_t at = cli_halt_at(v.value);
+    *since = at > 0 ? at : (int64_t)time(NULL);
     free(v.value);
     return 1;
 }
@@ -107,7 +112,8 @@ static int print_ramp(memcached_st *mc, const cli_opts_t *opts, int64_t now)
     if (halted) {
         time_text(since, t2, sizeof t2);
         printf("          frozen at %s (step %zu of %d) by the halt of gray since %s: its"
-               " traffic goes to stable until resume\n", p1, i + 1, n, t2);
+               " traffic goes to stable until resume, which goes on from this step\n", p1,
+               i + 1, n, t2);
         return 0;
     }
     printf("          in force: %s (step %zu of %d)\n", p1, i + 1, n);
@@ -152,6 +158,69 @@ long cli_ramp_share(memcached_st *mc, const cli_opts_t *opts)
     printf("ramp:     %s: %s in force (step %zu of %d%s): replaces the percentage\n", key, p,
            i + 1, n, halted ? ", frozen by the halt of gray" : "");
     return (long)steps[i].share;
+}
+
+int cli_ramp_resume(memcached_st *mc, const cli_opts_t *opts, int64_t halted_at)
+{
+    const char *key = opts->ramp_key;
+    if (!key[0])
+        return 0;
+    static gray_ramp_step_t steps[GRAY_RAMP_STEPS_MAX];
+    for (int attempt = 0; attempt < RESUME_ATTEMPTS; attempt++) {
+        cli_value_t v;
+        if (cli_gets(mc, key, &v) != 0)
+            return EXIT_STORE;
+        if (v.value == NULL)
+            return 0;                           /* no ramp: nothing frozen */
+        int64_t start = 0, now = (int64_t)time(NULL);
+        int n = gray_ramp_value_parse(v.value, v.len, &start, steps, GRAY_RAMP_STEPS_MAX, NULL);
+        if (n < 0) {
+            fprintf(stderr, "gray-admin: resume: %s = '%.60s' is not a ramp: left as it is\n",
+                    key, v.value);
+            free(v.value);
+            return 0;
+        }
+        /* the time frozen: from the halt (or from the ramp's start, for a
+         * ramp written while halted) to now */
+        int64_t from = halted_at > start ? halted_at : start;
+        if (from > now)
+            from = now;
+        int64_t new_start = start + (now - from);
+        if (new_start == start) {
+            free(v.value);
+            return 0;
+        }
+        const char *schedule = v.value;
+        while (*schedule && *schedule != ' ' && *schedule != '\t')
+            schedule++;
+        char value[GRAY_RAMP_TEXT_MAX + 32];
+        int w = snprintf(value, sizeof value, "%lld%s", (long long)new_start, schedule);
+        uint64_t cas = v.cas;
+        free(v.value);
+        if (w < 0 || (size_t)w > GRAY_RAMP_TEXT_MAX || new_start > GRAY_RAMP_START_MAX) {
+            fprintf(stderr, "gray-admin: resume: %s: the moved start does not fit: left as it"
+                    " is\n", key);
+            return 0;
+        }
+        memcached_return_t rc = memcached_cas(mc, key, strlen(key), value, (size_t)w, 0, 0,
+                                              cas);
+        if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND)
+            continue;                           /* changed meanwhile: read it again */
+        if (rc != MEMCACHED_SUCCESS) {
+            fprintf(stderr, "gray-admin: cas %s: %s\n", key, cli_mc_error(mc, rc));
+            return EXIT_STORE;
+        }
+        size_t i = gray_ramp_at(steps, (size_t)n, now - new_start);
+        char p1[16], s1[SPAN_TEXT_MAX];
+        share_text(steps[i].share, p1, sizeof p1);
+        span_text(new_start - start, s1, sizeof s1);
+        printf("ramp:     %s goes on at %s (step %zu of %d): its later steps come %s later"
+               " (the halt's duration)\n", key, p1, i + 1, n, s1);
+        return 0;
+    }
+    fprintf(stderr, "gray-admin: resume: %s changed %d times while moving its start: left as"
+            " it is\n", key, RESUME_ATTEMPTS);
+    return EXIT_STORE;
 }
 
 /* `ramp "<schedule>"`: checked, then written as "<now> <schedule>". */

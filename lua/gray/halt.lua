@@ -81,6 +81,18 @@ function _M.parse(v)
     return { at = tonumber(at), node = node or "?", reason = reason or v, text = v }
 end
 
+--- Since when target name is halted, as the ramp freezes on it: the
+-- halt's unix seconds (its value's time, the same on every node), true
+-- for a halt whose value has no time, false when it is not halted.
+function _M.since(name)
+    local v = values[name]
+    if not v then
+        return false
+    end
+    local at = tonumber(v:match("^(%d+) "))
+    return at and at > 0 and at or true
+end
+
 --- The seconds (ngx.now()) of the last halt or resume of name this worker
 -- saw, or nil: what a guard counts its window from.
 function _M.changed_at(name)
@@ -252,6 +264,7 @@ require("jit").off(_M.refresh)
 require("jit").off(_M.keys)
 require("jit").off(_M.value)
 require("jit").off(_M.parse)
+require("jit").off(_M.since)
 require("jit").off(log_once)
 require("jit").off(gauge)
 require("jit").off(keep)

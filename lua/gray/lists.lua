@@ -784,9 +784,10 @@ function _M.refresh(self)
     _M.settle_share(self)
 end
 
--- Whether the default target is halted (gray.halt), which freezes the ramp.
+-- Whether the default target is halted (gray.halt), which freezes the
+-- ramp: since when (halt.since).
 local function default_halted()
-    return halt.halted("gray")
+    return halt.since("gray")
 end
 
 local on_step

@@ -8,7 +8,7 @@
 --
 --   local r = ramp.new("gray:ramp")
 --   ramp.refresh(r, mc, log, deadline)    -- in the lists' timer: mg <key> c
---   local share = ramp.share(r, ngx.now(), frozen)   -- percent * 100, or nil
+--   local share = ramp.share(r, ngx.now(), halted)   -- percent * 100, or nil
 --
 -- The value is read as the percentage is: "mg <key> c" each refresh, the
 -- value only when its CAS changed. A value that does not parse is logged
@@ -126,43 +126,59 @@ local function step_at(steps, elapsed)
     return i
 end
 
+-- The index of the step a halt froze: the step in force at the halt's
+-- time (halted: its unix seconds, the same on every node: the halt key's
+-- value), or, for a halt whose value has no time (halted == true), at the
+-- time this worker first saw it.
+local function frozen_step(r, now, halted)
+    if halted == true then
+        local i = r.frozen_at
+        if not i then
+            i = step_at(r.steps, now - r.start)
+            r.frozen_at = i
+        end
+        return i
+    end
+    return step_at(r.steps, halted - r.start)
+end
+
 --- The ramp's share in force at now (percent * 100), and the unix time
 -- of its next step (nil: the last step is in force), or nil while there is
--- no ramp. frozen (the default target is halted): the share stays at the
--- step in force when the halt was first seen, and no next step comes.
-function _M.share(r, now, frozen)
+-- no ramp. halted (the default target is halted: the halt's unix seconds,
+-- or true when its value has no time; false or nil: not halted): the ramp
+-- is frozen, its share the step in force at the halt's time, and no next
+-- step comes. `gray-admin resume gray` moves the ramp's start on by the
+-- halt's duration, so that after it the ramp goes on from that step.
+function _M.share(r, now, halted)
     local steps = r.steps
     if not steps then
         return nil
     end
-    local i = r.frozen_at
-    if frozen then
-        if not i then
-            i = step_at(steps, now - r.start)
-            r.frozen_at = i
-        end
-        return steps[i].share, nil
+    if halted then
+        return steps[frozen_step(r, now, halted)].share, nil
     end
     r.frozen_at = false
-    i = step_at(steps, now - r.start)
+    local i = step_at(steps, now - r.start)
     local nxt = steps[i + 1]
     return steps[i].share, nxt and r.start + nxt.at or nil
 end
 
 --- What a status shows: nil without a ramp, else { key, start, steps,
 -- share (percent), step (index in force), next_at (unix s or nil),
--- next_share (percent or nil), frozen }.
-function _M.info(r, now, frozen)
-    local share, next_at = _M.share(r, now, frozen)
+-- next_share (percent or nil), frozen, frozen_since (the halt's unix s,
+-- or nil) }. halted: as share()'s.
+function _M.info(r, now, halted)
+    local share, next_at = _M.share(r, now, halted)
     if not share then
         return nil
     end
-    local i = r.frozen_at or step_at(r.steps, now - r.start)
+    local i = halted and frozen_step(r, now, halted) or step_at(r.steps, now - r.start)
     local nxt = next_at and r.steps[i + 1]
     return {
         key = r.key, start = r.start, steps = r.steps, share = share / 100, step = i,
         next_at = next_at, next_share = nxt and nxt.share / 100 or nil,
-        frozen = frozen and true or false,
+        frozen = halted and true or false,
+        frozen_since = type(halted) == "number" and halted or nil,
     }
 end
 
@@ -171,6 +187,7 @@ end
 require("jit").off(ms_left)
 require("jit").off(_M.refresh)
 require("jit").off(step_at)
+require("jit").off(frozen_step)
 require("jit").off(_M.share)
 require("jit").off(_M.info)
 require("jit").off(_M.seed)

@@ -21,9 +21,12 @@
 -- target; $gray_targets is not needed). A configuration with a target
 -- without an upstream is refused when its router is built, logged naming
 -- $gray_upstreams, and its requests go to the stable upstream. There is
--- no internal redirect, yet it costs about 600 instructions per request
--- more than ngx.exec (make bench): the variable's write from Lua, the
--- `set`, and proxy_pass's URL parse and upstream lookup on each request.
+-- no internal redirect, yet it costs about 180 to 480 instructions per
+-- request more than ngx.exec (make bench, docs/performance.md): proxy_pass
+-- evaluates and parses its URL and looks the upstream up by name on each
+-- request, and the variable's write hashes its name. Cheapest: declare
+-- $gray_upstream by an http-level `map $host $gray_upstream { default
+-- app_v1; }` (no `set` per request) and give the settings in route("...").
 --
 -- Settings for one location only: access_by_lua_block {
 -- require("gray.dep").route("$gray_upstreams 'stable=a, gray=b'") }.

@@ -71,7 +71,7 @@ end
 --- The page's data: { time, window, refresh, targets = { { name, requests,
 -- rps, errors, error_ratio, p95 (s or false), halt (false or { since,
 -- node, reason }) } }, ramp (false or { key, start, share, step, steps,
--- next_at, next_share, frozen }), percent (in force), percent_key, lists
+-- next_at, next_share, frozen, frozen_since }), percent (in force), percent_key, lists
 -- = { { key, kind, version, entries } } }.
 function _M.data(opts)
     opts = opts or {}
@@ -272,16 +272,19 @@ local function ramp_html(d, out)
     end
     out[#out + 1] = format('<p>Share in force <b id="share">%s</b> (step %d of %d)%s, started %s'
                            .. ' (%s ago), %s.</p>', pct(r.share), r.step, #r.steps,
-                           r.frozen and ' <span class="badge b-frozen">frozen by a halt</span>'
-                           or "", esc(utc(r.start)), span(d.time - r.start), esc(r.key))
+                           r.frozen and ' <span class="badge b-frozen">frozen by the halt of'
+                           .. " gray" .. (r.frozen_since and " since " .. esc(utc(r.frozen_since))
+                           or "") .. '</span>' or "", esc(utc(r.start)), span(d.time - r.start),
+                           esc(r.key))
     out[#out + 1] = format('<div class="bar"><div class="fill" style="width:%.2f%%"></div></div>',
                            r.share)
     if r.next_at then
         out[#out + 1] = format('<p id="next">Next: <b>%s</b> at %s (in %s).</p>',
                                pct(r.next_share), esc(utc(r.next_at)), span(r.next_at - d.time))
     else
-        out[#out + 1] = '<p id="next">' .. (r.frozen and "No next step while halted."
-                        or "The last step is in force.") .. "</p>"
+        out[#out + 1] = '<p id="next">' .. (r.frozen and "No next step while halted: after"
+                        .. " the resume the ramp goes on from this step, its later steps later"
+                        .. " by the halt's duration." or "The last step is in force.") .. "</p>"
     end
     out[#out + 1] = '<div class="steps">'
     for i, s in ipairs(r.steps) do

@@ -91,10 +91,16 @@ function _M.two_nodes(mc, guard)
 end
 
 --- wrk on node's front for seconds, clients from a pool of 1000 addresses
--- (X-Real-IP); returns its pid.
-function _M.load(node, seconds)
+-- (X-Real-IP); returns its pid. opts.connections: wrk's connections (8);
+-- opts.delay_ms: each connection waits that long before each request (wrk's
+-- delay()), a lighter load (default: none, as fast as the node answers).
+function _M.load(node, seconds, opts)
+    opts = opts or {}
     local script = node.dir .. "/clients.lua"
     local f = assert(io.open(script, "w"))
+    if opts.delay_ms then
+        f:write("delay = function() return " .. tonumber(opts.delay_ms) .. " end\n")
+    end
     f:write([[
         local n = 0
         request = function()
@@ -105,9 +111,9 @@ function _M.load(node, seconds)
         end
     ]])
     f:close()
-    local out = harness.sh("wrk -t1 -c8 -d" .. seconds .. "s -s " .. script
-                           .. " http://127.0.0.1:" .. node.port .. "/ >" .. node.dir
-                           .. "/wrk.out 2>&1 & echo $!")
+    local out = harness.sh("wrk -t1 -c" .. (opts.connections or 8) .. " -d" .. seconds
+                           .. "s -s " .. script .. " http://127.0.0.1:" .. node.port .. "/ >"
+                           .. node.dir .. "/wrk.out 2>&1 & echo $!")
     return assert(tonumber(out:match("(%d+)")), out)
 end
 
