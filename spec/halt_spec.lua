@@ -110,32 +110,91 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         assert.equal("@server_test; force", (debug_of(a, "127.0.0.1", { ["X-Gray"] = "always" })))
     end)
 
-    -- PENDING, an open bug: in about half of the full make test runs (not
-    -- when this file runs alone) a worker started by the reload answers
-    -- "@server_test; ip" here, and node b then never logs the resume: the
-    -- new workers did not take the halt from the metrics dict (halt.seed)
-    -- nor, it seems, from their refreshes. Cause not found yet; the case
-    -- stays here, to be enabled with the fix.
-    pending("follows the halt from a new worker's first request (a reload) [open bug]", function()
-        -- an address entry: a new worker asks memcached for it at once (the
-        -- percentage it only learns at its first refresh)
+    -- node b's answers to 10.9.9.9 (an address entry: halted) for n new
+    -- connections: the answers that were not "@server; halted"
+    local function not_halted(n, from)
+        local bad = {}
+        for i = from, from + n - 1 do
+            local got = debug_of(b, "10.9.9.9")
+            if got ~= "@server; halted" then
+                bad[#bad + 1] = i .. ": " .. tostring(got)
+            end
+        end
+        return bad
+    end
+
+    -- b reloaded; the answers right after (old and new workers) and once
+    -- the old workers are gone (each new one's first request is its first
+    -- decision, taken before its first refresh has read the halt)
+    local function reload_b()
+        b:reload()
+        local bad = not_halted(20, 1)
+        harness.wait_for(function() return #b:worker_pids() == 2 end, 10,
+                         "node b's old workers to exit")
+        for _, line in ipairs(not_halted(20, 21)) do
+            bad[#bad + 1] = line
+        end
+        return bad
+    end
+
+    it("follows the halt from a new worker's first request (a reload)", function()
+        -- an address entry: a new worker asks memcached for it at once
         mc:set("10.9.9.9", "gray")
         -- every worker of b knows the halt before the reload (one may have
         -- answered the earlier checks alone): what follows is about the
         -- new workers, not an old one that had not refreshed yet
         harness.wait_for(function()
-            for _ = 1, 12 do
-                if debug_of(b, "10.9.9.9") ~= "@server; halted" then
-                    return false
-                end
-            end
-            return true
+            return #not_halted(12, 1) == 0
         end, REFRESH + 1, "every worker of node b to know the halt")
-        b:reload()
-        for _ = 1, 20 do
-            assert.equal("@server; halted", (debug_of(b, "10.9.9.9")))
+        assert.same({}, reload_b())
+        assert.same({}, b:bad_new_log_lines())
+    end)
+
+    -- The node's copy of a halt (the metrics dict, from which a new worker
+    -- takes it before its first decision) was written only when a worker's
+    -- own view changed: two workers' reads across a resume and a new halt
+    -- could land in either order and leave the copy deleted while the halt
+    -- stood, for good. The copy is made right at every read now. Here it is
+    -- lost by hand; the old code answered "@server_test; ip" from each new
+    -- worker's first decision.
+    it("follows the halt from a new worker's first request when the node's copy was lost",
+       function()
+        local function eval(code)
+            return (b:eval(code):gsub("\n$", ""))
+        end
+        local value = mc:get("gray:halt:gray")
+        for _ = 1, 2 do
+            eval("ngx.shared.gray_metrics:delete('~halt|now|gray')")
+            assert.equal("nil", eval("return tostring(ngx.shared.gray_metrics:get("
+                                     .. "'~halt|now|gray'))"))
+            harness.sleep(REFRESH + 0.5)
+            assert.same({}, reload_b())
+            assert.equal(value, eval("return ngx.shared.gray_metrics:get('~halt|now|gray')"))
         end
         assert.same({}, b:bad_new_log_lines())
+    end)
+
+    -- Two reads of one halt key in flight at once (a refresh slower than
+    -- refresh_interval on a loaded machine, or two routers of a worker):
+    -- the older one, a "not halted" sent before the halt, came back last
+    -- and was taken in, resuming the target (logging its resume, so that
+    -- the real one later was not) and deleting the node's copy.
+    it("takes a read sent before the one in force for older news", function()
+        local got = b:eval([[
+            local halt = require "gray.halt"
+            local d = ngx.shared.gray_metrics
+            halt.set("zz", "1 spec newer", "gray:halt:zz", 1000.002)
+            halt.set("zz", false, "gray:halt:zz", 1000.001)      -- sent before, back after
+            local out = { tostring(halt.halted("zz")), tostring(d:get("~halt|now|zz")) }
+            halt.set("zz", false, "gray:halt:zz", 1000.003)      -- a resume, sent after
+            out[3] = tostring(halt.halted("zz"))
+            out[4] = tostring(d:get("~halt|now|zz"))
+            return table.concat(out, ", ")
+        ]])
+        assert.equal("true, 1 spec newer, false, nil\n", got)
+        local log = b:new_log_lines()
+        local _, n = log:gsub("target zz is resumed", "")
+        assert.equal(1, n, log)
     end)
 
     it("routes to the target again after gray-admin resume", function()

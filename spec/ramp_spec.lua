@@ -548,3 +548,120 @@ describe("a ramp over seconds, real nginx and memcached", function()
         share_is("0")
     end)
 end)
+
+-- A worker started by a reload decides with the node's percentage and ramp
+-- from its first request: they come from the metrics dict's copy (as a
+-- halt does, gray.halt.seed), not from its first refresh. Before, a new
+-- worker's first decision read no share at all ("default"): a member left
+-- the percentage (and the ramp) at each reload, once per worker.
+describe("the share over a reload (2 workers, the metrics dict)", function()
+    local mc, nginx
+    local ROUNDS, N = 3, 12
+    setup(function()
+        mc = harness.memcached({})
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 2,
+                                http = "lua_shared_dict gray_metrics 1m;", servers = [[
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+        content_by_lua_block {
+            local r = package.loaded.spec_reload_router
+            if not r then
+                r = assert(require("gray").new({
+                    memcached = "127.0.0.1:$MC", trusted = "127.0.0.1", ranges_key = false,
+                    cache_ttl = 0, lists_dir = "$LOGDIR/images", debug_header = "X-Gray-Debug",
+                    timeout = 2000,
+                }))
+                package.loaded.spec_reload_router = r
+            end
+            r:exec()
+        }
+    }
+    location @server      { return 200 "stable"; }
+    location @server_test { return 200 "gray"; }
+  }
+]] })
+    end)
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+    after_each(function()
+        assert.same({}, nginx:bad_new_log_lines())
+    end)
+
+    -- N addresses in the share (percent * 100) and what each gets
+    local function members(share)
+        local out, i = {}, 0
+        while #out < N do
+            i = i + 1
+            local a = ("10.78.%d.%d"):format(math.floor(i / 256), i % 256)
+            if gray_ffi.bucket(a) < share then
+                out[#out + 1] = a
+            end
+        end
+        return out
+    end
+    local function answers(addrs, want)
+        local bad = {}
+        for _, a in ipairs(addrs) do
+            local res = nginx:get("/", { headers = { ["X-Real-IP"] = a } })
+            local got = res.headers["x-gray-debug"]
+            if got ~= want then
+                bad[#bad + 1] = a .. " " .. tostring(got)
+            end
+        end
+        return bad
+    end
+    -- every worker running routes addrs as want (each seen by its pid is
+    -- not needed: a worker that has not decided yet is what a reload makes)
+    local function reloads(addrs, want)
+        local bad = {}
+        for round = 1, ROUNDS do
+            nginx:reload()
+            -- only new workers: each one's first request is a first decision
+            harness.wait_for(function() return #nginx:worker_pids() == 2 end, 10,
+                             "the old workers to exit")
+            for _, b in ipairs(answers(addrs, want)) do
+                bad[#bad + 1] = "round " .. round .. ": " .. b
+            end
+        end
+        return bad
+    end
+
+    it("keeps the percentage from a new worker's first decision", function()
+        mc:set("gray:percent", "50")
+        local addrs = members(5000)
+        harness.wait_for(function() return #answers(addrs, "@server_test; percent") == 0 end,
+                         5, "the percentage")
+        assert.same({}, reloads(addrs, "@server_test; percent"))
+    end)
+
+    it("keeps the ramp from a new worker's first decision", function()
+        -- no share first, then the ramp: right answers prove that a worker
+        -- has read the ramp (the addresses are in the 50% of before too)
+        local addrs = members(3000)
+        mc:set("gray:percent", "0")
+        harness.wait_for(function() return #answers(addrs, "@server; default") == 0 end,
+                         5, "no share")
+        mc:set("gray:ramp", os.time() .. " 30% 40%@1h")
+        harness.wait_for(function() return #answers(addrs, "@server_test; percent") == 0 end,
+                         5, "the ramp")
+        assert.same({}, reloads(addrs, "@server_test; percent"))
+    end)
+
+    it("drops a copied share the store no longer has", function()
+        -- the copy says 30% (the ramp); the ramp and the percentage are
+        -- gone when the new workers start: their first refresh drops it
+        local addrs = members(3000)
+        mc:cmd("delete gray:ramp\r\n")
+        mc:cmd("delete gray:percent\r\n")
+        harness.wait_for(function() return #answers(addrs, "@server; default") == 0 end,
+                         5, "no share")
+        nginx:reload()
+        harness.wait_for(function() return #nginx:worker_pids() == 2 end, 10,
+                         "the old workers to exit")
+        harness.wait_for(function() return #answers(addrs, "@server; default") == 0 end,
+                         5, "no share in the new workers")
+    end)
+end)

@@ -18,10 +18,10 @@
 --   if halt.halted("gray") then ... end      -- a table lookup: the request path
 --
 -- The state is the worker's, by target name: the routers of a worker share
--- it (a fleet names its targets alike). Each change a worker reads is also
--- kept in the metrics dict ("~halt|now|<target>"), from which a worker
--- starting later (a reload, a respawn) takes the node's last known halts
--- before its first decision (seed), not at its first refresh.
+-- it (a fleet names its targets alike). What each read finds is also kept
+-- in the metrics dict ("~halt|now|<target>", written when it differs), from
+-- which a worker starting later (a reload, a respawn) takes the node's last
+-- known halts before its first decision (seed), not at its first refresh.
 
 local metrics = require "gray.metrics"
 
@@ -40,6 +40,10 @@ local values = {}
 local changed_at = {}
 -- target names whose gauge this worker has set once
 local gauged = {}
+-- target name -> when the read in force was sent (ngx.now(), updated): a
+-- read sent before it and back after it (two refreshes at once on a loaded
+-- machine, or two routers' of one worker) is older news, not a change
+local read_at = {}
 
 local VALUE_MAX = 1000          -- bytes of a halt's value (reason included)
 _M.VALUE_MAX = VALUE_MAX
@@ -117,14 +121,24 @@ local function log_once(name, mark, text)
     ngx.log(ngx.WARN, "gray: ", text)
 end
 
--- The node's copy of a change (see seed), in the metrics dict if there is one.
+-- The node's copy of what a read found (see seed), in the metrics dict if
+-- there is one: made right at every read that differs from it, not only at
+-- this worker's own changes. Each worker's view moves on by itself, so a
+-- copy written only at changes could stay wrong for good: two workers' reads
+-- across a resume and a new halt land in either order (the older read's
+-- delete last: the halt stands, its copy is gone), and a worker started then
+-- (a reload) decided without the halt until its first refresh read it.
 local function keep(name, value)
     local dict = metrics.dict() or ngx.shared[metrics.dict_name()]
     if dict then
+        local key = "~halt|now|" .. name
+        local copy = dict:get(key)
         if value then
-            dict:set("~halt|now|" .. name, value)
-        else
-            dict:delete("~halt|now|" .. name)
+            if copy ~= value then
+                dict:set(key, value)
+            end
+        elseif copy ~= nil then
+            dict:delete(key)
         end
     end
 end
@@ -152,18 +166,31 @@ local function gauge(name, v)
 end
 
 --- Sets a target's state from its halt key's value (a string: halted;
--- false: not). Called by the refresh, and by a guard that just halted.
-function _M.set(name, value, key)
+-- false: not), read by a request sent at `at` (ngx.now(); default: now).
+-- Called by the refresh, and by a guard that just halted. A read sent
+-- before the one in force is dropped: a stale "not halted" taken in last
+-- resumed a halted target (and spent its resume's log line) until the next
+-- refresh, and deleted the node's copy.
+function _M.set(name, value, key, at)
+    if not at then
+        ngx.update_time()
+        at = ngx.now()
+    end
+    local last = read_at[name]
+    if last and at < last then
+        return
+    end
+    read_at[name] = at
     if not gauged[name] then
         gauged[name] = true
         gauge(name, value and 1 or 0)
     end
     local old = values[name]
+    keep(name, value)
     if value == (old or false) then
         return
     end
     changed_at[name] = ngx.now()
-    keep(name, value)
     if value then
         state[name], values[name] = true, value
         gauge(name, 1)
@@ -197,6 +224,8 @@ function _M.refresh(keys, mc, timeout, log)
         -- a value over value_max is a failed read too (a halt's value is at
         -- most VALUE_MAX bytes): a server that answers every key with junk
         -- halts nothing
+        ngx.update_time()
+        local at = ngx.now()
         local v, err = mc:get_meta(key, { timeout = left })
         if v == nil then
             if log then
@@ -204,7 +233,7 @@ function _M.refresh(keys, mc, timeout, log)
                            .. " stays: " .. tostring(err))
             end
         else
-            _M.set(name, v ~= false and v or false, key)
+            _M.set(name, v ~= false and v or false, key, at)
         end
     end
 end
@@ -223,7 +252,7 @@ end
 
 -- forget everything (specs)
 function _M._reset()
-    for _, t in ipairs({ state, values, changed_at, gauged }) do
+    for _, t in ipairs({ state, values, changed_at, gauged, read_at }) do
         for k in pairs(t) do
             t[k] = nil
         end

@@ -110,6 +110,29 @@ local next_sweep = {}
 -- directories already reported unusable (logged once per worker)
 local dir_warned = {}
 
+-- ---- the node's copies ------------------------------------------------------
+
+-- What a refresh read last on this node (the percentage's threshold, the
+-- ramp's value) is also kept in the metrics dict, as gray.halt keeps the
+-- halts: a worker started later (a reload, a respawn) decides with it from
+-- its first request (start), not from its first refresh. Until that refresh
+-- confirms it, it is the node's last known value: the first refresh reads
+-- the value itself (no CAS is copied), whatever the copy said.
+local function node_dict()
+    return metrics.dict() or ngx.shared[metrics.dict_name()]
+end
+
+local function keep_copy(key, value)
+    local dict = node_dict()
+    if dict then
+        if value == nil then
+            dict:delete(key)
+        else
+            dict:set(key, value)
+        end
+    end
+end
+
 -- ---- images ----------------------------------------------------------------
 
 local function metric_labels(feed)
@@ -606,9 +629,13 @@ function _M.new(opts)
                                 -- ramp's share, else the percentage's as of this
                                 -- router's last refresh
         ramp = opts.ramp_key and ramp_mod.new(opts.ramp_key) or false,
+        -- the node's copy of the ramp's value (see keep_copy)
+        ramp_copy = opts.ramp_key and "~ramp|" .. concat(ident, ",") .. "\n" .. opts.ramp_key
+                    or false,
         ramp_timer_for = false, -- the step time a timer is set for
         halts = opts.halts or false,    -- target name -> halt key (gray.halt)
         refreshes = 0,          -- refreshes run
+        refreshing = false,     -- a timer's refresh is running
         started = false,
     }, mt)
     if self.percent_key then
@@ -618,7 +645,7 @@ function _M.new(opts)
             -- threshold: percent * 100 (buckets below it are gray);
             -- compiles: the values this worker read
             p = { key = self.percent_key, threshold = 0, cas = nil, compiles = 0,
-                  checked_at = -1, busy = false }
+                  checked_at = -1, busy = false, copy = "~pct|" .. id, seeded = false }
             percents[id] = p
         end
         self.pct = p
@@ -673,8 +700,10 @@ local function refresh_percent(p, mc, log, deadline)
         return
     end
     if cas == false then
-        if p.cas then
+        -- a threshold taken from the node's copy (seeded, no CAS) goes too
+        if p.cas or p.threshold ~= 0 then
             p.threshold, p.cas = 0, nil
+            keep_copy(p.copy, nil)
             if metrics.on then
                 metrics.set("gray_sticky_ratio", { key = key }, 0)
             end
@@ -709,6 +738,7 @@ local function refresh_percent(p, mc, log, deadline)
     end
     p.cas = cas
     p.compiles = p.compiles + 1
+    keep_copy(p.copy, p.threshold)
     if metrics.on then
         metrics.add("gray_list_compiles_total", { key = key })
         metrics.set("gray_sticky_ratio", { key = key }, pct / 100)
@@ -748,8 +778,8 @@ function _M.refresh(self)
             halt.refresh(self.halts, self.mc, left, self.log)
         end
     end
-    if self.ramp then
-        ramp_mod.refresh(self.ramp, self.mc, self.log, deadline)
+    if self.ramp and ramp_mod.refresh(self.ramp, self.mc, self.log, deadline) then
+        keep_copy(self.ramp_copy, self.ramp.value or nil)
     end
     _M.settle_share(self)
 end
@@ -805,10 +835,40 @@ local function on_timer(premature, self)
         release_all()
         return
     end
+    -- one refresh of a router at a time: one slower than the interval (a
+    -- loaded machine) is not overlapped by the next, whose reads could come
+    -- back first and be taken over by its older ones (the ramp's, the halts')
+    if self.refreshing then
+        return
+    end
+    self.refreshing = true
     local ok, err = pcall(_M.refresh, self)
+    self.refreshing = false
     if not ok then
         ngx_log(WARN, "gray: refreshing the lists failed: ", err)
     end
+end
+
+-- Takes the node's last known percentage and ramp (keep_copy) into a
+-- worker that has read neither yet, and sets the share in force from them:
+-- at start, before the first decision.
+local function seed(self)
+    local dict = node_dict()
+    if not dict then
+        return
+    end
+    local p = self.pct
+    if self.percent_key and p.cas == nil and p.compiles == 0 and not p.seeded then
+        p.seeded = true
+        local v = dict:get(p.copy)
+        if type(v) == "number" and v >= 0 and v <= 10000 then
+            p.threshold = v
+        end
+    end
+    if self.ramp then
+        ramp_mod.seed(self.ramp, dict:get(self.ramp_copy))
+    end
+    _M.settle_share(self)
 end
 
 --- Maps the node's current images (at once: a worker started by a reload
@@ -828,6 +888,7 @@ function _M.start(self, no_timers)
     if self.halts then
         halt.seed(self.halts)
     end
+    seed(self)
     if no_timers then
         -- a worker that is shutting down (an old one over a reload) starts
         -- no timer, but decides with the node's images and halts
@@ -977,6 +1038,9 @@ require("jit").off(default_halted)
 require("jit").off(_M.settle_share)
 require("jit").off(on_step)
 require("jit").off(on_timer)
+require("jit").off(node_dict)
+require("jit").off(keep_copy)
+require("jit").off(seed)
 require("jit").off(_M.new)
 require("jit").off(_M.refresh)
 require("jit").off(_M.start)

@@ -32,6 +32,7 @@ function _M.new(key)
         start = false,          -- unix seconds, false while there is no ramp
         steps = false,          -- { { at = s, share = percent * 100 }, ... }
         frozen_at = false,      -- the step index a halt froze, or false
+        value = false,          -- the value in force (the node's copy: gray.lists)
         reads = 0,              -- values parsed
     }
 end
@@ -62,10 +63,11 @@ function _M.refresh(r, mc, log, deadline)
         return false
     end
     if cas == false then
-        if r.cas == nil then
+        -- a ramp taken from the node's copy (seed: no CAS) goes too
+        if r.cas == nil and not r.steps then
             return false
         end
-        r.cas, r.start, r.steps, r.frozen_at = nil, false, false, false
+        r.cas, r.start, r.steps, r.frozen_at, r.value = nil, false, false, false, false
         return true
     end
     if cas == r.cas then
@@ -95,9 +97,23 @@ function _M.refresh(r, mc, log, deadline)
                    .. tostring(steps) .. "; the last copy stays")
         return false
     end
-    r.start, r.steps, r.frozen_at = start, steps, false
+    r.start, r.steps, r.frozen_at, r.value = start, steps, false, value
     r.reads = r.reads + 1
     return true
+end
+
+--- Takes value (the node's copy of the key's value: gray.lists keeps it)
+-- into a ramp that has read nothing yet: a worker started by a reload
+-- follows the ramp from its first request. No CAS: the next refresh reads
+-- the key's value itself. A value that does not parse is ignored.
+function _M.seed(r, value)
+    if r.cas ~= nil or r.steps or type(value) ~= "string" then
+        return
+    end
+    local start, steps = value_parse(value)
+    if start then
+        r.start, r.steps, r.frozen_at, r.value = start, steps, false, value
+    end
 end
 
 -- The index of the step in force at elapsed s after the start (the first
@@ -174,5 +190,6 @@ require("jit").off(step_at)
 require("jit").off(frozen_step)
 require("jit").off(_M.share)
 require("jit").off(_M.info)
+require("jit").off(_M.seed)
 
 return _M
