@@ -282,12 +282,14 @@ static int parse_get_one(const char *buf, size_t len, const char *key, size_t kl
                          gray_mc_line_t *line)
 {
     size_t p, count = 0;
-    if (len >= 5 && memcmp(buf, "END\r\n", 5) == 0) {
+    if (len >= 5 && buf[0] == 'E' && buf[1] == 'N' && buf[2] == 'D' && buf[3] == '\r' &&
+        buf[4] == '\n') {
         p = 5;
     } else {
         uint64_t flags, bytes;
         p = 6 + klen;
-        if (cap == 0 || len < p + 2 || memcmp(buf, "VALUE ", 6) != 0 ||
+        if (cap == 0 || len < p + 2 || buf[0] != 'V' || buf[1] != 'A' || buf[2] != 'L' ||
+            buf[3] != 'U' || buf[4] != 'E' || buf[5] != ' ' ||
             memcmp(buf + 6, key, klen) != 0 || buf[p] != ' ')
             return 0;
         p++;
@@ -298,8 +300,10 @@ static int parse_get_one(const char *buf, size_t len, const char *key, size_t kl
             return 0;
         /* the CR is at p: LF, data, CRLF, "END" CRLF */
         size_t data = p + 2;
+        const char *t = buf + data + bytes;     /* the CRLF after the data */
         if (len - p < 9 || (size_t)bytes > len - p - 9 || buf[p + 1] != '\n' ||
-            memcmp(buf + data + bytes, "\r\nEND\r\n", 7) != 0)
+            t[0] != '\r' || t[1] != '\n' || t[2] != 'E' || t[3] != 'N' || t[4] != 'D' ||
+            t[5] != '\r' || t[6] != '\n')
             return 0;
         vals[0].key_off = 6;
         vals[0].key_len = (uint32_t)klen;
