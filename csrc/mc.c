@@ -270,69 +270,68 @@ static gray_always_inline int short_number(const char *buf, size_t len, size_t *
     return 1;
 }
 
-/* The usual whole replies to "get <key>" for one valid key: "END\r\n", or
- * "VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n" with short numbers in
- * range, no cas. Decodes them exactly as parse_get_general does (returns the
+/* The usual whole reply to "get <key>" with a value, for one valid key:
+ * "VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n", short numbers in
+ * range, no cas. Decodes it exactly as parse_get_general does (returns the
  * bytes consumed), in one pass with no search; anything else, including a
  * reply not complete yet, is 0: the general decoder's (GRAY_EAGAIN, errors).
  * key must pass gray_mc_key_ok: no space, no control byte (CR, LF), no DEL,
  * so its echo in the VALUE line is what the general decoder would accept. */
 static int parse_get_one(const char *buf, size_t len, const char *key, size_t klen,
-                         gray_mc_value_t *vals, size_t cap, size_t *nvals,
-                         gray_mc_line_t *line)
+                         gray_mc_value_t *vals, size_t cap)
 {
-    size_t p, count = 0;
-    if (len >= 5 && buf[0] == 'E' && buf[1] == 'N' && buf[2] == 'D' && buf[3] == '\r' &&
-        buf[4] == '\n') {
-        p = 5;
-    } else {
-        uint64_t flags, bytes;
-        p = 6 + klen;
-        if (cap == 0 || len < p + 2 || buf[0] != 'V' || buf[1] != 'A' || buf[2] != 'L' ||
-            buf[3] != 'U' || buf[4] != 'E' || buf[5] != ' ' ||
-            memcmp(buf + 6, key, klen) != 0 || buf[p] != ' ')
-            return 0;
-        p++;
-        if (!short_number(buf, len, &p, ' ', &flags) || flags > UINT32_MAX)
-            return 0;
-        p++;
-        if (!short_number(buf, len, &p, '\r', &bytes) || bytes > GRAY_MC_DATA_MAX)
-            return 0;
-        /* the CR is at p: LF, data, CRLF, "END" CRLF */
-        size_t data = p + 2;
-        const char *t = buf + data + bytes;     /* the CRLF after the data */
-        if (len - p < 9 || (size_t)bytes > len - p - 9 || buf[p + 1] != '\n' ||
-            t[0] != '\r' || t[1] != '\n' || t[2] != 'E' || t[3] != 'N' || t[4] != 'D' ||
-            t[5] != '\r' || t[6] != '\n')
-            return 0;
-        vals[0].key_off = 6;
-        vals[0].key_len = (uint32_t)klen;
-        vals[0].data_off = (uint32_t)data;
-        vals[0].data_len = (uint32_t)bytes;
-        vals[0].flags = (uint32_t)flags;
-        vals[0].has_cas = 0;
-        vals[0].cas = 0;
-        count = 1;
-        p = data + bytes + 7;
-    }
-    line->kind = GRAY_MC_END;
-    line->msg_off = line->msg_len = 0;
-    line->number = 0;
-    *nvals = count;
-    return (int)p;
+    uint64_t flags, bytes;
+    size_t p = 6 + klen;
+    if (cap == 0 || len < p + 2 || buf[0] != 'V' || buf[1] != 'A' || buf[2] != 'L' ||
+        buf[3] != 'U' || buf[4] != 'E' || buf[5] != ' ' || memcmp(buf + 6, key, klen) != 0 ||
+        buf[p] != ' ')
+        return 0;
+    p++;
+    if (!short_number(buf, len, &p, ' ', &flags) || flags > UINT32_MAX)
+        return 0;
+    p++;
+    if (!short_number(buf, len, &p, '\r', &bytes) || bytes > GRAY_MC_DATA_MAX)
+        return 0;
+    /* the CR is at p: LF, data, CRLF, "END" CRLF */
+    size_t data = p + 2;
+    if (len - p < 9 || (size_t)bytes > len - p - 9 || buf[p + 1] != '\n')
+        return 0;
+    const char *t = buf + data + bytes;     /* the CRLF after the data */
+    if (t[0] != '\r' || t[1] != '\n' || t[2] != 'E' || t[3] != 'N' || t[4] != 'D' ||
+        t[5] != '\r' || t[6] != '\n')
+        return 0;
+    vals[0].key_off = 6;
+    vals[0].key_len = (uint32_t)klen;
+    vals[0].data_off = (uint32_t)data;
+    vals[0].data_len = (uint32_t)bytes;
+    vals[0].flags = (uint32_t)flags;
+    vals[0].has_cas = 0;
+    vals[0].cas = 0;
+    return (int)(data + bytes + 7);
 }
 
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need)
 {
-    /* one valid key (it holds no space: a list of one) */
-    if (len <= INT_MAX && gray_mc_key_ok(keys, keys_len)) {
-        int rc = parse_get_one(buf, len, keys, keys_len, vals, *nvals, nvals, line);
-        if (rc > 0) {
-            *need = 0;
-            return rc;
-        }
+    /* the usual replies: a miss ("END" alone: whatever was asked), or one
+     * value for one valid key (it holds no space: a list of one) */
+    int rc = 0;
+    size_t n = 0;
+    if (len >= 5 && len <= INT_MAX && buf[0] == 'E' && buf[1] == 'N' && buf[2] == 'D' &&
+        buf[3] == '\r' && buf[4] == '\n') {
+        rc = 5;
+    } else if (len <= INT_MAX && gray_mc_key_ok(keys, keys_len)) {
+        rc = parse_get_one(buf, len, keys, keys_len, vals, *nvals);
+        n = 1;
+    }
+    if (rc > 0) {
+        line->kind = GRAY_MC_END;
+        line->msg_off = line->msg_len = 0;
+        line->number = 0;
+        *nvals = n;
+        *need = 0;
+        return rc;
     }
     return gray_mc_parse_get_general(buf, len, keys, keys_len, vals, nvals, line, need);
 }
