@@ -21,7 +21,9 @@ static inline uint64_t key_bad8(uint64_t w)
     return (low | is_del) & KEY_HIGHS;
 }
 
-int gray_mc_key_ok(const char *key, size_t len)
+/* gray_mc_key_ok's body, inlined where this file needs it (an exported
+ * function is called through the PLT, never inlined, under -fPIC). */
+static gray_always_inline int key_ok(const char *key, size_t len)
 {
     if (key == NULL || len == 0 || len > GRAY_MC_KEY_MAX)
         return 0;
@@ -49,6 +51,11 @@ int gray_mc_key_ok(const char *key, size_t len)
             return 0;
     }
     return 1;
+}
+
+int gray_mc_key_ok(const char *key, size_t len)
+{
+    return key_ok(key, len);
 }
 
 /* Finds the CR of the CRLF ending the line that starts at pos. A bare LF
@@ -275,8 +282,9 @@ static gray_always_inline int short_number(const char *buf, size_t len, size_t *
  * range, no cas. Decodes it exactly as parse_get_general does (returns the
  * bytes consumed), in one pass with no search; anything else, including a
  * reply not complete yet, is 0: the general decoder's (GRAY_EAGAIN, errors).
- * key must pass gray_mc_key_ok: no space, no control byte (CR, LF), no DEL,
- * so its echo in the VALUE line is what the general decoder would accept. */
+ * key must pass key_ok (gray_mc_key_ok): no space, no control byte (CR,
+ * LF), no DEL, so its echo in the VALUE line is what the general decoder
+ * would accept. */
 static int parse_get_one(const char *buf, size_t len, const char *key, size_t klen,
                          gray_mc_value_t *vals, size_t cap)
 {
@@ -321,7 +329,7 @@ int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys
     if (len >= 5 && len <= INT_MAX && buf[0] == 'E' && buf[1] == 'N' && buf[2] == 'D' &&
         buf[3] == '\r' && buf[4] == '\n') {
         rc = 5;
-    } else if (len <= INT_MAX && gray_mc_key_ok(keys, keys_len)) {
+    } else if (len <= INT_MAX && key_ok(keys, keys_len)) {
         rc = parse_get_one(buf, len, keys, keys_len, vals, *nvals);
         n = 1;
     }
