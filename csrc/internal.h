@@ -30,4 +30,12 @@ static inline int gray_is_ows(char c)
 struct gray_ip;
 int gray_ip_parse_v4(const char *s, size_t len, struct gray_ip *out);
 
+/* gray_mc_parse_get without its shortcut for the usual one-key replies
+ * (mc.c): the tests compare the two. */
+struct gray_mc_value;
+struct gray_mc_line;
+int gray_mc_parse_get_general(const char *buf, size_t len, const char *keys, size_t keys_len,
+                              struct gray_mc_value *vals, size_t *nvals,
+                              struct gray_mc_line *line, size_t *need);
+
 #endif

@@ -21,7 +21,9 @@ static inline uint64_t key_bad8(uint64_t w)
     return (low | is_del) & KEY_HIGHS;
 }
 
-int gray_mc_key_ok(const char *key, size_t len)
+/* gray_mc_key_ok's body, inlined where this file needs it (an exported
+ * function is called through the PLT, never inlined, under -fPIC). */
+static gray_always_inline int key_ok(const char *key, size_t len)
 {
     if (key == NULL || len == 0 || len > GRAY_MC_KEY_MAX)
         return 0;
@@ -49,6 +51,11 @@ int gray_mc_key_ok(const char *key, size_t len)
             return 0;
     }
     return 1;
+}
+
+int gray_mc_key_ok(const char *key, size_t len)
+{
+    return key_ok(key, len);
 }
 
 /* Finds the CR of the CRLF ending the line that starts at pos. A bare LF
@@ -249,9 +256,97 @@ static int parse_value_line(const char *buf, size_t pos, size_t eol,
     return GRAY_OK;
 }
 
+/* A decimal field of 1..U64_SAFE_DIGITS digits at buf[*p] ending at the byte
+ * `end`: its value, *p left on that byte; or 0 when it is anything else (more
+ * digits, another byte: the general decoder says what). */
+static gray_always_inline int short_number(const char *buf, size_t len, size_t *p, char end,
+                                           uint64_t *out)
+{
+    size_t i = *p, stop = i + U64_SAFE_DIGITS;
+    uint64_t v = 0;
+    if (stop > len)
+        stop = len;
+    while (i < stop && gray_is_digit(buf[i])) {
+        v = v * 10 + (unsigned)(buf[i] - '0');
+        i++;
+    }
+    if (i == *p || i >= len || buf[i] != end)
+        return 0;
+    *p = i;
+    *out = v;
+    return 1;
+}
+
+/* The usual whole reply to "get <key>" with a value, for one valid key:
+ * "VALUE <key> <flags> <bytes>\r\n<data>\r\nEND\r\n", short numbers in
+ * range, no cas. Decodes it exactly as parse_get_general does (returns the
+ * bytes consumed), in one pass with no search; anything else, including a
+ * reply not complete yet, is 0: the general decoder's (GRAY_EAGAIN, errors).
+ * key must pass key_ok (gray_mc_key_ok): no space, no control byte (CR,
+ * LF), no DEL, so its echo in the VALUE line is what the general decoder
+ * would accept. */
+static int parse_get_one(const char *buf, size_t len, const char *key, size_t klen,
+                         gray_mc_value_t *vals, size_t cap)
+{
+    uint64_t flags, bytes;
+    size_t p = 6 + klen;
+    if (cap == 0 || len < p + 2 || buf[0] != 'V' || buf[1] != 'A' || buf[2] != 'L' ||
+        buf[3] != 'U' || buf[4] != 'E' || buf[5] != ' ' || memcmp(buf + 6, key, klen) != 0 ||
+        buf[p] != ' ')
+        return 0;
+    p++;
+    if (!short_number(buf, len, &p, ' ', &flags) || flags > UINT32_MAX)
+        return 0;
+    p++;
+    if (!short_number(buf, len, &p, '\r', &bytes) || bytes > GRAY_MC_DATA_MAX)
+        return 0;
+    /* the CR is at p: LF, data, CRLF, "END" CRLF */
+    size_t data = p + 2;
+    if (len - p < 9 || (size_t)bytes > len - p - 9 || buf[p + 1] != '\n')
+        return 0;
+    const char *t = buf + data + bytes;     /* the CRLF after the data */
+    if (t[0] != '\r' || t[1] != '\n' || t[2] != 'E' || t[3] != 'N' || t[4] != 'D' ||
+        t[5] != '\r' || t[6] != '\n')
+        return 0;
+    vals[0].key_off = 6;
+    vals[0].key_len = (uint32_t)klen;
+    vals[0].data_off = (uint32_t)data;
+    vals[0].data_len = (uint32_t)bytes;
+    vals[0].flags = (uint32_t)flags;
+    vals[0].has_cas = 0;
+    vals[0].cas = 0;
+    return (int)(data + bytes + 7);
+}
+
 int gray_mc_parse_get(const char *buf, size_t len, const char *keys, size_t keys_len,
                       gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
                       size_t *need)
+{
+    /* the usual replies: a miss ("END" alone: whatever was asked), or one
+     * value for one valid key (it holds no space: a list of one) */
+    int rc = 0;
+    size_t n = 0;
+    if (len >= 5 && len <= INT_MAX && buf[0] == 'E' && buf[1] == 'N' && buf[2] == 'D' &&
+        buf[3] == '\r' && buf[4] == '\n') {
+        rc = 5;
+    } else if (len <= INT_MAX && key_ok(keys, keys_len)) {
+        rc = parse_get_one(buf, len, keys, keys_len, vals, *nvals);
+        n = 1;
+    }
+    if (rc > 0) {
+        line->kind = GRAY_MC_END;
+        line->msg_off = line->msg_len = 0;
+        line->number = 0;
+        *nvals = n;
+        *need = 0;
+        return rc;
+    }
+    return gray_mc_parse_get_general(buf, len, keys, keys_len, vals, nvals, line, need);
+}
+
+int gray_mc_parse_get_general(const char *buf, size_t len, const char *keys, size_t keys_len,
+                              gray_mc_value_t *vals, size_t *nvals, gray_mc_line_t *line,
+                              size_t *need)
 {
     size_t cap = *nvals, count = 0, pos = 0, cursor = 0;
     int rc;

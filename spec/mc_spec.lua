@@ -224,6 +224,11 @@ describe("mc_decode_get1", function()
           #value_block("cl\195\169", 0, "v") + 5, 0, nil },
         { "a hit then trailing bytes", "VALUE k 0 1\r\na\r\nEND\r\nVALUE k 0 1\r\n", "k", "a", 21, 0, nil },
         { "a miss then trailing garbage", "END\r\n\0garbage\r\n", "k", false, 5 },
+        -- past the one-key shortcut's short numbers (19 digits), to the general decoder
+        { "flags of 20 digits, leading zeros", "VALUE k 00000000000000000001 1\r\na\r\nEND\r\n",
+          "k", "a", 40, 1, nil },
+        { "a byte count with leading zeros", "VALUE k 0 0001\r\na\r\nEND\r\n", "k", "a", 24, 0, nil },
+        { "an address key", "VALUE 192.0.2.10 0 1\r\n1\r\nEND\r\n", "192.0.2.10", "1", 30, 0, nil },
     }
 
     for _, c in ipairs(good) do
@@ -291,6 +296,7 @@ describe("mc_decode_get1", function()
         { "a NUL before END", "\0END\r\n" },
         { "1100 bytes without CRLF", rep("A", 1100) },
         { "a value then 1100 bytes without CRLF", "VALUE k 0 1\r\na\r\n" .. rep("x", 1100) },
+        { "a value whose echo of the key is longer", "VALUE k1 0 1\r\na\r\nEND\r\n" },
         { "a VALUE line longer than 1024 bytes", "VALUE k 0 1 " .. rep("1", 1100) .. "\r\na\r\nEND\r\n" },
     }
 
@@ -298,6 +304,19 @@ describe("mc_decode_get1", function()
         local name, reply, key, err = c[1], c[2], c[3] or "k", c[4]
         it("rejects " .. name, function()
             assert_error(show(reply), err, gray.mc_decode_get1(reply, key))
+        end)
+    end
+
+    -- a reply cut short asks for what can complete it: { name, reply, need }
+    for _, c in ipairs({ { "a whole value but the last LF", "VALUE k 0 1\r\na\r\nEND\r", 1 },
+                         { "a whole value but END", "VALUE k 0 1\r\na\r\n", 2 },
+                         { "a value line alone", "VALUE k 0 1\r\n", 8 },
+                         { "END without its LF", "END\r", 1 } }) do
+        it("asks for more of " .. c[1], function()
+            local v, err, need = gray.mc_decode_get1(c[2], "k")
+            assert.is_nil(v)
+            assert.are.equal("again", err)
+            assert.are.equal(c[3], need)
         end)
     end
 end)

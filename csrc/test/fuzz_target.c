@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "../gray.h"
+#include "../internal.h"
 #include "fuzz.h"
 
 static gray_range_t trusted[8];
@@ -298,6 +299,31 @@ static void fuzz_mc_get(const char *s, size_t len)
     rc = gray_mc_parse_get(s, len, NULL, 0, vals, &n, &line, &need);
     if (rc >= 0)
         check_values(vals, n, (size_t)rc);
+
+    /* one key: the shortcut for the usual replies answers as the general
+     * decoder does, every output (capacities 1 and 0: no room for a value) */
+    INVARIANT("gray_mc_parse_get (its shortcuts) and the general decoder agree on the result, "
+              "the values, the line and need, for one key, a list and none");
+    static const char *const one[] = { "192.168.2.20", "k", "k1", "a", "k 1", "a k1", NULL };
+    for (size_t k = 0; k < sizeof one / sizeof one[0]; k++) {
+        for (size_t cap = 0; cap <= 1; cap++) {
+            gray_mc_value_t fv[1], gv[1];
+            gray_mc_line_t fl, gl;
+            size_t fn = cap, gn = cap, fneed = 7, gneed = 7;
+            memset(fv, 0xa5, sizeof fv);
+            memset(gv, 0xa5, sizeof gv);
+            memset(&fl, 0xa5, sizeof fl);
+            memset(&gl, 0xa5, sizeof gl);
+            size_t klen = one[k] ? strlen(one[k]) : 0;
+            int frc = gray_mc_parse_get(s, len, one[k], klen, fv, &fn, &fl, &fneed);
+            int grc = gray_mc_parse_get_general(s, len, one[k], klen, gv, &gn, &gl, &gneed);
+            CHECK(frc == grc && fn == gn && fneed == gneed);
+            CHECK(fn == 0 || memcmp(fv, gv, sizeof fv) == 0);
+            if (frc >= 0)
+                CHECK(fl.kind == gl.kind && fl.msg_off == gl.msg_off &&
+                      fl.msg_len == gl.msg_len && fl.number == gl.number);
+        }
+    }
 }
 
 /* The first byte is the mode (GRAY_META_* bits), the rest the reply. */
