@@ -172,6 +172,17 @@ describe("the share in force (gray.ramp.share)", function()
         assert.equal(2500, share)
         assert.equal(1000 + 3300 + 3600, next_at)
     end)
+    it("freezes a halt whose time is ahead of this clock at the step in force now", function()
+        -- a writer's clock 1 h ahead, or a hostile time: not the last step
+        -- (100%), a step that was never in force here
+        local fresh = ramp.new("gray:ramp")
+        fresh.start, fresh.steps = r.start, r.steps
+        for _, halted in ipairs({ 1700 + 3600, 99999999999, 1e23 }) do
+            assert.equal(2500, (ramp.share(fresh, 1700, halted)), halted)
+            local info = ramp.info(fresh, 1700, halted)
+            assert.same({ 2, 25 }, { info.step, info.share }, halted)
+        end
+    end)
     it("is nil without a ramp", function()
         assert.is_nil(ramp.share(ramp.new("k"), 1000, false))
     end)
@@ -367,6 +378,19 @@ describe("a ramp over seconds, real nginx and memcached", function()
         assert.equal((t - 100) .. " 10% 50%@60s", mc:get("gray:ramp"))
         assert.is_true(math.abs(tonumber(mc:get("a:ramp"):match("^%d+")) - (t - 20)) <= 1)
         mc:cmd("delete gray:ramp\r\ndelete a:ramp\r\n")
+    end)
+
+    it("gray-admin status: a halt ahead of this clock freezes at the step in force now", function()
+        -- a writer's clock 2 h ahead, or a hostile time: not the last step
+        local t = os.time()
+        mc:set("gray:ramp", (t - 100) .. " 10% 50%@60s 100%@1h")
+        for _, at in ipairs({ t + 7200, 99999999999, "99999999999999999999999" }) do
+            mc:set("gray:halt:gray", at .. " node-a clock ahead")
+            local out, code = admin("status")
+            assert.equal(0, code, out)
+            assert.matches("frozen at 50.00%% %(step 2 of 3%) by the halt of gray", out)
+        end
+        mc:cmd("delete gray:ramp\r\ndelete gray:halt:gray\r\n")
     end)
 
     it("a halt of gray freezes the ramp; after resume it goes on from that step", function()

@@ -112,8 +112,10 @@ end
 
 -- The index of the step a halt froze: the step in force at the halt's
 -- time (halted: its unix seconds, the same on every node: the halt key's
--- value), or, for a halt whose value has no time (halted == true), at the
--- time this worker first saw it.
+-- value; a time ahead of this clock, a writer's clock ahead or a hostile
+-- value, counts as now, as gray-admin resume takes it), or, for a halt
+-- whose value has no time (halted == true), at the time this worker first
+-- saw it.
 local function frozen_step(r, now, halted)
     if halted == true then
         local i = r.frozen_at
@@ -123,7 +125,7 @@ local function frozen_step(r, now, halted)
         end
         return i
     end
-    return step_at(r.steps, halted - r.start)
+    return step_at(r.steps, (halted < now and halted or now) - r.start)
 end
 
 --- The ramp's share in force at now (percent * 100), and the unix time
