@@ -380,6 +380,36 @@ describe("a ramp over seconds, real nginx and memcached", function()
         mc:cmd("delete gray:ramp\r\ndelete a:ramp\r\n")
     end)
 
+    it("gray-admin resume run again or twice at once moves the ramp by the halt once", function()
+        local t = os.time()
+        local value = (t - 100) .. " 10% 50%@60s"
+        local halt = (t - 80) .. " node-a x"
+        local function start_near(want, what)
+            local got = tonumber(mc:get("gray:ramp"):match("^(%d+) 10%% 50%%@60s$"))
+            assert.is_true(math.abs(got - want) <= 2, what .. ": start " .. got .. ", expected"
+                           .. " about " .. want .. " (moved once: " .. (t - 20) .. ")")
+        end
+        -- run again after a delete that failed: the halt is there still,
+        -- claimed up to now (its flags), the ramp moved already
+        mc:set("gray:ramp", (t - 20) .. " 10% 50%@60s")
+        mc:cmd(("set gray:halt:gray %d 0 %d\r\n%s\r\n"):format(t, #halt, halt))
+        local out, code = admin("resume gray")
+        assert.equal(0, code, out)
+        assert.is_false(mc:get("gray:halt:gray"))
+        start_near(t - 20, "run again")
+        -- two at once, a few times: one moves it, the other finds the halt
+        -- claimed or gone
+        local cmd = BIN .. " --servers 127.0.0.1:" .. mc.port .. " resume gray >/dev/null 2>&1"
+        for i = 1, 8 do
+            mc:set("gray:ramp", value)
+            mc:set("gray:halt:gray", halt)
+            sh("(" .. cmd .. " & " .. cmd .. " & " .. cmd .. " & wait)")
+            assert.is_false(mc:get("gray:halt:gray"))
+            start_near(t - 20 + (os.time() - t), "at once, run " .. i)
+        end
+        mc:cmd("delete gray:ramp\r\n")
+    end)
+
     it("gray-admin status: a halt ahead of this clock freezes at the step in force now", function()
         -- a writer's clock 2 h ahead, or a hostile time: not the last step
         local t = os.time()

@@ -221,7 +221,7 @@ int cli_ramp_resume(memcached_st *mc, const cli_opts_t *opts, int64_t halted_at)
         return 0;
     }
     fprintf(stderr, "gray-admin: resume: %s changed %d times while moving its start: left as"
-            " it is\n", key, RESUME_ATTEMPTS);
+            " it is, and gray stays halted\n", key, RESUME_ATTEMPTS);
     return EXIT_STORE;
 }
 
