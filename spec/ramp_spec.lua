@@ -183,6 +183,30 @@ describe("the share in force (gray.ramp.share)", function()
             assert.same({ 2, 25 }, { info.step, info.share }, halted)
         end
     end)
+    it("stays frozen after the halt's end until a refresh reads the ramp again", function()
+        -- a refresh that saw the halt gone but failed to read the ramp
+        -- (gray-admin resume moved its start before deleting the halt): not
+        -- the old start's later step for an interval, then back to the
+        -- moved one (members would join, then leave)
+        local saved = _G.ngx
+        _G.ngx = { now = function() return 5000 end, update_time = function() end }
+        package.loaded["gray.ramp"] = nil
+        local ok, clocked = pcall(require, "gray.ramp")
+        package.loaded["gray.ramp"], _G.ngx = ramp, saved
+        assert(ok, clocked)
+        local log = { report = function() end }
+        local down = { meta_cas = function() return nil, "timeout", "timeout" end }
+        local up = { meta_cas = function() return 7 end }             -- the same CAS
+        local x = clocked.new("gray:ramp")
+        x.cas, x.start, x.steps = 7, r.start, r.steps
+        assert.equal(2500, (clocked.share(x, 5000, 1700)))             -- halted at 1700
+        clocked.refresh(x, down, log, 5001)
+        assert.equal(2500, (clocked.share(x, 5000, false)))            -- ended, ramp unread
+        assert.is_true(clocked.info(x, 5000, false).frozen)
+        clocked.refresh(x, up, log, 5001)
+        assert.equal(10000, (clocked.share(x, 5000, false)))           -- read: the clock's
+        assert.is_false(clocked.info(x, 5000, false).frozen)
+    end)
     it("is nil without a ramp", function()
         assert.is_nil(ramp.share(ramp.new("k"), 1000, false))
     end)
