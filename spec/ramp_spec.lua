@@ -172,6 +172,41 @@ describe("the share in force (gray.ramp.share)", function()
         assert.equal(2500, share)
         assert.equal(1000 + 3300 + 3600, next_at)
     end)
+    it("freezes a halt whose time is ahead of this clock at the step in force now", function()
+        -- a writer's clock 1 h ahead, or a hostile time: not the last step
+        -- (100%), a step that was never in force here
+        local fresh = ramp.new("gray:ramp")
+        fresh.start, fresh.steps = r.start, r.steps
+        for _, halted in ipairs({ 1700 + 3600, 99999999999, 1e23 }) do
+            assert.equal(2500, (ramp.share(fresh, 1700, halted)), halted)
+            local info = ramp.info(fresh, 1700, halted)
+            assert.same({ 2, 25 }, { info.step, info.share }, halted)
+        end
+    end)
+    it("stays frozen after the halt's end until a refresh reads the ramp again", function()
+        -- a refresh that saw the halt gone but failed to read the ramp
+        -- (gray-admin resume moved its start before deleting the halt): not
+        -- the old start's later step for an interval, then back to the
+        -- moved one (members would join, then leave)
+        local saved = _G.ngx
+        _G.ngx = { now = function() return 5000 end, update_time = function() end }
+        package.loaded["gray.ramp"] = nil
+        local ok, clocked = pcall(require, "gray.ramp")
+        package.loaded["gray.ramp"], _G.ngx = ramp, saved
+        assert(ok, clocked)
+        local log = { report = function() end }
+        local down = { meta_cas = function() return nil, "timeout", "timeout" end }
+        local up = { meta_cas = function() return 7 end }             -- the same CAS
+        local x = clocked.new("gray:ramp")
+        x.cas, x.start, x.steps = 7, r.start, r.steps
+        assert.equal(2500, (clocked.share(x, 5000, 1700)))             -- halted at 1700
+        clocked.refresh(x, down, log, 5001)
+        assert.equal(2500, (clocked.share(x, 5000, false)))            -- ended, ramp unread
+        assert.is_true(clocked.info(x, 5000, false).frozen)
+        clocked.refresh(x, up, log, 5001)
+        assert.equal(10000, (clocked.share(x, 5000, false)))           -- read: the clock's
+        assert.is_false(clocked.info(x, 5000, false).frozen)
+    end)
     it("is nil without a ramp", function()
         assert.is_nil(ramp.share(ramp.new("k"), 1000, false))
     end)
@@ -367,6 +402,49 @@ describe("a ramp over seconds, real nginx and memcached", function()
         assert.equal((t - 100) .. " 10% 50%@60s", mc:get("gray:ramp"))
         assert.is_true(math.abs(tonumber(mc:get("a:ramp"):match("^%d+")) - (t - 20)) <= 1)
         mc:cmd("delete gray:ramp\r\ndelete a:ramp\r\n")
+    end)
+
+    it("gray-admin resume run again or twice at once moves the ramp by the halt once", function()
+        local t = os.time()
+        local value = (t - 100) .. " 10% 50%@60s"
+        local halt = (t - 80) .. " node-a x"
+        local function start_near(want, what)
+            local got = tonumber(mc:get("gray:ramp"):match("^(%d+) 10%% 50%%@60s$"))
+            assert.is_true(math.abs(got - want) <= 2, what .. ": start " .. got .. ", expected"
+                           .. " about " .. want .. " (moved once: " .. (t - 20) .. ")")
+        end
+        -- run again after a delete that failed: the halt is there still,
+        -- claimed up to now (its flags), the ramp moved already
+        mc:set("gray:ramp", (t - 20) .. " 10% 50%@60s")
+        mc:cmd(("set gray:halt:gray %d 0 %d\r\n%s\r\n"):format(t, #halt, halt))
+        local out, code = admin("resume gray")
+        assert.equal(0, code, out)
+        assert.is_false(mc:get("gray:halt:gray"))
+        start_near(t - 20, "run again")
+        -- two at once, a few times: one moves it, the other finds the halt
+        -- claimed or gone
+        local cmd = BIN .. " --servers 127.0.0.1:" .. mc.port .. " resume gray >/dev/null 2>&1"
+        for i = 1, 8 do
+            mc:set("gray:ramp", value)
+            mc:set("gray:halt:gray", halt)
+            sh("(" .. cmd .. " & " .. cmd .. " & " .. cmd .. " & wait)")
+            assert.is_false(mc:get("gray:halt:gray"))
+            start_near(t - 20 + (os.time() - t), "at once, run " .. i)
+        end
+        mc:cmd("delete gray:ramp\r\n")
+    end)
+
+    it("gray-admin status: a halt ahead of this clock freezes at the step in force now", function()
+        -- a writer's clock 2 h ahead, or a hostile time: not the last step
+        local t = os.time()
+        mc:set("gray:ramp", (t - 100) .. " 10% 50%@60s 100%@1h")
+        for _, at in ipairs({ t + 7200, 99999999999, "99999999999999999999999" }) do
+            mc:set("gray:halt:gray", at .. " node-a clock ahead")
+            local out, code = admin("status")
+            assert.equal(0, code, out)
+            assert.matches("frozen at 50.00%% %(step 2 of 3%) by the halt of gray", out)
+        end
+        mc:cmd("delete gray:ramp\r\ndelete gray:halt:gray\r\n")
     end)
 
     it("a halt of gray freezes the ramp; after resume it goes on from that step", function()

@@ -74,6 +74,7 @@ typedef struct cli_value {
     char *value;
     size_t len;
     uint64_t cas;
+    uint32_t flags;                 /* memcached's client flags of the item */
 } cli_value_t;
 
 /* gets key: 0 (found or not: v->value NULL), or -1 after printing why. */

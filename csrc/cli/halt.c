@@ -16,6 +16,7 @@
 
 #define HALT_VALUE_MAX 1000         /* bytes of a halt's value (gray.halt's VALUE_MAX) */
 #define HOST_MAX       64
+#define CLAIM_ATTEMPTS 5            /* CAS writes of a halt's claim before giving up */
 
 /* target's halt key into key (size GRAY_MC_KEY_MAX + 1), or EXIT_USAGE. */
 static int halt_key(const cli_opts_t *opts, const char *cmd, const char *target, char *key)
@@ -97,6 +98,62 @@ int cli_cmd_halt(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *arg
     return 0;
 }
 
+/* gray's halt froze the ramp: before the halt (key) is deleted, the time
+ * it froze is claimed, then the ramp's start moved on by it. The claim
+ * writes the halt back with CAS, its value unchanged (the routers read the
+ * value alone), the claim's time in its flags: a resume run again after a
+ * failed delete, or two at once, move the ramp by each second once (the
+ * time from the halt, or from the last claim of this halt, to now). A
+ * failed move takes its claim back. 0: go on with the delete (the halt is
+ * gone, or has no time: nothing to move), else EXIT_STORE (printed). */
+static int resume_ramp(memcached_st *mc, const cli_opts_t *opts, const char *key)
+{
+    if (!opts->ramp_key[0])
+        return 0;
+    for (int attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+        cli_value_t v;
+        if (cli_gets(mc, key, &v) != 0)
+            return EXIT_STORE;
+        if (v.value == NULL)
+            return 0;                           /* resumed meanwhile */
+        int64_t at = cli_halt_at(v.value), now = (int64_t)time(NULL);
+        /* the ramp moved already up to an earlier claim of this halt */
+        if (at > 0 && (int64_t)v.flags > at && (int64_t)v.flags <= now)
+            at = (int64_t)v.flags;
+        if (at <= 0 || at >= now) {
+            free(v.value);
+            return 0;
+        }
+        memcached_return_t mrc = memcached_cas(mc, key, strlen(key), v.value, v.len, 0,
+                                               (uint32_t)now, v.cas);
+        if (mrc == MEMCACHED_DATA_EXISTS || mrc == MEMCACHED_NOTFOUND) {
+            free(v.value);
+            continue;                           /* another resume: read it again */
+        }
+        if (mrc != MEMCACHED_SUCCESS) {
+            free(v.value);
+            fprintf(stderr, "gray-admin: cas %s: %s\n", key, cli_mc_error(mc, mrc));
+            return EXIT_STORE;
+        }
+        int rc = cli_ramp_resume(mc, opts, at);
+        if (rc != 0) {
+            /* the claim back (its former flags), unless the halt changed */
+            cli_value_t w;
+            if (cli_gets(mc, key, &w) == 0 && w.value != NULL) {
+                if (w.len == v.len && memcmp(w.value, v.value, v.len) == 0 &&
+                    w.flags == (uint32_t)now)
+                    memcached_cas(mc, key, strlen(key), w.value, w.len, 0, v.flags, w.cas);
+                free(w.value);
+            }
+        }
+        free(v.value);
+        return rc;
+    }
+    fprintf(stderr, "gray-admin: resume: %s changed %d times while claiming its time: %s stays"
+            " halted\n", key, CLAIM_ATTEMPTS, key);
+    return EXIT_STORE;
+}
+
 int cli_cmd_resume(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)
 {
     if (args->npos != 2)
@@ -109,18 +166,9 @@ int cli_cmd_resume(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *a
      * duration first (the routers read the halts, then the ramp: one that
      * sees the halt gone sees the moved ramp) */
     if (strcmp(key + strlen(opts->halt_key), ":gray") == 0) {
-        cli_value_t v;
-        if (cli_gets(mc, key, &v) != 0)
-            return EXIT_STORE;
-        if (v.value != NULL) {
-            int64_t at = cli_halt_at(v.value);
-            free(v.value);
-            if (at > 0) {
-                rc = cli_ramp_resume(mc, opts, at);
-                if (rc != 0)
-                    return rc;
-            }
-        }
+        rc = resume_ramp(mc, opts, key);
+        if (rc != 0)
+            return rc;
     }
     memcached_return_t mrc = memcached_delete(mc, key, strlen(key), 0);
     if (mrc == MEMCACHED_NOTFOUND) {

@@ -67,9 +67,11 @@ static int default_halt(memcached_st *mc, const cli_opts_t *opts, int64_t *since
         return 0;
     /* "<unix seconds> ..." as the routers read it (gray.halt.since); a
      * value without a time freezes a router at the step it first saw: now,
-     * as near as can be told here */
-    int64_t at = cli_halt_at(v.value);
-    *since = at > 0 ? at : (int64_t)time(NULL);
+     * as near as can be told here; a time ahead of this clock (a writer's
+     * clock ahead, a hostile value) counts as now, as in the routers and
+     * in resume */
+    int64_t at = cli_halt_at(v.value), now = (int64_t)time(NULL);
+    *since = at > 0 && at < now ? at : now;
     free(v.value);
     return 1;
 }
@@ -219,7 +221,7 @@ int cli_ramp_resume(memcached_st *mc, const cli_opts_t *opts, int64_t halted_at)
         return 0;
     }
     fprintf(stderr, "gray-admin: resume: %s changed %d times while moving its start: left as"
-            " it is\n", key, RESUME_ATTEMPTS);
+            " it is, and gray stays halted\n", key, RESUME_ATTEMPTS);
     return EXIT_STORE;
 }
 

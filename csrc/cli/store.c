@@ -152,6 +152,7 @@ int cli_gets(memcached_st *mc, const char *key, cli_value_t *v)
     v->value = NULL;
     v->len = 0;
     v->cas = 0;
+    v->flags = 0;
     memcached_return_t rc = memcached_mget(mc, keys, lens, 1);
     if (rc != MEMCACHED_SUCCESS) {
         fprintf(stderr, "gray-admin: gets %s: %s\n", key, cli_mc_error(mc, rc));
@@ -164,6 +165,7 @@ int cli_gets(memcached_st *mc, const char *key, cli_value_t *v)
             memcmp(memcached_result_key_value(res), key, lens[0]) == 0) {
             v->len = memcached_result_length(res);
             v->cas = memcached_result_cas(res);
+            v->flags = memcached_result_flags(res);
             v->value = malloc(v->len + 1);
             if (v->value == NULL) {
                 failed = 1;

@@ -33,6 +33,8 @@ function _M.new(key)
         steps = false,          -- { { at = s, share = percent * 100 }, ... }
         frozen_at = false,      -- the step index a halt froze, or false
         value = false,          -- the value in force (the node's copy: gray.lists)
+        held = false,           -- the halt frozen on (share()'s halted), or false
+        stale = false,          -- the last refresh failed to read the key
         reads = 0,              -- values parsed
     }
 end
@@ -52,6 +54,7 @@ end
 -- or removed).
 function _M.refresh(r, mc, log, deadline)
     local key = r.key
+    r.stale = true
     local left = ms_left(deadline)
     if not left then
         return false
@@ -63,6 +66,7 @@ function _M.refresh(r, mc, log, deadline)
         return false
     end
     if cas == false then
+        r.stale = false
         -- a ramp taken from the node's copy (seed: no CAS) goes too
         if r.cas == nil and not r.steps then
             return false
@@ -71,6 +75,7 @@ function _M.refresh(r, mc, log, deadline)
         return true
     end
     if cas == r.cas then
+        r.stale = false
         return false
     end
     if value == nil then
@@ -91,6 +96,7 @@ function _M.refresh(r, mc, log, deadline)
         value, cas = entry.value, entry.cas or cas
     end
     r.cas = cas                 -- a bad value is logged once per change
+    r.stale = false
     local start, steps = value_parse(value)
     if not start then
         log:report("compile", key .. ": '" .. value:sub(1, 60) .. "' is not a ramp: "
@@ -128,8 +134,10 @@ end
 
 -- The index of the step a halt froze: the step in force at the halt's
 -- time (halted: its unix seconds, the same on every node: the halt key's
--- value), or, for a halt whose value has no time (halted == true), at the
--- time this worker first saw it.
+-- value; a time ahead of this clock, a writer's clock ahead or a hostile
+-- value, counts as now, as gray-admin resume takes it), or, for a halt
+-- whose value has no time (halted == true), at the time this worker first
+-- saw it.
 local function frozen_step(r, now, halted)
     if halted == true then
         local i = r.frozen_at
@@ -139,7 +147,25 @@ local function frozen_step(r, now, halted)
         end
         return i
     end
-    return step_at(r.steps, halted - r.start)
+    return step_at(r.steps, (halted < now and halted or now) - r.start)
+end
+
+-- The halt the ramp freezes on: halted, or, once its end is seen, the
+-- last one until a refresh reads the ramp again. A refresh that saw the
+-- halt gone but failed to read the ramp (gray-admin resume moved its start
+-- before it deleted the halt) would take the old start's later step for a
+-- refresh_interval, then fall back to the moved one: members would join,
+-- then leave.
+local function holding(r, halted)
+    if halted then
+        r.held = halted
+        return halted
+    end
+    if r.held and r.stale then
+        return r.held
+    end
+    r.held = false
+    return false
 end
 
 --- The ramp's share in force at now (percent * 100), and the unix time
@@ -148,12 +174,14 @@ end
 -- or true when its value has no time; false or nil: not halted): the ramp
 -- is frozen, its share the step in force at the halt's time, and no next
 -- step comes. `gray-admin resume gray` moves the ramp's start on by the
--- halt's duration, so that after it the ramp goes on from that step.
+-- halt's duration, so that after it the ramp goes on from that step; the
+-- ramp stays frozen after the halt's end until a refresh reads it again.
 function _M.share(r, now, halted)
     local steps = r.steps
     if not steps then
         return nil
     end
+    halted = holding(r, halted)
     if halted then
         return steps[frozen_step(r, now, halted)].share, nil
     end
@@ -172,6 +200,7 @@ function _M.info(r, now, halted)
     if not share then
         return nil
     end
+    halted = r.held
     local i = halted and frozen_step(r, now, halted) or step_at(r.steps, now - r.start)
     local nxt = next_at and r.steps[i + 1]
     return {
@@ -188,6 +217,7 @@ require("jit").off(ms_left)
 require("jit").off(_M.refresh)
 require("jit").off(step_at)
 require("jit").off(frozen_step)
+require("jit").off(holding)
 require("jit").off(_M.share)
 require("jit").off(_M.info)
 require("jit").off(_M.seed)
