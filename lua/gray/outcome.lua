@@ -432,13 +432,14 @@ require("jit").off(_M.window)
 if ngx.get_phase() == "init" then
     from_conf()
 else
-    local ok, err = ngx.timer.at(0, function(premature)
+    -- (pcall: a phase without timers raises; the read then stays)
+    local ok, started, err = pcall(ngx.timer.at, 0, function(premature)
         if not premature then
             from_conf()
         end
     end)
-    if not ok then
-        why = "nginx.conf not read: " .. tostring(err)
+    if not ok or not started then
+        why = "nginx.conf not read: " .. tostring(ok and err or started)
     end
 end
 
