@@ -53,6 +53,13 @@ local ngx_shared = ngx.shared
 local req_start_time = ngx.req.start_time
 local get_request = base.get_request
 local ffi_cast = ffi.cast
+-- ngx.status and ngx.req.start_time()'s C functions (lua-resty-core
+-- declares them), called with the request log() already holds: the status
+-- without ngx.status's lookups (the ngx table, its metatable, the getter)
+require "resty.core.misc"
+require "resty.core.request"
+local ffi_resp_status = ffi.C.ngx_http_lua_ffi_get_resp_status
+local ffi_start_time = ffi.C.ngx_http_lua_ffi_req_start_time
 local tonumber, type, pairs, tostring = tonumber, type, pairs, tostring
 local byte = string.byte
 local concat = table.concat
@@ -263,10 +270,11 @@ end
 --- The log phase: counts this request's outcome under its noted target.
 -- Nothing for a request without a note.
 function _M.log()
-    local key = request_key()
-    if key == nil then
+    local r = get_request()
+    if r == nil then
         return
     end
+    local key = tonumber(ffi_cast(uintptr, r))
     local name = slots[key]
     if name == nil then
         return
@@ -275,7 +283,7 @@ function _M.log()
     slots[key] = nil
     stamps[key] = nil
     live = live - 1
-    local start = req_start_time()
+    local start = tonumber(ffi_start_time(r))
     if stamp ~= start then
         return                      -- another request's note
     end
@@ -287,7 +295,7 @@ function _M.log()
         end
     end
     if not status then
-        status = ngx.status
+        status = ffi_resp_status(r)     -- ngx.status (-101 for a fake request: not counted)
     end
     local rec = by_target[name] or new_record(name)
     count(rec, status, ngx_now() - start)
