@@ -171,18 +171,26 @@ function _M.running_conf_path()
     if not path then
         return nil, "no configuration file in nginx's command line: " .. gsub(line, "%z", " ")
     end
-    return path
+    return path, line
 end
 
 --- mentions() on the running nginx's configuration: the first name found,
--- false, or nil, err (unknown).
+-- false, or nil, err (unknown). The command line counts as a file (its -g
+-- directives); an include there is not followed: unknown.
 function _M.running_mentions(names)
-    local path, err = _M.running_conf_path()
+    local path, line = _M.running_conf_path()
     if not path then
-        return nil, err
+        return nil, line
     end
-    local found
-    found, err = _M.mentions(path, names)
+    for k = 1, #names do
+        if find(line, names[k], 1, true) then
+            return names[k], "nginx's command line"
+        end
+    end
+    if find(line, "include", 1, true) then
+        return nil, "an include in nginx's command line (-g) is not followed"
+    end
+    local found, err = _M.mentions(path, names)
     if found == nil then
         return nil, err
     end
