@@ -85,6 +85,8 @@ describe("gray.nginxconf.mentions", function()
         -- unknown: an include that is not there, a glob in a directory
         { "http { include nothere.conf; }", nil, "nothere.conf" },
         { "http { include */e.conf; }", nil, "a glob only in the file name" },
+        -- a directory it cannot list (none there): unknown, never "none"
+        { "http { include nodir/*.conf; }", nil, "cannot list" },
         { "http { include a*b/x.conf; }", nil, "a glob only in the file name" },
     }
     for i, c in ipairs(cases) do

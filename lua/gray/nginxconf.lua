@@ -21,6 +21,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local MAX_FILES = 256                   -- files read at most (the -c file and includes)
 local MAX_BYTES = 8 * 1024 * 1024       -- bytes read at most from one file
+local LISTED = "//listed//"             -- a glob's last line (no file name has "//")
 
 local function read(path)
     local f, err = io_open(path, "rb")
@@ -83,19 +84,29 @@ local function expand(pattern)
     if not dir or find(dir, "[*?%[]") or not io_popen then
         return nil, "include " .. pattern .. ": a glob only in the file name is read"
     end
-    -- the shell expands the glob; every other character quoted
+    -- the shell expands the glob (sorted, no dot files: as glob(3)), every
+    -- other character quoted; the last line says the directory was listed
+    -- (a directory this process cannot list would look empty)
     local quoted = gsub(dir, "'", "'\\''")
     local glob = gsub(base, "[^%w*?%[%]!%-_.]", "\\%0")
-    local p = io_popen("cd '" .. quoted .. "' 2>/dev/null && ls -1d -- " .. glob
-                       .. " 2>/dev/null")
+    local p = io_popen("cd '" .. quoted .. "' 2>/dev/null && [ -r . ] && { for f in " .. glob
+                       .. "; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done; echo " .. LISTED
+                       .. "; }")
     if not p then
         return nil, "include " .. pattern .. ": cannot list " .. dir
     end
-    local files = {}
+    local files, listed = {}, false
     for name in p:lines() do
-        files[#files + 1] = dir .. name
+        if name == LISTED then
+            listed = true
+        else
+            files[#files + 1] = dir .. name
+        end
     end
     p:close()
+    if not listed then
+        return nil, "include " .. pattern .. ": cannot list " .. dir
+    end
     return files
 end
 
