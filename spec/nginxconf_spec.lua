@@ -1,7 +1,8 @@
 -- gray.nginxconf: the configuration file of an nginx command line, and
 -- which directives its files (the includes followed) use: table-driven
 -- cases on real files, hostile ones beside (a missing include, a glob in a
--- directory, an include of itself, a mention in a comment or a string).
+-- directory, an include of itself, a mention in a comment or a string,
+-- shell characters in a glob, the bounds), and gray.ffi.glob (glob(3)).
 -- The nginx side (reads_upstream_status()) is in outcome_spec.
 
 local harness = require "helpers.harness"
@@ -82,12 +83,16 @@ describe("gray.nginxconf.mentions", function()
         -- a hidden file is not in a glob's match, as in glob(3)
         { "http { include sites/*; }", false },
         { "http { include self.conf; }", false },
-        -- unknown: an include that is not there, a glob in a directory
+        -- a glob in a directory part, as nginx's glob(3) takes it
+        { "http { include */e.conf; }", "error_page" },
+        { "http { include */*.types; include s?tes/[ot]*; }", false },
+        { "http { include a*b/x.conf; }", false },
+        { "http { include a*b/*; include [a]?b/*; }", false },
+        -- unknown: an include that is not there
         { "http { include nothere.conf; }", nil, "nothere.conf" },
-        { "http { include */e.conf; }", nil, "a glob only in the file name" },
         -- a directory it cannot list (none there): unknown, never "none"
-        { "http { include nodir/*.conf; }", nil, "cannot list" },
-        { "http { include a*b/x.conf; }", nil, "a glob only in the file name" },
+        { "http { include nodir/*.conf; }", nil, "cannot be listed" },
+        { "http { include conf.d/*.conf/*.conf; }", false },
     }
     for i, c in ipairs(cases) do
         it("case " .. i .. ": " .. c[1]:gsub("\n", " "), function()
@@ -107,14 +112,93 @@ describe("gray.nginxconf.mentions", function()
         assert.truthy(err:find("none.conf", 1, true), err)
     end)
 
-    it("follows a file name with shell characters literally", function()
+    it("takes shell characters in an include as bytes of the glob", function()
         os.execute("mkdir -p '" .. dir .. "/q d'")
         write(dir .. "/q d/x'y.conf", "error_page 404 /x;\n")
+        write(dir .. "/q d/$(id)`id` a.conf", "proxy_cache c;\n")
         write(dir .. "/main-q.conf", "http { include \"q d/x*\"; }")
         assert.equal("error_page", (conf.mentions(dir .. "/main-q.conf", NAMES)))
-        write(dir .. "/main-r.conf", "http { include \"q d/$(touch pwned)`touch pwned2`*\"; }")
-        assert.equal(false, (conf.mentions(dir .. "/main-r.conf", NAMES)))
+        -- "$(", "`", " " and "'" matched literally
+        write(dir .. "/main-s.conf", "http { include '" .. dir .. "/q d/$(id)`id` *'; }")
+        assert.equal("proxy_cache", (conf.mentions(dir .. "/main-s.conf", NAMES)))
+        local hostile = {
+            "q d/$(touch pwned)`touch pwned2`*",
+            "q d/*'; touch pwned; echo '",
+            "q d/*\" && touch pwned #",
+            "q d/x*$(touch${IFS}pwned)",
+        }
+        for k, pattern in ipairs(hostile) do
+            local main = dir .. "/main-r" .. k .. ".conf"
+            write(main, "http { include \"" .. pattern .. "\"; }")
+            local got, err = conf.mentions(main, NAMES)
+            assert.is_true(got ~= nil or type(err) == "string")
+        end
         assert.is_nil(io.open(dir .. "/q d/pwned"))
         assert.is_nil(io.open(dir .. "/q d/pwned2"))
+        assert.is_nil(io.open("pwned"))
+        assert.is_nil(io.open(dir .. "/pwned"))
+    end)
+
+    it("answers unknown past its bounds: files, one file's bytes", function()
+        os.execute("mkdir -p " .. dir .. "/many")
+        for k = 1, conf.MAX_FILES do
+            write(dir .. "/many/" .. k .. ".conf", "")
+        end
+        write(dir .. "/main-many.conf", "http { include many/*.conf; }")
+        local got, err = conf.mentions(dir .. "/main-many.conf", NAMES)
+        assert.is_nil(got)
+        assert.truthy(err:find("more than " .. conf.MAX_FILES, 1, true), err)
+        -- the same file named many times is read once: no bound reached
+        write(dir .. "/main-same.conf", ("include mime.types;\n"):rep(conf.MAX_FILES * 2))
+        assert.equal(false, (conf.mentions(dir .. "/main-same.conf", NAMES)))
+        local f = assert(io.open(dir .. "/big.conf", "wb"))
+        f:write(("#"):rep(conf.MAX_BYTES + 1))
+        f:close()
+        write(dir .. "/main-big.conf", "http { include big.conf; }")
+        got, err = conf.mentions(dir .. "/main-big.conf", NAMES)
+        assert.is_nil(got)
+        assert.truthy(err:find("larger than", 1, true), err)
+    end)
+end)
+
+describe("gray.ffi.glob", function()
+    local gray_ffi = require "gray.ffi"
+    local dir
+
+    setup(function()
+        dir = harness.tmpdir()
+        os.execute("mkdir -p " .. dir .. "/d " .. dir .. "/d/sub")
+        for _, name in ipairs({ "b.conf", "a.conf", "C.conf", ".hidden.conf", "z.off",
+                                "sub/s.conf" }) do
+            write(dir .. "/d/" .. name, "")
+        end
+    end)
+
+    teardown(function()
+        os.execute("rm -rf " .. dir)
+    end)
+
+    it("answers glob(3)'s sorted matches, no dot files from *", function()
+        local d = dir .. "/d/"
+        assert.same({ d .. "C.conf", d .. "a.conf", d .. "b.conf" },
+                    gray_ffi.glob(d .. "*.conf"))
+        assert.same({ d .. ".hidden.conf" }, gray_ffi.glob(d .. ".*.conf"))
+        assert.same({ d .. "sub/s.conf" }, gray_ffi.glob(dir .. "/?/*/*.conf"))
+        assert.same({ d .. "a.conf", d .. "b.conf" }, gray_ffi.glob(d .. "[ab].conf"))
+        assert.same({}, gray_ffi.glob(d .. "*.none"))
+    end)
+
+    it("answers nil, err for a directory it cannot list, too many, a bad pattern", function()
+        local got, err = gray_ffi.glob(dir .. "/nodir/*.conf")
+        assert.is_nil(got)
+        assert.truthy(err:find("cannot be listed", 1, true), err)
+        got, err = gray_ffi.glob(dir .. "/d/*", 2)
+        assert.is_nil(got)
+        assert.truthy(err:find("more than 2", 1, true), err)
+        for _, bad in ipairs({ "", "a\0b", 1 }) do
+            got, err = gray_ffi.glob(bad)
+            assert.is_nil(got)
+            assert.truthy(err:find("pattern", 1, true), err)
+        end
     end)
 end)

@@ -4,24 +4,28 @@
 -- the -c file of nginx's command line (the master's /proc/<pid>/cmdline;
 -- without -c, the build's --conf-path), relative to nginx's prefix, and
 -- every file an `include` names (relative to the main file's directory, as
--- nginx takes them; a glob in the last part of the path, listed with ls),
--- and looks for directive
+-- nginx takes them; a glob expanded by glob(3), as nginx does, through
+-- gray.ffi: no process, no shell), and looks for directive
 -- names in them. Whole-line comments are left out; any other mention (an
 -- inline comment, a string, Lua code) counts: the answers err toward
--- "mentioned". A file it cannot read makes the answer unknown (nil, err).
+-- "mentioned". A file it cannot read, or a bound below reached, makes the
+-- answer unknown (nil, err): the caller keeps its safe choice.
 -- Blocking file reads: for init_by_lua or a timer, never a request.
 
 local ngx = ngx
-local io_open, io_popen = io.open, io.popen
+local gray_ffi = require "gray.ffi"
+local io_open = io.open
 local find, sub, gsub, match, gmatch = string.find, string.sub, string.gsub, string.match,
                                        string.gmatch
+local glob = gray_ffi.glob
 local type, tostring = type, tostring
 
 local _M = { _VERSION = "0.1.0" }
 
 local MAX_FILES = 256                   -- files read at most (the -c file and includes)
 local MAX_BYTES = 8 * 1024 * 1024       -- bytes read at most from one file
-local LISTED = "//listed//"             -- a glob's last line (no file name has "//")
+local MAX_TOTAL = 32 * 1024 * 1024      -- bytes read at most from all files
+_M.MAX_FILES, _M.MAX_BYTES, _M.MAX_TOTAL = MAX_FILES, MAX_BYTES, MAX_TOTAL
 
 local function read(path)
     local f, err = io_open(path, "rb")
@@ -75,37 +79,19 @@ local function strip_comments(text)
 end
 
 -- The files an include's argument names: itself, or what its glob
--- matches (sorted, as nginx's glob(3); none is no error, as in nginx).
-local function expand(pattern)
+-- matches (room at most). As nginx's ngx_conf_include: a "*", "?" or "["
+-- anywhere makes it a glob; ngx_open_glob calls glob(3) with flags 0
+-- (sorted, no dot files from "*") and takes no match as none. One
+-- difference: glob(3) there skips a directory it cannot list, nginx's
+-- master (root) may list one this worker cannot, so GLOB_ERR here makes
+-- it (or a missing one) unknown, never "none".
+local function expand(pattern, room)
     if not find(pattern, "[*?%[]") then
         return { pattern }
     end
-    local dir, base = match(pattern, "^(.*/)([^/]*)$")
-    if not dir or find(dir, "[*?%[]") or not io_popen then
-        return nil, "include " .. pattern .. ": a glob only in the file name is read"
-    end
-    -- the shell expands the glob (sorted, no dot files: as glob(3)), every
-    -- other character quoted; the last line says the directory was listed
-    -- (a directory this process cannot list would look empty)
-    local quoted = gsub(dir, "'", "'\\''")
-    local glob = gsub(base, "[^%w*?%[%]!%-_.]", "\\%0")
-    local p = io_popen("cd '" .. quoted .. "' 2>/dev/null && [ -r . ] && { for f in " .. glob
-                       .. "; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done; echo " .. LISTED
-                       .. "; }")
-    if not p then
-        return nil, "include " .. pattern .. ": cannot list " .. dir
-    end
-    local files, listed = {}, false
-    for name in p:lines() do
-        if name == LISTED then
-            listed = true
-        else
-            files[#files + 1] = dir .. name
-        end
-    end
-    p:close()
-    if not listed then
-        return nil, "include " .. pattern .. ": cannot list " .. dir
+    local files, err = glob(pattern, room)
+    if not files then
+        return nil, "include " .. err
     end
     return files
 end
@@ -113,43 +99,51 @@ end
 --- Whether any of names (directive names, or their beginnings:
 -- "header_filter_by_lua" finds its _block and _file forms) appears in the
 -- configuration files from path (the main file) on: the first name found,
--- or false; nil, err when a file cannot be read (the answer is unknown).
+-- or false; nil, err (the answer is unknown) when a file cannot be read,
+-- a glob's directory cannot be listed, or a bound (MAX_FILES, MAX_BYTES,
+-- MAX_TOTAL) is reached.
 function _M.mentions(path, names)
     local conf_dir = match(path, "^(.*/)") or "./"
-    local queue, seen, n = { path }, {}, 0
+    -- each file once (an include of itself, a snippet included in every
+    -- location), MAX_FILES of them at most
+    local queue, seen, total = { path }, { [path] = true }, 0
     local i = 1
     while queue[i] do
         local file = queue[i]
         i = i + 1
-        if not seen[file] then
-            seen[file] = true
-            n = n + 1
-            if n > MAX_FILES then
-                return nil, "more than " .. MAX_FILES .. " configuration files"
+        local text, err = read(file)
+        if not text then
+            return nil, err
+        end
+        total = total + #text
+        if total > MAX_TOTAL then
+            return nil, "more than " .. MAX_TOTAL .. " bytes of configuration files"
+        end
+        text = strip_comments(text)
+        for k = 1, #names do
+            if find(text, names[k], 1, true) then
+                return names[k]
             end
-            local text, err = read(file)
-            if not text then
-                return nil, err
+        end
+        -- includes: a directive at a line's or a statement's start
+        for arg in gmatch(text, "[%s;{}]include%s+([^;]+);") do
+            arg = match(arg, '^"(.*)"%s*$') or match(arg, "^'(.*)'%s*$")
+                  or match(arg, "^(.-)%s*$")
+            if sub(arg, 1, 1) ~= "/" then
+                arg = conf_dir .. arg
             end
-            text = strip_comments(text)
-            for k = 1, #names do
-                if find(text, names[k], 1, true) then
-                    return names[k]
-                end
+            local files, gerr = expand(arg, MAX_FILES)
+            if not files then
+                return nil, gerr
             end
-            -- includes: a directive at a line's or a statement's start
-            for arg in gmatch(text, "[%s;{}]include%s+([^;]+);") do
-                arg = match(arg, '^"(.*)"%s*$') or match(arg, "^'(.*)'%s*$")
-                      or match(arg, "^(.-)%s*$")
-                if sub(arg, 1, 1) ~= "/" then
-                    arg = conf_dir .. arg
-                end
-                local files, gerr = expand(arg)
-                if not files then
-                    return nil, gerr
-                end
-                for j = 1, #files do
-                    queue[#queue + 1] = files[j]
+            for j = 1, #files do
+                local f = files[j]
+                if not seen[f] then
+                    if #queue >= MAX_FILES then
+                        return nil, "more than " .. MAX_FILES .. " configuration files"
+                    end
+                    seen[f] = true
+                    queue[#queue + 1] = f
                 end
             end
         end
