@@ -490,6 +490,24 @@ describe("gray.outcome reads $upstream_status", function()
         assert.truthy(got:find("^true .* %(or an include%) uses error_page\n$"), got)
     end)
 
+    it("under lua_code_cache off, not per request (a VM each): once a worker", function()
+        local n = start("lua_code_cache off;")
+        local got = {}
+        for k = 1, 4 do
+            got[k] = n:eval([[
+                local reads, why = require("gray.outcome").reads_upstream_status()
+                return tostring(reads) .. " " .. why
+            ]])
+        end
+        for k = 2, 4 do
+            assert.truthy(got[k]:find("^true loaded again in this worker within 60 s"), got[k])
+        end
+        -- nginx's own alert for lua_code_cache off, and nothing else
+        local bad = harness.bad_log_lines(n:new_log_lines())
+        assert.equal(1, #bad, table.concat(bad, "\n"))
+        assert.truthy(bad[1]:find("lua_code_cache is off", 1, true), bad[1])
+    end)
+
     it("as configure() says, whatever nginx.conf uses", function()
         local n = start("init_by_lua_block { require('gray.outcome')"
                         .. ".configure({ upstream_status = true }) }")

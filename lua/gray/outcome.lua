@@ -436,9 +436,26 @@ end
 require("jit").off(_M.window)
 
 -- nginx.conf, read once: here in init_by_lua (the workers inherit the
--- choice), else in a timer of the worker, off the request path.
+-- choice), else in a timer of the worker, off the request path. Under
+-- lua_code_cache off each request loads this module afresh (a Lua VM of
+-- its own) and could never use the choice: a mark in the metrics dict
+-- ("~conf|<pid>", CONF_MARK_TTL s; the page leaves "~" keys out) lets one
+-- load of a worker read the files in that time; the others keep the read.
+local CONF_MARK_TTL = 60
+local function first_load()
+    local dict = ngx_shared[metrics.dict_name()]
+    if not dict then
+        return true
+    end
+    local ok, err = dict:add("~conf|" .. ngx.worker.pid(), true, CONF_MARK_TTL)
+    return ok or err ~= "exists"
+end
+
 if ngx.get_phase() == "init" then
     from_conf()
+elseif not first_load() then
+    why = "loaded again in this worker within " .. CONF_MARK_TTL
+          .. " s (lua_code_cache off?): nginx.conf not read"
 else
     -- (pcall: a phase without timers raises; the read then stays)
     local ok, started, err = pcall(ngx.timer.at, 0, function(premature)
