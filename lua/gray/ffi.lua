@@ -208,6 +208,7 @@ unsigned int gray_euid(void);
 -- (musl's has the same size); only the first two fields are read.
 if not pcall(ffi_typeof, "gray_glob_t") then
     ffi.cdef [[
+/* libc's <glob.h>, not gray.h */
 typedef struct gray_glob {
     size_t gl_pathc; char **gl_pathv; size_t gl_offs; int gl_flags;
     void *gl_closedir; void *gl_readdir; void *gl_opendir; void *gl_lstat; void *gl_stat;
