@@ -86,10 +86,15 @@ local function parse_decls(text)
     return { functions = functions, structs = structs, other = other }
 end
 
--- every guarded cdef block of the module, read as one
-local CDEF
+-- every guarded cdef block of the module, read as one; a block marked
+-- libc's (glob(3)) is not gray.h's
+local CDEF, LIBC
 for block in MODULE:gmatch("ffi%.cdef%s*%[%[(.-)%]%]") do
-    CDEF = (CDEF and CDEF .. "\n" or "") .. block
+    if block:find("/* libc's", 1, true) then
+        LIBC = (LIBC and LIBC .. "\n" or "") .. block
+    else
+        CDEF = (CDEF and CDEF .. "\n" or "") .. block
+    end
 end
 local H = parse_decls(HEADER)
 local L = parse_decls(CDEF or "")
@@ -157,6 +162,15 @@ describe("the cdef in gray/ffi.lua", function()
             assert.are.same(H.structs[name].fields, L.structs[name].fields)
         end)
     end
+
+    it("declares only glob and globfree in libc's block", function()
+        local names = {}
+        for name in pairs(parse_decls(LIBC or "").functions) do
+            names[#names + 1] = name
+        end
+        table.sort(names)
+        assert.same({ "glob", "globfree" }, names)
+    end)
 
     it("declares nothing else that gray.h lacks, and lacks nothing else", function()
         table.sort(H.other)

@@ -385,6 +385,9 @@ describe("the access-phase drop-in under LuaJIT", function()
           server {
             listen 127.0.0.1:$PORT;
             log_by_lua_file $REPO/lua/gray/outcome.lua;
+            # an error_page: here the log phase reads $upstream_status (the
+            # paths above, without one, skip it)
+            error_page 599 /none;
             location = /route {
                 set $gray_memcached 127.0.0.1:$MC;
                 set $gray_cache_ttl 300;
@@ -410,6 +413,8 @@ describe("the access-phase drop-in under LuaJIT", function()
         assert.equal("500 200", nginx:batch("/route", 500, { "X-Real-IP: 198.51.100.4" }))
         local warm = harness.read_file(log_path) or ""
         assert.truthy(warm:find("%[TRACE +%d+ dep%.lua:%d+ return%]"), warm)
+        -- the log phase with its $upstream_status read, compiled as a whole
+        assert.truthy(warm:find("%[TRACE +%d+ outcome%.lua:%d+ return%]"), warm)
         for _ = 1, 2 do
             assert.equal("2000 200", nginx:batch("/route", 2000, { "X-Real-IP: 192.0.2.10" }))
             assert.equal("500 200", nginx:batch("/route", 500, { "X-Real-IP: 198.51.100.4" }))

@@ -110,6 +110,23 @@ local function total(text, name)
     return sum
 end
 
+-- reads_upstream_status() of the worker that answers, once it has read
+-- nginx.conf (a timer at its start)
+local function reads_upstream(nginx)
+    local got
+    local deadline = harness.now() + 2
+    repeat
+        got = nginx:eval([[
+            local reads, why = require("gray.outcome").reads_upstream_status()
+            return tostring(reads) .. " " .. why
+        ]])
+        if not got:find("not read yet", 1, true) or harness.now() > deadline then
+            return got
+        end
+        harness.sleep(0.05)
+    until false
+end
+
 describe("gray.outcome", function()
     after_each(harness.no_error_log)
     local mc, nginx
@@ -137,6 +154,9 @@ describe("gray.outcome", function()
     end
 
     it("counts each target's answers by class and time, $upstream_status first", function()
+        -- nginx.conf has an error_page (@server_v2)
+        local reads = reads_upstream(nginx)
+        assert.truthy(reads:find("^true .* uses error_page\n$"), reads)
         -- the drop-in
         send("/ok", 30, GRAY_IP)
         send("/fail", 10, GRAY_IP, "10 500")
@@ -341,6 +361,7 @@ describe("gray.outcome.configure({ upstream_status = false })", function()
     end)
 
     it("counts the response's status alone (an intercepted 500 served as 200: 2xx)", function()
+        assert.equal("false configure({ upstream_status = false })\n", reads_upstream(nginx))
         assert.equal("10 500", nginx:batch("/fail", 10, { "X-Real-IP: " .. GRAY_IP }))
         assert.equal("4 200", nginx:batch("/fail", 4, { "X-Real-IP: " .. V2_IP }))
         local text
@@ -367,5 +388,132 @@ describe("gray.outcome.configure({ upstream_status = false })", function()
         assert.truthy(got:find("^false\n"), got)
         assert.truthy(got:find("upstream_status must be true or false", 1, true), got)
         assert.truthy(got:find("opts must be a table", 1, true), got)
+    end)
+end)
+
+-- the directives that make the two statuses differ are in no file here:
+-- v2's 500s pass through, and its refused first server ("502, 200") ends
+-- in the backup's 200 either way
+local PLAIN_SERVERS = SERVERS:gsub("\n        proxy_intercept_errors on;\n        error_page 500 =200 /sorry;", "", 1)
+assert(not PLAIN_SERVERS:find("error_page", 1, true))
+
+describe("gray.outcome where nginx.conf needs no $upstream_status", function()
+    after_each(harness.no_error_log)
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set_many({ [GRAY_IP] = "1", [V2_IP] = "v2" })
+        nginx = harness.nginx({ memcached_port = mc.port, workers = 2, http = HTTP,
+                                servers = PLAIN_SERVERS })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    local function send(path, n, ip, want)
+        assert.equal(want or (n .. " 200"), nginx:batch(path, n, { "X-Real-IP: " .. ip }))
+    end
+
+    it("skips the read and counts what each target answered, every worker's", function()
+        local got = reads_upstream(nginx)
+        assert.truthy(got:find("^false " .. nginx.conf:gsub("%p", "%%%0")
+                               .. " and its includes use none of error_page, "), got)
+        send("/ok", 30, GRAY_IP)
+        send("/fail", 10, GRAY_IP, "10 500")
+        send("/ok", 20, STABLE_IP)
+        send("/fail", 5, STABLE_IP)
+        send("/ok", 6, V2_IP)                   -- "502, 200": 200 either way
+        send("/fail", 4, V2_IP, "4 500")
+        send("/api/fail", 3, GRAY_IP, "3 500")
+        local SENT = 30 + 10 + 20 + 5 + 6 + 4 + 3
+        local text
+        for _ = 1, 100 do
+            text = nginx:get("/metrics").body
+            if total(text, "gray_responses_total") >= SENT then
+                break
+            end
+            harness.sleep(0.05)
+        end
+        exposition.valid_page(text)
+        assert.equal(SENT, total(text, "gray_responses_total"), text)
+        local function class(target, c)
+            return sample(text, 'gray_responses_total{target="' .. target .. '",class="' .. c .. '"}')
+        end
+        assert.equal(30, class("gray", "2xx"), text)
+        assert.equal(10 + 3, class("gray", "5xx"), text)
+        assert.equal(20 + 5, class("stable", "2xx"), text)
+        assert.equal(6, class("v2", "2xx"), text)
+        assert.equal(4, class("v2", "5xx"), text)
+        assert.equal(43, sample(text, 'gray_response_seconds_count{target="gray"}'), text)
+        assert.equal("43 13\n", nginx:eval([[
+            local n, e = require("gray.outcome").window("gray", 60)
+            return n .. " " .. e
+        ]]))
+        assert.same({}, harness.bad_log_lines(nginx:error_log()))
+    end)
+end)
+
+describe("gray.outcome reads $upstream_status", function()
+    after_each(harness.no_error_log)
+    local mc, dir
+    local started = {}
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set(GRAY_IP, "1")
+        dir = harness.tmpdir()
+        os.execute("mkdir -p " .. dir .. "/conf.d")
+        local f = assert(io.open(dir .. "/conf.d/pages.conf", "wb"))
+        f:write("error_page 404 /404.html;\n")
+        f:close()
+    end)
+
+    teardown(function()
+        for _, n in ipairs(started) do n:stop() end
+        if mc then mc:destroy() end
+        os.execute("rm -rf " .. dir)
+    end)
+
+    local function start(http)
+        local n = harness.nginx({ memcached_port = mc.port, servers = PLAIN_SERVERS,
+                                  http = "lua_shared_dict gray_metrics 1m;\n" .. http })
+        started[#started + 1] = n
+        return n
+    end
+
+    it("where an included file uses error_page", function()
+        local n = start("include " .. dir .. "/conf.d/*.conf;")
+        local got = reads_upstream(n)
+        assert.truthy(got:find("^true .* %(or an include%) uses error_page\n$"), got)
+    end)
+
+    it("under lua_code_cache off, not per request (a VM each): once a worker", function()
+        local n = start("lua_code_cache off;")
+        local got = {}
+        for k = 1, 4 do
+            got[k] = n:eval([[
+                local reads, why = require("gray.outcome").reads_upstream_status()
+                return tostring(reads) .. " " .. why
+            ]])
+        end
+        for k = 2, 4 do
+            assert.truthy(got[k]:find("^true loaded again in this worker within 60 s"), got[k])
+        end
+        -- nginx's own alert for lua_code_cache off, and nothing else
+        local bad = harness.bad_log_lines(n:new_log_lines())
+        assert.equal(1, #bad, table.concat(bad, "\n"))
+        assert.truthy(bad[1]:find("lua_code_cache is off", 1, true), bad[1])
+    end)
+
+    it("as configure() says, whatever nginx.conf uses", function()
+        local n = start("init_by_lua_block { require('gray.outcome')"
+                        .. ".configure({ upstream_status = true }) }")
+        assert.equal("true configure({ upstream_status = true })\n", reads_upstream(n))
+        -- and decided in init_by_lua when loaded there
+        n = start("init_by_lua_block { require('gray.outcome') }")
+        assert.truthy(reads_upstream(n):find("^false .* use none of "))
     end)
 end)

@@ -203,6 +203,21 @@ int gray_image_clean_tmp(const char *path);
 unsigned int gray_euid(void);
 ]]
 
+-- glob(3) from libc (gray.nginxconf follows an include's glob as nginx
+-- does, without a shell): its own guard. gray_glob_t is glibc's glob_t
+-- (musl's has the same size); only the first two fields are read.
+if not pcall(ffi_typeof, "gray_glob_t") then
+    ffi.cdef [[
+/* libc's <glob.h>, not gray.h */
+typedef struct gray_glob {
+    size_t gl_pathc; char **gl_pathv; size_t gl_offs; int gl_flags;
+    void *gl_closedir; void *gl_readdir; void *gl_opendir; void *gl_lstat; void *gl_stat;
+} gray_glob_t;
+int glob(const char *pattern, int flags, void *errfunc, gray_glob_t *pglob);
+void globfree(gray_glob_t *pglob);
+]]
+end
+
 -- Finds libgray.so the way lua-resty-signal finds its library: every
 -- package.cpath template with "?" replaced, first one that loads wins.
 local function load_library()
@@ -1704,6 +1719,46 @@ function _M.image_clean_tmp(path)
         return nil, image_err(n)
     end
     return n
+end
+
+local libc = ffi.C
+local GLOB_ERR = 1                      -- <glob.h>: glibc's and musl's values
+local GLOB_NOSPACE, GLOB_ABORTED, GLOB_NOMATCH = 1, 2, 3
+local GLOB_MAX = 4096                   -- matches returned at most (max's default)
+
+--- The paths that pattern (a glob(3) pattern: "*", "?", "[...]" in any
+-- part of the path) matches, in glob(3)'s order (sorted, by the process's
+-- LC_COLLATE: nginx's, which sets no locale, "C"); a leading "." only
+-- matched by a "." (no dot files from "*"). No match: an empty list. nil,
+-- err when a directory on the way cannot be listed (GLOB_ERR: glob(3)
+-- would skip it silently) or more than max (default GLOB_MAX) match. No
+-- process, no shell: quotes, "$()", spaces are bytes of the pattern.
+function _M.glob(pattern, max)
+    if type(pattern) ~= "string" or pattern == "" or pattern:find("%z") then
+        return nil, "pattern must be a non-empty string without NUL bytes"
+    end
+    max = max or GLOB_MAX
+    local g = ffi_new("gray_glob_t")
+    local rc = libc.glob(pattern, GLOB_ERR, nil, g)
+    local paths, err = {}, nil
+    if rc == 0 then
+        local n = tonumber(g.gl_pathc)
+        if n > max then
+            paths, err = nil, pattern .. ": more than " .. max .. " matches"
+        else
+            for i = 0, n - 1 do
+                paths[i + 1] = ffi_string(g.gl_pathv[i])
+            end
+        end
+    elseif rc == GLOB_ABORTED then
+        paths, err = nil, pattern .. ": a directory cannot be listed"
+    elseif rc == GLOB_NOSPACE then
+        paths, err = nil, pattern .. ": out of memory"
+    elseif rc ~= GLOB_NOMATCH then
+        paths, err = nil, pattern .. ": glob() failed (" .. tonumber(rc) .. ")"
+    end
+    libc.globfree(g)
+    return paths, err
 end
 
 --- gray_image_hash of s (a uint64_t cdata).

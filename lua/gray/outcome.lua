@@ -14,7 +14,11 @@
 -- ("502, 200" after a retry: 200; "500 : 200" after an error_page to a
 -- named location: 200), else the response's (ngx.status); a status outside
 -- 100..599 is not counted. The time is ngx.now() - ngx.req.start_time(),
--- what $request_time shows, in seconds.
+-- what $request_time shows, in seconds. Reading $upstream_status costs
+-- about 1,400 instructions a request; it is read only where nginx.conf can
+-- make the two statuses differ: where its files (gray.nginxconf reads them
+-- once per worker) use one of UPSTREAM_DIRECTIVES, or cannot be read.
+-- Elsewhere nginx passes the last upstream status on as the response's.
 --
 -- The target is known from router:exec(), which notes it before its
 -- ngx.exec(). That internal redirect clears ngx.ctx, so the note is kept in
@@ -40,6 +44,7 @@ end
 local ffi = require "ffi"
 local base = require "resty.core.base"
 local metrics = require "gray.metrics"
+local nginxconf = require "gray.nginxconf"
 
 local ngx = ngx
 local ngx_now = ngx.now
@@ -48,8 +53,17 @@ local ngx_shared = ngx.shared
 local req_start_time = ngx.req.start_time
 local get_request = base.get_request
 local ffi_cast = ffi.cast
+-- ngx.status and ngx.req.start_time()'s C functions (lua-resty-core
+-- declares them), called with the request log() already holds: the status
+-- without ngx.status's lookups (the ngx table, its metatable, the getter)
+require "resty.core.misc"
+require "resty.core.request"
+local ffi_resp_status = ffi.C.ngx_http_lua_ffi_get_resp_status
+local ffi_start_time = ffi.C.ngx_http_lua_ffi_req_start_time
 local tonumber, type, pairs, tostring = tonumber, type, pairs, tostring
 local byte = string.byte
+local concat = table.concat
+local ngx_log, NOTICE = ngx.log, ngx.NOTICE
 local floor = math.floor
 local error = error
 
@@ -77,15 +91,25 @@ local SLOTS_MAX = 65536     -- notes that no log phase took back before a reset
 -- there is 0. The page leaves them out (no metric name starts with "~").
 local WPREFIX = "~w|"
 
--- Whether the status comes from $upstream_status (configure()).
+-- The directives that can make a response's status differ from the last
+-- of $upstream_status: error_page (an intercepted upstream error, or
+-- nginx's own 502/504, sent to a page or another location), a Lua header
+-- filter (ngx.status =), a cache (a revalidated 304 sent as 200), the
+-- image filter (415).
+local UPSTREAM_DIRECTIVES = { "error_page", "header_filter_by_lua", "proxy_cache",
+                              "fastcgi_cache", "scgi_cache", "uwsgi_cache", "image_filter" }
+_M.UPSTREAM_DIRECTIVES = UPSTREAM_DIRECTIVES
+
+-- Whether the status comes from $upstream_status: true until nginx.conf
+-- is found not to need it (from_conf()), or as configure() says.
 local read_upstream = true
+local chosen = nil          -- configure()'s upstream_status; nil: from nginx.conf
+local why = "nginx.conf not read yet"
 
 --- Sets the module's options (in init_by_lua, before any request):
--- upstream_status (default true): false counts the response's status
--- (ngx.status) alone and skips the $upstream_status read, about 1,000
--- instructions per request (make bench): right where no location
--- intercepts upstream errors (proxy_intercept_errors with error_page),
--- where the two are the same.
+-- upstream_status: true reads $upstream_status on every request, false
+-- counts the response's status (ngx.status) alone; by default (nil) it is
+-- read where nginx.conf uses one of UPSTREAM_DIRECTIVES (see above).
 function _M.configure(opts)
     if type(opts) ~= "table" then
         error("gray.outcome.configure: opts must be a table", 2)
@@ -94,9 +118,34 @@ function _M.configure(opts)
         if type(opts.upstream_status) ~= "boolean" then
             error("gray.outcome.configure: upstream_status must be true or false", 2)
         end
-        read_upstream = opts.upstream_status
+        chosen = opts.upstream_status
+        read_upstream, why = chosen, "configure({ upstream_status = " .. tostring(chosen) .. " })"
     end
     return true
+end
+
+-- Decides read_upstream from nginx.conf's files, unless configure() did.
+local function from_conf()
+    if chosen ~= nil then
+        return
+    end
+    local found, detail = nginxconf.running_mentions(UPSTREAM_DIRECTIVES)
+    if found == false then
+        read_upstream = false
+        why = detail .. " and its includes use none of " .. concat(UPSTREAM_DIRECTIVES, ", ")
+    elseif found then
+        read_upstream, why = true, detail .. " (or an include) uses " .. found
+    else
+        read_upstream, why = true, "nginx.conf could not be read: " .. tostring(detail)
+        ngx_log(NOTICE, "gray: outcome: $upstream_status is read on every request: ", why)
+    end
+end
+
+--- Whether the log phase reads $upstream_status, and why: configure()'s
+-- choice, or what nginx.conf uses (a worker reads it in a timer at its
+-- start: until then, true).
+function _M.reads_upstream_status()
+    return read_upstream, why
 end
 
 -- The notes: request address -> target name, and its start time.
@@ -221,10 +270,11 @@ end
 --- The log phase: counts this request's outcome under its noted target.
 -- Nothing for a request without a note.
 function _M.log()
-    local key = request_key()
-    if key == nil then
+    local r = get_request()
+    if r == nil then
         return
     end
+    local key = tonumber(ffi_cast(uintptr, r))
     local name = slots[key]
     if name == nil then
         return
@@ -233,7 +283,7 @@ function _M.log()
     slots[key] = nil
     stamps[key] = nil
     live = live - 1
-    local start = req_start_time()
+    local start = tonumber(ffi_start_time(r))
     if stamp ~= start then
         return                      -- another request's note
     end
@@ -245,7 +295,7 @@ function _M.log()
         end
     end
     if not status then
-        status = ngx.status
+        status = ffi_resp_status(r)     -- ngx.status (-101 for a fake request: not counted)
     end
     local rec = by_target[name] or new_record(name)
     count(rec, status, ngx_now() - start)
@@ -384,6 +434,39 @@ function _M.window(name, seconds, shm)
 end
 
 require("jit").off(_M.window)
+
+-- nginx.conf, read once: here in init_by_lua (the workers inherit the
+-- choice), else in a timer of the worker, off the request path. Under
+-- lua_code_cache off each request loads this module afresh (a Lua VM of
+-- its own) and could never use the choice: a mark in the metrics dict
+-- ("~conf|<pid>", CONF_MARK_TTL s; the page leaves "~" keys out) lets one
+-- load of a worker read the files in that time; the others keep the read.
+local CONF_MARK_TTL = 60
+local function first_load()
+    local dict = ngx_shared[metrics.dict_name()]
+    if not dict then
+        return true
+    end
+    local ok, err = dict:add("~conf|" .. ngx.worker.pid(), true, CONF_MARK_TTL)
+    return ok or err ~= "exists"
+end
+
+if ngx.get_phase() == "init" then
+    from_conf()
+elseif not first_load() then
+    why = "loaded again in this worker within " .. CONF_MARK_TTL
+          .. " s (lua_code_cache off?): nginx.conf not read"
+else
+    -- (pcall: a phase without timers raises; the read then stays)
+    local ok, started, err = pcall(ngx.timer.at, 0, function(premature)
+        if not premature then
+            from_conf()
+        end
+    end)
+    if not ok or not started then
+        why = "nginx.conf not read: " .. tostring(ok and err or started)
+    end
+end
 
 -- First run as a log_by_lua_file script: register the module and count
 -- this request; under require, the module itself.
