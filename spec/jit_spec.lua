@@ -95,11 +95,13 @@ local function function_starts()
     return starts
 end
 
--- Whether "file:line" is the end of a library function: a trace that
--- aborts there with "JIT compilation disabled for function" was returning
--- into a caller turned jit.off, which the library does for timer-only code
--- alone (jit_off_functions): metrics' incr or outcome's wadd called by a
--- flush, for example.
+-- Whether "file:line" is the end of a library function: a side or
+-- stitched trace that aborts there with "JIT compilation disabled for
+-- function" was returning into a caller turned jit.off, which the library
+-- does for timer-only code alone (jit_off_functions): metrics' incr or
+-- outcome's wadd called by a flush, for example. (A root trace started at a
+-- function's entry returns to the interpreter there, "return", unchecked;
+-- LuaJIT checks the caller only for side and stitched traces.)
 local function returns_into_jit_off(starts, loc)
     local file, line = loc:match("([%w_]+%.lua):(%d+)")
     local list = file and starts[file]
@@ -133,18 +135,26 @@ local function in_timer_code(starts, loc)
 end
 
 -- The lines of a jit.v log that requests recorded: a timer's traces left
--- out. A trace is a timer's when it starts in code only timers run
--- (TIMER_ONLY, TIMER_CODE; a side trace: when its parent is a timer's), or
--- when it is part of a stitched chain (one flow of execution, "(n/stitch)")
--- that ran into a timer-only function ("JIT compilation disabled for
--- function at" one, or at a function's end: returning into one), or that a
--- timer's trace began; a side trace that ran into one makes its parent a
--- timer's too (its exit led there). Code both run (the
--- store client, ngx.now) counts as the request's unless one of these says
--- otherwise, so a request-path loop or abort still counts.
-local function request_lines(log)
-    local starts = function_starts()
-    local timer, stitched_from, lines = {}, {}, {}
+-- out. jit.v names a side trace's parent and exit ("(parent/exit)") and a
+-- stitched trace's predecessor ("(parent/stitch)", the same flow of
+-- execution after a C call); an abort line has no number of its own.
+-- Two marks, kept apart:
+-- - timer_only[n]: every run of trace n is a timer's: it starts in code
+--   only timers run (TIMER_ONLY, TIMER_CODE), or its parent (side or
+--   stitched) is timer_only. Its side traces are the timer's too.
+-- - ran_by_timer[n]: a timer ran trace n: a side or stitched trace of it
+--   ran into a timer-only function ("JIT compilation disabled for function
+--   at" one, or at a library function's end: returning into a jit.off
+--   caller), so its exit led into a timer's code; the stitched chain before
+--   it ran in the same flow. Trace n is not counted as a request's, but its
+--   other side traces are judged each on its own: a request's abort or new
+--   trace off the same root still counts.
+-- Code both run (the store client, ngx.now) counts as the request's unless
+-- one of these says otherwise, so a request-path loop or abort still counts.
+-- starts: function_starts() (given by the unit cases).
+local function request_lines(log, starts)
+    starts = starts or function_starts()
+    local timer_only, ran_by_timer, stitched_from, lines = {}, {}, {}, {}
     for line in log:gmatch("[^\n]+") do
         local no, rest = line:match("^%[TRACE +(%d+) (.*)%]$")
         local abort = not no and line:match("^%[TRACE %-%-%- (.*)%]$")
@@ -153,30 +163,28 @@ local function request_lines(log)
             local parent, how, loc = body:match("^%((%d+)/(%w+)%) ([^ ]+)")
             loc = loc or body:match("^([^ ]+)")
             local is_timer = in_timer_code(starts, loc)
-                or (parent and timer[parent]) or false
+                or (parent and timer_only[parent]) or false
+            if no then
+                timer_only[no] = is_timer or nil
+                stitched_from[no] = how == "stitch" and parent or nil
+            end
             if abort and not is_timer then
                 local at = abort:match("JIT compilation disabled for function at ([^ ]+)$")
                 if at and (in_timer_code(starts, at) or returns_into_jit_off(starts, at)) then
                     is_timer = true
-                    -- the chain that led here (a side trace's parent, a
-                    -- stitched chain) is the timer's too
                     local p = parent
-                    while p and not timer[p] do
-                        timer[p] = true
+                    while p and not ran_by_timer[p] do
+                        ran_by_timer[p] = true
                         p = stitched_from[p]
                     end
                 end
-            end
-            if no then
-                timer[no] = is_timer or nil
-                stitched_from[no] = how == "stitch" and parent or nil
             end
             lines[#lines + 1] = { line = line, no = no, timer = is_timer }
         end
     end
     local out = {}
     for _, l in ipairs(lines) do
-        if not (l.timer or (l.no and timer[l.no])) then
+        if not (l.timer or (l.no and ran_by_timer[l.no])) then
             out[#out + 1] = l.line
         end
     end
@@ -185,8 +193,8 @@ end
 
 -- How many traces requests recorded in a jit.v log (request_lines), and
 -- those lines joined, for the failure message.
-local function request_traces(log)
-    local lines, n = request_lines(log), 0
+local function request_traces(log, starts)
+    local lines, n = request_lines(log, starts), 0
     for _, line in ipairs(lines) do
         if line:find("^%[TRACE +%d+") then
             n = n + 1
@@ -200,9 +208,9 @@ end
 -- function; and how many of them were a
 -- cosocket's yield during recording, which the miss path lets pass
 -- (allow_yields: those are counted, not listed).
-local function aborts_in_library(log, allow_yields)
+local function aborts_in_library(log, allow_yields, starts)
     local aborts, yields = {}, 0
-    for _, line in ipairs(request_lines(log)) do
+    for _, line in ipairs(request_lines(log, starts)) do
         if allow_yields and line:find("error thrown or hook called during recording", 1, true)
         then
             yields = yields + 1
@@ -301,6 +309,69 @@ describe("jit.off in the library", function()
             listed = listed + #names
         end
         assert.equal(listed, n)
+    end)
+end)
+
+-- The classifier (request_lines) on synthetic jit.v lines, over synthetic
+-- sources: metrics.lua's incr (lines 20-30, shared by requests and the
+-- flush), its flush (40-49, timer-only: TIMER_ONLY) and store (60-70,
+-- TIMER_CODE); rules.lua's decide (1-50, the request's).
+describe("the trace-log classifier", function()
+    local starts = {
+        ["metrics.lua"] = { { line = 20, name = "incr" }, { line = 40, name = "flush" },
+                            { line = 60, name = "store" }, ends = { [30] = true, [49] = true,
+                                                                    [70] = true } },
+        ["rules.lua"] = { { line = 1, name = "decide" }, ends = { [50] = true } },
+    }
+
+    -- a request-path root with three side traces: one that ran into a
+    -- timer-only function's tail (tail: where), one aborting in the
+    -- request's code, one compiled
+    for _, tail in ipairs({ "metrics.lua:30",       -- incr's end: returning into the flush
+                            "metrics.lua:45" }) do  -- inside the flush
+        it("reports a request's side trace beside a timer's off the same root (" .. tail .. ")",
+           function()
+            local log = table.concat({
+                "[TRACE   1 rules.lua:10 return]",
+                "[TRACE --- (1/2) metrics.lua:22 -- JIT compilation disabled for function at "
+                    .. tail .. "]",
+                "[TRACE --- (1/4) rules.lua:14 -- NYI: bytecode 51 at rules.lua:15]",
+                "[TRACE   2 (1/5) rules.lua:16 -> 1]",
+            }, "\n")
+            assert.same({ "[TRACE --- (1/4) rules.lua:14 -- NYI: bytecode 51 at rules.lua:15]" },
+                        (aborts_in_library(log, false, starts)))
+            -- trace 2 counts; trace 1, which a timer ran, does not
+            local n, lines = request_traces(log, starts)
+            assert.equal(1, n)
+            assert.equal("[TRACE   2 (1/5) rules.lua:16 -> 1]", lines:match("%[TRACE   2 [^\n]*"))
+        end)
+    end
+
+    it("leaves out the flush's traces, and no more", function()
+        local log = table.concat({
+            -- incr's entry made hot by the flush (its caller interpreted):
+            -- the root returns to the interpreter, its side trace into the
+            -- jit.off flush
+            "[TRACE   3 metrics.lua:20 return]",
+            "[TRACE --- (3/1) metrics.lua:24 -- JIT compilation disabled for function at "
+                .. "metrics.lua:30]",
+            -- a stitched chain that ran into the flush
+            "[TRACE   4 metrics.lua:20 stitch]",
+            "[TRACE   5 (4/stitch) metrics.lua:23 stitch]",
+            "[TRACE --- (5/stitch) metrics.lua:25 -- JIT compilation disabled for function at "
+                .. "metrics.lua:30]",
+            -- TIMER_CODE and its side traces
+            "[TRACE   6 metrics.lua:61 return]",
+            "[TRACE   7 (6/2) metrics.lua:63 -> 6]",
+            "[TRACE --- (7/1) metrics.lua:64 -- NYI: bytecode 51 at metrics.lua:65]",
+            -- a request's side trace off the root the flush ran: its own
+            "[TRACE   8 (3/2) metrics.lua:26 -> 1]",
+            "[TRACE --- (3/3) metrics.lua:27 -- NYI: bytecode 51 at metrics.lua:27]",
+        }, "\n")
+        local n, lines = request_traces(log, starts)
+        assert.equal(1, n, lines)
+        assert.same({ "[TRACE --- (3/3) metrics.lua:27 -- NYI: bytecode 51 at metrics.lua:27]" },
+                    (aborts_in_library(log, false, starts)))
     end)
 end)
 
