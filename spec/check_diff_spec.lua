@@ -140,6 +140,10 @@ local function config(r)
         for _ = 1, r(10) do
             text[#text + 1] = line(r, pick(r, ids))
         end
+        -- a pinned sentinel of each id list tells when its image is mapped
+        -- (each list compiles on its own: the ranges' sentinel says nothing
+        -- of them); no case asks for this id
+        text[#text + 1] = "sentinel stable"
         values["gray:list:" .. kind] = table.concat(text, "\n")
     end
     -- a pinned sentinel tells when the router has compiled the lists
@@ -208,6 +212,22 @@ describe("gray-admin check agrees with the router", function()
                 assert(os.time() - t0 < 5, "the router never compiled the lists: "
                                            .. nginx:error_log():sub(-2000))
                 harness.sleep(0.05)
+            end
+            for _, kind in ipairs({ "uid", "dev" }) do
+                if (", " .. c.lists .. ","):find(", " .. kind .. ",", 1, true) then
+                    local headers = { ["X-Real-IP"] = "198.51.100.1" }
+                    if kind == "uid" then
+                        headers.Cookie = "uid=sentinel"
+                    else
+                        headers["X-Dev"] = "sentinel"
+                    end
+                    while nginx:get("/", { headers = headers }).body
+                          ~= "@server; list:" .. kind .. "|stable" do
+                        assert(os.time() - t0 < 5, "the router never compiled gray:list:" .. kind
+                                                   .. ": " .. nginx:error_log():sub(-2000))
+                        harness.sleep(0.05)
+                    end
+                end
             end
 
             local cases, reqs, script = {}, {}, {}

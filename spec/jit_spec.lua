@@ -40,8 +40,12 @@ local TIMER_ONLY = {
 -- Code that timers alone run without a jit.off of its own: a trace that
 -- starts here is a timer's. metrics.lua's store writes a flush's counts
 -- into the dict (a request reaches it only once its worker exits).
+-- memcached.lua's meta path (mg) serves the refreshes of the lists, the
+-- percentage, the ramp and the halts: no request asks mg of one key.
 local TIMER_CODE = {
     ["metrics.lua"] = { "store", "refused" },
+    ["memcached.lua"] = { "query_meta", "lookup_meta", "meta_cas", "get_meta", "text_gets",
+                          "text_get" },
 }
 
 -- The functions the library files turn jit.off ("file:name", each found
