@@ -743,7 +743,7 @@ int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
 
 /* A job with an image path compiles in a helper process, gray-compile (the
  * executable beside the loaded libgray.so), not in the job's thread: its
- * own session, its autogroup at nice 19 and SCHED_IDLE, so that on a busy
+ * own session, its autogroup at nice 19 and nice 19, so that on a busy
  * node the compile neither shares the worker's mmap_lock nor keeps the
  * workers' scheduling group busy. The job's thread hands it the text in a
  * memfd and waits for it (GRAY_HELPER_SECONDS at most: then it is killed

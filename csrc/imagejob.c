@@ -324,20 +324,15 @@ static int helper_run(gray_image_job_t *job, const char *path)
 static void *job_run(void *arg)
 {
     gray_image_job_t *job = arg;
-#ifdef __linux__
-    /* The compile runs at nice 19, not SCHED_IDLE. A SCHED_IDLE thread
-     * preempted inside a syscall that holds the process's mmap_lock (its
-     * mmap, madvise) does not run again while the workers keep every core
-     * busy, and a worker that needs the lock (mmap, munmap, brk) waits for
-     * it: make bench-lists on an idle 2-core machine measured 68.8 ms of a
-     * worker blocked with SCHED_IDLE, 16.2 ms with nice 19 (p99 added
-     * +62.6 ms against +28.9 ms). Nice 19 gets a slice now and then, so a
-     * lock it holds comes back. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
-#endif
     gray_big_defer(&job->defer);
     int in_thread = 1;
 #ifdef __linux__
+    /* With the helper, this thread stays at the worker's priority: it
+     * copies the text into a memfd and starts the helper, whose clone and
+     * execve take the worker's mmap_lock for a moment (exec_mmap reads
+     * it). At nice 19 a preempted child held it while the workers waited
+     * (make bench-lists: a worker blocked up to 70 ms); the helper lowers
+     * its own priority once it runs its own memory. */
     char helper[GRAY_IMAGE_PATH_MAX + 1];
     if (job->path != NULL && helper_get(helper)) {
         int rc = helper_run(job, helper);
@@ -346,6 +341,16 @@ static void *job_run(void *arg)
             in_thread = 0;
         }
     }
+    /* The compile in this thread runs at nice 19, not SCHED_IDLE. A
+     * SCHED_IDLE thread preempted inside a syscall that holds the process's
+     * mmap_lock (its mmap, madvise) does not run again while the workers
+     * keep every core busy, and a worker that needs the lock (mmap, munmap,
+     * brk) waits for it: make bench-lists on an idle 2-core machine
+     * measured 68.8 ms of a worker blocked with SCHED_IDLE, 16.2 ms with
+     * nice 19 (p99 added +62.6 ms against +28.9 ms). Nice 19 gets a slice
+     * now and then, so a lock it holds comes back. */
+    if (in_thread)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
 #endif
     if (!in_thread) {
         /* done by the helper */

@@ -13,11 +13,11 @@
 -- (the CAS alone, ~30 bytes) every refresh_interval; only a new CAS is
 -- fetched (a split list's parts one at a time, each copied into the
 -- compile job in 256 kB slices, one event-loop turn each) and compiled by
--- the helper process gray-compile (its own scheduling group at nice 19,
--- SCHED_IDLE; started and waited for by a C thread of the job; the thread
--- compiles where the helper cannot start), then renamed into place. The
--- other workers read the image's
--- header (its version, the CAS) every interval and map a new one; a worker
+-- the helper process gray-compile (its own scheduling group at nice 19;
+-- started and waited for by a C thread of the job; the thread compiles
+-- where the helper cannot start), then renamed into place. The other
+-- workers read the image's header (its version, the CAS) every interval
+-- and map a new one; a worker
 -- maps the current image when its router starts, before its first
 -- decision. No request waits for a fetch or a compile.
 --
