@@ -560,7 +560,7 @@ say("")
 local steps = { fetch = 0, start = 0, compile = 0, thread = 0, map = 0, n = 0, bytes = 0 }
 for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
         "fetched in (%d+) ms %(%d+ parts, (%d+) bytes%), job started in ([%d.]+) ms, compiled"
-        .. " in (%d+) ms %(thread: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
+        .. " in (%d+) ms %(%a+: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
     steps.n = steps.n + 1
     steps.fetch = math.max(steps.fetch, tonumber(fetch))
     steps.bytes = math.max(steps.bytes, tonumber(bytes))
@@ -571,7 +571,7 @@ for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
 end
 say("a change's steps, the longest of %d (the fetching worker's log): fetch %d ms (%.1f MB,"
     .. " yielding between reads), the job's start %.1f ms and the map %.1f ms (on the event"
-    .. " loop), the compile %d ms (%d ms of the thread's CPU)", steps.n, steps.fetch,
+    .. " loop), the compile %d ms (%d ms of the helper's CPU)", steps.n, steps.fetch,
     steps.bytes / 1e6, steps.start, steps.map, steps.compile, steps.thread)
 say("")
 

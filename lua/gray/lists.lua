@@ -234,7 +234,8 @@ local function poll_feed(feed)
                 feed.fetch_t0, " fetched in ",
                 floor(feed.fetch_ms), " ms (", feed.fetch_parts, " parts, ", feed.fetch_bytes,
                 " bytes), job started in ", feed.start_ms, " ms, compiled in ",
-                floor((now_precise() - feed.job_t0) * 1000), " ms (thread: ", err.compile_ms,
+                floor((now_precise() - feed.job_t0) * 1000), " ms (",
+                err.helper and "helper: " or "thread: ", err.compile_ms,
                 " ms, ", err.cpu_ms, " ms CPU), mapped in ", feed.map_ms, " ms")
     else
         failed(feed, feed.job_cas, feed.key .. ": compile failed: " .. tostring(err))
