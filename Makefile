@@ -63,7 +63,7 @@ REPLAY_ITERATIONS_LONG ?= 200000
 .PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
         microbench fuzz soak clean
 
-all: build/libgray.so build/gray-admin
+all: build/libgray.so build/gray-admin build/gray-compile
 
 # one object per source file, compiled side by side under -j, shared by
 # libgray.so and gray-admin (GRAY_CFLAGS has -fPIC)
@@ -74,6 +74,11 @@ build/obj/%.o: csrc/%.c $(HDR)
 
 build/libgray.so: $(OBJ)
 	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) $(GRAY_SO_LDFLAGS) -o $@ $(OBJ) $(GRAY_LIBS)
+
+# the list images' compile, in a process of its own (imagejob.c starts it
+# from beside libgray.so: installed there too)
+build/gray-compile: build/obj/compile_helper.o $(OBJ)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ build/obj/compile_helper.o $(OBJ) $(GRAY_LIBS)
 
 # ---- tests -----------------------------------------------------------------
 
@@ -353,18 +358,20 @@ demo-stop:
 
 # ---- install ---------------------------------------------------------------
 
-install: build/libgray.so build/gray-admin
+install: build/libgray.so build/gray-admin build/gray-compile
 	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR) \
 	    $(DESTDIR)$(INST_MANDIR)
 	install -m 0755 build/gray-admin $(DESTDIR)$(INST_BINDIR)/gray-admin
 	install -m 0644 csrc/cli/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
+	install -m 0755 build/gray-compile $(DESTDIR)$(INST_LIBDIR)/gray-compile
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)
 	install -m 0644 lua/gray/*.lua $(DESTDIR)$(INST_LUADIR)/gray/
 
 uninstall:
 	rm -f $(DESTDIR)$(INST_BINDIR)/gray-admin $(DESTDIR)$(INST_MANDIR)/gray-admin.1
-	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LUADIR)/gray.lua
+	rm -f $(DESTDIR)$(INST_LIBDIR)/libgray.so $(DESTDIR)$(INST_LIBDIR)/gray-compile \
+	    $(DESTDIR)$(INST_LUADIR)/gray.lua
 	rm -rf $(DESTDIR)$(INST_LUADIR)/gray
 
 clean:

@@ -24,6 +24,21 @@ local IDLE = tonumber(os.getenv("BENCH_IDLE") or "20")
 local PART = 900 * 1000
 -- BENCH_ONLY=latency: the latency and bytes runs alone
 local ONLY = os.getenv("BENCH_ONLY")
+-- BENCH_WARMUP: s of the warm-up run (DURATION). BENCH_LISTS_DIR: lists_dir
+-- (default: a directory of each nginx's own on /dev/shm, a tmpfs, as
+-- lists_dir's default and the README ask; "$LOGDIR/images" puts it beside
+-- the logs, on the disk). BENCH_CACHE_TTL: the router's cache_ttl (3600 s:
+-- longer than the bench, so that no run sees the cached entries expire; at
+-- 60 s, the 1,007 keys that the warm-up caches in its first ms expire
+-- together near the end of the changing run, 3,761 memcached gets against
+-- 100, measured as the lists' cost). BENCH_PERF=1: `perf sched record` 6 s
+-- of the changing run, and its `perf sched latency` (each task's longest
+-- wait for a CPU) printed.
+local WARMUP = tonumber(os.getenv("BENCH_WARMUP") or tostring(DURATION))
+local LISTS_DIR = os.getenv("BENCH_LISTS_DIR") or "/dev/shm/gray-bench-lists-$PORT"
+local PERF = os.getenv("BENCH_PERF")
+local CACHE_TTL = os.getenv("BENCH_CACHE_TTL") or "3600"
+local PERF_DATA = "/dev/shm/gray-bench-lists-perf-" .. tostring(os.time()) .. ".data"
 
 local function now()
     return tonumber((harness.sh("date +%s.%N")))
@@ -150,7 +165,7 @@ local CONF = [[
                     client_headers = { "X-Real-IP" }, targets = { v2 = "@v2" },
                     ids = "dev=header:X-Device-Id", lists = "dev", ranges_key = "b:ranges",
                     percent_key = false,
-                    ramp_key = false, cache_ttl = 60, lists_dir = "$LOGDIR/images",
+                    ramp_key = false, cache_ttl = $CACHE_TTL, lists_dir = "$LOGDIR/images",
                     metrics_shm = false }))
                 package.loaded.bench_lists = r
             end
@@ -248,6 +263,20 @@ local LAG_LOCATION = [[
     }
     location = /stats {]]
 CONF = CONF:gsub("    location = /stats {", function() return LAG_LOCATION end, 1)
+CONF = CONF:gsub("%$CACHE_TTL", function() return CACHE_TTL end)
+CONF = CONF:gsub("%$LOGDIR/images", function() return LISTS_DIR end)
+
+-- an nginx's lists_dir, and its removal (on /dev/shm, nginx's own)
+local function lists_dir(nginx)
+    return (LISTS_DIR:gsub("%$LOGDIR", nginx.dir):gsub("%$PORT", tostring(nginx.port)))
+end
+local function stop(nginx)
+    nginx:stop()
+    local dir = lists_dir(nginx)
+    if dir:find("^/dev/shm/gray%-bench%-lists%-%d+$") then
+        harness.sh("rm -rf " .. dir)
+    end
+end
 
 local function lag(nginx, reset)
     local body = nginx:get("/lag" .. (reset and "?reset=1" or ""),
@@ -331,13 +360,13 @@ for _, w in ipairs(ONLY and {} or { 1, 4, 8 }) do
     -- a worker's PSS counts the image pages it has touched, not the rest
     -- of the files: their bytes are the node's too
     local files = 0
-    for size in harness.sh("find " .. nginx.dir .. "/images -name '*.img' -printf '%s\\n'")
+    for size in harness.sh("find " .. lists_dir(nginx) .. " -name '*.img' -printf '%s\\n'")
                         :gmatch("%d+") do
         files = files + tonumber(size)
     end
     say("| %d | %.1f MB | %.1f MB | %.1f MB | %.1f MB |", w, before / 1024, after / 1024,
         (after - before) / 1024, files / 1048576)
-    nginx:stop()
+    stop(nginx)
 end
 say("")
 
@@ -375,15 +404,56 @@ local function cpu_s(pids)
     return sum / 100            -- USER_HZ
 end
 
-local function wrk_run(changes)
+-- the summed CPU and run_delay (ms, schedstat) of every thread of pids
+local function sched_ms(pids)
+    local run, wait = 0, 0
+    for _, pid in ipairs(pids) do
+        for line in harness.sh("cat /proc/" .. pid .. "/task/*/schedstat 2>/dev/null")
+                            :gmatch("[^\n]+") do
+            local a, b = line:match("^(%d+) (%d+)")
+            run, wait = run + (tonumber(a) or 0) / 1e6, wait + (tonumber(b) or 0) / 1e6
+        end
+    end
+    return run, wait
+end
+
+-- /proc/stat's cpu line: steal and softirq, in ms
+local function proc_stat()
+    local line = harness.read_file("/proc/stat"):match("^cpu +([^\n]+)")
+    local t = {}
+    for v in line:gmatch("%d+") do
+        t[#t + 1] = tonumber(v) * 10
+    end
+    return { softirq = t[7], steal = t[8], idle = t[4] }
+end
+
+local softirqds = {}
+for pid in harness.sh("pgrep ksoftirqd"):gmatch("%d+") do
+    softirqds[#softirqds + 1] = tonumber(pid)
+end
+
+local function wrk_run(changes, seconds)
+    seconds = seconds or DURATION
     local out = scratch .. "/wrk.out"
     os.remove(out)
     lag(nginx, true)
     local workers = workers_of(nginx)
     local cpu0, mc0 = cpu_s(workers), cpu_s({ mc.pid })
-    harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. DURATION .. "s --latency -s " .. script
-               .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo")
+    local wrun0, wwait0 = sched_ms(workers)
+    local mrun0, mwait0 = sched_ms({ mc.pid })
+    local st0 = proc_stat()
+    local ms0 = stats(mc)
+    local wrk_pid = tonumber((harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. seconds
+               .. "s --latency -s " .. script
+               .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo $!"))
+                             :match("%d+"))
+    local krun0, kwait0 = sched_ms({ wrk_pid })
+    local srun0, swait0 = sched_ms(softirqds)
     local t0 = now()
+    if PERF and changes then
+        harness.sh("perf sched record -a -o " .. PERF_DATA .. " -- sleep 6"
+                   .. " >/dev/null 2>&1 & echo")
+    end
     if changes then
         -- only the headers are set during the run, by a shell script started
         -- beside wrk: the parts are staged before it, so that this process's
@@ -406,8 +476,25 @@ local function wrk_run(changes)
         fh:close()
         harness.sh("bash " .. script_path .. " >/dev/null 2>&1 & echo")
     end
+    -- wrk's own threads, read just before it ends
+    while now() < t0 + seconds - 1.5 do
+        harness.sleep(1)
+    end
+    local krun1, kwait1 = sched_ms({ wrk_pid })
+    local srun1, swait1 = sched_ms(softirqds)
+    local wrun1, wwait1 = sched_ms(workers)
+    local mrun1, mwait1 = sched_ms({ mc.pid })
+    local st1 = proc_stat()
+    local ms1 = stats(mc)
+    local sched = { gets = ms1.cmd_get - ms0.cmd_get, conns = ms1.total_connections
+                    - ms0.total_connections, wrk_cpu = krun1 - krun0, wrk_wait = kwait1 - kwait0,
+                    w_cpu = wrun1 - wrun0, w_wait = wwait1 - wwait0,
+                    mc_cpu = mrun1 - mrun0, mc_wait = mwait1 - mwait0,
+                    si_cpu = srun1 - srun0, si_wait = swait1 - swait0,
+                    steal = st1.steal - st0.steal, softirq = st1.softirq - st0.softirq,
+                    idle = st1.idle - st0.idle, span = (now() - t0) * 1000 }
     while not (harness.read_file(out) or ""):find("Requests/sec", 1, true) do
-        assert(now() < t0 + DURATION + 30, "wrk did not finish")
+        assert(now() < t0 + seconds + 30, "wrk did not finish")
         harness.sleep(1)
     end
     local text = harness.read_file(out)
@@ -419,7 +506,7 @@ local function wrk_run(changes)
     local p99 = ms(text:match("99%%%s+([%d.]+)(%a+)"))
     local rps = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
     return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true),
-             cpu = cpu_s(workers) - cpu0, mc_cpu = cpu_s({ mc.pid }) - mc0 }
+             cpu = cpu_s(workers) - cpu0, mc_cpu = cpu_s({ mc.pid }) - mc0, sched = sched }
 end
 
 local changes = { ids = {}, ranges = {} }
@@ -427,13 +514,13 @@ for i = 1, 5 do
     changes.ids[i] = stage("gray:list:dev", id_text(i))
     changes.ranges[i] = stage("b:ranges", range_text(i))
 end
-wrk_run(false)                  -- warm up: the caches, the traces
+wrk_run(false, WARMUP)          -- warm up: the caches, the traces
 local quiet = wrk_run(false)
 local busy = wrk_run(changes)
 -- the last change reached every worker
 all_mapped(nginx, 4, N, N, 60)
-say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request):", CONNS,
-    DURATION)
+say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request; cache_ttl %s,"
+    .. " lists_dir %s):", CONNS, DURATION, CACHE_TTL, LISTS_DIR)
 say("")
 say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 / >= 20 ms"
     .. " | longest own CPU between two ticks | longest blocked between two ticks |")
@@ -449,6 +536,21 @@ say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms | %+.1f ms |", busy
     busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu,
     busy.lag.blocked - quiet.lag.blocked)
 say("")
+for _, r in ipairs({ { "no change", quiet }, { "changes", busy } }) do
+    local v = r[2].sched
+    say("%s, ms of CPU and of wait for a CPU (schedstat) over %.0f ms: memcached gets %d,"
+        .. " connections %d; wrk CPU %.0f,"
+        .. " wait %.0f; workers CPU %.0f, wait %.0f;"
+        .. " memcached CPU %.0f, wait %.0f; ksoftirqd CPU %.0f, wait %.0f; node steal %.0f,"
+        .. " softirq %.0f, idle %.0f", r[1],
+        v.span, v.gets, v.conns, v.wrk_cpu, v.wrk_wait, v.w_cpu, v.w_wait, v.mc_cpu, v.mc_wait,
+        v.si_cpu, v.si_wait, v.steal, v.softirq, v.idle)
+end
+say("")
+if PERF then
+    say("%s", (harness.sh("perf sched latency -i " .. PERF_DATA .. " --sort max 2>/dev/null"
+                         .. " | head -30; rm -f " .. PERF_DATA)))
+end
 say("CPU during the runs (s): the workers (their threads too) %.1f without changes, %.1f with;"
     .. " memcached %.2f, %.2f; per request: %.0f us, %.0f us", quiet.cpu, busy.cpu, quiet.mc_cpu,
     busy.mc_cpu, quiet.cpu / (quiet.rps * DURATION) * 1e6, busy.cpu / (busy.rps * DURATION) * 1e6)
@@ -458,7 +560,7 @@ say("")
 local steps = { fetch = 0, start = 0, compile = 0, thread = 0, map = 0, n = 0, bytes = 0 }
 for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
         "fetched in (%d+) ms %(%d+ parts, (%d+) bytes%), job started in ([%d.]+) ms, compiled"
-        .. " in (%d+) ms %(thread: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
+        .. " in (%d+) ms %(%a+: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
     steps.n = steps.n + 1
     steps.fetch = math.max(steps.fetch, tonumber(fetch))
     steps.bytes = math.max(steps.bytes, tonumber(bytes))
@@ -469,7 +571,7 @@ for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
 end
 say("a change's steps, the longest of %d (the fetching worker's log): fetch %d ms (%.1f MB,"
     .. " yielding between reads), the job's start %.1f ms and the map %.1f ms (on the event"
-    .. " loop), the compile %d ms (%d ms of the thread's CPU)", steps.n, steps.fetch,
+    .. " loop), the compile %d ms (%d ms of the helper's CPU)", steps.n, steps.fetch,
     steps.bytes / 1e6, steps.start, steps.map, steps.compile, steps.thread)
 say("")
 
@@ -485,7 +587,7 @@ say("memcached traffic while unchanged (4 workers, refresh_interval 2 s, both li
     .. " %.0f bytes/s for the node", bytes / (t1 - t0))
 say("")
 assert(#harness.bad_log_lines(nginx:error_log()) == 0, nginx:error_log():sub(-3000))
-nginx:stop()
+stop(nginx)
 mc:destroy()
 
 local out = io.open("build/bench-lists-results.txt", "wb")

@@ -664,6 +664,9 @@ typedef struct gray_image_stats {
     uint64_t bytes;             /* the image's size */
     uint64_t wall_ns;           /* compile time, wall clock */
     uint64_t cpu_ns;            /* compile time, the compiling thread's CPU */
+    uint32_t helper;            /* a job's compile: 1 in the helper process, 0 in
+                                   the job's thread (gray_image_helper) */
+    uint32_t reserved;
 } gray_image_stats_t;
 
 /* The image's hash of bytes: 64 bits, 8 bytes a step (murmur3's 64-bit
@@ -737,6 +740,20 @@ int gray_image_compile_start(int kind, const gray_image_part_t *parts, size_t np
 /* GRAY_JOB_RUNNING, or the compile's result (GRAY_OK or an error code)
  * with *st filled (st may be NULL). Never blocks. */
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
+
+/* A job with an image path compiles in a helper process, gray-compile (the
+ * executable beside the loaded libgray.so), not in the job's thread: its
+ * own session, its autogroup at nice 19 and nice 19, so that on a busy
+ * node the compile neither shares the worker's mmap_lock nor keeps the
+ * workers' scheduling group busy. The job's thread hands it the text in a
+ * memfd and waits for it (GRAY_HELPER_SECONDS at most: then it is killed
+ * and the job fails; a freed job kills it too). Where it cannot start (no
+ * such file, no memfd) the thread compiles as before.
+ * gray_image_helper(path) sets the executable (NULL: the default beside the
+ * library, "": none, compile in the thread; tests); returns the one in use
+ * (NULL: none). */
+#define GRAY_HELPER_SECONDS 120
+const char *gray_image_helper(const char *path, int set);
 
 /* Frees a finished job and returns GRAY_OK. A running one is asked to stop
  * (its result becomes GRAY_ECANCELED at its next check) and stays: this

@@ -102,4 +102,33 @@ int gray_image_compile_c(int kind, const gray_image_part_t *parts, size_t nparts
                          const char *names, size_t names_len, uint32_t unknown, uint64_t cas,
                          const char *path, gray_image_stats_t *st, const atomic_int *cancel);
 
+/* A compile job handed to the helper process (gray-compile, built beside
+ * libgray.so) by the job's thread: a memfd on the helper's fd 3 holding this
+ * header, nparts part lengths (uint64_t), the names, the parts' bytes, then
+ * the image's path (the rest of the file, no NUL);
+ * the helper writes a gray_helper_result_t at offset 0 of the memfd on its
+ * fd 4. Both sides come from one build (the helper is found beside the
+ * library that spawns it). */
+#define GRAY_HELPER_MAGIC   0x67726331u     /* "grc1" */
+#define GRAY_HELPER_NAME    "gray-compile"
+#define GRAY_HELPER_FD_JOB  3
+#define GRAY_HELPER_FD_OUT  4
+#define GRAY_HELPER_FD_DONE 5     /* a pipe's write end: closed at the helper's exit */
+typedef struct gray_helper_job {
+    uint32_t magic;
+    int32_t kind;
+    uint32_t unknown;
+    int32_t worker;             /* the spawning process: the image is not renamed
+                                   into place once it has exited */
+    uint64_t cas;
+    uint64_t nparts;
+    uint64_t names_len;
+    uint64_t total;             /* the parts' bytes */
+} gray_helper_job_t;
+typedef struct gray_helper_result {
+    uint32_t magic;
+    int32_t rc;
+    gray_image_stats_t st;
+} gray_helper_result_t;
+
 #endif

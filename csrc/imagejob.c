@@ -17,8 +17,13 @@
 #include <string.h>
 #include <time.h>
 #ifdef __linux__
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -64,22 +69,292 @@ static void job_release(gray_image_job_t *job)
     free(job);
 }
 
+/* ---- the helper process ------------------------------------------------- */
+
+#define HELPER_STACK   (64 * 1024)  /* the spawning child's stack, until its execve */
+#define HELPER_POLL_MS 5            /* between two checks of a running helper */
+#define HELPER_FD_MIN  16           /* the memfds sit at or above this, never on 3 or 4 */
+#define HELPER_EXEC_FAILED 127      /* the child's exit status when execve failed */
+
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
+static int helper_set;              /* gray_image_helper() chose it */
+static char helper_path[GRAY_IMAGE_PATH_MAX + 1];   /* "": none */
+
+/* The default: gray-compile in the directory of the object this code is in. */
+static void helper_default(void)
+{
+    helper_path[0] = '\0';
+#ifdef __linux__
+    Dl_info info;
+    if (dladdr((void *)&gray_image_helper, &info) == 0 || info.dli_fname == NULL)
+        return;
+    /* absolute: a worker's directory is not the loader's */
+    char *lib = realpath(info.dli_fname, NULL);
+    if (lib == NULL)
+        return;
+    const char *slash = strrchr(lib, '/');
+    size_t dir = slash ? (size_t)(slash - lib) + 1 : 0;
+    if (dir + sizeof GRAY_HELPER_NAME > sizeof helper_path) {
+        free(lib);
+        return;
+    }
+    memcpy(helper_path, lib, dir);
+    free(lib);
+    memcpy(helper_path + dir, GRAY_HELPER_NAME, sizeof GRAY_HELPER_NAME);
+    if (dir == 0 || access(helper_path, X_OK) != 0)
+        helper_path[0] = '\0';
+#endif
+}
+
+const char *gray_image_helper(const char *path, int set)
+{
+    pthread_mutex_lock(&helper_lock);
+    if (set) {
+        if (path == NULL) {
+            helper_default();
+        } else if (strlen(path) < sizeof helper_path) {
+            memcpy(helper_path, path, strlen(path) + 1);
+        } else {
+            helper_path[0] = '\0';
+        }
+        helper_set = 1;
+    } else if (!helper_set) {
+        helper_default();
+        helper_set = 1;
+    }
+    const char *p = helper_path[0] ? helper_path : NULL;
+    pthread_mutex_unlock(&helper_lock);
+    return p;
+}
+
+/* The helper's path copied into out (cap GRAY_IMAGE_PATH_MAX + 1): 1, or 0
+ * when there is none. */
+static int helper_get(char *out)
+{
+    (void)gray_image_helper(NULL, 0);
+    pthread_mutex_lock(&helper_lock);
+    memcpy(out, helper_path, sizeof helper_path);
+    pthread_mutex_unlock(&helper_lock);
+    return out[0] != '\0';
+}
+
+#ifdef __linux__
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A memfd above HELPER_FD_MIN (close-on-exec), or -1. */
+static int fd_high(int fd);
+static int helper_memfd(const char *name)
+{
+    return fd_high((int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */));
+}
+
+typedef struct helper_spawn {
+    const char *path;
+    int job_fd, out_fd, done_fd;
+    char *stack2;               /* the grandchild's stack */
+    volatile pid_t pid;         /* the helper, set by the child */
+    volatile int exec_failed;   /* set by the grandchild */
+} helper_spawn_t;
+
+/* The grandchild: the helper once it has exec'd. Its fds 3, 4 and 5 are the
+ * job, the result and the write end of the done pipe (closed when it
+ * exits, whatever the way). */
+static int helper_grandchild(void *arg)
+{
+    helper_spawn_t *sp = arg;
+    char *argv[] = { (char *)GRAY_HELPER_NAME, NULL };
+    char *envp[] = { NULL };
+    if (dup2(sp->job_fd, GRAY_HELPER_FD_JOB) >= 0 && dup2(sp->out_fd, GRAY_HELPER_FD_OUT) >= 0 &&
+        dup2(sp->done_fd, GRAY_HELPER_FD_DONE) >= 0)
+        execve(sp->path, argv, envp);
+    sp->exec_failed = 1;        /* our parents' memory: they wait for this exit */
+    _exit(HELPER_EXEC_FAILED);
+}
+
+/* The child of clone(CLONE_VM | CLONE_VFORK) with no exit signal: it
+ * starts the helper the same way and exits at once, so that the helper is
+ * nobody's child here. An exec resets a process's exit signal to SIGCHLD,
+ * and an nginx worker's SIGCHLD handler reaps every child with
+ * waitpid(-1) ("unknown process exited"); this child never execs, so only
+ * the __WCLONE wait below sees it. Only async-signal-safe calls here, every
+ * signal blocked (the job thread's mask: the helper unblocks them). */
+static int helper_child(void *arg)
+{
+    helper_spawn_t *sp = arg;
+    pid_t pid = clone(helper_grandchild, sp->stack2 + HELPER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                      sp);
+    sp->pid = pid;
+    _exit(pid < 0 ? HELPER_EXEC_FAILED : 0);
+}
+
+/* The job's text into a memfd, as gray_helper_job_t says; the fd or -1. */
+static int helper_job_file(const gray_image_job_t *job)
+{
+    int fd = helper_memfd("gray-job");
+    if (fd < 0)
+        return -1;
+    gray_helper_job_t h = { GRAY_HELPER_MAGIC, job->kind, job->unknown, (int32_t)getpid(), job->cas,
+                            job->nparts, job->names_len, job->total };
+    int bad = write_all(fd, &h, sizeof h);
+    for (size_t i = 0; i < job->nparts && !bad; i++) {
+        uint64_t len = job->parts[i].len;
+        bad = write_all(fd, &len, sizeof len);
+    }
+    if (!bad)
+        bad = write_all(fd, job->names, job->names_len);
+    for (size_t i = 0; i < job->nparts && !bad; i++)
+        bad = write_all(fd, job->parts[i].buf, job->parts[i].len);
+    if (!bad)
+        bad = write_all(fd, job->path, strlen(job->path));     /* the rest: the path */
+    if (bad) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A close-on-exec fd moved at or above HELPER_FD_MIN, or -1. */
+static int fd_high(int fd)
+{
+    if (fd < 0 || fd >= HELPER_FD_MIN)
+        return fd;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, HELPER_FD_MIN);
+    close(fd);
+    return high;
+}
+
+/* Compiles the job in the helper process. GRAY_OK or an error, with
+ * job->st filled; 1 when the helper could not be started (the caller
+ * compiles in this thread). The helper's end is seen on the done pipe (its
+ * write end closes when the helper exits); its result is in the result
+ * memfd. */
+static int helper_run(gray_image_job_t *job, const char *path)
+{
+    int job_fd = helper_job_file(job);
+    int out_fd = helper_memfd("gray-result");
+    int pipefd[2] = { -1, -1 };
+    if (pipe2(pipefd, O_CLOEXEC) == 0) {
+        pipefd[0] = fd_high(pipefd[0]);
+        pipefd[1] = fd_high(pipefd[1]);
+    }
+    gray_helper_result_t res;
+    memset(&res, 0, sizeof res);
+    char *stacks = malloc(2 * (size_t)HELPER_STACK);
+    int started = 0, status = 0;
+    helper_spawn_t sp = { path, job_fd, out_fd, pipefd[1], stacks + HELPER_STACK, -1, 0 };
+    if (job_fd >= 0 && out_fd >= 0 && pipefd[0] >= 0 && pipefd[1] >= 0 && stacks != NULL &&
+        write_all(out_fd, &res, sizeof res) == 0) {
+        pid_t child = clone(helper_child, stacks + HELPER_STACK, CLONE_VM | CLONE_VFORK, &sp);
+        if (child > 0) {
+            while (waitpid(child, &status, __WCLONE) < 0 && errno == EINTR)
+                ;
+            started = sp.pid > 0 && !sp.exec_failed;
+        }
+    }
+    free(stacks);
+    if (job_fd >= 0)
+        close(job_fd);
+    if (pipefd[1] >= 0)
+        close(pipefd[1]);       /* the helper holds the only write end now */
+    if (!started) {
+        if (out_fd >= 0)
+            close(out_fd);
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        return 1;
+    }
+    uint64_t deadline = mono_ns() + (uint64_t)GRAY_HELPER_SECONDS * 1000000000u;
+    int rc = GRAY_OK;
+    for (;;) {
+        struct pollfd pfd = { pipefd[0], POLLIN, 0 };
+        int n = poll(&pfd, 1, HELPER_POLL_MS);
+        if (n > 0) {
+            char c;
+            if (read(pipefd[0], &c, 1) <= 0)
+                break;          /* EOF: the helper has exited */
+            continue;
+        }
+        if (n < 0 && errno != EINTR) {
+            rc = GRAY_EIO;
+            break;
+        }
+        if (atomic_load(&job->cancel) || mono_ns() > deadline) {
+            rc = atomic_load(&job->cancel) ? GRAY_ECANCELED : GRAY_EIO;
+            kill(sp.pid, SIGKILL);
+            break;
+        }
+    }
+    close(pipefd[0]);
+    if (rc == GRAY_OK && (pread(out_fd, &res, sizeof res, 0) != (ssize_t)sizeof res ||
+                          res.magic != GRAY_HELPER_MAGIC))
+        rc = GRAY_EIO;          /* it died before it said */
+    close(out_fd);
+    if (rc == GRAY_OK) {
+        job->st = res.st;
+        rc = res.rc;
+    } else {
+        memset(&job->st, 0, sizeof job->st);
+        job->st.sys_errno = rc == GRAY_EIO ? ECHILD : 0;
+    }
+    job->st.helper = 1;
+    return rc;
+}
+#endif
+
 static void *job_run(void *arg)
 {
     gray_image_job_t *job = arg;
-#ifdef __linux__
-    /* The compile runs at nice 19, not SCHED_IDLE. A SCHED_IDLE thread
-     * preempted inside a syscall that holds the process's mmap_lock (its
-     * mmap, madvise) does not run again while the workers keep every core
-     * busy, and a worker that needs the lock (mmap, munmap, brk) waits for
-     * it: make bench-lists on an idle 2-core machine measured 68.8 ms of a
-     * worker blocked with SCHED_IDLE, 16.2 ms with nice 19 (p99 added
-     * +62.6 ms against +28.9 ms). Nice 19 gets a slice now and then, so a
-     * lock it holds comes back. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
-#endif
     gray_big_defer(&job->defer);
-    if (job->path != NULL) {
+    int in_thread = 1;
+#ifdef __linux__
+    /* With the helper, this thread stays at the worker's priority: it
+     * copies the text into a memfd and starts the helper, whose clone and
+     * execve take the worker's mmap_lock for a moment (exec_mmap reads
+     * it). At nice 19 a preempted child held it while the workers waited
+     * (make bench-lists: a worker blocked up to 70 ms); the helper lowers
+     * its own priority once it runs its own memory. */
+    char helper[GRAY_IMAGE_PATH_MAX + 1];
+    if (job->path != NULL && helper_get(helper)) {
+        int rc = helper_run(job, helper);
+        if (rc != 1) {
+            job->rc = rc;
+            in_thread = 0;
+        }
+    }
+    /* The compile in this thread runs at nice 19, not SCHED_IDLE. A
+     * SCHED_IDLE thread preempted inside a syscall that holds the process's
+     * mmap_lock (its mmap, madvise) does not run again while the workers
+     * keep every core busy, and a worker that needs the lock (mmap, munmap,
+     * brk) waits for it: make bench-lists on an idle 2-core machine
+     * measured 68.8 ms of a worker blocked with SCHED_IDLE, 16.2 ms with
+     * nice 19 (p99 added +62.6 ms against +28.9 ms). Nice 19 gets a slice
+     * now and then, so a lock it holds comes back. */
+    if (in_thread)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
+#endif
+    if (!in_thread) {
+        /* done by the helper */
+    } else if (job->path != NULL) {
         job->rc = gray_image_compile_c(job->kind, job->parts, job->nparts, job->names,
                                        job->names_len, job->unknown, job->cas, job->path,
                                        &job->st, &job->cancel);

@@ -830,6 +830,128 @@ describe("a compile in a thread", function()
     end)
 end)
 
+describe("a compile in the helper process (gray-compile)", function()
+    pcall(ffi.cdef, "int waitpid(int pid, int *status, int options);")
+    local WNOHANG, WALL = 1, 0x40000000
+
+    local function wait(job)
+        for _ = 1, 6000 do
+            local done, a, b = gray.image_poll(job)
+            if done ~= false then
+                return done, a, b
+            end
+            sleep_ms(5)
+        end
+        error("the job did not finish in 30 s")
+    end
+
+    local function read(path)
+        local f = assert(io.open(path, "rb"))
+        local s = f:read("*a")
+        f:close()
+        return s
+    end
+
+    local default
+    before_each(function()
+        default = gray.image_helper(nil)
+    end)
+    after_each(function()
+        gray.image_helper(default or "")
+    end)
+
+    it("is the gray-compile beside libgray.so, by its absolute path", function()
+        assert.is_string(default)
+        assert.matches("^/.*/gray%-compile$", default)
+    end)
+
+    -- the same text compiled in the helper and in the thread: the same
+    -- stats and the same image bytes
+    local cases = {
+        { "ids", { "a\nb v2\nc # three\nd", "e v3\nf\n" } },
+        { "ids", { "bad id line v2 v3\nx v9\n\n# only\ny v2\n" } },
+        { "ranges", { "10.0.0.0/8 v2\n10.1.0.0/16\n", "2001:db8::/32 v3\nnot-an-address\n" } },
+        { "ranges", { "" } },
+    }
+    for n, case in ipairs(cases) do
+        it("gives the thread's image and stats, case " .. n, function()
+            local out = {}
+            for _, helper in ipairs({ default, "" }) do
+                gray.image_helper(helper)
+                local path = new_path()
+                local job = assert(gray.image_compile_start(case[1], case[2], NAMES, "9", path, 4))
+                local done, st = wait(job)
+                assert.is_true(done, st)
+                assert.equal(helper ~= "", st.helper)
+                assert.is_true(gray.image_job_free(job))
+                out[#out + 1] = { st = st, bytes = read(path) }
+            end
+            local a, b = out[1], out[2]
+            for _, k in ipairs({ "lines", "taken", "entries", "runs", "bad", "unknown", "bytes" }) do
+                assert.equal(b.st[k], a.st[k], k)
+            end
+            assert.same(b.st.bad_lines, a.st.bad_lines)
+            assert.same(b.st.unknown_lines, a.st.unknown_lines)
+            assert.equal(b.bytes, a.bytes)
+        end)
+    end
+
+    it("leaves no child to reap: nginx's waitpid(-1) never sees it", function()
+        local path = new_path()
+        local job = assert(gray.image_compile_start("ids", "a v2\nb\n", NAMES, 3, path))
+        assert.is_true((wait(job)))
+        assert.is_true(gray.image_job_free(job))
+        local st = ffi.new("int[1]")
+        assert.is_true(ffi.C.waitpid(-1, st, WNOHANG + WALL) <= 0)
+        assert.equal("3", gray.image_version(assert(open_image(path))))
+    end)
+
+    it("compiles in the thread when the helper cannot start", function()
+        gray.image_helper(DIR .. "/no-such-helper")
+        local path = new_path()
+        local job = assert(gray.image_compile_start("ids", "a v2\n", NAMES, 5, path))
+        local done, st = wait(job)
+        assert.is_true(done, st)
+        assert.is_false(st.helper)
+        assert.equal(2, find_id(assert(open_image(path)), "a"))
+        assert.is_true(gray.image_job_free(job))
+    end)
+
+    it("fails, the image in place untouched, when the helper dies without a result", function()
+        local path = new_path()
+        assert(compile("ids", "old v2\n", NAMES, 1, path))
+        local before = read(path)
+        gray.image_helper("/bin/false")
+        local job = assert(gray.image_compile_start("ids", "new v3\n", NAMES, 2, path))
+        local done, err, st = wait(job)
+        assert.is_nil(done)
+        assert.matches("errno", err)
+        assert.is_true(st.helper)
+        assert.equal(before, read(path))
+        assert.is_true(gray.image_job_free(job))
+    end)
+
+    it("is killed when its job is freed while it runs: nothing renamed into place", function()
+        local t = {}
+        for i = 1, 600000 do
+            t[i] = "k" .. i
+        end
+        local path = new_path()
+        assert(compile("ids", "old\n", NAMES, 1, path))
+        local job = assert(gray.image_compile_start("ids", concat(t, "\n"), NAMES, 2, path))
+        sleep_ms(20)                    -- the helper has started
+        local freed = gray.image_job_free(job)
+        if not freed then
+            local done, err = wait(job)
+            assert.is_nil(done)
+            assert.equal("compile canceled", err)
+            assert.is_true(gray.image_job_free(job))
+            assert.equal("1", gray.image_version(assert(open_image(path))))
+        end
+        assert.equal(0, gray.image_jobs_live())
+    end)
+end)
+
 -------------------------------------------------------------------------------
 -- 1M ids against a Lua table
 

@@ -223,6 +223,26 @@ describe("lists as node-wide images (4 workers)", function()
         end
     end)
 
+    it("compiles in the helper process, which nginx never reaps as its own", function()
+        mc:set("gray:list:dev:h:1", "helped v2\n")
+        mc:set("gray:list:dev", "#gray-parts 1 h")
+        all_workers(nginx, "helped", "v2")
+        local log = nginx:error_log()
+        local line = log:match("[^\n]*new image of gray:list:dev[^\n]*#gray%-parts[^\n]*")
+                     or log:match("[^\n]*new image of gray:list:dev, version[^\n]*$")
+        assert.truthy(log:find("new image of gray:list:dev, version %d+ [^\n]*%(helper: "), line
+                      or log:sub(-2000))
+        -- the helper is no child of a worker: no SIGCHLD, nothing reaped
+        assert.falsy(log:find("unknown process", 1, true), log:sub(-2000))
+        local workers = {}
+        for _, pid in ipairs(nginx:worker_pids()) do
+            workers[tonumber(pid)] = true
+        end
+        for ppid in harness.sh("ps -o ppid= -C gray-compile"):gmatch("%d+") do
+            assert.is_nil(workers[tonumber(ppid)], "a gray-compile is a child of worker " .. ppid)
+        end
+    end)
+
     it("changes the 1M list under load without stalling requests", function()
         local out = nginx.dir .. "/wrk.out"
         harness.sh("wrk -t2 -c8 -d6s --latency -H 'X-Device-Id: d4999' -H 'X-Real-IP: 192.0.2.1'"

@@ -3,7 +3,8 @@
 -- lua directories and the checkout's spec/ (for the harness) only. It checks
 -- that the installed rock works on its own, without the checkout:
 --
---   1. plain LuaJIT: gray.ffi loads libgray.so from TREE;
+--   1. plain LuaJIT: gray.ffi loads libgray.so from TREE, and the list
+--      images' helper gray-compile beside it compiles a job;
 --   2. the version in the Lua code, the versioned rockspec, dist.ini and
 --      CHANGELOG.md agree;
 --   3. Debian's nginx with lua_package_path/cpath set to TREE (plus Debian's
@@ -50,6 +51,22 @@ local function luajit_check()
     check(type(version) == "string" and version:find("^%d+%.%d+%.%d+$"),
           "gray.ffi._VERSION is " .. tostring(version))
     print("rock-check: LuaJIT: gray.ffi " .. version .. ", " .. gray_ffi.lib_path)
+    check(gray_ffi.image_helper() == LIBDIR .. "/gray-compile",
+          "the images' helper is " .. tostring(gray_ffi.image_helper()) .. ", not "
+          .. LIBDIR .. "/gray-compile")
+    local path = harness.tmpdir() .. "/rock-check.img"
+    local job = assert(gray_ffi.image_compile_start("ids", "a v2\n", { "1", "v2" }, 1, path))
+    local done, st
+    for _ = 1, 1000 do
+        done, st = gray_ffi.image_poll(job)
+        if done ~= false then
+            break
+        end
+        harness.sleep(0.01)
+    end
+    check(done == true and st.helper, "gray-compile did not compile a job: " .. tostring(st))
+    gray_ffi.image_job_free(job)
+    print("rock-check: " .. gray_ffi.image_helper() .. " compiles the list images")
     return version
 end
 

@@ -143,7 +143,8 @@ typedef struct gray_image_part { const char *buf; size_t len; } gray_image_part_
 typedef struct gray_image_stats {
     uint32_t lines; uint32_t taken; uint32_t entries; uint32_t runs; uint32_t bad;
     uint32_t unknown; uint32_t bad_lines[8]; uint32_t unknown_lines[8]; uint32_t ntargets;
-    int32_t sys_errno; uint64_t bytes; uint64_t wall_ns; uint64_t cpu_ns;
+    int32_t sys_errno; uint64_t bytes; uint64_t wall_ns; uint64_t cpu_ns; uint32_t helper;
+    uint32_t reserved;
 } gray_image_stats_t;
 typedef struct gray_image_job gray_image_job_t;
 typedef struct gray_image gray_image_t;
@@ -164,6 +165,7 @@ int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
 int gray_image_job_run(gray_image_job_t *job);
 int gray_image_job_image(gray_image_job_t *job, gray_image_t **out);
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
+const char *gray_image_helper(const char *path, int set);
 int gray_image_job_free(gray_image_job_t *job);
 int gray_image_open(const char *path, int flags, gray_image_t **out);
 int gray_image_open_mem(const void *buf, size_t len, int flags, gray_image_t **out);
@@ -1382,6 +1384,7 @@ local function stats_table(st)
         bytes = tonumber(st.bytes),
         compile_ms = tonumber(st.wall_ns) / 1e6,
         cpu_ms = tonumber(st.cpu_ns) / 1e6,
+        helper = st.helper == 1,
     }
 end
 
@@ -1523,6 +1526,19 @@ function _M.image_poll(job)
         return nil, compile_err(rc), stats_table(image_stats)
     end
     return true, stats_table(image_stats)
+end
+
+--- The helper executable a job with an image path compiles in (path: set
+-- it; "": none, compile in the job's thread; nil: ask): the one in use, or
+-- nil when none.
+function _M.image_helper(path)
+    local p
+    if path == nil then
+        p = C.gray_image_helper(nil, 0)
+    else
+        p = C.gray_image_helper(path, 1)
+    end
+    return p ~= nil and ffi_string(p) or nil
 end
 
 --- Frees a finished job (true); a running one is asked to stop and stays

@@ -12,9 +12,12 @@
 -- next worker to try takes over). The holder asks memcached "mg <key> c"
 -- (the CAS alone, ~30 bytes) every refresh_interval; only a new CAS is
 -- fetched (a split list's parts one at a time, each copied into the
--- compile job in 256 kB slices, one event-loop turn each) and compiled in
--- a C thread at nice 19, then renamed into place. The other workers read the image's
--- header (its version, the CAS) every interval and map a new one; a worker
+-- compile job in 256 kB slices, one event-loop turn each) and compiled by
+-- the helper process gray-compile (its own scheduling group at nice 19;
+-- started and waited for by a C thread of the job; the thread compiles
+-- where the helper cannot start), then renamed into place. The other
+-- workers read the image's header (its version, the CAS) every interval
+-- and map a new one; a worker
 -- maps the current image when its router starts, before its first
 -- decision. No request waits for a fetch or a compile.
 --
@@ -254,7 +257,8 @@ local function poll_feed(feed)
                 feed.fetch_t0, " fetched in ",
                 floor(feed.fetch_ms), " ms (", feed.fetch_parts, " parts, ", feed.fetch_bytes,
                 " bytes), job started in ", feed.start_ms, " ms, compiled in ",
-                floor((now_precise() - feed.job_t0) * 1000), " ms (thread: ", err.compile_ms,
+                floor((now_precise() - feed.job_t0) * 1000), " ms (",
+                err.helper and "helper: " or "thread: ", err.compile_ms,
                 " ms, ", err.cpu_ms, " ms CPU), mapped in ", feed.map_ms, " ms")
     else
         failed(feed, feed.job_cas, feed.key .. ": compile failed: " .. tostring(err))
