@@ -263,15 +263,17 @@ _M.client_key = client_key
 -- and the metrics' timers.
 local function start(self)
     self.started = true
-    local ok, err = self.lists:start()
-    if not ok then
-        self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
-    end
+    -- the metrics first: the lists' start seeds the node's halts, share and
+    -- ramp from their dict, which must be this router's (metrics_shm)
     if self.metrics_shm then
         self.metrics = metrics.enable(self.metrics_shm)
         if self.metrics and self.shared then
             self.shared:count_waits()
         end
+    end
+    local ok, err = self.lists:start()
+    if not ok then
+        self.log:report("timer", "cannot start the list refresh: " .. tostring(err))
     end
     if self.guard then
         local gok, gerr = require("gray.guard").start(self.guard)

@@ -264,3 +264,48 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         admin(mc, "resume gray")
     end)
 end)
+
+-- A router whose metrics dict has another name (metrics_shm) takes the
+-- node's halts from that dict before its first decision: its start seeds
+-- them after the metrics are enabled (before, it read the default
+-- gray_metrics dict, so a new worker's first decisions went to the halted
+-- target until its first refresh).
+describe("a halt seeded from a metrics dict of another name", function()
+    after_each(harness.no_error_log)
+    local mc, nginx
+
+    setup(function()
+        mc = harness.memcached()
+        mc:set("10.9.9.9", "gray")
+        nginx = harness.nginx({ memcached_port = mc.port,
+                                http = "lua_shared_dict other_metrics 1m;\n",
+                                servers = [[
+          server {
+            listen 127.0.0.1:$PORT;
+            ]] .. harness.EVAL_LOCATION .. [[
+            location @server      { return 200 "stable\n"; }
+            location @server_test { return 200 "gray\n"; }
+          }
+        ]] })
+    end)
+
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("decides the first request with the dict's copy of the halt", function()
+        -- the node's copy, as a worker that read the halt left it; memcached
+        -- has no halt key yet, so only the copy can halt this decision
+        local got = nginx:eval([[
+            ngx.shared.other_metrics:set("~halt|now|gray", "1700000000 node-x by hand")
+            local r = assert(require("gray").new({ memcached = "127.0.0.1:]] .. mc.port .. [[",
+                                                   client_headers = { "X-Real-IP" },
+                                                   metrics_shm = "other_metrics",
+                                                   timeout = 2000 }))
+            local loc, reason = r:decide()
+            ngx.say(loc, " ", reason)
+        ]], nil, { ["X-Real-IP"] = "10.9.9.9" })
+        assert.equal("@server halted\n", got)
+    end)
+end)
