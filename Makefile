@@ -117,7 +117,7 @@ test: deps-test
 # file, tools/spec_times.lua). readme_spec waits on its examples
 # (refreshes, ramps: about 40 s, little CPU), so its examples are split by
 # name over two lanes: spec-other-d runs the recipes whose name starts with
-# a to o (busted --filter), then ramp and route; spec-other-c the others
+# a to o (busted --filter), then ramp; spec-other-c the others
 # (--filter-out of the same pattern: together, every test), beside every
 # spec file not listed here (a new one goes there). spec-slow: the guard's
 # A/A run, 60 s of load by design (issue 14), in a lane of its own from
@@ -126,8 +126,8 @@ test: deps-test
 SPEC_UNIT := cache dist ffi guard hash ip mc rangeset token xff
 SPEC_TIMED := deadline memcached gray memory shcache metrics targeting trust halt
 SPEC_OTHER_A := lists image outcome vars
-SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc realip
-SPEC_OTHER_D := ramp route
+SPEC_OTHER_B := admin check_diff cluster harness client dep pinning options admin_doc realip route
+SPEC_OTHER_D := ramp
 SPEC_SLOW := guard_aa
 # a Lua pattern without spaces: busted's launcher splits its arguments again
 README_PART := examples%sruns%srecipe:%s[a-o]
