@@ -508,6 +508,21 @@ void gray_image_free_buf(void *buf)
 
 static atomic_uint tmp_seq;
 
+int gray_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* buf into "<path>.tmp.<pid>.<n>", then renamed onto path: a reader maps
  * the old image or the new one, never a part. No fsync: the images live
  * on a tmpfs and are rebuilt from memcached after a crash. */
@@ -524,20 +539,12 @@ static int write_file(const char *path, const void *buf, size_t len, int32_t *er
         *err = errno;
         return GRAY_EIO;
     }
-    const char *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            *err = n < 0 ? errno : EIO;
-            close(fd);
-            unlink(tmp);
-            return GRAY_EIO;
-        }
-        p += n;
-        left -= (size_t)n;
+    int werr = gray_write_all(fd, buf, len);
+    if (werr != 0) {
+        *err = werr;
+        close(fd);
+        unlink(tmp);
+        return GRAY_EIO;
     }
     if (close(fd) != 0 || rename(tmp, path) != 0) {
         *err = errno;

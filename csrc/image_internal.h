@@ -74,6 +74,10 @@ int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_en
 void *gray_big_alloc(size_t size);
 void gray_big_free(void *p);
 
+/* Writes all len bytes of buf to fd (again after EINTR or a short write):
+ * 0, or the errno of the failure (EIO for a write that wrote nothing). */
+int gray_write_all(int fd, const void *buf, size_t len);
+
 /* Frees a thread defers: gray_big_defer(d) makes this thread's later
  * gray_big_free() calls give the pages back at once but leave the unmap
  * to gray_big_defer_release(d), called by another thread (see image.c);

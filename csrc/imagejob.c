@@ -139,21 +139,6 @@ static int helper_get(char *out)
 }
 
 #ifdef __linux__
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* A memfd above HELPER_FD_MIN (close-on-exec), or -1. */
 static int fd_high(int fd);
 static int helper_memfd(const char *name)
@@ -208,17 +193,17 @@ static int helper_job_file(const gray_image_job_t *job)
         return -1;
     gray_helper_job_t h = { GRAY_HELPER_MAGIC, job->kind, job->unknown, (int32_t)getpid(), job->cas,
                             job->nparts, job->names_len, job->total };
-    int bad = write_all(fd, &h, sizeof h);
+    int bad = gray_write_all(fd, &h, sizeof h);
     for (size_t i = 0; i < job->nparts && !bad; i++) {
         uint64_t len = job->parts[i].len;
-        bad = write_all(fd, &len, sizeof len);
+        bad = gray_write_all(fd, &len, sizeof len);
     }
     if (!bad)
-        bad = write_all(fd, job->names, job->names_len);
+        bad = gray_write_all(fd, job->names, job->names_len);
     for (size_t i = 0; i < job->nparts && !bad; i++)
-        bad = write_all(fd, job->parts[i].buf, job->parts[i].len);
+        bad = gray_write_all(fd, job->parts[i].buf, job->parts[i].len);
     if (!bad)
-        bad = write_all(fd, job->path, strlen(job->path));     /* the rest: the path */
+        bad = gray_write_all(fd, job->path, strlen(job->path));     /* the rest: the path */
     if (bad) {
         close(fd);
         return -1;
@@ -263,7 +248,7 @@ static int helper_run(gray_image_job_t *job, const char *path)
     int started = 0, status = 0;
     helper_spawn_t sp = { path, job_fd, out_fd, pipefd[1], stacks + HELPER_STACK, -1, 0 };
     if (job_fd >= 0 && out_fd >= 0 && pipefd[0] >= 0 && pipefd[1] >= 0 && stacks != NULL &&
-        write_all(out_fd, &res, sizeof res) == 0) {
+        gray_write_all(out_fd, &res, sizeof res) == 0) {
         pid_t child = clone(helper_child, stacks + HELPER_STACK, CLONE_VM | CLONE_VFORK, &sp);
         if (child > 0) {
             while (waitpid(child, &status, __WCLONE) < 0 && errno == EINTR)
