@@ -47,6 +47,36 @@ describe("gray.util", function()
             assert.equal(c[3], util.option_text(err, "$v"))
         end)
     end
+
+    -- ms_left on a clock at 1000 s: { deadline, ms left (nil: none) }
+    local lefts = {
+        { 1001.5, 1500 },
+        { 1000.002, 2 },
+        { 1000.0009, nil },     -- less than 1 ms: none
+        { 1000, nil },
+        { 999, nil },           -- passed
+        { -1e308, nil },
+    }
+    for _, c in ipairs(lefts) do
+        it("counts " .. tostring(c[2]) .. " ms left before " .. c[1], function()
+            local saved, updates = _G.ngx, 0
+            local clock = 999
+            _G.ngx = { now = function() return clock end,
+                       update_time = function() updates = updates + 1; clock = 1000 end }
+            package.loaded["gray.util"] = nil
+            local ok, fresh = pcall(require, "gray.util")
+            package.loaded["gray.util"], _G.ngx = util, saved
+            assert(ok, fresh)
+            -- by the clock read afresh, then by the cached clock (now fresh)
+            local left = fresh.ms_left_fresh(c[1])
+            assert.equal(1, updates)
+            assert.near(c[2] or 0, left or 0, 1e-6)
+            assert.equal(c[2] == nil, left == nil)
+            left = fresh.ms_left(c[1])
+            assert.near(c[2] or 0, left or 0, 1e-6)
+            assert.equal(c[2] == nil, left == nil)
+        end)
+    end
 end)
 
 describe("gray.options", function()

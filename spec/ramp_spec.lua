@@ -188,11 +188,12 @@ describe("the share in force (gray.ramp.share)", function()
         -- (gray-admin resume moved its start before deleting the halt): not
         -- the old start's later step for an interval, then back to the
         -- moved one (members would join, then leave)
-        local saved = _G.ngx
+        local saved, util = _G.ngx, package.loaded["gray.util"]
         _G.ngx = { now = function() return 5000 end, update_time = function() end }
-        package.loaded["gray.ramp"] = nil
+        -- gray.util holds the clock ramp's deadline is counted by
+        package.loaded["gray.ramp"], package.loaded["gray.util"] = nil, nil
         local ok, clocked = pcall(require, "gray.ramp")
-        package.loaded["gray.ramp"], _G.ngx = ramp, saved
+        package.loaded["gray.ramp"], package.loaded["gray.util"], _G.ngx = ramp, util, saved
         assert(ok, clocked)
         local log = { report = function() end }
         local down = { meta_cas = function() return nil, "timeout", "timeout" end }

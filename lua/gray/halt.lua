@@ -24,6 +24,7 @@
 -- known halts before its first decision (seed), not at its first refresh.
 
 local metrics = require "gray.metrics"
+local ms_left = require("gray.util").ms_left
 
 local ngx = ngx
 local tostring, tonumber, pairs, ipairs = tostring, tonumber, pairs, ipairs
@@ -213,8 +214,8 @@ end
 function _M.refresh(keys, mc, timeout, log)
     local deadline = ngx.now() + timeout / 1000
     for name, key in pairs(keys) do
-        local left = (deadline - ngx.now()) * 1000
-        if left < 1 then
+        local left = ms_left(deadline)
+        if not left then
             if log then
                 log:report("refresh:halt", "reading the halts failed, the last state stays:"
                            .. " no time left in refresh_timeout")

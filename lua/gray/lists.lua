@@ -93,13 +93,7 @@ end
 -- The ms left before deadline (a refresh's one deadline: every memcached
 -- call of one refresh shares it, so a slow server holds a worker, and an
 -- exiting worker, for refresh_timeout at most), or nil when none is left.
-local function ms_left(deadline)
-    local left = (deadline - now_precise()) * 1000
-    if left < 1 then
-        return nil
-    end
-    return left
-end
+local ms_left = require("gray.util").ms_left_fresh
 
 -- This worker's images: image name -> feed (shared by its routers).
 local feeds = {}
@@ -1014,7 +1008,6 @@ end
 -- helper would abort on returning into an interpreted caller). One line
 -- each: spec/jit_spec.lua reads them (TIMER_ONLY).
 require("jit").off(now_precise)
-require("jit").off(ms_left)
 require("jit").off(metric_labels)
 require("jit").off(map_file)
 require("jit").off(log_lines)

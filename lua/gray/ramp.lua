@@ -19,8 +19,8 @@
 local gray_ffi = require "gray.ffi"
 
 local value_parse = gray_ffi.ramp_value_parse
+local ms_left = require("gray.util").ms_left_fresh
 local tostring = tostring
-local ngx = ngx
 
 local _M = {}
 
@@ -37,15 +37,6 @@ function _M.new(key)
         stale = false,          -- the last refresh failed to read the key
         reads = 0,              -- values parsed
     }
-end
-
-local function ms_left(deadline)
-    ngx.update_time()
-    local left = (deadline - ngx.now()) * 1000
-    if left < 1 then
-        return nil
-    end
-    return left
 end
 
 --- Checks the key's CAS with mg and reads the value when it changed
@@ -213,7 +204,6 @@ end
 
 -- Timer-only (the lists' refresh): left to the interpreter, one line each
 -- (spec/jit_spec.lua reads them).
-require("jit").off(ms_left)
 require("jit").off(_M.refresh)
 require("jit").off(step_at)
 require("jit").off(frozen_step)

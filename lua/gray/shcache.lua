@@ -227,13 +227,7 @@ local function shm_failed(self, what, err)
 end
 
 -- Milliseconds left before deadline, or nil when none is (less than 1 ms).
-local function ms_left(deadline)
-    local left = (deadline - ngx_now()) * 1000
-    if left < 1 then
-        return nil
-    end
-    return left
-end
+local ms_left = require("gray.util").ms_left
 
 -- Keeps a decision taken from the dict in a worker's cache for as long as
 -- it is fresh there (ttl from stored_at: the TTL its writer gave it). An

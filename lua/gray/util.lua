@@ -1,13 +1,18 @@
--- gray.util: what the option checks of several modules share, with no
--- dependency of its own (gray.ffi uses it too): splitting a comma or blank
--- separated list, and the record of a refused option.
+-- gray.util: what several modules share, with no dependency of its own
+-- (gray.ffi uses it too): splitting a comma or blank separated list, the
+-- record of a refused option, and the time left before a deadline that
+-- several waits share (the shared cache's, a refresh's).
 --
 --   util.split_list("10.0.0.0/8, ::1")   -- { "10.0.0.0/8", "::1" }
 --   return util.option_error("cache_ttl", "must be a number of seconds ...")
 --   util.option_text(err)                -- "option 'cache_ttl' must be ..."
 --   util.option_text(err, "$gray_cache_ttl") -- "$gray_cache_ttl must be ..."
+--   local timeout = util.ms_left(deadline)   -- ms, or nil: none left
 
 local type = type
+-- nil outside nginx (the unit specs load this module too)
+local ngx_now = ngx and ngx.now
+local update_time = ngx and ngx.update_time
 
 local _M = {}
 
@@ -65,5 +70,27 @@ function _M.worded(new, text)
         return self, nil, extra
     end
 end
+
+--- Milliseconds left before deadline (seconds, as ngx.now() counts), or nil
+-- when less than 1 is, by the event loop's clock: fresh after a wait (the
+-- shared cache's waits, on the request path: never jit.off).
+function _M.ms_left(deadline)
+    local left = (deadline - ngx_now()) * 1000
+    if left < 1 then
+        return nil
+    end
+    return left
+end
+
+--- ms_left by a clock read afresh first, for code that works between its
+-- waits (the refreshes' timers), where the event loop's clock may be a
+-- whole iteration old.
+function _M.ms_left_fresh(deadline)
+    update_time()
+    return _M.ms_left(deadline)
+end
+
+-- Timer-only: left to the interpreter (spec/jit_spec.lua reads this line).
+require("jit").off(_M.ms_left_fresh)
 
 return _M
