@@ -1,4 +1,4 @@
-/* image_internal.h - what image.c, idlist.c and imagejob.c share; not part
+/* image_internal.h - what image.c, idlist.c, imagejob.c and rangelist.c share; not part
  * of the API. */
 #ifndef GRAY_IMAGE_INTERNAL_H
 #define GRAY_IMAGE_INTERNAL_H

@@ -4,6 +4,7 @@
 
 #include "gray.h"
 #include "internal.h"
+#include "image_internal.h"
 
 /* Field separators. A CR anywhere between fields is blank, which covers
  * CRLF line ends and stray CRs alike. */
@@ -39,24 +40,6 @@ int gray_target_name_ok(const char *s, size_t len)
     return 1;
 }
 
-/* How many names there are, or 0 when the list is empty, has a name that is
- * not a target name (gray_target_name_ok) or more than GRAY_TARGETS_MAX. */
-static uint32_t names_count(const char *names, size_t names_len)
-{
-    if (names == NULL || names_len == 0)
-        return 0;
-    uint32_t k = 0;
-    size_t start = 0;
-    for (size_t i = 0; i <= names_len; i++) {
-        if (i == names_len || names[i] == '\n') {
-            if (!gray_target_name_ok(names + start, i - start) || ++k > GRAY_TARGETS_MAX)
-                return 0;
-            start = i + 1;
-        }
-    }
-    return k;
-}
-
 static void note(uint32_t *count, uint32_t *lines, uint32_t line)
 {
     if (*count < GRAY_RANGES_REPORT)
@@ -87,7 +70,7 @@ int gray_ranges_parse(const char *text, size_t len, const char *names, size_t na
                       gray_ranges_stats_t *st)
 {
     memset(st, 0, sizeof *st);
-    if (names_count(names, names_len) == 0 || len > GRAY_RANGES_TEXT_MAX ||
+    if (gray_names_check(names, names_len) == 0 || len > GRAY_RANGES_TEXT_MAX ||
         unknown > GRAY_TARGETS_MAX || (text == NULL && len > 0))
         return GRAY_EINVAL;
     if (len == 0)

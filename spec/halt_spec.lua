@@ -209,6 +209,10 @@ describe("the fleet-wide halt and the guard (two nodes, one memcached)", functio
         a:get("/mode?m=ok", { port = a.port2 })
         assert.equal("", admin(mc, "resume gray"))
         assert.equal(false, mc:get("gray:halt:gray"))
+        -- again: nothing to resume, and no failure
+        local out, code = admin(mc, "resume gray")
+        assert.same({ "gray-admin: gray:halt:gray: not halted (nothing to resume)\n", 0 },
+                    { out, code })
         harness.wait_for(function()
             return debug_of(b, ip) == "@server_test; percent"
         end, REFRESH + 1, "node b to route the client to gray again")

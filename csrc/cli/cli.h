@@ -83,6 +83,11 @@ int cli_gets(memcached_st *mc, const char *key, cli_value_t *v);
 /* The message for a failed call. */
 const char *cli_mc_error(memcached_st *mc, memcached_return_t rc);
 
+/* Deletes key: 0; EXIT_NOTFOUND when there was none, after printing
+ * "gray-admin: <before><key><after>"; EXIT_STORE (printed) when memcached
+ * failed. */
+int cli_delete(memcached_st *mc, const char *key, const char *before, const char *after);
+
 /* ---- lists: read, edit, write back with CAS (listedit.c) ---------------- */
 
 enum { LIST_RANGES = 1, LIST_IDS = 2 };

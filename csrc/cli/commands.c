@@ -137,16 +137,8 @@ static int remove_or_get(memcached_st *mc, const cli_opts_t *opts, char **pos, i
         free(v.value);
         return 0;
     }
-    memcached_return_t mrc = memcached_delete(mc, t.key, strlen(t.key), 0);
-    if (mrc == MEMCACHED_NOTFOUND) {
-        fprintf(stderr, "gray-admin: no entry %s (nothing removed)\n", t.key);
-        return 0;
-    }
-    if (mrc != MEMCACHED_SUCCESS) {
-        fprintf(stderr, "gray-admin: delete %s: %s\n", t.key, cli_mc_error(mc, mrc));
-        return EXIT_STORE;
-    }
-    return 0;
+    rc = cli_delete(mc, t.key, "no entry ", " (nothing removed)");
+    return rc == EXIT_NOTFOUND ? 0 : rc;
 }
 
 int cli_cmd_remove(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *args)

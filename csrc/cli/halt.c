@@ -170,14 +170,6 @@ int cli_cmd_resume(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *a
         if (rc != 0)
             return rc;
     }
-    memcached_return_t mrc = memcached_delete(mc, key, strlen(key), 0);
-    if (mrc == MEMCACHED_NOTFOUND) {
-        fprintf(stderr, "gray-admin: %s: not halted (nothing to resume)\n", key);
-        return 0;
-    }
-    if (mrc != MEMCACHED_SUCCESS) {
-        fprintf(stderr, "gray-admin: delete %s: %s\n", key, cli_mc_error(mc, mrc));
-        return EXIT_STORE;
-    }
-    return 0;
+    rc = cli_delete(mc, key, "", ": not halted (nothing to resume)");
+    return rc == EXIT_NOTFOUND ? 0 : rc;
 }

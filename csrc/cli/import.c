@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "../image_internal.h"
 
 #define IMPORT_LINE_MAX   4096      /* bytes in one line, comments included */
 #define IMPORT_READ_BYTES 65536     /* one read() of the file */
@@ -46,20 +47,6 @@ typedef struct reader {
     size_t start, end;          /* the unread bytes of buf */
     char buf[IMPORT_READ_BYTES];
 } reader_t;
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* The next line, NUL-terminated, into line (IMPORT_LINE_MAX + 1 bytes): its
  * length, LINE_TOO_LONG (the rest of it skipped), or LINE_EOF at the end or
@@ -86,8 +73,9 @@ static long next_line(reader_t *r, char *line)
                 r->eof = 1;
                 continue;
             }
-            if (r->spool >= 0 && write_all(r->spool, r->buf, (size_t)got) != 0) {
-                r->err = errno ? errno : EIO;
+            int werr = r->spool >= 0 ? gray_write_all(r->spool, r->buf, (size_t)got) : 0;
+            if (werr != 0) {
+                r->err = werr;
                 return LINE_EOF;
             }
             r->start = 0;

@@ -270,15 +270,9 @@ int cli_cmd_ramp(memcached_st *mc, const cli_opts_t *opts, const cli_args_t *arg
     if (strcmp(args->pos[1], "stop") != 0)
         return ramp_set(mc, opts, args->pos[1]);
     const char *key = opts->ramp_key;
-    memcached_return_t rc = memcached_delete(mc, key, strlen(key), 0);
-    if (rc == MEMCACHED_NOTFOUND) {
-        fprintf(stderr, "gray-admin: no ramp %s (nothing stopped)\n", key);
-        return 0;
-    }
-    if (rc != MEMCACHED_SUCCESS) {
-        fprintf(stderr, "gray-admin: delete %s: %s\n", key, cli_mc_error(mc, rc));
-        return EXIT_STORE;
-    }
+    int rc = cli_delete(mc, key, "no ramp ", " (nothing stopped)");
+    if (rc != 0)
+        return rc == EXIT_NOTFOUND ? 0 : rc;
     printf("ramp:     %s deleted: the percentage %s is in force again\n", key,
            opts->percent_key);
     return 0;

@@ -145,6 +145,20 @@ const char *cli_mc_error(memcached_st *mc, memcached_return_t rc)
     return msg;
 }
 
+int cli_delete(memcached_st *mc, const char *key, const char *before, const char *after)
+{
+    memcached_return_t rc = memcached_delete(mc, key, strlen(key), 0);
+    if (rc == MEMCACHED_NOTFOUND) {
+        fprintf(stderr, "gray-admin: %s%s%s\n", before, key, after);
+        return EXIT_NOTFOUND;
+    }
+    if (rc != MEMCACHED_SUCCESS) {
+        fprintf(stderr, "gray-admin: delete %s: %s\n", key, cli_mc_error(mc, rc));
+        return EXIT_STORE;
+    }
+    return 0;
+}
+
 int cli_gets(memcached_st *mc, const char *key, cli_value_t *v)
 {
     const char *keys[1] = { key };
