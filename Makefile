@@ -316,10 +316,10 @@ bench-lists: build/libgray.so
 # FUZZ_RUNS executions each when set (make fuzz FUZZ_RUNS=10000000), from its
 # seed corpus csrc/test/corpus/<target> (new inputs go to
 # $(FUZZ_OUT)/fuzz-corpus, never into the seeds); then a table of executions,
-# exec/s, seconds and findings per target (tools/fuzz.sh), also in
+# exec/s, seconds and findings per target (tools/fuzz.lua), also in
 # $(FUZZ_OUT)/fuzz-results.txt and .md. FUZZ_TARGETS picks some:
 # make fuzz FUZZ_TARGETS="ip dist"; FUZZ_OUT (build) takes the run elsewhere;
-# FUZZ_TIMEOUT (10 s) and FUZZ_MAX_LEN (per target) as tools/fuzz.sh says.
+# FUZZ_TIMEOUT (10 s) and FUZZ_MAX_LEN (per target) as tools/fuzz.lua says.
 FUZZ_TARGETS ?=
 FUZZ_OUT ?= build
 # csrc/test/fuzz-nocov.txt: code left out of the coverage tracing (the
@@ -333,7 +333,8 @@ build/fuzz: csrc/test/fuzz.h csrc/test/fuzz-nocov.txt $(FUZZ_SRC) $(FUZZ_HDR) $(
 
 fuzz: build/fuzz asan-long
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_TIMEOUT=$(FUZZ_TIMEOUT) \
-	    FUZZ_MAX_LEN=$(FUZZ_MAX_LEN) sh tools/fuzz.sh build/fuzz csrc/test/corpus $(FUZZ_OUT) $(FUZZ_TARGETS)
+	    FUZZ_MAX_LEN=$(FUZZ_MAX_LEN) $(LUAJIT) tools/fuzz.lua build/fuzz csrc/test/corpus $(FUZZ_OUT) \
+	    $(FUZZ_TARGETS)
 
 # The fault soak (bench/soak.lua): wrk with SOAK_CLIENTS (100,000) distinct
 # clients against nginx + memcached for SOAK_SECONDS (240) while memcached is

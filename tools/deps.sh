@@ -18,7 +18,7 @@ pkgs_for() {
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached wrk valgrind curl" ;;
     bench-import) echo "luajit2 memcached time" ;;
-    fuzz)  echo "clang libclang-rt-14-dev" ;;
+    fuzz)  echo "clang libclang-rt-14-dev luajit2" ;;
     *) echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
     esac
 }

@@ -1,7 +1,7 @@
 /* fuzz_target.c - a fuzz target per parser in libgray (the table at the end;
  * gray-admin's in fuzz_cli.c), each with its seed corpus in
  * csrc/test/corpus/<name>. libFuzzer runs one per process (FUZZ_TARGET=name,
- * tools/fuzz.sh); replay.c runs them all under ASan in make test. A target's
+ * tools/fuzz.lua); replay.c runs them all under ASan in make test. A target's
  * input is in a buffer of exactly its size so AddressSanitizer sees any read
  * past the end. Besides memory safety it checks invariants and traps, naming
  * the invariant, when one fails:
@@ -1386,7 +1386,7 @@ void fuzz_run(size_t i, const uint8_t *data, size_t size)
 }
 
 #ifdef FUZZ_LIBFUZZER
-/* libFuzzer: one target per run, named by the environment (tools/fuzz.sh) */
+/* libFuzzer: one target per run, named by the environment (tools/fuzz.lua) */
 static int chosen = -1;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
