@@ -13,7 +13,11 @@
 
 #include "../gray.h"
 
-#define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
+/* a failed check names itself before the trap (stdout may be a pipe's
+ * buffer that the trap loses) */
+#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "image_files.c:%d: check failed: %s\n", \
+                                                __LINE__, #cond); \
+                                        __builtin_trap(); } } while (0)
 
 #define FILE_IDS 50000
 
