@@ -333,8 +333,8 @@ build/fuzz: csrc/test/fuzz.h csrc/test/fuzz-nocov.txt $(FUZZ_SRC) $(FUZZ_HDR) $(
 
 fuzz: build/fuzz asan-long
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_TIMEOUT=$(FUZZ_TIMEOUT) \
-	    FUZZ_MAX_LEN=$(FUZZ_MAX_LEN) $(LUAJIT) tools/fuzz.lua build/fuzz csrc/test/corpus $(FUZZ_OUT) \
-	    $(FUZZ_TARGETS)
+	    FUZZ_MAX_LEN=$(FUZZ_MAX_LEN) LUA_PATH='spec/?.lua;;' \
+	    $(LUAJIT) tools/fuzz.lua build/fuzz csrc/test/corpus $(FUZZ_OUT) $(FUZZ_TARGETS)
 
 # The fault soak (bench/soak.lua): wrk with SOAK_CLIENTS (100,000) distinct
 # clients against nginx + memcached for SOAK_SECONDS (240) while memcached is

@@ -14,7 +14,12 @@
 -- target, in OUT/fuzz-results.txt and as markdown in OUT/fuzz-results.md,
 -- both rewritten after each target. Exits 1 when anything was found.
 --
---   luajit tools/fuzz.lua build/fuzz csrc/test/corpus build ip dist   (make fuzz)
+--   LUA_PATH='spec/?.lua;;' luajit tools/fuzz.lua build/fuzz csrc/test/corpus build ip dist
+--   (make fuzz)
+
+local harness = require "helpers.harness"
+
+local quote, read_file = harness.quote, harness.read_file
 
 local args = { ... }
 local bin, seeds, out = args[1], args[2], args[3]
@@ -26,10 +31,6 @@ end
 local function env(name)
     local v = os.getenv(name)
     return v ~= "" and v or nil
-end
-
-local function quote(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
 -- a command's output, trailing line breaks cut
@@ -47,16 +48,6 @@ local function names(dir)
         t[#t + 1] = name
     end
     return t
-end
-
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then
-        return nil
-    end
-    local s = f:read("*a")
-    f:close()
-    return s
 end
 
 -- The longest input worth feeding each target. Longer inputs only repeat
