@@ -229,9 +229,10 @@ local function fail(sock, what, err, kind)
 end
 
 -- Milliseconds left before the deadline, at least 1 when any is left, or
--- nil when it has passed (cosocket timeouts are whole milliseconds).
-local function time_left(deadline)
-    local left = (deadline - now()) * 1000
+-- nil when it has passed (cosocket timeouts are whole milliseconds). t:
+-- the clock as the caller read it, with no yield since (else read here).
+local function time_left(deadline, t)
+    local left = (deadline - (t or now())) * 1000
     if left < 0.5 then
         return nil
     end
@@ -339,10 +340,11 @@ local function meta_refused(srv, err)
 end
 
 -- Connects (or takes a pooled connection) and sends req, before the
--- deadline. Returns the socket, nil, nil, nil and the ms its timeout is
+-- deadline (t: the clock the deadline was set by, if nothing yielded
+-- since). Returns the socket, nil, nil, nil and the ms its timeout is
 -- armed for (see read_some); or nil, err, kind, reused.
-local function open(srv, req, deadline)
-    local left = time_left(deadline)
+local function open(srv, req, deadline, t)
+    local left = time_left(deadline, t)
     if not left then
         return nil, "connect to " .. srv.name .. ": timeout", "timeout", false
     end
@@ -372,10 +374,10 @@ local function open(srv, req, deadline)
     return sock, nil, nil, nil, armed
 end
 
--- One request on one connection, all of it before the deadline. Returns
--- value|false, or nil, err, kind, reused.
-local function query(self, srv, req, key, deadline)
-    local sock, err, kind, reused, armed = open(srv, req, deadline)
+-- One request on one connection, all of it before the deadline (t: as
+-- open's). Returns value|false, or nil, err, kind, reused.
+local function query(self, srv, req, key, deadline, t)
+    local sock, err, kind, reused, armed = open(srv, req, deadline, t)
     if not sock then
         return nil, err, kind, reused
     end
@@ -498,7 +500,7 @@ function _M.get(self, key, timeout)
 
     local deadline = t + (timeout or self.timeout) / 1000
     local req = "get " .. key .. "\r\n"
-    local value, err, kind, reused = query(self, srv, req, key, deadline)
+    local value, err, kind, reused = query(self, srv, req, key, deadline, t)
     if value == nil and retry_worth(reused, kind) then
         value, err, kind = query(self, srv, req, key, deadline)
     end
@@ -814,8 +816,8 @@ end
 -- new one), or nil, err, kind, reused. The usual reply comes in one read:
 -- decoded from that string, no loop (a loop of one turn would abort the
 -- request's trace), a buffer only when more must be read.
-local function query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
-    local sock, err, kind, reused, armed = open(srv, req, deadline)
+local function query_list(self, srv, req, keystr, nkeys, deadline, limit, into, t)
+    local sock, err, kind, reused, armed = open(srv, req, deadline, t)
     if not sock then
         return nil, err, kind, reused
     end
@@ -881,7 +883,8 @@ local function pipeline(self, srv, req, keystr, nkeys, timeout, into)
     end
     local deadline = t + (timeout or self.timeout) / 1000
     local limit = nkeys * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
-    local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
+    local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit, into,
+                                              t)
     if res == nil and retry_worth(reused, kind) then
         res, err, kind = query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
     end
