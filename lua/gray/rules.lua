@@ -32,6 +32,9 @@ local ip_in = gray_ffi.peer_trusted
 local token_check = gray_ffi.token_check
 local tostring = tostring
 local EMPTY = {}
+-- a clock past every cache entry's expiry (the request's clock without
+-- fresh life: cache_ttl and neg_ttl 0)
+local ALL_STALE = math.huge
 local ok_new, table_new = pcall(require, "table.new")
 if not ok_new then
     table_new = function() return {} end
@@ -717,8 +720,9 @@ end
 -- err in a phase without cosockets on a cache miss.
 local function decide_rules(self)
     -- the clock the worker's caches are read by, once per request (nothing
-    -- yields before they are)
-    local now = ngx_now()
+    -- yields before they are); with no fresh life every entry is stale
+    -- whenever it is read, and no clock is needed to say so
+    local now = self.use_fresh and ngx_now() or ALL_STALE
     -- the probe hands back the entry of an address already in the cache
     local addr, target, stale, stored_at = client_key_of(self.client, self.probe, now)
     if self.force_var then
