@@ -151,6 +151,9 @@ end
 -- Slot i (in the recency list) to its head: the most recently used.
 local function to_head(self, i)
     local prev, next = self.prev, self.next
+    if next[0] == i then
+        return          -- there already (one client's requests in a row)
+    end
     local p, n = prev[i], next[i]
     next[p], prev[n] = n, p
     local h = next[0]
