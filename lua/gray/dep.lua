@@ -431,9 +431,9 @@ end
 -- loop in root trace"), and one defined variable is the common case.
 -- Generated from VARS, so that a row added there is read with no other
 -- change; generated again each time a variable is found undefined (at most
--- NVARS times per worker), so that a request tests none of those: 23 tests
--- cost the drop-in with one variable set about 150 instructions (make
--- bench, dropin-nocache).
+-- NVARS times per worker), so that a request tests none of those (with
+-- one variable set, 23 table tests in the trace: too few instructions to
+-- tell apart in make bench, but no reason to pay them).
 local read_all
 function build_read_all()
     local code = { "local read_var = ... return function(c)" }
