@@ -119,7 +119,7 @@ end
 --- An LRU cache for at most `size` entries, with get and set as above, of
 -- the decisions in the list `decisions` (a router's; a decision not in it
 -- is not kept) or false. An entry is a slot (1..size) of parallel arrays:
--- the key (a table), and in cdata arrays its decision's index (0: false),
+-- the key (a Lua array), and in cdata arrays its decision's index (0: false),
 -- when it expires, when it was stored, and its links in the recency list
 -- (prev, next; slot 0 is the list's head); one table maps a key to its
 -- slot. A hit or a store is a table read and a few array writes, with no
@@ -141,7 +141,7 @@ function _M.lru(size, decisions)
     -- collector walks every slot of a table at each cycle, and a cache
     -- that holds few clients cost every request about 100 instructions more
     -- made for 10,000 (make bench, the cached drop-in); filling, a new
-    -- client's miss pays their rehashes instead (dropin-distinct: about 300)
+    -- client's miss pays their rehashes instead (dropin-distinct: 300 to 400)
     local self = setmetatable({ index = index, of = of, size = size, n = 0, slot = {},
                                 keys = {} }, lru_mt)
     lru_arrays(self, min(size, LRU_ROOM) + 1)
