@@ -116,7 +116,7 @@ end
 -- neg_ttl, stale_ttl, cache_size; and the log (log_interval).
 local function build_cache(self, o)
     local cache_ttl, neg_ttl = o.cache_ttl, o.neg_ttl
-    -- lrucache keeps an entry until ttl, then returns it as stale until it
+    -- the cache keeps an entry until ttl, then returns it as stale until it
     -- is evicted; a ttl of 0 would still count as fresh within the same
     -- millisecond, so "no fresh life" is a slightly negative ttl instead.
     self.pos_ttl = cache_ttl > 0 and cache_ttl or -0.001

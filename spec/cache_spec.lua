@@ -147,4 +147,63 @@ describe("gray.cache.lru", function()
         assert.same({}, { c:get("b") })
         assert.same({ "@a", nil, 10 }, { c:get("a") })
     end)
+
+    it("reads no clock when given one", function()
+        local c = gray_cache.lru(4, DECISIONS)
+        local saved = _G.ngx.now
+        c:set("a", "@a", 1, 50)
+        _G.ngx.now = function() error("clock read") end
+        local ok, err = pcall(function()
+            c:set("b", "@b", 1, 50)
+            assert.same({ "@a", nil, 50 }, { c:get("a", 50.5) })
+            assert.same({ nil, "@b", 50 }, { c:get("b", 51.5) })
+        end)
+        _G.ngx.now = saved
+        assert(ok, err)
+    end)
+
+    -- the same entries, evicted in the same order, as resty.lrucache (which
+    -- it replaced) keeping each decision with its stored_at: a generated mix
+    -- of new keys past the size, hits, stale entries and refused decisions,
+    -- over sizes from 1 to 9, and one past the slots it starts with (1024)
+    it("agrees with resty.lrucache over generated sets and gets", function()
+        math.randomseed(17)
+        local lrucache = require "resty.lrucache"
+        local known = { ["@gray"] = true, ["@a"] = true, ["@b"] = true, ["@c"] = true }
+        for _, size in ipairs({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 2500 }) do
+            local c, ref = gray_cache.lru(size, DECISIONS), lrucache.new(size)
+            clock = 100
+            local evicted = 0
+            for step = 1, math.max(3000, 12 * size) do
+                clock = clock + math.random(0, 300) / 1000
+                local key = "k" .. math.random(1, size + math.max(4, math.floor(size / 4)))
+                local r = math.random()
+                if r < 0.45 then
+                    local d = ({ false, "@gray", "@a", "@c", "@elsewhere" })[math.random(5)]
+                    local ttl = math.random() < 0.3 and -0.001 or math.random(1, 2000) / 1000
+                    -- a shared entry's stored_at may be past
+                    local at = math.random() < 0.2 and clock - math.random(0, 500) / 1000 or clock
+                    c:set(key, d, ttl, at)
+                    if d == false or known[d] then
+                        ref:set(key, { d, at }, at + ttl - clock)
+                    end
+                else
+                    local d, stale, at = c:get(key, math.random() < 0.5 and clock or nil)
+                    local rv, rstale = ref:get(key)
+                    local want = rv or rstale
+                    if want then
+                        assert.same({ rv and rv[1], rstale and rstale[1], want[2] },
+                                    { d, stale, at }, "size " .. size .. " step " .. step)
+                    else
+                        assert.same({}, { d, stale, at }, "size " .. size .. " step " .. step)
+                        evicted = evicted + 1
+                    end
+                end
+            end
+            assert.is_true(evicted > 0)
+            local n = 0
+            for _ in pairs(c.slot) do n = n + 1 end
+            assert.is_true(n <= size, n .. " entries in a cache of " .. size)
+        end
+    end)
 end)

@@ -116,9 +116,9 @@ end
 
 -- A text already among the cache's keys is a canonical address (nothing
 -- else gets in), so it needs no parse: found, then the entry as cache:get
--- returns it (value, stale value, stored_at).
-local function probe(cache, text)
-    local value, stale, flags = cache:get(text)
+-- returns it (value, stale value, stored_at); now: the request's clock.
+local function probe(cache, text, now)
+    local value, stale, flags = cache:get(text, now)
     if value ~= nil or stale ~= nil then
         return true, value, stale, flags
     end
@@ -131,8 +131,9 @@ end
 -- client) the key is the nginx variable's own string: nothing is copied.
 -- With `cache` (a gray.cache whose keys are canonical addresses only), a
 -- text found there is returned with its entry (key, value, stale,
--- stored_at) and not parsed at all.
-function _M.key(self, cache)
+-- stored_at) and not parsed at all; now (optional): the clock its
+-- freshness is judged by (the cache reads one without it).
+function _M.key(self, cache, now)
     local peer = ngx_var.remote_addr
     if peer == nil then
         return nil
@@ -155,7 +156,7 @@ function _M.key(self, cache)
                 hdr = ngx_var.http_x_real_ip
                 if hdr then
                     if cache then
-                        found, value, stale, flags = probe(cache, hdr)
+                        found, value, stale, flags = probe(cache, hdr, now)
                         if found then
                             return hdr, value, stale, flags
                         end
@@ -171,7 +172,7 @@ function _M.key(self, cache)
                 hdr = ngx_var.http_x_forwarded_for
                 if hdr then
                     if cache then
-                        found, value, stale, flags = probe(cache, hdr)
+                        found, value, stale, flags = probe(cache, hdr, now)
                         if found then
                             return hdr, value, stale, flags
                         end
@@ -185,7 +186,7 @@ function _M.key(self, cache)
         end
     end
     if cache then
-        found, value, stale, flags = probe(cache, peer)
+        found, value, stale, flags = probe(cache, peer, now)
         if found then
             return peer, value, stale, flags
         end

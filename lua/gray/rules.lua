@@ -32,6 +32,9 @@ local ip_in = gray_ffi.peer_trusted
 local token_check = gray_ffi.token_check
 local tostring = tostring
 local EMPTY = {}
+-- a clock past every cache entry's expiry (the request's clock without
+-- fresh life: cache_ttl and neg_ttl 0)
+local ALL_STALE = math.huge
 local ok_new, table_new = pcall(require, "table.new")
 if not ok_new then
     table_new = function() return {} end
@@ -180,10 +183,10 @@ local function decide_lists(self, addr, pid, pv, failure, source)
 end
 
 -- The address's key (addr, under key_prefix) and its entry in this
--- worker's cache: decision, stale decision, stored_at; unless the client's
--- probe found that entry already (target or stale given: returned as they
--- are).
-local function address_entry(self, addr, target, stale, stored_at)
+-- worker's cache at time now: decision, stale decision, stored_at; unless
+-- the client's probe found that entry already (target or stale given:
+-- returned as they are).
+local function address_entry(self, addr, target, stale, stored_at, now)
     local key = addr
     if target == nil and stale == nil then
         if self.key_prefix then
@@ -191,16 +194,16 @@ local function address_entry(self, addr, target, stale, stored_at)
         end
         if self.use_fresh then
             -- an expired entry comes back as stale, for use if memcached fails
-            target, stale, stored_at = lru_get(self.cache, key)
+            target, stale, stored_at = lru_get(self.cache, key, now)
         end
     end
     return key, target, stale, stored_at
 end
 
 -- The address alone (no identities): the fast path of the classic dep.lua setup.
-local function decide_address(self, addr, target, stale, stored_at)
+local function decide_address(self, addr, target, stale, stored_at, now)
     local key
-    key, target, stale, stored_at = address_entry(self, addr, target, stale, stored_at)
+    key, target, stale, stored_at = address_entry(self, addr, target, stale, stored_at, now)
     if target then
         return target, target.reason or "ip", "cache"
     elseif target == false then
@@ -210,7 +213,7 @@ local function decide_address(self, addr, target, stale, stored_at)
     if shared then
         -- another worker may have asked memcached already
         local s_stale
-        target, s_stale, seen = shared_look(shared, self.cache, key, key, ngx_now())
+        target, s_stale, seen = shared_look(shared, self.cache, key, key, now)
         if target ~= nil then
             if target then
                 return target, target.reason or "ip", "shm"
@@ -631,18 +634,18 @@ end
 -- Identities and the address. The first identity (in the order of `ids`)
 -- with a gray entry decides, then the address's entry; the entries not in
 -- the caches are asked for, all of them in one multi-get.
-local function decide_ids(self, addr, a_target, a_stale, a_stored)
+local function decide_ids(self, addr, a_target, a_stale, a_stored, now)
     local ids = self.ids
     local akey = addr
     if addr then
-        akey, a_target, a_stale, a_stored = address_entry(self, addr, a_target, a_stale, a_stored)
+        akey, a_target, a_stale, a_stored = address_entry(self, addr, a_target, a_stale, a_stored,
+                                                          now)
     end
 
     -- from the caches alone, while nothing before is unknown. Straight-line
     -- over the (at most 4) identities, not a loop: LuaJIT cannot trace a
     -- loop of one or two turns inside the request's trace (it aborts:
     -- "leaving loop in root trace") and the request would run interpreted.
-    local now = ngx_now()
     local t, unknown, pid, pv, v1, k1 = id_from_cache(self, now, ids[1], false, nil, nil)
     if t then return t, t.reason or ids[1].reason, "cache" end
     local v2, v3, v4, k2, k3, k4
@@ -716,8 +719,12 @@ end
 -- decision record (location, name, reason), the reason, the source; nil,
 -- err in a phase without cosockets on a cache miss.
 local function decide_rules(self)
+    -- the clock the worker's caches are read by, once per request (nothing
+    -- yields before they are); with no fresh life every entry is stale
+    -- whenever it is read, and no clock is needed to say so
+    local now = self.use_fresh and ngx_now() or ALL_STALE
     -- the probe hands back the entry of an address already in the cache
-    local addr, target, stale, stored_at = client_key_of(self.client, self.probe)
+    local addr, target, stale, stored_at = client_key_of(self.client, self.probe, now)
     if self.force_var then
         local forced_to = forced(self, addr)
         if forced_to then
@@ -728,13 +735,13 @@ local function decide_rules(self)
         -- not tail calls: LuaJIT counts more than 15 in one trace as a
         -- loop (and aborts it); resty.core's shdict and ngx.now make many
         local reason, source
-        target, reason, source = decide_ids(self, addr, target, stale, stored_at)
+        target, reason, source = decide_ids(self, addr, target, stale, stored_at, now)
         return target, reason, source
     end
     if not addr then
         return self.stable_target, "no-client"
     end
-    return decide_address(self, addr, target, stale, stored_at)
+    return decide_address(self, addr, target, stale, stored_at, now)
 end
 
 _M.decide = decide_rules
