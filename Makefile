@@ -63,7 +63,7 @@ REPLAY_ITERATIONS_LONG ?= 200000
 .PHONY: all test deps deps-rock deps-test spec lint asan rock-check install uninstall \
         microbench fuzz soak clean
 
-all: build/libgray.so build/gray-admin build/gray-compile
+all: build/libgray.so build/gray-admin build/gray-admin.1 build/gray-compile
 
 # one object per source file, compiled side by side under -j, shared by
 # libgray.so and gray-admin (GRAY_CFLAGS has -fPIC)
@@ -190,6 +190,15 @@ CLI_OBJ := $(CLI_SRC:csrc/%.c=build/obj/%.o)
 $(CLI_OBJ): csrc/cli/cli.h
 build/gray-admin: $(CLI_OBJ) $(OBJ)
 	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ $(CLI_OBJ) $(OBJ) -lmemcached $(GRAY_LIBS)
+
+# its man page: the hand-written skeleton with the COMMANDS section that
+# gray-admin --man prints from its command table (csrc/cli/main.c) in place
+# of the skeleton's @COMMANDS@ line
+build/gray-admin.1: csrc/cli/gray-admin.1.in build/gray-admin
+	./build/gray-admin --man >$@.commands
+	sed -e '/^\.\\" @COMMANDS@/{r $@.commands' -e 'd;}' csrc/cli/gray-admin.1.in >$@.tmp
+	rm -f $@.commands
+	mv $@.tmp $@
 
 # a scriptable hostile memcached for the deadline and memory specs
 build/fake-mc: csrc/test/fake_mc.c
@@ -364,11 +373,11 @@ demo-stop:
 
 # ---- install ---------------------------------------------------------------
 
-install: build/libgray.so build/gray-admin build/gray-compile
+install: build/libgray.so build/gray-admin build/gray-admin.1 build/gray-compile
 	install -d $(DESTDIR)$(INST_LIBDIR) $(DESTDIR)$(INST_LUADIR)/gray $(DESTDIR)$(INST_BINDIR) \
 	    $(DESTDIR)$(INST_MANDIR)
 	install -m 0755 build/gray-admin $(DESTDIR)$(INST_BINDIR)/gray-admin
-	install -m 0644 csrc/cli/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
+	install -m 0644 build/gray-admin.1 $(DESTDIR)$(INST_MANDIR)/gray-admin.1
 	install -m 0755 build/libgray.so $(DESTDIR)$(INST_LIBDIR)/libgray.so
 	install -m 0755 build/gray-compile $(DESTDIR)$(INST_LIBDIR)/gray-compile
 	$(if $(wildcard lua/*.lua),install -m 0644 $(wildcard lua/*.lua) $(DESTDIR)$(INST_LUADIR)/)

@@ -1,7 +1,7 @@
 /* main.c - gray-admin's command line: one table of commands and one of
- * options, from which the parsing, the dispatch and --help come
- * (spec/admin_doc_spec.lua checks that gray-admin.1 documents exactly
- * these commands and options). */
+ * options, from which the parsing, the dispatch, --help and the man page's
+ * COMMANDS section (--man; the Makefile builds build/gray-admin.1 from
+ * gray-admin.1.in and it) come. spec/admin_doc_spec.lua checks the page. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,85 +27,109 @@ typedef struct command {
     cli_command_fn *fn;
     const char *usage;              /* one form of it */
     const char *help;               /* what that form does: lines of --help */
+    const char *more;               /* the man page's further sentences, or NULL */
     unsigned flags;                 /* TAKES_*, OWN_ARGS */
 } command_t;
 
-/* In --help's order; a command with several forms has a row for each. */
+/* In --help's order; a command with several forms has a row for each.
+ * usage and help are written once for --help and the man page (--man):
+ * <x> is a placeholder (italic in the page), other words of usage are
+ * literal (bold); help is what --help prints, more what only the page adds. */
 static const command_t COMMANDS[] = {
-    { "add", cli_cmd_add, "add <ip|cidr|name:id> [target] [--ttl S]",
-      "ip       an address entry: key <key-prefix><canonical address>\n"
-      "         (::ffff:1.2.3.4 is written as 1.2.3.4), value the target\n"
-      "name:id  an identity entry, key as given (uid:42)\n"
-      "cidr     a line of the ranges list (as 'ranges add'); no --ttl\n"
-      "target   '1' (the default gray target, the default) or a target name\n"
-      "         of the router's targets option; --ttl S expires the entry\n"
-      "         after S seconds (0 = never, at most 2592000)", TAKES_TTL },
+    { "add", cli_cmd_add, "add <ip|cidr|name:id> [<target>] [--ttl <S>]",
+      "<ip> writes the address entry (key: the key prefix, then the\n"
+      "canonical address; ::ffff:1.2.3.4 is written 1.2.3.4); <name>:<id>\n"
+      "writes the identity entry as given (uid:42); <cidr> adds a line of the\n"
+      "ranges list (as 'ranges add'; no --ttl). <target> is 1 (the default\n"
+      "gray target, the default) or a target name of the router's targets\n"
+      "option; --ttl <S> expires the entry after <S> seconds (0: never, at\n"
+      "most 2592000)",
+      NULL, TAKES_TTL },
     { "remove", cli_cmd_remove, "remove <ip|cidr|name:id>",
-      "deletes the entry (a cidr: its ranges line)", 0 },
+      "deletes the entry (a cidr: its ranges line)", NULL, 0 },
     { "get", cli_cmd_get, "get <ip|cidr|name:id>",
-      "prints the entry's value (a cidr: its ranges line); exit 1 when there\n"
-      "is none", 0 },
-    { "ranges", cli_cmd_ranges, "ranges add <ip|cidr> [target]",
-      "adds or retargets a line of the ranges list", 0 },
+      "prints the entry's value (a cidr: its ranges line); exit status 1 when\n"
+      "there is none", NULL, 0 },
+    { "ranges", cli_cmd_ranges, "ranges add <ip|cidr> [<target>]",
+      "adds or retargets a line of the ranges list", NULL, 0 },
     { "ranges", cli_cmd_ranges, "ranges remove <ip|cidr>",
-      "removes its line(s)", 0 },
+      "removes its line(s)", NULL, 0 },
     { "ranges", cli_cmd_ranges, "ranges list",
-      "prints the list (parts joined)", 0 },
-    { "list", cli_cmd_list, "list <name> add <id> [target]",
-      "adds or retargets an id in gray:list:<name>", 0 },
+      "prints the list, parts joined", NULL, 0 },
+    { "list", cli_cmd_list, "list <name> add <id> [<target>]",
+      "adds or retargets an id in gray:list:<name>", NULL, 0 },
     { "list", cli_cmd_list, "list <name> remove <id>",
-      "removes it", 0 },
+      "removes it", NULL, 0 },
     { "list", cli_cmd_list, "list <name> show",
-      "prints the list (parts joined)", 0 },
-    { "percent", cli_cmd_percent, "percent [N]",
-      "sets the percentage (0 to 100, at most two decimals); without N\n"
-      "prints it", 0 },
+      "prints the list, parts joined", NULL, 0 },
+    { "percent", cli_cmd_percent, "percent [<N>]",
+      "sets the percentage (0 to 100, at most two decimals); without <N>\n"
+      "prints it", NULL, 0 },
     { "ramp", cli_cmd_ramp, "ramp \"<schedule>\"",
-      "starts a timed ramp now: writes <ramp-key> = '<unix seconds> <schedule>',\n"
-      "the schedule as '5% 25%@10m 50%@30m 100%@1h' (the first step at once,\n"
-      "then rising offsets in s, m or h; shares never fall), checked with the\n"
-      "router's parser. While it exists each router takes the step in force\n"
-      "from its own clock in place of the percentage (same buckets: nobody\n"
-      "leaves as it rises); a halt of gray freezes it. Replaces a ramp there.", 0 },
+      "starts a timed ramp now: writes <ramp-key> (default gray:ramp) as\n"
+      "'<unix-seconds> <schedule>', the schedule checked with the router's own\n"
+      "parser. A schedule is steps split by spaces, such as\n"
+      "\"5% 25%@10m 50%@30m 100%@1h\": a share (0 to 100, at most two decimals,\n"
+      "then %) and, from the second step on, @ and its offset from the start\n"
+      "in s, m or h. Offsets rise strictly and shares never fall; at most 64\n"
+      "steps. While the key exists each router takes the step in force from\n"
+      "its own clock in place of the percentage (same buckets: nobody leaves\n"
+      "as it rises); a halt of gray freezes it. Replaces a ramp there (its\n"
+      "clock starts again)", NULL, 0 },
     { "ramp", cli_cmd_ramp, "ramp stop",
-      "deletes the ramp: the percentage is in force again", 0 },
+      "deletes the ramp: the percentage is in force again", NULL, 0 },
     { "ramp", cli_cmd_ramp, "ramp",
-      "prints the ramp: its start, the share in force and the next step", 0 },
-    { "status", cli_cmd_status, "status [--targets T] [--lists L]",
+      "prints the ramp: its start, the share in force and the next step", NULL, 0 },
+    { "status", cli_cmd_status, "status [--targets <T>] [--lists <L>]",
       "prints what the routers read: the halts of gray and of the --targets\n"
-      "names (since when, which node, why), the ramp (share in force, next\n"
-      "step), the percentage, the ranges list and the --lists id lists\n"
-      "(version: memcached's CAS; entries)", TAKES_CHECK },
+      "names (since when, which node, why), the ramp (the share in force and\n"
+      "the next step, or the share a halt froze), the percentage, the ranges\n"
+      "list and the id lists of --lists (version: memcached's CAS; entries,\n"
+      "compiled as the router compiles them)", NULL, TAKES_CHECK },
     { "import", cli_cmd_import, "import <file>",
       "bulk entries, one per line as add's arguments\n"
-      "('<ip|cidr|name:id> [target] [--ttl S]'; '#' comments and blank lines\n"
-      "skipped; '-' reads stdin). Every line is checked before anything is\n"
-      "written; ranges lines are written in one edit, holding the list's lock\n"
-      "<key>:lock. Progress on stderr when it is a terminal.", 0 },
-    { "check", cli_cmd_check, "check <ip> [--id name=value ...] [--targets T] [--lists L]",
-      "prints what the router would decide and why: identity entries (in the\n"
-      "order given), the address entry, id lists, the ranges list, the\n"
-      "percentage (the ramp's share in force while there is one) and the bucket\n"
-      "of the identity key (the first --id, else the address), with the\n"
-      "router's targets and lists. The tester override\n"
-      "(force) is per request and not shown.", TAKES_CHECK },
-    { "token", cli_cmd_token, "token <target> --ttl D --secret-file F [--id NAME]",
-      "prints a signed override token for target (always, never or a target\n"
-      "name) valid for D (3600, 30m, 1h, 7d; at most 400d), keyed by the\n"
-      "router's secret_file; with --id, a signed-cookie value for identity\n"
-      "NAME instead. Must be the first argument after the options; needs no\n"
-      "memcached.", OWN_ARGS },
-    { "halt", cli_cmd_halt, "halt <target> [--reason TEXT]",
-      "halts target (gray, the default one, or a name of the router's targets)\n"
-      "on every node: adds <halt-key>:<target> = '<unix seconds> <node> <reason>'\n"
-      "(node: gray-admin@<host>). Each router reads it within its\n"
-      "refresh_interval and sends the target's requests to stable (reason\n"
-      "halted; the tester override still reaches it). A halt already there\n"
-      "stands and is printed.", TAKES_REASON },
+      "('<ip|cidr|name:id> [<target>] [--ttl <S>]'); lines starting with # and\n"
+      "blank lines are skipped; - reads standard input. Every line is checked\n"
+      "before anything is written; ranges lines are written in one edit,\n"
+      "holding the list's lock <key>:lock. Progress goes to standard error\n"
+      "when it is a terminal",
+      "The lock makes one-line edits wait for the import instead of racing it.",
+      0 },
+    { "check", cli_cmd_check, "check <ip> [--id <name>=<value> ...] [--targets <T>] [--lists <L>]",
+      "prints what the router would decide for a request from <ip> and why:\n"
+      "identity entries (in the order given), the address entry, id lists,\n"
+      "the ranges list, the percentage (the ramp's share in force while there\n"
+      "is one) and the bucket of the identity key (the first --id, else the\n"
+      "address), with the router's targets and lists. The tester override\n"
+      "(force) is per request and not shown",
+      "--targets and --lists take the router's settings of those names\n"
+      "($gray_targets, $gray_lists), so that check follows the router's rules\n"
+      "exactly.", TAKES_CHECK },
+    { "token", cli_cmd_token, "token <target> --ttl <D> --secret-file <F> [--id <NAME>]",
+      "prints a signed override token for <target> (always, never or a target\n"
+      "name) valid for <D> (3600, 30m, 1h, 7d; at most 400d), keyed by the\n"
+      "router's secret_file <F>; with --id, a signed-cookie value for identity\n"
+      "<NAME> instead. Must be the first argument after the options; needs no\n"
+      "memcached",
+      "The token is an HMAC-SHA256 with the secret read from <F>, the router's\n"
+      "$gray_secret_file; the --id value is that of a signed-cookie identity\n"
+      "of $gray_ids.", OWN_ARGS },
+    { "halt", cli_cmd_halt, "halt <target> [--reason <TEXT>]",
+      "halts <target> (gray, the default one, or a name of the router's\n"
+      "targets) on every node: adds <halt-key>:<target> =\n"
+      "'<unix-seconds> <node> <reason>' on one line (node: gray-admin@<host>).\n"
+      "Each router reads it within its refresh_interval and sends the target's\n"
+      "requests to stable (reason halted; the tester override still reaches\n"
+      "it). A halt already there stands and is printed", NULL, TAKES_REASON },
     { "resume", cli_cmd_resume, "resume <target>",
-      "deletes the halt of target: the routers route to it again within their\n"
-      "refresh_interval. For gray, a ramp's start moves on by the halt's duration\n"
-      "first (CAS): the ramp goes on from the step the halt froze", 0 },
+      "deletes the halt of <target>: the routers route to it again within\n"
+      "their refresh_interval. For gray, a ramp's start (<ramp-key>) first\n"
+      "moves on by the halt's duration, with CAS: the ramp goes on from the\n"
+      "step the halt froze, its later steps that much later",
+      "The time moved is first claimed on the halt, written back with CAS, its\n"
+      "value unchanged and the claim's time in its flags: a resume run again\n"
+      "(after a failed delete) or two at once move the ramp by each second of\n"
+      "the halt once.", 0 },
 };
 #define NCOMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -250,6 +274,7 @@ static int set_verbose(parsed_t *p, const char *v)
 }
 
 static int print_help(parsed_t *p, const char *v);
+static int print_man(parsed_t *p, const char *v);
 
 static int print_version(parsed_t *p, const char *v)
 {
@@ -296,6 +321,8 @@ static const option_t OPTIONS[] = {
     { "--verbose", "-v", NULL, "more messages on stderr", set_verbose },
     { "--help", "-h", NULL, "this text", print_help },
     { "--version", NULL, NULL, "prints gray-admin <version>", print_version },
+    /* not in --help: the Makefile builds build/gray-admin.1 with it */
+    { "--man", NULL, NULL, NULL, print_man },
 };
 #define NOPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
 
@@ -340,6 +367,8 @@ static int print_help(parsed_t *p, const char *v)
           "Options:\n", stdout);
     for (size_t k = 0; k < NOPTIONS; k++) {
         const option_t *o = &OPTIONS[k];
+        if (o->help == NULL)
+            continue;
         char head[64];
         snprintf(head, sizeof head, "%s%s%s%s%s", o->alias ? o->alias : "",
                  o->alias ? ", " : "", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
@@ -353,6 +382,87 @@ static int print_help(parsed_t *p, const char *v)
           "or an import file that cannot be read), 3 memcached failed, 4 a list edit\n"
           "still conflicted after its retries, or the list was still locked by an\n"
           "import after 60 s.\n", stdout);
+    return DONE;
+}
+
+/* ---- --man: the man page's COMMANDS section --------------------------------- */
+
+static int word_char(char c)
+{
+    return c == '-' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* text as roff text lines: <x> in italics (without the brackets; its | and :
+ * upright), options (--x) in bold, and in usage (a .TP tag) every other word
+ * too; \ and - escaped, a line's leading . or ' made text, leading blanks
+ * dropped. */
+static void put_roff(const char *text, int usage)
+{
+    int bol = 1, italic = 0, bold = 0;
+    for (const char *p = text; *p; p++) {
+        char c = *p;
+        int word = !italic && word_char(c)
+                   && (usage || bold || (c == '-' && p[1] == '-'
+                                         && (p == text || !word_char(p[-1]))));
+        if (bold && !word) {
+            fputs("\\fR", stdout);
+            bold = 0;
+        }
+        if (bol && (c == ' ' || c == '\t'))
+            continue;
+        if (bol && (c == '.' || c == '\''))
+            fputs("\\&", stdout);
+        bol = c == '\n';
+        if (c == '<' && !italic) {
+            fputs("\\fI", stdout);
+            italic = 1;
+        } else if (c == '>' && italic) {
+            fputs("\\fR", stdout);
+            italic = 0;
+        } else {
+            if (word && !bold) {
+                fputs("\\fB", stdout);
+                bold = 1;
+            }
+            if (italic && (c == '|' || c == ':'))
+                printf("\\fR%c\\fI", c);
+            else if (c == '\\')
+                fputs("\\e", stdout);
+            else if (c == '-')
+                fputs("\\-", stdout);
+            else
+                putchar(c);
+        }
+    }
+    if (bold || italic)
+        fputs("\\fR", stdout);
+}
+
+/* .SH COMMANDS: for each row a paragraph tagged with its usage, its help as
+ * a sentence (capitalised, with its full stop), then its more. */
+static int print_man(parsed_t *p, const char *v)
+{
+    (void)p;
+    (void)v;
+    puts(".SH COMMANDS");
+    for (size_t k = 0; k < NCOMMANDS; k++) {
+        const command_t *c = &COMMANDS[k];
+        size_t n = strlen(c->help);
+        puts(".TP");
+        put_roff(c->usage, 1);
+        putchar('\n');
+        if (c->help[0] >= 'a' && c->help[0] <= 'z') {
+            putchar(c->help[0] - 'a' + 'A');
+            put_roff(c->help + 1, 0);
+        } else {
+            put_roff(c->help, 0);
+        }
+        puts(n > 0 && c->help[n - 1] == '.' ? "" : ".");
+        if (c->more) {
+            put_roff(c->more, 0);
+            putchar('\n');
+        }
+    }
     return DONE;
 }
 
