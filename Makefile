@@ -1,6 +1,6 @@
 # lua-resty-gray
 #
-#   make            build build/libgray.so and build/gray-admin
+#   make            build build/libgray.so, build/gray-admin and its man page
 #   make test       install missing Debian packages, build, run every check
 #   make demo       install, build, start the demo stack (see README)
 #   make demo-stop  stop the demo stack (safe to run twice)
