@@ -238,6 +238,9 @@ local function new_router(opts)
         return option_error("lists_dir", err)
     end
     made[self] = true
+    -- exec as the router's own field: router:exec() is one slot read in the
+    -- request's trace, not a miss in this table, its metatable, then _M
+    self.exec = _M.exec
     self.halts = o.halt_key and true or false
     self.guard = o.guard and { guard = o.guard, keys = halt_keys, mc = self.mc,
                                shm = o.metrics_shm } or false

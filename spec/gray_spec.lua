@@ -399,6 +399,17 @@ describe("gray router in nginx", function()
             mc:set("127.0.0.1", "0")
         end)
 
+        -- exec() runs on every request: as the router's own field it is one
+        -- slot read in the trace, not a walk through the metatable
+        it("has exec as the router's own field, gray.exec", function()
+            local out = eval([[
+                local gray = require "gray"
+                local r = assert(gray.new({ memcached = "127.0.0.1:$MC" }))
+                return tostring(rawget(r, "exec") == gray.exec)
+            ]])
+            assert.equal("true", out)
+        end)
+
         it("serves an expired cached answer as stale when memcached fails", function()
             mc:set("127.0.0.1", "1")
             local out = eval([[

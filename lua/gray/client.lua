@@ -139,11 +139,10 @@ function _M.key(self, cache, now)
         return nil
     end
     local found, value, stale, flags
-    local set = self.trusted
     if self.any_header then
         local trusted = self.peer_memo[peer]
         if trusted == nil then
-            trusted = peer_trusted(set, peer)
+            trusted = peer_trusted(self.trusted, peer)
             -- bounded: past it, peers not yet seen are checked in C each time
             if self.peer_memo_size < PEER_MEMO_MAX then
                 self.peer_memo[peer] = trusted
@@ -162,7 +161,7 @@ function _M.key(self, cache, now)
                         end
                     end
                     -- nil when no element is an address: the lists decide
-                    local key = header_key(set, hdr)
+                    local key = header_key(self.trusted, hdr)
                     if key then
                         return key      -- the other headers are never read
                     end
@@ -177,11 +176,11 @@ function _M.key(self, cache, now)
                             return hdr, value, stale, flags
                         end
                     end
-                    return header_key(set, hdr) or peer_key(set, peer)
+                    return header_key(self.trusted, hdr) or peer_key(self.trusted, peer)
                 end
             end
             if self.use_forwarded and ngx_var.http_forwarded then
-                return (client_key(set, peer, nil, nil, forwarded_lines()))
+                return (client_key(self.trusted, peer, nil, nil, forwarded_lines()))
             end
         end
     end
@@ -191,7 +190,8 @@ function _M.key(self, cache, now)
             return peer, value, stale, flags
         end
     end
-    return peer_key(set, peer)
+    -- (self.trusted read where needed, not up front: a probe's hit needs none)
+    return peer_key(self.trusted, peer)
 end
 
 return _M

@@ -456,6 +456,9 @@ build_read_all()
 -- nothing. They win over the variables.
 function _M.run(settings)
     local router = last_router
+    if settings == last_settings and ndefined == 0 and router ~= nil then
+        return router:exec()        -- nothing to read: the router of last time
+    end
     if ndefined == 0 and settings ~= last_settings and router ~= nil then
         -- nothing to read: the router depends on the settings alone
         router = by_settings[settings or ""]
@@ -495,6 +498,9 @@ end
 -- internal redirect. settings: as run()'s.
 function _M.route(settings)
     local router = last_router
+    if settings == last_settings and ndefined == 0 and router ~= nil then
+        return no_upstreams(router:set_upstream())
+    end
     if ndefined == 0 and settings ~= last_settings and router ~= nil then
         router = by_settings[settings or ""]
         if router then
