@@ -464,6 +464,7 @@ end
 local SHARED_SLOT = 10
 local shared_pass_one, shared_wait_one, shared_release, ms_left = shcache.pass_one,
     shcache.wait_one, shcache.release, shcache.ms_left
+local shared_wait_deadline = shcache.wait_deadline
 local WAIT_FAILED = "the worker asking memcached failed or timed out"
 
 -- Slot f's step in the dict: its decision, or its lock. Returns the counts
@@ -579,7 +580,7 @@ local function decide_ids_shared(self, addr, akey, a_target, a_stale, a_stored, 
     -- deadline for the waits and what is asked after them
     local timeout, ferr = nil, nil
     if nask == 0 and nother > 0 then
-        local deadline = ngx_now() + self.shared.wait_max
+        local deadline = shared_wait_deadline(self.shared, ngx_now())
         slot_wait(self, st, 0, deadline)
         if ids[2] then slot_wait(self, st, S, deadline) end
         if ids[3] then slot_wait(self, st, 2 * S, deadline) end

@@ -489,6 +489,11 @@ end
 
 --- After the lookup: lets go of key's lock when this worker holds it
 -- (held true), saying why the lookup failed (failure, or nil).
+--- The deadline of the waits for other workers' decisions begun at now.
+function _M.wait_deadline(self, now)
+    return now + self.wait_max
+end
+
 function _M.release(self, key, held, failure)
     unlock_and_ret(self, key, held, nil, failure)
 end
