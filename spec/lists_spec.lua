@@ -185,6 +185,41 @@ describe("lists as node-wide images (4 workers)", function()
         assert.matches("^v2", dev(nginx, "zzz"))
     end)
 
+    it("reads a split list in the helper: a worker's connections ask mg alone", function()
+        mc:set("gray:list:dev:w:1", "wa v2\n")
+        mc:set("gray:list:dev:w:2", "wb v2\n")
+        mc:set("gray:list:dev", "#gray-parts 2 w")
+        all_workers(nginx, "wb", "v2")
+        -- memcached's -vv log by connection life (its fd, from "new" on):
+        -- the one that read the parts asked no mg, so it is no worker's
+        local lives, cur = {}, {}
+        for fd, rest in mc:log():gmatch("<(%d+) ([^\n]*)") do
+            if rest:find("^new ") or not cur[fd] then
+                cur[fd] = {}
+                lives[#lives + 1] = cur[fd]
+            end
+            local life = cur[fd]
+            life[#life + 1] = rest
+        end
+        local reader
+        for _, life in ipairs(lives) do
+            for _, cmd in ipairs(life) do
+                if cmd == "get gray:list:dev:w:1" or cmd == "get gray:list:dev:w:2" then
+                    assert.is_true(reader == nil or reader == life, "parts read on two connections")
+                    reader = life
+                end
+            end
+        end
+        assert.truthy(reader, mc:log():sub(-3000))
+        for _, cmd in ipairs(reader) do
+            assert.falsy(cmd:find("^mg "), "the parts came on a connection that asked " .. cmd)
+        end
+        -- the fetching worker's log: the helper read 3 values (the header, 2 parts)
+        assert.truthy(nginx:error_log():find("new image of gray:list:dev, version %d+ at [%d.]+"
+                                             .. " fetched by the helper in %d+ ms %(3 parts, 27"
+                                             .. " bytes%)"), nginx:error_log():sub(-2000))
+    end)
+
     it("maps the node's image in a worker started by a reload: no request without the list",
        function()
         local lines = {}
