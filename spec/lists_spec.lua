@@ -325,6 +325,38 @@ describe("lists without the meta protocol (a memcached < 1.6)", function()
     end)
 end)
 
+describe("lists where the helper cannot start", function()
+    after_each(harness.no_error_log)
+    local mc, nginx
+    setup(function()
+        mc = harness.memcached({ verbose = true })
+        nginx = harness.nginx({
+            servers = servers():gsub("  init_by_lua_block {", [[
+  init_worker_by_lua_block {
+    require("gray.ffi").image_helper("/nonexistent/gray-compile")
+  }
+  init_by_lua_block {]], 1),
+            memcached_port = mc.port, workers = 2 })
+    end)
+    teardown(function()
+        if nginx then nginx:stop() end
+        if mc then mc:destroy() end
+    end)
+
+    it("fetches a split list in the worker, as before, and says so once", function()
+        mc:set("gray:list:dev:n:1", "na v2\n")
+        mc:set("gray:list:dev:n:2", "nb")
+        mc:set("gray:list:dev", "#gray-parts 2 n")
+        all_workers(nginx, "nb", "gray", 10)
+        assert.matches("^v2", dev(nginx, "na"))
+        local log = nginx:error_log()
+        assert.truthy(log:find("gray:list:dev: the helper /nonexistent/gray-compile did not start:"
+                               .. " this worker fetches the list itself", 1, true), log:sub(-2000))
+        assert.truthy(log:find("new image of gray:list:dev, version %d+ at [%d.]+ fetched in"),
+                      log:sub(-2000))
+    end)
+end)
+
 -- A 5 ms timer in each worker recording how late it ran (the max in a
 -- shared dict: /eval reads it from any worker)
 local LAG_TIMER = [[
