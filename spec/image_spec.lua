@@ -1067,6 +1067,50 @@ describe("a fetch job: the helper reads the list from memcached", function()
         assert.equal("nohelper", res[3].code)
     end)
 
+    -- three servers: each value written where the router's placement (C,
+    -- dist.c) puts its key; the helper (libmemcached) must find them all
+    for _, mode in ipairs({ "ketama", "ketama-weighted", "modula" }) do
+        it("finds each part where the router places it (" .. mode .. ", 3 servers)", function()
+            local mcs = { harness.memcached(), harness.memcached(), harness.memcached() }
+            local ok, err = pcall(function()
+                local list, spec = {}, {}
+                for i, m in ipairs(mcs) do
+                    local w = mode == "ketama-weighted" and i or 1
+                    list[i] = { host = "127.0.0.1", port = m.port, weight = w }
+                    spec[i] = "127.0.0.1:" .. m.port .. (w > 1 and "/?" .. w or "")
+                end
+                local cont = assert(gray.new_continuum(list, mode))
+                local used, text = {}, {}
+                local function put(key, value)
+                    local n = gray.server_for(cont, key)
+                    used[n] = true
+                    mcs[n]:set(key, value)
+                end
+                for i = 1, 24 do
+                    put("d:list:t:" .. i, "id" .. i .. " v2\n")
+                    text[i] = "id" .. i
+                end
+                put("d:list", "#gray-parts 24 t")
+                assert.truthy(used[1] and used[2] and used[3], "parts on every server")
+                local path = new_path()
+                local job = assert(gray.image_job_new("ids", NAMES, 1, path))
+                assert(gray.image_job_fetch(job, "d:list", table.concat(spec, ", "), mode, 1e6,
+                                            5000))
+                assert(gray.image_job_run(job))
+                local done, e = wait(job)
+                assert.is_true(done, e)
+                local img = assert(open_image(path))
+                for _, id in ipairs(text) do
+                    assert.equal(2, find_id(img, id), id)
+                end
+            end)
+            for _, m in ipairs(mcs) do
+                m:destroy()
+            end
+            assert(ok, err)
+        end)
+    end
+
     it("refuses a fetch without a path, with parts, or with bad arguments", function()
         local mem = assert(gray.image_job_new("ids", NAMES, 1, nil))
         assert.is_nil((gray.image_job_fetch(mem, "k", "127.0.0.1:1", "ketama", 10, 10)))
