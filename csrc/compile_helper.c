@@ -80,6 +80,12 @@ static int finish(int rc, const gray_image_stats_t *st)
 /* ---- the fetch ------------------------------------------------------------ */
 
 #define FETCH_PARTS_MAX GRAY_IMAGE_PARTS_MAX
+/* SO_RCVBUF of the fetch's connections (0: the kernel's own, autotuned):
+ * a small one makes memcached send a list in bursts the helper's reads
+ * pace (make bench-lists variants) */
+#ifndef GRAY_FETCH_RCVBUF
+#define GRAY_FETCH_RCVBUF 0
+#endif
 #define PARTS_PREFIX    "#gray-parts "
 
 static uint64_t mono_ns(void)
@@ -174,6 +180,8 @@ static int fetch_list(const gray_helper_job_t *h, const char *key, const char *s
         snprintf(message, sizeof message, "servers: %s", err);
         return GRAY_EFETCH;
     }
+    if (GRAY_FETCH_RCVBUF > 0)
+        memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SOCKET_RECV_SIZE, GRAY_FETCH_RCVBUF);
     gray_image_part_t *p = calloc(FETCH_PARTS_MAX, sizeof *p);
     if (p == NULL) {
         memcached_free(mc);
