@@ -579,6 +579,17 @@ say("a change's steps, the longest of %d (the fetching worker's log): fetch %d m
     steps.start, steps.map, steps.compile, steps.thread)
 say("")
 
+-- refreshes that failed (a fetch past its deadline, a part missing): the
+-- last image stayed, retried with backoff
+local failed_n, failed_first = 0, nil
+for line in nginx:error_log():gmatch("[^\n]*the last copy stays[^\n]*") do
+    failed_n = failed_n + 1
+    failed_first = failed_first or line:match("gray: .*")
+end
+say("refreshes that failed: %d%s", failed_n, failed_first and " (the first: " .. failed_first
+                                               .. ")" or "")
+say("")
+
 harness.sleep(2)
 local reply = mc:cmd("stats\r\n")
 local s0, t0 = stats(mc), now()
