@@ -237,6 +237,10 @@ static int fetch_list(const gray_helper_job_t *h, const char *key, const char *s
     uint64_t total = 0;
     for (size_t k = 1; k <= count; k++) {
         snprintf(part_key + plen, sizeof part_key - (size_t)plen, "%zu", k);
+        if (!gray_mc_key_ok(part_key, strlen(part_key))) {
+            snprintf(message, sizeof message, "parts: refused to send an invalid memcached key");
+            goto out;
+        }
         char *part;
         size_t part_len = 0;
         got = fetch_value(mc, part_key, h->fetch_deadline_ns, h->max_bytes, &part, &part_len,

@@ -1026,6 +1026,8 @@ describe("a fetch job: the helper reads the list from memcached", function()
                                               ["f:big:b:1"] = string.rep("z\n", 100) },
           "^f:big:b:1: 200 bytes, over the list's limit %(100%)$", 100 },
         { "the key gone", "f:gone", {}, "^not in memcached" },
+        { "a tag no key may hold", "f:ctl", { ["f:ctl"] = "#gray-parts 1 a\1b" },
+          "^parts: refused to send an invalid memcached key$" },
     }
     for _, c in ipairs(bad) do
         it("fails on " .. c[1] .. ", naming it, the image in place untouched", function()
