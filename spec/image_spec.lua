@@ -952,6 +952,183 @@ describe("a compile in the helper process (gray-compile)", function()
     end)
 end)
 
+describe("a fetch job: the helper reads the list from memcached", function()
+    local harness = require "helpers.harness"
+    local mc, fake
+    setup(function()
+        mc = harness.memcached()
+        -- a server that sends a value's header, then a byte every 10 ms
+        fake = harness.fake_memcached({ mode = "trickle-data" })
+    end)
+    teardown(function()
+        if mc then mc:destroy() end
+        if fake then fake:destroy() end
+    end)
+
+    local function wait(job)
+        for _ = 1, 6000 do
+            local done, a, b = gray.image_poll(job)
+            if done ~= false then
+                return done, a, b
+            end
+            sleep_ms(5)
+        end
+        error("the job did not finish in 30 s")
+    end
+
+    local function fetch(key, port, fetch_ms, path, max_bytes)
+        local job = assert(gray.image_job_new("ids", NAMES, 1, path or new_path()))
+        assert(gray.image_job_fetch(job, key, "127.0.0.1:" .. port, "ketama", max_bytes or 1e7,
+                                    fetch_ms or 2000))
+        assert.is_nil((gray.image_job_add(job, "x\n")))    -- the helper's text, not ours
+        assert(gray.image_job_run(job))
+        return job
+    end
+
+    it("reads a split list's parts (a part lacking its newline joined with one)", function()
+        mc:set("f:list:p:1", "a v2\nb")
+        mc:set("f:list:p:2", "c v3\n")
+        mc:set("f:list", "#gray-parts 2 p")
+        local path = new_path()
+        local job = fetch("f:list", mc.port, 2000, path)
+        local done, st = wait(job)
+        assert.is_true(done, st)
+        assert.is_true(st.helper)
+        assert.equal(3, st.fetch_parts)
+        assert.equal(#"#gray-parts 2 p" + #"a v2\nb" + #"c v3\n", st.fetch_bytes)
+        assert.is_true(gray.image_job_free(job))
+        local img = assert(open_image(path, true))
+        assert.equal(2, find_id(img, "a"))
+        assert.equal(1, find_id(img, "b"))
+        assert.equal(3, find_id(img, "c"))
+        -- the version is the CAS the helper read
+        assert.equal(mc:cmd("gets f:list\r\n"):match("VALUE f:list %d+ %d+ (%d+)"),
+                     gray.image_version(img))
+    end)
+
+    it("reads a list that is not split", function()
+        mc:set("f:whole", "w v3\n")
+        local path = new_path()
+        local done, st = wait(fetch("f:whole", mc.port, 2000, path))
+        assert.is_true(done, st)
+        assert.equal(1, st.fetch_parts)
+        assert.equal(3, find_id(assert(open_image(path)), "w"))
+    end)
+
+    local bad = {
+        { "a part missing", "f:miss", { ["f:miss"] = "#gray-parts 2 m", ["f:miss:m:1"] = "a\n" },
+          "^part f:miss:m:2 is missing$" },
+        { "a bad header", "f:badh", { ["f:badh"] = "#gray-parts x m" },
+          "^bad parts header '#gray%-parts x m'$" },
+        { "too many parts", "f:many", { ["f:many"] = "#gray-parts 1025 m" },
+          "^bad parts header" },
+        { "a part over max_bytes", "f:big", { ["f:big"] = "#gray-parts 1 b",
+                                              ["f:big:b:1"] = string.rep("z\n", 100) },
+          "^f:big:b:1: 200 bytes, over the list's limit %(100%)$", 100 },
+        { "the key gone", "f:gone", {}, "^not in memcached" },
+        { "a tag no key may hold", "f:ctl", { ["f:ctl"] = "#gray-parts 1 a\1b" },
+          "^parts: refused to send an invalid memcached key$" },
+    }
+    for _, c in ipairs(bad) do
+        it("fails on " .. c[1] .. ", naming it, the image in place untouched", function()
+            for k, v in pairs(c[3]) do
+                mc:set(k, v)
+            end
+            local path = new_path()
+            assert(compile("ids", "old v2\n", NAMES, 1, path))
+            local done, err, st = wait(fetch(c[2], mc.port, 2000, path, c[5]))
+            assert.is_nil(done)
+            assert.equal("fetch", st.code)
+            assert.matches(c[4], err)
+            assert.equal(2, find_id(assert(open_image(path)), "old"))
+        end)
+    end
+
+    it("is killed at the fetch's deadline (the refresh's): a server that trickles", function()
+        local path = new_path()
+        local t0 = harness.now()
+        local done, err, st = wait(fetch("f:slow", fake.port, 300, path))
+        local took = harness.now() - t0
+        assert.is_nil(done)
+        assert.equal("fetch", st.code)
+        assert.matches("timeout", err)
+        -- generous: the deadline is 0.3 s; a machine under load polls late
+        assert.is_true(took >= 0.25 and took < 3, took .. " s")
+    end)
+
+    it("says nohelper where no helper starts (the caller fetches the list itself)", function()
+        local default = gray.image_helper(nil)
+        gray.image_helper(DIR .. "/no-such-helper")
+        local ok, res = pcall(function()
+            local done, err, st = wait(fetch("f:list", mc.port, 2000))
+            return { done, err, st }
+        end)
+        gray.image_helper(default or "")
+        assert(ok, res)
+        assert.is_nil(res[1])
+        assert.equal("nohelper", res[3].code)
+    end)
+
+    -- three servers: each value written where the router's placement (C,
+    -- dist.c) puts its key; the helper (libmemcached) must find them all
+    for _, mode in ipairs({ "ketama", "ketama-weighted", "modula" }) do
+        it("finds each part where the router places it (" .. mode .. ", 3 servers)", function()
+            local mcs = { harness.memcached(), harness.memcached(), harness.memcached() }
+            local ok, err = pcall(function()
+                local list, spec = {}, {}
+                for i, m in ipairs(mcs) do
+                    local w = mode == "ketama-weighted" and i or 1
+                    list[i] = { host = "127.0.0.1", port = m.port, weight = w }
+                    spec[i] = "127.0.0.1:" .. m.port .. (w > 1 and "/?" .. w or "")
+                end
+                local cont = assert(gray.new_continuum(list, mode))
+                local used, text = {}, {}
+                local function put(key, value)
+                    local n = gray.server_for(cont, key)
+                    used[n] = true
+                    mcs[n]:set(key, value)
+                end
+                for i = 1, 24 do
+                    put("d:list:t:" .. i, "id" .. i .. " v2\n")
+                    text[i] = "id" .. i
+                end
+                put("d:list", "#gray-parts 24 t")
+                assert.truthy(used[1] and used[2] and used[3], "parts on every server")
+                local path = new_path()
+                local job = assert(gray.image_job_new("ids", NAMES, 1, path))
+                assert(gray.image_job_fetch(job, "d:list", table.concat(spec, ", "), mode, 1e6,
+                                            5000))
+                assert(gray.image_job_run(job))
+                local done, e = wait(job)
+                assert.is_true(done, e)
+                local img = assert(open_image(path))
+                for _, id in ipairs(text) do
+                    assert.equal(2, find_id(img, id), id)
+                end
+            end)
+            for _, m in ipairs(mcs) do
+                m:destroy()
+            end
+            assert(ok, err)
+        end)
+    end
+
+    it("refuses a fetch without a path, with parts, or with bad arguments", function()
+        local mem = assert(gray.image_job_new("ids", NAMES, 1, nil))
+        assert.is_nil((gray.image_job_fetch(mem, "k", "127.0.0.1:1", "ketama", 10, 10)))
+        local parts = assert(gray.image_job_new("ids", NAMES, 1, new_path()))
+        assert(gray.image_job_add(parts, "a\n"))
+        assert.is_nil((gray.image_job_fetch(parts, "k", "127.0.0.1:1", "ketama", 10, 10)))
+        for _, a in ipairs({ { "bad key", "127.0.0.1:1", "ketama" },
+                             { string.rep("k", 251), "127.0.0.1:1", "ketama" },
+                             { "k", "", "ketama" }, { "k", "127.0.0.1:1", "nope" } }) do
+            local job = assert(gray.image_job_new("ids", NAMES, 1, new_path()))
+            assert.is_nil((gray.image_job_fetch(job, a[1], a[2], a[3], 10, 10)), a[1])
+            assert.is_true(gray.image_job_free(job))
+        end
+    end)
+end)
+
 -------------------------------------------------------------------------------
 -- 1M ids against a Lua table
 
