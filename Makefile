@@ -76,12 +76,9 @@ build/libgray.so: $(OBJ)
 	$(CC) $(CFLAGS) $(GRAY_CFLAGS) $(LIBFLAG) $(GRAY_SO_LDFLAGS) -o $@ $(OBJ) $(GRAY_LIBS)
 
 # the list images' compile, in a process of its own (imagejob.c starts it
-# from beside libgray.so: installed there too); it reads split lists from
-# memcached with libmemcached, placed as gray-admin places keys (mcconn.c)
-build/obj/compile_helper.o: csrc/cli/cli.h
-build/gray-compile: build/obj/compile_helper.o build/obj/cli/mcconn.o $(OBJ)
-	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ build/obj/compile_helper.o build/obj/cli/mcconn.o \
-	    $(OBJ) -lmemcached $(GRAY_LIBS)
+# from beside libgray.so: installed there too)
+build/gray-compile: build/obj/compile_helper.o $(OBJ)
+	$(CC) $(CFLAGS) $(GRAY_CFLAGS) -o $@ build/obj/compile_helper.o $(OBJ) $(GRAY_LIBS)
 
 # ---- tests -----------------------------------------------------------------
 
@@ -319,7 +316,7 @@ bench-image: build/libgray.so
 # wrk while both change five times, memcached bytes/s while unchanged; also
 # build/bench-lists-results.txt
 .PHONY: bench-lists
-bench-lists: build/libgray.so build/gray-compile
+bench-lists: build/libgray.so
 	@sh tools/deps.sh build bench
 	LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' $(LUAJIT) bench/lists_load.lua
 

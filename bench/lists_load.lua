@@ -516,9 +516,7 @@ for i = 1, 5 do
 end
 wrk_run(false, WARMUP)          -- warm up: the caches, the traces
 local quiet = wrk_run(false)
-local busy_t0 = now()
 local busy = wrk_run(changes)
-local busy_t1 = now()
 -- the last change reached every worker
 all_mapped(nginx, 4, N, N, 60)
 say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request; cache_ttl %s,"
@@ -559,13 +557,11 @@ say("CPU during the runs (s): the workers (their threads too) %.1f without chang
 say("")
 
 -- each change's steps, from the fetching worker's log (info)
-local steps = { fetch = 0, start = 0, compile = 0, thread = 0, map = 0, n = 0, bytes = 0,
-                by = "" }
-for by, fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
-        "fetched([%a ]-) in (%d+) ms %(%d+ parts, (%d+) bytes%), job started in ([%d.]+) ms,"
-        .. " compiled in (%d+) ms %(%a+: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
+local steps = { fetch = 0, start = 0, compile = 0, thread = 0, map = 0, n = 0, bytes = 0 }
+for fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
+        "fetched in (%d+) ms %(%d+ parts, (%d+) bytes%), job started in ([%d.]+) ms, compiled"
+        .. " in (%d+) ms %(%a+: [%d.]+ ms, ([%d.]+) ms CPU%), mapped in ([%d.]+) ms") do
     steps.n = steps.n + 1
-    steps.by = by
     steps.fetch = math.max(steps.fetch, tonumber(fetch))
     steps.bytes = math.max(steps.bytes, tonumber(bytes))
     steps.start = math.max(steps.start, tonumber(start))
@@ -574,60 +570,9 @@ for by, fetch, bytes, start, comp, thread, map in nginx:error_log():gmatch(
     steps.map = math.max(steps.map, tonumber(map))
 end
 say("a change's steps, the longest of %d (the fetching worker's log): fetch %d ms (%.1f MB,"
-    .. " %s), the job's start %.1f ms and the map %.1f ms (on the event"
-    .. " loop), the compile %d ms (%d ms of the helper's CPU; the helper's fetch included)",
-    steps.n, steps.fetch, steps.bytes / 1e6,
-    steps.by == " by the helper" and "read by the helper" or "yielding between reads",
-    steps.start, steps.map, steps.compile, steps.thread)
-say("")
-
--- Where the lags of 20 ms and more fell: each change's fetch (from its
--- start to the fetch's end), its compile (to the image in place), the map
--- (the 300 ms after it, when every worker maps the new image), or none of
--- them. From the log's "lag" lines (their time is the tick's, the lag
--- before it) and each change's steps.
-local spans = {}
-for t0, by, fetch, comp in nginx:error_log():gmatch(
-        "new image of %S+ version %d+ at ([%d.]+) fetched([%a ]-) in (%d+) ms %([^)]*%), job"
-        .. " started in [%d.]+ ms, compiled in (%d+) ms") do
-    t0, fetch, comp = tonumber(t0), tonumber(fetch) / 1000, tonumber(comp) / 1000
-    local fetch_end = t0 + fetch
-    local done = by ~= "" and t0 + comp or fetch_end + comp
-    spans[#spans + 1] = { t0 = t0, fetch_end = fetch_end, done = done }
-end
-local phases = { fetch = { 0, 0 }, compile = { 0, 0 }, map = { 0, 0 }, none = { 0, 0 },
-                 other = { 0, 0 } }
-for ms, at in nginx:error_log():gmatch("lag (%d+) ms %([^)]*%) at ([%d.]+)") do
-    ms, at = tonumber(ms), tonumber(at)
-    local start = at - ms / 1000          -- the lag's span: [start, at]
-    local phase = (at < busy_t0 or start > busy_t1) and "other" or "none"
-    for _, sp in ipairs(phase == "other" and {} or spans) do
-        if start <= sp.done + 0.3 and at >= sp.done then
-            phase = "map"
-        elseif phase ~= "map" and start <= sp.done and at >= sp.fetch_end then
-            phase = "compile"
-        elseif phase == "none" and start <= sp.fetch_end and at >= sp.t0 then
-            phase = "fetch"
-        end
-    end
-    phases[phase][1] = phases[phase][1] + 1
-    phases[phase][2] = math.max(phases[phase][2], ms)
-end
-say("lags >= 20 ms in the changing run by a change's step (count, max ms): fetch %d, %d;"
-    .. " compile %d, %d; map (and 300 ms after) %d, %d; none %d, %d (the other runs: %d, %d)",
-    phases.fetch[1], phases.fetch[2], phases.compile[1], phases.compile[2], phases.map[1],
-    phases.map[2], phases.none[1], phases.none[2], phases.other[1], phases.other[2])
-say("")
-
--- refreshes that failed (a fetch past its deadline, a part missing): the
--- last image stayed, retried with backoff
-local failed_n, failed_first = 0, nil
-for line in nginx:error_log():gmatch("[^\n]*the last copy stays[^\n]*") do
-    failed_n = failed_n + 1
-    failed_first = failed_first or line:match("gray: .*")
-end
-say("refreshes that failed: %d%s", failed_n, failed_first and " (the first: " .. failed_first
-                                               .. ")" or "")
+    .. " yielding between reads), the job's start %.1f ms and the map %.1f ms (on the event"
+    .. " loop), the compile %d ms (%d ms of the helper's CPU)", steps.n, steps.fetch,
+    steps.bytes / 1e6, steps.start, steps.map, steps.compile, steps.thread)
 say("")
 
 harness.sleep(2)

@@ -25,8 +25,6 @@ const char *gray_strerror(int code)
     case GRAY_ECORRUPT: return "truncated or corrupt list image";
     case GRAY_ECANCELED: return "compile canceled";
     case GRAY_ELOCKED:  return "lock held by another process";
-    case GRAY_EFETCH:   return "list not fetched";
-    case GRAY_ENOHELPER: return "no helper to fetch the list";
     case GRAY_ESTEP:    return "bad ramp step";
     case GRAY_EORDER:   return "ramp steps out of order";
     default:            return "unknown error";

@@ -642,8 +642,6 @@ int gray_mc_meta_list(const char *k1, size_t l1, const char *k2, size_t l2, cons
 #define GRAY_ECORRUPT  -23  /* a truncated or corrupt list image */
 #define GRAY_ECANCELED -24  /* a compile job was canceled */
 #define GRAY_ELOCKED   -25  /* gray_lock_try(): another process holds the lock */
-#define GRAY_EFETCH    -26  /* a fetch job could not read its list (gray_image_job_message) */
-#define GRAY_ENOHELPER -27  /* a fetch job found no helper to start: fetch it yourself */
 
 /* One piece of a list's text. Parts are joined with a line break after any
  * non-empty part that does not end with one, so no line spans two parts. */
@@ -668,10 +666,7 @@ typedef struct gray_image_stats {
     uint64_t cpu_ns;            /* compile time, the compiling thread's CPU */
     uint32_t helper;            /* a job's compile: 1 in the helper process, 0 in
                                    the job's thread (gray_image_helper) */
-    uint32_t fetch_parts;       /* a fetch job: the values the helper read (the
-                                   key, then each part), else 0 */
-    uint64_t fetch_bytes;       /* their bytes */
-    uint64_t fetch_ns;          /* the fetch's wall time */
+    uint32_t reserved;
 } gray_image_stats_t;
 
 /* The image's hash of bytes: 64 bits, 8 bytes a step (murmur3's 64-bit
@@ -759,29 +754,6 @@ int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
  * (NULL: none). */
 #define GRAY_HELPER_SECONDS 120
 const char *gray_image_helper(const char *path, int set);
-
-/* Makes a job not yet run a fetch job: its helper reads the list itself
- * from memcached (libmemcached, keys placed as the router's distribution
- * places them), so that the worker's event loop never reads the list's
- * bytes. key is the list's key: its value (gets) is the list, or a split
- * list's header "#gray-parts <n> <tag>", whose parts <key>:<tag>:1..n are
- * read one at a time. servers: the $gray_memcached syntax; distribution:
- * "ketama", "ketama-weighted" or "modula"; a value over max_bytes fails
- * the fetch; the fetch must end within fetch_ms (the refresh's deadline):
- * then the helper is killed. The compile that follows has
- * GRAY_HELPER_SECONDS, as any job's. The image's version is the CAS the
- * helper read. A job given parts, or made without a path, is refused
- * (GRAY_EINVAL). gray_image_poll() says GRAY_EFETCH when the list could not
- * be read (gray_image_job_message() says why), GRAY_ENOHELPER when no
- * helper could start (the caller fetches the list itself). */
-int gray_image_job_fetch(gray_image_job_t *job, const char *key, size_t key_len,
-                         const char *servers, size_t servers_len, const char *distribution,
-                         uint64_t max_bytes, uint32_t fetch_ms);
-
-/* A finished job's message from its helper ("" when none): why a fetch
- * failed, e.g. "part <key>:<tag>:<i> is missing". Valid until it is freed. */
-#define GRAY_JOB_MESSAGE_MAX 511
-const char *gray_image_job_message(gray_image_job_t *job);
 
 /* Frees a finished job and returns GRAY_OK. A running one is asked to stop
  * (its result becomes GRAY_ECANCELED at its next check) and stays: this

@@ -128,26 +128,11 @@ typedef struct gray_helper_job {
     uint64_t nparts;
     uint64_t names_len;
     uint64_t total;             /* the parts' bytes */
-    /* a fetch job (gray_image_job_fetch; nparts 0): after the names come
-     * the key, the servers and the distribution (these lengths), then the
-     * path. The helper writes GRAY_HELPER_FETCHED on its fd 5 once it has
-     * read the list: until then the job's thread kills it at
-     * fetch_deadline_ns (CLOCK_MONOTONIC, shared by the processes). */
-    uint64_t fetch_deadline_ns; /* 0: not a fetch job */
-    uint64_t max_bytes;         /* the longest value the fetch takes */
-    uint32_t key_len;
-    uint32_t servers_len;
-    uint32_t distribution_len;
-    uint32_t reserved;
 } gray_helper_job_t;
-#define GRAY_HELPER_FETCHED 'F'
-#define GRAY_FETCH_KEY_MAX  250     /* memcached's key limit */
-#define GRAY_FETCH_SERVERS_MAX 4096 /* the servers' text */
 typedef struct gray_helper_result {
     uint32_t magic;
     int32_t rc;
     gray_image_stats_t st;
-    char message[GRAY_JOB_MESSAGE_MAX + 1];  /* why a fetch failed, NUL-terminated */
 } gray_helper_result_t;
 
 #endif

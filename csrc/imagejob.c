@@ -13,7 +13,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,23 +54,7 @@ struct gray_image_job {
     void *out;                  /* a memory job's image, until taken */
     size_t out_len;
     gray_image_stats_t st;
-    /* a fetch job (gray_image_job_fetch): the helper reads the list */
-    char *fetch_key;            /* NULL: the parts are the text */
-    size_t key_len;
-    char *servers;
-    size_t servers_len;
-    char distribution[16];
-    uint64_t max_bytes;
-    uint64_t fetch_deadline_ns;
-    char message[GRAY_JOB_MESSAGE_MAX + 1];
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void job_release(gray_image_job_t *job)
 {
@@ -83,8 +66,6 @@ static void job_release(gray_image_job_t *job)
     gray_big_free(job->out);
     free(job->names);
     free(job->path);
-    free(job->fetch_key);
-    free(job->servers);
     free(job);
 }
 
@@ -210,23 +191,8 @@ static int helper_job_file(const gray_image_job_t *job)
     int fd = helper_memfd("gray-job");
     if (fd < 0)
         return -1;
-    gray_helper_job_t h;
-    memset(&h, 0, sizeof h);
-    h.magic = GRAY_HELPER_MAGIC;
-    h.kind = job->kind;
-    h.unknown = job->unknown;
-    h.worker = (int32_t)getpid();
-    h.cas = job->cas;
-    h.nparts = job->nparts;
-    h.names_len = job->names_len;
-    h.total = job->total;
-    if (job->fetch_key != NULL) {
-        h.fetch_deadline_ns = job->fetch_deadline_ns;
-        h.max_bytes = job->max_bytes;
-        h.key_len = (uint32_t)job->key_len;
-        h.servers_len = (uint32_t)job->servers_len;
-        h.distribution_len = (uint32_t)strlen(job->distribution);
-    }
+    gray_helper_job_t h = { GRAY_HELPER_MAGIC, job->kind, job->unknown, (int32_t)getpid(), job->cas,
+                            job->nparts, job->names_len, job->total };
     int bad = gray_write_all(fd, &h, sizeof h);
     for (size_t i = 0; i < job->nparts && !bad; i++) {
         uint64_t len = job->parts[i].len;
@@ -234,13 +200,6 @@ static int helper_job_file(const gray_image_job_t *job)
     }
     if (!bad)
         bad = gray_write_all(fd, job->names, job->names_len);
-    if (!bad && job->fetch_key != NULL) {
-        bad = gray_write_all(fd, job->fetch_key, job->key_len);
-        if (!bad)
-            bad = gray_write_all(fd, job->servers, job->servers_len);
-        if (!bad)
-            bad = gray_write_all(fd, job->distribution, h.distribution_len);
-    }
     for (size_t i = 0; i < job->nparts && !bad; i++)
         bad = gray_write_all(fd, job->parts[i].buf, job->parts[i].len);
     if (!bad)
@@ -250,6 +209,13 @@ static int helper_job_file(const gray_image_job_t *job)
         return -1;
     }
     return fd;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* A close-on-exec fd moved at or above HELPER_FD_MIN, or -1. */
@@ -302,11 +268,7 @@ static int helper_run(gray_image_job_t *job, const char *path)
             close(pipefd[0]);
         return 1;
     }
-    /* one deadline at a time: a fetch job's fetch has the refresh's
-     * (fetch_deadline_ns), then the compile GRAY_HELPER_SECONDS */
-    uint64_t compile_ns = (uint64_t)GRAY_HELPER_SECONDS * 1000000000u;
-    int fetching = job->fetch_key != NULL;
-    uint64_t deadline = fetching ? job->fetch_deadline_ns : mono_ns() + compile_ns;
+    uint64_t deadline = mono_ns() + (uint64_t)GRAY_HELPER_SECONDS * 1000000000u;
     int rc = GRAY_OK;
     for (;;) {
         struct pollfd pfd = { pipefd[0], POLLIN, 0 };
@@ -315,10 +277,6 @@ static int helper_run(gray_image_job_t *job, const char *path)
             char c;
             if (read(pipefd[0], &c, 1) <= 0)
                 break;          /* EOF: the helper has exited */
-            if (fetching && c == GRAY_HELPER_FETCHED) {
-                fetching = 0;
-                deadline = mono_ns() + compile_ns;
-            }
             continue;
         }
         if (n < 0 && errno != EINTR) {
@@ -326,10 +284,7 @@ static int helper_run(gray_image_job_t *job, const char *path)
             break;
         }
         if (atomic_load(&job->cancel) || mono_ns() > deadline) {
-            rc = atomic_load(&job->cancel) ? GRAY_ECANCELED : fetching ? GRAY_EFETCH : GRAY_EIO;
-            if (rc == GRAY_EFETCH)
-                snprintf(job->message, sizeof job->message,
-                         "fetch: timeout (the refresh's deadline)");
+            rc = atomic_load(&job->cancel) ? GRAY_ECANCELED : GRAY_EIO;
             kill(sp.pid, SIGKILL);
             break;
         }
@@ -342,8 +297,6 @@ static int helper_run(gray_image_job_t *job, const char *path)
     if (rc == GRAY_OK) {
         job->st = res.st;
         rc = res.rc;
-        res.message[sizeof res.message - 1] = '\0';
-        memcpy(job->message, res.message, sizeof job->message);
     } else {
         memset(&job->st, 0, sizeof job->st);
         job->st.sys_errno = rc == GRAY_EIO ? ECHILD : 0;
@@ -373,10 +326,6 @@ static void *job_run(void *arg)
             in_thread = 0;
         }
     }
-    if (in_thread && job->fetch_key != NULL) {
-        job->rc = GRAY_ENOHELPER;   /* the text is memcached's: the caller reads it */
-        in_thread = 0;
-    }
     /* The compile in this thread runs at nice 19, not SCHED_IDLE. A
      * SCHED_IDLE thread preempted inside a syscall that holds the process's
      * mmap_lock (its mmap, madvise) does not run again while the workers
@@ -387,11 +336,6 @@ static void *job_run(void *arg)
      * now and then, so a lock it holds comes back. */
     if (in_thread)
         (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), GRAY_JOB_NICE);
-#else
-    if (job->fetch_key != NULL) {
-        job->rc = GRAY_ENOHELPER;
-        in_thread = 0;
-    }
 #endif
     if (!in_thread) {
         /* done by the helper */
@@ -456,7 +400,7 @@ int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t u
 
 int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len)
 {
-    if (job == NULL || job->started || (buf == NULL && len > 0) || job->fetch_key != NULL)
+    if (job == NULL || job->started || (buf == NULL && len > 0))
         return GRAY_EINVAL;
     if (job->nparts >= GRAY_JOB_PIECES_MAX || len > (size_t)GRAY_RANGES_TEXT_MAX + 1 ||
         job->total + len > (size_t)GRAY_RANGES_TEXT_MAX + GRAY_JOB_PIECES_MAX)
@@ -479,43 +423,6 @@ int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len)
     job->nparts++;
     job->total += len;
     return GRAY_OK;
-}
-
-int gray_image_job_fetch(gray_image_job_t *job, const char *key, size_t key_len,
-                         const char *servers, size_t servers_len, const char *distribution,
-                         uint64_t max_bytes, uint32_t fetch_ms)
-{
-    if (job == NULL || job->started || job->nparts > 0 || job->path == NULL ||
-        job->fetch_key != NULL || key == NULL || servers == NULL || distribution == NULL)
-        return GRAY_EINVAL;
-    if (!gray_mc_key_ok(key, key_len) || key_len > GRAY_FETCH_KEY_MAX || servers_len == 0 ||
-        servers_len > GRAY_FETCH_SERVERS_MAX || memchr(servers, '\0', servers_len) != NULL ||
-        (strcmp(distribution, "ketama") != 0 && strcmp(distribution, "ketama-weighted") != 0 &&
-         strcmp(distribution, "modula") != 0) || fetch_ms == 0)
-        return GRAY_EINVAL;
-    job->fetch_key = malloc(key_len);
-    job->servers = malloc(servers_len);
-    if (job->fetch_key == NULL || job->servers == NULL) {
-        free(job->fetch_key);
-        free(job->servers);
-        job->fetch_key = job->servers = NULL;
-        return GRAY_ENOMEM;
-    }
-    memcpy(job->fetch_key, key, key_len);
-    job->key_len = key_len;
-    memcpy(job->servers, servers, servers_len);
-    job->servers_len = servers_len;
-    memcpy(job->distribution, distribution, strlen(distribution) + 1);
-    job->max_bytes = max_bytes;
-    job->fetch_deadline_ns = mono_ns() + (uint64_t)fetch_ms * 1000000u;
-    return GRAY_OK;
-}
-
-const char *gray_image_job_message(gray_image_job_t *job)
-{
-    if (job == NULL || atomic_load_explicit(&job->running, memory_order_acquire))
-        return "";
-    return job->message;
 }
 
 int gray_image_job_run(gray_image_job_t *job)

@@ -185,41 +185,6 @@ describe("lists as node-wide images (4 workers)", function()
         assert.matches("^v2", dev(nginx, "zzz"))
     end)
 
-    it("reads a split list in the helper: a worker's connections ask mg alone", function()
-        mc:set("gray:list:dev:w:1", "wa v2\n")
-        mc:set("gray:list:dev:w:2", "wb v2\n")
-        mc:set("gray:list:dev", "#gray-parts 2 w")
-        all_workers(nginx, "wb", "v2")
-        -- memcached's -vv log by connection life (its fd, from "new" on):
-        -- the one that read the parts asked no mg, so it is no worker's
-        local lives, cur = {}, {}
-        for fd, rest in mc:log():gmatch("<(%d+) ([^\n]*)") do
-            if rest:find("^new ") or not cur[fd] then
-                cur[fd] = {}
-                lives[#lives + 1] = cur[fd]
-            end
-            local life = cur[fd]
-            life[#life + 1] = rest
-        end
-        local reader
-        for _, life in ipairs(lives) do
-            for _, cmd in ipairs(life) do
-                if cmd == "get gray:list:dev:w:1" or cmd == "get gray:list:dev:w:2" then
-                    assert.is_true(reader == nil or reader == life, "parts read on two connections")
-                    reader = life
-                end
-            end
-        end
-        assert.truthy(reader, mc:log():sub(-3000))
-        for _, cmd in ipairs(reader) do
-            assert.falsy(cmd:find("^mg "), "the parts came on a connection that asked " .. cmd)
-        end
-        -- the fetching worker's log: the helper read 3 values (the header, 2 parts)
-        assert.truthy(nginx:error_log():find("new image of gray:list:dev, version %d+ at [%d.]+"
-                                             .. " fetched by the helper in %d+ ms %(3 parts, 27"
-                                             .. " bytes%)"), nginx:error_log():sub(-2000))
-    end)
-
     it("maps the node's image in a worker started by a reload: no request without the list",
        function()
         local lines = {}
@@ -322,38 +287,6 @@ describe("lists without the meta protocol (a memcached < 1.6)", function()
         assert.matches("^v2", dev(nginx, "def"))
         assert.truthy(fake:log():find("refused %d+ mg"), fake:log():sub(1, 2000))
         assert.truthy(fake:log():find("gets %d+ gray:list:dev"), fake:log():sub(1, 2000))
-    end)
-end)
-
-describe("lists where the helper cannot start", function()
-    after_each(harness.no_error_log)
-    local mc, nginx
-    setup(function()
-        mc = harness.memcached({ verbose = true })
-        nginx = harness.nginx({
-            servers = servers():gsub("  init_by_lua_block {", [[
-  init_worker_by_lua_block {
-    require("gray.ffi").image_helper("/nonexistent/gray-compile")
-  }
-  init_by_lua_block {]], 1),
-            memcached_port = mc.port, workers = 2 })
-    end)
-    teardown(function()
-        if nginx then nginx:stop() end
-        if mc then mc:destroy() end
-    end)
-
-    it("fetches a split list in the worker, as before, and says so once", function()
-        mc:set("gray:list:dev:n:1", "na v2\n")
-        mc:set("gray:list:dev:n:2", "nb")
-        mc:set("gray:list:dev", "#gray-parts 2 n")
-        all_workers(nginx, "nb", "gray", 10)
-        assert.matches("^v2", dev(nginx, "na"))
-        local log = nginx:error_log()
-        assert.truthy(log:find("gray:list:dev: the helper /nonexistent/gray-compile did not start:"
-                               .. " this worker fetches the list itself", 1, true), log:sub(-2000))
-        assert.truthy(log:find("new image of gray:list:dev, version %d+ at [%d.]+ fetched in"),
-                      log:sub(-2000))
     end)
 end)
 

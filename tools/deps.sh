@@ -8,8 +8,7 @@ set -eu
 pkgs_for() {
     case "$1" in
     build) echo "gcc make libc6-dev libmemcached-dev libssl-dev" ;;
-    runtime) echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache libssl3
-                 libmemcached11" ;;
+    runtime) echo "nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache libssl3" ;;
     rock)  echo "luarocks lua-resty-lrucache" ;;
     test)  echo "luajit2 lua-busted lua-check luarocks nginx libnginx-mod-http-lua
                  lua-resty-core lua-resty-lrucache memcached libmemcached-dev libssl-dev curl

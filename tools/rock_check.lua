@@ -4,8 +4,7 @@
 -- that the installed rock works on its own, without the checkout:
 --
 --   1. plain LuaJIT: gray.ffi loads libgray.so from TREE, and the list
---      images' helper gray-compile beside it compiles a job and fetches a
---      split list from memcached (libmemcached) for another;
+--      images' helper gray-compile beside it compiles a job;
 --   2. the version in the Lua code, the versioned rockspec, dist.ini and
 --      CHANGELOG.md agree;
 --   3. Debian's nginx with lua_package_path/cpath set to TREE (plus Debian's
@@ -67,27 +66,7 @@ local function luajit_check()
     end
     check(done == true and st.helper, "gray-compile did not compile a job: " .. tostring(st))
     gray_ffi.image_job_free(job)
-    -- and reads a split list from memcached itself (libmemcached)
-    local mc = harness.memcached()
-    mc:set("rock:list:t:1", "b v2\n")
-    mc:set("rock:list", "#gray-parts 1 t")
-    job = assert(gray_ffi.image_job_new("ids", { "1", "v2" }, 1, path))
-    assert(gray_ffi.image_job_fetch(job, "rock:list", "127.0.0.1:" .. mc.port, "ketama", 1e6,
-                                    5000))
-    assert(gray_ffi.image_job_run(job))
-    for _ = 1, 1000 do
-        done, st = gray_ffi.image_poll(job)
-        if done ~= false then
-            break
-        end
-        harness.sleep(0.01)
-    end
-    mc:destroy()
-    check(done == true and st.fetch_parts == 2, "gray-compile did not fetch a list: "
-          .. tostring(st))
-    gray_ffi.image_job_free(job)
-    print("rock-check: " .. gray_ffi.image_helper() .. " compiles the list images and fetches"
-          .. " them from memcached")
+    print("rock-check: " .. gray_ffi.image_helper() .. " compiles the list images")
     return version
 end
 

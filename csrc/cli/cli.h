@@ -69,15 +69,6 @@ int cli_parse_servers(const char *spec, char hosts[][GRAY_IP_TEXT_MAX], unsigned
  * after printing why. */
 memcached_st *cli_connect(const cli_opts_t *opts);
 
-/* The handle under cli_connect (mcconn.c, which gray-compile links too):
- * the n servers parsed by cli_parse_servers, placed by distribution
- * ("ketama", "ketama-weighted", "modula") as the router places keys, with
- * CAS support, timeout_ms for a connect and a poll, TCP_NODELAY and failed
- * servers reported (never skipped). NULL with the reason in err. */
-memcached_st *cli_mc_new(char hosts[][GRAY_IP_TEXT_MAX], const unsigned *ports,
-                         const unsigned *weights, int n, const char *distribution,
-                         unsigned timeout_ms, char *err, size_t errlen);
-
 /* A value read with memcached_get; value is malloc'd (NULL: not found). */
 typedef struct cli_value {
     char *value;

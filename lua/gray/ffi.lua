@@ -144,7 +144,7 @@ typedef struct gray_image_stats {
     uint32_t lines; uint32_t taken; uint32_t entries; uint32_t runs; uint32_t bad;
     uint32_t unknown; uint32_t bad_lines[8]; uint32_t unknown_lines[8]; uint32_t ntargets;
     int32_t sys_errno; uint64_t bytes; uint64_t wall_ns; uint64_t cpu_ns; uint32_t helper;
-    uint32_t fetch_parts; uint64_t fetch_bytes; uint64_t fetch_ns;
+    uint32_t reserved;
 } gray_image_stats_t;
 typedef struct gray_image_job gray_image_job_t;
 typedef struct gray_image gray_image_t;
@@ -163,10 +163,6 @@ int gray_image_job_new(int kind, const char *names, size_t names_len, uint32_t u
                        uint64_t cas, const char *path, gray_image_job_t **out);
 int gray_image_job_add(gray_image_job_t *job, const char *buf, size_t len);
 int gray_image_job_run(gray_image_job_t *job);
-int gray_image_job_fetch(gray_image_job_t *job, const char *key, size_t key_len,
-                         const char *servers, size_t servers_len, const char *distribution,
-                         uint64_t max_bytes, uint32_t fetch_ms);
-const char *gray_image_job_message(gray_image_job_t *job);
 int gray_image_job_image(gray_image_job_t *job, gray_image_t **out);
 int gray_image_poll(gray_image_job_t *job, gray_image_stats_t *st);
 const char *gray_image_helper(const char *path, int set);
@@ -1243,7 +1239,6 @@ local IMAGE_KIND_NAMES = { "ids", "ranges" }
 local IMAGE_VERIFY = 1
 local JOB_RUNNING = 1
 local GRAY_EIO = -21
-local GRAY_EFETCH, GRAY_ENOHELPER = -26, -27
 local IMAGE_PARTS_MAX = 1024
 local image_stats = ffi_new("gray_image_stats_t")
 local image_out = ffi_new("gray_image_t *[1]")
@@ -1390,10 +1385,6 @@ local function stats_table(st)
         compile_ms = tonumber(st.wall_ns) / 1e6,
         cpu_ms = tonumber(st.cpu_ns) / 1e6,
         helper = st.helper == 1,
-        -- a fetch job's: the values its helper read, their bytes, the time
-        fetch_parts = st.fetch_parts,
-        fetch_bytes = tonumber(st.fetch_bytes),
-        fetch_ms = tonumber(st.fetch_ns) / 1e6,
     }
 end
 
@@ -1493,27 +1484,6 @@ function _M.image_job_add(job, part, first, last)
     return true
 end
 
---- Makes a job not yet run (with a path, no parts) a fetch job: its
--- helper reads the list under key itself (servers: the $gray_memcached
--- syntax; distribution as the client's; a value over max_bytes fails; the
--- fetch must end within fetch_ms). true, or nil, err.
-function _M.image_job_fetch(job, key, servers, distribution, max_bytes, fetch_ms)
-    if job.cjob == nil then
-        return nil, "the job was freed"
-    end
-    if type(key) ~= "string" or type(servers) ~= "string" or type(distribution) ~= "string"
-       or type(max_bytes) ~= "number" or type(fetch_ms) ~= "number" then
-        return nil, "key, servers and distribution must be strings, max_bytes and fetch_ms"
-                    .. " numbers"
-    end
-    local rc = C.gray_image_job_fetch(job.cjob, key, #key, servers, #servers, distribution,
-                                      max_bytes, math.max(1, math.min(floor(fetch_ms), 4294967295)))
-    if rc ~= 0 then
-        return nil, image_err(rc)
-    end
-    return true
-end
-
 --- Starts the job's compile in its thread: true, or nil, err.
 function _M.image_job_run(job)
     if job.cjob == nil then
@@ -1553,11 +1523,7 @@ function _M.image_poll(job)
     end
     live_jobs[job] = nil
     if rc ~= 0 then
-        local st = stats_table(image_stats)
-        -- a fetch job's reason (the helper's), e.g. "part <key> is missing"
-        st.message = ffi_string(C.gray_image_job_message(job.cjob))
-        st.code = rc == GRAY_EFETCH and "fetch" or rc == GRAY_ENOHELPER and "nohelper" or nil
-        return nil, st.message ~= "" and st.message or compile_err(rc), st
+        return nil, compile_err(rc), stats_table(image_stats)
     end
     return true, stats_table(image_stats)
 end

@@ -53,8 +53,6 @@ local image_job_new = gray_ffi.image_job_new
 local image_job_add = gray_ffi.image_job_add
 local image_job_run = gray_ffi.image_job_run
 local image_job_image = gray_ffi.image_job_image
-local image_job_fetch = gray_ffi.image_job_fetch
-local image_helper = gray_ffi.image_helper
 local image_hash = gray_ffi.image_hash
 local lock_try, lock_release = gray_ffi.lock_try, gray_ffi.lock_release
 local bucket = gray_ffi.bucket
@@ -224,7 +222,7 @@ local function poll_feed(feed)
     if not job then
         return true
     end
-    local ok, err, fst = image_poll(job)
+    local ok, err = image_poll(job)
     if ok == false then
         return false
     end
@@ -246,31 +244,16 @@ local function poll_feed(feed)
         else
             map_file(feed)
         end
-        if feed.helper_fetch then
-            feed.fetch_ms, feed.fetch_parts, feed.fetch_bytes = err.fetch_ms, err.fetch_parts,
-                                                                err.fetch_bytes
-        end
         -- what a change cost, step by step (the event loop waits only for
-        -- the job's start and the map; the fetch yields, or is the
-        -- helper's, the compile is the helper's)
+        -- the job's start and the map; the fetch yields, the compile is a
+        -- thread's)
         ngx_log(INFO, "gray: new image of ", feed.key, ", version ", feed.job_cas, " at ",
-                feed.fetch_t0, " fetched", feed.helper_fetch and " by the helper" or "", " in ",
+                feed.fetch_t0, " fetched in ",
                 floor(feed.fetch_ms), " ms (", feed.fetch_parts, " parts, ", feed.fetch_bytes,
                 " bytes), job started in ", feed.start_ms, " ms, compiled in ",
                 floor((now_precise() - feed.job_t0) * 1000), " ms (",
                 err.helper and "helper: " or "thread: ", err.compile_ms,
                 " ms, ", err.cpu_ms, " ms CPU), mapped in ", feed.map_ms, " ms")
-    elseif fst and fst.code == "nohelper" then
-        -- the helper could not start: this worker reads the lists itself
-        -- from now on (the next refresh fetches this change again)
-        feed.no_helper = true
-        ngx_log(WARN, "gray: ", feed.key, ": the helper ", tostring(image_helper()),
-                " did not start: this worker fetches the list itself")
-    elseif fst and fst.code == "fetch" then
-        -- (deleted meanwhile: the next check says so, as in holder_refresh)
-        if not fst.message:find("^not in memcached") then
-            failed(feed, feed.job_cas, feed.key .. ": " .. tostring(err))
-        end
     else
         failed(feed, feed.job_cas, feed.key .. ": compile failed: " .. tostring(err))
     end
@@ -299,7 +282,6 @@ local function compile(feed, text, cas)
         return
     end
     local t0 = now_precise()
-    feed.helper_fetch = false
     local job, err = image_compile_start(feed.kind, text, feed.names_text, cas, feed.path,
                                          feed.unknown)
     feed.job_t0 = now_precise()
@@ -392,49 +374,6 @@ local function fetch_parts(feed, header, job)
     return n
 end
 
--- the least time a helper's fetch gets (see helper_refresh)
-local HELPER_FETCH_MS = 30000
-
--- A new CAS handed to the helper process whole: it reads the list (the
--- key, then each part of a split list) from memcached itself, at its own
--- low priority, and compiles it; this worker reads none of its bytes. The
--- fetch has what is left of the refresh's deadline, but at least
--- HELPER_FETCH_MS (then the helper is killed), the compile its own: no
--- request and no timer waits for it, and a nice-19 reader on a node whose
--- CPUs are busy can take seconds for a list that the refresh's 2 s would
--- cut short on every retry. false where there is no helper (or no
--- image directory): the worker fetches the list itself.
-local function helper_refresh(feed, cas)
-    if not feed.path or feed.no_helper or not image_helper() then
-        return false
-    end
-    local key = feed.key
-    local left = ms_left(feed.deadline)
-    if not left then
-        feed.log:report("refresh:" .. key, "refreshing " .. key .. " failed, the last copy"
-                        .. " stays: no time left in refresh_timeout")
-        return true
-    end
-    local job, err = image_job_new(feed.kind, feed.names_text, cas, feed.path, feed.unknown)
-    if job then
-        local ok
-        ok, err = image_job_fetch(job, key, feed.servers, feed.distribution, feed.max_bytes,
-                                  left > HELPER_FETCH_MS and left or HELPER_FETCH_MS)
-        if not ok then
-            image_job_free(job)
-            job = nil
-        end
-    end
-    if not job then
-        failed(feed, cas, key .. ": compile failed: " .. tostring(err))
-        return true
-    end
-    feed.helper_fetch = true
-    feed.fetch_t0, feed.fetch_ms, feed.fetch_parts, feed.fetch_bytes = now_precise(), 0, 0, 0
-    run_job(feed, job, cas)
-    return true
-end
-
 -- The holder's check: mg <key> c; a new CAS is fetched and compiled.
 local function holder_refresh(feed)
     local key = feed.key
@@ -462,12 +401,6 @@ local function holder_refresh(feed)
     if cas == feed.cas or (cas == feed.pending and ngx_now() < feed.retry_at) then
         return
     end
-    -- the value (a memcached without mg sends it with the CAS): the helper
-    -- reads it, unless it is the list itself
-    if (value == nil or value:find("^#gray%-parts ")) and helper_refresh(feed, cas) then
-        return
-    end
-    feed.helper_fetch = false
     local fetch_t0 = now_precise()
     feed.fetch_t0 = fetch_t0
     local text = value
@@ -633,9 +566,6 @@ local function feed_for(self, opts, key, kind)
     feed = {
         key = key, kind = kind, mc = opts.mc, timeout = opts.timeout,
         max_bytes = opts.max_bytes, interval = opts.interval, log = opts.log,
-        -- what the helper reads the list with (helper_refresh)
-        servers = self.servers_spec, distribution = self.distribution,
-        helper_fetch = false, no_helper = false,
         names_text = self.names_text, unknown = self.unknown_index,
         -- set in the worker, at start (resolve): false for in memory
         name = name, dir = dir, path = false, lock_path = false, resolved = false,
@@ -682,17 +612,7 @@ function _M.new(opts)
     for _, name in ipairs(opts.mc:server_names()) do
         ident[#ident + 1] = name
     end
-    -- the servers as the helper is given them ($gray_memcached syntax; the
-    -- hosts as written: libmemcached hashes them so)
-    local distribution = opts.distribution or "ketama"
-    local spec = {}
-    for i, srv in ipairs(opts.mc.servers or {}) do
-        spec[i] = srv.host .. ":" .. srv.port
-                  .. ((distribution == "ketama-weighted" and (srv.weight or 1) > 1)
-                      and "/?" .. srv.weight or "")
-    end
     local self = setmetatable({
-        servers_spec = concat(spec, ","), distribution = distribution,
         mc = opts.mc, interval = opts.interval, timeout = opts.timeout,
         names = opts.names, decisions = opts.decisions, unknown = opts.unknown,
         log = opts.log, dir = dir, ident = concat(ident, ","),
