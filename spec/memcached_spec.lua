@@ -108,6 +108,16 @@ describe("gray.memcached", function()
                 assert.equal(gets + 1, stat(mc, "cmd_get"))
             end)
         end
+
+        it("refuses a key that is no string, as a client's first lookup", function()
+            local gets = stat(mc, "cmd_get")
+            local out = eval("local client = assert(memcached.new({ servers = '127.0.0.1:$MC',"
+                             .. " timeout = 2000 }))\n"
+                             .. "return select(3, client:get(false)) .. ' ' .. select(3, client:get(nil))"
+                             .. " .. ' ' .. select(3, client:get(42))")
+            assert.equal("key key key", out)
+            assert.equal(gets, stat(mc, "cmd_get"))
+        end)
     end)
 
     describe("failures", function()

@@ -408,12 +408,10 @@ local function configure(settings)
     return router
 end
 
--- Reads VARS[i] into vals[i] unless it is undefined; returns whether
--- anything read so far differs from the last request's values.
+-- Reads VARS[i] into vals[i] (read_all calls it for the variables not
+-- known undefined); returns whether anything read so far differs from the
+-- last request's values.
 local function read_var(i, changed)
-    if undefined[i] then
-        return changed
-    end
     local v = ngx_var[VARS[i][1]]
     if v == nil then
         forget_if_undefined(i)

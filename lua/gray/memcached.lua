@@ -59,7 +59,7 @@ local text_only = {}
 -- alone): a client missing again (cache_ttl 0, a burst of requests) asks
 -- for the same key, and its check is a string compare, not a C call (about
 -- 60 instructions a lookup, make bench).
-local last_ok_key = false
+local last_ok_key = {}          -- equal to no key: the first get checks its key
 
 -- What a first read asks for: a membership reply fits many times over.
 local RECV_CHUNK = 4096

@@ -171,6 +171,12 @@ function _M.unlock(self, key, failure)
     return true
 end
 
+--- The deadline of the waits for other workers' decisions begun at now.
+local function wait_deadline(self, now)
+    return now + self.wait_max
+end
+_M.wait_deadline = wait_deadline
+
 --- Waits, until deadline (default: the lookup's timeout from now), for the
 -- worker that holds the lock on key to store its decision. seen: the
 -- stored_at of the (expired) entry the caller found before it tried the
@@ -183,7 +189,7 @@ end
 function _M.wait(self, key, deadline, seen)
     local dict = self.dict
     local data, lock = self.data_prefix .. key, self.lock_prefix .. key
-    deadline = deadline or ngx_now() + self.wait_max
+    deadline = deadline or wait_deadline(self, ngx_now())
     local step = WAIT_FIRST
     while true do
         local decision, stored_at, ttl = read(self, data)
@@ -315,7 +321,7 @@ function _M.fetch(self, cache, key, seen, ask, arg)
     local held, lerr = _M.lock(self, key)
     local timeout = nil
     if held == false then
-        local deadline = ngx_now() + self.wait_max
+        local deadline = wait_deadline(self, ngx_now())
         local target, failure = wait_shared(self, cache, key, key, deadline, seen)
         if failure ~= "lost" then
             return target, failure, "shm"
@@ -348,7 +354,7 @@ end
 -- one deadline for all the waits and what is asked after them, as for one
 -- multi-get. Returns what shared_pass does (no key is locked).
 local function wait_all(self, others, pending, known)
-    local failed, lost, deadline = nil, {}, ngx_now() + self.wait_max
+    local failed, lost, deadline = nil, {}, wait_deadline(self, ngx_now())
     for i = 1, #others do
         local key = others[i]
         local p = pending[key]
@@ -489,11 +495,6 @@ end
 
 --- After the lookup: lets go of key's lock when this worker holds it
 -- (held true), saying why the lookup failed (failure, or nil).
---- The deadline of the waits for other workers' decisions begun at now.
-function _M.wait_deadline(self, now)
-    return now + self.wait_max
-end
-
 function _M.release(self, key, held, failure)
     unlock_and_ret(self, key, held, nil, failure)
 end
