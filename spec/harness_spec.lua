@@ -160,6 +160,16 @@ describe("the harness's HTTP client", function()
     end)
 end)
 
+describe("the harness's refused_port", function()
+    it("refuses connections and keeps servers off the port", function()
+        local port = harness.refused_port()
+        assert.is_false(harness.port_in_use(port))
+        -- a server asked for that port cannot start there
+        assert.has_error(function() harness.memcached({ port = port }) end)
+        assert.is_false(harness.port_in_use(port))
+    end)
+end)
+
 describe("the harness's error-log marks", function()
     after_each(harness.no_error_log)
     local nginx

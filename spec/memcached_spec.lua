@@ -25,7 +25,7 @@ describe("gray.memcached", function()
         -- verbose: their logs hold every command line (get_multi's requests)
         mc = harness.memcached({ verbose = true })
         mc2 = harness.memcached({ verbose = true })
-        down_port = harness.free_port()
+        down_port = harness.refused_port()
         nginx = harness.nginx({ servers = SERVERS })
     end)
 

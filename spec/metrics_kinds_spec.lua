@@ -27,7 +27,7 @@ describe("the documented metric and log kinds", function()
         assert.truthy(row:find("a lookup the open breaker skips", 1, true), row)
 
         local mc = harness.memcached()
-        local down = harness.free_port()
+        local down = harness.refused_port()
         local nginx
         finally(function()
             if nginx then nginx:stop() end

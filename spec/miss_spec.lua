@@ -69,7 +69,7 @@ describe("the miss path, before and after", function()
     setup(function()
         mc = harness.memcached()
         seed_memcached()
-        dead_port = harness.free_port()
+        dead_port = harness.refused_port()
         local routers = {}
         for name in pairs(VARIANTS) do
             routers[#routers + 1] = ("[%q] = %s,"):format(name, options(name, "127.0.0.1:"

@@ -72,7 +72,7 @@ describe("README.md's Troubleshooting quotes", function()
     it("are each what the code logs", function()
         local mc = harness.memcached()
         local fake = harness.fake_memcached({ mode = "trickle-line", interval = 1000 })
-        local down = harness.free_port()
+        local down = harness.refused_port()
         local nginx, missing, old
         finally(function()
             for _, n in ipairs({ nginx, missing, old }) do

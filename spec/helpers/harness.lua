@@ -332,6 +332,30 @@ function _M.free_port()
     error("no free loopback port found")
 end
 
+-- The sockets that hold refused_port()'s ports, for this process's life.
+local refusing = {}
+
+--- A loopback port that refuses connections while this process lives: a
+-- socket is bound to it and never listens, so no server can take it (a
+-- free_port() left unused, a spec's "down" server, can be taken by another
+-- lane's server meanwhile and answer in its own protocol).
+function _M.refused_port()
+    for _ = 1, 200 do
+        local port = math.random(PORT_MIN, PORT_MAX)
+        local sa = sockaddr("127.0.0.1", port)
+        local fd = C.gray_harness_socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_CLOEXEC), 0)
+        if fd < 0 then
+            error(errstr("socket"))
+        end
+        if C.gray_harness_bind(fd, sa, ffi.sizeof(sa)) == 0 then
+            refusing[#refusing + 1] = fd
+            return port
+        end
+        C.gray_harness_close(fd)
+    end
+    error("no loopback port could be bound")
+end
+
 local function wait_for(pred, seconds, what)
     local deadline = now() + seconds
     repeat
