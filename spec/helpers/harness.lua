@@ -40,6 +40,7 @@ typedef struct { uint16_t family; uint16_t port; uint32_t flowinfo; uint8_t addr
 int gray_harness_socket(int domain, int type, int protocol) __asm__("socket");
 int gray_harness_bind(int fd, const void *addr, uint32_t len) __asm__("bind");
 int gray_harness_connect(int fd, const void *addr, uint32_t len) __asm__("connect");
+int gray_harness_getsockname(int fd, void *addr, uint32_t *len) __asm__("getsockname");
 int gray_harness_getsockopt(int fd, int level, int name, void *val, uint32_t *len)
     __asm__("getsockopt");
 int gray_harness_setsockopt(int fd, int level, int name, const void *val, uint32_t len)
@@ -336,24 +337,25 @@ end
 local refusing = {}
 
 --- A loopback port that refuses connections while this process lives: a
--- socket is bound to it and never listens, so no server can take it (a
--- free_port() left unused, a spec's "down" server, can be taken by another
--- lane's server meanwhile and answer in its own protocol).
+-- socket bound to it that never listens, so no server can take it (an
+-- unused free_port(), a spec's "down" server, can be taken meanwhile by
+-- another lane's server, which answers in its own protocol). The kernel
+-- picks the port from the ephemeral range, apart from free_port()'s.
 function _M.refused_port()
-    for _ = 1, 200 do
-        local port = math.random(PORT_MIN, PORT_MAX)
-        local sa = sockaddr("127.0.0.1", port)
-        local fd = C.gray_harness_socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_CLOEXEC), 0)
-        if fd < 0 then
-            error(errstr("socket"))
-        end
-        if C.gray_harness_bind(fd, sa, ffi.sizeof(sa)) == 0 then
-            refusing[#refusing + 1] = fd
-            return port
-        end
-        C.gray_harness_close(fd)
+    local sa = sockaddr("127.0.0.1", 0)
+    local fd = C.gray_harness_socket(AF_INET, bit.bor(SOCK_STREAM, SOCK_CLOEXEC), 0)
+    if fd < 0 then
+        error(errstr("socket"))
     end
-    error("no loopback port could be bound")
+    len1[0] = ffi.sizeof(sa)
+    if C.gray_harness_bind(fd, sa, ffi.sizeof(sa)) ~= 0
+       or C.gray_harness_getsockname(fd, sa, len1) ~= 0 then
+        local err = errstr("bind")
+        C.gray_harness_close(fd)
+        error(err)
+    end
+    refusing[#refusing + 1] = fd
+    return bit.rshift(bit.bswap(sa.port), 16)
 end
 
 local function wait_for(pred, seconds, what)
