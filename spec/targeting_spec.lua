@@ -537,9 +537,12 @@ describe("targeting through nginx and memcached", function()
             assert.is_true(#text > 1024 * 1024, #text .. " bytes")
             route("11.0.0.8")                   -- the router's first request starts its timer
             write_split(text, "a")
-            local s, took = wait_stats("big", function(st) return st.ranges == 100000 end, 5,
+            local s, took = wait_stats("big", function(st) return st.ranges == 100000 end, 10,
                                        "the split list")
-            assert.is_true(took < 0.5 + 1.0, "took " .. took .. " s")
+            -- the refresh interval, then the helper's compile at nice 19:
+            -- milliseconds on an idle node, 2.3 s seen in a clean-clone
+            -- make test whose lanes kept both cores busy
+            assert.is_true(took < 0.5 + 5.0, "took " .. took .. " s")
             assert.equal(1, s.compiles)
             for _, c in ipairs(INSIDE) do
                 assert.equal(c[2], route(c[1]), c[1])
