@@ -445,6 +445,31 @@ function build_read_all()
 end
 build_read_all()
 
+-- The router for this request's location: last time's when there is
+-- nothing to read (no variable defined) and the settings are the same; the
+-- one made for these settings; else the one the variables just read make
+-- (configure: nil, stable when none can be made).
+local function router_for(settings)
+    local router = last_router
+    if ndefined == 0 and router ~= nil then
+        if settings == last_settings then
+            return router
+        end
+        -- nothing to read: the router depends on the settings alone
+        local made = by_settings[settings or ""]
+        if made then
+            last_settings, last_router = settings, made
+            return made
+        end
+    end
+    if ndefined > 0 or router == nil or settings ~= last_settings then
+        if read_all(router == nil or settings ~= last_settings) then
+            return configure(settings)
+        end
+    end
+    return router
+end
+
 --- The drop-in, per request: the router for this location's variables,
 -- then exec to its decision. settings (optional): the location's own
 -- values of the variables, as a constant string ("$gray_cache_ttl 0;
@@ -453,27 +478,10 @@ build_read_all()
 -- nginx variable, so the other locations read nothing and nginx warns of
 -- nothing. They win over the variables.
 function _M.run(settings)
-    local router = last_router
-    if settings == last_settings and ndefined == 0 and router ~= nil then
-        return router:exec()        -- nothing to read: the router of last time
-    end
-    if ndefined == 0 and settings ~= last_settings and router ~= nil then
-        -- nothing to read: the router depends on the settings alone
-        router = by_settings[settings or ""]
-        if router then
-            last_settings, last_router = settings, router
-            return router:exec()
-        end
-    end
-    if ndefined > 0 or router == nil or settings ~= last_settings then
-        if read_all(router == nil or settings ~= last_settings) then
-            local stable
-            router, stable = configure(settings)
-            if not router then
-                stable = stable or vals[4]
-                return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
-            end
-        end
+    local router, stable = router_for(settings)
+    if not router then
+        stable = stable or vals[4]
+        return ngx_exec(stable and stable:find("^[@/]%S*$") and stable or STABLE)
     end
     return router:exec()
 end
@@ -495,25 +503,10 @@ end
 -- http://$gray_upstream: the same rules, caches, halts and ramp, no
 -- internal redirect. settings: as run()'s.
 function _M.route(settings)
-    local router = last_router
-    if settings == last_settings and ndefined == 0 and router ~= nil then
-        return no_upstreams(router:set_upstream())
-    end
-    if ndefined == 0 and settings ~= last_settings and router ~= nil then
-        router = by_settings[settings or ""]
-        if router then
-            last_settings, last_router = settings, router
-            return no_upstreams(router:set_upstream())
-        end
-    end
-    if ndefined > 0 or router == nil or settings ~= last_settings then
-        if read_all(router == nil or settings ~= last_settings) then
-            router = configure(settings)
-            if not router then
-                -- the router module cannot load: $gray_upstream as set
-                return set_stable_upstream(nil)
-            end
-        end
+    local router = router_for(settings)
+    if not router then
+        -- the router module cannot load: $gray_upstream as set
+        return set_stable_upstream(nil)
     end
     return no_upstreams(router:set_upstream())
 end
