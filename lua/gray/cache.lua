@@ -95,6 +95,7 @@ local ngx_now
 local ffi = require "ffi"
 local int32_array, double_array = ffi.typeof("int32_t[?]"), ffi.typeof("double[?]")
 local ffi_copy = ffi.copy
+local ffi_sizeof = ffi.sizeof
 
 -- Slots an LRU cache starts with (or size, if less); they double as it
 -- fills, up to size.
@@ -112,9 +113,9 @@ local function lru_arrays(self, room)
     local prev, next = int32_array(room), int32_array(room)
     local ent = double_array(ENT * room)
     if old then
-        ffi_copy(prev, self.prev, old * 4)
-        ffi_copy(next, self.next, old * 4)
-        ffi_copy(ent, self.ent, old * ENT * 8)
+        ffi_copy(prev, self.prev, old * ffi_sizeof("int32_t"))
+        ffi_copy(next, self.next, old * ffi_sizeof("int32_t"))
+        ffi_copy(ent, self.ent, old * ENT * ffi_sizeof("double"))
     end
     self.prev, self.next, self.ent = prev, next, ent
     self.room = room
@@ -126,8 +127,9 @@ end
 -- the key (a Lua array), and in cdata arrays when it expires, when it was
 -- stored, its decision's index (0: false), and its links in the recency list
 -- (prev, next; slot 0 is the list's head); one table maps a key to its
--- slot. A hit or a store is a table read and a few array writes, with no
--- clock read of its own (the caller's now) and nothing allocated. The
+-- slot. A hit, or a store over a key already there, is a table read and a
+-- few array writes, with no clock read of its own (the caller's now) and
+-- nothing allocated (a new key may grow the key tables and the arrays). The
 -- least recently used entry (got or set) is the one a new key replaces
 -- once all slots are taken, as in resty.lrucache, which this replaces: its
 -- clock reads, its queue and its three tables per key cost a miss from a
@@ -185,7 +187,8 @@ lru.get = lru_get
 _M.lru_get = lru_get
 
 --- As set above: fresh until now + ttl, then stale until evicted. A
--- decision not in the cache's list is not kept.
+-- decision not in the cache's list is not kept (nor is an entry already
+-- there for key changed: the router's decisions are all in its list).
 function lru.set(self, key, decision, ttl, now)
     local d = 0
     if decision then
