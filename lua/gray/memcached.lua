@@ -5,7 +5,7 @@
 -- passes the key-safety check before anything is sent.
 --
 -- Every call has one deadline, `timeout` ms after it starts, for connect,
--- send and every read together (a retry on a fresh connection included):
+-- send and every read together (the tries after dead pooled ones included):
 -- a server that trickles bytes cannot hold the caller past it.
 --
 --   local client = assert(memcached.new({ servers = "127.0.0.1:11211" }))
@@ -566,8 +566,8 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     end
 end
 
--- One server's part of a multi-get: its keys in one request (one retry on
--- a dead pooled connection), counted for its breaker. Returns the decoded
+-- One server's part of a multi-get: its keys in one request (tried again
+-- after a dead pooled connection), counted for its breaker. Returns the decoded
 -- table, or nil, err, kind.
 local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
     if not breaker_allows(self, srv, t) then
