@@ -418,9 +418,10 @@ end
 -- Alive until its last thread has exited. A killed process's main thread
 -- can show Z while other threads have yet to run their exit (each takes
 -- the SIGKILL when next scheduled: milliseconds on a loaded machine) and
--- still hold the process's files: memcached's listening socket, so that a
--- restart on its port failed ("Address already in use", 3 stops in 300
--- under taskset -c 0). Z counts as gone only with one thread left.
+-- still hold the process's files: memcached's listening socket, which a
+-- restart on its port then cannot bind ("Address already in use"; the port
+-- was still held after 3 stops in 300 under taskset -c 0). Z counts as gone
+-- only with one thread left.
 local function process_alive(pid)
     if C.gray_harness_kill(pid, 0) ~= 0 then
         return false
