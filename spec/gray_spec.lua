@@ -352,6 +352,49 @@ describe("gray router in nginx", function()
             assert.equal("gray", body)
         end)
 
+        -- Above, nginx closes the pooled connection when the old process's
+        -- FIN arrives, before the request: the lookup connects afresh and the
+        -- retry never runs (the case passes without it). Here the worker
+        -- sees no event between its lookups: it waits, blocked, while the
+        -- spec restarts memcached, so the last lookup takes the two dead
+        -- pooled connections in turn and only a try on a fresh one answers.
+        it("restarted between lookups of one request: the retries reach the new process",
+           function()
+            local dir = harness.tmpdir()
+            finally(function() harness.sh("rm -rf " .. harness.quote(dir)) end)
+            mc:set("203.0.113.10", "1")
+            local code = ([[
+                -- no list reads in the background: the lookups' connections alone
+                local r = assert(require("gray").new({ memcached = "127.0.0.1:$MC",
+                    cache_ttl = 0, timeout = 2000, ranges_key = false, percent_key = false,
+                    ramp_key = false, halt_key = false }))
+                ngx.req.set_header("X-Real-IP", "203.0.113.10")
+                -- two lookups at once: two connections in the pool
+                local function decide() return table.concat({ r:decide() }, " ") end
+                local t1, t2 = ngx.thread.spawn(decide), ngx.thread.spawn(decide)
+                local a = select(2, ngx.thread.wait(t1)) .. ", " .. select(2, ngx.thread.wait(t2))
+                io.open("$DIR/pooled", "w"):close()
+                -- no yield: the old connections' FINs wait in the kernel
+                os.execute("i=0; while [ ! -e $DIR/restarted ] && [ $i -lt 1000 ];"
+                           .. " do sleep 0.01; i=$((i+1)); done")
+                return a .. " | " .. decide()
+            ]]):gsub("%$MC", tostring(mc.port)):gsub("%$DIR", dir)
+            local conn = assert(harness.tcp("127.0.0.1", nginx.port2, 30))
+            finally(function() conn:close() end)
+            assert(conn:send("POST /eval HTTP/1.0\r\nContent-Length: " .. #code .. "\r\n\r\n"
+                             .. code))
+            harness.wait_for(function() return harness.read_file(dir .. "/pooled") end, 10,
+                             "the first lookup")
+            mc:stop()
+            assert(mc:start())
+            mc:set("203.0.113.10", "1")
+            io.open(dir .. "/restarted", "w"):close()
+            local reply = conn:receive_all()
+            assert.equal("@server_test ip memcached, @server_test ip memcached"
+                         .. " | @server_test ip memcached",
+                         reply:match("\r\n\r\n(.-)\n?$"), reply)
+        end)
+
         it("decide() in set_by_lua and header_filter: nil, err naming the phase, no throw",
            function()
             local res = nginx:get("/phases/", { headers = { ["X-Real-IP"] = "203.0.113.77" } })

@@ -5,7 +5,7 @@
 -- passes the key-safety check before anything is sent.
 --
 -- Every call has one deadline, `timeout` ms after it starts, for connect,
--- send and every read together (a retry on a fresh connection included):
+-- send and every read together (the tries after dead pooled ones included):
 -- a server that trickles bytes cannot hold the caller past it.
 --
 --   local client = assert(memcached.new({ servers = "127.0.0.1:11211" }))
@@ -465,7 +465,11 @@ local function account(self, srv, answered, err, kind)
 end
 
 -- A pooled connection the server dropped (restart, idle timeout) is worth
--- one more try on a fresh one, within the same deadline.
+-- another try, within the same deadline, while the failed one came from the
+-- pool: after a restart every idle connection in it is dead, and a worker
+-- that has not yet handled their FINs takes them in turn (a single retry
+-- took the next dead one: "closed"). Each is closed as it fails, so the
+-- tries end on a fresh connection or at the deadline.
 local function retry_worth(reused, kind)
     return reused and (kind == "closed" or kind == "network")
 end
@@ -510,8 +514,8 @@ function _M.get(self, key, timeout)
     local deadline = t + (timeout or self.timeout) / 1000
     local req = "get " .. key .. "\r\n"
     local value, err, kind, reused = query(self, srv, req, key, deadline, t)
-    if value == nil and retry_worth(reused, kind) then
-        value, err, kind = query(self, srv, req, key, deadline)
+    while value == nil and retry_worth(reused, kind) do
+        value, err, kind, reused = query(self, srv, req, key, deadline)
     end
     err = account(self, srv, value ~= nil or kind == "server" or kind == "value", err,
                   value == nil and kind or nil)
@@ -562,8 +566,8 @@ local function query_multi(self, srv, req, keys, nkeys, deadline, limit, with_ca
     end
 end
 
--- One server's part of a multi-get: its keys in one request (one retry on
--- a dead pooled connection), counted for its breaker. Returns the decoded
+-- One server's part of a multi-get: its keys in one request (tried again
+-- after a dead pooled connection), counted for its breaker. Returns the decoded
 -- table, or nil, err, kind.
 local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
     if not breaker_allows(self, srv, t) then
@@ -579,9 +583,9 @@ local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
         local mode = META_PIPELINE + META_VALUE + META_QUIET
         res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
                                              with_cas, mode)
-        if res == nil and retry_worth(reused, kind) then
-            res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
-                                         with_cas, mode)
+        while res == nil and retry_worth(reused, kind) do
+            res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline,
+                                                 limit, with_cas, mode)
         end
         if kind == "meta" then
             meta_refused(srv, err)
@@ -592,9 +596,9 @@ local function ask(self, srv, group, deadline, t, bulk, with_cas, meta)
         local req = (with_cas and "gets " or "get ") .. keystr .. "\r\n"
         res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline, limit,
                                              with_cas)
-        if res == nil and retry_worth(reused, kind) then
-            res, err, kind = query_multi(self, srv, req, keystr, #group, deadline, limit,
-                                         with_cas)
+        while res == nil and retry_worth(reused, kind) do
+            res, err, kind, reused = query_multi(self, srv, req, keystr, #group, deadline,
+                                                 limit, with_cas)
         end
     end
     err = account(self, srv, res ~= nil or kind == "server" or kind == "value"
@@ -894,8 +898,9 @@ local function pipeline(self, srv, req, keystr, nkeys, timeout, into)
     local limit = nkeys * (self.value_max + VALUE_LINE_EXTRA + REPLY_TAIL) + #keystr
     local res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit, into,
                                               t)
-    if res == nil and retry_worth(reused, kind) then
-        res, err, kind = query_list(self, srv, req, keystr, nkeys, deadline, limit, into)
+    while res == nil and retry_worth(reused, kind) do
+        res, err, kind, reused = query_list(self, srv, req, keystr, nkeys, deadline, limit,
+                                            into)
     end
     if kind == "meta" then
         meta_refused(srv, err)
@@ -1051,8 +1056,8 @@ local function lookup_meta(self, key, mg_req, with_value, text, opts)
     local v, cas, kind, reused
     if not text_only[srv.name] then
         v, cas, kind, reused = query_meta(self, srv, mg_req, key, with_value, deadline)
-        if v == nil and retry_worth(reused, kind) then
-            v, cas, kind = query_meta(self, srv, mg_req, key, with_value, deadline)
+        while v == nil and retry_worth(reused, kind) do
+            v, cas, kind, reused = query_meta(self, srv, mg_req, key, with_value, deadline)
         end
         if kind == "meta" then
             meta_refused(srv, cas)
@@ -1061,8 +1066,8 @@ local function lookup_meta(self, key, mg_req, with_value, text, opts)
     end
     if v == nil and kind == nil then
         v, cas, kind, reused = text(self, srv, key, deadline, opts)
-        if v == nil and retry_worth(reused, kind) then
-            v, cas, kind = text(self, srv, key, deadline, opts)
+        while v == nil and retry_worth(reused, kind) do
+            v, cas, kind, reused = text(self, srv, key, deadline, opts)
         end
     end
     local err = account(self, srv, v ~= nil or kind == "server" or kind == "value",

@@ -415,9 +415,25 @@ function _M.memcached(opts)
     error("memcached: no free port after 5 tries")
 end
 
+-- Alive until its last thread has exited. A killed process's main thread
+-- can show Z while other threads have yet to run their exit (each takes
+-- the SIGKILL when next scheduled: milliseconds on a loaded machine) and
+-- still hold the process's files: memcached's listening socket, which a
+-- restart on its port then cannot bind ("Address already in use"; the port
+-- was still held after 3 stops in 300 under taskset -c 0). Z counts as gone
+-- only with one thread left.
 local function process_alive(pid)
-    return C.gray_harness_kill(pid, 0) == 0
-        and not (read_file("/proc/" .. pid .. "/stat") or ""):find("^%d+ %S+ Z")
+    if C.gray_harness_kill(pid, 0) ~= 0 then
+        return false
+    end
+    local status = read_file("/proc/" .. pid .. "/status")
+    if not status then
+        return false
+    end
+    if not status:find("\nState:%s*Z") then
+        return true
+    end
+    return (tonumber(status:match("\nThreads:%s*(%d+)")) or 1) > 1
 end
 _M.process_alive = process_alive
 
