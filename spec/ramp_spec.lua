@@ -672,13 +672,15 @@ describe("the share over a reload (2 workers, the metrics dict)", function()
         assert.same({}, nginx:bad_new_log_lines())
     end)
 
-    -- N addresses in the share (percent * 100) and what each gets
-    local function members(share)
+    -- N addresses in the share (percent * 100) and out of the share below
+    -- (default 0), and what each gets
+    local function members(share, below)
         local out, i = {}, 0
         while #out < N do
             i = i + 1
             local a = ("10.78.%d.%d"):format(math.floor(i / 256), i % 256)
-            if gray_ffi.bucket(a) < share then
+            local b = gray_ffi.bucket(a)
+            if b < share and b >= (below or 0) then
                 out[#out + 1] = a
             end
         end
@@ -720,20 +722,24 @@ describe("the share over a reload (2 workers, the metrics dict)", function()
     end)
 
     it("keeps the ramp from a new worker's first decision", function()
-        -- no share first, then the ramp: right answers prove that a worker
-        -- has read the ramp (the addresses are in the 50% of before too)
-        local addrs = members(3000)
-        mc:set("gray:percent", "0")
-        harness.wait_for(function() return #answers(addrs, "@server; default") == 0 end,
-                         5, "no share")
-        mc:set("gray:ramp", os.time() .. " 30% 40%@1h")
+        -- addresses in the ramp's 60% and out of the percentage's 50%: an
+        -- answer "percent" proves that the worker giving it has read the
+        -- ramp, so the node's copy holds it, whatever the other worker
+        -- holds. (Before, the addresses were in both and a wait for "no
+        -- share" came first: it could pass on one worker's answers while
+        -- the other still had the 50% of the case before, whose answers
+        -- then passed the wait for the ramp before any worker had read it:
+        -- the new workers rightly took the node's 0% and no ramp.)
+        local addrs = members(6000, 5000)
+        mc:set("gray:percent", "50")
+        mc:set("gray:ramp", os.time() .. " 60% 70%@1h")
         harness.wait_for(function() return #answers(addrs, "@server_test; percent") == 0 end,
                          5, "the ramp")
         assert.same({}, reloads(addrs, "@server_test; percent"))
     end)
 
     it("drops a copied share the store no longer has", function()
-        -- the copy says 30% (the ramp); the ramp and the percentage are
+        -- the copy says 60% (the ramp); the ramp and the percentage are
         -- gone when the new workers start: their first refresh drops it
         local addrs = members(3000)
         mc:cmd("delete gray:ramp\r\n")
