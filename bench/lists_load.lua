@@ -228,7 +228,9 @@ local LAG_HTTP = [[
     end
     -- /proc/thread-self/schedstat: the time this thread waited runnable
     -- for a CPU; the rest of a lag, neither running nor runnable, is time
-    -- blocked (a lock such as mmap_lock, a page in)
+    -- blocked (a lock such as mmap_lock, a page in). Not always: in 3 of
+    -- 49 lags >= 20 ms that ftrace showed runnable (preempted, on the run
+    -- queue) on kernel 6.18, run_delay had not grown and this said blocked
     local function run_delay_ms()
         local f = io.open("/proc/thread-self/schedstat", "r")
         if not f then return 0 end
@@ -513,6 +515,19 @@ local function wrk_run(changes, seconds)
     while now() < t0 + seconds - 1.5 do
         harness.sleep(1)
     end
+    -- wrk's connections per worker (ss), most first: nginx hands the 16
+    -- connections out unevenly, differently in each run, and a worker that
+    -- waits for a CPU delays all of its connections' requests
+    local held = {}
+    for pid in harness.sh("ss -tnpH state established '( sport = :" .. nginx.port .. " )'"
+                          .. " 2>/dev/null"):gmatch("pid=(%d+)") do
+        held[pid] = (held[pid] or 0) + 1
+    end
+    local spread = {}
+    for _, pid in ipairs(workers) do
+        spread[#spread + 1] = held[tostring(pid)] or 0
+    end
+    table.sort(spread, function(a, b) return a > b end)
     local krun1, kwait1 = sched_ms(wrk_pids)
     local srun1, swait1 = sched_ms(softirqds)
     local wrun1, wwait1 = sched_ms(workers)
@@ -543,7 +558,7 @@ local function wrk_run(changes, seconds)
         p99 = math.max(p99, ms(text:match("99%%%s+([%d.]+)(%a+)")))
         rps = rps + tonumber(text:match("Requests/sec:%s*([%d.]+)"))
     end
-    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true),
+    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true), spread = spread,
              cpu = cpu_s(workers) - cpu0, mc_cpu = cpu_s({ mc.pid }) - mc0, sched = sched }
 end
 
@@ -574,6 +589,9 @@ end
 say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms | %+.1f ms |", busy.p99 - quiet.p99,
     busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu,
     busy.lag.blocked - quiet.lag.blocked)
+say("")
+say("wrk's connections per worker (ss, most first): %s without changes, %s with",
+    table.concat(quiet.spread, "/"), table.concat(busy.spread, "/"))
 say("")
 for _, r in ipairs({ { "no change", quiet }, { "changes", busy } }) do
     local v = r[2].sched
