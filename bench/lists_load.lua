@@ -48,7 +48,7 @@ local CACHE_TTL = os.getenv("BENCH_CACHE_TTL") or "3600"
 -- thread preempting them after 15-30 us, and their event loops waited
 -- 20-224 ms for a CPU: ftrace (sched_switch/wakeup) of 3 runs at 1M, kernel
 -- 6.18, 2 vCPUs, all 49 lags >= 20 ms of the changing runs were such waits,
--- and that placement covered 30-42 % of the changing runs against 3-10 % of
+-- and that placement covered 33-43 % of the changing runs against 4-10 % of
 -- the runs without changes. Pinned (1 run): 0 lags >= 20 ms, the longest
 -- worker wait 12 ms, but wrk's own threads waited up to 66 ms for their CPU
 -- (p99 10 ms without changes): a bench of the lists' cost, not of latency.
