@@ -12,7 +12,8 @@
 --   LUA_PATH='spec/?.lua;lua/?.lua;;' LUA_CPATH='build/?.so;;' luajit bench/lists_load.lua
 --
 -- Settings (environment): BENCH_ENTRIES (1000000), BENCH_DURATION (20 s of
--- wrk per run), BENCH_CONNECTIONS (16), BENCH_IDLE (20 s for the bytes).
+-- wrk per run), BENCH_CONNECTIONS (16), BENCH_IDLE (20 s for the bytes),
+-- BENCH_WRK_PIN (below).
 
 local harness = require "helpers.harness"
 local gray_ffi = require "gray.ffi"
@@ -38,6 +39,26 @@ local WARMUP = tonumber(os.getenv("BENCH_WARMUP") or tostring(DURATION))
 local LISTS_DIR = os.getenv("BENCH_LISTS_DIR") or "/dev/shm/gray-bench-lists-$PORT"
 local PERF = os.getenv("BENCH_PERF")
 local CACHE_TTL = os.getenv("BENCH_CACHE_TTL") or "3600"
+-- BENCH_WRK_PIN=1: wrk as one single-thread process per CPU (taskset), each
+-- with CONNS / ncpu connections; p99 and max are the worst of the processes'.
+-- With one wrk of 2 threads the scheduler at times puts both threads on one
+-- CPU beside one or two workers. nginx (a daemon: a session, so an autogroup,
+-- of its own) and wrk (this process's session) are two scheduling groups;
+-- on that CPU the workers ran about 1 % of the time, each wakeup of a wrk
+-- thread preempting them after 15-30 us, and their event loops waited
+-- 20-224 ms for a CPU: ftrace (sched_switch/wakeup) of 3 runs at 1M, kernel
+-- 6.18, 2 vCPUs, all 49 lags >= 20 ms of the changing runs were such waits,
+-- and that placement covered 33-43 % of the changing runs against 4-10 % of
+-- the runs without changes. Pinned (1 run): 0 lags >= 20 ms, the longest
+-- worker wait 12 ms, but wrk's own threads waited up to 66 ms for their CPU
+-- (p99 10 ms without changes): a bench of the lists' cost, not of latency.
+local WRK_PIN = os.getenv("BENCH_WRK_PIN")
+local WRK_CPUS = {}
+if WRK_PIN then
+    for cpu = 0, tonumber((harness.sh("nproc"))) - 1 do
+        WRK_CPUS[#WRK_CPUS + 1] = cpu
+    end
+end
 local PERF_DATA = "/dev/shm/gray-bench-lists-perf-" .. tostring(os.time()) .. ".data"
 
 local function now()
@@ -207,7 +228,9 @@ local LAG_HTTP = [[
     end
     -- /proc/thread-self/schedstat: the time this thread waited runnable
     -- for a CPU; the rest of a lag, neither running nor runnable, is time
-    -- blocked (a lock such as mmap_lock, a page in)
+    -- blocked (a lock such as mmap_lock, a page in). Not always: in 3 of
+    -- 49 lags >= 20 ms that ftrace showed runnable (preempted, on the run
+    -- queue) on kernel 6.18, run_delay had not grown and this said blocked
     local function run_delay_ms()
         local f = io.open("/proc/thread-self/schedstat", "r")
         if not f then return 0 end
@@ -434,8 +457,14 @@ end
 
 local function wrk_run(changes, seconds)
     seconds = seconds or DURATION
-    local out = scratch .. "/wrk.out"
-    os.remove(out)
+    -- BENCH_WRK_PIN=1: one wrk process (1 thread, half the connections)
+    -- pinned to each CPU, so that the scheduler never puts both of wrk's
+    -- threads on one CPU beside a worker (see WRK_PIN above)
+    local outs = {}
+    for i = 1, WRK_PIN and #WRK_CPUS or 1 do
+        outs[i] = scratch .. "/wrk.out." .. i
+        os.remove(outs[i])
+    end
     lag(nginx, true)
     local workers = workers_of(nginx)
     local cpu0, mc0 = cpu_s(workers), cpu_s({ mc.pid })
@@ -443,11 +472,17 @@ local function wrk_run(changes, seconds)
     local mrun0, mwait0 = sched_ms({ mc.pid })
     local st0 = proc_stat()
     local ms0 = stats(mc)
-    local wrk_pid = tonumber((harness.sh("wrk -t2 -c" .. CONNS .. " -d" .. seconds
-               .. "s --latency -s " .. script
-               .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out .. " 2>&1 & echo $!"))
-                             :match("%d+"))
-    local krun0, kwait0 = sched_ms({ wrk_pid })
+    local wrk_pids = {}
+    for i, out in ipairs(outs) do
+        local cmd = "wrk -t2 -c" .. CONNS
+        if WRK_PIN then
+            cmd = "taskset -c " .. WRK_CPUS[i] .. " wrk -t1 -c" .. math.floor(CONNS / #outs)
+        end
+        wrk_pids[i] = tonumber((harness.sh(cmd .. " -d" .. seconds .. "s --latency -s " .. script
+                                           .. " http://127.0.0.1:" .. nginx.port .. "/ >" .. out
+                                           .. " 2>&1 & echo $!")):match("%d+"))
+    end
+    local krun0, kwait0 = sched_ms(wrk_pids)
     local srun0, swait0 = sched_ms(softirqds)
     local t0 = now()
     if PERF and changes then
@@ -480,7 +515,20 @@ local function wrk_run(changes, seconds)
     while now() < t0 + seconds - 1.5 do
         harness.sleep(1)
     end
-    local krun1, kwait1 = sched_ms({ wrk_pid })
+    -- wrk's connections per worker (ss), most first: nginx hands the 16
+    -- connections out unevenly, differently in each run, and a worker that
+    -- waits for a CPU delays all of its connections' requests
+    local held = {}
+    for pid in harness.sh("ss -tnpH state established '( sport = :" .. nginx.port .. " )'"
+                          .. " 2>/dev/null"):gmatch("pid=(%d+)") do
+        held[pid] = (held[pid] or 0) + 1
+    end
+    local spread = {}
+    for _, pid in ipairs(workers) do
+        spread[#spread + 1] = held[tostring(pid)] or 0
+    end
+    table.sort(spread, function(a, b) return a > b end)
+    local krun1, kwait1 = sched_ms(wrk_pids)
     local srun1, swait1 = sched_ms(softirqds)
     local wrun1, wwait1 = sched_ms(workers)
     local mrun1, mwait1 = sched_ms({ mc.pid })
@@ -493,19 +541,24 @@ local function wrk_run(changes, seconds)
                     si_cpu = srun1 - srun0, si_wait = swait1 - swait0,
                     steal = st1.steal - st0.steal, softirq = st1.softirq - st0.softirq,
                     idle = st1.idle - st0.idle, span = (now() - t0) * 1000 }
-    while not (harness.read_file(out) or ""):find("Requests/sec", 1, true) do
-        assert(now() < t0 + seconds + 30, "wrk did not finish")
-        harness.sleep(1)
-    end
-    local text = harness.read_file(out)
-    assert(not text:find("Non%-2xx"), text)
     local function ms(v, unit)
         return tonumber(v) * ({ us = 0.001, ms = 1, s = 1000 })[unit]
     end
-    local max = ms(text:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
-    local p99 = ms(text:match("99%%%s+([%d.]+)(%a+)"))
-    local rps = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
-    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true),
+    -- with several wrk processes: requests/s summed, the max of their max
+    -- and of their p99 (an upper bound of the p99 of all requests)
+    local p99, max, rps = 0, 0, 0
+    for _, out in ipairs(outs) do
+        while not (harness.read_file(out) or ""):find("Requests/sec", 1, true) do
+            assert(now() < t0 + seconds + 30, "wrk did not finish")
+            harness.sleep(1)
+        end
+        local text = harness.read_file(out)
+        assert(not text:find("Non%-2xx"), text)
+        max = math.max(max, ms(text:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)")))
+        p99 = math.max(p99, ms(text:match("99%%%s+([%d.]+)(%a+)")))
+        rps = rps + tonumber(text:match("Requests/sec:%s*([%d.]+)"))
+    end
+    return { p99 = p99, max = max, rps = rps, lag = lag(nginx, true), spread = spread,
              cpu = cpu_s(workers) - cpu0, mc_cpu = cpu_s({ mc.pid }) - mc0, sched = sched }
 end
 
@@ -519,8 +572,9 @@ local quiet = wrk_run(false)
 local busy = wrk_run(changes)
 -- the last change reached every worker
 all_mapped(nginx, 4, N, N, 60)
-say("latency, 4 workers, wrk -c%d %d s (a listed id and an address per request; cache_ttl %s,"
-    .. " lists_dir %s):", CONNS, DURATION, CACHE_TTL, LISTS_DIR)
+say("latency, 4 workers, wrk -c%d%s %d s (a listed id and an address per request; cache_ttl %s,"
+    .. " lists_dir %s):", CONNS, WRK_PIN and " (one 1-thread wrk pinned to each CPU)" or "",
+    DURATION, CACHE_TTL, LISTS_DIR)
 say("")
 say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 / >= 20 ms"
     .. " | longest own CPU between two ticks | longest blocked between two ticks |")
@@ -535,6 +589,9 @@ end
 say("| added | | %+.2f ms | %+.2f ms | %+.1f ms | | %+.1f ms | %+.1f ms |", busy.p99 - quiet.p99,
     busy.max - quiet.max, busy.lag.max - quiet.lag.max, busy.lag.cpu - quiet.lag.cpu,
     busy.lag.blocked - quiet.lag.blocked)
+say("")
+say("wrk's connections per worker (ss, most first): %s without changes, %s with",
+    table.concat(quiet.spread, "/"), table.concat(busy.spread, "/"))
 say("")
 for _, r in ipairs({ { "no change", quiet }, { "changes", busy } }) do
     local v = r[2].sched

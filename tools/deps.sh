@@ -16,7 +16,7 @@ pkgs_for() {
     demo)  echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
                  memcached curl" ;;
     bench) echo "luajit2 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
-                 memcached wrk valgrind curl" ;;
+                 memcached wrk valgrind curl iproute2" ;;
     bench-import) echo "luajit2 memcached time" ;;
     fuzz)  echo "clang libclang-rt-14-dev luajit2" ;;
     *) echo "deps.sh: unknown group '$1'" >&2; exit 2 ;;
