@@ -53,6 +53,17 @@ local CACHE_TTL = os.getenv("BENCH_CACHE_TTL") or "3600"
 -- worker wait 12 ms, but wrk's own threads waited up to 66 ms for their CPU
 -- (p99 10 ms without changes): a bench of the lists' cost, not of latency.
 local WRK_PIN = os.getenv("BENCH_WRK_PIN")
+-- BENCH_SPLIT=1: the load generator off the node, as clients and the store
+-- are in production: the node (nginx's master and workers, and so the
+-- compile helpers they start) pinned to the last CPU, wrk (one thread), the
+-- change script and memcached to the others. The two scheduling groups
+-- (nginx's session, this one) then never share a CPU, and what the changes
+-- add is what the node does for them. Needs 2 CPUs or more.
+local SPLIT = os.getenv("BENCH_SPLIT")
+local NCPU = tonumber((harness.sh("nproc")))
+assert(not SPLIT or NCPU >= 2, "BENCH_SPLIT needs 2 CPUs or more")
+assert(not (SPLIT and WRK_PIN), "BENCH_SPLIT and BENCH_WRK_PIN exclude each other")
+local NODE_CPU, CLIENT_CPUS = NCPU - 1, "0-" .. (NCPU - 2)
 local WRK_CPUS = {}
 if WRK_PIN then
     for cpu = 0, tonumber((harness.sh("nproc"))) - 1 do
@@ -401,6 +412,14 @@ local nginx = harness.nginx({ servers = CONF, memcached_port = mc.port, workers 
                               log_level = "info",
                               http = LAG_HTTP })
 all_mapped(nginx, 4, N, N, 60)
+if SPLIT then
+    -- every thread of the node's processes, and of memcached (the store)
+    for _, pid in ipairs(workers_of(nginx)) do
+        harness.sh("taskset -a -p -c " .. NODE_CPU .. " " .. pid .. " >/dev/null")
+    end
+    harness.sh("taskset -a -p -c " .. NODE_CPU .. " " .. nginx:pid() .. " >/dev/null")
+    harness.sh("taskset -a -p -c " .. CLIENT_CPUS .. " " .. mc.pid .. " >/dev/null")
+end
 local script = scratch .. "/mix.lua"
 local f = assert(io.open(script, "wb"))
 f:write([[
@@ -475,7 +494,9 @@ local function wrk_run(changes, seconds)
     local wrk_pids = {}
     for i, out in ipairs(outs) do
         local cmd = "wrk -t2 -c" .. CONNS
-        if WRK_PIN then
+        if SPLIT then
+            cmd = "taskset -c " .. CLIENT_CPUS .. " wrk -t" .. (NCPU - 1) .. " -c" .. CONNS
+        elseif WRK_PIN then
             cmd = "taskset -c " .. WRK_CPUS[i] .. " wrk -t1 -c" .. math.floor(CONNS / #outs)
         end
         wrk_pids[i] = tonumber((harness.sh(cmd .. " -d" .. seconds .. "s --latency -s " .. script
@@ -509,7 +530,8 @@ local function wrk_run(changes, seconds)
         local fh = assert(io.open(script_path, "wb"))
         fh:write(table.concat(sh, "\n"), "\n")
         fh:close()
-        harness.sh("bash " .. script_path .. " >/dev/null 2>&1 & echo")
+        harness.sh((SPLIT and "taskset -c " .. CLIENT_CPUS .. " " or "") .. "bash " .. script_path
+                   .. " >/dev/null 2>&1 & echo")
     end
     -- wrk's own threads, read just before it ends
     while now() < t0 + seconds - 1.5 do
@@ -573,7 +595,9 @@ local busy = wrk_run(changes)
 -- the last change reached every worker
 all_mapped(nginx, 4, N, N, 60)
 say("latency, 4 workers, wrk -c%d%s %d s (a listed id and an address per request; cache_ttl %s,"
-    .. " lists_dir %s):", CONNS, WRK_PIN and " (one 1-thread wrk pinned to each CPU)" or "",
+    .. " lists_dir %s):", CONNS, WRK_PIN and " (one 1-thread wrk pinned to each CPU)"
+    or SPLIT and " (BENCH_SPLIT: the node on CPU " .. NODE_CPU .. ", wrk and memcached on "
+                 .. CLIENT_CPUS .. ")" or "",
     DURATION, CACHE_TTL, LISTS_DIR)
 say("")
 say("| run | req/s | p99 | max | event-loop lag, max (per worker) | lags >= 5 / >= 20 ms"
