@@ -230,18 +230,6 @@ size_t gray_names_collect(const char *text, size_t len, int ids, char *out, size
     return used;
 }
 
-size_t gray_ids_room(const char *text, size_t len)
-{
-    size_t n = 0;
-    const char *p = text, *end = text ? text + len : NULL;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        n++;
-        p = nl ? nl + 1 : end;
-    }
-    return n;
-}
-
 static void note(uint32_t *count, uint32_t *lines, uint32_t line)
 {
     if (*count < GRAY_IMAGE_REPORT)
@@ -249,11 +237,21 @@ static void note(uint32_t *count, uint32_t *lines, uint32_t line)
     (*count)++;
 }
 
-int gray_ids_parse(const char *text, size_t len, const char *names, size_t names_len,
-                   uint32_t unknown, gray_id_entry_t *e, size_t cap, gray_image_stats_t *st)
+/* Byte classes of an id line (split()'s, in one table): a field ends at a
+ * blank or a stop; '\n' ends the line, '#' what is read of it. */
+#define C_FIELD 0
+#define C_BLANK 1
+#define C_STOP  2
+static const uint8_t id_class[256] = {
+    [' '] = C_BLANK, ['\t'] = C_BLANK, ['\r'] = C_BLANK, ['\v'] = C_BLANK, ['\f'] = C_BLANK,
+    ['\n'] = C_STOP, ['#'] = C_STOP,
+};
+
+long gray_ids_parse(const gray_id_text_t *text, const char *names, size_t names_len,
+                    uint32_t unknown, gray_id_entry_t **entries, size_t *cap,
+                    gray_image_stats_t *st)
 {
-    if (len > GRAY_RANGES_TEXT_MAX || (text == NULL && len > 0) ||
-        unknown > GRAY_TARGETS_MAX || gray_names_check(names, names_len) == 0)
+    if (unknown > GRAY_TARGETS_MAX || gray_names_check(names, names_len) == 0)
         return GRAY_EINVAL;
     names_table_t *t = malloc(sizeof *t);
     if (t == NULL)
@@ -261,58 +259,84 @@ int gray_ids_parse(const char *text, size_t len, const char *names, size_t names
     names_load(t, names, names_len);
 
     size_t n = 0;
-    const char *p = text, *end = text ? text + len : NULL;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *eol = nl ? nl : end;
-        uint32_t line = ++st->lines;
-        fields_t fl;
-        split(p, eol, 1, &fl);
-        p = nl ? nl + 1 : end;
-        if (fl.n == 0)
-            continue;   /* blank or comment */
-        if (fl.n == 3 || fl.len[0] > GRAY_ID_MAX ||
-            (fl.n == 2 && !gray_target_name_ok(fl.f[1], fl.len[1]))) {
-            note(&st->bad, st->bad_lines, line);
-            continue;
-        }
-        uint32_t target = fl.n == 2 ? name_find(t, fl.f[1], fl.len[1]) : 1;
-        if (target == 0) {
-            note(&st->unknown, st->unknown_lines, line);
-            if (unknown == 0)
+    gray_id_entry_t *e = *entries;
+    for (size_t k = 0; k < text->nparts; k++) {
+        const char *base = text->parts[k].buf;
+        const char *p = base, *end = base + text->parts[k].len;
+        while (p < end) {
+            uint32_t line = ++st->lines;
+            fields_t fl;
+            fl.n = 0;
+            const char *q = p;
+            while (fl.n < 3) {
+                while (q < end && id_class[(unsigned char)*q] == C_BLANK)
+                    q++;
+                if (q == end || id_class[(unsigned char)*q] == C_STOP)
+                    break;
+                fl.f[fl.n] = q;
+                while (q < end && id_class[(unsigned char)*q] == C_FIELD)
+                    q++;
+                fl.len[fl.n] = (size_t)(q - fl.f[fl.n]);
+                fl.n++;
+            }
+            if (q < end && *q == '\n') {
+                p = q + 1;
+            } else {
+                const char *nl = q < end ? memchr(q, '\n', (size_t)(end - q)) : NULL;
+                p = nl ? nl + 1 : end;
+            }
+            if (fl.n == 0)
+                continue;   /* blank or comment */
+            if (fl.n == 3 || fl.len[0] > GRAY_ID_MAX ||
+                (fl.n == 2 && !gray_target_name_ok(fl.f[1], fl.len[1]))) {
+                note(&st->bad, st->bad_lines, line);
                 continue;
-            target = unknown;
+            }
+            uint32_t target = fl.n == 2 ? name_find(t, fl.f[1], fl.len[1]) : 1;
+            if (target == 0) {
+                note(&st->unknown, st->unknown_lines, line);
+                if (unknown == 0)
+                    continue;
+                target = unknown;
+            }
+            st->taken++;
+            if (n == *cap) {
+                size_t more = *cap ? 2 * *cap : 4096;
+                gray_id_entry_t *g = gray_big_grow(e, *cap * sizeof *e, more * sizeof *e);
+                if (g == NULL) {
+                    free(t);
+                    return GRAY_ENOMEM;
+                }
+                *entries = e = g;
+                *cap = more;
+            }
+            gray_id_entry_t *x = &e[n++];
+            x->hash = gray_image_hash(fl.f[0], fl.len[0]);
+            x->off = (uint32_t)(text->start[k] + (uint64_t)(fl.f[0] - base));
+            x->len = (uint8_t)fl.len[0];
+            x->target = (uint8_t)target;
+            x->reserved = (uint16_t)k;
         }
-        st->taken++;
-        if (n == cap) {
-            free(t);
-            return GRAY_ESPACE;
-        }
-        gray_id_entry_t *x = &e[n++];
-        x->hash = gray_image_hash(fl.f[0], fl.len[0]);
-        x->off = (uint32_t)(fl.f[0] - text);
-        x->len = (uint8_t)fl.len[0];
-        x->target = (uint8_t)target;
-        x->reserved = 0;
     }
     free(t);
-    return (int)n;   /* < len / 2 <= GRAY_RANGES_TEXT_MAX / 2 */
+    return (long)n;   /* < len / 2 <= GRAY_RANGES_TEXT_MAX / 2 */
 }
 
 /* ---- sorting ----------------------------------------------------------------- */
 
 #define SMALL_BUCKET 24   /* buckets up to this size get an insertion sort */
 
-static _Thread_local const char *sort_text;
+static _Thread_local const gray_id_text_t *sort_text;
 
 /* hash, then the bytes (length first), then the line (off grows with it) */
-static inline int id_cmp(const gray_id_entry_t *a, const gray_id_entry_t *b, const char *text)
+static inline int id_cmp(const gray_id_entry_t *a, const gray_id_entry_t *b,
+                         const gray_id_text_t *text)
 {
     if (a->hash != b->hash)
         return a->hash < b->hash ? -1 : 1;
     if (a->len != b->len)
         return a->len < b->len ? -1 : 1;
-    int c = memcmp(text + a->off, text + b->off, a->len);
+    int c = memcmp(gray_id_bytes(text, a), gray_id_bytes(text, b), a->len);
     if (c != 0)
         return c;
     return a->off < b->off ? -1 : a->off > b->off;
@@ -323,10 +347,11 @@ static int id_qcmp(const void *a, const void *b)
     return id_cmp(a, b, sort_text);
 }
 
-static inline int same_id(const gray_id_entry_t *a, const gray_id_entry_t *b, const char *text)
+static inline int same_id(const gray_id_entry_t *a, const gray_id_entry_t *b,
+                          const gray_id_text_t *text)
 {
     return a->hash == b->hash && a->len == b->len &&
-           memcmp(text + a->off, text + b->off, a->len) == 0;
+           memcmp(gray_id_bytes(text, a), gray_id_bytes(text, b), a->len) == 0;
 }
 
 static inline uint32_t bucket_of(uint64_t hash, unsigned bits)
@@ -334,24 +359,24 @@ static inline uint32_t bucket_of(uint64_t hash, unsigned bits)
     return bits ? (uint32_t)(hash >> (64 - bits)) : 0;
 }
 
-/* A counting sort on the hash's top bits (stable, O(n)), then each bucket
- * sorted: a few entries by insertion, a crowded one (many equal ids) by
- * qsort. */
-long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_int *cancel)
+/* A counting sort on the hash's top bits (stable, O(n)) from e into out,
+ * then each bucket sorted in out: a few entries by insertion, a crowded
+ * one (many equal ids) by qsort; equal ids leave their last line. */
+long gray_ids_sort(const gray_id_entry_t *e, size_t n, gray_id_entry_t *out,
+                   const gray_id_text_t *text, const atomic_int *cancel)
 {
-    if (n < 2)
+    if (n < 2) {
+        if (n == 1)
+            out[0] = e[0];
         return (long)n;
+    }
     unsigned bits = 0;
     while (bits < GRAY_ID_INDEX_BITS_MAX && ((size_t)2 << bits) <= n)
         bits++;
     size_t nb = (size_t)1 << bits;
     uint32_t *end_at = gray_big_alloc((nb + 1) * sizeof *end_at);
-    gray_id_entry_t *tmp = gray_big_alloc(n * sizeof *tmp);
-    if (end_at == NULL || tmp == NULL) {
-        gray_big_free(end_at);
-        gray_big_free(tmp);
+    if (end_at == NULL)
         return GRAY_ENOMEM;
-    }
     for (size_t i = 0; i < n; i++)
         end_at[bucket_of(e[i].hash, bits)]++;
     uint32_t sum = 0;
@@ -361,18 +386,17 @@ long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_
     }
     end_at[nb] = (uint32_t)n;
     for (size_t i = n; i-- > 0;)
-        tmp[--end_at[bucket_of(e[i].hash, bits)]] = e[i];
+        out[--end_at[bucket_of(e[i].hash, bits)]] = e[i];
     /* end_at[b] is now where bucket b starts */
     if (cancel && atomic_load(cancel)) {
         gray_big_free(end_at);
-        gray_big_free(tmp);
         return GRAY_ECANCELED;
     }
 
-    size_t out = 0;
+    size_t kept = 0;
     for (size_t b = 0; b < nb; b++) {
         size_t lo = end_at[b], hi = end_at[b + 1];
-        gray_id_entry_t *a = tmp + lo;
+        gray_id_entry_t *a = out + lo;
         size_t cnt = hi - lo;
         if (cnt > SMALL_BUCKET) {
             sort_text = text;
@@ -388,16 +412,15 @@ long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_
                 a[k] = x;
             }
         }
-        /* of equal ids, the last line (the largest offset) wins */
+        /* of equal ids, the last line (the largest offset) wins; kept <= lo + i */
         for (size_t i = 0; i < cnt; i++) {
             if (i + 1 < cnt && same_id(&a[i], &a[i + 1], text))
                 continue;
-            e[out++] = a[i];
+            out[kept++] = a[i];
         }
     }
     gray_big_free(end_at);
-    gray_big_free(tmp);
-    return (long)out;
+    return (long)kept;
 }
 
 unsigned gray_ids_index_bits(size_t n)
