@@ -327,8 +327,11 @@ static gray_always_inline void sort_entries(void *base, size_t n, size_t size, l
 #ifndef GRAY_RADIX_MIN
 #define GRAY_RADIX_MIN 512
 #endif
+#ifndef RADIX_BITS
 #define RADIX_BITS 11
+#endif
 #define RADIX_SIZE (1u << RADIX_BITS)
+#define RADIX_DIGITS ((32 + RADIX_BITS - 1) / RADIX_BITS)
 #define BUCKET6_BITS 16
 
 static gray_always_inline uint32_t digit4(uint32_t lo, unsigned d)
@@ -342,16 +345,15 @@ void gray_rangeset_sort4(gray_rentry4_t *e, size_t n, gray_rentry4_t *scratch)
         sort_entries(e, n, sizeof *e, rentry4_less);
         return;
     }
-    uint32_t count[3][RADIX_SIZE];
+    uint32_t count[RADIX_DIGITS][RADIX_SIZE];
     memset(count, 0, sizeof count);
     for (size_t i = 0; i < n; i++) {
         uint32_t lo = e[i].lo;
-        count[0][digit4(lo, 0)]++;
-        count[1][digit4(lo, 1)]++;
-        count[2][digit4(lo, 2)]++;
+        for (unsigned d = 0; d < RADIX_DIGITS; d++)
+            count[d][digit4(lo, d)]++;
     }
     gray_rentry4_t *src = e, *dst = scratch;
-    for (unsigned d = 0; d < 3; d++) {
+    for (unsigned d = 0; d < RADIX_DIGITS; d++) {
         uint32_t *c = count[d];
         if (c[digit4(src[0].lo, d)] == n)
             continue;   /* every entry has this digit */
