@@ -359,9 +359,42 @@ static inline uint32_t bucket_of(uint64_t hash, unsigned bits)
     return bits ? (uint32_t)(hash >> (64 - bits)) : 0;
 }
 
-/* A counting sort on the hash's top bits (stable, O(n)) from e into out,
- * then each bucket sorted in out: a few entries by insertion, a crowded
- * one (many equal ids) by qsort; equal ids leave their last line. */
+/* Sorts a bucket's few entries by insertion, a crowded one (many equal
+ * ids) by qsort, then appends it to out at *kept without the equal ids
+ * but the last line's (kept never passes a's place when a is in out). */
+static void sort_bucket(gray_id_entry_t *a, size_t cnt, gray_id_entry_t *out, size_t *kept,
+                        const gray_id_text_t *text)
+{
+    if (cnt > SMALL_BUCKET) {
+        sort_text = text;
+        qsort(a, cnt, sizeof *a, id_qcmp);
+    } else {
+        for (size_t i = 1; i < cnt; i++) {
+            gray_id_entry_t x = a[i];
+            size_t k = i;
+            while (k > 0 && id_cmp(&x, &a[k - 1], text) < 0) {
+                a[k] = a[k - 1];
+                k--;
+            }
+            a[k] = x;
+        }
+    }
+    /* of equal ids, the last line (the largest offset) wins */
+    for (size_t i = 0; i < cnt; i++) {
+        if (i + 1 < cnt && same_id(&a[i], &a[i + 1], text))
+            continue;
+        out[(*kept)++] = a[i];
+    }
+}
+
+#define TOP_BITS 8   /* the first pass's buckets: 256 write streams */
+
+/* Buckets on the hash's top bits (about 2 ids each), in two counting
+ * passes: the top TOP_BITS from e into out (few streams: the writes stay
+ * in the TLB and the cache's lines), then each such bucket's next bits
+ * into tmp (a bucket of 1M / 256 ids stays in the L2 cache), where each
+ * small bucket is sorted and written back to out. O(n); the order is the
+ * whole of id_cmp's, so the buckets' bounds change nothing. */
 long gray_ids_sort(const gray_id_entry_t *e, size_t n, gray_id_entry_t *out,
                    const gray_id_text_t *text, const atomic_int *cancel)
 {
@@ -373,53 +406,62 @@ long gray_ids_sort(const gray_id_entry_t *e, size_t n, gray_id_entry_t *out,
     unsigned bits = 0;
     while (bits < GRAY_ID_INDEX_BITS_MAX && ((size_t)2 << bits) <= n)
         bits++;
-    size_t nb = (size_t)1 << bits;
-    uint32_t *end_at = gray_big_alloc((nb + 1) * sizeof *end_at);
-    if (end_at == NULL)
-        return GRAY_ENOMEM;
+    unsigned top = bits < TOP_BITS ? bits : TOP_BITS, low = bits - top;
+    size_t ntop = (size_t)1 << top, nlow = (size_t)1 << low;
+    size_t start[(1u << TOP_BITS) + 1];
+    memset(start, 0, sizeof start);
     for (size_t i = 0; i < n; i++)
-        end_at[bucket_of(e[i].hash, bits)]++;
-    uint32_t sum = 0;
-    for (size_t b = 0; b < nb; b++) {
-        sum += end_at[b];
-        end_at[b] = sum;
+        start[bucket_of(e[i].hash, top) + 1]++;
+    size_t widest = 0;
+    for (size_t b = 1; b <= ntop; b++) {
+        widest = start[b] > widest ? start[b] : widest;
+        start[b] += start[b - 1];
     }
-    end_at[nb] = (uint32_t)n;
-    for (size_t i = n; i-- > 0;)
-        out[--end_at[bucket_of(e[i].hash, bits)]] = e[i];
-    /* end_at[b] is now where bucket b starts */
+    uint32_t *at = gray_big_alloc((nlow + 1) * sizeof *at);
+    gray_id_entry_t *tmp = gray_big_alloc(widest * sizeof *tmp);
+    if (at == NULL || tmp == NULL) {
+        gray_big_free(at);
+        gray_big_free(tmp);
+        return GRAY_ENOMEM;
+    }
+    size_t fill[1u << TOP_BITS];
+    memcpy(fill, start, ntop * sizeof fill[0]);
+    for (size_t i = 0; i < n; i++)
+        out[fill[bucket_of(e[i].hash, top)]++] = e[i];
     if (cancel && atomic_load(cancel)) {
-        gray_big_free(end_at);
+        gray_big_free(at);
+        gray_big_free(tmp);
         return GRAY_ECANCELED;
     }
 
     size_t kept = 0;
-    for (size_t b = 0; b < nb; b++) {
-        size_t lo = end_at[b], hi = end_at[b + 1];
-        gray_id_entry_t *a = out + lo;
-        size_t cnt = hi - lo;
-        if (cnt > SMALL_BUCKET) {
-            sort_text = text;
-            qsort(a, cnt, sizeof *a, id_qcmp);
-        } else {
-            for (size_t i = 1; i < cnt; i++) {
-                gray_id_entry_t x = a[i];
-                size_t k = i;
-                while (k > 0 && id_cmp(&x, &a[k - 1], text) < 0) {
-                    a[k] = a[k - 1];
-                    k--;
-                }
-                a[k] = x;
-            }
+    for (size_t t = 0; t < ntop; t++) {
+        const gray_id_entry_t *a = out + start[t];
+        size_t m = start[t + 1] - start[t];
+        if (m < 2) {
+            if (m == 1)
+                out[kept++] = a[0];
+            continue;
         }
-        /* of equal ids, the last line (the largest offset) wins; kept <= lo + i */
-        for (size_t i = 0; i < cnt; i++) {
-            if (i + 1 < cnt && same_id(&a[i], &a[i + 1], text))
-                continue;
-            out[kept++] = a[i];
+        /* the next low bits: where each sub-bucket starts in tmp */
+        memset(at, 0, (nlow + 1) * sizeof *at);
+        for (size_t i = 0; i < m; i++)
+            at[(bucket_of(a[i].hash, bits) & (nlow - 1)) + 1]++;
+        for (size_t b = 1; b <= nlow; b++)
+            at[b] += at[b - 1];
+        for (size_t i = 0; i < m; i++)
+            tmp[at[bucket_of(a[i].hash, bits) & (nlow - 1)]++] = a[i];
+        /* at[b] is now where sub-bucket b ends */
+        size_t lo = 0;
+        for (size_t b = 0; b < nlow; b++) {
+            size_t hi = at[b];
+            if (hi > lo)
+                sort_bucket(tmp + lo, hi - lo, out, &kept, text);
+            lo = hi;
         }
     }
-    gray_big_free(end_at);
+    gray_big_free(at);
+    gray_big_free(tmp);
     return (long)kept;
 }
 
