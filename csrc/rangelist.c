@@ -75,49 +75,58 @@ static const uint8_t range_class[256] = {
 };
 
 /* A strict dotted quad with an optional "/prefix" (1..3 digits, no leading
- * zero, at most 32): the usual line, parsed in one pass. 1 and *lo, *hi
- * when the field is one; 0 for anything else, which gray_cidr_parse()
- * then decides as it always did (so both agree on every field). */
-static gray_always_inline int quick_v4(const char *s, size_t len, uint32_t *lo, uint32_t *hi)
+ * zero, at most 32) as the whole field starting at s: the usual line,
+ * parsed as it is scanned. Past the field, and *lo, *hi, when the field is
+ * one; NULL for anything else, which the field's scan and
+ * gray_cidr_parse() then decide as they always did (so both agree on
+ * every field). */
+static gray_always_inline const char *quick_v4(const char *s, const char *end, uint32_t *lo,
+                                               uint32_t *hi)
 {
-    const char *p = s, *end = s + len;
+    const char *p = s;
     uint32_t ip = 0;
     for (int part = 0; part < 4; part++) {
         if (part > 0) {
             if (p == end || *p != '.')
-                return 0;
+                return NULL;
             p++;
         }
         if (p == end || !gray_is_digit(*p))
-            return 0;
+            return NULL;
         unsigned v = (unsigned)(*p++ - '0');
         if (p != end && gray_is_digit(*p)) {
             if (v == 0)
-                return 0;
+                return NULL;
             v = v * 10 + (unsigned)(*p++ - '0');
             if (p != end && gray_is_digit(*p)) {
                 v = v * 10 + (unsigned)(*p++ - '0');
                 if (v > 255)
-                    return 0;
+                    return NULL;
             }
         }
         ip = ip << 8 | v;
     }
     unsigned prefix = 32;
-    if (p != end) {
-        if (*p++ != '/' || p == end || end - p > 2 || !gray_is_digit(*p) ||
-            (end - p == 2 && (*p == '0' || !gray_is_digit(p[1]))))
-            return 0;
-        prefix = (unsigned)(*p - '0');
-        if (end - p == 2)
-            prefix = prefix * 10 + (unsigned)(p[1] - '0');
-        if (prefix > 32)
-            return 0;
+    if (p != end && *p == '/') {
+        p++;
+        if (p == end || !gray_is_digit(*p))
+            return NULL;
+        prefix = (unsigned)(*p++ - '0');
+        if (p != end && gray_is_digit(*p)) {
+            if (prefix == 0)
+                return NULL;
+            prefix = prefix * 10 + (unsigned)(*p++ - '0');
+            if (prefix > 32)
+                return NULL;
+        }
     }
+    /* the field ends here, or it is something else */
+    if (p != end && range_class[(unsigned char)*p] == C_FIELD)
+        return NULL;
     uint32_t mask = prefix == 0 ? 0 : ~(uint32_t)0 << (32 - prefix);
     *lo = ip & mask;
     *hi = ip | ~mask;
-    return 1;
+    return p;
 }
 
 /* Room for one more entry of the family: grown (doubled) when the arrays
@@ -166,14 +175,22 @@ int gray_ranges_parse_more(const char *text, size_t len, const char *names, size
         size_t flen[3] = {0, 0, 0};
         int nfields = 0;
         const char *q = p;
+        uint32_t lo4 = 0, hi4 = 0;
+        int v4 = 0;
         while (nfields < 3) {
             while (q < end && range_class[(unsigned char)*q] == C_BLANK)
                 q++;
             if (q == end || range_class[(unsigned char)*q] == C_STOP)
                 break;
             field[nfields] = q;
-            while (q < end && range_class[(unsigned char)*q] == C_FIELD)
-                q++;
+            const char *past = nfields == 0 ? quick_v4(q, end, &lo4, &hi4) : NULL;
+            if (past != NULL) {
+                v4 = 1;
+                q = past;
+            } else {
+                while (q < end && range_class[(unsigned char)*q] == C_FIELD)
+                    q++;
+            }
             flen[nfields] = (size_t)(q - field[nfields]);
             nfields++;
         }
@@ -188,8 +205,6 @@ int gray_ranges_parse_more(const char *text, size_t len, const char *names, size
 
         gray_range_t r[2];
         size_t nr = 0;
-        uint32_t lo4 = 0, hi4 = 0;
-        int v4 = nfields < 3 && quick_v4(field[0], flen[0], &lo4, &hi4);
         int bad = nfields == 3 ||
                   (!v4 && (gray_cidr_parse(field[0], flen[0], r, &nr) < 0 || nr == 0));
         if (!bad && nfields == 2)
