@@ -174,6 +174,28 @@ void *gray_big_grow(void *p, size_t old, size_t size)
     return q + BIG_HEADER;
 }
 
+/* The pages of [p, p + len) inside a gray_big_alloc() block, made at once
+ * (one call) for a region the compile writes whole: cheaper than a page
+ * fault each. A hint: nothing happens where the kernel has no
+ * MADV_POPULATE_WRITE (before 5.14), nor under ASan (calloc'ed). */
+void gray_big_populate(void *p, size_t len)
+{
+#if !defined(BIG_FROM_MALLOC) && defined(MADV_POPULATE_WRITE)
+    static size_t page;
+    if (page == 0) {
+        long ps = sysconf(_SC_PAGESIZE);
+        page = ps > 0 ? (size_t)ps : 4096;
+    }
+    if (len < page)
+        return;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1), b = (uintptr_t)p + len;
+    (void)madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)len;
+#endif
+}
+
 /* The deferral list of the calling thread (a compile job's), or NULL. */
 static _Thread_local gray_big_defer_t *big_defer;
 
@@ -388,6 +410,7 @@ static int build_ids(const gray_id_text_t *text, const char *names, size_t names
         gray_big_free(e);
         return GRAY_ENOMEM;
     }
+    gray_big_populate(buf + index_off, (size_t)(at_max - index_off) + (size_t)parsed * sizeof *e);
     gray_id_entry_t *dst = (gray_id_entry_t *)(void *)(buf + at_max);
     long n = gray_ids_sort(e, (size_t)parsed, dst, text, cancel);
     gray_big_free(e);
@@ -495,6 +518,7 @@ static int build_ranges(const gray_id_text_t *text, const char *names, size_t na
     gray_rangeset_t set;
     memset(&set, 0, sizeof set);
     size_t m4 = 0, m6 = 0;
+    gray_big_populate(buf + h.v4_off, n4 * sizeof(gray_rentry4_t));
     gray_rangeset_sort4(o.e4, n4, (gray_rentry4_t *)(void *)(buf + h.v4_off));
     set.v4 = (gray_run4_t *)(void *)(buf + h.v4_off);
     rc = gray_rangeset_sweep4(o.e4, n4, set.v4, &m4);
@@ -502,6 +526,7 @@ static int build_ranges(const gray_id_text_t *text, const char *names, size_t na
         goto done;
     h.v6_off = align8(h.v4_off + (uint64_t)m4 * RUN4_BYTES);
     clear_gap(buf, h.v4_off + (uint64_t)m4 * RUN4_BYTES, h.v6_off);
+    gray_big_populate(buf + h.v6_off, n6 * sizeof(gray_rentry6_t));
     gray_rangeset_sort6(o.e6, n6, (gray_rentry6_t *)(void *)(buf + h.v6_off));
     set.v6 = (gray_run6_t *)(void *)(buf + h.v6_off);
     rc = gray_rangeset_sweep6(o.e6, n6, set.v6, &m6);

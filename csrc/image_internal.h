@@ -93,6 +93,10 @@ int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_en
 void *gray_big_alloc(size_t size);
 void gray_big_free(void *p);
 
+/* Makes the pages of [p, p + len), inside a gray_big_alloc() block, at
+ * once: for a region about to be written whole. */
+void gray_big_populate(void *p, size_t len);
+
 /* p (gray_big_alloc'ed, old bytes, or NULL and 0) grown to size bytes, the
  * new ones zero: moved by mremap, not copied. NULL when out of memory (p
  * is then still valid). */
