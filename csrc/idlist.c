@@ -52,8 +52,10 @@ static inline uint64_t fmix64(uint64_t k)
 }
 
 /* One lane of murmur3 x64: 8 bytes a step, the tail as a last block. Only
- * the image format needs it to stay the same, not any other program. */
-uint64_t gray_image_hash(const char *buf, size_t len)
+ * the image format needs it to stay the same, not any other program. The
+ * tail is read as 8 bytes and masked when 8 are readable before limit (a
+ * list's part: its ids are mostly shorter than 8 bytes). */
+static gray_always_inline uint64_t image_hash(const char *buf, size_t len, const char *limit)
 {
     const unsigned char *p = (const unsigned char *)buf;
     uint64_t h = HASH_SEED ^ (uint64_t)len;
@@ -64,11 +66,20 @@ uint64_t gray_image_hash(const char *buf, size_t len)
     }
     if (left > 0) {
         uint64_t k = 0;
-        for (size_t i = left; i-- > 0;)
-            k = k << 8 | p[i];
+        if ((size_t)((const unsigned char *)limit - p) >= 8) {
+            k = load_le64(p) & (((uint64_t)1 << (8 * left)) - 1);
+        } else {
+            for (size_t i = left; i-- > 0;)
+                k = k << 8 | p[i];
+        }
         h ^= hash_block(k);
     }
     return fmix64(h);
+}
+
+uint64_t gray_image_hash(const char *buf, size_t len)
+{
+    return image_hash(buf, len, buf + len);
 }
 
 /* ---- target names ----------------------------------------------------------- */
@@ -260,6 +271,9 @@ long gray_ids_parse(const gray_id_text_t *text, const char *names, size_t names_
 
     size_t n = 0;
     gray_id_entry_t *e = *entries;
+    const char *last = NULL;
+    size_t last_len = 0;
+    uint32_t last_index = 0;
     for (size_t k = 0; k < text->nparts; k++) {
         const char *base = text->parts[k].buf;
         const char *p = base, *end = base + text->parts[k].len;
@@ -292,7 +306,16 @@ long gray_ids_parse(const gray_id_text_t *text, const char *names, size_t names_
                 note(&st->bad, st->bad_lines, line);
                 continue;
             }
-            uint32_t target = fl.n == 2 ? name_find(t, fl.f[1], fl.len[1]) : 1;
+            uint32_t target = 1;
+            if (fl.n == 2) {   /* the last line's name again: its index again */
+                if (last == NULL || fl.len[1] != last_len ||
+                    memcmp(fl.f[1], last, last_len) != 0) {
+                    last = fl.f[1];
+                    last_len = fl.len[1];
+                    last_index = name_find(t, fl.f[1], fl.len[1]);
+                }
+                target = last_index;
+            }
             if (target == 0) {
                 note(&st->unknown, st->unknown_lines, line);
                 if (unknown == 0)
@@ -311,7 +334,7 @@ long gray_ids_parse(const gray_id_text_t *text, const char *names, size_t names_
                 *cap = more;
             }
             gray_id_entry_t *x = &e[n++];
-            x->hash = gray_image_hash(fl.f[0], fl.len[0]);
+            x->hash = image_hash(fl.f[0], fl.len[0], end);
             x->off = (uint32_t)(text->start[k] + (uint64_t)(fl.f[0] - base));
             x->len = (uint8_t)fl.len[0];
             x->target = (uint8_t)target;
