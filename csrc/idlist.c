@@ -52,8 +52,10 @@ static inline uint64_t fmix64(uint64_t k)
 }
 
 /* One lane of murmur3 x64: 8 bytes a step, the tail as a last block. Only
- * the image format needs it to stay the same, not any other program. */
-uint64_t gray_image_hash(const char *buf, size_t len)
+ * the image format needs it to stay the same, not any other program. The
+ * tail is read as 8 bytes and masked when 8 are readable before limit (a
+ * list's part: its ids are mostly shorter than 8 bytes). */
+static gray_always_inline uint64_t image_hash(const char *buf, size_t len, const char *limit)
 {
     const unsigned char *p = (const unsigned char *)buf;
     uint64_t h = HASH_SEED ^ (uint64_t)len;
@@ -64,11 +66,20 @@ uint64_t gray_image_hash(const char *buf, size_t len)
     }
     if (left > 0) {
         uint64_t k = 0;
-        for (size_t i = left; i-- > 0;)
-            k = k << 8 | p[i];
+        if ((size_t)((const unsigned char *)limit - p) >= 8) {
+            k = load_le64(p) & (((uint64_t)1 << (8 * left)) - 1);
+        } else {
+            for (size_t i = left; i-- > 0;)
+                k = k << 8 | p[i];
+        }
         h ^= hash_block(k);
     }
     return fmix64(h);
+}
+
+uint64_t gray_image_hash(const char *buf, size_t len)
+{
+    return image_hash(buf, len, buf + len);
 }
 
 /* ---- target names ----------------------------------------------------------- */
@@ -230,18 +241,6 @@ size_t gray_names_collect(const char *text, size_t len, int ids, char *out, size
     return used;
 }
 
-size_t gray_ids_room(const char *text, size_t len)
-{
-    size_t n = 0;
-    const char *p = text, *end = text ? text + len : NULL;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        n++;
-        p = nl ? nl + 1 : end;
-    }
-    return n;
-}
-
 static void note(uint32_t *count, uint32_t *lines, uint32_t line)
 {
     if (*count < GRAY_IMAGE_REPORT)
@@ -249,11 +248,21 @@ static void note(uint32_t *count, uint32_t *lines, uint32_t line)
     (*count)++;
 }
 
-int gray_ids_parse(const char *text, size_t len, const char *names, size_t names_len,
-                   uint32_t unknown, gray_id_entry_t *e, size_t cap, gray_image_stats_t *st)
+/* Byte classes of an id line (split()'s, in one table): a field ends at a
+ * blank or a stop; '\n' ends the line, '#' what is read of it. */
+#define C_FIELD 0
+#define C_BLANK 1
+#define C_STOP  2
+static const uint8_t id_class[256] = {
+    [' '] = C_BLANK, ['\t'] = C_BLANK, ['\r'] = C_BLANK, ['\v'] = C_BLANK, ['\f'] = C_BLANK,
+    ['\n'] = C_STOP, ['#'] = C_STOP,
+};
+
+long gray_ids_parse(const gray_id_text_t *text, const char *names, size_t names_len,
+                    uint32_t unknown, gray_id_entry_t **entries, size_t *cap,
+                    gray_image_stats_t *st)
 {
-    if (len > GRAY_RANGES_TEXT_MAX || (text == NULL && len > 0) ||
-        unknown > GRAY_TARGETS_MAX || gray_names_check(names, names_len) == 0)
+    if (unknown > GRAY_TARGETS_MAX || gray_names_check(names, names_len) == 0)
         return GRAY_EINVAL;
     names_table_t *t = malloc(sizeof *t);
     if (t == NULL)
@@ -261,58 +270,96 @@ int gray_ids_parse(const char *text, size_t len, const char *names, size_t names
     names_load(t, names, names_len);
 
     size_t n = 0;
-    const char *p = text, *end = text ? text + len : NULL;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *eol = nl ? nl : end;
-        uint32_t line = ++st->lines;
-        fields_t fl;
-        split(p, eol, 1, &fl);
-        p = nl ? nl + 1 : end;
-        if (fl.n == 0)
-            continue;   /* blank or comment */
-        if (fl.n == 3 || fl.len[0] > GRAY_ID_MAX ||
-            (fl.n == 2 && !gray_target_name_ok(fl.f[1], fl.len[1]))) {
-            note(&st->bad, st->bad_lines, line);
-            continue;
-        }
-        uint32_t target = fl.n == 2 ? name_find(t, fl.f[1], fl.len[1]) : 1;
-        if (target == 0) {
-            note(&st->unknown, st->unknown_lines, line);
-            if (unknown == 0)
+    gray_id_entry_t *e = *entries;
+    const char *last = NULL;
+    size_t last_len = 0;
+    uint32_t last_index = 0;
+    for (size_t k = 0; k < text->nparts; k++) {
+        const char *base = text->parts[k].buf;
+        const char *p = base, *end = base + text->parts[k].len;
+        while (p < end) {
+            uint32_t line = ++st->lines;
+            fields_t fl;
+            fl.n = 0;
+            const char *q = p;
+            while (fl.n < 3) {
+                while (q < end && id_class[(unsigned char)*q] == C_BLANK)
+                    q++;
+                if (q == end || id_class[(unsigned char)*q] == C_STOP)
+                    break;
+                fl.f[fl.n] = q;
+                while (q < end && id_class[(unsigned char)*q] == C_FIELD)
+                    q++;
+                fl.len[fl.n] = (size_t)(q - fl.f[fl.n]);
+                fl.n++;
+            }
+            if (q < end && *q == '\n') {
+                p = q + 1;
+            } else {
+                const char *nl = q < end ? memchr(q, '\n', (size_t)(end - q)) : NULL;
+                p = nl ? nl + 1 : end;
+            }
+            if (fl.n == 0)
+                continue;   /* blank or comment */
+            if (fl.n == 3 || fl.len[0] > GRAY_ID_MAX ||
+                (fl.n == 2 && !gray_target_name_ok(fl.f[1], fl.len[1]))) {
+                note(&st->bad, st->bad_lines, line);
                 continue;
-            target = unknown;
+            }
+            uint32_t target = 1;
+            if (fl.n == 2) {   /* the last line's name again: its index again */
+                if (last == NULL || fl.len[1] != last_len ||
+                    memcmp(fl.f[1], last, last_len) != 0) {
+                    last = fl.f[1];
+                    last_len = fl.len[1];
+                    last_index = name_find(t, fl.f[1], fl.len[1]);
+                }
+                target = last_index;
+            }
+            if (target == 0) {
+                note(&st->unknown, st->unknown_lines, line);
+                if (unknown == 0)
+                    continue;
+                target = unknown;
+            }
+            st->taken++;
+            if (n == *cap) {
+                size_t more = *cap ? 2 * *cap : 4096;
+                gray_id_entry_t *g = gray_big_grow(e, *cap * sizeof *e, more * sizeof *e);
+                if (g == NULL) {
+                    free(t);
+                    return GRAY_ENOMEM;
+                }
+                *entries = e = g;
+                *cap = more;
+            }
+            gray_id_entry_t *x = &e[n++];
+            x->hash = image_hash(fl.f[0], fl.len[0], end);
+            x->off = (uint32_t)(text->start[k] + (uint64_t)(fl.f[0] - base));
+            x->len = (uint8_t)fl.len[0];
+            x->target = (uint8_t)target;
+            x->reserved = (uint16_t)k;
         }
-        st->taken++;
-        if (n == cap) {
-            free(t);
-            return GRAY_ESPACE;
-        }
-        gray_id_entry_t *x = &e[n++];
-        x->hash = gray_image_hash(fl.f[0], fl.len[0]);
-        x->off = (uint32_t)(fl.f[0] - text);
-        x->len = (uint8_t)fl.len[0];
-        x->target = (uint8_t)target;
-        x->reserved = 0;
     }
     free(t);
-    return (int)n;   /* < len / 2 <= GRAY_RANGES_TEXT_MAX / 2 */
+    return (long)n;   /* < len / 2 <= GRAY_RANGES_TEXT_MAX / 2 */
 }
 
 /* ---- sorting ----------------------------------------------------------------- */
 
 #define SMALL_BUCKET 24   /* buckets up to this size get an insertion sort */
 
-static _Thread_local const char *sort_text;
+static _Thread_local const gray_id_text_t *sort_text;
 
 /* hash, then the bytes (length first), then the line (off grows with it) */
-static inline int id_cmp(const gray_id_entry_t *a, const gray_id_entry_t *b, const char *text)
+static inline int id_cmp(const gray_id_entry_t *a, const gray_id_entry_t *b,
+                         const gray_id_text_t *text)
 {
     if (a->hash != b->hash)
         return a->hash < b->hash ? -1 : 1;
     if (a->len != b->len)
         return a->len < b->len ? -1 : 1;
-    int c = memcmp(text + a->off, text + b->off, a->len);
+    int c = memcmp(gray_id_bytes(text, a), gray_id_bytes(text, b), a->len);
     if (c != 0)
         return c;
     return a->off < b->off ? -1 : a->off > b->off;
@@ -323,10 +370,11 @@ static int id_qcmp(const void *a, const void *b)
     return id_cmp(a, b, sort_text);
 }
 
-static inline int same_id(const gray_id_entry_t *a, const gray_id_entry_t *b, const char *text)
+static inline int same_id(const gray_id_entry_t *a, const gray_id_entry_t *b,
+                          const gray_id_text_t *text)
 {
     return a->hash == b->hash && a->len == b->len &&
-           memcmp(text + a->off, text + b->off, a->len) == 0;
+           memcmp(gray_id_bytes(text, a), gray_id_bytes(text, b), a->len) == 0;
 }
 
 static inline uint32_t bucket_of(uint64_t hash, unsigned bits)
@@ -334,70 +382,110 @@ static inline uint32_t bucket_of(uint64_t hash, unsigned bits)
     return bits ? (uint32_t)(hash >> (64 - bits)) : 0;
 }
 
-/* A counting sort on the hash's top bits (stable, O(n)), then each bucket
- * sorted: a few entries by insertion, a crowded one (many equal ids) by
- * qsort. */
-long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_int *cancel)
+/* Sorts a bucket's few entries by insertion, a crowded one (many equal
+ * ids) by qsort, then appends it to out at *kept without the equal ids
+ * but the last line's (kept never passes a's place when a is in out). */
+static void sort_bucket(gray_id_entry_t *a, size_t cnt, gray_id_entry_t *out, size_t *kept,
+                        const gray_id_text_t *text)
 {
-    if (n < 2)
+    if (cnt > SMALL_BUCKET) {
+        sort_text = text;
+        qsort(a, cnt, sizeof *a, id_qcmp);
+    } else {
+        for (size_t i = 1; i < cnt; i++) {
+            gray_id_entry_t x = a[i];
+            size_t k = i;
+            while (k > 0 && id_cmp(&x, &a[k - 1], text) < 0) {
+                a[k] = a[k - 1];
+                k--;
+            }
+            a[k] = x;
+        }
+    }
+    /* of equal ids, the last line (the largest offset) wins */
+    for (size_t i = 0; i < cnt; i++) {
+        if (i + 1 < cnt && same_id(&a[i], &a[i + 1], text))
+            continue;
+        out[(*kept)++] = a[i];
+    }
+}
+
+#define TOP_BITS 8   /* the first pass's buckets: 256 write streams */
+
+/* Buckets on the hash's top bits (about 2 ids each), in two counting
+ * passes: the top TOP_BITS from e into out (few streams: the writes stay
+ * in the TLB and the cache's lines), then each such bucket's next bits
+ * into tmp (a bucket of 1M / 256 ids stays in the L2 cache), where each
+ * small bucket is sorted and written back to out. O(n); the order is the
+ * whole of id_cmp's, so the buckets' bounds change nothing. */
+long gray_ids_sort(const gray_id_entry_t *e, size_t n, gray_id_entry_t *out,
+                   const gray_id_text_t *text, const atomic_int *cancel)
+{
+    if (n < 2) {
+        if (n == 1)
+            out[0] = e[0];
         return (long)n;
+    }
     unsigned bits = 0;
     while (bits < GRAY_ID_INDEX_BITS_MAX && ((size_t)2 << bits) <= n)
         bits++;
-    size_t nb = (size_t)1 << bits;
-    uint32_t *end_at = gray_big_alloc((nb + 1) * sizeof *end_at);
-    gray_id_entry_t *tmp = gray_big_alloc(n * sizeof *tmp);
-    if (end_at == NULL || tmp == NULL) {
-        gray_big_free(end_at);
+    unsigned top = bits < TOP_BITS ? bits : TOP_BITS, low = bits - top;
+    size_t ntop = (size_t)1 << top, nlow = (size_t)1 << low;
+    size_t start[(1u << TOP_BITS) + 1];
+    memset(start, 0, sizeof start);
+    for (size_t i = 0; i < n; i++)
+        start[bucket_of(e[i].hash, top) + 1]++;
+    size_t widest = 0;
+    for (size_t b = 1; b <= ntop; b++) {
+        widest = start[b] > widest ? start[b] : widest;
+        start[b] += start[b - 1];
+    }
+    uint32_t *at = gray_big_alloc((nlow + 1) * sizeof *at);
+    gray_id_entry_t *tmp = gray_big_alloc(widest * sizeof *tmp);
+    if (at == NULL || tmp == NULL) {
+        gray_big_free(at);
         gray_big_free(tmp);
         return GRAY_ENOMEM;
     }
+    size_t fill[1u << TOP_BITS];
+    memcpy(fill, start, ntop * sizeof fill[0]);
     for (size_t i = 0; i < n; i++)
-        end_at[bucket_of(e[i].hash, bits)]++;
-    uint32_t sum = 0;
-    for (size_t b = 0; b < nb; b++) {
-        sum += end_at[b];
-        end_at[b] = sum;
-    }
-    end_at[nb] = (uint32_t)n;
-    for (size_t i = n; i-- > 0;)
-        tmp[--end_at[bucket_of(e[i].hash, bits)]] = e[i];
-    /* end_at[b] is now where bucket b starts */
+        out[fill[bucket_of(e[i].hash, top)]++] = e[i];
     if (cancel && atomic_load(cancel)) {
-        gray_big_free(end_at);
+        gray_big_free(at);
         gray_big_free(tmp);
         return GRAY_ECANCELED;
     }
 
-    size_t out = 0;
-    for (size_t b = 0; b < nb; b++) {
-        size_t lo = end_at[b], hi = end_at[b + 1];
-        gray_id_entry_t *a = tmp + lo;
-        size_t cnt = hi - lo;
-        if (cnt > SMALL_BUCKET) {
-            sort_text = text;
-            qsort(a, cnt, sizeof *a, id_qcmp);
-        } else {
-            for (size_t i = 1; i < cnt; i++) {
-                gray_id_entry_t x = a[i];
-                size_t k = i;
-                while (k > 0 && id_cmp(&x, &a[k - 1], text) < 0) {
-                    a[k] = a[k - 1];
-                    k--;
-                }
-                a[k] = x;
-            }
+    size_t kept = 0;
+    for (size_t t = 0; t < ntop; t++) {
+        const gray_id_entry_t *a = out + start[t];
+        size_t m = start[t + 1] - start[t];
+        if (m < 2) {
+            if (m == 1)
+                out[kept++] = a[0];
+            continue;
         }
-        /* of equal ids, the last line (the largest offset) wins */
-        for (size_t i = 0; i < cnt; i++) {
-            if (i + 1 < cnt && same_id(&a[i], &a[i + 1], text))
-                continue;
-            e[out++] = a[i];
+        /* the next low bits: where each sub-bucket starts in tmp */
+        memset(at, 0, (nlow + 1) * sizeof *at);
+        for (size_t i = 0; i < m; i++)
+            at[(bucket_of(a[i].hash, bits) & (nlow - 1)) + 1]++;
+        for (size_t b = 1; b <= nlow; b++)
+            at[b] += at[b - 1];
+        for (size_t i = 0; i < m; i++)
+            tmp[at[bucket_of(a[i].hash, bits) & (nlow - 1)]++] = a[i];
+        /* at[b] is now where sub-bucket b ends */
+        size_t lo = 0;
+        for (size_t b = 0; b < nlow; b++) {
+            size_t hi = at[b];
+            if (hi > lo)
+                sort_bucket(tmp + lo, hi - lo, out, &kept, text);
+            lo = hi;
         }
     }
-    gray_big_free(end_at);
+    gray_big_free(at);
     gray_big_free(tmp);
-    return (long)out;
+    return (long)kept;
 }
 
 unsigned gray_ids_index_bits(size_t n)

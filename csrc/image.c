@@ -22,8 +22,7 @@
  *
  * A handle is malloc'ed on open; it holds pointers into the mapping, the
  * image holds none. */
-#define _POSIX_C_SOURCE 200809L
-#define _DEFAULT_SOURCE          /* MAP_ANONYMOUS */
+#define _GNU_SOURCE              /* MAP_ANONYMOUS, mremap */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +44,7 @@
 #define RANGE_BITS_MAX 18          /* ipset.c's INDEX_BITS_MAX */
 #define RUN4_BYTES     5
 #define RUN6_BYTES     17
+#define ID_PREFETCH    16         /* entries ahead: the pool's reads of the text */
 
 typedef struct img_header {
     char magic[8];
@@ -146,6 +146,54 @@ void *gray_big_alloc(size_t size)
 #endif
     memcpy(p, &total, sizeof total);
     return (char *)p + BIG_HEADER;
+}
+
+void *gray_big_grow(void *p, size_t old, size_t size)
+{
+    if (p == NULL)
+        return gray_big_alloc(size);
+    if (size <= old)
+        return p;
+    if (size > SIZE_MAX - BIG_HEADER)
+        return NULL;
+    char *base = (char *)p - BIG_HEADER;
+    size_t total = size + BIG_HEADER;
+#ifdef BIG_FROM_MALLOC
+    char *q = realloc(base, total);
+    if (q == NULL)
+        return NULL;
+    memset(q + BIG_HEADER + old, 0, size - old);
+#else
+    size_t was;
+    memcpy(&was, base, sizeof was);
+    char *q = mremap(base, was, total, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED)
+        return NULL;
+#endif
+    memcpy(q, &total, sizeof total);
+    return q + BIG_HEADER;
+}
+
+/* The pages of [p, p + len) inside a gray_big_alloc() block, made at once
+ * (one call) for a region the compile writes whole: cheaper than a page
+ * fault each. A hint: nothing happens where the kernel has no
+ * MADV_POPULATE_WRITE (before 5.14), nor under ASan (calloc'ed). */
+void gray_big_populate(void *p, size_t len)
+{
+#if !defined(BIG_FROM_MALLOC) && defined(MADV_POPULATE_WRITE)
+    static size_t page;
+    if (page == 0) {
+        long ps = sysconf(_SC_PAGESIZE);
+        page = ps > 0 ? (size_t)ps : 4096;
+    }
+    if (len < page)
+        return;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1), b = (uintptr_t)p + len;
+    (void)madvise((void *)a, (size_t)(b - a), MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)len;
+#endif
 }
 
 /* The deferral list of the calling thread (a compile job's), or NULL. */
@@ -303,60 +351,111 @@ static void header_finish(img_header_t *h, uint8_t *buf, size_t size)
     memcpy(buf, h, sizeof *h);
 }
 
-static int build_ids(const char *text, size_t len, const char *names, size_t names_len,
-                     uint32_t unknown, uint64_t cas, void **out, size_t *out_len, gray_image_stats_t *st,
-                     const atomic_int *cancel)
+/* The parts as the compile reads them, in place: checked as join_parts()
+ * checks them, each part's offset in the joined text in start (malloc'ed). */
+static int plan_parts(const gray_image_part_t *parts, size_t nparts, gray_id_text_t *t,
+                      uint64_t **start)
 {
-    size_t room = gray_ids_room(text, len);
-    gray_id_entry_t *e = gray_big_alloc((room ? room : 1) * sizeof *e);
-    if (e == NULL)
+    *start = NULL;
+    if (nparts > GRAY_JOB_PIECES_MAX || (parts == NULL && nparts > 0))
+        return GRAY_EINVAL;
+    uint64_t *at = malloc((nparts ? nparts : 1) * sizeof *at);
+    if (at == NULL)
         return GRAY_ENOMEM;
-    int parsed = gray_ids_parse(text, len, names, names_len, unknown, e, room, st);
-    if (parsed < 0) {
-        gray_big_free(e);
-        return parsed;
+    uint64_t total = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        if (parts[i].buf == NULL && parts[i].len > 0) {
+            free(at);
+            return GRAY_EINVAL;
+        }
+        at[i] = total;
+        total += parts[i].len;
+        if (nparts > 1 && parts[i].len > 0 && parts[i].buf[parts[i].len - 1] != '\n')
+            total++;   /* the line break the join adds */
     }
-    if (canceled(cancel)) {
-        gray_big_free(e);
-        return GRAY_ECANCELED;
+    /* one part: its bytes, the parser's limit; more: the join's, whose last
+     * line break may pass it */
+    if (total > (uint64_t)GRAY_RANGES_TEXT_MAX + (nparts > 1)) {
+        free(at);
+        return GRAY_EINVAL;
     }
-    long n = gray_ids_sort(e, (size_t)parsed, text, cancel);
-    if (n < 0) {
-        gray_big_free(e);
-        return (int)n;
-    }
-    st->entries = (uint32_t)n;
-    unsigned bits = gray_ids_index_bits((size_t)n);
-    uint64_t pool_len = 0;
-    for (long i = 0; i < n; i++)
-        pool_len += e[i].len;
+    t->parts = parts;
+    t->nparts = nparts;
+    t->start = at;
+    t->len = total;
+    *start = at;
+    return GRAY_OK;
+}
 
-    img_header_t h;
-    header_start(&h, GRAY_IMAGE_IDS, cas, names, names_len, st);
-    h.id_index_off = align8(HEADER_BYTES + names_len);
-    h.id_entries_off = h.id_index_off + (((uint64_t)1 << bits) + 1) * sizeof(gray_id_bucket_t);
-    h.id_pool_off = h.id_entries_off + (uint64_t)n * sizeof *e;
-    h.id_pool_len = pool_len;
-    h.id_count = (uint32_t)n;
-    h.id_bits = bits;
-    uint64_t size = align8(h.id_pool_off + pool_len);
-    uint8_t *buf = size <= SIZE_MAX ? gray_big_alloc((size_t)size) : NULL;
+static int build_ids(const gray_id_text_t *text, const char *names, size_t names_len,
+                     uint32_t unknown, uint64_t cas, void **out, size_t *out_len,
+                     gray_image_stats_t *st, const atomic_int *cancel)
+{
+    gray_id_entry_t *e = NULL;
+    size_t cap = 0;
+    long parsed = gray_ids_parse(text, names, names_len, unknown, &e, &cap, st);
+    if (parsed < 0 || canceled(cancel)) {
+        gray_big_free(e);
+        return parsed < 0 ? (int)parsed : GRAY_ECANCELED;
+    }
+    /* the image, laid out for all the parsed ids (no fewer bucket bits than
+     * the distinct ones need, a pool no longer than the text): the sort
+     * writes the entries in place, then they move down if the index shrank */
+    uint64_t index_off = align8(HEADER_BYTES + names_len);
+    unsigned bits_max = gray_ids_index_bits((size_t)parsed);
+    uint64_t at_max = index_off + (((uint64_t)1 << bits_max) + 1) * sizeof(gray_id_bucket_t);
+    uint64_t room = at_max + (uint64_t)parsed * sizeof *e + text->len + 32;
+    uint8_t *buf = room <= SIZE_MAX ? gray_big_alloc((size_t)room) : NULL;
     if (buf == NULL) {
         gray_big_free(e);
         return GRAY_ENOMEM;
     }
+    gray_big_populate(buf + index_off, (size_t)(at_max - index_off) + (size_t)parsed * sizeof *e);
+    gray_id_entry_t *dst = (gray_id_entry_t *)(void *)(buf + at_max);
+    long n = gray_ids_sort(e, (size_t)parsed, dst, text, cancel);
+    gray_big_free(e);
+    if (n < 0) {
+        gray_big_free(buf);
+        return (int)n;
+    }
+    st->entries = (uint32_t)n;
+    unsigned bits = gray_ids_index_bits((size_t)n);
+
+    img_header_t h;
+    header_start(&h, GRAY_IMAGE_IDS, cas, names, names_len, st);
+    h.id_index_off = index_off;
+    h.id_entries_off = h.id_index_off + (((uint64_t)1 << bits) + 1) * sizeof(gray_id_bucket_t);
+    h.id_pool_off = h.id_entries_off + (uint64_t)n * sizeof *e;
+    h.id_count = (uint32_t)n;
+    h.id_bits = bits;
+    if (h.id_entries_off != at_max) {
+        memmove(buf + h.id_entries_off, dst, (size_t)n * sizeof *e);
+        dst = (gray_id_entry_t *)(void *)(buf + h.id_entries_off);
+    }
     memcpy(buf + HEADER_BYTES, names, names_len);
-    gray_ids_index(e, (size_t)n, bits, (gray_id_bucket_t *)(void *)(buf + h.id_index_off));
-    gray_id_entry_t *dst = (gray_id_entry_t *)(void *)(buf + h.id_entries_off);
+    gray_ids_index(dst, (size_t)n, bits, (gray_id_bucket_t *)(void *)(buf + h.id_index_off));
+    /* the pool, in the entries' order: an id of up to 16 bytes goes as 16
+     * (the next one writes over the rest; the last's, past the pool, is
+     * cleared below) when its part has them */
     uint8_t *pool = buf + h.id_pool_off;
     uint32_t at = 0;
     for (long i = 0; i < n; i++) {
-        memcpy(pool + at, text + e[i].off, e[i].len);
-        dst[i] = e[i];
-        dst[i].off = at;
-        at += e[i].len;
+        gray_id_entry_t *x = &dst[i];
+        if (i + ID_PREFETCH < n)   /* the text is read in hash order: at random */
+            __builtin_prefetch(gray_id_bytes(text, &dst[i + ID_PREFETCH]));
+        const gray_image_part_t *part = &text->parts[x->reserved];
+        const char *src = gray_id_bytes(text, x);
+        if (x->len <= 16 && (size_t)(part->buf + part->len - src) >= 16)
+            memcpy(pool + at, src, 16);
+        else
+            memcpy(pool + at, src, x->len);
+        x->off = at;
+        x->reserved = 0;
+        at += x->len;
     }
-    gray_big_free(e);
+    h.id_pool_len = at;
+    uint64_t size = align8(h.id_pool_off + at);
+    memset(pool + at, 0, (size_t)(size - h.id_pool_off - at));
     header_finish(&h, buf, (size_t)size);
     *out = buf;
     *out_len = (size_t)size;
@@ -364,29 +463,25 @@ static int build_ids(const char *text, size_t len, const char *names, size_t nam
     return GRAY_OK;
 }
 
-static int build_ranges(const char *text, size_t len, const char *names, size_t names_len,
-                        uint32_t unknown, uint64_t cas, void **out, size_t *out_len, gray_image_stats_t *st,
-                        const atomic_int *cancel)
+/* zero from the end of what was written to the next section: the sort's
+ * scratch was there */
+static void clear_gap(uint8_t *buf, uint64_t from, uint64_t to)
 {
-    size_t room4, room6;
-    gray_ranges_room(text, len, &room4, &room6);
-    gray_rentry4_t *e4 = gray_big_alloc((room4 ? room4 : 1) * sizeof *e4);
-    gray_rentry6_t *e6 = gray_big_alloc((room6 ? room6 : 1) * sizeof *e6);
-    gray_rangeset_t set;
-    memset(&set, 0, sizeof set);
-    size_t ix4 = gray_rangeset_index_len(2 * room4), ix6 = gray_rangeset_index_len(2 * room6);
-    set.v4 = gray_big_alloc(2 * room4 * sizeof *set.v4 + 1);
-    set.v6 = gray_big_alloc(2 * room6 * sizeof *set.v6 + 1);
-    set.v4_index = gray_big_alloc(ix4 * sizeof *set.v4_index);
-    set.v6_index = gray_big_alloc(ix6 * sizeof *set.v6_index);
-    uint8_t *buf = NULL;
-    int rc = GRAY_ENOMEM;
-    if (e4 == NULL || e6 == NULL || set.v4 == NULL || set.v6 == NULL || set.v4_index == NULL ||
-        set.v6_index == NULL)
-        goto done;
+    memset(buf + from, 0, (size_t)(to - from));
+}
 
+static int build_ranges(const gray_id_text_t *text, const char *names, size_t names_len,
+                        uint32_t unknown, uint64_t cas, void **out, size_t *out_len,
+                        gray_image_stats_t *st, const atomic_int *cancel)
+{
+    gray_ranges_out_t o = { NULL, 0, NULL, 0, 1 };
     gray_ranges_stats_t rs;
-    rc = gray_ranges_parse(text, len, names, names_len, unknown, e4, room4, e6, room6, &rs);
+    memset(&rs, 0, sizeof rs);
+    uint8_t *buf = NULL;
+    int rc = gray_names_check(names, names_len) == 0 ? GRAY_EINVAL : GRAY_OK;
+    for (size_t k = 0; k < text->nparts && rc == GRAY_OK; k++)
+        rc = gray_ranges_parse_more(text->parts[k].buf, text->parts[k].len, names, names_len,
+                                    unknown, &o, &rs);
     if (rc != GRAY_OK)
         goto done;
     st->lines = rs.lines;
@@ -400,37 +495,65 @@ static int build_ranges(const char *text, size_t len, const char *names, size_t 
         rc = GRAY_ECANCELED;
         goto done;
     }
-    rc = gray_rangeset_build(&set, e4, rs.n4, e6, rs.n6);
-    if (rc != GRAY_OK)
+    size_t n4 = rs.n4, n6 = rs.n6;
+    if (n4 > UINT32_MAX / 2 || n6 > UINT32_MAX / 2) {
+        rc = GRAY_EINVAL;
         goto done;
-    st->runs = set.n4 + set.n6;
+    }
 
+    /* The image in one buffer: each family's runs (2 per entry at most)
+     * where that family's sort had its scratch (an entry's size each). */
     img_header_t h;
     header_start(&h, GRAY_IMAGE_RANGES, cas, names, names_len, st);
-    uint64_t ilen4 = (((uint64_t)1 << set.v4_bits) + 1) * 4;
-    uint64_t ilen6 = (((uint64_t)1 << set.v6_bits) + 1) * 4;
+    uint64_t ilen_max = ((uint64_t)1 << RANGE_BITS_MAX) + 1;
     h.v4_off = align8(HEADER_BYTES + names_len);
-    h.v6_off = align8(h.v4_off + (uint64_t)set.n4 * RUN4_BYTES);
-    h.v4_index_off = align8(h.v6_off + (uint64_t)set.n6 * RUN6_BYTES);
-    h.v6_index_off = h.v4_index_off + ilen4;   /* 4 x an odd count: align again */
-    h.v6_index_off = align8(h.v6_index_off);
+    uint64_t room = h.v4_off + (uint64_t)n4 * sizeof(gray_rentry4_t) + 8 +
+                    (uint64_t)n6 * sizeof(gray_rentry6_t) + 8 + 2 * (ilen_max * 4 + 8);
+    buf = room <= SIZE_MAX ? gray_big_alloc((size_t)room) : NULL;
+    if (buf == NULL) {
+        rc = GRAY_ENOMEM;
+        goto done;
+    }
+    memcpy(buf + HEADER_BYTES, names, names_len);
+    gray_rangeset_t set;
+    memset(&set, 0, sizeof set);
+    size_t m4 = 0, m6 = 0;
+    gray_big_populate(buf + h.v4_off, n4 * sizeof(gray_rentry4_t));
+    gray_rangeset_sort4(o.e4, n4, (gray_rentry4_t *)(void *)(buf + h.v4_off));
+    set.v4 = (gray_run4_t *)(void *)(buf + h.v4_off);
+    rc = gray_rangeset_sweep4(o.e4, n4, set.v4, &m4);
+    if (rc != GRAY_OK)
+        goto done;
+    h.v6_off = align8(h.v4_off + (uint64_t)m4 * RUN4_BYTES);
+    clear_gap(buf, h.v4_off + (uint64_t)m4 * RUN4_BYTES, h.v6_off);
+    gray_big_populate(buf + h.v6_off, n6 * sizeof(gray_rentry6_t));
+    gray_rangeset_sort6(o.e6, n6, (gray_rentry6_t *)(void *)(buf + h.v6_off));
+    set.v6 = (gray_run6_t *)(void *)(buf + h.v6_off);
+    rc = gray_rangeset_sweep6(o.e6, n6, set.v6, &m6);
+    if (rc != GRAY_OK)
+        goto done;
+    set.n4 = (uint32_t)m4;
+    set.n6 = (uint32_t)m6;
+    st->runs = set.n4 + set.n6;
+    h.v4_index_off = align8(h.v6_off + (uint64_t)m6 * RUN6_BYTES);
+    clear_gap(buf, h.v6_off + (uint64_t)m6 * RUN6_BYTES, h.v4_index_off);
+    set.v4_index = (uint32_t *)(void *)(buf + h.v4_index_off);
+    gray_rangeset_index4(&set);
+    uint64_t ilen4 = (((uint64_t)1 << set.v4_bits) + 1) * 4;
+    h.v6_index_off = align8(h.v4_index_off + ilen4);   /* 4 x an odd count: align again */
+    clear_gap(buf, h.v4_index_off + ilen4, h.v6_index_off);
+    set.v6_index = (uint32_t *)(void *)(buf + h.v6_index_off);
+    gray_rangeset_index6(&set);
+    uint64_t ilen6 = (((uint64_t)1 << set.v6_bits) + 1) * 4;
+    uint64_t size = align8(h.v6_index_off + ilen6);
+    clear_gap(buf, h.v6_index_off + ilen6, size);
+    h.runs = st->runs;
     h.n4 = set.n4;
     h.n6 = set.n6;
     h.v4_skip = set.v4_skip;
     h.v4_bits = set.v4_bits;
     h.v6_skip = set.v6_skip;
     h.v6_bits = set.v6_bits;
-    uint64_t size = align8(h.v6_index_off + ilen6);
-    buf = size <= SIZE_MAX ? gray_big_alloc((size_t)size) : NULL;
-    if (buf == NULL) {
-        rc = GRAY_ENOMEM;
-        goto done;
-    }
-    memcpy(buf + HEADER_BYTES, names, names_len);
-    memcpy(buf + h.v4_off, set.v4, (size_t)set.n4 * RUN4_BYTES);
-    memcpy(buf + h.v6_off, set.v6, (size_t)set.n6 * RUN6_BYTES);
-    memcpy(buf + h.v4_index_off, set.v4_index, (size_t)ilen4);
-    memcpy(buf + h.v6_index_off, set.v6_index, (size_t)ilen6);
     header_finish(&h, buf, (size_t)size);
     *out = buf;
     *out_len = (size_t)size;
@@ -439,12 +562,8 @@ static int build_ranges(const char *text, size_t len, const char *names, size_t 
     rc = GRAY_OK;
 done:
     gray_big_free(buf);
-    gray_big_free(e4);
-    gray_big_free(e6);
-    gray_big_free(set.v4);
-    gray_big_free(set.v6);
-    gray_big_free(set.v4_index);
-    gray_big_free(set.v6_index);
+    gray_big_free(o.e4);
+    gray_big_free(o.e6);
     return rc;
 }
 
@@ -460,27 +579,45 @@ int gray_image_build_c(int kind, const gray_image_part_t *parts, size_t nparts,
         return GRAY_EINVAL;
     if (names != NULL && names_len > 0 && gray_names_check(names, names_len) == 0)
         return GRAY_EINVAL;
-    const char *text;
-    size_t len;
-    char *owned;
-    int rc = join_parts(parts, nparts, &text, &len, &owned);
-    if (rc != GRAY_OK)
+    /* The names a list uses are collected from its text joined; given names
+     * (the routers') let the parts be read where they are. */
+    const char *text = NULL;
+    size_t len = 0;
+    char *owned = NULL;
+    gray_image_part_t joined;
+    int collect = names == NULL || names_len == 0;
+    if (collect && nparts > 1) {
+        int rc = join_parts(parts, nparts, &text, &len, &owned);
+        if (rc != GRAY_OK)
+            return rc;
+        joined.buf = text;
+        joined.len = len;
+        parts = &joined;
+        nparts = 1;
+    }
+    gray_id_text_t t;
+    uint64_t *start;
+    int rc = plan_parts(parts, nparts, &t, &start);
+    if (rc != GRAY_OK) {
+        gray_big_free(owned);
         return rc;
+    }
     char *scratch = malloc(GRAY_NAMES_BYTES_MAX);
     const char *use_names = NULL;
     size_t use_len = 0;
-    rc = scratch ? pick_names(names, names_len, text, len, kind == GRAY_IMAGE_IDS, scratch,
+    rc = scratch ? pick_names(names, names_len, nparts ? parts[0].buf : NULL,
+                              nparts ? parts[0].len : 0, kind == GRAY_IMAGE_IDS, scratch,
                               &use_names, &use_len)
                  : GRAY_ENOMEM;
     if (rc == GRAY_OK) {
         st->ntargets = gray_names_check(use_names, use_len);
         rc = kind == GRAY_IMAGE_IDS
-                 ? build_ids(text, len, use_names, use_len, unknown, cas, out, out_len, st,
-                             cancel)
-                 : build_ranges(text, len, use_names, use_len, unknown, cas, out, out_len, st,
+                 ? build_ids(&t, use_names, use_len, unknown, cas, out, out_len, st, cancel)
+                 : build_ranges(&t, use_names, use_len, unknown, cas, out, out_len, st,
                                 cancel);
     }
     free(scratch);
+    free(start);
     gray_big_free(owned);
     return rc;
 }

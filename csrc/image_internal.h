@@ -43,18 +43,37 @@ uint32_t gray_names_check(const char *names, size_t len);
  * '\n'-separated. ids picks the field separators. Returns the length. */
 size_t gray_names_collect(const char *text, size_t len, int ids, char *out, size_t cap);
 
-/* An upper bound of the entries gray_ids_parse() writes: the lines. */
-size_t gray_ids_room(const char *text, size_t len);
+/* A list's text as its parts: the bytes of an entry with offset off (in
+ * the text the parts make joined, gray_image_part_t) in part k are at
+ * parts[k].buf + off - start[k]. len: the joined text's length. */
+typedef struct gray_id_text {
+    const gray_image_part_t *parts;
+    size_t nparts;
+    const uint64_t *start;
+    uint64_t len;
+} gray_id_text_t;
 
-/* Parses an id list (see gray_image_build()) into e[0..cap) in line order,
- * counting lines into st (lines, taken, bad, unknown and their first line
- * numbers). Returns the entries written, or GRAY_ESPACE / GRAY_EINVAL. */
-int gray_ids_parse(const char *text, size_t len, const char *names, size_t names_len,
-                   uint32_t unknown, gray_id_entry_t *e, size_t cap, gray_image_stats_t *st);
+/* An entry's id bytes while compiling: its part is in reserved. */
+static inline const char *gray_id_bytes(const gray_id_text_t *t, const gray_id_entry_t *e)
+{
+    return t->parts[e->reserved].buf + (e->off - t->start[e->reserved]);
+}
 
-/* Sorts e (offsets into text) by hash, then bytes, and keeps the last line
- * of equal ids. Returns the new count, or GRAY_ENOMEM / GRAY_ECANCELED. */
-long gray_ids_sort(gray_id_entry_t *e, size_t n, const char *text, const atomic_int *cancel);
+/* Parses an id list (see gray_image_build()) part after part into
+ * (*entries)[0..) in line order, the array (*cap entries, gray_big_alloc'ed,
+ * or NULL and 0) grown as needed; offsets as gray_id_text_t says, the part
+ * in reserved. Counts lines into st (lines, taken, bad, unknown and their
+ * first line numbers). Returns the entries written, or GRAY_ENOMEM /
+ * GRAY_EINVAL. */
+long gray_ids_parse(const gray_id_text_t *text, const char *names, size_t names_len,
+                    uint32_t unknown, gray_id_entry_t **entries, size_t *cap,
+                    gray_image_stats_t *st);
+
+/* Sorts e[0..n) into out[0..n) (apart) by hash, then bytes, and keeps the
+ * last line of equal ids. Returns the count kept in out, or GRAY_ENOMEM /
+ * GRAY_ECANCELED. */
+long gray_ids_sort(const gray_id_entry_t *e, size_t n, gray_id_entry_t *out,
+                   const gray_id_text_t *text, const atomic_int *cancel);
 
 /* The bucket bits of an index for n ids, and the index itself: 2^bits + 1
  * buckets, index[b].start = the first entry whose hash's top bits are >= b. */
@@ -73,6 +92,44 @@ int gray_ids_find(const gray_id_bucket_t *index, unsigned bits, const gray_id_en
  * memory; gray_big_free(NULL) does nothing. */
 void *gray_big_alloc(size_t size);
 void gray_big_free(void *p);
+
+/* Makes the pages of [p, p + len), inside a gray_big_alloc() block, at
+ * once: for a region about to be written whole. */
+void gray_big_populate(void *p, size_t len);
+
+/* p (gray_big_alloc'ed, old bytes, or NULL and 0) grown to size bytes, the
+ * new ones zero: moved by mremap, not copied. NULL when out of memory (p
+ * is then still valid). */
+void *gray_big_grow(void *p, size_t old, size_t size);
+
+/* Where gray_ranges_parse_more() writes: arrays of cap4 / cap6 entries,
+ * grown with gray_big_grow() when grow is set (else entries past the caps
+ * are counted, not written, as gray_ranges_parse() does). */
+typedef struct gray_ranges_out {
+    gray_rentry4_t *e4;
+    size_t cap4;
+    gray_rentry6_t *e6;
+    size_t cap6;
+    int grow;
+} gray_ranges_out_t;
+
+/* gray_ranges_parse() of one more piece of a list (a part: no line spans
+ * two), its lines numbered on from st's and its entries appended at
+ * st->n4 / st->n6; the arguments are the caller's to check. GRAY_OK, or
+ * GRAY_ENOMEM when an array could not grow. */
+int gray_ranges_parse_more(const char *text, size_t len, const char *names, size_t names_len,
+                           uint32_t unknown, gray_ranges_out_t *o, gray_ranges_stats_t *st);
+
+/* gray_rangeset_build() in its steps, for an image built in place: each
+ * family's entries sorted (scratch: room for n entries, apart from e),
+ * swept into runs (room for 2 per entry), then the index of the runs set
+ * points to (gray_rangeset_index_len(runs) entries). */
+void gray_rangeset_sort4(gray_rentry4_t *e, size_t n, gray_rentry4_t *scratch);
+void gray_rangeset_sort6(gray_rentry6_t *e, size_t n, gray_rentry6_t *scratch);
+int gray_rangeset_sweep4(const gray_rentry4_t *e, size_t n, gray_run4_t *runs, size_t *nruns);
+int gray_rangeset_sweep6(const gray_rentry6_t *e, size_t n, gray_run6_t *runs, size_t *nruns);
+void gray_rangeset_index4(gray_rangeset_t *set);
+void gray_rangeset_index6(gray_rangeset_t *set);
 
 /* Writes all len bytes of buf to fd (again after EINTR or a short write):
  * 0, or the errno of the failure (EIO for a write that wrote nothing). */

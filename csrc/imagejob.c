@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -286,6 +287,17 @@ static int helper_run(gray_image_job_t *job, const char *path)
         if (atomic_load(&job->cancel) || mono_ns() > deadline) {
             rc = atomic_load(&job->cancel) ? GRAY_ECANCELED : GRAY_EIO;
             kill(sp.pid, SIGKILL);
+            /* once it has gone (its exit closes the pipe), the files it
+             * may have been writing go too: compile_helper.c's temporary
+             * name and write_file()'s (image.c; its first in a process) */
+            char c, tmp[GRAY_IMAGE_PATH_MAX + 80];
+            while (poll(&pfd, 1, 1000) > 0 && read(pipefd[0], &c, 1) > 0)
+                ;
+            snprintf(tmp, sizeof tmp, "%s.tmp.%ld.h.tmp.%ld.0", job->path, (long)sp.pid,
+                     (long)sp.pid);
+            (void)unlink(tmp);
+            snprintf(tmp, sizeof tmp, "%s.tmp.%ld.h", job->path, (long)sp.pid);
+            (void)unlink(tmp);
             break;
         }
     }

@@ -4,6 +4,7 @@
 
 #include "gray.h"
 #include "internal.h"
+#include "image_internal.h"
 
 /* The 8 bytes at p as a big-endian number: two of them order addresses
  * as memcmp() would, without a call per comparison (lookups sit on every
@@ -313,6 +314,117 @@ static gray_always_inline void sort_entries(void *base, size_t n, size_t size, l
     }
 }
 
+/* ---- the image compile's sorts: O(n) for IPv4, a counting pass for IPv6 ----
+ * The order is rentry4_less's / rentry6_less's, a total one (no two entries
+ * share a line and bounds): any sort that ends in it writes the same runs.
+ * IPv4: a stable LSD radix sort on the first address, 11 bits a pass (a
+ * digit all the entries share is skipped), then each stretch of equal first
+ * addresses (mostly one entry) sorted by the whole order. IPv6: one counting
+ * pass on the 16 bits after the prefix all first addresses share, then each
+ * bucket by the whole order. Fewer than GRAY_RADIX_MIN entries, or no
+ * scratch: sort_entries alone. The ASan replay lowers GRAY_RADIX_MIN so that
+ * its small lists take both paths. */
+#ifndef GRAY_RADIX_MIN
+#define GRAY_RADIX_MIN 512
+#endif
+#ifndef RADIX_BITS
+#define RADIX_BITS 11
+#endif
+#define RADIX_SIZE (1u << RADIX_BITS)
+#define RADIX_DIGITS ((32 + RADIX_BITS - 1) / RADIX_BITS)
+#define BUCKET6_BITS 16
+
+static gray_always_inline uint32_t digit4(uint32_t lo, unsigned d)
+{
+    return lo >> (d * RADIX_BITS) & (RADIX_SIZE - 1);
+}
+
+void gray_rangeset_sort4(gray_rentry4_t *e, size_t n, gray_rentry4_t *scratch)
+{
+    if (scratch == NULL || n < GRAY_RADIX_MIN) {
+        sort_entries(e, n, sizeof *e, rentry4_less);
+        return;
+    }
+    uint32_t count[RADIX_DIGITS][RADIX_SIZE];
+    memset(count, 0, sizeof count);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t lo = e[i].lo;
+        for (unsigned d = 0; d < RADIX_DIGITS; d++)
+            count[d][digit4(lo, d)]++;
+    }
+    gray_rentry4_t *src = e, *dst = scratch;
+    for (unsigned d = 0; d < RADIX_DIGITS; d++) {
+        uint32_t *c = count[d];
+        if (c[digit4(src[0].lo, d)] == n)
+            continue;   /* every entry has this digit */
+        uint32_t sum = 0;
+        for (size_t b = 0; b < RADIX_SIZE; b++) {
+            uint32_t k = c[b];
+            c[b] = sum;
+            sum += k;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[c[digit4(src[i].lo, d)]++] = src[i];
+        gray_rentry4_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != e)
+        memcpy(e, src, n * sizeof *e);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && e[j].lo == e[i].lo)
+            j++;
+        if (j - i > 1)
+            sort_entries(e + i, j - i, sizeof *e, rentry4_less);
+        i = j;
+    }
+}
+
+/* bits [skip, skip + BUCKET6_BITS) of a (as a 128-bit number), skip <= 112 */
+static gray_always_inline uint32_t bucket6_of(const gray_ip_t *a, unsigned skip)
+{
+    uint64_t h = load_be64(a->b), l = load_be64(a->b + 8);
+    uint64_t t = skip >= 64 ? l << (skip - 64) : skip == 0 ? h : h << skip | l >> (64 - skip);
+    return (uint32_t)(t >> (64 - BUCKET6_BITS));
+}
+
+void gray_rangeset_sort6(gray_rentry6_t *e, size_t n, gray_rentry6_t *scratch)
+{
+    uint32_t *start = scratch != NULL && n >= GRAY_RADIX_MIN
+                          ? calloc((1u << BUCKET6_BITS) + 1, sizeof *start) : NULL;
+    if (start == NULL) {
+        sort_entries(e, n, sizeof *e, rentry6_less);
+        return;
+    }
+    /* the prefix every first address shares */
+    uint64_t h0 = load_be64(e[0].lo.b), l0 = load_be64(e[0].lo.b + 8), dh = 0, dl = 0;
+    for (size_t i = 1; i < n; i++) {
+        dh |= load_be64(e[i].lo.b) ^ h0;
+        dl |= load_be64(e[i].lo.b + 8) ^ l0;
+    }
+    unsigned skip = dh ? (unsigned)__builtin_clzll(dh) : dl ? 64 + (unsigned)__builtin_clzll(dl) : 128;
+    if (skip > 128 - BUCKET6_BITS)
+        skip = 128 - BUCKET6_BITS;
+    for (size_t i = 0; i < n; i++)
+        start[bucket6_of(&e[i].lo, skip) + 1]++;
+    for (size_t b = 1; b <= (1u << BUCKET6_BITS); b++)
+        start[b] += start[b - 1];
+    /* start[b]: where bucket b begins; filled through start[b] as it grows */
+    for (size_t i = 0; i < n; i++)
+        scratch[start[bucket6_of(&e[i].lo, skip)]++] = e[i];
+    /* start[b] is now where bucket b ends */
+    size_t lo = 0;
+    for (size_t b = 0; b < (1u << BUCKET6_BITS); b++) {
+        size_t hi = start[b];
+        if (hi - lo > 1)
+            sort_entries(scratch + lo, hi - lo, sizeof *scratch, rentry6_less);
+        lo = hi;
+    }
+    memcpy(e, scratch, n * sizeof *e);
+    free(start);
+}
+
 static gray_always_inline uint32_t load_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -372,7 +484,7 @@ static const gray_ip_t ip_last = {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf
 /* The sorted entries into runs. An open range's run resumes after each
  * range nested in it ends; ranges with equal bounds are one, the last.
  * Each entry adds at most two runs: its start and its resumption. */
-static int sweep4(const gray_rentry4_t *e, size_t n, gray_run4_t *runs, size_t *nruns)
+int gray_rangeset_sweep4(const gray_rentry4_t *e, size_t n, gray_run4_t *runs, size_t *nruns)
 {
     struct { uint32_t hi; unsigned target; } open[NEST_MAX];
     size_t depth = 0, m = 0;
@@ -403,7 +515,7 @@ static int sweep4(const gray_rentry4_t *e, size_t n, gray_run4_t *runs, size_t *
     return GRAY_OK;
 }
 
-static int sweep6(const gray_rentry6_t *e, size_t n, gray_run6_t *runs, size_t *nruns)
+int gray_rangeset_sweep6(const gray_rentry6_t *e, size_t n, gray_run6_t *runs, size_t *nruns)
 {
     struct { gray_ip_t hi; unsigned target; } open[NEST_MAX];
     size_t depth = 0, m = 0;
@@ -483,7 +595,7 @@ static gray_always_inline uint32_t bucket6(uint64_t h, uint64_t l, unsigned skip
     return (uint32_t)(t >> (64 - bits));
 }
 
-static void index4(gray_rangeset_t *set)
+void gray_rangeset_index4(gray_rangeset_t *set)
 {
     const gray_run4_t *r = set->v4;
     size_t m = set->n4;
@@ -503,7 +615,7 @@ static void index4(gray_rangeset_t *set)
     }
 }
 
-static void index6(gray_rangeset_t *set)
+void gray_rangeset_index6(gray_rangeset_t *set)
 {
     const gray_run6_t *r = set->v6;
     size_t m = set->n6;
@@ -531,18 +643,19 @@ int gray_rangeset_build(gray_rangeset_t *set, gray_rentry4_t *e4, size_t n4,
     set->n4 = set->n6 = 0;
     if (n4 > UINT32_MAX / 2 || n6 > UINT32_MAX / 2)
         return GRAY_EINVAL;
-    sort_entries(e4, n4, sizeof *e4, rentry4_less);
-    sort_entries(e6, n6, sizeof *e6, rentry6_less);
+    /* no scratch: this call allocates nothing (gray.h) */
+    gray_rangeset_sort4(e4, n4, NULL);
+    gray_rangeset_sort6(e6, n6, NULL);
     size_t m4, m6;
-    int rc = sweep4(e4, n4, set->v4, &m4);
+    int rc = gray_rangeset_sweep4(e4, n4, set->v4, &m4);
     if (rc == GRAY_OK)
-        rc = sweep6(e6, n6, set->v6, &m6);
+        rc = gray_rangeset_sweep6(e6, n6, set->v6, &m6);
     if (rc != GRAY_OK)
         return rc;
     set->n4 = (uint32_t)m4;
     set->n6 = (uint32_t)m6;
-    index4(set);
-    index6(set);
+    gray_rangeset_index4(set);
+    gray_rangeset_index6(set);
     return GRAY_OK;
 }
 

@@ -1322,6 +1322,8 @@ static void fuzz_ramp(const char *s, size_t len)
     }
 }
 
+void fuzz_image_diff(const char *s, size_t len);   /* image_diff.c */
+
 /* one per parser; the name is its corpus directory, csrc/test/corpus/<name> */
 static const struct {
     const char *name;
@@ -1337,6 +1339,7 @@ static const struct {
     {"mc_meta", fuzz_mc_meta},      /* mg replies and requests */
     {"ranges", fuzz_ranges},        /* the ranges-list compiler */
     {"image", fuzz_image},          /* list images: id-list and ranges compilers */
+    {"image_diff", fuzz_image_diff}, /* both compilers against main's (csrc/test/ref) */
     {"hash", fuzz_hash},            /* murmur3 and the percentage bucket */
     {"dist", fuzz_dist},            /* ketama placement */
     {"servers", fuzz_servers},      /* server lists */

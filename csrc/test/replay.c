@@ -15,6 +15,7 @@
 #include "fuzz.h"
 
 void image_files_check(void);   /* image_files.c: files and threads */
+void image_diff_check(int rounds, size_t max_lines);   /* image_diff.c: against main's compile */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -78,6 +79,8 @@ static size_t mutate(uint8_t *buf, size_t len, size_t cap)
 }
 
 #define REPLAY_FILES_MAX 512
+#define REPLAY_DIFF_LISTS 300       /* generated lists image_diff_check() compiles both ways */
+#define REPLAY_DIFF_LINES 3000      /* and their most lines */
 #define REPLAY_INPUT_MAX 8192       /* a corpus file's bytes, mutations grow it to this */
 
 static int by_name(const void *a, const void *b)
@@ -148,10 +151,13 @@ int main(int argc, char **argv)
         printf("replay: %-10s %8ld inputs, no fault\n", fuzz_target_name(t), runs);
         total += runs;
     }
-    if (!only)
+    if (!only) {
         image_files_check();
+        image_diff_check(REPLAY_DIFF_LISTS, REPLAY_DIFF_LINES);
+    }
     printf("replay: %ld inputs through %zu fuzz target%s, no fault%s\n", total,
            only ? (size_t)1 : fuzz_target_count(), only ? "" : "s",
-           only ? "" : "; list image files and threads checked");
+           only ? "" : "; list image files and threads checked; generated lists compile "
+                       "to the reference's images");
     return 0;
 }
