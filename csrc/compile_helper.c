@@ -29,6 +29,13 @@
 #include "image_internal.h"
 
 #define HELPER_NICE 19
+/* The helper's slice (EEVDF's request size, sched_setattr's sched_runtime
+ * for a fair task, Linux 6.12 and later; 0: the kernel's): each time the
+ * helper gets a CPU it holds it this long at most while the workers wait.
+ * Earlier kernels ignore it. */
+#ifndef GRAY_HELPER_SLICE_NS
+#define GRAY_HELPER_SLICE_NS 100000
+#endif
 #define FD_KEEP_MAX GRAY_HELPER_FD_DONE     /* fds above it are the worker's: closed */
 
 /* A session of its own: where the kernel groups tasks by session
@@ -52,6 +59,22 @@ static void lower_priority(void)
         close(fd);
     }
     (void)setpriority(PRIO_PROCESS, 0, HELPER_NICE);
+    if (GRAY_HELPER_SLICE_NS > 0) {
+        /* struct sched_attr as SCHED_ATTR_SIZE_VER0 */
+        struct {
+            uint32_t size, policy;
+            uint64_t flags;
+            int32_t nice;
+            uint32_t priority;
+            uint64_t runtime, deadline, period;
+        } attr;
+        memset(&attr, 0, sizeof attr);
+        attr.size = sizeof attr;
+        attr.policy = 0;                    /* SCHED_OTHER */
+        attr.nice = HELPER_NICE;
+        attr.runtime = GRAY_HELPER_SLICE_NS;
+        (void)syscall(SYS_sched_setattr, 0, &attr, 0u);
+    }
 }
 
 static int finish(int rc, const gray_image_stats_t *st)
