@@ -147,7 +147,7 @@ int main(int argc, char **argv)
     if (worker < 0)
         return finish(GRAY_ECANCELED, NULL);
     char tmp[GRAY_IMAGE_PATH_MAX + 32];
-    int tn = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.h", path, (long)getpid());
+    int tn = gray_image_tmp_name(tmp, sizeof tmp, path, (long)getpid(), -1);
     if (tn < 0 || (size_t)tn >= sizeof tmp)
         return finish(GRAY_EINVAL, NULL);
     gray_image_stats_t st;

@@ -660,6 +660,12 @@ int gray_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
+int gray_image_tmp_name(char *out, size_t cap, const char *path, long pid, long seq)
+{
+    return seq < 0 ? snprintf(out, cap, "%s.tmp.%ld.h", path, pid)
+                   : snprintf(out, cap, "%s.tmp.%ld.%ld", path, pid, seq);
+}
+
 /* buf into "<path>.tmp.<pid>.<n>", then renamed onto path: a reader maps
  * the old image or the new one, never a part. No fsync: the images live
  * on a tmpfs and are rebuilt from memcached after a crash. */
@@ -669,8 +675,8 @@ static int write_file(const char *path, const void *buf, size_t len, int32_t *er
     size_t plen = path ? strlen(path) : 0;
     if (plen == 0 || plen > GRAY_IMAGE_PATH_MAX)
         return GRAY_EINVAL;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
-             atomic_fetch_add(&tmp_seq, 1u));
+    gray_image_tmp_name(tmp, sizeof tmp, path, (long)getpid(),
+                        (long)atomic_fetch_add(&tmp_seq, 1u));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         *err = errno;

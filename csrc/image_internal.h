@@ -135,6 +135,13 @@ void gray_rangeset_index6(gray_rangeset_t *set);
  * 0, or the errno of the failure (EIO for a write that wrote nothing). */
 int gray_write_all(int fd, const void *buf, size_t len);
 
+/* The temporary name a compile writes before its rename onto path:
+ * "<path>.tmp.<pid>.<seq>" (image.c's write_file) or, seq < 0,
+ * "<path>.tmp.<pid>.h" (gray-compile's). Built here alone, so that the job
+ * that kills a helper can remove what the helper was writing. Returns
+ * snprintf's count. */
+int gray_image_tmp_name(char *out, size_t cap, const char *path, long pid, long seq);
+
 /* Frees a thread defers: gray_big_defer(d) makes this thread's later
  * gray_big_free() calls give the pages back at once but leave the unmap
  * to gray_big_defer_release(d), called by another thread (see image.c);

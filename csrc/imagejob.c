@@ -13,7 +13,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -288,15 +287,14 @@ static int helper_run(gray_image_job_t *job, const char *path)
             rc = atomic_load(&job->cancel) ? GRAY_ECANCELED : GRAY_EIO;
             kill(sp.pid, SIGKILL);
             /* once it has gone (its exit closes the pipe), the files it
-             * may have been writing go too: compile_helper.c's temporary
-             * name and write_file()'s (image.c; its first in a process) */
-            char c, tmp[GRAY_IMAGE_PATH_MAX + 80];
+             * may have been writing go too: its own temporary name, and
+             * the one write_file() gave it (its first write in a process) */
+            char c, tmp[GRAY_IMAGE_PATH_MAX + 32], nested[GRAY_IMAGE_PATH_MAX + 80];
             while (poll(&pfd, 1, 1000) > 0 && read(pipefd[0], &c, 1) > 0)
                 ;
-            snprintf(tmp, sizeof tmp, "%s.tmp.%ld.h.tmp.%ld.0", job->path, (long)sp.pid,
-                     (long)sp.pid);
-            (void)unlink(tmp);
-            snprintf(tmp, sizeof tmp, "%s.tmp.%ld.h", job->path, (long)sp.pid);
+            gray_image_tmp_name(tmp, sizeof tmp, job->path, (long)sp.pid, -1);
+            gray_image_tmp_name(nested, sizeof nested, tmp, (long)sp.pid, 0);
+            (void)unlink(nested);
             (void)unlink(tmp);
             break;
         }
