@@ -381,12 +381,20 @@ void gray_rangeset_sort4(gray_rentry4_t *e, size_t n, gray_rentry4_t *scratch)
     }
 }
 
-/* bits [skip, skip + BUCKET6_BITS) of a (as a 128-bit number), skip <= 112 */
+/* bits [skip, skip + bits) of the address (h, l) as a 128-bit number; the
+ * compile's counting pass and the image's index share it */
+static gray_always_inline uint32_t bucket6(uint64_t h, uint64_t l, unsigned skip, unsigned bits)
+{
+    if (bits == 0)
+        return 0;
+    uint64_t t = skip >= 64 ? l << (skip - 64) : skip == 0 ? h : h << skip | l >> (64 - skip);
+    return (uint32_t)(t >> (64 - bits));
+}
+
+/* bits [skip, skip + BUCKET6_BITS) of a, skip <= 112 */
 static gray_always_inline uint32_t bucket6_of(const gray_ip_t *a, unsigned skip)
 {
-    uint64_t h = load_be64(a->b), l = load_be64(a->b + 8);
-    uint64_t t = skip >= 64 ? l << (skip - 64) : skip == 0 ? h : h << skip | l >> (64 - skip);
-    return (uint32_t)(t >> (64 - BUCKET6_BITS));
+    return bucket6(load_be64(a->b), load_be64(a->b + 8), skip, BUCKET6_BITS);
 }
 
 void gray_rangeset_sort6(gray_rentry6_t *e, size_t n, gray_rentry6_t *scratch)
@@ -585,14 +593,6 @@ static unsigned common_bits64(uint64_t a, uint64_t b)
 static gray_always_inline uint32_t bucket4(uint32_t x, unsigned skip, unsigned bits)
 {
     return bits ? (x << skip) >> (32 - bits) : 0;   /* bits > 0: skip < 32 */
-}
-
-static gray_always_inline uint32_t bucket6(uint64_t h, uint64_t l, unsigned skip, unsigned bits)
-{
-    if (bits == 0)
-        return 0;
-    uint64_t t = skip >= 64 ? l << (skip - 64) : skip == 0 ? h : h << skip | l >> (64 - skip);
-    return (uint32_t)(t >> (64 - bits));
 }
 
 void gray_rangeset_index4(gray_rangeset_t *set)
