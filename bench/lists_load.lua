@@ -66,7 +66,7 @@ assert(not (SPLIT and WRK_PIN), "BENCH_SPLIT and BENCH_WRK_PIN exclude each othe
 local NODE_CPU, CLIENT_CPUS = NCPU - 1, "0-" .. (NCPU - 2)
 local WRK_CPUS = {}
 if WRK_PIN then
-    for cpu = 0, tonumber((harness.sh("nproc"))) - 1 do
+    for cpu = 0, NCPU - 1 do
         WRK_CPUS[#WRK_CPUS + 1] = cpu
     end
 end
